@@ -1,0 +1,214 @@
+//! The decision across dimensions, and what an outcome does to each key.
+//!
+//! `decide` looks at every key an attempt touches: the attempt is allowed only if no key refuses
+//! it, and only an allowed attempt is counted (a refused one changes nothing, so locked counters
+//! do not grow). `record` applies the verified outcome: a failure charges every key's failure
+//! limit and lockout; a success clears the lockout of the account's own dimensions only.
+
+use serde::{Deserialize, Serialize};
+
+use crate::UnixMillis;
+use crate::backoff::{Lockout, LockoutState};
+use crate::gcra::GcraVerdict;
+use crate::keys::{AttemptKey, Dimension};
+use crate::policy::{KeyPolicy, Policy};
+
+/// Everything the policy remembers about one key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyState {
+    /// Theoretical arrival time of the attempts limit (0: fresh).
+    pub attempt_tat: UnixMillis,
+    /// Theoretical arrival time of the failures limit (0: fresh).
+    pub failure_tat: UnixMillis,
+    /// Consecutive failures and lockout.
+    pub lockout: LockoutState,
+}
+
+impl KeyState {
+    /// When this state becomes equivalent to a fresh one, so a store may forget it
+    /// (`None`: never, the key is permanently locked).
+    pub fn expires_at(&self, policy: &KeyPolicy) -> Option<UnixMillis> {
+        let lockout = match &policy.lockout {
+            Some(backoff) => backoff.expires_at(&self.lockout)?,
+            None => 0,
+        };
+        Some(self.attempt_tat.max(self.failure_tat).max(lockout))
+    }
+}
+
+/// Why an attempt was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Too many attempts.
+    RateLimited,
+    /// Too many failures.
+    TooManyFailures,
+    /// A lockout is in force.
+    LockedOut,
+}
+
+impl Reason {
+    /// The reason's name in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::RateLimited => "rate_limited",
+            Reason::TooManyFailures => "too_many_failures",
+            Reason::LockedOut => "locked_out",
+        }
+    }
+}
+
+/// A refusal: which dimension refused, why, and when to come back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Denial {
+    /// The dimension with the longest wait.
+    pub dimension: Dimension,
+    /// Why that dimension refused.
+    pub reason: Reason,
+    /// Milliseconds until every refusing key would admit the attempt (at least 1).
+    pub retry_after_ms: u64,
+}
+
+impl Denial {
+    /// The wait in whole seconds, rounded up, for a `Retry-After` header.
+    pub fn retry_after_secs(&self) -> u64 {
+        self.retry_after_ms.div_ceil(1_000).max(1)
+    }
+}
+
+/// The decision on one attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Go on to verify the password.
+    Allow,
+    /// Refuse before any password work.
+    Deny(Denial),
+}
+
+/// A verified attempt's result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The password matched.
+    Success,
+    /// The password did not match, or the account does not exist.
+    Failure,
+}
+
+/// A lockout that an outcome started on one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockoutEvent {
+    /// The locked key.
+    pub key: AttemptKey,
+    /// How long for.
+    pub lockout: Lockout,
+}
+
+/// The refusals of one key at `now` (each with its wait), or the state with the attempt counted.
+fn check_key(
+    policy: &KeyPolicy,
+    state: &KeyState,
+    now: UnixMillis,
+) -> Result<KeyState, (Reason, u64)> {
+    let mut refusal: Option<(Reason, u64)> = None;
+    let mut refuse = |reason, wait: u64| {
+        if refusal.is_none_or(|(_, longest)| wait > longest) {
+            refusal = Some((reason, wait));
+        }
+    };
+    if let Some(wait) = policy
+        .lockout
+        .as_ref()
+        .and_then(|b| b.locked_for(&state.lockout, now))
+    {
+        refuse(Reason::LockedOut, wait);
+    }
+    if let Some(limit) = &policy.failures
+        && let GcraVerdict::Refuse { retry_after_ms } = limit.check(state.failure_tat, now)
+    {
+        refuse(Reason::TooManyFailures, retry_after_ms);
+    }
+    let mut next = *state;
+    if let Some(limit) = &policy.attempts {
+        match limit.check(state.attempt_tat, now) {
+            GcraVerdict::Admit { new_tat } => next.attempt_tat = new_tat,
+            GcraVerdict::Refuse { retry_after_ms } => refuse(Reason::RateLimited, retry_after_ms),
+        }
+    }
+    match refusal {
+        Some(refused) => Err(refused),
+        None => Ok(next),
+    }
+}
+
+/// Decides an attempt touching `keys` whose current states are `states` (same order).
+/// When allowed, `states` are updated to count the attempt; when refused, they are unchanged.
+pub fn decide(
+    policy: &Policy,
+    keys: &[AttemptKey],
+    states: &mut [KeyState],
+    now: UnixMillis,
+) -> Decision {
+    let mut counted = Vec::with_capacity(states.len());
+    let mut denial: Option<Denial> = None;
+    for (key, state) in keys.iter().zip(states.iter()) {
+        match check_key(policy.for_dimension(key.dimension), state, now) {
+            Ok(next) => counted.push(next),
+            Err((reason, wait)) => {
+                if denial.is_none_or(|d| wait > d.retry_after_ms) {
+                    denial = Some(Denial {
+                        dimension: key.dimension,
+                        reason,
+                        retry_after_ms: wait.max(1),
+                    });
+                }
+            }
+        }
+    }
+    match denial {
+        Some(denial) => Decision::Deny(denial),
+        None => {
+            states.copy_from_slice(&counted);
+            Decision::Allow
+        }
+    }
+}
+
+/// Applies a verified attempt's outcome to the states of its keys; returns the lockouts it
+/// started.
+pub fn record(
+    policy: &Policy,
+    keys: &[AttemptKey],
+    states: &mut [KeyState],
+    outcome: Outcome,
+    now: UnixMillis,
+) -> Vec<LockoutEvent> {
+    let mut events = Vec::new();
+    for (key, state) in keys.iter().zip(states.iter_mut()) {
+        let limits = policy.for_dimension(key.dimension);
+        match outcome {
+            Outcome::Failure => {
+                if let Some(limit) = &limits.failures {
+                    state.failure_tat = limit.charge(state.failure_tat, now);
+                }
+                if let Some(backoff) = &limits.lockout {
+                    let (next, lockout) = backoff.on_failure(&state.lockout, now);
+                    state.lockout = next;
+                    if let Some(lockout) = lockout {
+                        events.push(LockoutEvent {
+                            key: key.clone(),
+                            lockout,
+                        });
+                    }
+                }
+            }
+            Outcome::Success => {
+                if key.dimension.resets_on_success() && !state.lockout.permanent {
+                    state.lockout = LockoutState::default();
+                }
+            }
+        }
+    }
+    events
+}

@@ -1,0 +1,205 @@
+//! The dimensions an attempt is counted under, and the store key of each.
+//!
+//! A login attempt is counted against its client IP, the IP's subnet (IPv4 /24 and IPv6 /64 by
+//! default: one host, one home network, one cloud allocation), the normalised username, the
+//! username from that IP, and the whole service. Usernames enter keys only as a keyed hash
+//! (HMAC-SHA-256 with a server secret, truncated to 128 bits), so a store dump reveals no names.
+
+use std::net::IpAddr;
+
+use hmac::{Hmac, KeyInit, Mac};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::username::Username;
+
+/// What a counter counts attempts of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dimension {
+    /// Every attempt the service sees.
+    Global,
+    /// One client address.
+    Ip,
+    /// The client's subnet.
+    Subnet,
+    /// One (normalised) username, from anywhere.
+    Username,
+    /// One username from one client address.
+    UsernameIp,
+}
+
+impl Dimension {
+    /// Every dimension, in the order keys are derived.
+    pub const ALL: [Dimension; 5] = [
+        Dimension::Global,
+        Dimension::Ip,
+        Dimension::Subnet,
+        Dimension::Username,
+        Dimension::UsernameIp,
+    ];
+
+    /// Whether a successful login clears this dimension's failures. Only the account's own
+    /// dimensions do: an attacker must not reset an IP's or subnet's counters by logging into an
+    /// account of their own.
+    pub fn resets_on_success(self) -> bool {
+        matches!(self, Dimension::Username | Dimension::UsernameIp)
+    }
+
+    /// The dimension's name in keys, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dimension::Global => "global",
+            Dimension::Ip => "ip",
+            Dimension::Subnet => "subnet",
+            Dimension::Username => "username",
+            Dimension::UsernameIp => "username_ip",
+        }
+    }
+}
+
+/// One counter an attempt touches.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AttemptKey {
+    /// What the key counts.
+    pub dimension: Dimension,
+    /// The store key, without any deployment prefix.
+    pub key: String,
+}
+
+/// Refused subnet prefix lengths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixError {
+    /// IPv4 prefixes are 0..=32.
+    #[error("IPv4 subnet prefix {0} is not in 0..=32")]
+    V4(u8),
+    /// IPv6 prefixes are 0..=128.
+    #[error("IPv6 subnet prefix {0} is not in 0..=128")]
+    V6(u8),
+}
+
+/// Derives an attempt's keys: subnet widths and the secret that hashes usernames.
+#[derive(Clone)]
+pub struct KeyDeriver {
+    mac: Hmac<Sha256>,
+    ipv4_prefix: u8,
+    ipv6_prefix: u8,
+}
+
+impl KeyDeriver {
+    /// A deriver with the given username-hashing secret and subnet prefix lengths.
+    pub fn new(hmac_key: &[u8], ipv4_prefix: u8, ipv6_prefix: u8) -> Result<Self, PrefixError> {
+        if ipv4_prefix > 32 {
+            return Err(PrefixError::V4(ipv4_prefix));
+        }
+        if ipv6_prefix > 128 {
+            return Err(PrefixError::V6(ipv6_prefix));
+        }
+        // HMAC accepts keys of any length, so this cannot fail; map it rather than unwrap.
+        let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(hmac_key)
+            .map_err(|_| PrefixError::V4(ipv4_prefix))?;
+        Ok(Self {
+            mac,
+            ipv4_prefix,
+            ipv6_prefix,
+        })
+    }
+
+    /// The subnet an address is counted in (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn subnet(&self, ip: IpAddr) -> IpNet {
+        let ip = ip.to_canonical();
+        let prefix = match ip {
+            IpAddr::V4(_) => self.ipv4_prefix,
+            IpAddr::V6(_) => self.ipv6_prefix,
+        };
+        // The prefix was validated in `new`, so this always succeeds.
+        IpNet::new(ip, prefix)
+            .map(|net| net.trunc())
+            .unwrap_or_else(|_| IpNet::from(ip))
+    }
+
+    /// The keyed hash that stands for a username in keys (32 hex characters).
+    pub fn username_digest(&self, username: &Username) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(username.as_str().as_bytes());
+        let digest = mac.finalize().into_bytes();
+        hex::encode(&digest[..16])
+    }
+
+    /// Every key an attempt by `username` from `ip` touches, one per dimension.
+    pub fn keys(&self, ip: IpAddr, username: &Username) -> Vec<AttemptKey> {
+        let ip = ip.to_canonical();
+        let user = self.username_digest(username);
+        Dimension::ALL
+            .iter()
+            .map(|&dimension| AttemptKey {
+                dimension,
+                key: match dimension {
+                    Dimension::Global => "g".to_owned(),
+                    Dimension::Ip => format!("ip:{ip}"),
+                    Dimension::Subnet => format!("net:{}", self.subnet(ip)),
+                    Dimension::Username => format!("u:{user}"),
+                    Dimension::UsernameIp => format!("ui:{user}:{ip}"),
+                },
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deriver() -> KeyDeriver {
+        KeyDeriver::new(b"secret", 24, 64).unwrap()
+    }
+
+    fn key(keys: &[AttemptKey], dimension: Dimension) -> &str {
+        &keys.iter().find(|k| k.dimension == dimension).unwrap().key
+    }
+
+    #[test]
+    fn subnets_are_slash_24_and_slash_64_by_default() {
+        let d = deriver();
+        assert_eq!(d.subnet("203.0.113.77".parse().unwrap()).to_string(), "203.0.113.0/24");
+        assert_eq!(
+            d.subnet("2001:db8:1:2:3:4:5:6".parse().unwrap()).to_string(),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            d.subnet("::ffff:203.0.113.77".parse().unwrap()).to_string(),
+            "203.0.113.0/24"
+        );
+    }
+
+    #[test]
+    fn usernames_appear_in_keys_only_as_a_keyed_hash() {
+        let name = Username::parse("alice").unwrap();
+        let keys = deriver().keys("198.51.100.1".parse().unwrap(), &name);
+        assert!(keys.iter().all(|k| !k.key.contains("alice")));
+        let other_secret = KeyDeriver::new(b"other", 24, 64).unwrap();
+        assert_ne!(
+            deriver().username_digest(&name),
+            other_secret.username_digest(&name)
+        );
+        assert_eq!(key(&keys, Dimension::Ip), "ip:198.51.100.1");
+        assert_eq!(key(&keys, Dimension::Subnet), "net:198.51.100.0/24");
+        assert!(key(&keys, Dimension::UsernameIp).ends_with(":198.51.100.1"));
+    }
+
+    #[test]
+    fn variants_of_one_username_share_its_keys() {
+        let d = deriver();
+        let ip = "198.51.100.1".parse().unwrap();
+        let a = d.keys(ip, &Username::parse("Admin").unwrap());
+        let b = d.keys(ip, &Username::parse(" ＡＤＭＩＮ").unwrap());
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn prefixes_out_of_range_are_refused() {
+        assert_eq!(KeyDeriver::new(b"k", 33, 64).err(), Some(PrefixError::V4(33)));
+        assert_eq!(KeyDeriver::new(b"k", 24, 129).err(), Some(PrefixError::V6(129)));
+    }
+}

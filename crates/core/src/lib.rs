@@ -1,0 +1,30 @@
+//! Portcullis' login policy as pure functions: the specification every store implements.
+//!
+//! Nothing here performs I/O or reads a clock. Every rule is a function of
+//! `(policy, state, event, now)`, where `now` is milliseconds since the Unix epoch
+//! ([`UnixMillis`]). The stores (memory, Redis) fetch the state of the keys an attempt touches,
+//! let this crate decide, and write the new state back atomically.
+//!
+//! - [`gcra`]: rate limits (generic cell rate algorithm).
+//! - [`backoff`]: Keycloak-style failure counting and lockout back-off.
+//! - [`username`]: username normalisation.
+//! - [`keys`]: the dimensions an attempt is counted under, and their store keys.
+//! - [`policy`]: the per-dimension policy and its defaults.
+//! - [`decision`]: the decision across dimensions and the effect of an outcome.
+//! - [`model`]: a reference model (a plain map of key states) used by property tests.
+
+pub mod backoff;
+pub mod decision;
+pub mod gcra;
+pub mod keys;
+pub mod model;
+pub mod policy;
+pub mod username;
+
+/// A point in time: milliseconds since the Unix epoch. Durations are plain millisecond counts.
+pub type UnixMillis = u64;
+
+pub use decision::{Decision, Denial, KeyState, LockoutEvent, Outcome, Reason};
+pub use keys::{AttemptKey, Dimension, KeyDeriver};
+pub use policy::{KeyPolicy, Policy};
+pub use username::{Username, UsernameError};

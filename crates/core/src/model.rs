@@ -1,0 +1,295 @@
+//! A table of key states that applies the policy: the reference model of every store.
+//!
+//! The memory store is this table behind a lock; the Redis store implements the same
+//! transitions in Lua and is tested against it. Expired entries read as fresh, and are swept
+//! whenever the table has doubled since the last sweep or a minute has passed, so memory stays
+//! proportional to the keys that are live.
+
+use std::collections::HashMap;
+
+use crate::UnixMillis;
+use crate::decision::{self, Decision, KeyState, LockoutEvent, Outcome};
+use crate::keys::AttemptKey;
+use crate::policy::Policy;
+
+/// The fewest entries before sweeping for size is worth it.
+const MIN_SWEEP_LEN: usize = 1_024;
+/// The longest time between sweeps, so a flood that stopped is forgotten.
+const SWEEP_INTERVAL_MS: UnixMillis = 60_000;
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    state: KeyState,
+    /// `None`: kept until cleared (a permanent lockout).
+    expires_at: Option<UnixMillis>,
+}
+
+impl Entry {
+    fn is_live(&self, now: UnixMillis) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
+/// Key states by store key.
+#[derive(Debug)]
+pub struct StateTable {
+    entries: HashMap<String, Entry>,
+    /// Sweep expired entries when the table reaches this length...
+    sweep_at: usize,
+    /// ...or when a write comes after this time.
+    sweep_after: UnixMillis,
+}
+
+impl Default for StateTable {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::new(),
+            sweep_at: MIN_SWEEP_LEN,
+            sweep_after: 0,
+        }
+    }
+}
+
+impl StateTable {
+    /// The live state of a key at `now` (`None`: fresh).
+    pub fn state(&self, key: &str, now: UnixMillis) -> Option<KeyState> {
+        self.entries
+            .get(key)
+            .filter(|e| e.is_live(now))
+            .map(|e| e.state)
+    }
+
+    fn load(&self, keys: &[AttemptKey], now: UnixMillis) -> Vec<KeyState> {
+        keys.iter()
+            .map(|k| self.state(&k.key, now).unwrap_or_default())
+            .collect()
+    }
+
+    fn save(&mut self, policy: &Policy, keys: &[AttemptKey], states: &[KeyState], now: UnixMillis) {
+        for (key, state) in keys.iter().zip(states) {
+            let expires_at = state.expires_at(policy.for_dimension(key.dimension));
+            let entry = Entry { state: *state, expires_at };
+            if entry.is_live(now) {
+                self.entries.insert(key.key.clone(), entry);
+            } else {
+                self.entries.remove(&key.key);
+            }
+        }
+        if self.entries.len() >= self.sweep_at || now > self.sweep_after {
+            self.sweep(now);
+        }
+    }
+
+    /// Forgets every expired entry and gives their memory back.
+    pub fn sweep(&mut self, now: UnixMillis) {
+        self.entries.retain(|_, e| e.is_live(now));
+        self.entries.shrink_to(self.entries.len() * 2);
+        self.sweep_at = (self.entries.len() * 2).max(MIN_SWEEP_LEN);
+        self.sweep_after = now.saturating_add(SWEEP_INTERVAL_MS);
+    }
+
+    /// Entries held, live or not yet swept.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the table holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Decides an attempt and counts it if allowed (see [`decision::decide`]).
+    pub fn attempt(&mut self, policy: &Policy, keys: &[AttemptKey], now: UnixMillis) -> Decision {
+        let mut states = self.load(keys, now);
+        let decision = decision::decide(policy, keys, &mut states, now);
+        if decision == Decision::Allow {
+            self.save(policy, keys, &states, now);
+        }
+        decision
+    }
+
+    /// Applies a verified outcome (see [`decision::record`]).
+    pub fn record(
+        &mut self,
+        policy: &Policy,
+        keys: &[AttemptKey],
+        outcome: Outcome,
+        now: UnixMillis,
+    ) -> Vec<LockoutEvent> {
+        let mut states = self.load(keys, now);
+        let events = decision::record(policy, keys, &mut states, outcome, now);
+        self.save(policy, keys, &states, now);
+        events
+    }
+
+    /// Forgets a key entirely (an administrator's unlock).
+    pub fn clear(&mut self, key: &str) -> bool {
+        self.entries.remove(key).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{Dimension, KeyDeriver};
+    use crate::username::Username;
+    use crate::{Denial, Reason};
+    use proptest::prelude::*;
+    use std::net::IpAddr;
+
+    const T0: UnixMillis = 1_700_000_000_000;
+
+    fn keys(ip: &str, user: &str) -> Vec<AttemptKey> {
+        let deriver = KeyDeriver::new(b"test", 24, 64).unwrap();
+        let ip: IpAddr = ip.parse().unwrap();
+        Policy::default().active_keys(deriver.keys(ip, &Username::parse(user).unwrap()))
+    }
+
+    fn key_of(keys: &[AttemptKey], dimension: Dimension) -> &str {
+        &keys.iter().find(|k| k.dimension == dimension).unwrap().key
+    }
+
+    /// Attempts then fails, as a login with a wrong password does.
+    fn fail(table: &mut StateTable, keys: &[AttemptKey], now: UnixMillis) -> Decision {
+        let policy = Policy::default();
+        let decision = table.attempt(&policy, keys, now);
+        if decision == Decision::Allow {
+            table.record(&policy, keys, Outcome::Failure, now);
+        }
+        decision
+    }
+
+    #[test]
+    fn the_sixth_wrong_password_for_one_username_is_refused_from_any_ip() {
+        let mut table = StateTable::default();
+        for i in 0..5 {
+            let from = keys(&format!("198.51.{i}.1"), "alice");
+            assert_eq!(fail(&mut table, &from, T0 + i), Decision::Allow);
+        }
+        let elsewhere = keys("203.0.113.9", "Alice");
+        let Decision::Deny(denial) = table.attempt(&Policy::default(), &elsewhere, T0 + 10) else {
+            panic!("sixth attempt allowed");
+        };
+        assert_eq!(
+            denial,
+            Denial {
+                dimension: Dimension::Username,
+                reason: Reason::LockedOut,
+                retry_after_ms: 60_000 - 6,
+            }
+        );
+        assert_eq!(denial.retry_after_secs(), 60);
+        let after = T0 + 4 + 60_000;
+        assert_eq!(table.attempt(&Policy::default(), &elsewhere, after), Decision::Allow);
+    }
+
+    #[test]
+    fn a_refused_attempt_changes_nothing() {
+        let mut table = StateTable::default();
+        let from = keys("198.51.100.1", "bob");
+        for i in 0..5 {
+            fail(&mut table, &from, T0 + i);
+        }
+        let before = table.state(key_of(&from, Dimension::Username), T0 + 5);
+        assert!(matches!(fail(&mut table, &from, T0 + 5), Decision::Deny(_)));
+        assert_eq!(table.state(key_of(&from, Dimension::Username), T0 + 5), before);
+    }
+
+    #[test]
+    fn a_success_does_not_reset_the_ip_counter() {
+        let mut table = StateTable::default();
+        let policy = Policy::default();
+        let victim = keys("198.51.100.1", "victim");
+        let own = keys("198.51.100.1", "attacker");
+        for i in 0..4 {
+            fail(&mut table, &victim, T0 + i);
+        }
+        let ip_before = table.state(key_of(&own, Dimension::Ip), T0 + 4).unwrap();
+        assert_eq!(table.attempt(&policy, &own, T0 + 4), Decision::Allow);
+        table.record(&policy, &own, Outcome::Success, T0 + 4);
+        let ip_after = table.state(key_of(&own, Dimension::Ip), T0 + 4).unwrap();
+        assert_eq!(ip_after.failure_tat, ip_before.failure_tat);
+        assert_eq!(ip_after.lockout, ip_before.lockout);
+    }
+
+    #[test]
+    fn a_success_resets_the_username_failures() {
+        let mut table = StateTable::default();
+        let policy = Policy::default();
+        let from = keys("198.51.100.1", "carol");
+        for i in 0..4 {
+            fail(&mut table, &from, T0 + i);
+        }
+        table.attempt(&policy, &from, T0 + 4);
+        table.record(&policy, &from, Outcome::Success, T0 + 4);
+        for i in 5..9 {
+            assert_eq!(fail(&mut table, &from, T0 + i), Decision::Allow);
+        }
+    }
+
+    #[test]
+    fn a_flood_of_distinct_keys_is_forgotten_once_it_expires() {
+        let mut table = StateTable::default();
+        let policy = Policy::default();
+        for i in 0..5_000u32 {
+            // One address per /24, so no subnet limit cuts the flood short.
+            let ip = format!("10.{}.{}.1", i >> 8, i & 0xff);
+            table.attempt(&policy, &keys(&ip, &format!("user{i}")), T0);
+        }
+        let peak = table.len();
+        assert!(peak >= 5_000, "{peak}");
+        // Long after every attempt limit has refilled (the username keys hold no state: nothing
+        // failed), the next write sweeps the table down to what is live.
+        table.attempt(&policy, &keys("192.0.2.1", "late"), T0 + 3_600_000);
+        assert_eq!(table.len(), 2, "the late attempt's IP and subnet are all that is live");
+    }
+
+    #[derive(Clone, Debug)]
+    enum Event {
+        Attempt { ip: u8, user: u8, correct: bool },
+        Wait(u64),
+    }
+
+    fn events() -> impl Strategy<Value = Vec<Event>> {
+        proptest::collection::vec(
+            prop_oneof![
+                4 => (0u8..4, 0u8..4, any::<bool>())
+                    .prop_map(|(ip, user, correct)| Event::Attempt { ip, user, correct }),
+                1 => (0u64..120_000).prop_map(Event::Wait),
+            ],
+            1..80,
+        )
+    }
+
+    proptest! {
+        /// Whatever happened before, a success leaves the IP and subnet state exactly as it was.
+        #[test]
+        fn a_success_never_lowers_an_ips_or_subnets_counters(events in events()) {
+            let policy = Policy::default();
+            let mut table = StateTable::default();
+            let mut now = T0;
+            for event in events {
+                match event {
+                    Event::Wait(ms) => now += ms,
+                    Event::Attempt { ip, user, correct } => {
+                        let k = keys(&format!("198.51.{ip}.7"), &format!("u{user}"));
+                        if table.attempt(&policy, &k, now) != Decision::Allow {
+                            continue;
+                        }
+                        let outcome = if correct { Outcome::Success } else { Outcome::Failure };
+                        let watched = [
+                            key_of(&k, Dimension::Ip).to_owned(),
+                            key_of(&k, Dimension::Subnet).to_owned(),
+                        ];
+                        let before = watched.clone().map(|key| table.state(&key, now));
+                        table.record(&policy, &k, outcome, now);
+                        let after = watched.map(|key| table.state(&key, now));
+                        if outcome == Outcome::Success {
+                            prop_assert_eq!(before, after);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! The policy: which limits apply to each dimension, with defaults that follow Keycloak's
+//! brute-force detection, Auth0's attack protection and OWASP's guidance.
+
+use serde::{Deserialize, Serialize};
+
+use crate::backoff::{Backoff, Strategy};
+use crate::gcra::Gcra;
+use crate::keys::{AttemptKey, Dimension};
+
+const SECOND: u64 = 1_000;
+const MINUTE: u64 = 60 * SECOND;
+const HOUR: u64 = 60 * MINUTE;
+
+/// The limits of one dimension; each part is optional.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPolicy {
+    /// Caps attempts of any outcome (a flood guard), counted when an attempt is admitted.
+    pub attempts: Option<Gcra>,
+    /// Caps failed attempts; never reset by a success.
+    pub failures: Option<Gcra>,
+    /// Counts consecutive failures and locks out with back-off; reset by a success where the
+    /// dimension allows it.
+    pub lockout: Option<Backoff>,
+}
+
+impl KeyPolicy {
+    /// Whether the dimension limits anything (inactive dimensions are not stored at all).
+    pub fn is_active(&self) -> bool {
+        self.attempts.is_some() || self.failures.is_some() || self.lockout.is_some()
+    }
+}
+
+/// A policy setting that cannot work.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("policy.{dimension}.{field}: {problem}")]
+pub struct PolicyError {
+    /// The dimension whose setting is wrong.
+    pub dimension: &'static str,
+    /// The setting within it.
+    pub field: &'static str,
+    /// What is wrong.
+    pub problem: &'static str,
+}
+
+/// The limits of every dimension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// The whole service (off by default: a global cap lets an attacker lock everyone out).
+    pub global: KeyPolicy,
+    /// One client address.
+    pub ip: KeyPolicy,
+    /// The client's subnet.
+    pub subnet: KeyPolicy,
+    /// One account, from anywhere.
+    pub username: KeyPolicy,
+    /// One account from one address.
+    pub username_ip: KeyPolicy,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            global: KeyPolicy::default(),
+            ip: KeyPolicy {
+                // A client may send 30 attempts at once, then one a second.
+                attempts: Some(Gcra {
+                    burst: 30,
+                    interval_ms: SECOND,
+                }),
+                // Auth0's suspicious-IP throttling: 100 failures, then one every 864 s.
+                failures: Some(Gcra {
+                    burst: 100,
+                    interval_ms: 864 * SECOND,
+                }),
+                lockout: None,
+            },
+            subnet: KeyPolicy {
+                attempts: Some(Gcra {
+                    burst: 120,
+                    interval_ms: SECOND / 4,
+                }),
+                failures: Some(Gcra {
+                    burst: 500,
+                    interval_ms: 173 * SECOND,
+                }),
+                lockout: None,
+            },
+            username: KeyPolicy {
+                attempts: None,
+                failures: None,
+                // Keycloak's knobs; 5 failures (OWASP) rather than Keycloak's 30.
+                lockout: Some(Backoff {
+                    max_failures: 5,
+                    strategy: Strategy::Multiple,
+                    wait_increment_ms: MINUTE,
+                    max_wait_ms: 15 * MINUTE,
+                    failure_reset_ms: 12 * HOUR,
+                    quick_login_check_ms: 0,
+                    min_quick_login_wait_ms: MINUTE,
+                    permanent_after: None,
+                }),
+            },
+            username_ip: KeyPolicy {
+                attempts: None,
+                failures: None,
+                // Auth0's brute-force protection shape: 10 failures for one account from one
+                // address block that pair.
+                lockout: Some(Backoff {
+                    max_failures: 10,
+                    strategy: Strategy::Linear,
+                    wait_increment_ms: 15 * MINUTE,
+                    max_wait_ms: 24 * HOUR,
+                    failure_reset_ms: 24 * HOUR,
+                    quick_login_check_ms: 0,
+                    min_quick_login_wait_ms: MINUTE,
+                    permanent_after: None,
+                }),
+            },
+        }
+    }
+}
+
+impl Policy {
+    /// The limits of one dimension.
+    pub fn for_dimension(&self, dimension: Dimension) -> &KeyPolicy {
+        match dimension {
+            Dimension::Global => &self.global,
+            Dimension::Ip => &self.ip,
+            Dimension::Subnet => &self.subnet,
+            Dimension::Username => &self.username,
+            Dimension::UsernameIp => &self.username_ip,
+        }
+    }
+
+    /// Keeps the keys whose dimension limits anything.
+    pub fn active_keys(&self, mut keys: Vec<AttemptKey>) -> Vec<AttemptKey> {
+        keys.retain(|k| self.for_dimension(k.dimension).is_active());
+        keys
+    }
+
+    /// Checks that every limit can admit something and every lockout has a threshold.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        for dimension in Dimension::ALL {
+            let name = dimension.as_str();
+            let limits = self.for_dimension(dimension);
+            for (field, gcra) in [("attempts", limits.attempts), ("failures", limits.failures)] {
+                let Some(gcra) = gcra else { continue };
+                let problem = if gcra.burst == 0 {
+                    "burst must be at least 1"
+                } else if gcra.interval_ms == 0 {
+                    "interval_ms must be at least 1"
+                } else {
+                    continue;
+                };
+                return Err(PolicyError {
+                    dimension: name,
+                    field,
+                    problem,
+                });
+            }
+            if let Some(backoff) = limits.lockout {
+                if backoff.max_failures == 0 {
+                    return Err(PolicyError {
+                        dimension: name,
+                        field: "lockout.max_failures",
+                        problem: "must be at least 1",
+                    });
+                }
+                if backoff.failure_reset_ms == 0 {
+                    return Err(PolicyError {
+                        dimension: name,
+                        field: "lockout.failure_reset_ms",
+                        problem: "must be at least 1",
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_policy_is_valid_and_leaves_global_off() {
+        let policy = Policy::default();
+        assert_eq!(policy.validate(), Ok(()));
+        assert!(!policy.global.is_active());
+    }
+
+    #[test]
+    fn a_zero_burst_is_refused_with_the_setting_name() {
+        let mut policy = Policy::default();
+        policy.ip.attempts = Some(Gcra {
+            burst: 0,
+            interval_ms: 1,
+        });
+        let err = policy.validate().unwrap_err();
+        assert_eq!(err.to_string(), "policy.ip.attempts: burst must be at least 1");
+    }
+}

@@ -1,0 +1,125 @@
+//! Username normalisation: one account, one counter, however the name is typed.
+//!
+//! `Admin`, ` admin ` and the full-width `Ａｄｍｉｎ` are the same username: input is trimmed,
+//! normalised to Unicode NFKC and case-folded (then normalised again, since folding can undo
+//! NFKC). Counting and uniqueness both use the normalised form.
+
+use std::fmt;
+
+use unicode_normalization::UnicodeNormalization;
+
+/// The longest normalised username, in characters.
+pub const MAX_USERNAME_CHARS: usize = 64;
+/// The longest raw input considered at all, in bytes: it bounds the work normalisation does.
+pub const MAX_USERNAME_INPUT_BYTES: usize = 256;
+
+/// Why a username was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UsernameError {
+    /// Nothing left after trimming.
+    #[error("username is empty")]
+    Empty,
+    /// Longer than the limits above.
+    #[error("username is longer than {MAX_USERNAME_CHARS} characters")]
+    TooLong,
+    /// Contains a control character (including NUL).
+    #[error("username contains a control character")]
+    ControlCharacter,
+}
+
+/// A normalised username.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Username(String);
+
+impl Username {
+    /// Normalises raw input: trim, NFKC, case fold, NFKC; refuses empty, overlong or
+    /// control-character input.
+    pub fn parse(raw: &str) -> Result<Self, UsernameError> {
+        if raw.len() > MAX_USERNAME_INPUT_BYTES {
+            return Err(UsernameError::TooLong);
+        }
+        let composed: String = raw.trim().nfkc().collect();
+        let folded = caseless::default_case_fold_str(&composed);
+        let normalised: String = folded.nfkc().collect();
+        let normalised = normalised.trim();
+        if normalised.is_empty() {
+            return Err(UsernameError::Empty);
+        }
+        if normalised.chars().any(char::is_control) {
+            return Err(UsernameError::ControlCharacter);
+        }
+        if normalised.chars().count() > MAX_USERNAME_CHARS {
+            return Err(UsernameError::TooLong);
+        }
+        Ok(Self(normalised.to_owned()))
+    }
+
+    /// The normalised form.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Username({:?})", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn norm(raw: &str) -> String {
+        Username::parse(raw).unwrap().as_str().to_owned()
+    }
+
+    #[test]
+    fn case_width_and_surrounding_space_do_not_make_a_new_username() {
+        assert_eq!(norm("Admin"), "admin");
+        assert_eq!(norm("  admin "), "admin");
+        assert_eq!(norm("ＡＤＭＩＮ"), "admin");
+        assert_eq!(norm("Straße"), norm("STRASSE"));
+        assert_eq!(norm("ﬁle"), "file");
+    }
+
+    #[test]
+    fn empty_overlong_and_control_input_is_refused() {
+        assert_eq!(Username::parse("   "), Err(UsernameError::Empty));
+        assert_eq!(Username::parse(""), Err(UsernameError::Empty));
+        assert_eq!(Username::parse("a\0b"), Err(UsernameError::ControlCharacter));
+        assert_eq!(
+            Username::parse(&"a".repeat(MAX_USERNAME_CHARS + 1)),
+            Err(UsernameError::TooLong)
+        );
+        assert!(Username::parse(&"a".repeat(MAX_USERNAME_CHARS)).is_ok());
+        assert_eq!(
+            Username::parse(&" ".repeat(MAX_USERNAME_INPUT_BYTES + 1)),
+            Err(UsernameError::TooLong)
+        );
+    }
+
+    proptest! {
+        /// Normalising a normalised username changes nothing.
+        #[test]
+        fn normalisation_is_idempotent(raw in "\\PC{0,40}") {
+            if let Ok(once) = Username::parse(&raw) {
+                let twice = Username::parse(once.as_str()).unwrap();
+                prop_assert_eq!(once, twice);
+            }
+        }
+
+        /// Any input, however hostile, gets an answer without panicking.
+        #[test]
+        fn any_input_is_accepted_or_refused_without_panic(raw in any::<String>()) {
+            let _ = Username::parse(&raw);
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Where Portcullis keeps what it must share between requests: attempt counters and sessions.
+//!
+//! The server talks to the [`AttemptStore`] and [`SessionStore`] traits. Each implementation
+//! applies the policy of `portcullis-core` atomically, with its own notion of now:
+//! - [`memory`]: in-process, the embedded default (one replica only);
+//!
+//! A store owns its clock (see [`clock`]) so that all replicas sharing a store share one time.
+
+pub mod clock;
+pub mod memory;
+
+use async_trait::async_trait;
+use portcullis_core::{AttemptKey, Decision, LockoutEvent, Outcome, UnixMillis};
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use memory::MemoryStore;
+
+/// A store that could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backing service failed or is unreachable.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Attempt counters: decides attempts and records their outcomes under the policy.
+#[async_trait]
+pub trait AttemptStore: Send + Sync + 'static {
+    /// Decides an attempt touching `keys`, counting it if allowed, in one atomic step.
+    async fn attempt(&self, keys: &[AttemptKey]) -> Result<Decision, StoreError>;
+
+    /// Records a verified attempt's outcome; returns the lockouts it started.
+    async fn record(
+        &self,
+        keys: &[AttemptKey],
+        outcome: Outcome,
+    ) -> Result<Vec<LockoutEvent>, StoreError>;
+}
+
+/// A logged-in session, found by the digest of its token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// The account's public id.
+    pub subject: String,
+    /// When the session ends.
+    pub expires_at: UnixMillis,
+}
+
+/// Sessions by token digest, each with a time to live.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Stores a new session for `ttl_ms`; returns it with its expiry.
+    async fn create(
+        &self,
+        digest: &str,
+        subject: &str,
+        ttl_ms: u64,
+    ) -> Result<Session, StoreError>;
+
+    /// The live session with this digest, if any.
+    async fn get(&self, digest: &str) -> Result<Option<Session>, StoreError>;
+
+    /// Ends a session; returns whether it was live.
+    async fn revoke(&self, digest: &str) -> Result<bool, StoreError>;
+}

@@ -1,0 +1,179 @@
+//! The in-process store: the embedded default for a single replica.
+//!
+//! Attempts go through the core's [`StateTable`] behind a mutex, so the memory store is the
+//! reference model itself. Sessions live in a map swept of expired entries once a minute.
+//! Nothing here survives a restart, and nothing is shared with other processes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use portcullis_core::model::StateTable;
+use portcullis_core::{AttemptKey, Decision, LockoutEvent, Outcome, Policy, UnixMillis};
+
+use crate::{AttemptStore, Clock, Session, SessionStore, StoreError};
+
+const SESSION_SWEEP_INTERVAL_MS: u64 = 60_000;
+
+#[derive(Debug, Default)]
+struct Sessions {
+    by_digest: HashMap<String, Session>,
+    /// Sweep expired sessions on the first write after this time.
+    sweep_after: UnixMillis,
+}
+
+/// Attempt counters and sessions in this process's memory.
+#[derive(Debug)]
+pub struct MemoryStore {
+    policy: Policy,
+    clock: Arc<dyn Clock>,
+    attempts: Mutex<StateTable>,
+    sessions: Mutex<Sessions>,
+}
+
+/// Locks a mutex even if a previous holder panicked: every critical section here leaves the
+/// data consistent, so poisoning carries no information.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl MemoryStore {
+    /// An empty store applying `policy` with time from `clock`.
+    pub fn new(policy: Policy, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            policy,
+            clock,
+            attempts: Mutex::new(StateTable::default()),
+            sessions: Mutex::new(Sessions::default()),
+        }
+    }
+
+    /// Attempt-counter entries held (live or not yet swept): for memory tests and metrics.
+    pub fn attempt_entries(&self) -> usize {
+        lock(&self.attempts).len()
+    }
+
+    /// Session entries held (live or not yet swept).
+    pub fn session_entries(&self) -> usize {
+        lock(&self.sessions).by_digest.len()
+    }
+}
+
+#[async_trait]
+impl AttemptStore for MemoryStore {
+    async fn attempt(&self, keys: &[AttemptKey]) -> Result<Decision, StoreError> {
+        let now = self.clock.now();
+        Ok(lock(&self.attempts).attempt(&self.policy, keys, now))
+    }
+
+    async fn record(
+        &self,
+        keys: &[AttemptKey],
+        outcome: Outcome,
+    ) -> Result<Vec<LockoutEvent>, StoreError> {
+        let now = self.clock.now();
+        Ok(lock(&self.attempts).record(&self.policy, keys, outcome, now))
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn create(
+        &self,
+        digest: &str,
+        subject: &str,
+        ttl_ms: u64,
+    ) -> Result<Session, StoreError> {
+        let now = self.clock.now();
+        let session = Session {
+            subject: subject.to_owned(),
+            expires_at: now.saturating_add(ttl_ms),
+        };
+        let mut sessions = lock(&self.sessions);
+        if now > sessions.sweep_after {
+            sessions.by_digest.retain(|_, s| s.expires_at > now);
+            sessions.sweep_after = now.saturating_add(SESSION_SWEEP_INTERVAL_MS);
+        }
+        sessions
+            .by_digest
+            .insert(digest.to_owned(), session.clone());
+        Ok(session)
+    }
+
+    async fn get(&self, digest: &str) -> Result<Option<Session>, StoreError> {
+        let now = self.clock.now();
+        Ok(lock(&self.sessions)
+            .by_digest
+            .get(digest)
+            .filter(|s| s.expires_at > now)
+            .cloned())
+    }
+
+    async fn revoke(&self, digest: &str) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        Ok(lock(&self.sessions)
+            .by_digest
+            .remove(digest)
+            .is_some_and(|s| s.expires_at > now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ManualClock;
+    use portcullis_core::{KeyDeriver, Username};
+
+    fn store() -> (MemoryStore, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        (MemoryStore::new(Policy::default(), clock.clone()), clock)
+    }
+
+    #[tokio::test]
+    async fn sessions_expire_and_revoke() {
+        let (store, clock) = store();
+        let session = store.create("d1", "acct", 1_000).await.unwrap();
+        assert_eq!(store.get("d1").await.unwrap(), Some(session));
+        clock.advance(1_000);
+        assert_eq!(store.get("d1").await.unwrap(), None);
+        store.create("d2", "acct", 1_000).await.unwrap();
+        assert!(store.revoke("d2").await.unwrap());
+        assert!(!store.revoke("d2").await.unwrap());
+        assert_eq!(store.get("d2").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn expired_sessions_are_swept_from_memory() {
+        let (store, clock) = store();
+        for i in 0..10_000 {
+            store.create(&format!("d{i}"), "acct", 1_000).await.unwrap();
+        }
+        assert_eq!(store.session_entries(), 10_000);
+        clock.advance(SESSION_SWEEP_INTERVAL_MS + 1);
+        store.create("late", "acct", 1_000).await.unwrap();
+        assert_eq!(store.session_entries(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_distinct_attempts_leaves_bounded_memory_after_their_ttl() {
+        let (store, clock) = store();
+        let policy = Policy::default();
+        let deriver = KeyDeriver::new(b"k", 24, 64).unwrap();
+        for i in 0..20_000u32 {
+            let ip = format!("10.{}.{}.{}", i >> 12, (i >> 4) & 0xff, i & 0xf).parse().unwrap();
+            let user = Username::parse(&format!("user{i}")).unwrap();
+            let keys = policy.active_keys(deriver.keys(ip, &user));
+            if store.attempt(&keys).await.unwrap() == Decision::Allow {
+                store.record(&keys, Outcome::Failure).await.unwrap();
+            }
+        }
+        let peak = store.attempt_entries();
+        assert!(peak > 20_000, "{peak} entries at peak");
+        // A day later every failure window has passed; the next write sweeps.
+        clock.advance(25 * 3_600_000);
+        let user = Username::parse("late").unwrap();
+        let keys = policy.active_keys(deriver.keys("192.0.2.1".parse().unwrap(), &user));
+        store.attempt(&keys).await.unwrap();
+        assert_eq!(store.attempt_entries(), 2);
+    }
+}
