@@ -77,7 +77,7 @@ impl Backoff {
     pub fn wait_after(&self, failures: u32) -> Option<u64> {
         let max = self.max_failures.max(1);
         let steps = match self.strategy {
-            Strategy::Multiple if failures >= max && failures % max == 0 => failures / max,
+            Strategy::Multiple if failures >= max && failures.is_multiple_of(max) => failures / max,
             Strategy::Linear if failures >= max => 1 + failures - max,
             _ => return None,
         };

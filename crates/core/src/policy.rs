@@ -33,20 +33,31 @@ impl KeyPolicy {
 
 /// A policy setting that cannot work.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("policy.{dimension}.{field}: {problem}")]
+#[error("policy.{setting}: {problem}")]
 pub struct PolicyError {
-    /// The dimension whose setting is wrong.
-    pub dimension: &'static str,
-    /// The setting within it.
-    pub field: &'static str,
+    /// The setting's path below `policy`.
+    pub setting: String,
     /// What is wrong.
     pub problem: &'static str,
+}
+
+impl PolicyError {
+    fn new(setting: impl Into<String>, problem: &'static str) -> Self {
+        Self {
+            setting: setting.into(),
+            problem,
+        }
+    }
 }
 
 /// The limits of every dimension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
+    /// Prefix length of an IPv4 client's subnet (24: one /24 network).
+    pub ipv4_subnet_prefix: u8,
+    /// Prefix length of an IPv6 client's subnet (64: one customer's LAN).
+    pub ipv6_subnet_prefix: u8,
     /// The whole service (off by default: a global cap lets an attacker lock everyone out).
     pub global: KeyPolicy,
     /// One client address.
@@ -62,6 +73,8 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Self {
+            ipv4_subnet_prefix: 24,
+            ipv6_subnet_prefix: 64,
             global: KeyPolicy::default(),
             ip: KeyPolicy {
                 // A client may send 30 attempts at once, then one a second.
@@ -142,6 +155,12 @@ impl Policy {
 
     /// Checks that every limit can admit something and every lockout has a threshold.
     pub fn validate(&self) -> Result<(), PolicyError> {
+        if self.ipv4_subnet_prefix > 32 {
+            return Err(PolicyError::new("ipv4_subnet_prefix", "must be in 0..=32"));
+        }
+        if self.ipv6_subnet_prefix > 128 {
+            return Err(PolicyError::new("ipv6_subnet_prefix", "must be in 0..=128"));
+        }
         for dimension in Dimension::ALL {
             let name = dimension.as_str();
             let limits = self.for_dimension(dimension);
@@ -154,26 +173,16 @@ impl Policy {
                 } else {
                     continue;
                 };
-                return Err(PolicyError {
-                    dimension: name,
-                    field,
-                    problem,
-                });
+                return Err(PolicyError::new(format!("{name}.{field}"), problem));
             }
             if let Some(backoff) = limits.lockout {
                 if backoff.max_failures == 0 {
-                    return Err(PolicyError {
-                        dimension: name,
-                        field: "lockout.max_failures",
-                        problem: "must be at least 1",
-                    });
+                    let setting = format!("{name}.lockout.max_failures");
+                    return Err(PolicyError::new(setting, "must be at least 1"));
                 }
                 if backoff.failure_reset_ms == 0 {
-                    return Err(PolicyError {
-                        dimension: name,
-                        field: "lockout.failure_reset_ms",
-                        problem: "must be at least 1",
-                    });
+                    let setting = format!("{name}.lockout.failure_reset_ms");
+                    return Err(PolicyError::new(setting, "must be at least 1"));
                 }
             }
         }

@@ -1,0 +1,182 @@
+//! Accounts in SQL: the embedded SQLite default (PostgreSQL follows the same schema).
+//!
+//! The database enforces one account per normalised username, so two concurrent registrations
+//! of one name cannot both succeed. Queries go through sqlx's `Any` driver; migrations live in
+//! `migrations/<dialect>` and are embedded in the binary.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use portcullis_core::Username;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Row};
+
+use crate::settings::DatabaseSettings;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// A stored account.
+#[derive(Clone, Debug)]
+pub struct Account {
+    /// Public random id (the session subject).
+    pub id: String,
+    /// Normalised username.
+    pub username: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+}
+
+/// Why an account was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The normalised username exists.
+    #[error("username is already taken")]
+    Taken,
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] anyhow::Error),
+}
+
+/// The accounts table.
+#[derive(Clone, Debug)]
+pub struct Accounts {
+    pool: AnyPool,
+}
+
+impl Accounts {
+    /// Connects to `database.url`, creating a SQLite file and its folder if missing.
+    pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let url = settings.url.as_str();
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        anyhow::ensure!(
+            url.starts_with("sqlite:"),
+            "database.url: unsupported scheme in `{}`; use sqlite://",
+            redact(url)
+        );
+        let mut options = AnyPoolOptions::new().max_connections(settings.max_connections);
+        if in_memory {
+            // Every connection to `:memory:` is its own database: keep exactly one, forever.
+            options = options
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            create_parent_dir(path)?;
+        }
+        let url = with_create_mode(url);
+        let pool = options
+            .connect(&url)
+            .await
+            .with_context(|| format!("database.url: cannot connect to {}", redact(&url)))?;
+        Ok(Self { pool })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        SQLITE_MIGRATIONS
+            .run(&self.pool)
+            .await
+            .context("applying database migrations")
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .context("database ping")?;
+        Ok(())
+    }
+
+    /// The account with this normalised username, if any.
+    pub async fn find(&self, username: &Username) -> anyhow::Result<Option<Account>> {
+        let row = sqlx::query("SELECT id, username, password_hash FROM accounts WHERE username = $1")
+            .bind(username.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .context("looking up an account")?;
+        row.map(|row| {
+            Ok(Account {
+                id: row.try_get("id")?,
+                username: row.try_get("username")?,
+                password_hash: row.try_get("password_hash")?,
+            })
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| anyhow::Error::new(e).context("reading an account row"))
+    }
+
+    /// Creates an account; refuses a taken username.
+    pub async fn create(
+        &self,
+        username: &Username,
+        password_hash: &str,
+    ) -> Result<Account, CreateError> {
+        let id = new_account_id()?;
+        let created_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let result = sqlx::query(
+            "INSERT INTO accounts (id, username, password_hash, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id.as_str())
+        .bind(username.as_str())
+        .bind(password_hash)
+        .bind(created_at)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(Account {
+                id,
+                username: username.as_str().to_owned(),
+                password_hash: password_hash.to_owned(),
+            }),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(CreateError::Taken),
+            Err(e) => Err(CreateError::Database(
+                anyhow::Error::new(e).context("inserting an account"),
+            )),
+        }
+    }
+}
+
+/// 128 random bits, hex.
+fn new_account_id() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no entropy source: {e}"))?;
+    Ok(hex::encode(bytes))
+}
+
+/// Creates the folder of a SQLite file path (`data/portcullis.db?opts` -> `data/`).
+fn create_parent_dir(path: &str) -> anyhow::Result<()> {
+    let file = path.split('?').next().unwrap_or(path);
+    if let Some(parent) = Path::new(file).parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| {
+            format!("database.url: cannot create the folder {}", parent.display())
+        })?;
+    }
+    Ok(())
+}
+
+/// Adds `mode=rwc` to a SQLite file URL so the file is created when missing.
+fn with_create_mode(url: &str) -> String {
+    if !url.starts_with("sqlite:") || url.contains("mode=") || url.contains(":memory:") {
+        return url.to_owned();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}mode=rwc")
+}
+
+/// A URL fit for logs: any password replaced.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}://{user}:***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}

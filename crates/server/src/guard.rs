@@ -1,0 +1,112 @@
+//! The login guard: every endpoint that verifies a password goes through it.
+//!
+//! It derives the attempt's keys, asks the store for a decision (one store call), runs the
+//! password check only when allowed, and records the outcome (a second store call). A refused
+//! attempt never reaches Argon2 or the database.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use portcullis_core::backoff::Lockout;
+use portcullis_core::{AttemptKey, Decision, Dimension, KeyDeriver, Outcome, Policy, Username};
+use portcullis_store::AttemptStore;
+
+use crate::error::ApiError;
+
+/// Applies the policy around password checks.
+#[derive(Clone)]
+pub struct LoginGuard {
+    policy: Policy,
+    deriver: KeyDeriver,
+    store: Arc<dyn AttemptStore>,
+}
+
+impl LoginGuard {
+    /// A guard applying `policy` with keys from `deriver`, counting in `store`.
+    pub fn new(policy: Policy, deriver: KeyDeriver, store: Arc<dyn AttemptStore>) -> Self {
+        Self {
+            policy,
+            deriver,
+            store,
+        }
+    }
+
+    /// Runs `verify` (which answers whether the password matched) if the policy admits an
+    /// attempt by `username` from `ip`, and records its outcome.
+    pub async fn check_password<F, Fut>(
+        &self,
+        ip: IpAddr,
+        username: &Username,
+        verify: F,
+    ) -> Result<Outcome, ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<bool, ApiError>>,
+    {
+        let keys = self
+            .policy
+            .active_keys(self.deriver.keys(ip, username));
+        self.admit(&keys).await?;
+        let outcome = if verify().await? {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        };
+        let lockouts = self.store.record(&keys, outcome).await?;
+        for event in lockouts {
+            let (kind, until) = match event.lockout {
+                Lockout::Temporary { until } => ("temporary", Some(until)),
+                Lockout::Permanent => ("permanent", None),
+            };
+            tracing::warn!(
+                target: "security",
+                event = "lockout",
+                dimension = event.key.dimension.as_str(),
+                key = %event.key.key,
+                kind,
+                until,
+                "lockout started"
+            );
+        }
+        tracing::Span::current().record("outcome", outcome_name(outcome));
+        Ok(outcome)
+    }
+
+    /// Counts an attempt that is not a password check (a registration) against its source
+    /// address and subnet only.
+    pub async fn admit_source(&self, ip: IpAddr, username: &Username) -> Result<(), ApiError> {
+        let mut keys = self
+            .policy
+            .active_keys(self.deriver.keys(ip, username));
+        keys.retain(|k| matches!(k.dimension, Dimension::Ip | Dimension::Subnet));
+        self.admit(&keys).await
+    }
+
+    async fn admit(&self, keys: &[AttemptKey]) -> Result<(), ApiError> {
+        match self.store.attempt(keys).await? {
+            Decision::Allow => Ok(()),
+            Decision::Deny(denial) => {
+                let span = tracing::Span::current();
+                span.record("outcome", "denied");
+                span.record("reason", denial.reason.as_str());
+                tracing::info!(
+                    dimension = denial.dimension.as_str(),
+                    reason = denial.reason.as_str(),
+                    retry_after_ms = denial.retry_after_ms,
+                    "attempt refused before verification"
+                );
+                Err(ApiError::Throttled {
+                    retry_after_secs: denial.retry_after_secs(),
+                })
+            }
+        }
+    }
+}
+
+fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Success => "success",
+        Outcome::Failure => "failure",
+    }
+}

@@ -1,0 +1,32 @@
+//! `POST /v1/users`: registration.
+
+use actix_web::{HttpResponse, web};
+use secrecy::ExposeSecret;
+
+use super::{AppState, ClientIp, Credentials};
+use crate::error::ApiError;
+use crate::password::MIN_NEW_PASSWORD_CHARS;
+
+/// Registers an account: 201, 409 for a taken normalised username, 400 for bad input.
+/// Registrations count against the client's address and subnet limits: each costs a hash.
+pub async fn register(
+    state: web::Data<AppState>,
+    ClientIp(ip): ClientIp,
+    body: web::Json<Credentials>,
+) -> Result<HttpResponse, ApiError> {
+    let username = body.username()?;
+    let password = body.password()?;
+    if password.expose_secret().chars().count() < MIN_NEW_PASSWORD_CHARS {
+        return Err(ApiError::BadRequest(format!(
+            "password must have at least {MIN_NEW_PASSWORD_CHARS} characters"
+        )));
+    }
+    state.guard.admit_source(ip, &username).await?;
+    let hash = state.hasher.hash(password).await?;
+    let account = state.accounts.create(&username, &hash).await?;
+    tracing::info!(target: "security", event = "account_created", subject = %account.id);
+    Ok(HttpResponse::Created().json(serde_json::json!({
+        "id": account.id,
+        "username": account.username,
+    })))
+}

@@ -1,0 +1,22 @@
+//! Liveness and readiness for load balancers and orchestrators.
+
+use actix_web::{HttpResponse, web};
+
+use super::AppState;
+use crate::error::ApiError;
+
+/// `GET /healthz`: the process answers.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: the database answers, so logins can be served.
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if let Err(error) = state.accounts.ping().await {
+        tracing::warn!(error = format!("{error:#}"), "not ready: database");
+        return Err(ApiError::Unavailable {
+            retry_after_secs: 1,
+        });
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })))
+}

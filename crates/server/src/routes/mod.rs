@@ -1,0 +1,132 @@
+//! The HTTP API: routes, shared state and the request extractors they use.
+
+mod accounts;
+mod health;
+mod login;
+mod session;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use actix_web::dev::Payload;
+use actix_web::error::JsonPayloadError;
+use actix_web::{FromRequest, HttpRequest, web};
+use ipnet::IpNet;
+use portcullis_store::SessionStore;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::accounts::Accounts;
+use crate::client_ip;
+use crate::error::ApiError;
+use crate::guard::LoginGuard;
+use crate::password::{MAX_PASSWORD_BYTES, PasswordHasher};
+
+/// What every handler can reach.
+pub struct AppState {
+    /// The accounts table.
+    pub accounts: Accounts,
+    /// Argon2id and its bounded pool.
+    pub hasher: PasswordHasher,
+    /// Rate limits and lockouts around password checks.
+    pub guard: LoginGuard,
+    /// Login sessions.
+    pub sessions: Arc<dyn SessionStore>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Session lifetime in milliseconds.
+    pub session_ttl_ms: u64,
+}
+
+/// Registers every route, the JSON error mapping and the 404 fallback.
+pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(
+            web::JsonConfig::default()
+                .limit(max_body_bytes)
+                .error_handler(|error, _| json_error(error).into()),
+        )
+        .app_data(web::PayloadConfig::default().limit(max_body_bytes))
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/v1/users", web::post().to(accounts::register))
+        .route("/v1/login", web::post().to(login::login))
+        .route("/v1/logout", web::post().to(session::logout))
+        .route("/v1/session", web::get().to(session::introspect))
+        .default_service(web::to(|| async { Err::<String, _>(ApiError::NotFound) }));
+    }
+}
+
+/// Maps actix's JSON extractor errors to problem+json answers.
+fn json_error(error: JsonPayloadError) -> ApiError {
+    match error {
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            ApiError::PayloadTooLarge
+        }
+        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+        JsonPayloadError::Deserialize(e) => {
+            ApiError::BadRequest(format!("invalid JSON body: {e}"))
+        }
+        other => ApiError::BadRequest(format!("unreadable body: {other}")),
+    }
+}
+
+/// `{"username": ..., "password": ...}`, the body of registration and login.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    username: String,
+    password: SecretString,
+}
+
+impl Credentials {
+    /// The password, refused when empty or over [`MAX_PASSWORD_BYTES`] before any hashing.
+    fn password(&self) -> Result<SecretString, ApiError> {
+        let len = self.password.expose_secret().len();
+        if len == 0 {
+            return Err(ApiError::BadRequest("password is empty".to_owned()));
+        }
+        if len > MAX_PASSWORD_BYTES {
+            return Err(ApiError::BadRequest(format!(
+                "password is longer than {MAX_PASSWORD_BYTES} bytes"
+            )));
+        }
+        Ok(self.password.clone())
+    }
+
+    fn username(&self) -> Result<portcullis_core::Username, ApiError> {
+        let username = portcullis_core::Username::parse(&self.username)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        tracing::Span::current().record("username", username.as_str());
+        Ok(username)
+    }
+}
+
+/// The client address an attempt is counted against (see [`client_ip`]).
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequest for ClientIp {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let resolved = match (req.peer_addr(), req.app_data::<web::Data<AppState>>()) {
+            (Some(peer), Some(state)) => {
+                let forwarded = req
+                    .headers()
+                    .get_all("x-forwarded-for")
+                    .filter_map(|v| v.to_str().ok())
+                    .collect::<Vec<_>>();
+                Ok(ClientIp(client_ip::resolve(
+                    peer.ip(),
+                    forwarded.into_iter(),
+                    &state.trusted_proxies,
+                )))
+            }
+            _ => Err(ApiError::Internal(anyhow::anyhow!(
+                "request without a peer address or application state"
+            ))),
+        };
+        std::future::ready(resolved)
+    }
+}

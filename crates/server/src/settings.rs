@@ -1,0 +1,213 @@
+//! Configuration: built-in defaults, then an optional TOML file, then `PORTCULLIS__...` env.
+//!
+//! Every section rejects unknown keys, so a typo fails start-up with the key's name instead of
+//! being ignored. Secrets are wrapped in `secrecy` types and never printed.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use anyhow::Context;
+use ipnet::IpNet;
+use portcullis_core::Policy;
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Everything the service can be told.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// `pretty` (human-readable, the default) or `json` (one object per line).
+    pub log_format: LogFormat,
+    /// A tracing filter (`info`, `portcullis_server=debug,info`, ...); `RUST_LOG` overrides it.
+    pub log_level: String,
+    /// The HTTP listener.
+    pub server: ServerSettings,
+    /// The accounts database.
+    pub database: DatabaseSettings,
+    /// Password hashing.
+    pub argon2: Argon2Settings,
+    /// Login sessions.
+    pub session: SessionSettings,
+    /// Rate limits and lockouts (see the README for every knob).
+    pub policy: Policy,
+    /// Keys that must stay secret.
+    pub secrets: SecretSettings,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// JSON lines, for log shippers.
+    Json,
+}
+
+/// The HTTP listener.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind; 0 picks a free one (the bound address is logged).
+    pub port: u16,
+    /// Peers whose `X-Forwarded-For` is believed: CIDRs or single addresses.
+    #[serde(default, deserialize_with = "networks")]
+    pub trusted_proxies: Vec<IpNet>,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    pub shutdown_timeout_secs: u64,
+}
+
+/// The accounts database.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://path/file.db` (created if missing) or `sqlite::memory:`.
+    pub url: String,
+    /// Apply pending migrations at start-up.
+    pub migrate_on_start: bool,
+    /// Pool size.
+    pub max_connections: u32,
+}
+
+/// Argon2id parameters and the hashing pool.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Argon2Settings {
+    /// Memory cost in KiB (OWASP: 19456 with 2 iterations).
+    pub memory_kib: u32,
+    /// Time cost (passes over memory).
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+    /// Threads hashing at once; 0 means one per core.
+    pub workers: usize,
+    /// Hash jobs allowed to wait for a thread; more are refused with 503 + Retry-After.
+    pub queue_depth: usize,
+    /// Optional secret mixed into every hash (Argon2's secret input); changing it invalidates
+    /// every stored password.
+    #[serde(skip_serializing)]
+    pub pepper: Option<SecretString>,
+}
+
+/// Login sessions.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    /// Seconds a session lives.
+    pub ttl_secs: u64,
+}
+
+/// Keys that must stay secret.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSettings {
+    /// Key of the HMAC that hides usernames in counter keys. Every replica sharing a store
+    /// needs the same one; without it a single replica uses a random key per start.
+    #[serde(skip_serializing)]
+    pub hmac_key: Option<SecretString>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Pretty,
+            log_level: "info".to_owned(),
+            server: ServerSettings {
+                host: "127.0.0.1".to_owned(),
+                port: 8080,
+                trusted_proxies: Vec::new(),
+                workers: 0,
+                max_body_bytes: 16 * 1024,
+                shutdown_timeout_secs: 30,
+            },
+            database: DatabaseSettings {
+                url: "sqlite://data/portcullis.db".to_owned(),
+                migrate_on_start: true,
+                max_connections: 8,
+            },
+            argon2: Argon2Settings {
+                memory_kib: 19_456,
+                iterations: 2,
+                parallelism: 1,
+                workers: 0,
+                queue_depth: 64,
+                pepper: None,
+            },
+            session: SessionSettings { ttl_secs: 12 * 3600 },
+            policy: Policy::default(),
+            secrets: SecretSettings::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults, overlaid with `file` (if given) and then with `PORTCULLIS__SECTION__KEY` env.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let defaults = config::Config::try_from(&Settings::default())
+            .context("serialising the built-in defaults")?;
+        let mut builder = config::Config::builder().add_source(defaults);
+        if let Some(file) = file {
+            builder = builder.add_source(
+                config::File::from(file)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        let env = config::Environment::with_prefix("PORTCULLIS")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("server.trusted_proxies");
+        let settings: Settings = builder
+            .add_source(env)
+            .build()
+            .context("reading configuration")?
+            .try_deserialize()
+            .context("invalid configuration")?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what serde cannot: ranges and combinations.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.policy.validate()?;
+        anyhow::ensure!(
+            self.server.max_body_bytes >= 1024,
+            "server.max_body_bytes: must be at least 1024"
+        );
+        anyhow::ensure!(
+            self.database.max_connections >= 1,
+            "database.max_connections: must be at least 1"
+        );
+        anyhow::ensure!(
+            self.session.ttl_secs >= 1,
+            "session.ttl_secs: must be at least 1"
+        );
+        Ok(())
+    }
+}
+
+/// Reads a list of networks, accepting a bare address as its own /32 or /128.
+fn networks<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
+    let raw = Vec::<String>::deserialize(deserializer)?;
+    raw.iter()
+        .map(|entry| {
+            let entry = entry.trim();
+            entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "`{entry}` is neither a CIDR network nor an IP address"
+                    ))
+                })
+        })
+        .collect()
+}

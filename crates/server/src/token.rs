@@ -1,0 +1,86 @@
+//! Session tokens: 256-bit CSPRNG values, handed to the client once and stored only as their
+//! SHA-256 digest, so a store dump yields no usable token.
+
+use actix_web::http::header::{AUTHORIZATION, HeaderMap};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+/// Length of an encoded token: 32 bytes in unpadded base64url.
+const TOKEN_CHARS: usize = 43;
+
+/// A new token and the digest to store it under.
+pub struct IssuedToken {
+    /// The bearer value for the client.
+    pub token: String,
+    /// What the store keeps.
+    pub digest: String,
+}
+
+/// Draws a new token from the operating system's CSPRNG.
+pub fn issue() -> anyhow::Result<IssuedToken> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no entropy source: {e}"))?;
+    let token = URL_SAFE_NO_PAD.encode(bytes);
+    let digest = digest(&token);
+    Ok(IssuedToken { token, digest })
+}
+
+/// The digest a token is stored under (hex SHA-256).
+pub fn digest(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The digest of a well-formed `Authorization: Bearer <token>`; `None` for anything else.
+pub fn bearer_digest(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    let well_formed = scheme.eq_ignore_ascii_case("bearer")
+        && token.len() == TOKEN_CHARS
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    well_formed.then(|| digest(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::HeaderValue;
+    use proptest::prelude::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        map.insert(AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        map
+    }
+
+    #[test]
+    fn an_issued_token_is_found_by_its_digest_and_tokens_differ() {
+        let a = issue().unwrap();
+        let b = issue().unwrap();
+        assert_ne!(a.token, b.token);
+        assert_eq!(a.token.len(), TOKEN_CHARS);
+        assert_eq!(
+            bearer_digest(&headers(&format!("Bearer {}", a.token))),
+            Some(a.digest)
+        );
+    }
+
+    #[test]
+    fn malformed_authorization_headers_are_refused() {
+        for value in ["Bearer", "Basic abc", "Bearer short", &format!("Bearer {}!", "a".repeat(42))]
+        {
+            assert_eq!(bearer_digest(&headers(value)), None, "{value}");
+        }
+        assert_eq!(bearer_digest(&HeaderMap::new()), None);
+    }
+
+    proptest! {
+        #[test]
+        fn any_header_value_is_parsed_without_panic(value in "[ -~]{0,100}") {
+            let _ = bearer_digest(&headers(&value));
+        }
+    }
+}
