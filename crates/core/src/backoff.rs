@@ -129,7 +129,12 @@ impl Backoff {
         }
         next.temporary_lockouts = next.temporary_lockouts.saturating_add(1);
         next.locked_until = next.locked_until.max(now.saturating_add(wait));
-        (next, Some(Lockout::Temporary { until: next.locked_until }))
+        (
+            next,
+            Some(Lockout::Temporary {
+                until: next.locked_until,
+            }),
+        )
     }
 
     /// Milliseconds the state refuses attempts for at `now` (`None`: not locked).
@@ -214,7 +219,19 @@ mod tests {
         let m = Some(MINUTE);
         assert_eq!(
             waits(&multiple),
-            [None, None, None, None, m, None, None, None, None, Some(2 * MINUTE), None]
+            [
+                None,
+                None,
+                None,
+                None,
+                m,
+                None,
+                None,
+                None,
+                None,
+                Some(2 * MINUTE),
+                None
+            ]
         );
         assert_eq!(
             waits(&linear),
@@ -242,7 +259,10 @@ mod tests {
         let (state, lockout) = policy.on_failure(&state, later);
         assert_eq!(state.failures, 1);
         assert_eq!(lockout, None);
-        assert_eq!(policy.expires_at(&state), Some(later + policy.failure_reset_ms));
+        assert_eq!(
+            policy.expires_at(&state),
+            Some(later + policy.failure_reset_ms)
+        );
     }
 
     #[test]
@@ -300,7 +320,10 @@ mod tests {
     fn any_backoff() -> impl PropStrategy<Value = Backoff> {
         (
             1u32..10,
-            prop_oneof![Just(super::Strategy::Multiple), Just(super::Strategy::Linear)],
+            prop_oneof![
+                Just(super::Strategy::Multiple),
+                Just(super::Strategy::Linear)
+            ],
             1u64..100_000,
             1u64..1_000_000,
         )

@@ -162,9 +162,13 @@ mod tests {
     #[test]
     fn subnets_are_slash_24_and_slash_64_by_default() {
         let d = deriver();
-        assert_eq!(d.subnet("203.0.113.77".parse().unwrap()).to_string(), "203.0.113.0/24");
         assert_eq!(
-            d.subnet("2001:db8:1:2:3:4:5:6".parse().unwrap()).to_string(),
+            d.subnet("203.0.113.77".parse().unwrap()).to_string(),
+            "203.0.113.0/24"
+        );
+        assert_eq!(
+            d.subnet("2001:db8:1:2:3:4:5:6".parse().unwrap())
+                .to_string(),
             "2001:db8:1:2::/64"
         );
         assert_eq!(
@@ -199,7 +203,13 @@ mod tests {
 
     #[test]
     fn prefixes_out_of_range_are_refused() {
-        assert_eq!(KeyDeriver::new(b"k", 33, 64).err(), Some(PrefixError::V4(33)));
-        assert_eq!(KeyDeriver::new(b"k", 24, 129).err(), Some(PrefixError::V6(129)));
+        assert_eq!(
+            KeyDeriver::new(b"k", 33, 64).err(),
+            Some(PrefixError::V4(33))
+        );
+        assert_eq!(
+            KeyDeriver::new(b"k", 24, 129).err(),
+            Some(PrefixError::V6(129))
+        );
     }
 }

@@ -68,7 +68,10 @@ impl StateTable {
     fn save(&mut self, policy: &Policy, keys: &[AttemptKey], states: &[KeyState], now: UnixMillis) {
         for (key, state) in keys.iter().zip(states) {
             let expires_at = state.expires_at(policy.for_dimension(key.dimension));
-            let entry = Entry { state: *state, expires_at };
+            let entry = Entry {
+                state: *state,
+                expires_at,
+            };
             if entry.is_live(now) {
                 self.entries.insert(key.key.clone(), entry);
             } else {
@@ -180,7 +183,10 @@ mod tests {
         );
         assert_eq!(denial.retry_after_secs(), 60);
         let after = T0 + 4 + 60_000;
-        assert_eq!(table.attempt(&Policy::default(), &elsewhere, after), Decision::Allow);
+        assert_eq!(
+            table.attempt(&Policy::default(), &elsewhere, after),
+            Decision::Allow
+        );
     }
 
     #[test]
@@ -192,7 +198,10 @@ mod tests {
         }
         let before = table.state(key_of(&from, Dimension::Username), T0 + 5);
         assert!(matches!(fail(&mut table, &from, T0 + 5), Decision::Deny(_)));
-        assert_eq!(table.state(key_of(&from, Dimension::Username), T0 + 5), before);
+        assert_eq!(
+            table.state(key_of(&from, Dimension::Username), T0 + 5),
+            before
+        );
     }
 
     #[test]
@@ -241,7 +250,11 @@ mod tests {
         // Long after every attempt limit has refilled (the username keys hold no state: nothing
         // failed), the next write sweeps the table down to what is live.
         table.attempt(&policy, &keys("192.0.2.1", "late"), T0 + 3_600_000);
-        assert_eq!(table.len(), 2, "the late attempt's IP and subnet are all that is live");
+        assert_eq!(
+            table.len(),
+            2,
+            "the late attempt's IP and subnet are all that is live"
+        );
     }
 
     #[derive(Clone, Debug)]

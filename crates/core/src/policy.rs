@@ -209,6 +209,9 @@ mod tests {
             interval_ms: 1,
         });
         let err = policy.validate().unwrap_err();
-        assert_eq!(err.to_string(), "policy.ip.attempts: burst must be at least 1");
+        assert_eq!(
+            err.to_string(),
+            "policy.ip.attempts: burst must be at least 1"
+        );
     }
 }

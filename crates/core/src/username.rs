@@ -94,7 +94,10 @@ mod tests {
     fn empty_overlong_and_control_input_is_refused() {
         assert_eq!(Username::parse("   "), Err(UsernameError::Empty));
         assert_eq!(Username::parse(""), Err(UsernameError::Empty));
-        assert_eq!(Username::parse("a\0b"), Err(UsernameError::ControlCharacter));
+        assert_eq!(
+            Username::parse("a\0b"),
+            Err(UsernameError::ControlCharacter)
+        );
         assert_eq!(
             Username::parse(&"a".repeat(MAX_USERNAME_CHARS + 1)),
             Err(UsernameError::TooLong)

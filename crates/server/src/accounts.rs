@@ -92,11 +92,12 @@ impl Accounts {
 
     /// The account with this normalised username, if any.
     pub async fn find(&self, username: &Username) -> anyhow::Result<Option<Account>> {
-        let row = sqlx::query("SELECT id, username, password_hash FROM accounts WHERE username = $1")
-            .bind(username.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .context("looking up an account")?;
+        let row =
+            sqlx::query("SELECT id, username, password_hash FROM accounts WHERE username = $1")
+                .bind(username.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .context("looking up an account")?;
         row.map(|row| {
             Ok(Account {
                 id: row.try_get("id")?,
@@ -152,9 +153,15 @@ fn new_account_id() -> anyhow::Result<String> {
 /// Creates the folder of a SQLite file path (`data/portcullis.db?opts` -> `data/`).
 fn create_parent_dir(path: &str) -> anyhow::Result<()> {
     let file = path.split('?').next().unwrap_or(path);
-    if let Some(parent) = Path::new(file).parent().filter(|p| !p.as_os_str().is_empty()) {
+    if let Some(parent) = Path::new(file)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
         std::fs::create_dir_all(parent).with_context(|| {
-            format!("database.url: cannot create the folder {}", parent.display())
+            format!(
+                "database.url: cannot create the folder {}",
+                parent.display()
+            )
         })?;
     }
     Ok(())

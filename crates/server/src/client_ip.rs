@@ -69,7 +69,11 @@ mod tests {
 
     #[test]
     fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
-        let got = resolve(ip("198.51.100.9"), ["1.2.3.4"].into_iter(), &nets(&["10.0.0.0/8"]));
+        let got = resolve(
+            ip("198.51.100.9"),
+            ["1.2.3.4"].into_iter(),
+            &nets(&["10.0.0.0/8"]),
+        );
         assert_eq!(got, ip("198.51.100.9"));
     }
 
@@ -77,14 +81,20 @@ mod tests {
     fn a_trusted_proxy_is_read_from_the_right_past_other_trusted_proxies() {
         let trusted = nets(&["10.0.0.0/8"]);
         let header = ["6.6.6.6, 203.0.113.7, 10.1.1.1"];
-        assert_eq!(resolve(ip("10.0.0.1"), header.into_iter(), &trusted), ip("203.0.113.7"));
+        assert_eq!(
+            resolve(ip("10.0.0.1"), header.into_iter(), &trusted),
+            ip("203.0.113.7")
+        );
     }
 
     #[test]
     fn several_headers_are_one_list() {
         let trusted = nets(&["10.0.0.0/8"]);
         let headers = ["6.6.6.6", "203.0.113.7", "10.1.1.1"];
-        assert_eq!(resolve(ip("10.0.0.1"), headers.into_iter(), &trusted), ip("203.0.113.7"));
+        assert_eq!(
+            resolve(ip("10.0.0.1"), headers.into_iter(), &trusted),
+            ip("203.0.113.7")
+        );
     }
 
     #[test]
@@ -97,21 +107,32 @@ mod tests {
             ("[2001:db8::1]:443", "2001:db8::1"),
             ("::ffff:198.51.100.1", "198.51.100.1"),
         ] {
-            assert_eq!(resolve(peer, [entry].into_iter(), &trusted), ip(expect), "{entry}");
+            assert_eq!(
+                resolve(peer, [entry].into_iter(), &trusted),
+                ip(expect),
+                "{entry}"
+            );
         }
     }
 
     #[test]
     fn garbage_behind_a_trusted_proxy_stops_at_that_proxy() {
         let trusted = nets(&["10.0.0.0/8"]);
-        let got = resolve(ip("10.0.0.1"), ["not-an-ip, 10.0.0.2"].into_iter(), &trusted);
+        let got = resolve(
+            ip("10.0.0.1"),
+            ["not-an-ip, 10.0.0.2"].into_iter(),
+            &trusted,
+        );
         assert_eq!(got, ip("10.0.0.2"));
     }
 
     #[test]
     fn a_missing_header_leaves_the_peer() {
         let trusted = nets(&["10.0.0.0/8"]);
-        assert_eq!(resolve(ip("10.0.0.1"), std::iter::empty(), &trusted), ip("10.0.0.1"));
+        assert_eq!(
+            resolve(ip("10.0.0.1"), std::iter::empty(), &trusted),
+            ip("10.0.0.1")
+        );
     }
 
     proptest! {

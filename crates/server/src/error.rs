@@ -79,9 +79,8 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<u64> {
         match self {
-            ApiError::Throttled { retry_after_secs } | ApiError::Unavailable { retry_after_secs } => {
-                Some(*retry_after_secs)
-            }
+            ApiError::Throttled { retry_after_secs }
+            | ApiError::Unavailable { retry_after_secs } => Some(*retry_after_secs),
             _ => None,
         }
     }

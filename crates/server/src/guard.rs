@@ -44,9 +44,7 @@ impl LoginGuard {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<bool, ApiError>>,
     {
-        let keys = self
-            .policy
-            .active_keys(self.deriver.keys(ip, username));
+        let keys = self.policy.active_keys(self.deriver.keys(ip, username));
         self.admit(&keys).await?;
         let outcome = if verify().await? {
             Outcome::Success
@@ -76,9 +74,7 @@ impl LoginGuard {
     /// Counts an attempt that is not a password check (a registration) against its source
     /// address and subnet only.
     pub async fn admit_source(&self, ip: IpAddr, username: &Username) -> Result<(), ApiError> {
-        let mut keys = self
-            .policy
-            .active_keys(self.deriver.keys(ip, username));
+        let mut keys = self.policy.active_keys(self.deriver.keys(ip, username));
         keys.retain(|k| matches!(k.dimension, Dimension::Ip | Dimension::Subnet));
         self.admit(&keys).await
     }

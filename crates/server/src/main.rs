@@ -42,12 +42,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
     telemetry::init(settings.log_format, &settings.log_level);
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => Application::build(settings)
-            .await?
-            .run_until_stopped()
-            .await?,
+        Command::Serve => {
+            Application::build(settings)
+                .await?
+                .run_until_stopped()
+                .await?
+        }
         Command::Migrate => {
-            Accounts::connect(&settings.database).await?.migrate().await?;
+            Accounts::connect(&settings.database)
+                .await?
+                .migrate()
+                .await?;
             tracing::info!("migrations applied");
         }
     }

@@ -58,7 +58,9 @@ impl PasswordHasher {
             None,
         )
         .map_err(|e| {
-            anyhow::anyhow!("argon2.memory_kib/iterations/parallelism are not valid Argon2 parameters: {e}")
+            anyhow::anyhow!(
+                "argon2.memory_kib/iterations/parallelism are not valid Argon2 parameters: {e}"
+            )
         })?;
         let workers = match settings.workers {
             0 => std::thread::available_parallelism().map_or(1, usize::from),

@@ -139,7 +139,9 @@ impl Default for Settings {
                 queue_depth: 64,
                 pepper: None,
             },
-            session: SessionSettings { ttl_secs: 12 * 3600 },
+            session: SessionSettings {
+                ttl_secs: 12 * 3600,
+            },
             policy: Policy::default(),
             secrets: SecretSettings::default(),
         }

@@ -70,8 +70,12 @@ mod tests {
 
     #[test]
     fn malformed_authorization_headers_are_refused() {
-        for value in ["Bearer", "Basic abc", "Bearer short", &format!("Bearer {}!", "a".repeat(42))]
-        {
+        for value in [
+            "Bearer",
+            "Basic abc",
+            "Bearer short",
+            &format!("Bearer {}!", "a".repeat(42)),
+        ] {
             assert_eq!(bearer_digest(&headers(value)), None, "{value}");
         }
         assert_eq!(bearer_digest(&HeaderMap::new()), None);

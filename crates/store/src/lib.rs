@@ -50,12 +50,8 @@ pub struct Session {
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// Stores a new session for `ttl_ms`; returns it with its expiry.
-    async fn create(
-        &self,
-        digest: &str,
-        subject: &str,
-        ttl_ms: u64,
-    ) -> Result<Session, StoreError>;
+    async fn create(&self, digest: &str, subject: &str, ttl_ms: u64)
+    -> Result<Session, StoreError>;
 
     /// The live session with this digest, if any.
     async fn get(&self, digest: &str) -> Result<Option<Session>, StoreError>;

@@ -160,7 +160,9 @@ mod tests {
         let policy = Policy::default();
         let deriver = KeyDeriver::new(b"k", 24, 64).unwrap();
         for i in 0..20_000u32 {
-            let ip = format!("10.{}.{}.{}", i >> 12, (i >> 4) & 0xff, i & 0xf).parse().unwrap();
+            let ip = format!("10.{}.{}.{}", i >> 12, (i >> 4) & 0xff, i & 0xf)
+                .parse()
+                .unwrap();
             let user = Username::parse(&format!("user{i}")).unwrap();
             let keys = policy.active_keys(deriver.keys(ip, &user));
             if store.attempt(&keys).await.unwrap() == Decision::Allow {

@@ -64,9 +64,7 @@ fn json_error(error: JsonPayloadError) -> ApiError {
             ApiError::PayloadTooLarge
         }
         JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
-        JsonPayloadError::Deserialize(e) => {
-            ApiError::BadRequest(format!("invalid JSON body: {e}"))
-        }
+        JsonPayloadError::Deserialize(e) => ApiError::BadRequest(format!("invalid JSON body: {e}")),
         other => ApiError::BadRequest(format!("unreadable body: {other}")),
     }
 }

@@ -31,10 +31,7 @@ pub async fn logout(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let digest = token::bearer_digest(request.headers()).ok_or(ApiError::Unauthenticated)?;
-    let revoked = state
-        .sessions
-        .revoke(&digest)
-        .await?;
+    let revoked = state.sessions.revoke(&digest).await?;
     if !revoked {
         return Err(ApiError::Unauthenticated);
     }

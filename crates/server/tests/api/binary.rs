@@ -1,0 +1,163 @@
+//! The `portcullis` binary itself: configuration layers, start-up errors, logs, SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+/// A command with a clean `PORTCULLIS__` environment and a scratch working directory.
+fn portcullis(dir: &tempfile::TempDir) -> Command {
+    let mut command = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("PORTCULLIS__") || key == "RUST_LOG" {
+            command.env_remove(key);
+        }
+    }
+    command
+        .current_dir(dir.path())
+        .env("PORTCULLIS__ARGON2__MEMORY_KIB", "256")
+        .env("PORTCULLIS__ARGON2__ITERATIONS", "1");
+    command
+}
+
+/// Runs a command that should fail at start-up; returns its stderr.
+fn startup_error(mut command: Command) -> String {
+    let output = command.output().expect("run portcullis");
+    assert!(!output.status.success(), "started although misconfigured");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Starts the server and waits for the log line with its address.
+fn start(mut command: Command) -> (Child, String, Vec<String>) {
+    let mut child = command
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn portcullis");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = Vec::new();
+    let mut reader = BufReader::new(stderr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        lines.push(line.clone());
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            let address: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                .collect();
+            // Keep draining stderr so the server never blocks on a full pipe.
+            std::thread::spawn(move || for _ in reader.lines() {});
+            return (child, address, lines);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("portcullis did not start: {lines:?}");
+}
+
+async fn get(address: &str, path: &str) -> reqwest::StatusCode {
+    reqwest::get(format!("http://{address}{path}"))
+        .await
+        .expect("request")
+        .status()
+}
+
+#[tokio::test]
+async fn a_config_file_is_read_and_embedded_defaults_serve_healthz() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("portcullis.toml"),
+        "[server]\nport = 0\n[session]\nttl_secs = 60\n",
+    )
+    .unwrap();
+    let mut command = portcullis(&dir);
+    command.args(["--config", "portcullis.toml"]);
+    let (mut child, address, lines) = start(command);
+    assert_eq!(get(&address, "/healthz").await, 200);
+    assert!(
+        lines.iter().any(|l| l.contains("embedded defaults")),
+        "{lines:?}"
+    );
+    assert!(
+        dir.path().join("data/portcullis.db").exists(),
+        "SQLite file under data/"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn an_unknown_setting_fails_start_up_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = portcullis(&dir);
+    command.env("PORTCULLIS__SERVER__PROT", "8080");
+    let stderr = startup_error(command);
+    assert!(stderr.contains("prot"), "{stderr}");
+}
+
+#[test]
+fn an_impossible_policy_fails_start_up_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = portcullis(&dir);
+    command.env("PORTCULLIS__POLICY__IP__ATTEMPTS__BURST", "0");
+    let stderr = startup_error(command);
+    assert!(
+        stderr.contains("policy.ip.attempts: burst must be at least 1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn invalid_argon2_parameters_fail_start_up_naming_the_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = portcullis(&dir);
+    command
+        .env("PORTCULLIS__SERVER__PORT", "0")
+        .env("PORTCULLIS__ARGON2__MEMORY_KIB", "1");
+    let stderr = startup_error(command);
+    assert!(stderr.contains("argon2.memory_kib"), "{stderr}");
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = portcullis(&dir);
+    command
+        .env("PORTCULLIS__SERVER__PORT", "0")
+        .env("PORTCULLIS__LOG_FORMAT", "json");
+    let (mut child, _address, lines) = start(command);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for line in &lines {
+        let parsed: serde_json::Value = serde_json::from_str(line).expect(line);
+        assert!(parsed["level"].is_string(), "{line}");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = portcullis(&dir);
+    command.env("PORTCULLIS__SERVER__PORT", "0");
+    let (mut child, address, _) = start(command);
+    assert_eq!(get(&address, "/healthz").await, 200);
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still running after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

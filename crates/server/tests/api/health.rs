@@ -1,0 +1,26 @@
+use portcullis_testkit::TestApp;
+
+#[tokio::test]
+async fn healthz_and_readyz_answer_ok() {
+    let app = TestApp::spawn().await;
+    for path in ["/healthz", "/readyz"] {
+        let response = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn every_response_carries_a_fresh_request_id() {
+    let app = TestApp::spawn().await;
+    let mut ids = Vec::new();
+    for path in ["/healthz", "/no-such-route"] {
+        let response = app.client.get(app.url(path)).send().await.unwrap();
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(id.len(), 24, "{id}");
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1]);
+}

@@ -1,0 +1,14 @@
+//! Integration tests through the real HTTP server on port 0 (one test binary for the crate).
+
+// Test helpers fail the test that calls them; the no-panic lints guard request paths only.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod bad_input;
+mod binary;
+mod client_ip;
+mod health;
+mod helpers;
+mod lockout;
+mod login;
+mod registration;
+mod session;
