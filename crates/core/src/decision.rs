@@ -2,8 +2,14 @@
 //!
 //! `decide` looks at every key an attempt touches: the attempt is allowed only if no key refuses
 //! it, and only an allowed attempt is counted (a refused one changes nothing, so locked counters
-//! do not grow). `record` applies the verified outcome: a failure charges every key's failure
-//! limit and lockout; a success clears the lockout of the account's own dimensions only.
+//! do not grow). `record` applies the verified outcome.
+//!
+//! Lockouts count an admitted attempt as a failure at once, before its password is checked:
+//! otherwise many concurrent attempts (from many replicas) could all be admitted before the first
+//! failures were recorded, and verification would run far more often than the policy allows. A
+//! success then clears the lockout of the account's own dimensions, which undoes that count; on
+//! any other dimension a lockout therefore counts attempts, not failures. The failure limits
+//! (`failures`) are charged when a failure is recorded and are never reset.
 
 use serde::{Deserialize, Serialize};
 
@@ -78,12 +84,23 @@ impl Denial {
 }
 
 /// The decision on one attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// Go on to verify the password.
-    Allow,
+    Allow {
+        /// Lockouts this attempt started by being counted: they stand if it fails; a success
+        /// clears them on the account's dimensions.
+        pending: Vec<LockoutEvent>,
+    },
     /// Refuse before any password work.
     Deny(Denial),
+}
+
+impl Decision {
+    /// Whether the attempt may go on to verification.
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Decision::Allow { .. })
+    }
 }
 
 /// A verified attempt's result.
@@ -143,7 +160,8 @@ fn check_key(
 }
 
 /// Decides an attempt touching `keys` whose current states are `states` (same order).
-/// When allowed, `states` are updated to count the attempt; when refused, they are unchanged.
+/// When allowed, `states` are updated to count the attempt (on lockouts, as a failure); when
+/// refused, they are unchanged.
 pub fn decide(
     policy: &Policy,
     keys: &[AttemptKey],
@@ -166,41 +184,42 @@ pub fn decide(
             }
         }
     }
-    match denial {
-        Some(denial) => Decision::Deny(denial),
-        None => {
-            states.copy_from_slice(&counted);
-            Decision::Allow
+    if let Some(denial) = denial {
+        return Decision::Deny(denial);
+    }
+    let mut pending = Vec::new();
+    for ((key, state), next) in keys.iter().zip(states.iter_mut()).zip(counted) {
+        *state = next;
+        if let Some(backoff) = &policy.for_dimension(key.dimension).lockout {
+            let (locked, lockout) = backoff.on_failure(&state.lockout, now);
+            state.lockout = locked;
+            if let Some(lockout) = lockout {
+                pending.push(LockoutEvent {
+                    key: key.clone(),
+                    lockout,
+                });
+            }
         }
     }
+    Decision::Allow { pending }
 }
 
-/// Applies a verified attempt's outcome to the states of its keys; returns the lockouts it
-/// started.
+/// Applies a verified attempt's outcome to the states of its keys: a failure charges the
+/// failure limits (its lockout count was taken at admission); a success clears the account's
+/// lockouts unless permanent.
 pub fn record(
     policy: &Policy,
     keys: &[AttemptKey],
     states: &mut [KeyState],
     outcome: Outcome,
     now: UnixMillis,
-) -> Vec<LockoutEvent> {
-    let mut events = Vec::new();
+) {
     for (key, state) in keys.iter().zip(states.iter_mut()) {
         let limits = policy.for_dimension(key.dimension);
         match outcome {
             Outcome::Failure => {
                 if let Some(limit) = &limits.failures {
                     state.failure_tat = limit.charge(state.failure_tat, now);
-                }
-                if let Some(backoff) = &limits.lockout {
-                    let (next, lockout) = backoff.on_failure(&state.lockout, now);
-                    state.lockout = next;
-                    if let Some(lockout) = lockout {
-                        events.push(LockoutEvent {
-                            key: key.clone(),
-                            lockout,
-                        });
-                    }
                 }
             }
             Outcome::Success => {
@@ -210,5 +229,4 @@ pub fn record(
             }
         }
     }
-    events
 }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use crate::UnixMillis;
-use crate::decision::{self, Decision, KeyState, LockoutEvent, Outcome};
+use crate::decision::{self, Decision, KeyState, Outcome};
 use crate::keys::AttemptKey;
 use crate::policy::Policy;
 
@@ -105,7 +105,7 @@ impl StateTable {
     pub fn attempt(&mut self, policy: &Policy, keys: &[AttemptKey], now: UnixMillis) -> Decision {
         let mut states = self.load(keys, now);
         let decision = decision::decide(policy, keys, &mut states, now);
-        if decision == Decision::Allow {
+        if decision.is_allowed() {
             self.save(policy, keys, &states, now);
         }
         decision
@@ -118,11 +118,10 @@ impl StateTable {
         keys: &[AttemptKey],
         outcome: Outcome,
         now: UnixMillis,
-    ) -> Vec<LockoutEvent> {
+    ) {
         let mut states = self.load(keys, now);
-        let events = decision::record(policy, keys, &mut states, outcome, now);
+        decision::record(policy, keys, &mut states, outcome, now);
         self.save(policy, keys, &states, now);
-        events
     }
 
     /// Forgets a key entirely (an administrator's unlock).
@@ -156,7 +155,7 @@ mod tests {
     fn fail(table: &mut StateTable, keys: &[AttemptKey], now: UnixMillis) -> Decision {
         let policy = Policy::default();
         let decision = table.attempt(&policy, keys, now);
-        if decision == Decision::Allow {
+        if decision.is_allowed() {
             table.record(&policy, keys, Outcome::Failure, now);
         }
         decision
@@ -167,7 +166,7 @@ mod tests {
         let mut table = StateTable::default();
         for i in 0..5 {
             let from = keys(&format!("198.51.{i}.1"), "alice");
-            assert_eq!(fail(&mut table, &from, T0 + i), Decision::Allow);
+            assert!(fail(&mut table, &from, T0 + i).is_allowed());
         }
         let elsewhere = keys("203.0.113.9", "Alice");
         let Decision::Deny(denial) = table.attempt(&Policy::default(), &elsewhere, T0 + 10) else {
@@ -183,10 +182,44 @@ mod tests {
         );
         assert_eq!(denial.retry_after_secs(), 60);
         let after = T0 + 4 + 60_000;
-        assert_eq!(
-            table.attempt(&Policy::default(), &elsewhere, after),
-            Decision::Allow
+        assert!(
+            table
+                .attempt(&Policy::default(), &elsewhere, after)
+                .is_allowed()
         );
+    }
+
+    #[test]
+    fn concurrent_attempts_cannot_outrun_the_lockout_before_their_failures_are_recorded() {
+        let mut table = StateTable::default();
+        let policy = Policy::default();
+        // Ten attempts admitted back to back, none verified yet: the lockout counts each one.
+        let decisions: Vec<Decision> = (0..10)
+            .map(|i| table.attempt(&policy, &keys(&format!("198.51.{i}.1"), "erin"), T0))
+            .collect();
+        assert_eq!(decisions.iter().filter(|d| d.is_allowed()).count(), 5);
+        let Decision::Allow { pending } = &decisions[4] else {
+            panic!("fifth attempt refused");
+        };
+        assert_eq!(
+            pending.len(),
+            1,
+            "the fifth attempt starts the username lockout"
+        );
+        assert_eq!(pending[0].key.dimension, Dimension::Username);
+    }
+
+    #[test]
+    fn a_success_clears_the_lockout_its_own_admission_started() {
+        let mut table = StateTable::default();
+        let policy = Policy::default();
+        let from = keys("198.51.100.1", "frank");
+        for i in 0..4 {
+            fail(&mut table, &from, T0 + i);
+        }
+        assert!(table.attempt(&policy, &from, T0 + 4).is_allowed());
+        table.record(&policy, &from, Outcome::Success, T0 + 4);
+        assert!(table.attempt(&policy, &from, T0 + 5).is_allowed());
     }
 
     #[test]
@@ -214,7 +247,7 @@ mod tests {
             fail(&mut table, &victim, T0 + i);
         }
         let ip_before = table.state(key_of(&own, Dimension::Ip), T0 + 4).unwrap();
-        assert_eq!(table.attempt(&policy, &own, T0 + 4), Decision::Allow);
+        assert!(table.attempt(&policy, &own, T0 + 4).is_allowed());
         table.record(&policy, &own, Outcome::Success, T0 + 4);
         let ip_after = table.state(key_of(&own, Dimension::Ip), T0 + 4).unwrap();
         assert_eq!(ip_after.failure_tat, ip_before.failure_tat);
@@ -232,7 +265,7 @@ mod tests {
         table.attempt(&policy, &from, T0 + 4);
         table.record(&policy, &from, Outcome::Success, T0 + 4);
         for i in 5..9 {
-            assert_eq!(fail(&mut table, &from, T0 + i), Decision::Allow);
+            assert!(fail(&mut table, &from, T0 + i).is_allowed());
         }
     }
 
@@ -247,14 +280,10 @@ mod tests {
         }
         let peak = table.len();
         assert!(peak >= 5_000, "{peak}");
-        // Long after every attempt limit has refilled (the username keys hold no state: nothing
-        // failed), the next write sweeps the table down to what is live.
-        table.attempt(&policy, &keys("192.0.2.1", "late"), T0 + 3_600_000);
-        assert_eq!(
-            table.len(),
-            2,
-            "the late attempt's IP and subnet are all that is live"
-        );
+        // A day later every limit has refilled and every failure window has passed: the next
+        // write sweeps the table down to the late attempt's own four keys.
+        table.attempt(&policy, &keys("192.0.2.1", "late"), T0 + 25 * 3_600_000);
+        assert_eq!(table.len(), 4);
     }
 
     #[derive(Clone, Debug)]
@@ -286,7 +315,7 @@ mod tests {
                     Event::Wait(ms) => now += ms,
                     Event::Attempt { ip, user, correct } => {
                         let k = keys(&format!("198.51.{ip}.7"), &format!("u{user}"));
-                        if table.attempt(&policy, &k, now) != Decision::Allow {
+                        if !table.attempt(&policy, &k, now).is_allowed() {
                             continue;
                         }
                         let outcome = if correct { Outcome::Success } else { Outcome::Failure };

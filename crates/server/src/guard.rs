@@ -9,7 +9,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use portcullis_core::backoff::Lockout;
-use portcullis_core::{AttemptKey, Decision, Dimension, KeyDeriver, Outcome, Policy, Username};
+use portcullis_core::{
+    AttemptKey, Decision, Dimension, KeyDeriver, LockoutEvent, Outcome, Policy, Username,
+};
 use portcullis_store::AttemptStore;
 
 use crate::error::ApiError;
@@ -45,29 +47,17 @@ impl LoginGuard {
         Fut: Future<Output = Result<bool, ApiError>>,
     {
         let keys = self.policy.active_keys(self.deriver.keys(ip, username));
-        self.admit(&keys).await?;
+        let pending = self.admit(&keys).await?;
         let outcome = if verify().await? {
             Outcome::Success
         } else {
             Outcome::Failure
         };
-        let lockouts = self.store.record(&keys, outcome).await?;
-        for event in lockouts {
-            let (kind, until) = match event.lockout {
-                Lockout::Temporary { until } => ("temporary", Some(until)),
-                Lockout::Permanent => ("permanent", None),
-            };
-            tracing::warn!(
-                target: "security",
-                event = "lockout",
-                dimension = event.key.dimension.as_str(),
-                key = %event.key.key,
-                kind,
-                until,
-                "lockout started"
-            );
-        }
+        self.store.record(&keys, outcome).await?;
         tracing::Span::current().record("outcome", outcome_name(outcome));
+        if outcome == Outcome::Failure {
+            log_lockouts(&pending);
+        }
         Ok(outcome)
     }
 
@@ -76,12 +66,13 @@ impl LoginGuard {
     pub async fn admit_source(&self, ip: IpAddr, username: &Username) -> Result<(), ApiError> {
         let mut keys = self.policy.active_keys(self.deriver.keys(ip, username));
         keys.retain(|k| matches!(k.dimension, Dimension::Ip | Dimension::Subnet));
-        self.admit(&keys).await
+        self.admit(&keys).await.map(drop)
     }
 
-    async fn admit(&self, keys: &[AttemptKey]) -> Result<(), ApiError> {
+    /// Asks the store; returns the lockouts the attempt started provisionally.
+    async fn admit(&self, keys: &[AttemptKey]) -> Result<Vec<LockoutEvent>, ApiError> {
         match self.store.attempt(keys).await? {
-            Decision::Allow => Ok(()),
+            Decision::Allow { pending } => Ok(pending),
             Decision::Deny(denial) => {
                 let span = tracing::Span::current();
                 span.record("outcome", "denied");
@@ -97,6 +88,25 @@ impl LoginGuard {
                 })
             }
         }
+    }
+}
+
+/// Lockouts stand once the attempt that started them failed: log each on `security`.
+fn log_lockouts(lockouts: &[LockoutEvent]) {
+    for event in lockouts {
+        let (kind, until) = match event.lockout {
+            Lockout::Temporary { until } => ("temporary", Some(until)),
+            Lockout::Permanent => ("permanent", None),
+        };
+        tracing::warn!(
+                target: "security",
+                event = "lockout",
+                dimension = event.key.dimension.as_str(),
+                key = %event.key.key,
+                kind,
+                until,
+                "lockout started"
+        );
     }
 }
 

@@ -10,7 +10,7 @@ pub mod clock;
 pub mod memory;
 
 use async_trait::async_trait;
-use portcullis_core::{AttemptKey, Decision, LockoutEvent, Outcome, UnixMillis};
+use portcullis_core::{AttemptKey, Decision, Outcome, UnixMillis};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use memory::MemoryStore;
@@ -29,12 +29,8 @@ pub trait AttemptStore: Send + Sync + 'static {
     /// Decides an attempt touching `keys`, counting it if allowed, in one atomic step.
     async fn attempt(&self, keys: &[AttemptKey]) -> Result<Decision, StoreError>;
 
-    /// Records a verified attempt's outcome; returns the lockouts it started.
-    async fn record(
-        &self,
-        keys: &[AttemptKey],
-        outcome: Outcome,
-    ) -> Result<Vec<LockoutEvent>, StoreError>;
+    /// Records a verified attempt's outcome.
+    async fn record(&self, keys: &[AttemptKey], outcome: Outcome) -> Result<(), StoreError>;
 }
 
 /// A logged-in session, found by the digest of its token.
