@@ -1,8 +1,8 @@
-//! Accounts in SQL: the embedded SQLite default (PostgreSQL follows the same schema).
+//! Accounts in SQL: embedded SQLite by default, PostgreSQL for a distributed deployment.
 //!
 //! The database enforces one account per normalised username, so two concurrent registrations
-//! of one name cannot both succeed. Queries go through sqlx's `Any` driver; migrations live in
-//! `migrations/<dialect>` and are embedded in the binary.
+//! of one name cannot both succeed. Queries go through sqlx's `Any` driver with SQL both
+//! dialects accept; migrations live in `migrations/<dialect>` and are embedded in the binary.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,6 +15,16 @@ use sqlx::{AnyPool, Row};
 use crate::settings::DatabaseSettings;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// The SQL dialect behind the `Any` pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// SQLite, file or memory.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
 
 /// A stored account.
 #[derive(Clone, Debug)]
@@ -42,6 +52,7 @@ pub enum CreateError {
 #[derive(Clone, Debug)]
 pub struct Accounts {
     pool: AnyPool,
+    dialect: Dialect,
 }
 
 impl Accounts {
@@ -50,13 +61,18 @@ impl Accounts {
         sqlx::any::install_default_drivers();
         let url = settings.url.as_str();
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        anyhow::ensure!(
-            url.starts_with("sqlite:"),
-            "database.url: unsupported scheme in `{}`; use sqlite://",
-            redact(url)
-        );
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Dialect::Postgres
+        } else {
+            anyhow::bail!(
+                "database.url: unsupported scheme in `{}`; use sqlite:// or postgres://",
+                redact(url)
+            );
+        };
         let mut options = AnyPoolOptions::new().max_connections(settings.max_connections);
-        if in_memory {
+        if dialect == Dialect::Sqlite && in_memory {
             // Every connection to `:memory:` is its own database: keep exactly one, forever.
             options = options
                 .max_connections(1)
@@ -70,12 +86,21 @@ impl Accounts {
             .connect(&url)
             .await
             .with_context(|| format!("database.url: cannot connect to {}", redact(&url)))?;
-        Ok(Self { pool })
+        Ok(Self { pool, dialect })
+    }
+
+    /// Which dialect the database speaks.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     /// Applies pending migrations.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        SQLITE_MIGRATIONS
+        let migrations = match self.dialect {
+            Dialect::Sqlite => &SQLITE_MIGRATIONS,
+            Dialect::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrations
             .run(&self.pool)
             .await
             .context("applying database migrations")

@@ -61,6 +61,11 @@ impl LoginGuard {
         Ok(outcome)
     }
 
+    /// Whether the attempt store answers (for readiness).
+    pub async fn store_ready(&self) -> Result<(), portcullis_store::StoreError> {
+        self.store.ping().await
+    }
+
     /// Counts an attempt that is not a password check (a registration) against its source
     /// address and subnet only.
     pub async fn admit_source(&self, ip: IpAddr, username: &Username) -> Result<(), ApiError> {

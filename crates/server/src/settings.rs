@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::Context;
 use ipnet::IpNet;
 use portcullis_core::Policy;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Everything the service can be told.
@@ -28,6 +28,8 @@ pub struct Settings {
     pub argon2: Argon2Settings,
     /// Login sessions.
     pub session: SessionSettings,
+    /// Where attempt counters and sessions live.
+    pub store: StoreSettings,
     /// Rate limits and lockouts (see the README for every knob).
     pub policy: Policy,
     /// Keys that must stay secret.
@@ -67,7 +69,8 @@ pub struct ServerSettings {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
-    /// `sqlite://path/file.db` (created if missing) or `sqlite::memory:`.
+    /// `sqlite://path/file.db` (created if missing), `sqlite::memory:`, or
+    /// `postgres://user:password@host:port/database`.
     pub url: String,
     /// Apply pending migrations at start-up.
     pub migrate_on_start: bool,
@@ -101,6 +104,51 @@ pub struct Argon2Settings {
 pub struct SessionSettings {
     /// Seconds a session lives.
     pub ttl_secs: u64,
+}
+
+/// Where attempt counters and sessions live: in this process unless Redis is configured.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// Redis shared by every replica; unset means the in-memory store (one replica only).
+    pub redis: Option<RedisSettings>,
+}
+
+/// The Redis attempt and session store.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://host:port`; with `cluster`, a comma-separated list of seed nodes.
+    pub url: String,
+    /// Whether `url` names Redis Cluster nodes.
+    pub cluster: bool,
+    /// Key prefix (and Cluster hash tag), so deployments can share one Redis.
+    pub prefix: String,
+    /// Longest wait for one Redis call, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            cluster: false,
+            prefix: "portcullis".to_owned(),
+            timeout_ms: 250,
+        }
+    }
+}
+
+impl RedisSettings {
+    /// The URLs to connect to (several seed nodes for a cluster).
+    pub fn urls(&self) -> Vec<String> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 /// Keys that must stay secret.
@@ -142,6 +190,7 @@ impl Default for Settings {
             session: SessionSettings {
                 ttl_secs: 12 * 3600,
             },
+            store: StoreSettings::default(),
             policy: Policy::default(),
             secrets: SecretSettings::default(),
         }
@@ -192,6 +241,32 @@ impl Settings {
             self.session.ttl_secs >= 1,
             "session.ttl_secs: must be at least 1"
         );
+        if let Some(redis) = &self.store.redis {
+            anyhow::ensure!(
+                !redis.urls().is_empty(),
+                "store.redis.url: must name a Redis (redis://host:port), or leave store.redis \
+                 unset for the in-memory store"
+            );
+            anyhow::ensure!(
+                !redis.prefix.is_empty() && !redis.prefix.contains(['{', '}']),
+                "store.redis.prefix: must be non-empty and without braces"
+            );
+            anyhow::ensure!(
+                redis.timeout_ms >= 1,
+                "store.redis.timeout_ms: must be at least 1"
+            );
+            let key_len = self
+                .secrets
+                .hmac_key
+                .as_ref()
+                .map_or(0, |k| k.expose_secret().len());
+            anyhow::ensure!(
+                key_len >= 32,
+                "secrets.hmac_key (PORTCULLIS__SECRETS__HMAC_KEY) is required with \
+                 store.redis.url: every replica must hash usernames with the same secret key of \
+                 at least 32 characters; generate one with `openssl rand -hex 32`"
+            );
+        }
         Ok(())
     }
 }

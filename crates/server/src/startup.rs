@@ -3,16 +3,19 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use portcullis_core::KeyDeriver;
-use portcullis_store::{Clock, MemoryStore, SystemClock};
+use portcullis_store::{
+    AttemptStore, Clock, MemoryStore, RedisConfig, RedisStore, SessionStore, SystemClock,
+};
 use secrecy::ExposeSecret;
 
-use crate::accounts::{Accounts, redact};
+use crate::accounts::{Accounts, Dialect, redact};
 use crate::guard::LoginGuard;
 use crate::password::PasswordHasher;
 use crate::request_span::root_span;
@@ -26,15 +29,22 @@ pub struct Application {
 }
 
 impl Application {
-    /// Builds the application on the system clock.
+    /// Builds the application on real time (Redis `TIME` with the Redis store).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+        Self::build_inner(settings, None).await
     }
 
-    /// Builds the application with an injected clock (tests move time with it).
+    /// Builds the application with an injected clock for every store (tests move time with it).
     pub async fn build_with_clock(
         settings: Settings,
         clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        Self::build_inner(settings, Some(clock)).await
+    }
+
+    async fn build_inner(
+        settings: Settings,
+        clock: Option<Arc<dyn Clock>>,
     ) -> anyhow::Result<Self> {
         settings.validate()?;
         let accounts = Accounts::connect(&settings.database).await?;
@@ -47,12 +57,13 @@ impl Application {
             settings.policy.ipv4_subnet_prefix,
             settings.policy.ipv6_subnet_prefix,
         )?;
-        let store = Arc::new(MemoryStore::new(settings.policy, clock));
+        let (attempts, sessions) = stores(&settings, clock)?;
+        let description = describe(&settings, &accounts);
         let state = web::Data::new(AppState {
             accounts,
             hasher,
-            guard: LoginGuard::new(settings.policy, deriver, store.clone()),
-            sessions: store,
+            guard: LoginGuard::new(settings.policy, deriver, attempts),
+            sessions,
             trusted_proxies: settings.server.trusted_proxies.clone(),
             session_ttl_ms: settings.session.ttl_secs.saturating_mul(1_000),
         });
@@ -80,11 +91,7 @@ impl Application {
             .listen(listener)
             .context("starting the HTTP server")?
             .run();
-        tracing::info!(
-            "listening on http://{address} with embedded defaults: in-memory attempt store, \
-             accounts at {}",
-            redact(&settings.database.url)
-        );
+        tracing::info!("listening on http://{address} {description}");
         Ok(Self {
             port: address.port(),
             server,
@@ -104,6 +111,53 @@ impl Application {
     /// Serves until SIGTERM/SIGINT (in-flight requests finish) or `handle().stop()`.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
+    }
+}
+
+type Stores = (Arc<dyn AttemptStore>, Arc<dyn SessionStore>);
+
+/// The attempt and session store the settings name: Redis if configured, else memory.
+fn stores(settings: &Settings, clock: Option<Arc<dyn Clock>>) -> anyhow::Result<Stores> {
+    let Some(redis) = &settings.store.redis else {
+        let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let store = Arc::new(MemoryStore::new(settings.policy, clock));
+        return Ok((store.clone(), store));
+    };
+    let config = RedisConfig {
+        urls: redis.urls(),
+        cluster: redis.cluster,
+        prefix: redis.prefix.clone(),
+        timeout: Duration::from_millis(redis.timeout_ms),
+    };
+    let mut store = RedisStore::new(&config, &settings.policy).context("store.redis")?;
+    if let Some(clock) = clock {
+        store = store.with_clock(clock);
+    }
+    let store = Arc::new(store);
+    Ok((store.clone(), store))
+}
+
+/// What the start-up log says the deployment runs on.
+fn describe(settings: &Settings, accounts: &Accounts) -> String {
+    let database = redact(&settings.database.url);
+    match (&settings.store.redis, accounts.dialect()) {
+        (None, Dialect::Sqlite) => {
+            format!("with embedded defaults: in-memory attempt store, accounts at {database}")
+        }
+        (None, Dialect::Postgres) => {
+            format!("with an in-memory attempt store (one replica only), accounts at {database}")
+        }
+        (Some(redis), _) => format!(
+            "with the Redis {} store at {} (prefix {}), accounts at {database}",
+            if redis.cluster { "Cluster" } else { "" },
+            redis
+                .urls()
+                .iter()
+                .map(|u| redact(u))
+                .collect::<Vec<_>>()
+                .join(","),
+            redis.prefix
+        ),
     }
 }
 

@@ -3,17 +3,20 @@
 //! The server talks to the [`AttemptStore`] and [`SessionStore`] traits. Each implementation
 //! applies the policy of `portcullis-core` atomically, with its own notion of now:
 //! - [`memory`]: in-process, the embedded default (one replica only);
+//! - [`redis_store`]: Redis or Redis Cluster, shared by every replica.
 //!
 //! A store owns its clock (see [`clock`]) so that all replicas sharing a store share one time.
 
 pub mod clock;
 pub mod memory;
+pub mod redis_store;
 
 use async_trait::async_trait;
 use portcullis_core::{AttemptKey, Decision, Outcome, UnixMillis};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use memory::MemoryStore;
+pub use redis_store::{RedisConfig, RedisStore};
 
 /// A store that could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +34,11 @@ pub trait AttemptStore: Send + Sync + 'static {
 
     /// Records a verified attempt's outcome.
     async fn record(&self, keys: &[AttemptKey], outcome: Outcome) -> Result<(), StoreError>;
+
+    /// Whether the store answers (for readiness; never called per request).
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A logged-in session, found by the digest of its token.
@@ -54,4 +62,8 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Ends a session; returns whether it was live.
     async fn revoke(&self, digest: &str) -> Result<bool, StoreError>;
+
+    /// Ends every session of the account this session belongs to ("log out everywhere");
+    /// returns how many were live.
+    async fn revoke_all(&self, digest: &str) -> Result<u64, StoreError>;
 }

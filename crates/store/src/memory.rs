@@ -113,6 +113,24 @@ impl SessionStore for MemoryStore {
             .remove(digest)
             .is_some_and(|s| s.expires_at > now))
     }
+
+    /// A scan over all sessions: fine for the embedded single replica, where this is rare.
+    async fn revoke_all(&self, digest: &str) -> Result<u64, StoreError> {
+        let now = self.clock.now();
+        let mut sessions = lock(&self.sessions);
+        let Some(subject) = sessions.by_digest.get(digest).map(|s| s.subject.clone()) else {
+            return Ok(0);
+        };
+        let mut ended = 0;
+        sessions.by_digest.retain(|_, s| {
+            let ends = s.subject == subject;
+            if ends && s.expires_at > now {
+                ended += 1;
+            }
+            !ends
+        });
+        Ok(ended)
+    }
 }
 
 #[cfg(test)]
@@ -134,7 +152,11 @@ mod tests {
         clock.advance(1_000);
         assert_eq!(store.get("d1").await.unwrap(), None);
         store.create("d2", "acct", 1_000).await.unwrap();
+        store.create("d3", "acct", 1_000).await.unwrap();
+        store.create("other", "acct2", 1_000).await.unwrap();
         assert!(store.revoke("d2").await.unwrap());
+        assert_eq!(store.revoke_all("d3").await.unwrap(), 1);
+        assert!(store.get("other").await.unwrap().is_some());
         assert!(!store.revoke("d2").await.unwrap());
         assert_eq!(store.get("d2").await.unwrap(), None);
     }

@@ -10,7 +10,7 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: the database answers, so logins can be served.
+/// `GET /readyz`: the database and the attempt store answer, so logins can be served.
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if let Err(error) = state.accounts.ping().await {
         tracing::warn!(error = format!("{error:#}"), "not ready: database");
@@ -18,5 +18,6 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             retry_after_secs: 1,
         });
     }
+    state.guard.store_ready().await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })))
 }

@@ -52,6 +52,7 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut web::ServiceConfig) 
         .route("/v1/users", web::post().to(accounts::register))
         .route("/v1/login", web::post().to(login::login))
         .route("/v1/logout", web::post().to(session::logout))
+        .route("/v1/logout/all", web::post().to(session::logout_all))
         .route("/v1/session", web::get().to(session::introspect))
         .default_service(web::to(|| async { Err::<String, _>(ApiError::NotFound) }));
     }

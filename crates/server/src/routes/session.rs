@@ -1,4 +1,5 @@
-//! `GET /v1/session` (introspection for other services) and `POST /v1/logout`.
+//! `GET /v1/session` (introspection for other services), `POST /v1/logout` and
+//! `POST /v1/logout/all` (every session of the account).
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
@@ -36,4 +37,18 @@ pub async fn logout(
         return Err(ApiError::Unauthenticated);
     }
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Revokes every session of the presented session's account ("log out everywhere"):
+/// 200 with how many ended, or 401 when the token is not live.
+pub async fn logout_all(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let digest = token::bearer_digest(request.headers()).ok_or(ApiError::Unauthenticated)?;
+    let revoked = state.sessions.revoke_all(&digest).await?;
+    if revoked == 0 {
+        return Err(ApiError::Unauthenticated);
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "revoked": revoked })))
 }

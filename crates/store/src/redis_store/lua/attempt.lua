@@ -1,0 +1,56 @@
+-- Decides an attempt (decision::decide). KEYS: the attempt's counter keys.
+-- ARGV[1]: now in ms, or '' to read Redis TIME. ARGV[1 + i]: the policy of KEYS[i].
+-- Returns {1, i, reason, retry_ms} to refuse (reason 1 rate limited, 2 too many failures,
+-- 3 locked out; i the refusing key with the longest wait), or {0, i, kind, until, ...} to admit,
+-- with the lockouts the admission started (kind 1 temporary, 2 permanent).
+local now = now_ms(ARGV[1])
+local states, policies = {}, {}
+local deny = nil
+for i, key in ipairs(KEYS) do
+  local p = parse_policy(ARGV[i + 1])
+  local s = load(key)
+  local reason, wait = nil, 0
+  local function refuse(r, w)
+    if reason == nil or w > wait then
+      reason, wait = r, w
+    end
+  end
+  if p.lmax > 0 then
+    local w = locked_for(s, p, now)
+    if w then refuse(3, w) end
+  end
+  if p.fb > 0 then
+    local ok, w = gcra_check(s.ft, now, p.fb, p.fi)
+    if not ok then refuse(2, w) end
+  end
+  if p.ab > 0 then
+    local ok, v = gcra_check(s.at, now, p.ab, p.ai)
+    if ok then s.at = v else refuse(1, v) end
+  end
+  if reason ~= nil then
+    local retry = math.max(wait, 1)
+    if deny == nil or wait > deny[4] then
+      deny = {1, i, reason, retry}
+    end
+  end
+  states[i], policies[i] = s, p
+end
+if deny then
+  return deny
+end
+local admitted = {0}
+for i, key in ipairs(KEYS) do
+  local s, p = states[i], policies[i]
+  if p.lmax > 0 then
+    local kind = on_failure(s, p, now)
+    if kind then
+      admitted[#admitted + 1] = i
+      admitted[#admitted + 1] = kind
+      admitted[#admitted + 1] = s.lu
+    end
+  end
+  if p.ab > 0 or p.lmax > 0 then
+    save(key, s, p, now)
+  end
+end
+return admitted

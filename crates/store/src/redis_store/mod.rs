@@ -1,0 +1,325 @@
+//! The Redis store: every replica shares one view of every attempt and session.
+//!
+//! The counter logic is the core's, in Lua (`lua/*.lua`, embedded at build time) so each
+//! decision is one atomic script call: a refused attempt costs one EVALSHA, a verified one two.
+//! Scripts are called by SHA; after a `SCRIPT FLUSH` or a restart the client reloads them on
+//! NOSCRIPT. Scripts read Redis `TIME` once per call, so replicas' clocks do not matter.
+//!
+//! Keys are `{prefix}:...`: the hash tag puts all of a deployment's keys in one Cluster slot,
+//! because one attempt's script touches its address, subnet and account counters together.
+//! Cluster then buys failover, not sharding (one primary runs far more scripts per second than
+//! any fleet can hash passwords). Usernames appear only as HMACs (see `portcullis_core::keys`);
+//! every key has a TTL.
+
+mod connection;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use portcullis_core::backoff::{Lockout, Strategy};
+use portcullis_core::{
+    AttemptKey, Decision, Denial, Dimension, KeyPolicy, LockoutEvent, Outcome, Policy, Reason,
+};
+use redis::{RedisError, Script};
+
+pub use connection::{Conn, Connections};
+
+use crate::{AttemptStore, Clock, Session, SessionStore, StoreError};
+
+const COMMON: &str = include_str!("lua/common.lua");
+
+/// Where and how to reach Redis.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// One URL, or a cluster's seed nodes.
+    pub urls: Vec<String>,
+    /// Whether `urls` are Redis Cluster nodes.
+    pub cluster: bool,
+    /// Key prefix (becomes the hash tag), so deployments can share a Redis.
+    pub prefix: String,
+    /// Longest wait for one Redis call.
+    pub timeout: Duration,
+}
+
+struct Scripts {
+    attempt: Script,
+    record: Script,
+    session_create: Script,
+    session_revoke: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let with_common = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
+        Self {
+            attempt: with_common(include_str!("lua/attempt.lua")),
+            record: with_common(include_str!("lua/record.lua")),
+            session_create: with_common(include_str!("lua/session_create.lua")),
+            session_revoke: Script::new(include_str!("lua/session_revoke.lua")),
+        }
+    }
+}
+
+/// Attempt counters and sessions in Redis or Redis Cluster.
+pub struct RedisStore {
+    connections: Connections,
+    scripts: Scripts,
+    /// `{prefix}:`, the start of every key.
+    key_prefix: String,
+    /// Each dimension's policy as the scripts read it.
+    policy_args: [String; 5],
+    timeout: Duration,
+    /// Tests move time with this; production leaves it unset and scripts read Redis `TIME`.
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl RedisStore {
+    /// A store applying `policy`; connects on first use.
+    pub fn new(config: &RedisConfig, policy: &Policy) -> Result<Self, StoreError> {
+        Ok(Self {
+            connections: Connections::new(&config.urls, config.cluster)?,
+            scripts: Scripts::new(),
+            key_prefix: format!("{{{}}}:", config.prefix),
+            policy_args: Dimension::ALL.map(|d| policy_arg(policy.for_dimension(d), d)),
+            timeout: config.timeout,
+            clock: None,
+        })
+    }
+
+    /// The same store, reading time from `clock` instead of Redis `TIME` (for tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The full Redis key of a store key.
+    pub fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.key_prefix)
+    }
+
+    fn now_arg(&self) -> String {
+        self.clock
+            .as_ref()
+            .map(|c| c.now().to_string())
+            .unwrap_or_default()
+    }
+
+    fn policy_of(&self, dimension: Dimension) -> &str {
+        let index = Dimension::ALL
+            .iter()
+            .position(|&d| d == dimension)
+            .unwrap_or_default();
+        &self.policy_args[index]
+    }
+
+    /// Runs one Redis call with the timeout; drops the connection after a failure.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let conn = tokio::time::timeout(self.timeout, self.connections.get())
+            .await
+            .map_err(|_| StoreError::Unavailable("redis connect timed out".to_owned()))??;
+        match tokio::time::timeout(self.timeout, f(conn)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
+                    self.connections.reset();
+                }
+                Err(StoreError::Unavailable(format!("redis: {error}")))
+            }
+            Err(_) => {
+                self.connections.reset();
+                Err(StoreError::Unavailable("redis call timed out".to_owned()))
+            }
+        }
+    }
+}
+
+/// A dimension's policy as the 13 comma-separated numbers `common.lua` parses.
+fn policy_arg(policy: &KeyPolicy, dimension: Dimension) -> String {
+    let gcra = |g: Option<portcullis_core::gcra::Gcra>| {
+        g.map_or((0, 0), |g| (u64::from(g.burst), g.interval_ms))
+    };
+    let (ab, ai) = gcra(policy.attempts);
+    let (fb, fi) = gcra(policy.failures);
+    let lockout = match &policy.lockout {
+        Some(b) => format!(
+            "{},{},{},{},{},{},{},{}",
+            b.max_failures,
+            match b.strategy {
+                Strategy::Multiple => 0,
+                Strategy::Linear => 1,
+            },
+            b.wait_increment_ms,
+            b.max_wait_ms,
+            b.failure_reset_ms,
+            b.quick_login_check_ms,
+            b.min_quick_login_wait_ms,
+            b.permanent_after.map_or(-1, i64::from),
+        ),
+        None => "0,0,0,0,0,0,0,-1".to_owned(),
+    };
+    let resets = u8::from(dimension.resets_on_success());
+    format!("{ab},{ai},{fb},{fi},{lockout},{resets}")
+}
+
+fn reason(code: i64) -> Option<Reason> {
+    match code {
+        1 => Some(Reason::RateLimited),
+        2 => Some(Reason::TooManyFailures),
+        3 => Some(Reason::LockedOut),
+        _ => None,
+    }
+}
+
+/// Reads the attempt script's answer (see `lua/attempt.lua`).
+fn decision(reply: &[i64], keys: &[AttemptKey]) -> Result<Decision, StoreError> {
+    let malformed = || StoreError::Unavailable(format!("unexpected attempt reply {reply:?}"));
+    let key_at = |i: i64| {
+        usize::try_from(i - 1)
+            .ok()
+            .and_then(|i| keys.get(i))
+            .ok_or_else(malformed)
+    };
+    match reply {
+        [1, i, code, retry] => Ok(Decision::Deny(Denial {
+            dimension: key_at(*i)?.dimension,
+            reason: reason(*code).ok_or_else(malformed)?,
+            retry_after_ms: u64::try_from(*retry).map_err(|_| malformed())?,
+        })),
+        [0, rest @ ..] if rest.len() % 3 == 0 => {
+            let pending = rest
+                .chunks(3)
+                .map(|event| {
+                    let lockout = match event[1] {
+                        2 => Lockout::Permanent,
+                        _ => Lockout::Temporary {
+                            until: u64::try_from(event[2]).map_err(|_| malformed())?,
+                        },
+                    };
+                    Ok(LockoutEvent {
+                        key: key_at(event[0])?.clone(),
+                        lockout,
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?;
+            Ok(Decision::Allow { pending })
+        }
+        _ => Err(malformed()),
+    }
+}
+
+#[async_trait]
+impl AttemptStore for RedisStore {
+    async fn attempt(&self, keys: &[AttemptKey]) -> Result<Decision, StoreError> {
+        let mut invocation = self.scripts.attempt.prepare_invoke();
+        invocation.arg(self.now_arg());
+        for key in keys {
+            invocation.key(self.key(&key.key));
+        }
+        for key in keys {
+            invocation.arg(self.policy_of(key.dimension));
+        }
+        let reply: Vec<i64> = self
+            .call(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        decision(&reply, keys)
+    }
+
+    async fn record(&self, keys: &[AttemptKey], outcome: Outcome) -> Result<(), StoreError> {
+        let mut invocation = self.scripts.record.prepare_invoke();
+        invocation.arg(self.now_arg()).arg(match outcome {
+            Outcome::Failure => "f",
+            Outcome::Success => "s",
+        });
+        for key in keys {
+            invocation.key(self.key(&key.key));
+        }
+        for key in keys {
+            invocation.arg(self.policy_of(key.dimension));
+        }
+        self.call(|mut conn| async move { invocation.invoke_async::<i64>(&mut conn).await })
+            .await
+            .map(drop)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.call(
+            |mut conn| async move { redis::cmd("PING").query_async::<String>(&mut conn).await },
+        )
+        .await
+        .map(drop)
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn create(
+        &self,
+        digest: &str,
+        subject: &str,
+        ttl_ms: u64,
+    ) -> Result<Session, StoreError> {
+        let mut invocation = self.scripts.session_create.prepare_invoke();
+        invocation
+            .key(self.key(&format!("s:{digest}")))
+            .key(self.key(&format!("as:{subject}")))
+            .arg(self.now_arg())
+            .arg(subject)
+            .arg(ttl_ms)
+            .arg(digest);
+        let expires_at: u64 = self
+            .call(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        Ok(Session {
+            subject: subject.to_owned(),
+            expires_at,
+        })
+    }
+
+    async fn get(&self, digest: &str) -> Result<Option<Session>, StoreError> {
+        let key = self.key(&format!("s:{digest}"));
+        let (subject, expires_at): (Option<String>, Option<u64>) = self
+            .call(|mut conn| async move {
+                redis::cmd("HMGET")
+                    .arg(key)
+                    .arg("sub")
+                    .arg("exp")
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let now = self.clock.as_ref().map_or(0, |c| c.now());
+        Ok(match (subject, expires_at) {
+            (Some(subject), Some(expires_at)) if expires_at > now => Some(Session {
+                subject,
+                expires_at,
+            }),
+            _ => None,
+        })
+    }
+
+    async fn revoke(&self, digest: &str) -> Result<bool, StoreError> {
+        self.revoke_sessions(digest, "1").await.map(|n| n > 0)
+    }
+
+    async fn revoke_all(&self, digest: &str) -> Result<u64, StoreError> {
+        self.revoke_sessions(digest, "all").await
+    }
+}
+
+impl RedisStore {
+    async fn revoke_sessions(&self, digest: &str, scope: &str) -> Result<u64, StoreError> {
+        let mut invocation = self.scripts.session_revoke.prepare_invoke();
+        invocation
+            .key(self.key(&format!("s:{digest}")))
+            .arg(scope)
+            .arg(self.key("s:"))
+            .arg(self.key("as:"));
+        self.call(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await
+    }
+}

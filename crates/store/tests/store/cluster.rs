@@ -1,0 +1,56 @@
+//! The same store against a local 3-primary Redis Cluster.
+
+use std::sync::Arc;
+
+use portcullis_core::{Outcome, Policy};
+use portcullis_store::{AttemptStore, Clock, SessionStore};
+use portcullis_testkit::redis::RedisCluster;
+use proptest::test_runner::{Config, TestRunner};
+
+use crate::differential::{agree, events, policies};
+use crate::helpers::{keys, redis_store};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_store_suite_passes_against_a_redis_cluster() {
+    let cluster = RedisCluster::spawn(3).await;
+    let policy = Policy::default();
+    let store = redis_store(cluster.urls(), true, "cluster", &policy, None);
+
+    // Lockout across the cluster, all keys in one slot, each with a TTL.
+    let k = keys(&policy, "198.51.100.4", "alice");
+    for _ in 0..5 {
+        assert!(store.attempt(&k).await.unwrap().is_allowed());
+        store.record(&k, Outcome::Failure).await.unwrap();
+    }
+    assert!(!store.attempt(&k).await.unwrap().is_allowed());
+    let written = cluster.keys("{cluster}:*").await;
+    assert!(written.len() >= 4, "{written:?}");
+
+    // Sessions, including log-out-everywhere.
+    store.create("d1", "acct", 60_000).await.unwrap();
+    store.create("d2", "acct", 60_000).await.unwrap();
+    assert!(store.get("d1").await.unwrap().is_some());
+    assert_eq!(store.revoke_all("d1").await.unwrap(), 2);
+    assert_eq!(store.get("d2").await.unwrap(), None);
+
+    // The differential property, on fewer cases (each case is cheap; the cluster is not).
+    let urls = cluster.urls();
+    let handle = tokio::runtime::Handle::current();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut runner = TestRunner::new(Config {
+            cases: 12,
+            ..Config::default()
+        });
+        runner.run(&(policies(), events()), |(policy, events)| {
+            let prefix = format!("diff-{}", portcullis_testkit::random_hex(4));
+            handle.block_on(agree(policy, &events, |clock: Arc<dyn Clock>| {
+                redis_store(urls.clone(), true, &prefix, &policy, Some(clock))
+            }));
+            Ok(())
+        })
+        .map_err(|failure| failure.to_string())
+    })
+    .await
+    .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+}

@@ -1,0 +1,102 @@
+//! Shared set-up: policies, keys and store constructors.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_core::backoff::{Backoff, Strategy};
+use portcullis_core::gcra::Gcra;
+use portcullis_core::{AttemptKey, KeyDeriver, KeyPolicy, Policy, Username};
+use portcullis_store::{Clock, RedisConfig, RedisStore};
+
+pub const T0: u64 = 1_700_000_000_000;
+
+/// A policy with small numbers, so short sequences reach every rule.
+pub fn tight_policy() -> Policy {
+    Policy {
+        ip: KeyPolicy {
+            attempts: Some(Gcra {
+                burst: 6,
+                interval_ms: 1_000,
+            }),
+            failures: Some(Gcra {
+                burst: 4,
+                interval_ms: 5_000,
+            }),
+            lockout: None,
+        },
+        subnet: KeyPolicy {
+            attempts: Some(Gcra {
+                burst: 10,
+                interval_ms: 500,
+            }),
+            failures: None,
+            lockout: None,
+        },
+        username: KeyPolicy {
+            attempts: None,
+            failures: None,
+            lockout: Some(Backoff {
+                max_failures: 3,
+                strategy: Strategy::Linear,
+                wait_increment_ms: 2_000,
+                max_wait_ms: 7_000,
+                failure_reset_ms: 30_000,
+                quick_login_check_ms: 300,
+                min_quick_login_wait_ms: 1_500,
+                permanent_after: Some(3),
+            }),
+        },
+        username_ip: KeyPolicy {
+            attempts: None,
+            failures: None,
+            lockout: Some(Backoff {
+                max_failures: 2,
+                strategy: Strategy::Multiple,
+                wait_increment_ms: 3_000,
+                max_wait_ms: 10_000,
+                failure_reset_ms: 20_000,
+                quick_login_check_ms: 0,
+                min_quick_login_wait_ms: 0,
+                permanent_after: None,
+            }),
+        },
+        global: KeyPolicy {
+            attempts: Some(Gcra {
+                burst: 40,
+                interval_ms: 100,
+            }),
+            failures: None,
+            lockout: None,
+        },
+        ..Policy::default()
+    }
+}
+
+/// The active keys of an attempt by `user` from `ip`.
+pub fn keys(policy: &Policy, ip: &str, user: &str) -> Vec<AttemptKey> {
+    let deriver = KeyDeriver::new(b"test-secret", 24, 64).unwrap();
+    let ip: IpAddr = ip.parse().unwrap();
+    policy.active_keys(deriver.keys(ip, &Username::parse(user).unwrap()))
+}
+
+/// A Redis store on `urls` with `prefix`, reading time from Redis unless a clock is given.
+pub fn redis_store(
+    urls: Vec<String>,
+    cluster: bool,
+    prefix: &str,
+    policy: &Policy,
+    clock: Option<Arc<dyn Clock>>,
+) -> RedisStore {
+    let config = RedisConfig {
+        urls,
+        cluster,
+        prefix: prefix.to_owned(),
+        timeout: Duration::from_secs(2),
+    };
+    let store = RedisStore::new(&config, policy).unwrap();
+    match clock {
+        Some(clock) => store.with_clock(clock),
+        None => store,
+    }
+}

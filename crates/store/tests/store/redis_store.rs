@@ -1,0 +1,187 @@
+//! Redis store behaviour: TTLs, hidden usernames, script reloading, round trips, atomicity.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use portcullis_core::{Decision, Outcome, Policy, Reason};
+use portcullis_store::AttemptStore;
+use portcullis_testkit::redis::{RedisServer, TestRedis, connect};
+
+use crate::helpers::{keys, redis_store, tight_policy};
+
+#[tokio::test]
+async fn every_key_a_scenario_writes_has_a_ttl_and_no_plain_username() {
+    let redis = TestRedis::start().await;
+    let policy = tight_policy();
+    let store = redis_store(vec![redis.url.clone()], false, &redis.prefix, &policy, None);
+    for i in 0..20 {
+        let k = keys(
+            &policy,
+            &format!("203.0.113.{}", i % 4),
+            &format!("victim{}", i % 3),
+        );
+        if store.attempt(&k).await.unwrap().is_allowed() {
+            store.record(&k, Outcome::Failure).await.unwrap();
+        }
+    }
+    let written = redis.keys().await;
+    assert!(written.len() >= 5, "{written:?}");
+    let mut conn = redis.connection().await;
+    for key in &written {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+        assert!(!key.contains("victim"), "{key} shows a username");
+        assert!(
+            key.starts_with(&format!("{{{}}}:", redis.prefix)),
+            "{key} lacks the hash tag"
+        );
+    }
+    redis.cleanup().await;
+}
+
+#[tokio::test]
+async fn scripts_are_reloaded_transparently_after_script_flush() {
+    // A private server: SCRIPT FLUSH must not disturb anyone else.
+    let server = RedisServer::spawn().await;
+    let policy = Policy::default();
+    let store = redis_store(vec![server.url.clone()], false, "flush", &policy, None);
+    let k = keys(&policy, "192.0.2.1", "alice");
+    assert!(store.attempt(&k).await.unwrap().is_allowed());
+    let mut conn = connect(&server.url).await;
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(store.attempt(&k).await.unwrap().is_allowed());
+    store.record(&k, Outcome::Failure).await.unwrap();
+}
+
+/// Calls per command name from `INFO commandstats`.
+async fn command_calls(url: &str) -> HashMap<String, u64> {
+    let mut conn = connect(url).await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.split(',').find_map(|f| f.strip_prefix("calls="))?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Commands the scripts run inside Redis: `INFO commandstats` counts them too, but they cost
+/// no round trip.
+const INSIDE_SCRIPTS: [&str; 6] = ["hmget", "hset", "pexpire", "time", "del", "info"];
+
+/// Commands the client sent between two snapshots.
+fn sent(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> HashMap<String, u64> {
+    after
+        .iter()
+        .map(|(name, calls)| (name.clone(), calls - before.get(name).copied().unwrap_or(0)))
+        .filter(|(name, calls)| *calls > 0 && !INSIDE_SCRIPTS.contains(&name.as_str()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_denied_attempt_costs_one_command_and_a_verified_one_two_with_no_ping() {
+    let server = RedisServer::spawn().await;
+    let policy = Policy::default();
+    let store = redis_store(vec![server.url.clone()], false, "budget", &policy, None);
+    let k = keys(&policy, "192.0.2.1", "alice");
+    // Warm up: connect and load the scripts, so the deltas below are the steady state.
+    assert!(store.attempt(&k).await.unwrap().is_allowed());
+    store.record(&k, Outcome::Failure).await.unwrap();
+
+    // A verified attempt: attempt + record.
+    let fresh = keys(&policy, "192.0.2.2", "bob");
+    let before = command_calls(&server.url).await;
+    assert!(store.attempt(&fresh).await.unwrap().is_allowed());
+    store.record(&fresh, Outcome::Failure).await.unwrap();
+    let verified = sent(&before, &command_calls(&server.url).await);
+    assert_eq!(
+        verified,
+        HashMap::from([("evalsha".to_owned(), 2)]),
+        "verified attempt"
+    );
+
+    // Lock the account out, then a refused attempt: one EVALSHA and nothing else.
+    for _ in 0..5 {
+        if store.attempt(&fresh).await.unwrap().is_allowed() {
+            store.record(&fresh, Outcome::Failure).await.unwrap();
+        }
+    }
+    let before = command_calls(&server.url).await;
+    let refused = store.attempt(&fresh).await.unwrap();
+    assert!(matches!(refused, Decision::Deny(d) if d.reason == Reason::LockedOut));
+    let denied = sent(&before, &command_calls(&server.url).await);
+    assert_eq!(
+        denied,
+        HashMap::from([("evalsha".to_owned(), 1)]),
+        "refused attempt"
+    );
+}
+
+#[tokio::test]
+async fn replicas_hammering_one_username_admit_no_more_than_the_lockout_allows() {
+    let redis = TestRedis::start().await;
+    let policy = Policy::default();
+    let replicas: Vec<Arc<dyn AttemptStore>> = (0..3)
+        .map(|_| {
+            Arc::new(redis_store(
+                vec![redis.url.clone()],
+                false,
+                &redis.prefix,
+                &policy,
+                None,
+            )) as Arc<dyn AttemptStore>
+        })
+        .collect();
+    let attempts = (0..200).map(|i| {
+        let store = replicas[i % 3].clone();
+        let k = keys(
+            &policy,
+            &format!("198.51.{}.{}", i / 250, i % 250),
+            "target",
+        );
+        async move {
+            let decision = store.attempt(&k).await.unwrap();
+            if decision.is_allowed() {
+                store.record(&k, Outcome::Failure).await.unwrap();
+            }
+            decision.is_allowed()
+        }
+    });
+    let admitted = join_all(attempts).await.into_iter().filter(|a| *a).count();
+    assert_eq!(admitted, 5, "the default lockout admits exactly 5 failures");
+    redis.cleanup().await;
+}
+
+#[tokio::test]
+async fn without_an_injected_clock_scripts_use_redis_time() {
+    let redis = TestRedis::start().await;
+    let policy = Policy::default();
+    let store = redis_store(vec![redis.url.clone()], false, &redis.prefix, &policy, None);
+    let k = keys(&policy, "192.0.2.7", "timed");
+    for _ in 0..5 {
+        assert!(store.attempt(&k).await.unwrap().is_allowed());
+        store.record(&k, Outcome::Failure).await.unwrap();
+    }
+    let Decision::Deny(denial) = store.attempt(&k).await.unwrap() else {
+        panic!("sixth attempt admitted");
+    };
+    assert!(
+        (59_000..=60_000).contains(&denial.retry_after_ms),
+        "{denial:?}"
+    );
+    redis.cleanup().await;
+}

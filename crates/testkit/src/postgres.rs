@@ -1,0 +1,204 @@
+//! A fresh PostgreSQL database per test, dropped afterwards (only the one the test created).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+use testcontainers::core::{IntoContainerPort, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+
+use crate::process::{ChildGuard, docker_answers, free_port, wait_until};
+use crate::random_hex;
+
+/// The environment variable naming a PostgreSQL server URL to create test databases on.
+pub const DATABASE_URL_ENV: &str = "PORTCULLIS_TEST_DATABASE_URL";
+
+/// A database of this test's own.
+pub struct TestDatabase {
+    /// Its URL.
+    pub url: String,
+    server_url: String,
+    name: String,
+    _server: Option<PostgresServer>,
+    _container: Option<ContainerAsync<GenericImage>>,
+}
+
+impl TestDatabase {
+    /// Creates a database on `PORTCULLIS_TEST_DATABASE_URL`'s server, else in a PostgreSQL
+    /// container where Docker answers, else on a server spawned from local binaries.
+    pub async fn create() -> Self {
+        let (server_url, server, container) = if let Ok(url) = std::env::var(DATABASE_URL_ENV) {
+            (url, None, None)
+        } else if docker_answers() {
+            let container = GenericImage::new("postgres", "16-alpine")
+                .with_exposed_port(5432.tcp())
+                .with_wait_for(WaitFor::message_on_stderr(
+                    "database system is ready to accept connections",
+                ))
+                .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
+                .start()
+                .await
+                .expect("starting a PostgreSQL container");
+            let port = container.get_host_port_ipv4(5432).await.expect("port");
+            let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+            (url, None, Some(container))
+        } else {
+            let server = PostgresServer::spawn().await;
+            (server.url.clone(), Some(server), None)
+        };
+        let name = format!("portcullis_test_{}", random_hex(6));
+        let mut admin = PgConnection::connect(&server_url)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("no PostgreSQL at {server_url} ({e}); set {DATABASE_URL_ENV}")
+            });
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("CREATE DATABASE");
+        Self {
+            url: with_database(&server_url, &name),
+            server_url,
+            name,
+            _server: server,
+            _container: container,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let server_url = self.server_url.clone();
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime: use a thread with a runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                if let Ok(mut admin) = PgConnection::connect(&server_url).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut admin)
+                        .await;
+                }
+            });
+        });
+        let _ = dropped.join();
+    }
+}
+
+/// `postgres://u@h:p/old?x` with the database replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_end..].find('/') {
+        Some(slash) => &base[..authority_end + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// A PostgreSQL server of the test's own, from the local binaries, in a temp dir.
+struct PostgresServer {
+    url: String,
+    _child: ChildGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl PostgresServer {
+    async fn spawn() -> Self {
+        let bin = local_binaries().unwrap_or_else(|| {
+            panic!("no PostgreSQL: set {DATABASE_URL_ENV} or install postgresql")
+        });
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        // PostgreSQL refuses to run as root: run it as the `postgres` user then.
+        let as_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0"));
+        let command = |program: &str| {
+            let path = bin.join(program);
+            let mut command = if as_root {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(path);
+                c
+            } else {
+                Command::new(path)
+            };
+            command.stdout(Stdio::null()).stderr(Stdio::null());
+            command
+        };
+        if as_root {
+            let _ = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir.path())
+                .status();
+        }
+        let initialised = command("initdb")
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(&data)
+            .status()
+            .expect("initdb");
+        assert!(initialised.success(), "initdb failed");
+        let port = free_port();
+        let child = command("postgres")
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .arg("-k")
+            .arg(dir.path())
+            .spawn()
+            .expect("postgres");
+        let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        let probe = url.clone();
+        wait_until(Duration::from_secs(30), "postgres", || {
+            let probe = probe.clone();
+            async move { PgConnection::connect(&probe).await.is_ok() }
+        })
+        .await;
+        Self {
+            url,
+            _child: ChildGuard(child),
+            _dir: dir,
+        }
+    }
+}
+
+/// `/usr/lib/postgresql/<newest>/bin`, if installed.
+fn local_binaries() -> Option<PathBuf> {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn the_database_name_is_replaced() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/postgres?sslmode=disable", "t1"),
+            "postgres://u@h:5432/t1?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgres://u@h:5432", "t1"),
+            "postgres://u@h:5432/t1"
+        );
+    }
+}

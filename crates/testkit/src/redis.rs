@@ -1,0 +1,256 @@
+//! Redis for tests: a shared one with a private key prefix, a private `redis-server`, or a
+//! local Redis Cluster of private servers.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use testcontainers::core::{IntoContainerPort, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage};
+
+use crate::process::{ChildGuard, docker_answers, free_port, wait_until};
+use crate::random_hex;
+
+/// The environment variable naming a Redis to test against.
+pub const REDIS_URL_ENV: &str = "PORTCULLIS_TEST_REDIS_URL";
+
+/// A Redis and a key prefix no other test uses.
+pub struct TestRedis {
+    /// `redis://host:port`.
+    pub url: String,
+    /// The store prefix for this test (keys are `{prefix}:...`).
+    pub prefix: String,
+    _server: Option<RedisServer>,
+    _container: Option<ContainerAsync<GenericImage>>,
+}
+
+impl TestRedis {
+    /// `PORTCULLIS_TEST_REDIS_URL`, else a Redis container where Docker answers, else a
+    /// `redis-server` spawned from the local binary.
+    pub async fn start() -> Self {
+        let prefix = format!("test-{}", random_hex(6));
+        if let Ok(url) = std::env::var(REDIS_URL_ENV) {
+            return Self {
+                url,
+                prefix,
+                _server: None,
+                _container: None,
+            };
+        }
+        if docker_answers() {
+            let container = GenericImage::new("redis", "7-alpine")
+                .with_exposed_port(6379.tcp())
+                .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"))
+                .start()
+                .await
+                .expect("starting a Redis container");
+            let port = container
+                .get_host_port_ipv4(6379)
+                .await
+                .expect("Redis container port");
+            return Self {
+                url: format!("redis://127.0.0.1:{port}"),
+                prefix,
+                _server: None,
+                _container: Some(container),
+            };
+        }
+        let server = RedisServer::spawn().await;
+        Self {
+            url: server.url.clone(),
+            prefix,
+            _server: Some(server),
+            _container: None,
+        }
+    }
+
+    /// A fresh connection.
+    pub async fn connection(&self) -> MultiplexedConnection {
+        connect(&self.url).await
+    }
+
+    /// Every key this test's prefix owns.
+    pub async fn keys(&self) -> Vec<String> {
+        let mut conn = self.connection().await;
+        scan(&mut conn, &format!("{{{}}}:*", self.prefix)).await
+    }
+
+    /// Deletes every key this test's prefix owns (and nothing else).
+    pub async fn cleanup(&self) {
+        let mut conn = self.connection().await;
+        for key in self.keys().await {
+            let _: () = redis::cmd("DEL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .expect("DEL");
+        }
+    }
+}
+
+/// Connects to a Redis URL, failing the test with a hint when nothing answers.
+pub async fn connect(url: &str) -> MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("no Redis at {url} ({e}); set {REDIS_URL_ENV} or install redis-server")
+        })
+}
+
+/// Every key matching a glob pattern, by SCAN.
+pub async fn scan(conn: &mut MultiplexedConnection, pattern: &str) -> Vec<String> {
+    let mut cursor = 0u64;
+    let mut keys = Vec::new();
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .expect("SCAN");
+        keys.extend(batch);
+        if next == 0 {
+            return keys;
+        }
+        cursor = next;
+    }
+}
+
+/// A `redis-server` of the test's own, on a free loopback port, killed when dropped.
+pub struct RedisServer {
+    /// `redis://127.0.0.1:port`.
+    pub url: String,
+    /// The port it listens on.
+    pub port: u16,
+    child: ChildGuard,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts a non-persistent server.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(&[]).await
+    }
+
+    /// Starts a non-persistent server with extra arguments (e.g. cluster mode).
+    pub async fn spawn_with(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server ({e}): install it or set {REDIS_URL_ENV}")
+            });
+        let url = format!("redis://127.0.0.1:{port}");
+        let server = Self {
+            url: url.clone(),
+            port,
+            child: ChildGuard(child),
+            dir,
+        };
+        wait_until(Duration::from_secs(10), "redis-server", || async {
+            let Ok(client) = redis::Client::open(url.as_str()) else {
+                return false;
+            };
+            match client.get_multiplexed_async_connection().await {
+                Ok(mut conn) => redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            }
+        })
+        .await;
+        server
+    }
+
+    /// The server's process id (for SIGSTOP/SIGKILL in fault tests).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its data directory.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+/// A Redis Cluster of `primaries` private servers, no replicas.
+pub struct RedisCluster {
+    /// The nodes, in the order given to `redis-cli --cluster create`.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts the servers in cluster mode, creates the cluster and waits until it is ok.
+    pub async fn spawn(primaries: usize) -> Self {
+        let mut nodes = Vec::new();
+        for _ in 0..primaries {
+            nodes.push(
+                RedisServer::spawn_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+                .await,
+            );
+        }
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run redis-cli --cluster create");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        for node in &nodes {
+            let url = node.url.clone();
+            wait_until(Duration::from_secs(20), "cluster state ok", || {
+                let url = url.clone();
+                async move {
+                    let mut conn = connect(&url).await;
+                    redis::cmd("CLUSTER")
+                        .arg("INFO")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .is_ok_and(|info| info.contains("cluster_state:ok"))
+                }
+            })
+            .await;
+        }
+        Self { nodes }
+    }
+
+    /// The seed URLs of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.url.clone()).collect()
+    }
+
+    /// Keys matching a pattern across every node.
+    pub async fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        for node in &self.nodes {
+            keys.extend(scan(&mut connect(&node.url).await, pattern).await);
+        }
+        keys
+    }
+}
