@@ -161,3 +161,44 @@ async fn sigterm_stops_the_server_gracefully() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_distributed_deployment_without_the_hmac_secret_fails_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = portcullis(&dir);
+    command.env("PORTCULLIS__STORE__REDIS__URL", "redis://127.0.0.1:6379");
+    let stderr = startup_error(command);
+    assert!(stderr.contains("secrets.hmac_key"), "{stderr}");
+    assert!(stderr.contains("PORTCULLIS__SECRETS__HMAC_KEY"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_migrate_command_prepares_a_postgresql_database() {
+    let database = portcullis_testkit::postgres::TestDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = portcullis(&dir);
+    command
+        .arg("migrate")
+        .env("PORTCULLIS__DATABASE__URL", &database.url);
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut command = portcullis(&dir);
+    command
+        .env("PORTCULLIS__DATABASE__URL", &database.url)
+        .env("PORTCULLIS__DATABASE__MIGRATE_ON_START", "false")
+        .env("PORTCULLIS__SERVER__PORT", "0");
+    let (mut child, address, _) = start(command);
+    let registered = reqwest::Client::new()
+        .post(format!("http://{address}/v1/users"))
+        .json(&serde_json::json!({ "username": "pg", "password": "correct horse battery" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

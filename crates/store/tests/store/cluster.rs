@@ -41,14 +41,15 @@ async fn the_store_suite_passes_against_a_redis_cluster() {
             cases: 12,
             ..Config::default()
         });
-        runner.run(&(policies(), events()), |(policy, events)| {
-            let prefix = format!("diff-{}", portcullis_testkit::random_hex(4));
-            handle.block_on(agree(policy, &events, |clock: Arc<dyn Clock>| {
-                redis_store(urls.clone(), true, &prefix, &policy, Some(clock))
-            }));
-            Ok(())
-        })
-        .map_err(|failure| failure.to_string())
+        runner
+            .run(&(policies(), events()), |(policy, events)| {
+                let prefix = format!("diff-{}", portcullis_testkit::random_hex(4));
+                handle.block_on(agree(policy, &events, |clock: Arc<dyn Clock>| {
+                    redis_store(urls.clone(), true, &prefix, &policy, Some(clock))
+                }));
+                Ok(())
+            })
+            .map_err(|failure| failure.to_string())
     })
     .await
     .unwrap();

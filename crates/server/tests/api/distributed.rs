@@ -1,0 +1,227 @@
+//! Distributed mode: replicas sharing one Redis and one PostgreSQL behave as one service.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use portcullis_testkit::postgres::TestDatabase;
+use portcullis_testkit::process::wait_until;
+use portcullis_testkit::redis::TestRedis;
+use portcullis_testkit::replicas::Replicas;
+use portcullis_testkit::{PASSWORD, TestApp, test_settings};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+const HMAC_KEY: &str = "0123456789abcdef0123456789abcdef-test-only";
+
+/// Three replicas on one Redis (a private prefix) and one fresh database, trusting the test
+/// client as their proxy so each request can carry its own client address.
+async fn three_replicas(extra: &[(&str, String)]) -> (Replicas, TestRedis, TestDatabase) {
+    let redis = TestRedis::start().await;
+    let database = TestDatabase::create().await;
+    let mut env = vec![
+        ("PORTCULLIS__STORE__REDIS__URL", redis.url.clone()),
+        ("PORTCULLIS__STORE__REDIS__PREFIX", redis.prefix.clone()),
+        ("PORTCULLIS__DATABASE__URL", database.url.clone()),
+        ("PORTCULLIS__SECRETS__HMAC_KEY", HMAC_KEY.to_owned()),
+        (
+            "PORTCULLIS__SERVER__TRUSTED_PROXIES",
+            "127.0.0.1".to_owned(),
+        ),
+    ];
+    env.extend(extra.iter().cloned());
+    let replicas = Replicas::spawn(std::path::Path::new(BIN), 3, &env).await;
+    (replicas, redis, database)
+}
+
+async fn post(url: String, body: Value, forwarded_for: String) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(url)
+        .header("x-forwarded-for", forwarded_for)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Waits until the replicas have logged `count` finished requests.
+async fn logged(replicas: &Replicas, count: usize) {
+    wait_until(Duration::from_secs(10), "replica logs", || async {
+        ["success", "failure", "denied"]
+            .iter()
+            .map(|o| replicas.requests_with_outcome(o))
+            .sum::<usize>()
+            >= count
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_guesses_at_one_account_across_replicas_verify_no_more_than_the_lockout_allows()
+{
+    let (replicas, redis, _database) = three_replicas(&[]).await;
+    let registered = post(
+        replicas.url(0, "/v1/users"),
+        json!({ "username": "victim", "password": PASSWORD }),
+        "192.0.2.1".to_owned(),
+    )
+    .await;
+    assert_eq!(registered.status(), 201);
+
+    let guesses = (0..200).map(|i| {
+        post(
+            replicas.url(i % 3, "/v1/login"),
+            json!({ "username": "victim", "password": format!("guess-{i}") }),
+            format!("198.51.{}.{}", i / 200, i % 200),
+        )
+    });
+    let statuses: Vec<u16> = join_all(guesses)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert!(
+        statuses.iter().all(|s| [401, 429].contains(s)),
+        "{statuses:?}"
+    );
+    logged(&replicas, 200).await;
+    // Counted from the replicas' own logs: requests whose password was actually verified.
+    assert_eq!(replicas.requests_with_outcome("failure"), 5);
+    assert_eq!(statuses.iter().filter(|&&s| s == 401).count(), 5);
+
+    // The lockout set through whichever replica is enforced by every replica.
+    for i in 0..3 {
+        let owner = post(
+            replicas.url(i, "/v1/login"),
+            json!({ "username": "victim", "password": PASSWORD }),
+            "203.0.113.50".to_owned(),
+        )
+        .await;
+        assert_eq!(owner.status(), 429, "replica {i}");
+    }
+    redis.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_address_spraying_many_usernames_across_replicas_verifies_no_more_than_its_limit() {
+    let limit = [
+        ("PORTCULLIS__POLICY__IP__ATTEMPTS__BURST", "10".to_owned()),
+        (
+            "PORTCULLIS__POLICY__IP__ATTEMPTS__INTERVAL_MS",
+            "3600000".to_owned(),
+        ),
+    ];
+    let (replicas, redis, _database) = three_replicas(&limit).await;
+    let sprays = (0..200).map(|i| {
+        post(
+            replicas.url(i % 3, "/v1/login"),
+            json!({ "username": format!("user{i}"), "password": "Summer2026!" }),
+            "203.0.113.66".to_owned(),
+        )
+    });
+    let statuses: Vec<u16> = join_all(sprays)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    logged(&replicas, 200).await;
+    assert_eq!(replicas.requests_with_outcome("failure"), 10);
+    assert_eq!(statuses.iter().filter(|&&s| s == 429).count(), 190);
+    redis.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_from_one_replica_is_valid_on_all_and_logout_on_one_revokes_it_everywhere() {
+    let (replicas, redis, _database) = three_replicas(&[]).await;
+    let credentials = json!({ "username": "alice", "password": PASSWORD });
+    post(
+        replicas.url(0, "/v1/users"),
+        credentials.clone(),
+        "192.0.2.1".to_owned(),
+    )
+    .await;
+    let login: Value = post(
+        replicas.url(1, "/v1/login"),
+        credentials,
+        "192.0.2.1".to_owned(),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let token = login["token"].as_str().unwrap().to_owned();
+    let client = reqwest::Client::new();
+    for i in 0..3 {
+        let session = client
+            .get(replicas.url(i, "/v1/session"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(session.status(), 200, "replica {i}");
+    }
+    let logout = client
+        .post(replicas.url(2, "/v1/logout"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    for i in 0..3 {
+        let session = client
+            .get(replicas.url(i, "/v1/session"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(session.status(), 401, "replica {i}");
+    }
+    redis.cleanup().await;
+}
+
+#[tokio::test]
+async fn accounts_live_in_postgresql_with_one_account_per_normalised_name() {
+    let database = TestDatabase::create().await;
+    let mut settings = test_settings();
+    settings.database.url = database.url.clone();
+    let app = TestApp::spawn_with(settings).await;
+    let names: Vec<String> = (0..8)
+        .map(|i| if i % 2 == 0 { "Race" } else { "race " }.to_owned())
+        .collect();
+    let statuses: Vec<u16> = join_all(names.iter().map(|n| app.register(n, PASSWORD)))
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 409).count(),
+        7,
+        "{statuses:?}"
+    );
+    assert_eq!(app.login("RACE", PASSWORD).await.status(), 200);
+}
+
+#[tokio::test]
+async fn the_memory_store_app_also_runs_on_redis_with_an_injected_clock() {
+    let redis = TestRedis::start().await;
+    let mut settings = test_settings();
+    settings.store.redis = Some(portcullis_server::settings::RedisSettings {
+        url: redis.url.clone(),
+        prefix: redis.prefix.clone(),
+        ..Default::default()
+    });
+    settings.secrets.hmac_key = Some(HMAC_KEY.into());
+    let app = TestApp::spawn_with(settings).await;
+    app.register("alice", PASSWORD).await;
+    for _ in 0..5 {
+        assert_eq!(app.login("alice", "wrong").await.status(), 401);
+    }
+    assert_eq!(app.login("alice", PASSWORD).await.status(), 429);
+    app.clock.advance(60_000);
+    assert_eq!(app.login("alice", PASSWORD).await.status(), 200);
+    redis.cleanup().await;
+}
