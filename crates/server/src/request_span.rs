@@ -1,6 +1,6 @@
 //! A root span per request, with a request id echoed in `x-request-id`.
 //!
-//! Handlers record `username`, `outcome` and `reason` into the span once known (through
+//! Handlers record `client_ip`, `username`, `outcome` and `reason` into the span once known (through
 //! `tracing::Span::current()`), so one line per request tells what happened. Nothing here
 //! records bodies or headers: they may carry passwords and tokens.
 
@@ -27,6 +27,7 @@ pub async fn root_span(
         method = %request.method(),
         path = %request.path(),
         status = tracing::field::Empty,
+        client_ip = tracing::field::Empty,
         username = tracing::field::Empty,
         outcome = tracing::field::Empty,
         reason = tracing::field::Empty,

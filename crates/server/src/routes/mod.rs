@@ -116,11 +116,10 @@ impl FromRequest for ClientIp {
                     .get_all("x-forwarded-for")
                     .filter_map(|v| v.to_str().ok())
                     .collect::<Vec<_>>();
-                Ok(ClientIp(client_ip::resolve(
-                    peer.ip(),
-                    forwarded.into_iter(),
-                    &state.trusted_proxies,
-                )))
+                let ip =
+                    client_ip::resolve(peer.ip(), forwarded.into_iter(), &state.trusted_proxies);
+                tracing::Span::current().record("client_ip", tracing::field::display(ip));
+                Ok(ClientIp(ip))
             }
             _ => Err(ApiError::Internal(anyhow::anyhow!(
                 "request without a peer address or application state"

@@ -9,6 +9,7 @@ mod client_ip;
 mod distributed;
 mod health;
 mod helpers;
+mod local_stack;
 mod lockout;
 mod login;
 mod registration;

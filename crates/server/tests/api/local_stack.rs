@@ -1,0 +1,154 @@
+//! Smoke test of `scripts/local-stack.sh`: the compose topology (Redis, PostgreSQL, migration,
+//! three replicas, nginx with the shared config) from local processes.
+
+use std::path::Path;
+use std::process::Command;
+
+use portcullis_testkit::PASSWORD;
+use portcullis_testkit::process::free_port;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+/// The stack, brought down (and its state removed) when dropped.
+struct Stack {
+    script: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Stack {
+    fn up(env: &[(&str, &str)]) -> Self {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/local-stack.sh");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port().to_string();
+        let mut command = Command::new("bash");
+        command.arg(&script).arg("up");
+        for (key, _) in std::env::vars() {
+            if key.starts_with("PORTCULLIS__") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .env("PORTCULLIS_STACK_DIR", dir.path().join("stack"))
+            .env("PORTCULLIS_STACK_PORT", &port)
+            .env("PORTCULLIS_BIN", BIN)
+            .env("PORTCULLIS__ARGON2__MEMORY_KIB", "256")
+            .env("PORTCULLIS__ARGON2__ITERATIONS", "1")
+            .envs(env.iter().copied());
+        let output = command.output().expect("run scripts/local-stack.sh");
+        let stack = Self {
+            script,
+            dir,
+            url: String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+        };
+        assert!(
+            output.status.success(),
+            "local stack failed (is nginx installed? .ci/run installs nginx-light): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stack
+    }
+
+    fn replica_logs(&self) -> Vec<Value> {
+        (1..=3)
+            .flat_map(|i| {
+                let path = self.dir.path().join(format!("stack/replica{i}.log"));
+                std::fs::read_to_string(path)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect::<Vec<Value>>()
+            })
+            .collect()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(&self.script)
+            .arg("down")
+            .env("PORTCULLIS_STACK_DIR", self.dir.path().join("stack"))
+            .status();
+    }
+}
+
+async fn login(
+    client: &reqwest::Client,
+    url: &str,
+    spoof: &str,
+    password: &str,
+) -> reqwest::Response {
+    client
+        .post(format!("{url}/v1/login"))
+        .header("x-forwarded-for", spoof)
+        .json(&json!({ "username": "alice", "password": password }))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn through_nginx_a_spoofed_forwarded_for_counts_against_the_real_client() {
+    // Four attempts per address, so the fifth shows which address was counted.
+    let stack = Stack::up(&[
+        ("PORTCULLIS__POLICY__IP__ATTEMPTS__BURST", "4"),
+        ("PORTCULLIS__POLICY__IP__ATTEMPTS__INTERVAL_MS", "3600000"),
+    ]);
+    let client = reqwest::Client::new();
+    let registered = client
+        .post(format!("{}/v1/users", stack.url))
+        .json(&json!({ "username": "alice", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+
+    let ok: Value = login(&client, &stack.url, "1.1.1.1", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = ok["token"].as_str().expect("token through nginx");
+    let session = client
+        .get(format!("{}/v1/session", stack.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(session.status(), 200);
+
+    assert_eq!(
+        login(&client, &stack.url, "2.2.2.2", "wrong")
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        login(&client, &stack.url, "3.3.3.3", "wrong")
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        login(&client, &stack.url, "4.4.4.4", PASSWORD)
+            .await
+            .status(),
+        429
+    );
+
+    let counted: Vec<String> = stack
+        .replica_logs()
+        .iter()
+        .filter(|l| l["span"]["path"] == "/v1/login" && l["message"] == "request finished")
+        .map(|l| {
+            l["span"]["client_ip"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(counted.len(), 4, "{counted:?}");
+    assert!(counted.iter().all(|ip| ip == "127.0.0.1"), "{counted:?}");
+}

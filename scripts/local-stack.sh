@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The docker-compose topology from local processes, for machines without a Docker engine:
+# Redis, PostgreSQL, a one-shot migration, three replicas and nginx (Debian's package) in front,
+# using the same deploy/nginx/portcullis.conf as the compose stack.
+#
+#   scripts/local-stack.sh up      # prints the nginx URL
+#   scripts/local-stack.sh down
+#
+# Settings (env): PORTCULLIS_STACK_DIR (state, default /tmp/portcullis-stack),
+# PORTCULLIS_STACK_PORT (nginx, default 8090), PORTCULLIS_BIN (default target/debug/portcullis,
+# built if missing). Other PORTCULLIS__* variables reach the replicas unchanged.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+state=${PORTCULLIS_STACK_DIR:-/tmp/portcullis-stack}
+nginx_port=${PORTCULLIS_STACK_PORT:-8090}
+bin=${PORTCULLIS_BIN:-$repo/target/debug/portcullis}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_for() { # description, command...
+  local what=$1; shift
+  for _ in $(seq 200); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "local-stack: $what did not come up (logs in $state)" >&2
+  return 1
+}
+
+# PostgreSQL refuses to run as root; run its binaries as `postgres` then.
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+up() {
+  if [ -e "$state/up" ]; then echo "local-stack: already up in $state" >&2; exit 1; fi
+  command -v nginx >/dev/null || { echo "local-stack: nginx is not installed (apt-get install nginx-light)" >&2; exit 1; }
+  pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  [ -x "$bin" ] || (cd "$repo" && cargo build -p portcullis-server)
+  mkdir -p "$state"
+  [ "$(id -u)" = 0 ] && chown postgres "$state"
+
+  redis_port=$(free_port)
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+    --daemonize yes --pidfile "$state/redis.pid" --logfile "$state/redis.log"
+  wait_for redis redis-cli -p "$redis_port" ping
+
+  pg_port=$(free_port)
+  as_pg "$pg_bin/initdb" -A trust -U postgres -D "$state/pg" >"$state/initdb.log"
+  as_pg "$pg_bin/pg_ctl" -D "$state/pg" -l "$state/pg/server.log" -w \
+    -o "-p $pg_port -c listen_addresses=127.0.0.1 -k $state" start >/dev/null
+  wait_for postgresql "$pg_bin/pg_isready" -h 127.0.0.1 -p "$pg_port"
+  psql -h 127.0.0.1 -p "$pg_port" -U postgres -qc 'CREATE DATABASE portcullis' >/dev/null
+
+  export PORTCULLIS__DATABASE__URL="postgres://postgres@127.0.0.1:$pg_port/portcullis"
+  export PORTCULLIS__DATABASE__MIGRATE_ON_START=false
+  export PORTCULLIS__STORE__REDIS__URL="redis://127.0.0.1:$redis_port"
+  export PORTCULLIS__SECRETS__HMAC_KEY=${PORTCULLIS__SECRETS__HMAC_KEY:-$(openssl rand -hex 32)}
+  # nginx reaches the replicas from 127.0.0.2 (proxy_bind), so clients on 127.0.0.1 are not
+  # mistaken for the proxy: the replicas trust that one address only.
+  export PORTCULLIS__SERVER__TRUSTED_PROXIES=127.0.0.2
+  export PORTCULLIS__LOG_FORMAT=${PORTCULLIS__LOG_FORMAT:-json}
+  "$bin" migrate 2>"$state/migrate.log"
+
+  : >"$state/portcullis-upstream.conf"
+  for i in 1 2 3; do
+    port=$(free_port)
+    PORTCULLIS__SERVER__PORT=$port "$bin" >/dev/null 2>"$state/replica$i.log" &
+    echo $! >"$state/replica$i.pid"
+    echo "server 127.0.0.1:$port;" >>"$state/portcullis-upstream.conf"
+    wait_for "replica $i" curl -fs "http://127.0.0.1:$port/healthz"
+  done
+
+  printf 'listen 127.0.0.1:%s;\nproxy_bind 127.0.0.2;\n' "$nginx_port" >"$state/portcullis-server.conf"
+  mkdir -p "$state/nginx-temp"
+  cat >"$state/nginx.conf" <<CONF
+pid $state/nginx.pid;
+error_log $state/nginx-error.log;
+events {}
+http {
+    access_log $state/nginx-access.log;
+    client_body_temp_path $state/nginx-temp;
+    proxy_temp_path $state/nginx-temp;
+    fastcgi_temp_path $state/nginx-temp;
+    uwsgi_temp_path $state/nginx-temp;
+    scgi_temp_path $state/nginx-temp;
+    include $repo/deploy/nginx/portcullis.conf;
+}
+CONF
+  nginx -c "$state/nginx.conf" -p "$state"
+  wait_for nginx curl -fs "http://127.0.0.1:$nginx_port/healthz"
+  echo "$pg_bin" >"$state/pg_bin"
+  touch "$state/up"
+  echo "http://127.0.0.1:$nginx_port"
+}
+
+down() {
+  [ -d "$state" ] || return 0
+  [ -f "$state/nginx.pid" ] && nginx -c "$state/nginx.conf" -p "$state" -s quit 2>/dev/null || true
+  local pids=()
+  for pidfile in "$state"/replica*.pid "$state/redis.pid"; do
+    [ -f "$pidfile" ] && pids+=("$(cat "$pidfile")")
+  done
+  if [ ${#pids[@]} -gt 0 ]; then
+    kill "${pids[@]}" 2>/dev/null || true
+    # SIGTERM lets in-flight requests finish; after 5 s, stop waiting.
+    for _ in $(seq 50); do kill -0 "${pids[@]}" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "${pids[@]}" 2>/dev/null || true
+  fi
+  if [ -f "$state/pg_bin" ]; then
+    as_pg "$(cat "$state/pg_bin")/pg_ctl" -D "$state/pg" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+  rm -rf "$state"
+}
+
+case ${1:-} in
+  up) up ;;
+  down) down ;;
+  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+esac
