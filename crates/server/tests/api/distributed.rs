@@ -8,6 +8,8 @@ use portcullis_testkit::process::wait_until;
 use portcullis_testkit::redis::TestRedis;
 use portcullis_testkit::replicas::Replicas;
 use portcullis_testkit::{PASSWORD, TestApp, test_settings};
+
+use crate::helpers::assert_one_account_per_normalised_name;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
@@ -150,14 +152,14 @@ async fn a_session_from_one_replica_is_valid_on_all_and_logout_on_one_revokes_it
     .unwrap();
     let token = login["token"].as_str().unwrap().to_owned();
     let client = reqwest::Client::new();
-    for i in 0..3 {
-        let session = client
+    let session_on = |i: usize| {
+        client
             .get(replicas.url(i, "/v1/session"))
             .bearer_auth(&token)
             .send()
-            .await
-            .unwrap();
-        assert_eq!(session.status(), 200, "replica {i}");
+    };
+    for i in 0..3 {
+        assert_eq!(session_on(i).await.unwrap().status(), 200, "replica {i}");
     }
     let logout = client
         .post(replicas.url(2, "/v1/logout"))
@@ -167,13 +169,7 @@ async fn a_session_from_one_replica_is_valid_on_all_and_logout_on_one_revokes_it
         .unwrap();
     assert_eq!(logout.status(), 204);
     for i in 0..3 {
-        let session = client
-            .get(replicas.url(i, "/v1/session"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(session.status(), 401, "replica {i}");
+        assert_eq!(session_on(i).await.unwrap().status(), 401, "replica {i}");
     }
     redis.cleanup().await;
 }
@@ -184,24 +180,7 @@ async fn accounts_live_in_postgresql_with_one_account_per_normalised_name() {
     let mut settings = test_settings();
     settings.database.url = database.url.clone();
     let app = TestApp::spawn_with(settings).await;
-    let names: Vec<String> = (0..8)
-        .map(|i| if i % 2 == 0 { "Race" } else { "race " }.to_owned())
-        .collect();
-    let statuses: Vec<u16> = join_all(names.iter().map(|n| app.register(n, PASSWORD)))
-        .await
-        .iter()
-        .map(|r| r.status().as_u16())
-        .collect();
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 201).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 409).count(),
-        7,
-        "{statuses:?}"
-    );
+    assert_one_account_per_normalised_name(&app).await;
     assert_eq!(app.login("RACE", PASSWORD).await.status(), 200);
 }
 

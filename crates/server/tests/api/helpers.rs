@@ -1,5 +1,7 @@
 //! Small assertions shared by the API tests.
 
+use futures_util::future::join_all;
+use portcullis_testkit::{PASSWORD, TestApp};
 use reqwest::Response;
 use serde_json::Value;
 
@@ -29,4 +31,17 @@ pub fn retry_after(response: &Response) -> u64 {
         .unwrap()
         .parse()
         .unwrap()
+}
+
+/// Registers variants of one name eight times at once: exactly one 201, seven 409.
+pub async fn assert_one_account_per_normalised_name(app: &TestApp) {
+    let names = ["Race", "race ", "RACE", "ｒａｃｅ"];
+    let attempts = (0..8).map(|i| app.register(names[i % names.len()], PASSWORD));
+    let statuses: Vec<u16> = join_all(attempts)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    let count = |status| statuses.iter().filter(|&&s| s == status).count();
+    assert_eq!((count(201), count(409)), (1, 7), "{statuses:?}");
 }

@@ -1,8 +1,7 @@
-use futures_util::future::join_all;
 use portcullis_testkit::{PASSWORD, TestApp};
 use serde_json::Value;
 
-use crate::helpers::assert_problem;
+use crate::helpers::{assert_one_account_per_normalised_name, assert_problem};
 
 #[tokio::test]
 async fn registering_answers_201_with_the_normalised_username() {
@@ -26,25 +25,7 @@ async fn a_variant_of_a_taken_username_is_refused_with_409() {
 #[tokio::test]
 async fn concurrent_registrations_of_one_name_create_exactly_one_account() {
     let app = TestApp::spawn().await;
-    let attempts = (0..8).map(|i| {
-        let name = if i % 2 == 0 { "Race" } else { "race" };
-        app.register(name, PASSWORD)
-    });
-    let statuses: Vec<u16> = join_all(attempts)
-        .await
-        .iter()
-        .map(|r| r.status().as_u16())
-        .collect();
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 201).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 409).count(),
-        7,
-        "{statuses:?}"
-    );
+    assert_one_account_per_normalised_name(&app).await;
 }
 
 #[tokio::test]
