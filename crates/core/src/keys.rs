@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::device::DeviceId;
 use crate::username::Username;
 
 /// What a counter counts attempts of.
@@ -28,23 +29,29 @@ pub enum Dimension {
     Username,
     /// One username from one client address.
     UsernameIp,
+    /// One device that proved a past login to the username (a device cookie).
+    Device,
 }
 
 impl Dimension {
     /// Every dimension, in the order keys are derived.
-    pub const ALL: [Dimension; 5] = [
+    pub const ALL: [Dimension; 6] = [
         Dimension::Global,
         Dimension::Ip,
         Dimension::Subnet,
         Dimension::Username,
         Dimension::UsernameIp,
+        Dimension::Device,
     ];
 
     /// Whether a successful login clears this dimension's failures. Only the account's own
     /// dimensions do: an attacker must not reset an IP's or subnet's counters by logging into an
     /// account of their own.
     pub fn resets_on_success(self) -> bool {
-        matches!(self, Dimension::Username | Dimension::UsernameIp)
+        matches!(
+            self,
+            Dimension::Username | Dimension::UsernameIp | Dimension::Device
+        )
     }
 
     /// The dimension's name in keys, logs and metrics.
@@ -55,6 +62,7 @@ impl Dimension {
             Dimension::Subnet => "subnet",
             Dimension::Username => "username",
             Dimension::UsernameIp => "username_ip",
+            Dimension::Device => "device",
         }
     }
 }
@@ -127,23 +135,31 @@ impl KeyDeriver {
         hex::encode(&digest[..16])
     }
 
-    /// Every key an attempt by `username` from `ip` touches, one per dimension.
-    pub fn keys(&self, ip: IpAddr, username: &Username) -> Vec<AttemptKey> {
+    /// Every key an attempt by `username` from `ip` touches. A trusted device (a valid device
+    /// cookie) is counted per device instead of per account: the account's own counters, which
+    /// an attacker can drive into lockout, do not apply to it.
+    pub fn keys(
+        &self,
+        ip: IpAddr,
+        username: &Username,
+        device: Option<&DeviceId>,
+    ) -> Vec<AttemptKey> {
         let ip = ip.to_canonical();
         let user = self.username_digest(username);
-        Dimension::ALL
-            .iter()
-            .map(|&dimension| AttemptKey {
-                dimension,
-                key: match dimension {
-                    Dimension::Global => "g".to_owned(),
-                    Dimension::Ip => format!("ip:{ip}"),
-                    Dimension::Subnet => format!("net:{}", self.subnet(ip)),
-                    Dimension::Username => format!("u:{user}"),
-                    Dimension::UsernameIp => format!("ui:{user}:{ip}"),
-                },
-            })
-            .collect()
+        let key = |dimension, key| AttemptKey { dimension, key };
+        let mut keys = vec![
+            key(Dimension::Global, "g".to_owned()),
+            key(Dimension::Ip, format!("ip:{ip}")),
+            key(Dimension::Subnet, format!("net:{}", self.subnet(ip))),
+        ];
+        match device {
+            Some(device) => keys.push(key(Dimension::Device, format!("dev:{}", device.as_str()))),
+            None => {
+                keys.push(key(Dimension::Username, format!("u:{user}")));
+                keys.push(key(Dimension::UsernameIp, format!("ui:{user}:{ip}")));
+            }
+        }
+        keys
     }
 }
 
@@ -180,7 +196,7 @@ mod tests {
     #[test]
     fn usernames_appear_in_keys_only_as_a_keyed_hash() {
         let name = Username::parse("alice").unwrap();
-        let keys = deriver().keys("198.51.100.1".parse().unwrap(), &name);
+        let keys = deriver().keys("198.51.100.1".parse().unwrap(), &name, None);
         assert!(keys.iter().all(|k| !k.key.contains("alice")));
         let other_secret = KeyDeriver::new(b"other", 24, 64).unwrap();
         assert_ne!(
@@ -196,8 +212,8 @@ mod tests {
     fn variants_of_one_username_share_its_keys() {
         let d = deriver();
         let ip = "198.51.100.1".parse().unwrap();
-        let a = d.keys(ip, &Username::parse("Admin").unwrap());
-        let b = d.keys(ip, &Username::parse(" ＡＤＭＩＮ").unwrap());
+        let a = d.keys(ip, &Username::parse("Admin").unwrap(), None);
+        let b = d.keys(ip, &Username::parse(" ＡＤＭＩＮ").unwrap(), None);
         assert_eq!(a, b);
     }
 

@@ -8,6 +8,7 @@
 //! - [`gcra`]: rate limits (generic cell rate algorithm).
 //! - [`backoff`]: Keycloak-style failure counting and lockout back-off.
 //! - [`username`]: username normalisation.
+//! - [`device`]: device cookies, so an account's owner is not locked out with its attacker.
 //! - [`keys`]: the dimensions an attempt is counted under, and their store keys.
 //! - [`policy`]: the per-dimension policy and its defaults.
 //! - [`decision`]: the decision across dimensions and the effect of an outcome.
@@ -15,6 +16,7 @@
 
 pub mod backoff;
 pub mod decision;
+pub mod device;
 pub mod gcra;
 pub mod keys;
 pub mod model;
@@ -25,6 +27,7 @@ pub mod username;
 pub type UnixMillis = u64;
 
 pub use decision::{Decision, Denial, KeyState, LockoutEvent, Outcome, Reason};
+pub use device::{DeviceCookies, DeviceId};
 pub use keys::{AttemptKey, Dimension, KeyDeriver};
 pub use policy::{KeyPolicy, Policy};
 pub use username::{Username, UsernameError};

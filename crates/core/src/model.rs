@@ -144,7 +144,7 @@ mod tests {
     fn keys(ip: &str, user: &str) -> Vec<AttemptKey> {
         let deriver = KeyDeriver::new(b"test", 24, 64).unwrap();
         let ip: IpAddr = ip.parse().unwrap();
-        Policy::default().active_keys(deriver.keys(ip, &Username::parse(user).unwrap()))
+        Policy::default().active_keys(deriver.keys(ip, &Username::parse(user).unwrap(), None))
     }
 
     fn key_of(keys: &[AttemptKey], dimension: Dimension) -> &str {

@@ -68,6 +68,8 @@ pub struct Policy {
     pub username: KeyPolicy,
     /// One account from one address.
     pub username_ip: KeyPolicy,
+    /// One trusted device (device cookie): its attempts skip the account's lockouts.
+    pub device: KeyPolicy,
 }
 
 impl Default for Policy {
@@ -131,6 +133,21 @@ impl Default for Policy {
                     permanent_after: None,
                 }),
             },
+            device: KeyPolicy {
+                attempts: None,
+                failures: None,
+                // OWASP: a trusted device gets the account's own lockout, for itself alone.
+                lockout: Some(Backoff {
+                    max_failures: 5,
+                    strategy: Strategy::Multiple,
+                    wait_increment_ms: MINUTE,
+                    max_wait_ms: 15 * MINUTE,
+                    failure_reset_ms: 12 * HOUR,
+                    quick_login_check_ms: 0,
+                    min_quick_login_wait_ms: MINUTE,
+                    permanent_after: None,
+                }),
+            },
         }
     }
 }
@@ -144,6 +161,7 @@ impl Policy {
             Dimension::Subnet => &self.subnet,
             Dimension::Username => &self.username,
             Dimension::UsernameIp => &self.username_ip,
+            Dimension::Device => &self.device,
         }
     }
 

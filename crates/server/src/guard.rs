@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use portcullis_core::backoff::Lockout;
 use portcullis_core::{
-    AttemptKey, Decision, Dimension, KeyDeriver, LockoutEvent, Outcome, Policy, Username,
+    AttemptKey, Decision, DeviceId, Dimension, KeyDeriver, LockoutEvent, Outcome, Policy, Username,
 };
 use portcullis_store::AttemptStore;
 
@@ -35,18 +35,22 @@ impl LoginGuard {
     }
 
     /// Runs `verify` (which answers whether the password matched) if the policy admits an
-    /// attempt by `username` from `ip`, and records its outcome.
+    /// attempt by `username` from `ip` (from a trusted `device`, if it presented one), and
+    /// records its outcome.
     pub async fn check_password<F, Fut>(
         &self,
         ip: IpAddr,
         username: &Username,
+        device: Option<&DeviceId>,
         verify: F,
     ) -> Result<Outcome, ApiError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<bool, ApiError>>,
     {
-        let keys = self.policy.active_keys(self.deriver.keys(ip, username));
+        let keys = self
+            .policy
+            .active_keys(self.deriver.keys(ip, username, device));
         let pending = self.admit(&keys).await?;
         let outcome = if verify().await? {
             Outcome::Success
@@ -69,7 +73,9 @@ impl LoginGuard {
     /// Counts an attempt that is not a password check (a registration) against its source
     /// address and subnet only.
     pub async fn admit_source(&self, ip: IpAddr, username: &Username) -> Result<(), ApiError> {
-        let mut keys = self.policy.active_keys(self.deriver.keys(ip, username));
+        let mut keys = self
+            .policy
+            .active_keys(self.deriver.keys(ip, username, None));
         keys.retain(|k| matches!(k.dimension, Dimension::Ip | Dimension::Subnet));
         self.admit(&keys).await.map(drop)
     }

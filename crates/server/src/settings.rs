@@ -28,6 +28,8 @@ pub struct Settings {
     pub argon2: Argon2Settings,
     /// Login sessions.
     pub session: SessionSettings,
+    /// Device cookies.
+    pub device: DeviceSettings,
     /// Where attempt counters and sessions live.
     pub store: StoreSettings,
     /// Rate limits and lockouts (see the README for every knob).
@@ -104,6 +106,28 @@ pub struct Argon2Settings {
 pub struct SessionSettings {
     /// Seconds a session lives.
     pub ttl_secs: u64,
+}
+
+/// Device cookies: a successful login marks the browser as a trusted device of the account.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSettings {
+    /// The cookie's name.
+    pub cookie_name: String,
+    /// Send the cookie over HTTPS only (turn off only for plain-HTTP development).
+    pub secure_cookie: bool,
+    /// Days a device stays trusted.
+    pub max_age_days: u32,
+}
+
+impl Default for DeviceSettings {
+    fn default() -> Self {
+        Self {
+            cookie_name: "portcullis_device".to_owned(),
+            secure_cookie: true,
+            max_age_days: 180,
+        }
+    }
 }
 
 /// Where attempt counters and sessions live: in this process unless Redis is configured.
@@ -190,6 +214,7 @@ impl Default for Settings {
             session: SessionSettings {
                 ttl_secs: 12 * 3600,
             },
+            device: DeviceSettings::default(),
             store: StoreSettings::default(),
             policy: Policy::default(),
             secrets: SecretSettings::default(),

@@ -9,7 +9,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use portcullis_core::KeyDeriver;
+use portcullis_core::{DeviceCookies, KeyDeriver};
 use portcullis_store::{
     AttemptStore, Clock, MemoryStore, RedisConfig, RedisStore, SessionStore, SystemClock,
 };
@@ -52,8 +52,12 @@ impl Application {
             accounts.migrate().await?;
         }
         let hasher = PasswordHasher::new(&settings.argon2)?;
+        let hmac_key = hmac_key(&settings)?;
+        // A key of its own for device cookies, derived so that no second secret is needed.
+        let device_cookies =
+            DeviceCookies::new(&[hmac_key.as_slice(), b"/device-cookies"].concat());
         let deriver = KeyDeriver::new(
-            &hmac_key(&settings)?,
+            &hmac_key,
             settings.policy.ipv4_subnet_prefix,
             settings.policy.ipv6_subnet_prefix,
         )?;
@@ -66,6 +70,8 @@ impl Application {
             sessions,
             trusted_proxies: settings.server.trusted_proxies.clone(),
             session_ttl_ms: settings.session.ttl_secs.saturating_mul(1_000),
+            device_cookies,
+            device: settings.device.clone(),
         });
 
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))

@@ -183,7 +183,7 @@ mod tests {
                 .parse()
                 .unwrap();
             let user = Username::parse(&format!("user{i}")).unwrap();
-            let keys = policy.active_keys(deriver.keys(ip, &user));
+            let keys = policy.active_keys(deriver.keys(ip, &user, None));
             if store.attempt(&keys).await.unwrap().is_allowed() {
                 store.record(&keys, Outcome::Failure).await.unwrap();
             }
@@ -193,7 +193,7 @@ mod tests {
         // A day later every failure window has passed; the next write sweeps.
         clock.advance(25 * 3_600_000);
         let user = Username::parse("late").unwrap();
-        let keys = policy.active_keys(deriver.keys("192.0.2.1".parse().unwrap(), &user));
+        let keys = policy.active_keys(deriver.keys("192.0.2.1".parse().unwrap(), &user, None));
         store.attempt(&keys).await.unwrap();
         assert_eq!(store.attempt_entries(), 4, "the late attempt's own keys");
     }

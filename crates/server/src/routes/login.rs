@@ -1,9 +1,11 @@
-//! `POST /v1/login`: password login through the guard.
+//! `POST /v1/login`: password login through the guard, with device cookies.
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use actix_web::{HttpResponse, web};
-use portcullis_core::Outcome;
+use actix_web::cookie::time::Duration as CookieDuration;
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::{HttpRequest, HttpResponse, web};
+use portcullis_core::{Outcome, Username};
 
 use super::{AppState, ClientIp, Credentials};
 use crate::error::ApiError;
@@ -13,15 +15,19 @@ use crate::token;
 /// are counted and hashed the same); 429 with Retry-After when the policy refuses.
 pub async fn login(
     state: web::Data<AppState>,
+    request: HttpRequest,
     ClientIp(ip): ClientIp,
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
     let username = body.username()?;
     let password = body.password()?;
+    let device = request
+        .cookie(&state.device.cookie_name)
+        .and_then(|cookie| state.device_cookies.verify(cookie.value(), &username));
     let mut subject = None;
     let outcome = state
         .guard
-        .check_password(ip, &username, || async {
+        .check_password(ip, &username, device.as_ref(), || async {
             let account = state.accounts.find(&username).await?;
             let stored = account.as_ref().map(|a| a.password_hash.clone());
             let matched = state.hasher.verify(password, stored).await?;
@@ -38,11 +44,32 @@ pub async fn login(
         .sessions
         .create(&issued.digest, &subject, state.session_ttl_ms)
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
+    let mut response = HttpResponse::Ok();
+    if device.is_none() {
+        tracing::info!(target: "security", event = "new_device_login", subject = %subject);
+        response.cookie(new_device_cookie(&state, &username)?);
+    }
+    Ok(response.json(serde_json::json!({
         "token": issued.token,
         "token_type": "Bearer",
         "expires_at": rfc3339(session.expires_at),
     })))
+}
+
+/// A device cookie marking this browser as a trusted device of `username`.
+fn new_device_cookie(state: &AppState, username: &Username) -> Result<Cookie<'static>, ApiError> {
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no entropy source: {e}"))?;
+    Ok(Cookie::build(
+        state.device.cookie_name.clone(),
+        state.device_cookies.issue(username, random),
+    )
+    .path("/")
+    .http_only(true)
+    .secure(state.device.secure_cookie)
+    .same_site(SameSite::Strict)
+    .max_age(CookieDuration::days(i64::from(state.device.max_age_days)))
+    .finish())
 }
 
 /// Formats Unix milliseconds as an RFC 3339 UTC timestamp (second precision).

@@ -12,6 +12,7 @@ use actix_web::dev::Payload;
 use actix_web::error::JsonPayloadError;
 use actix_web::{FromRequest, HttpRequest, web};
 use ipnet::IpNet;
+use portcullis_core::DeviceCookies;
 use portcullis_store::SessionStore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -21,6 +22,7 @@ use crate::client_ip;
 use crate::error::ApiError;
 use crate::guard::LoginGuard;
 use crate::password::{MAX_PASSWORD_BYTES, PasswordHasher};
+use crate::settings::DeviceSettings;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -36,6 +38,10 @@ pub struct AppState {
     pub trusted_proxies: Vec<IpNet>,
     /// Session lifetime in milliseconds.
     pub session_ttl_ms: u64,
+    /// Signs and checks device cookies.
+    pub device_cookies: DeviceCookies,
+    /// The device cookie's name and attributes.
+    pub device: DeviceSettings,
 }
 
 /// Registers every route, the JSON error mapping and the 404 fallback.

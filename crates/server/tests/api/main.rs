@@ -6,6 +6,7 @@
 mod bad_input;
 mod binary;
 mod client_ip;
+mod devices;
 mod distributed;
 mod health;
 mod helpers;

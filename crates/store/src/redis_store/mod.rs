@@ -68,7 +68,7 @@ pub struct RedisStore {
     /// `{prefix}:`, the start of every key.
     key_prefix: String,
     /// Each dimension's policy as the scripts read it.
-    policy_args: [String; 5],
+    policy_args: [String; Dimension::ALL.len()],
     timeout: Duration,
     /// Tests move time with this; production leaves it unset and scripts read Redis `TIME`.
     clock: Option<Arc<dyn Clock>>,

@@ -9,14 +9,16 @@ use portcullis_testkit::random_hex;
 use portcullis_testkit::redis::TestRedis;
 use proptest::prelude::*;
 
-use crate::helpers::{T0, keys, redis_store, tight_policy};
+use crate::helpers::{T0, device_keys, redis_store, tight_policy};
 
 #[derive(Clone, Debug)]
 pub enum Event {
-    /// An attempt; if admitted, the given outcome is recorded.
+    /// An attempt, from trusted device number `device` if any; if admitted, the given outcome
+    /// is recorded.
     Attempt {
         ip: u8,
         user: u8,
+        device: Option<u8>,
         succeeds: bool,
     },
     Wait(u64),
@@ -25,8 +27,8 @@ pub enum Event {
 pub fn events() -> impl Strategy<Value = Vec<Event>> {
     proptest::collection::vec(
         prop_oneof![
-            6 => (0u8..3, 0u8..3, proptest::bool::weighted(0.2))
-                .prop_map(|(ip, user, succeeds)| Event::Attempt { ip, user, succeeds }),
+            6 => (0u8..3, 0u8..3, proptest::option::weighted(0.3, 0u8..2), proptest::bool::weighted(0.2))
+                .prop_map(|(ip, user, device, succeeds)| Event::Attempt { ip, user, device, succeeds }),
             1 => (0u64..4_000).prop_map(Event::Wait),
             1 => Just(Event::Wait(0)),
         ],
@@ -47,8 +49,18 @@ pub async fn agree(policy: Policy, events: &[Event], make: impl Fn(Arc<dyn Clock
     for (step, event) in events.iter().enumerate() {
         match event {
             Event::Wait(ms) => clock.advance(*ms),
-            Event::Attempt { ip, user, succeeds } => {
-                let k = keys(&policy, &format!("198.51.{ip}.9"), &format!("user{user}"));
+            Event::Attempt {
+                ip,
+                user,
+                device,
+                succeeds,
+            } => {
+                let k = device_keys(
+                    &policy,
+                    &format!("198.51.{ip}.9"),
+                    &format!("user{user}"),
+                    *device,
+                );
                 let expected = memory.attempt(&k).await.unwrap();
                 let actual = redis.attempt(&k).await.unwrap();
                 assert_eq!(actual, expected, "step {step}: {event:?}");

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use portcullis_core::backoff::{Backoff, Strategy};
 use portcullis_core::gcra::Gcra;
-use portcullis_core::{AttemptKey, KeyDeriver, KeyPolicy, Policy, Username};
+use portcullis_core::{AttemptKey, DeviceCookies, KeyDeriver, KeyPolicy, Policy, Username};
 use portcullis_store::{Clock, RedisConfig, RedisStore};
 
 pub const T0: u64 = 1_700_000_000_000;
@@ -75,9 +75,20 @@ pub fn tight_policy() -> Policy {
 
 /// The active keys of an attempt by `user` from `ip`.
 pub fn keys(policy: &Policy, ip: &str, user: &str) -> Vec<AttemptKey> {
+    device_keys(policy, ip, user, None)
+}
+
+/// The active keys of an attempt by `user` from `ip`, from trusted device number `device`.
+pub fn device_keys(policy: &Policy, ip: &str, user: &str, device: Option<u8>) -> Vec<AttemptKey> {
     let deriver = KeyDeriver::new(b"test-secret", 24, 64).unwrap();
     let ip: IpAddr = ip.parse().unwrap();
-    policy.active_keys(deriver.keys(ip, &Username::parse(user).unwrap()))
+    let username = Username::parse(user).unwrap();
+    let cookies = DeviceCookies::new(b"test-device");
+    let device = device.map(|d| {
+        let cookie = cookies.issue(&username, [d; 16]);
+        cookies.verify(&cookie, &username).unwrap()
+    });
+    policy.active_keys(deriver.keys(ip, &username, device.as_ref()))
 }
 
 /// A Redis store on `urls` with `prefix`, reading time from Redis unless a clock is given.
