@@ -69,6 +69,11 @@ pub enum Lockout {
     },
     /// Locked until an administrator unlocks.
     Permanent,
+    /// A source banned by the distinct-username signal (see `spray`), until the given time.
+    Ban {
+        /// When attempts from the source are admitted again.
+        until: UnixMillis,
+    },
 }
 
 impl Backoff {

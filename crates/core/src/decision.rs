@@ -18,9 +18,10 @@ use crate::backoff::{Lockout, LockoutState};
 use crate::gcra::GcraVerdict;
 use crate::keys::{AttemptKey, Dimension};
 use crate::policy::{KeyPolicy, Policy};
+use crate::spray::SprayState;
 
 /// Everything the policy remembers about one key.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyState {
     /// Theoretical arrival time of the attempts limit (0: fresh).
     pub attempt_tat: UnixMillis,
@@ -28,6 +29,8 @@ pub struct KeyState {
     pub failure_tat: UnixMillis,
     /// Consecutive failures and lockout.
     pub lockout: LockoutState,
+    /// Distinct usernames failed from this source, and its ban.
+    pub spray: SprayState,
 }
 
 impl KeyState {
@@ -38,7 +41,16 @@ impl KeyState {
             Some(backoff) => backoff.expires_at(&self.lockout)?,
             None => 0,
         };
-        Some(self.attempt_tat.max(self.failure_tat).max(lockout))
+        let spray = policy
+            .spray
+            .as_ref()
+            .map_or(0, |s| s.expires_at(&self.spray));
+        Some(
+            self.attempt_tat
+                .max(self.failure_tat)
+                .max(lockout)
+                .max(spray),
+        )
     }
 }
 
@@ -52,6 +64,8 @@ pub enum Reason {
     TooManyFailures,
     /// A lockout is in force.
     LockedOut,
+    /// The source is banned for spraying many usernames.
+    Banned,
 }
 
 impl Reason {
@@ -61,6 +75,7 @@ impl Reason {
             Reason::RateLimited => "rate_limited",
             Reason::TooManyFailures => "too_many_failures",
             Reason::LockedOut => "locked_out",
+            Reason::Banned => "banned",
         }
     }
 }
@@ -135,6 +150,13 @@ fn check_key(
         }
     };
     if let Some(wait) = policy
+        .spray
+        .as_ref()
+        .and_then(|s| s.banned_for(&state.spray, now))
+    {
+        refuse(Reason::Banned, wait);
+    }
+    if let Some(wait) = policy
         .lockout
         .as_ref()
         .and_then(|b| b.locked_for(&state.lockout, now))
@@ -146,7 +168,7 @@ fn check_key(
     {
         refuse(Reason::TooManyFailures, retry_after_ms);
     }
-    let mut next = *state;
+    let mut next = state.clone();
     if let Some(limit) = &policy.attempts {
         match limit.check(state.attempt_tat, now) {
             GcraVerdict::Admit { new_tat } => next.attempt_tat = new_tat,
@@ -187,9 +209,9 @@ pub fn decide(
     if let Some(denial) = denial {
         return Decision::Deny(denial);
     }
+    states.clone_from_slice(&counted);
     let mut pending = Vec::new();
-    for ((key, state), next) in keys.iter().zip(states.iter_mut()).zip(counted) {
-        *state = next;
+    for (key, state) in keys.iter().zip(states.iter_mut()) {
         if let Some(backoff) = &policy.for_dimension(key.dimension).lockout {
             let (locked, lockout) = backoff.on_failure(&state.lockout, now);
             state.lockout = locked;
@@ -205,21 +227,32 @@ pub fn decide(
 }
 
 /// Applies a verified attempt's outcome to the states of its keys: a failure charges the
-/// failure limits (its lockout count was taken at admission); a success clears the account's
-/// lockouts unless permanent.
+/// failure limits (its lockout count was taken at admission) and adds `username` (its keyed
+/// hash) to each source's distinct usernames; a success clears the account's lockouts unless
+/// permanent. Returns the bans the failure started.
 pub fn record(
     policy: &Policy,
     keys: &[AttemptKey],
     states: &mut [KeyState],
     outcome: Outcome,
+    username: &str,
     now: UnixMillis,
-) {
+) -> Vec<LockoutEvent> {
+    let mut bans = Vec::new();
     for (key, state) in keys.iter().zip(states.iter_mut()) {
         let limits = policy.for_dimension(key.dimension);
         match outcome {
             Outcome::Failure => {
                 if let Some(limit) = &limits.failures {
                     state.failure_tat = limit.charge(state.failure_tat, now);
+                }
+                if let Some(spray) = &limits.spray
+                    && let Some(until) = spray.on_failure(&mut state.spray, username, now)
+                {
+                    bans.push(LockoutEvent {
+                        key: key.clone(),
+                        lockout: Lockout::Ban { until },
+                    });
                 }
             }
             Outcome::Success => {
@@ -229,4 +262,5 @@ pub fn record(
             }
         }
     }
+    bans
 }

@@ -7,6 +7,7 @@
 //!
 //! - [`gcra`]: rate limits (generic cell rate algorithm).
 //! - [`backoff`]: Keycloak-style failure counting and lockout back-off.
+//! - [`spray`]: the credential-stuffing signature (many usernames from one source) and bans.
 //! - [`username`]: username normalisation.
 //! - [`device`]: device cookies, so an account's owner is not locked out with its attacker.
 //! - [`keys`]: the dimensions an attempt is counted under, and their store keys.
@@ -21,6 +22,7 @@ pub mod gcra;
 pub mod keys;
 pub mod model;
 pub mod policy;
+pub mod spray;
 pub mod username;
 
 /// A point in time: milliseconds since the Unix epoch. Durations are plain millisecond counts.

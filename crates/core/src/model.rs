@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use crate::UnixMillis;
-use crate::decision::{self, Decision, KeyState, Outcome};
+use crate::decision::{self, Decision, KeyState, LockoutEvent, Outcome};
 use crate::keys::AttemptKey;
 use crate::policy::Policy;
 
@@ -17,7 +17,7 @@ const MIN_SWEEP_LEN: usize = 1_024;
 /// The longest time between sweeps, so a flood that stopped is forgotten.
 const SWEEP_INTERVAL_MS: UnixMillis = 60_000;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Entry {
     state: KeyState,
     /// `None`: kept until cleared (a permanent lockout).
@@ -56,7 +56,7 @@ impl StateTable {
         self.entries
             .get(key)
             .filter(|e| e.is_live(now))
-            .map(|e| e.state)
+            .map(|e| e.state.clone())
     }
 
     fn load(&self, keys: &[AttemptKey], now: UnixMillis) -> Vec<KeyState> {
@@ -65,13 +65,16 @@ impl StateTable {
             .collect()
     }
 
-    fn save(&mut self, policy: &Policy, keys: &[AttemptKey], states: &[KeyState], now: UnixMillis) {
+    fn save(
+        &mut self,
+        policy: &Policy,
+        keys: &[AttemptKey],
+        states: Vec<KeyState>,
+        now: UnixMillis,
+    ) {
         for (key, state) in keys.iter().zip(states) {
             let expires_at = state.expires_at(policy.for_dimension(key.dimension));
-            let entry = Entry {
-                state: *state,
-                expires_at,
-            };
+            let entry = Entry { state, expires_at };
             if entry.is_live(now) {
                 self.entries.insert(key.key.clone(), entry);
             } else {
@@ -106,22 +109,24 @@ impl StateTable {
         let mut states = self.load(keys, now);
         let decision = decision::decide(policy, keys, &mut states, now);
         if decision.is_allowed() {
-            self.save(policy, keys, &states, now);
+            self.save(policy, keys, states, now);
         }
         decision
     }
 
-    /// Applies a verified outcome (see [`decision::record`]).
+    /// Applies a verified outcome (see [`decision::record`]); returns the bans it started.
     pub fn record(
         &mut self,
         policy: &Policy,
         keys: &[AttemptKey],
         outcome: Outcome,
+        username: &str,
         now: UnixMillis,
-    ) {
+    ) -> Vec<LockoutEvent> {
         let mut states = self.load(keys, now);
-        decision::record(policy, keys, &mut states, outcome, now);
-        self.save(policy, keys, &states, now);
+        let bans = decision::record(policy, keys, &mut states, outcome, username, now);
+        self.save(policy, keys, states, now);
+        bans
     }
 
     /// Forgets a key entirely (an administrator's unlock).
@@ -147,6 +152,11 @@ mod tests {
         Policy::default().active_keys(deriver.keys(ip, &Username::parse(user).unwrap(), None))
     }
 
+    /// The username's keyed hash, as the guard passes it to `record`.
+    fn user_of(keys: &[AttemptKey]) -> &str {
+        key_of(keys, Dimension::Username)
+    }
+
     fn key_of(keys: &[AttemptKey], dimension: Dimension) -> &str {
         &keys.iter().find(|k| k.dimension == dimension).unwrap().key
     }
@@ -156,7 +166,7 @@ mod tests {
         let policy = Policy::default();
         let decision = table.attempt(&policy, keys, now);
         if decision.is_allowed() {
-            table.record(&policy, keys, Outcome::Failure, now);
+            table.record(&policy, keys, Outcome::Failure, user_of(keys), now);
         }
         decision
     }
@@ -210,6 +220,31 @@ mod tests {
     }
 
     #[test]
+    fn one_address_failing_on_ten_usernames_is_banned() {
+        let mut table = StateTable::default();
+        let policy = Policy::default();
+        for i in 0..10 {
+            let k = keys("203.0.113.9", &format!("sprayed{i}"));
+            assert!(fail(&mut table, &k, T0 + i).is_allowed(), "attempt {i}");
+        }
+        let Decision::Deny(denial) = table.attempt(&policy, &keys("203.0.113.9", "next"), T0 + 10)
+        else {
+            panic!("the 11th username was admitted");
+        };
+        assert_eq!(
+            (denial.dimension, denial.reason),
+            (Dimension::Ip, Reason::Banned)
+        );
+        assert_eq!(denial.retry_after_ms, 15 * 60_000 - 1);
+        // Another address in the same subnet is not banned (the subnet's threshold is 30).
+        assert!(
+            table
+                .attempt(&policy, &keys("203.0.113.10", "next"), T0 + 10)
+                .is_allowed()
+        );
+    }
+
+    #[test]
     fn a_success_clears_the_lockout_its_own_admission_started() {
         let mut table = StateTable::default();
         let policy = Policy::default();
@@ -218,7 +253,7 @@ mod tests {
             fail(&mut table, &from, T0 + i);
         }
         assert!(table.attempt(&policy, &from, T0 + 4).is_allowed());
-        table.record(&policy, &from, Outcome::Success, T0 + 4);
+        table.record(&policy, &from, Outcome::Success, user_of(&from), T0 + 4);
         assert!(table.attempt(&policy, &from, T0 + 5).is_allowed());
     }
 
@@ -248,7 +283,7 @@ mod tests {
         }
         let ip_before = table.state(key_of(&own, Dimension::Ip), T0 + 4).unwrap();
         assert!(table.attempt(&policy, &own, T0 + 4).is_allowed());
-        table.record(&policy, &own, Outcome::Success, T0 + 4);
+        table.record(&policy, &own, Outcome::Success, user_of(&own), T0 + 4);
         let ip_after = table.state(key_of(&own, Dimension::Ip), T0 + 4).unwrap();
         assert_eq!(ip_after.failure_tat, ip_before.failure_tat);
         assert_eq!(ip_after.lockout, ip_before.lockout);
@@ -263,7 +298,7 @@ mod tests {
             fail(&mut table, &from, T0 + i);
         }
         table.attempt(&policy, &from, T0 + 4);
-        table.record(&policy, &from, Outcome::Success, T0 + 4);
+        table.record(&policy, &from, Outcome::Success, user_of(&from), T0 + 4);
         for i in 5..9 {
             assert!(fail(&mut table, &from, T0 + i).is_allowed());
         }
@@ -324,7 +359,8 @@ mod tests {
                             key_of(&k, Dimension::Subnet).to_owned(),
                         ];
                         let before = watched.clone().map(|key| table.state(&key, now));
-                        table.record(&policy, &k, outcome, now);
+                        let user = user_of(&k).to_owned();
+                        table.record(&policy, &k, outcome, &user, now);
                         let after = watched.map(|key| table.state(&key, now));
                         if outcome == Outcome::Success {
                             prop_assert_eq!(before, after);

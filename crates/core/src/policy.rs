@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::backoff::{Backoff, Strategy};
 use crate::gcra::Gcra;
 use crate::keys::{AttemptKey, Dimension};
+use crate::spray::Spray;
 
 const SECOND: u64 = 1_000;
 const MINUTE: u64 = 60 * SECOND;
@@ -22,12 +23,17 @@ pub struct KeyPolicy {
     /// Counts consecutive failures and locks out with back-off; reset by a success where the
     /// dimension allows it.
     pub lockout: Option<Backoff>,
+    /// Bans a source whose failures hit many distinct usernames (address and subnet only).
+    pub spray: Option<Spray>,
 }
 
 impl KeyPolicy {
     /// Whether the dimension limits anything (inactive dimensions are not stored at all).
     pub fn is_active(&self) -> bool {
-        self.attempts.is_some() || self.failures.is_some() || self.lockout.is_some()
+        self.attempts.is_some()
+            || self.failures.is_some()
+            || self.lockout.is_some()
+            || self.spray.is_some()
     }
 }
 
@@ -90,6 +96,15 @@ impl Default for Policy {
                     interval_ms: 864 * SECOND,
                 }),
                 lockout: None,
+                // One address failing on 10 accounts in 10 minutes is stuffing, not typos.
+                spray: Some(Spray {
+                    max_usernames: 10,
+                    window_ms: 10 * MINUTE,
+                    first_ban_ms: 15 * MINUTE,
+                    ban_multiplier: 4,
+                    max_ban_ms: 24 * HOUR,
+                    level_reset_ms: 7 * 24 * HOUR,
+                }),
             },
             subnet: KeyPolicy {
                 attempts: Some(Gcra {
@@ -101,6 +116,14 @@ impl Default for Policy {
                     interval_ms: 173 * SECOND,
                 }),
                 lockout: None,
+                spray: Some(Spray {
+                    max_usernames: 30,
+                    window_ms: 10 * MINUTE,
+                    first_ban_ms: 15 * MINUTE,
+                    ban_multiplier: 4,
+                    max_ban_ms: 24 * HOUR,
+                    level_reset_ms: 7 * 24 * HOUR,
+                }),
             },
             username: KeyPolicy {
                 attempts: None,
@@ -116,6 +139,7 @@ impl Default for Policy {
                     min_quick_login_wait_ms: MINUTE,
                     permanent_after: None,
                 }),
+                spray: None,
             },
             username_ip: KeyPolicy {
                 attempts: None,
@@ -132,6 +156,7 @@ impl Default for Policy {
                     min_quick_login_wait_ms: MINUTE,
                     permanent_after: None,
                 }),
+                spray: None,
             },
             device: KeyPolicy {
                 attempts: None,
@@ -147,6 +172,7 @@ impl Default for Policy {
                     min_quick_login_wait_ms: MINUTE,
                     permanent_after: None,
                 }),
+                spray: None,
             },
         }
     }
@@ -192,6 +218,24 @@ impl Policy {
                     continue;
                 };
                 return Err(PolicyError::new(format!("{name}.{field}"), problem));
+            }
+            if let Some(spray) = limits.spray {
+                let setting = |field: &str| format!("{name}.spray.{field}");
+                if spray.max_usernames == 0 {
+                    return Err(PolicyError::new(
+                        setting("max_usernames"),
+                        "must be at least 1",
+                    ));
+                }
+                if spray.window_ms == 0 {
+                    return Err(PolicyError::new(setting("window_ms"), "must be at least 1"));
+                }
+                if spray.ban_multiplier == 0 {
+                    return Err(PolicyError::new(
+                        setting("ban_multiplier"),
+                        "must be at least 1",
+                    ));
+                }
             }
             if let Some(backoff) = limits.lockout {
                 if backoff.max_failures == 0 {

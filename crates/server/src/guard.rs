@@ -57,10 +57,12 @@ impl LoginGuard {
         } else {
             Outcome::Failure
         };
-        self.store.record(&keys, outcome).await?;
+        let digest = self.deriver.username_digest(username);
+        let bans = self.store.record(&keys, outcome, &digest).await?;
         tracing::Span::current().record("outcome", outcome_name(outcome));
         if outcome == Outcome::Failure {
             log_lockouts(&pending);
+            log_lockouts(&bans);
         }
         Ok(outcome)
     }
@@ -102,21 +104,22 @@ impl LoginGuard {
     }
 }
 
-/// Lockouts stand once the attempt that started them failed: log each on `security`.
+/// Lockouts stand once the attempt that started them failed; bans start with a failure. Log
+/// each on `security` (a ban is a lockout of an address or subnet key).
 fn log_lockouts(lockouts: &[LockoutEvent]) {
     for event in lockouts {
         let (kind, until) = match event.lockout {
-            Lockout::Temporary { until } => ("temporary", Some(until)),
-            Lockout::Permanent => ("permanent", None),
+            Lockout::Temporary { until } => ("lockout", Some(until)),
+            Lockout::Permanent => ("permanent_lockout", None),
+            Lockout::Ban { until } => ("ban", Some(until)),
         };
         tracing::warn!(
                 target: "security",
-                event = "lockout",
+                event = kind,
                 dimension = event.key.dimension.as_str(),
                 key = %event.key.key,
-                kind,
                 until,
-                "lockout started"
+                "{kind} started"
         );
     }
 }

@@ -12,7 +12,7 @@ pub mod memory;
 pub mod redis_store;
 
 use async_trait::async_trait;
-use portcullis_core::{AttemptKey, Decision, Outcome, UnixMillis};
+use portcullis_core::{AttemptKey, Decision, LockoutEvent, Outcome, UnixMillis};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use memory::MemoryStore;
@@ -32,8 +32,14 @@ pub trait AttemptStore: Send + Sync + 'static {
     /// Decides an attempt touching `keys`, counting it if allowed, in one atomic step.
     async fn attempt(&self, keys: &[AttemptKey]) -> Result<Decision, StoreError>;
 
-    /// Records a verified attempt's outcome.
-    async fn record(&self, keys: &[AttemptKey], outcome: Outcome) -> Result<(), StoreError>;
+    /// Records a verified attempt's outcome for the username with keyed hash `username`
+    /// (see `KeyDeriver::username_digest`); returns the bans it started.
+    async fn record(
+        &self,
+        keys: &[AttemptKey],
+        outcome: Outcome,
+        username: &str,
+    ) -> Result<Vec<LockoutEvent>, StoreError>;
 
     /// Whether the store answers (for readiness; never called per request).
     async fn ping(&self) -> Result<(), StoreError> {

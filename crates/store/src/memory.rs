@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use portcullis_core::model::StateTable;
-use portcullis_core::{AttemptKey, Decision, Outcome, Policy, UnixMillis};
+use portcullis_core::{AttemptKey, Decision, LockoutEvent, Outcome, Policy, UnixMillis};
 
 use crate::{AttemptStore, Clock, Session, SessionStore, StoreError};
 
@@ -66,10 +66,14 @@ impl AttemptStore for MemoryStore {
         Ok(lock(&self.attempts).attempt(&self.policy, keys, now))
     }
 
-    async fn record(&self, keys: &[AttemptKey], outcome: Outcome) -> Result<(), StoreError> {
+    async fn record(
+        &self,
+        keys: &[AttemptKey],
+        outcome: Outcome,
+        username: &str,
+    ) -> Result<Vec<LockoutEvent>, StoreError> {
         let now = self.clock.now();
-        lock(&self.attempts).record(&self.policy, keys, outcome, now);
-        Ok(())
+        Ok(lock(&self.attempts).record(&self.policy, keys, outcome, username, now))
     }
 }
 
@@ -185,7 +189,10 @@ mod tests {
             let user = Username::parse(&format!("user{i}")).unwrap();
             let keys = policy.active_keys(deriver.keys(ip, &user, None));
             if store.attempt(&keys).await.unwrap().is_allowed() {
-                store.record(&keys, Outcome::Failure).await.unwrap();
+                store
+                    .record(&keys, Outcome::Failure, &format!("user{i}"))
+                    .await
+                    .unwrap();
             }
         }
         let peak = store.attempt_entries();

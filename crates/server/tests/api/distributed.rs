@@ -132,6 +132,56 @@ async fn one_address_spraying_many_usernames_across_replicas_verifies_no_more_th
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn one_address_spraying_fifty_usernames_is_banned_before_the_fiftieth_reaches_argon2() {
+    let (replicas, redis, _database) = three_replicas(&[]).await;
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for i in 0..50 {
+        let response = post(
+            replicas.url(i % 2, "/v1/login"),
+            json!({ "username": format!("employee{i}"), "password": "Winter2026!" }),
+            "203.0.113.77".to_owned(),
+        )
+        .await;
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            retry_after = response.headers().get("retry-after").cloned();
+        }
+    }
+    // The default signal: 10 distinct usernames failing from one address in 10 minutes.
+    assert_eq!(statuses[..10], [401; 10]);
+    assert_eq!(statuses[10..], [429; 40]);
+    assert_eq!(
+        retry_after.unwrap(),
+        "900",
+        "the first ban lasts 15 minutes"
+    );
+    logged(&replicas, 50).await;
+    assert_eq!(replicas.requests_with_outcome("failure"), 10);
+    let banned = replicas
+        .logs()
+        .iter()
+        .filter(|l| l["message"] == "request finished" && l["span"]["reason"] == "banned")
+        .count();
+    assert_eq!(banned, 40);
+    let ban_events = replicas
+        .logs()
+        .iter()
+        .filter(|l| l["target"] == "security" && l["event"] == "ban")
+        .count();
+    assert!(ban_events >= 1, "the ban is a security event");
+    // Another address is unaffected.
+    let other = post(
+        replicas.url(2, "/v1/login"),
+        json!({ "username": "employee0", "password": "Winter2026!" }),
+        "198.51.100.200".to_owned(),
+    )
+    .await;
+    assert_eq!(other.status(), 401);
+    redis.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_session_from_one_replica_is_valid_on_all_and_logout_on_one_revokes_it_everywhere() {
     let (replicas, redis, _database) = three_replicas(&[]).await;
     let credentials = json!({ "username": "alice", "password": PASSWORD });

@@ -138,7 +138,7 @@ impl RedisStore {
     }
 }
 
-/// A dimension's policy as the 13 comma-separated numbers `common.lua` parses.
+/// A dimension's policy as the 19 comma-separated numbers `common.lua` parses.
 fn policy_arg(policy: &KeyPolicy, dimension: Dimension) -> String {
     let gcra = |g: Option<portcullis_core::gcra::Gcra>| {
         g.map_or((0, 0), |g| (u64::from(g.burst), g.interval_ms))
@@ -163,7 +163,21 @@ fn policy_arg(policy: &KeyPolicy, dimension: Dimension) -> String {
         None => "0,0,0,0,0,0,0,-1".to_owned(),
     };
     let resets = u8::from(dimension.resets_on_success());
-    format!("{ab},{ai},{fb},{fi},{lockout},{resets}")
+    let spray = policy.spray.map_or_else(
+        || "0,0,0,0,0,0".to_owned(),
+        |s| {
+            format!(
+                "{},{},{},{},{},{}",
+                s.max_usernames,
+                s.window_ms,
+                s.first_ban_ms,
+                s.ban_multiplier,
+                s.max_ban_ms,
+                s.level_reset_ms
+            )
+        },
+    );
+    format!("{ab},{ai},{fb},{fi},{lockout},{resets},{spray}")
 }
 
 fn reason(code: i64) -> Option<Reason> {
@@ -171,6 +185,7 @@ fn reason(code: i64) -> Option<Reason> {
         1 => Some(Reason::RateLimited),
         2 => Some(Reason::TooManyFailures),
         3 => Some(Reason::LockedOut),
+        4 => Some(Reason::Banned),
         _ => None,
     }
 }
@@ -212,6 +227,29 @@ fn decision(reply: &[i64], keys: &[AttemptKey]) -> Result<Decision, StoreError> 
     }
 }
 
+/// Reads the record script's answer: `{i, until, ...}` for each ban it started.
+fn bans(reply: &[i64], keys: &[AttemptKey]) -> Result<Vec<LockoutEvent>, StoreError> {
+    let malformed = || StoreError::Unavailable(format!("unexpected record reply {reply:?}"));
+    if !reply.len().is_multiple_of(2) {
+        return Err(malformed());
+    }
+    reply
+        .chunks(2)
+        .map(|ban| {
+            let key = usize::try_from(ban[0] - 1)
+                .ok()
+                .and_then(|i| keys.get(i))
+                .ok_or_else(malformed)?;
+            Ok(LockoutEvent {
+                key: key.clone(),
+                lockout: Lockout::Ban {
+                    until: u64::try_from(ban[1]).map_err(|_| malformed())?,
+                },
+            })
+        })
+        .collect()
+}
+
 #[async_trait]
 impl AttemptStore for RedisStore {
     async fn attempt(&self, keys: &[AttemptKey]) -> Result<Decision, StoreError> {
@@ -229,21 +267,30 @@ impl AttemptStore for RedisStore {
         decision(&reply, keys)
     }
 
-    async fn record(&self, keys: &[AttemptKey], outcome: Outcome) -> Result<(), StoreError> {
+    async fn record(
+        &self,
+        keys: &[AttemptKey],
+        outcome: Outcome,
+        username: &str,
+    ) -> Result<Vec<LockoutEvent>, StoreError> {
         let mut invocation = self.scripts.record.prepare_invoke();
-        invocation.arg(self.now_arg()).arg(match outcome {
-            Outcome::Failure => "f",
-            Outcome::Success => "s",
-        });
+        invocation
+            .arg(self.now_arg())
+            .arg(match outcome {
+                Outcome::Failure => "f",
+                Outcome::Success => "s",
+            })
+            .arg(username);
         for key in keys {
             invocation.key(self.key(&key.key));
         }
         for key in keys {
             invocation.arg(self.policy_of(key.dimension));
         }
-        self.call(|mut conn| async move { invocation.invoke_async::<i64>(&mut conn).await })
-            .await
-            .map(drop)
+        let reply: Vec<i64> = self
+            .call(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        bans(&reply, keys)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -20,7 +20,7 @@ async fn the_store_suite_passes_against_a_redis_cluster() {
     let k = keys(&policy, "198.51.100.4", "alice");
     for _ in 0..5 {
         assert!(store.attempt(&k).await.unwrap().is_allowed());
-        store.record(&k, Outcome::Failure).await.unwrap();
+        store.record(&k, Outcome::Failure, "u").await.unwrap();
     }
     assert!(!store.attempt(&k).await.unwrap().is_allowed());
     let written = cluster.keys("{cluster}:*").await;

@@ -9,7 +9,7 @@ use portcullis_testkit::random_hex;
 use portcullis_testkit::redis::TestRedis;
 use proptest::prelude::*;
 
-use crate::helpers::{T0, device_keys, redis_store, tight_policy};
+use crate::helpers::{T0, device_keys, digest, redis_store, tight_policy};
 
 #[derive(Clone, Debug)]
 pub enum Event {
@@ -70,8 +70,10 @@ pub async fn agree(policy: Policy, events: &[Event], make: impl Fn(Arc<dyn Clock
                     } else {
                         Outcome::Failure
                     };
-                    memory.record(&k, outcome).await.unwrap();
-                    redis.record(&k, outcome).await.unwrap();
+                    let user = digest(&format!("user{user}"));
+                    let expected = memory.record(&k, outcome, &user).await.unwrap();
+                    let actual = redis.record(&k, outcome, &user).await.unwrap();
+                    assert_eq!(actual, expected, "step {step}: bans of {event:?}");
                 }
             }
         }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use portcullis_core::backoff::{Backoff, Strategy};
 use portcullis_core::gcra::Gcra;
+use portcullis_core::spray::Spray;
 use portcullis_core::{AttemptKey, DeviceCookies, KeyDeriver, KeyPolicy, Policy, Username};
 use portcullis_store::{Clock, RedisConfig, RedisStore};
 
@@ -24,6 +25,14 @@ pub fn tight_policy() -> Policy {
                 interval_ms: 5_000,
             }),
             lockout: None,
+            spray: Some(Spray {
+                max_usernames: 3,
+                window_ms: 5_000,
+                first_ban_ms: 2_000,
+                ban_multiplier: 3,
+                max_ban_ms: 10_000,
+                level_reset_ms: 60_000,
+            }),
         },
         subnet: KeyPolicy {
             attempts: Some(Gcra {
@@ -32,6 +41,7 @@ pub fn tight_policy() -> Policy {
             }),
             failures: None,
             lockout: None,
+            spray: None,
         },
         username: KeyPolicy {
             attempts: None,
@@ -46,6 +56,7 @@ pub fn tight_policy() -> Policy {
                 min_quick_login_wait_ms: 1_500,
                 permanent_after: Some(3),
             }),
+            spray: None,
         },
         username_ip: KeyPolicy {
             attempts: None,
@@ -60,6 +71,7 @@ pub fn tight_policy() -> Policy {
                 min_quick_login_wait_ms: 0,
                 permanent_after: None,
             }),
+            spray: None,
         },
         global: KeyPolicy {
             attempts: Some(Gcra {
@@ -68,9 +80,16 @@ pub fn tight_policy() -> Policy {
             }),
             failures: None,
             lockout: None,
+            spray: None,
         },
         ..Policy::default()
     }
+}
+
+/// The keyed hash of a username, as the server passes it to `record`.
+pub fn digest(user: &str) -> String {
+    let deriver = KeyDeriver::new(b"test-secret", 24, 64).unwrap();
+    deriver.username_digest(&Username::parse(user).unwrap())
 }
 
 /// The active keys of an attempt by `user` from `ip`.

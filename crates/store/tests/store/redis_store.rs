@@ -22,7 +22,7 @@ async fn every_key_a_scenario_writes_has_a_ttl_and_no_plain_username() {
             &format!("victim{}", i % 3),
         );
         if store.attempt(&k).await.unwrap().is_allowed() {
-            store.record(&k, Outcome::Failure).await.unwrap();
+            store.record(&k, Outcome::Failure, "u").await.unwrap();
         }
     }
     let written = redis.keys().await;
@@ -59,7 +59,7 @@ async fn scripts_are_reloaded_transparently_after_script_flush() {
         .await
         .unwrap();
     assert!(store.attempt(&k).await.unwrap().is_allowed());
-    store.record(&k, Outcome::Failure).await.unwrap();
+    store.record(&k, Outcome::Failure, "u").await.unwrap();
 }
 
 /// Calls per command name from `INFO commandstats`.
@@ -81,7 +81,16 @@ async fn command_calls(url: &str) -> HashMap<String, u64> {
 
 /// Commands the scripts run inside Redis: `INFO commandstats` counts them too, but they cost
 /// no round trip.
-const INSIDE_SCRIPTS: [&str; 6] = ["hmget", "hset", "pexpire", "time", "del", "info"];
+const INSIDE_SCRIPTS: [&str; 8] = [
+    "hmget",
+    "hset",
+    "pexpire",
+    "time",
+    "del",
+    "sismember",
+    "sadd",
+    "info",
+];
 
 /// Commands the client sent between two snapshots.
 fn sent(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> HashMap<String, u64> {
@@ -100,13 +109,13 @@ async fn a_denied_attempt_costs_one_command_and_a_verified_one_two_with_no_ping(
     let k = keys(&policy, "192.0.2.1", "alice");
     // Warm up: connect and load the scripts, so the deltas below are the steady state.
     assert!(store.attempt(&k).await.unwrap().is_allowed());
-    store.record(&k, Outcome::Failure).await.unwrap();
+    store.record(&k, Outcome::Failure, "u").await.unwrap();
 
     // A verified attempt: attempt + record.
     let fresh = keys(&policy, "192.0.2.2", "bob");
     let before = command_calls(&server.url).await;
     assert!(store.attempt(&fresh).await.unwrap().is_allowed());
-    store.record(&fresh, Outcome::Failure).await.unwrap();
+    store.record(&fresh, Outcome::Failure, "u").await.unwrap();
     let verified = sent(&before, &command_calls(&server.url).await);
     assert_eq!(
         verified,
@@ -117,7 +126,7 @@ async fn a_denied_attempt_costs_one_command_and_a_verified_one_two_with_no_ping(
     // Lock the account out, then a refused attempt: one EVALSHA and nothing else.
     for _ in 0..5 {
         if store.attempt(&fresh).await.unwrap().is_allowed() {
-            store.record(&fresh, Outcome::Failure).await.unwrap();
+            store.record(&fresh, Outcome::Failure, "u").await.unwrap();
         }
     }
     let before = command_calls(&server.url).await;
@@ -156,7 +165,7 @@ async fn replicas_hammering_one_username_admit_no_more_than_the_lockout_allows()
         async move {
             let decision = store.attempt(&k).await.unwrap();
             if decision.is_allowed() {
-                store.record(&k, Outcome::Failure).await.unwrap();
+                store.record(&k, Outcome::Failure, "u").await.unwrap();
             }
             decision.is_allowed()
         }
@@ -174,7 +183,7 @@ async fn without_an_injected_clock_scripts_use_redis_time() {
     let k = keys(&policy, "192.0.2.7", "timed");
     for _ in 0..5 {
         assert!(store.attempt(&k).await.unwrap().is_allowed());
-        store.record(&k, Outcome::Failure).await.unwrap();
+        store.record(&k, Outcome::Failure, "u").await.unwrap();
     }
     let Decision::Deny(denial) = store.attempt(&k).await.unwrap() else {
         panic!("sixth attempt admitted");

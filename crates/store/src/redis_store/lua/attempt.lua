@@ -1,7 +1,7 @@
 -- Decides an attempt (decision::decide). KEYS: the attempt's counter keys.
 -- ARGV[1]: now in ms, or '' to read Redis TIME. ARGV[1 + i]: the policy of KEYS[i].
 -- Returns {1, i, reason, retry_ms} to refuse (reason 1 rate limited, 2 too many failures,
--- 3 locked out; i the refusing key with the longest wait), or {0, i, kind, until, ...} to admit,
+-- 3 locked out, 4 banned; i the refusing key with the longest wait), or {0, i, kind, until, ...} to admit,
 -- with the lockouts the admission started (kind 1 temporary, 2 permanent).
 local now = now_ms(ARGV[1])
 local states, policies = {}, {}
@@ -14,6 +14,9 @@ for i, key in ipairs(KEYS) do
     if reason == nil or w > wait then
       reason, wait = r, w
     end
+  end
+  if p.sm > 0 and s.sb > now then
+    refuse(4, s.sb - now)
   end
   if p.lmax > 0 then
     local w = locked_for(s, p, now)

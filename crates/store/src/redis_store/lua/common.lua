@@ -3,11 +3,15 @@
 -- the core is right and a differential test fails.
 --
 -- A key's state is one hash: at (attempts TAT), ft (failures TAT), f (consecutive failures),
--- lf (last failure), lu (locked until), tl (temporary lockouts), p (1 = permanent).
--- A key's policy arrives as one ARGV string of 13 numbers (0 = that limit is off):
+-- lf (last failure), lu (locked until), tl (temporary lockouts), p (1 = permanent),
+-- sc (distinct usernames in the spray window), sw (window end), sb (banned until),
+-- sn (bans so far), sl (last ban); plus, while a spray window is open, the set `<key>:sp` of
+-- those usernames' keyed hashes (at most the threshold of them).
+-- A key's policy arrives as one ARGV string of 19 numbers (0 = that limit is off):
 -- attempts burst, attempts interval, failures burst, failures interval, lockout max failures,
 -- strategy (0 multiple, 1 linear), wait increment, max wait, failure reset, quick-login check,
--- min quick-login wait, permanent after (-1 never), resets on success (1 or 0).
+-- min quick-login wait, permanent after (-1 never), resets on success (1 or 0), spray max
+-- usernames, spray window, first ban, ban multiplier, max ban, ban level reset.
 
 -- A permanently locked key still expires from Redis after this long (30 days).
 local PERMANENT_RETENTION_MS = 2592000000
@@ -34,15 +38,18 @@ local function parse_policy(s)
     ab = v[1], ai = v[2], fb = v[3], fi = v[4],
     lmax = v[5], strategy = v[6], inc = v[7], max_wait = v[8], reset = v[9],
     quick = v[10], min_quick = v[11], perm = v[12], resets = v[13],
+    sm = v[14], swin = v[15], sfirst = v[16], smult = v[17], smax = v[18], sreset = v[19],
   }
 end
 
 local function load(key)
-  local v = redis.call('HMGET', key, 'at', 'ft', 'f', 'lf', 'lu', 'tl', 'p')
+  local v = redis.call('HMGET', key, 'at', 'ft', 'f', 'lf', 'lu', 'tl', 'p',
+    'sc', 'sw', 'sb', 'sn', 'sl')
   return {
     at = tonumber(v[1]) or 0, ft = tonumber(v[2]) or 0, f = tonumber(v[3]) or 0,
     lf = tonumber(v[4]) or 0, lu = tonumber(v[5]) or 0, tl = tonumber(v[6]) or 0,
-    p = tonumber(v[7]) or 0,
+    p = tonumber(v[7]) or 0, sc = tonumber(v[8]) or 0, sw = tonumber(v[9]) or 0,
+    sb = tonumber(v[10]) or 0, sn = tonumber(v[11]) or 0, sl = tonumber(v[12]) or 0,
   }
 end
 
@@ -59,19 +66,30 @@ local function expires_at(s, p)
     end
     lock = math.max(forgotten, s.lu)
   end
-  return math.max(s.at, s.ft, lock)
+  local spray = 0
+  if p.sm > 0 then
+    -- Spray::expires_at
+    if s.sc > 0 then spray = s.sw end
+    if s.sn > 0 then spray = math.max(spray, s.sl + p.sreset) end
+    spray = math.max(spray, s.sb)
+  end
+  return math.max(s.at, s.ft, lock, spray)
 end
 
 local function save(key, s, p, now)
   local at = expires_at(s, p) or (now + PERMANENT_RETENTION_MS)
   if at <= now then
-    redis.call('DEL', key)
+    redis.call('DEL', key, key .. ':sp')
     return
   end
   redis.call('HSET', key, 'at', int(s.at), 'ft', int(s.ft), 'f', int(s.f), 'lf', int(s.lf),
-    'lu', int(s.lu), 'tl', int(s.tl), 'p', int(s.p))
+    'lu', int(s.lu), 'tl', int(s.tl), 'p', int(s.p), 'sc', int(s.sc), 'sw', int(s.sw),
+    'sb', int(s.sb), 'sn', int(s.sn), 'sl', int(s.sl))
   -- Relative, so a test's injected clock and Redis' own clock need not agree.
   redis.call('PEXPIRE', key, int(at - now))
+  if s.sc > 0 then
+    redis.call('PEXPIRE', key .. ':sp', int(at - now))
+  end
 end
 
 -- Gcra::check: admitted and the new TAT, or refused and the wait.
@@ -139,4 +157,43 @@ local function on_failure(s, p, now)
   s.tl = s.tl + 1
   s.lu = math.max(s.lu, now + wait)
   return 1
+end
+
+-- Spray::ban_length
+local function ban_length(p, bans)
+  local length = p.sfirst
+  for _ = 1, bans do
+    length = length * p.smult
+    if length >= p.smax then
+      break
+    end
+  end
+  return math.min(length, p.smax)
+end
+
+-- Spray::on_failure: updates s and the set; returns when the ban it started ends, or nil.
+local function spray_on_failure(key, s, p, username, now)
+  local set = key .. ':sp'
+  if now >= s.sw then
+    redis.call('DEL', set)
+    s.sc = 0
+    s.sw = now + p.swin
+  end
+  if s.sc < p.sm and redis.call('SISMEMBER', set, username) == 0 then
+    redis.call('SADD', set, username)
+    s.sc = s.sc + 1
+  end
+  if s.sc < p.sm then
+    return nil
+  end
+  if s.sn > 0 and now - s.sl >= p.sreset then
+    s.sn = 0
+  end
+  s.sb = math.max(s.sb, now + ban_length(p, s.sn))
+  s.sn = s.sn + 1
+  s.sl = now
+  redis.call('DEL', set)
+  s.sc = 0
+  s.sw = 0
+  return s.sb
 end
