@@ -8,13 +8,13 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use portcullis_core::backoff::Lockout;
 use portcullis_core::{
     AttemptKey, Decision, DeviceId, Dimension, KeyDeriver, LockoutEvent, Outcome, Policy, Username,
 };
 use portcullis_store::AttemptStore;
 
 use crate::error::ApiError;
+use crate::security_events::SecurityEvents;
 
 /// Applies the policy around password checks.
 #[derive(Clone)]
@@ -22,15 +22,23 @@ pub struct LoginGuard {
     policy: Policy,
     deriver: KeyDeriver,
     store: Arc<dyn AttemptStore>,
+    events: SecurityEvents,
 }
 
 impl LoginGuard {
-    /// A guard applying `policy` with keys from `deriver`, counting in `store`.
-    pub fn new(policy: Policy, deriver: KeyDeriver, store: Arc<dyn AttemptStore>) -> Self {
+    /// A guard applying `policy` with keys from `deriver`, counting in `store`, reporting
+    /// lockouts and bans to `events`.
+    pub fn new(
+        policy: Policy,
+        deriver: KeyDeriver,
+        store: Arc<dyn AttemptStore>,
+        events: SecurityEvents,
+    ) -> Self {
         Self {
             policy,
             deriver,
             store,
+            events,
         }
     }
 
@@ -61,8 +69,9 @@ impl LoginGuard {
         let bans = self.store.record(&keys, outcome, &digest).await?;
         tracing::Span::current().record("outcome", outcome_name(outcome));
         if outcome == Outcome::Failure {
-            log_lockouts(&pending);
-            log_lockouts(&bans);
+            // Lockouts stand once the attempt that started them failed; bans start with it.
+            self.events.report_lockouts(&pending).await;
+            self.events.report_lockouts(&bans).await;
         }
         Ok(outcome)
     }
@@ -101,26 +110,6 @@ impl LoginGuard {
                 })
             }
         }
-    }
-}
-
-/// Lockouts stand once the attempt that started them failed; bans start with a failure. Log
-/// each on `security` (a ban is a lockout of an address or subnet key).
-fn log_lockouts(lockouts: &[LockoutEvent]) {
-    for event in lockouts {
-        let (kind, until) = match event.lockout {
-            Lockout::Temporary { until } => ("lockout", Some(until)),
-            Lockout::Permanent => ("permanent_lockout", None),
-            Lockout::Ban { until } => ("ban", Some(until)),
-        };
-        tracing::warn!(
-                target: "security",
-                event = kind,
-                dimension = event.key.dimension.as_str(),
-                key = %event.key.key,
-                until,
-                "{kind} started"
-        );
     }
 }
 

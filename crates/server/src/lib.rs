@@ -12,6 +12,7 @@ pub mod guard;
 pub mod password;
 pub mod request_span;
 pub mod routes;
+pub mod security_events;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;

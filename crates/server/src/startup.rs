@@ -11,7 +11,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use portcullis_core::{DeviceCookies, KeyDeriver};
 use portcullis_store::{
-    AttemptStore, Clock, MemoryStore, RedisConfig, RedisStore, SessionStore, SystemClock,
+    AttemptStore, Clock, EventLog, MemoryStore, RedisConfig, RedisStore, SessionStore, SystemClock,
 };
 use secrecy::ExposeSecret;
 
@@ -20,6 +20,7 @@ use crate::guard::LoginGuard;
 use crate::password::PasswordHasher;
 use crate::request_span::root_span;
 use crate::routes::{self, AppState};
+use crate::security_events::SecurityEvents;
 use crate::settings::Settings;
 
 /// A bound, not yet running server.
@@ -61,12 +62,14 @@ impl Application {
             settings.policy.ipv4_subnet_prefix,
             settings.policy.ipv6_subnet_prefix,
         )?;
-        let (attempts, sessions) = stores(&settings, clock)?;
+        let (attempts, sessions, event_log) = stores(&settings, clock)?;
+        let events = SecurityEvents::new(event_log);
         let description = describe(&settings, &accounts);
         let state = web::Data::new(AppState {
             accounts,
             hasher,
-            guard: LoginGuard::new(settings.policy, deriver, attempts),
+            guard: LoginGuard::new(settings.policy, deriver, attempts, events.clone()),
+            events,
             sessions,
             trusted_proxies: settings.server.trusted_proxies.clone(),
             session_ttl_ms: settings.session.ttl_secs.saturating_mul(1_000),
@@ -120,14 +123,18 @@ impl Application {
     }
 }
 
-type Stores = (Arc<dyn AttemptStore>, Arc<dyn SessionStore>);
+type Stores = (
+    Arc<dyn AttemptStore>,
+    Arc<dyn SessionStore>,
+    Arc<dyn EventLog>,
+);
 
 /// The attempt and session store the settings name: Redis if configured, else memory.
 fn stores(settings: &Settings, clock: Option<Arc<dyn Clock>>) -> anyhow::Result<Stores> {
     let Some(redis) = &settings.store.redis else {
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
         let store = Arc::new(MemoryStore::new(settings.policy, clock));
-        return Ok((store.clone(), store));
+        return Ok((store.clone(), store.clone(), store));
     };
     let config = RedisConfig {
         urls: redis.urls(),
@@ -140,7 +147,7 @@ fn stores(settings: &Settings, clock: Option<Arc<dyn Clock>>) -> anyhow::Result<
         store = store.with_clock(clock);
     }
     let store = Arc::new(store);
-    Ok((store.clone(), store))
+    Ok((store.clone(), store.clone(), store))
 }
 
 /// What the start-up log says the deployment runs on.

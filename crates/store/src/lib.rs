@@ -8,6 +8,7 @@
 //! A store owns its clock (see [`clock`]) so that all replicas sharing a store share one time.
 
 pub mod clock;
+pub mod events;
 pub mod memory;
 pub mod redis_store;
 
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 use portcullis_core::{AttemptKey, Decision, LockoutEvent, Outcome, UnixMillis};
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use events::{EventKind, SecurityEvent};
 pub use memory::MemoryStore;
 pub use redis_store::{RedisConfig, RedisStore};
 
@@ -45,6 +47,16 @@ pub trait AttemptStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+/// The security event log (see [`events`]).
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends an event.
+    async fn append(&self, event: &SecurityEvent) -> Result<(), StoreError>;
+
+    /// The newest `count` events, newest first.
+    async fn recent(&self, count: usize) -> Result<Vec<SecurityEvent>, StoreError>;
 }
 
 /// A logged-in session, found by the digest of its token.

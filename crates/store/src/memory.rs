@@ -1,17 +1,19 @@
 //! The in-process store: the embedded default for a single replica.
 //!
 //! Attempts go through the core's [`StateTable`] behind a mutex, so the memory store is the
-//! reference model itself. Sessions live in a map swept of expired entries once a minute.
+//! reference model itself. Sessions live in a map swept of expired entries once a minute;
+//! security events in a ring buffer of the newest [`MEMORY_EVENTS`].
 //! Nothing here survives a restart, and nothing is shared with other processes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use portcullis_core::model::StateTable;
 use portcullis_core::{AttemptKey, Decision, LockoutEvent, Outcome, Policy, UnixMillis};
 
-use crate::{AttemptStore, Clock, Session, SessionStore, StoreError};
+use crate::events::{MEMORY_EVENTS, SecurityEvent};
+use crate::{AttemptStore, Clock, EventLog, Session, SessionStore, StoreError};
 
 const SESSION_SWEEP_INTERVAL_MS: u64 = 60_000;
 
@@ -29,6 +31,8 @@ pub struct MemoryStore {
     clock: Arc<dyn Clock>,
     attempts: Mutex<StateTable>,
     sessions: Mutex<Sessions>,
+    /// The newest security events, oldest dropped first.
+    events: Mutex<VecDeque<SecurityEvent>>,
 }
 
 /// Locks a mutex even if a previous holder panicked: every critical section here leaves the
@@ -45,6 +49,7 @@ impl MemoryStore {
             clock,
             attempts: Mutex::new(StateTable::default()),
             sessions: Mutex::new(Sessions::default()),
+            events: Mutex::new(VecDeque::with_capacity(MEMORY_EVENTS)),
         }
     }
 
@@ -74,6 +79,27 @@ impl AttemptStore for MemoryStore {
     ) -> Result<Vec<LockoutEvent>, StoreError> {
         let now = self.clock.now();
         Ok(lock(&self.attempts).record(&self.policy, keys, outcome, username, now))
+    }
+}
+
+#[async_trait]
+impl EventLog for MemoryStore {
+    async fn append(&self, event: &SecurityEvent) -> Result<(), StoreError> {
+        let mut events = lock(&self.events);
+        if events.len() == MEMORY_EVENTS {
+            events.pop_front();
+        }
+        events.push_back(event.clone());
+        Ok(())
+    }
+
+    async fn recent(&self, count: usize) -> Result<Vec<SecurityEvent>, StoreError> {
+        Ok(lock(&self.events)
+            .iter()
+            .rev()
+            .take(count)
+            .cloned()
+            .collect())
     }
 }
 
@@ -163,6 +189,31 @@ mod tests {
         assert!(store.get("other").await.unwrap().is_some());
         assert!(!store.revoke("d2").await.unwrap());
         assert_eq!(store.get("d2").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn the_event_ring_keeps_the_newest_events() {
+        let (store, _) = store();
+        for i in 0..MEMORY_EVENTS as u64 + 5 {
+            let event = SecurityEvent {
+                kind: crate::EventKind::Ban,
+                dimension: None,
+                key: None,
+                subject: None,
+                until: Some(i),
+            };
+            store.append(&event).await.unwrap();
+        }
+        let recent = store.recent(2).await.unwrap();
+        let until: Vec<_> = recent.iter().map(|e| e.until).collect();
+        assert_eq!(
+            until,
+            [
+                Some(MEMORY_EVENTS as u64 + 4),
+                Some(MEMORY_EVENTS as u64 + 3)
+            ]
+        );
+        assert_eq!(store.recent(usize::MAX).await.unwrap().len(), MEMORY_EVENTS);
     }
 
     #[tokio::test]

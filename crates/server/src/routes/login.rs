@@ -6,6 +6,7 @@ use actix_web::cookie::time::Duration as CookieDuration;
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::{HttpRequest, HttpResponse, web};
 use portcullis_core::{Outcome, Username};
+use portcullis_store::{EventKind, SecurityEvent};
 
 use super::{AppState, ClientIp, Credentials};
 use crate::error::ApiError;
@@ -46,8 +47,17 @@ pub async fn login(
         .await?;
     let mut response = HttpResponse::Ok();
     if device.is_none() {
-        tracing::info!(target: "security", event = "new_device_login", subject = %subject);
         response.cookie(new_device_cookie(&state, &username)?);
+        state
+            .events
+            .report(SecurityEvent {
+                kind: EventKind::NewDeviceLogin,
+                dimension: None,
+                key: None,
+                subject: Some(subject.clone()),
+                until: None,
+            })
+            .await;
     }
     Ok(response.json(serde_json::json!({
         "token": issued.token,

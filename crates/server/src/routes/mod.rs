@@ -22,6 +22,7 @@ use crate::client_ip;
 use crate::error::ApiError;
 use crate::guard::LoginGuard;
 use crate::password::{MAX_PASSWORD_BYTES, PasswordHasher};
+use crate::security_events::SecurityEvents;
 use crate::settings::DeviceSettings;
 
 /// What every handler can reach.
@@ -32,6 +33,8 @@ pub struct AppState {
     pub hasher: PasswordHasher,
     /// Rate limits and lockouts around password checks.
     pub guard: LoginGuard,
+    /// Security events (logs and the event log).
+    pub events: SecurityEvents,
     /// Login sessions.
     pub sessions: Arc<dyn SessionStore>,
     /// Proxies whose `X-Forwarded-For` is believed.

@@ -170,6 +170,28 @@ async fn one_address_spraying_fifty_usernames_is_banned_before_the_fiftieth_reac
         .filter(|l| l["target"] == "security" && l["event"] == "ban")
         .count();
     assert!(ban_events >= 1, "the ban is a security event");
+    // ...and an entry on the Redis Stream a notification service consumes.
+    let mut conn = redis.connection().await;
+    let stream: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(format!("{{{}}}:events", redis.prefix))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = stream
+        .iter()
+        .flat_map(|(_, fields)| fields.iter())
+        .filter(|(name, _)| name == "kind")
+        .map(|(_, kind)| kind.as_str())
+        .collect();
+    assert_eq!(kinds, ["ban"], "{stream:?}");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{{{}}}:events", redis.prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "the stream has a TTL too");
     // Another address is unaffected.
     let other = post(
         replicas.url(2, "/v1/login"),

@@ -9,7 +9,8 @@
 //! because one attempt's script touches its address, subnet and account counters together.
 //! Cluster then buys failover, not sharding (one primary runs far more scripts per second than
 //! any fleet can hash passwords). Usernames appear only as HMACs (see `portcullis_core::keys`);
-//! every key has a TTL.
+//! every key has a TTL (the security event stream `{prefix}:events` is also capped with
+//! `MAXLEN ~`).
 
 mod connection;
 
@@ -25,7 +26,7 @@ use redis::{RedisError, Script};
 
 pub use connection::{Conn, Connections};
 
-use crate::{AttemptStore, Clock, Session, SessionStore, StoreError};
+use crate::{AttemptStore, Clock, EventLog, SecurityEvent, Session, SessionStore, StoreError};
 
 const COMMON: &str = include_str!("lua/common.lua");
 
@@ -299,6 +300,66 @@ impl AttemptStore for RedisStore {
         )
         .await
         .map(drop)
+    }
+}
+
+/// The stream keeps about this many events (`MAXLEN ~`)...
+const STREAM_EVENTS: usize = 10_000;
+/// ...and disappears after this long without one, like every other key.
+const STREAM_TTL_MS: u64 = 7 * 24 * 3_600_000;
+
+#[async_trait]
+impl EventLog for RedisStore {
+    async fn append(&self, event: &SecurityEvent) -> Result<(), StoreError> {
+        let payload = serde_json::to_string(event)
+            .map_err(|e| StoreError::Unavailable(format!("encoding an event: {e}")))?;
+        let key = self.key("events");
+        let kind = event.kind.as_str();
+        self.call(|mut conn| async move {
+            // One round trip: the entry, then the stream's TTL.
+            redis::pipe()
+                .cmd("XADD")
+                .arg(&key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(STREAM_EVENTS)
+                .arg("*")
+                .arg("kind")
+                .arg(kind)
+                .arg("event")
+                .arg(payload)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(STREAM_TTL_MS)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    async fn recent(&self, count: usize) -> Result<Vec<SecurityEvent>, StoreError> {
+        let key = self.key("events");
+        let entries: Vec<(String, Vec<(String, String)>)> = self
+            .call(|mut conn| async move {
+                redis::cmd("XREVRANGE")
+                    .arg(key)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(entries
+            .iter()
+            .filter_map(|(_, fields)| {
+                let (_, payload) = fields.iter().find(|(name, _)| name == "event")?;
+                serde_json::from_str(payload).ok()
+            })
+            .collect())
     }
 }
 

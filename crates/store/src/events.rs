@@ -1,0 +1,57 @@
+//! Security events: lockouts, bans, unlocks and new-device logins, for a notification service.
+//!
+//! Every event is also a tracing event on target `security` (the server logs it); the log here
+//! is what another service consumes: a Redis Stream capped with `MAXLEN ~` in a distributed
+//! deployment, an in-process ring buffer in the embedded one.
+
+use serde::{Deserialize, Serialize};
+
+use portcullis_core::UnixMillis;
+
+/// How many events the memory ring buffer keeps (the Redis Stream keeps about ten times more).
+pub const MEMORY_EVENTS: usize = 1_000;
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A temporary lockout started.
+    Lockout,
+    /// A permanent lockout started.
+    PermanentLockout,
+    /// A source was banned for the stuffing signature.
+    Ban,
+    /// An administrator lifted a lockout or ban.
+    Unlock,
+    /// An account logged in from a device it had not used.
+    NewDeviceLogin,
+}
+
+impl EventKind {
+    /// The kind's name in logs and streams.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Lockout => "lockout",
+            EventKind::PermanentLockout => "permanent_lockout",
+            EventKind::Ban => "ban",
+            EventKind::Unlock => "unlock",
+            EventKind::NewDeviceLogin => "new_device_login",
+        }
+    }
+}
+
+/// One security event. Usernames appear only as keyed hashes (inside `key`); `subject` is an
+/// account id, never a name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityEvent {
+    /// What happened.
+    pub kind: EventKind,
+    /// The dimension concerned (`ip`, `username`, ...), if any.
+    pub dimension: Option<String>,
+    /// The counter key concerned, if any.
+    pub key: Option<String>,
+    /// The account concerned, if known.
+    pub subject: Option<String>,
+    /// When the restriction ends, if it does.
+    pub until: Option<UnixMillis>,
+}
