@@ -7,6 +7,7 @@
 //!
 //! A store owns its clock (see [`clock`]) so that all replicas sharing a store share one time.
 
+pub mod admin;
 pub mod clock;
 pub mod events;
 pub mod memory;
@@ -15,6 +16,7 @@ pub mod redis_store;
 use async_trait::async_trait;
 use portcullis_core::{AttemptKey, Decision, LockoutEvent, Outcome, UnixMillis};
 
+pub use admin::{AdminStore, KeyStatus, Restriction};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{EventKind, SecurityEvent};
 pub use memory::MemoryStore;

@@ -5,17 +5,20 @@
 //! security events in a ring buffer of the newest [`MEMORY_EVENTS`].
 //! Nothing here survives a restart, and nothing is shared with other processes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use portcullis_core::model::StateTable;
 use portcullis_core::{AttemptKey, Decision, LockoutEvent, Outcome, Policy, UnixMillis};
 
+use crate::admin::{AdminStore, KeyStatus, Restriction};
 use crate::events::{MEMORY_EVENTS, SecurityEvent};
 use crate::{AttemptStore, Clock, EventLog, Session, SessionStore, StoreError};
 
 const SESSION_SWEEP_INTERVAL_MS: u64 = 60_000;
+/// Restrictions indexed before stale entries are pruned.
+const MAX_INDEXED: usize = 10_000;
 
 #[derive(Debug, Default)]
 struct Sessions {
@@ -33,6 +36,9 @@ pub struct MemoryStore {
     sessions: Mutex<Sessions>,
     /// The newest security events, oldest dropped first.
     events: Mutex<VecDeque<SecurityEvent>>,
+    /// Keys that were locked or banned (the restrictions index; stale entries are pruned when
+    /// read).
+    restricted: Mutex<HashSet<AttemptKey>>,
 }
 
 /// Locks a mutex even if a previous holder panicked: every critical section here leaves the
@@ -50,7 +56,33 @@ impl MemoryStore {
             attempts: Mutex::new(StateTable::default()),
             sessions: Mutex::new(Sessions::default()),
             events: Mutex::new(VecDeque::with_capacity(MEMORY_EVENTS)),
+            restricted: Mutex::new(HashSet::new()),
         }
+    }
+
+    fn index(&self, lockouts: &[LockoutEvent]) {
+        if lockouts.is_empty() {
+            return;
+        }
+        let mut restricted = lock(&self.restricted);
+        restricted.extend(lockouts.iter().map(|l| l.key.clone()));
+        if restricted.len() > MAX_INDEXED {
+            // Keep the index proportional to what is restricted now.
+            let now = self.clock.now();
+            let attempts = lock(&self.attempts);
+            restricted.retain(|key| {
+                let state = attempts.state(&key.key, now).unwrap_or_default();
+                KeyStatus::new(key, &state, 0, now).is_restricted()
+            });
+        }
+    }
+
+    fn status_of(&self, key: &AttemptKey, now: UnixMillis) -> KeyStatus {
+        let state = lock(&self.attempts)
+            .state(&key.key, now)
+            .unwrap_or_default();
+        let distinct = u32::try_from(state.spray.usernames.len()).unwrap_or(u32::MAX);
+        KeyStatus::new(key, &state, distinct, now)
     }
 
     /// Attempt-counter entries held (live or not yet swept): for memory tests and metrics.
@@ -68,7 +100,11 @@ impl MemoryStore {
 impl AttemptStore for MemoryStore {
     async fn attempt(&self, keys: &[AttemptKey]) -> Result<Decision, StoreError> {
         let now = self.clock.now();
-        Ok(lock(&self.attempts).attempt(&self.policy, keys, now))
+        let decision = lock(&self.attempts).attempt(&self.policy, keys, now);
+        if let Decision::Allow { pending } = &decision {
+            self.index(pending);
+        }
+        Ok(decision)
     }
 
     async fn record(
@@ -78,7 +114,53 @@ impl AttemptStore for MemoryStore {
         username: &str,
     ) -> Result<Vec<LockoutEvent>, StoreError> {
         let now = self.clock.now();
-        Ok(lock(&self.attempts).record(&self.policy, keys, outcome, username, now))
+        let bans = lock(&self.attempts).record(&self.policy, keys, outcome, username, now);
+        self.index(&bans);
+        Ok(bans)
+    }
+}
+
+#[async_trait]
+impl AdminStore for MemoryStore {
+    async fn status(&self, keys: &[AttemptKey]) -> Result<Vec<KeyStatus>, StoreError> {
+        let now = self.clock.now();
+        Ok(keys.iter().map(|k| self.status_of(k, now)).collect())
+    }
+
+    async fn clear(&self, keys: &[AttemptKey]) -> Result<u64, StoreError> {
+        let mut attempts = lock(&self.attempts);
+        let mut restricted = lock(&self.restricted);
+        let mut cleared = 0;
+        for key in keys {
+            restricted.remove(key);
+            cleared += u64::from(attempts.clear(&key.key));
+        }
+        Ok(cleared)
+    }
+
+    async fn restrictions(&self, limit: usize) -> Result<Vec<Restriction>, StoreError> {
+        let now = self.clock.now();
+        let keys: Vec<AttemptKey> = lock(&self.restricted).iter().cloned().collect();
+        let mut live = Vec::new();
+        for key in keys {
+            let status = self.status_of(&key, now);
+            if status.is_restricted() {
+                let until = if status.permanent {
+                    None
+                } else {
+                    status.locked_until.max(status.banned_until)
+                };
+                live.push(Restriction {
+                    key: key.key,
+                    until,
+                });
+            } else {
+                lock(&self.restricted).remove(&key);
+            }
+        }
+        live.sort_by(|a, b| a.key.cmp(&b.key));
+        live.truncate(limit);
+        Ok(live)
     }
 }
 

@@ -20,15 +20,23 @@ use std::time::Duration;
 use async_trait::async_trait;
 use portcullis_core::backoff::{Lockout, Strategy};
 use portcullis_core::{
-    AttemptKey, Decision, Denial, Dimension, KeyPolicy, LockoutEvent, Outcome, Policy, Reason,
+    AttemptKey, Decision, Denial, Dimension, KeyPolicy, KeyState, LockoutEvent, Outcome, Policy,
+    Reason,
 };
 use redis::{RedisError, Script};
 
 pub use connection::{Conn, Connections};
 
+use crate::admin::{AdminStore, KeyStatus, Restriction};
 use crate::{AttemptStore, Clock, EventLog, SecurityEvent, Session, SessionStore, StoreError};
 
 const COMMON: &str = include_str!("lua/common.lua");
+/// The restrictions index: a sorted set of locked or banned keys, scored by when that ends.
+const RESTRICTIONS: &str = "restrictions";
+/// The fields of a key's state hash (see `lua/common.lua`).
+const STATE_FIELDS: [&str; 12] = [
+    "at", "ft", "f", "lf", "lu", "tl", "p", "sc", "sw", "sb", "sn", "sl",
+];
 
 /// Where and how to reach Redis.
 #[derive(Clone, Debug)]
@@ -46,6 +54,7 @@ pub struct RedisConfig {
 struct Scripts {
     attempt: Script,
     record: Script,
+    restrictions: Script,
     session_create: Script,
     session_revoke: Script,
 }
@@ -56,6 +65,7 @@ impl Scripts {
         Self {
             attempt: with_common(include_str!("lua/attempt.lua")),
             record: with_common(include_str!("lua/record.lua")),
+            restrictions: with_common(include_str!("lua/restrictions.lua")),
             session_create: with_common(include_str!("lua/session_create.lua")),
             session_revoke: Script::new(include_str!("lua/session_revoke.lua")),
         }
@@ -262,6 +272,7 @@ impl AttemptStore for RedisStore {
         for key in keys {
             invocation.arg(self.policy_of(key.dimension));
         }
+        invocation.arg(self.key(RESTRICTIONS));
         let reply: Vec<i64> = self
             .call(|mut conn| async move { invocation.invoke_async(&mut conn).await })
             .await?;
@@ -288,6 +299,7 @@ impl AttemptStore for RedisStore {
         for key in keys {
             invocation.arg(self.policy_of(key.dimension));
         }
+        invocation.arg(self.key(RESTRICTIONS));
         let reply: Vec<i64> = self
             .call(|mut conn| async move { invocation.invoke_async(&mut conn).await })
             .await?;
@@ -300,6 +312,78 @@ impl AttemptStore for RedisStore {
         )
         .await
         .map(drop)
+    }
+}
+
+#[async_trait]
+impl AdminStore for RedisStore {
+    async fn status(&self, keys: &[AttemptKey]) -> Result<Vec<KeyStatus>, StoreError> {
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("HMGET")
+                .arg(self.key(&key.key))
+                .arg(&STATE_FIELDS[..]);
+        }
+        let (rows, now): (Vec<Vec<Option<u64>>>, u64) = self
+            .call(|mut conn| async move {
+                let rows = pipe.query_async(&mut conn).await?;
+                let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await?;
+                Ok((rows, secs * 1_000 + micros / 1_000))
+            })
+            .await?;
+        let now = self.clock.as_ref().map_or(now, |c| c.now());
+        Ok(keys
+            .iter()
+            .zip(rows)
+            .map(|(key, row)| {
+                let field = |i: usize| row.get(i).copied().flatten().unwrap_or(0);
+                let small = |i: usize| u32::try_from(field(i)).unwrap_or(u32::MAX);
+                let mut state = KeyState::default();
+                state.lockout.failures = small(2);
+                state.lockout.locked_until = field(4);
+                state.lockout.permanent = field(6) == 1;
+                state.spray.banned_until = field(9);
+                state.spray.bans = small(10);
+                KeyStatus::new(key, &state, small(7), now)
+            })
+            .collect())
+    }
+
+    async fn clear(&self, keys: &[AttemptKey]) -> Result<u64, StoreError> {
+        let mut pipe = redis::pipe();
+        for key in keys {
+            let full = self.key(&key.key);
+            pipe.cmd("DEL").arg(&full);
+            pipe.cmd("DEL").arg(format!("{full}:sp")).ignore();
+            pipe.cmd("ZREM")
+                .arg(self.key(RESTRICTIONS))
+                .arg(&full)
+                .ignore();
+        }
+        let deleted: Vec<u64> = self
+            .call(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await?;
+        Ok(deleted.iter().sum())
+    }
+
+    async fn restrictions(&self, limit: usize) -> Result<Vec<Restriction>, StoreError> {
+        let mut invocation = self.scripts.restrictions.prepare_invoke();
+        invocation
+            .key(self.key(RESTRICTIONS))
+            .arg(self.now_arg())
+            .arg(limit.max(1));
+        let reply: Vec<(String, i64)> = self
+            .call(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        Ok(reply
+            .into_iter()
+            .map(|(key, until)| Restriction {
+                key: key
+                    .strip_prefix(&self.key_prefix)
+                    .map_or(key.clone(), str::to_owned),
+                until: u64::try_from(until).ok(),
+            })
+            .collect())
     }
 }
 

@@ -194,3 +194,36 @@ async fn without_an_injected_clock_scripts_use_redis_time() {
     );
     redis.cleanup().await;
 }
+
+#[tokio::test]
+async fn lockouts_and_bans_are_listed_from_the_index_and_cleared_by_an_unlock() {
+    use portcullis_store::AdminStore;
+
+    let redis = TestRedis::start().await;
+    let policy = crate::helpers::tight_policy();
+    let store = redis_store(vec![redis.url.clone()], false, &redis.prefix, &policy, None);
+    let k = keys(&policy, "192.0.2.9", "locked");
+    for _ in 0..3 {
+        if store.attempt(&k).await.unwrap().is_allowed() {
+            store.record(&k, Outcome::Failure, "u").await.unwrap();
+        }
+    }
+    let listed = store.restrictions(100).await.unwrap();
+    let username_key = &k
+        .iter()
+        .find(|k| k.dimension == portcullis_core::Dimension::Username)
+        .unwrap()
+        .key;
+    assert!(listed.iter().any(|r| &r.key == username_key), "{listed:?}");
+    let status = store.status(&k).await.unwrap();
+    let username = status.iter().find(|s| &s.key == username_key).unwrap();
+    assert!(
+        username.locked_until.is_some() && username.failures >= 2,
+        "{username:?}"
+    );
+
+    assert!(store.clear(&k).await.unwrap() >= 1);
+    assert!(store.restrictions(100).await.unwrap().is_empty());
+    assert!(store.attempt(&k).await.unwrap().is_allowed());
+    redis.cleanup().await;
+}

@@ -1,9 +1,11 @@
 -- Decides an attempt (decision::decide). KEYS: the attempt's counter keys.
 -- ARGV[1]: now in ms, or '' to read Redis TIME. ARGV[1 + i]: the policy of KEYS[i].
+-- ARGV[#KEYS + 2]: the restrictions index key.
 -- Returns {1, i, reason, retry_ms} to refuse (reason 1 rate limited, 2 too many failures,
 -- 3 locked out, 4 banned; i the refusing key with the longest wait), or {0, i, kind, until, ...} to admit,
 -- with the lockouts the admission started (kind 1 temporary, 2 permanent).
 local now = now_ms(ARGV[1])
+local index = ARGV[#KEYS + 2]
 local states, policies = {}, {}
 local deny = nil
 for i, key in ipairs(KEYS) do
@@ -50,6 +52,9 @@ for i, key in ipairs(KEYS) do
       admitted[#admitted + 1] = i
       admitted[#admitted + 1] = kind
       admitted[#admitted + 1] = s.lu
+      local until_ms = s.lu
+      if kind == 2 then until_ms = now + PERMANENT_RETENTION_MS end
+      index_restriction(index, key, until_ms, now)
     end
   end
   if p.ab > 0 or p.lmax > 0 then

@@ -197,3 +197,12 @@ local function spray_on_failure(key, s, p, username, now)
   s.sw = 0
   return s.sb
 end
+
+-- Adds a restricted key to the restrictions index (a sorted set scored by when the
+-- restriction ends), which lives as long as its longest entry.
+local function index_restriction(index, key, until_ms, now)
+  redis.call('ZADD', index, int(until_ms), key)
+  if redis.call('PTTL', index) < until_ms - now then
+    redis.call('PEXPIRE', index, int(until_ms - now))
+  end
+end

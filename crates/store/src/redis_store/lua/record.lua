@@ -1,10 +1,12 @@
 -- Records a verified outcome (decision::record). KEYS: the attempt's counter keys.
 -- ARGV[1]: now in ms, or '' to read Redis TIME. ARGV[2]: 'f' failure or 's' success.
 -- ARGV[3]: the username's keyed hash. ARGV[3 + i]: the policy of KEYS[i].
+-- ARGV[#KEYS + 4]: the restrictions index key.
 -- Returns {i, until, ...}: the bans the failure started.
 local now = now_ms(ARGV[1])
 local failed = ARGV[2] == 'f'
 local username = ARGV[3]
+local index = ARGV[#KEYS + 4]
 local bans = {}
 for i, key in ipairs(KEYS) do
   local p = parse_policy(ARGV[i + 3])
@@ -18,6 +20,7 @@ for i, key in ipairs(KEYS) do
       if until_ms then
         bans[#bans + 1] = i
         bans[#bans + 1] = until_ms
+        index_restriction(index, key, until_ms, now)
       end
     end
     save(key, s, p, now)
