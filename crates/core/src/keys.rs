@@ -135,6 +135,27 @@ impl KeyDeriver {
         hex::encode(&digest[..16])
     }
 
+    /// The key counting one username from anywhere.
+    pub fn username_key(&self, username: &Username) -> AttemptKey {
+        username_key(&self.username_digest(username))
+    }
+
+    /// The key counting one client address.
+    pub fn ip_key(&self, ip: IpAddr) -> AttemptKey {
+        AttemptKey {
+            dimension: Dimension::Ip,
+            key: format!("ip:{}", ip.to_canonical()),
+        }
+    }
+
+    /// The key counting one subnet (given as any network; it is truncated to its prefix).
+    pub fn subnet_key(&self, net: IpNet) -> AttemptKey {
+        AttemptKey {
+            dimension: Dimension::Subnet,
+            key: format!("net:{}", net.trunc()),
+        }
+    }
+
     /// Every key an attempt by `username` from `ip` touches. A trusted device (a valid device
     /// cookie) is counted per device instead of per account: the account's own counters, which
     /// an attacker can drive into lockout, do not apply to it.
@@ -149,17 +170,25 @@ impl KeyDeriver {
         let key = |dimension, key| AttemptKey { dimension, key };
         let mut keys = vec![
             key(Dimension::Global, "g".to_owned()),
-            key(Dimension::Ip, format!("ip:{ip}")),
-            key(Dimension::Subnet, format!("net:{}", self.subnet(ip))),
+            self.ip_key(ip),
+            self.subnet_key(self.subnet(ip)),
         ];
         match device {
             Some(device) => keys.push(key(Dimension::Device, format!("dev:{}", device.as_str()))),
             None => {
-                keys.push(key(Dimension::Username, format!("u:{user}")));
+                keys.push(username_key(&user));
                 keys.push(key(Dimension::UsernameIp, format!("ui:{user}:{ip}")));
             }
         }
         keys
+    }
+}
+
+/// The username key from the username's keyed hash.
+fn username_key(digest: &str) -> AttemptKey {
+    AttemptKey {
+        dimension: Dimension::Username,
+        key: format!("u:{digest}"),
     }
 }
 

@@ -76,6 +76,11 @@ impl LoginGuard {
         Ok(outcome)
     }
 
+    /// Derives keys for administration (the same derivation attempts use).
+    pub fn deriver(&self) -> &KeyDeriver {
+        &self.deriver
+    }
+
     /// Whether the attempt store answers (for readiness).
     pub async fn store_ready(&self) -> Result<(), portcullis_store::StoreError> {
         self.store.ping().await

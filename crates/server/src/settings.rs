@@ -30,6 +30,8 @@ pub struct Settings {
     pub session: SessionSettings,
     /// Device cookies.
     pub device: DeviceSettings,
+    /// The admin API.
+    pub admin: AdminSettings,
     /// Where attempt counters and sessions live.
     pub store: StoreSettings,
     /// Rate limits and lockouts (see the README for every knob).
@@ -106,6 +108,15 @@ pub struct Argon2Settings {
 pub struct SessionSettings {
     /// Seconds a session lives.
     pub ttl_secs: u64,
+}
+
+/// The admin API (`/admin/v1/...`): off unless a token is set.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer token for the admin API (32+ characters); the server keeps only its digest.
+    #[serde(skip_serializing)]
+    pub token: Option<SecretString>,
 }
 
 /// Device cookies: a successful login marks the browser as a trusted device of the account.
@@ -215,6 +226,7 @@ impl Default for Settings {
                 ttl_secs: 12 * 3600,
             },
             device: DeviceSettings::default(),
+            admin: AdminSettings::default(),
             store: StoreSettings::default(),
             policy: Policy::default(),
             secrets: SecretSettings::default(),
@@ -266,6 +278,13 @@ impl Settings {
             self.session.ttl_secs >= 1,
             "session.ttl_secs: must be at least 1"
         );
+        if let Some(token) = &self.admin.token {
+            anyhow::ensure!(
+                token.expose_secret().len() >= 32,
+                "admin.token (PORTCULLIS__ADMIN__TOKEN): must have at least 32 characters; \
+                 generate one with `openssl rand -hex 32`"
+            );
+        }
         if let Some(redis) = &self.store.redis {
             anyhow::ensure!(
                 !redis.urls().is_empty(),

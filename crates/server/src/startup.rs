@@ -11,7 +11,8 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use portcullis_core::{DeviceCookies, KeyDeriver};
 use portcullis_store::{
-    AttemptStore, Clock, EventLog, MemoryStore, RedisConfig, RedisStore, SessionStore, SystemClock,
+    AdminStore, AttemptStore, Clock, EventLog, MemoryStore, RedisConfig, RedisStore, SessionStore,
+    SystemClock,
 };
 use secrecy::ExposeSecret;
 
@@ -19,6 +20,7 @@ use crate::accounts::{Accounts, Dialect, redact};
 use crate::guard::LoginGuard;
 use crate::password::PasswordHasher;
 use crate::request_span::root_span;
+use crate::routes::admin::AdminApi;
 use crate::routes::{self, AppState};
 use crate::security_events::SecurityEvents;
 use crate::settings::Settings;
@@ -62,7 +64,12 @@ impl Application {
             settings.policy.ipv4_subnet_prefix,
             settings.policy.ipv6_subnet_prefix,
         )?;
-        let (attempts, sessions, event_log) = stores(&settings, clock)?;
+        let (attempts, sessions, event_log, admin_store) = stores(&settings, clock)?;
+        let admin = settings
+            .admin
+            .token
+            .as_ref()
+            .map(|token| AdminApi::new(token.expose_secret(), admin_store));
         let events = SecurityEvents::new(event_log);
         let description = describe(&settings, &accounts);
         let state = web::Data::new(AppState {
@@ -75,6 +82,7 @@ impl Application {
             session_ttl_ms: settings.session.ttl_secs.saturating_mul(1_000),
             device_cookies,
             device: settings.device.clone(),
+            admin,
         });
 
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
@@ -127,6 +135,7 @@ type Stores = (
     Arc<dyn AttemptStore>,
     Arc<dyn SessionStore>,
     Arc<dyn EventLog>,
+    Arc<dyn AdminStore>,
 );
 
 /// The attempt and session store the settings name: Redis if configured, else memory.
@@ -134,7 +143,7 @@ fn stores(settings: &Settings, clock: Option<Arc<dyn Clock>>) -> anyhow::Result<
     let Some(redis) = &settings.store.redis else {
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
         let store = Arc::new(MemoryStore::new(settings.policy, clock));
-        return Ok((store.clone(), store.clone(), store));
+        return Ok((store.clone(), store.clone(), store.clone(), store));
     };
     let config = RedisConfig {
         urls: redis.urls(),
@@ -147,7 +156,7 @@ fn stores(settings: &Settings, clock: Option<Arc<dyn Clock>>) -> anyhow::Result<
         store = store.with_clock(clock);
     }
     let store = Arc::new(store);
-    Ok((store.clone(), store.clone(), store))
+    Ok((store.clone(), store.clone(), store.clone(), store))
 }
 
 /// What the start-up log says the deployment runs on.

@@ -1,6 +1,7 @@
 //! The HTTP API: routes, shared state and the request extractors they use.
 
 mod accounts;
+pub mod admin;
 mod health;
 mod login;
 mod session;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub device_cookies: DeviceCookies,
     /// The device cookie's name and attributes.
     pub device: DeviceSettings,
+    /// The admin API, when `admin.token` is set.
+    pub admin: Option<admin::AdminApi>,
 }
 
 /// Registers every route, the JSON error mapping and the 404 fallback.
@@ -56,6 +59,10 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut web::ServiceConfig) 
                 .error_handler(|error, _| json_error(error).into()),
         )
         .app_data(web::PayloadConfig::default().limit(max_body_bytes))
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|error, _| ApiError::BadRequest(error.to_string()).into()),
+        )
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/v1/users", web::post().to(accounts::register))
@@ -63,6 +70,9 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut web::ServiceConfig) 
         .route("/v1/logout", web::post().to(session::logout))
         .route("/v1/logout/all", web::post().to(session::logout_all))
         .route("/v1/session", web::get().to(session::introspect))
+        .route("/admin/v1/subjects", web::get().to(admin::subjects))
+        .route("/admin/v1/unlock", web::post().to(admin::unlock))
+        .route("/admin/v1/lockouts", web::get().to(admin::lockouts))
         .default_service(web::to(|| async { Err::<String, _>(ApiError::NotFound) }));
     }
 }

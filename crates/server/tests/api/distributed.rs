@@ -17,7 +17,7 @@ const HMAC_KEY: &str = "0123456789abcdef0123456789abcdef-test-only";
 
 /// Three replicas on one Redis (a private prefix) and one fresh database, trusting the test
 /// client as their proxy so each request can carry its own client address.
-async fn three_replicas(extra: &[(&str, String)]) -> (Replicas, TestRedis, TestDatabase) {
+pub async fn three_replicas(extra: &[(&str, String)]) -> (Replicas, TestRedis, TestDatabase) {
     let redis = TestRedis::start().await;
     let database = TestDatabase::create().await;
     let mut env = vec![
@@ -35,7 +35,7 @@ async fn three_replicas(extra: &[(&str, String)]) -> (Replicas, TestRedis, TestD
     (replicas, redis, database)
 }
 
-async fn post(url: String, body: Value, forwarded_for: String) -> reqwest::Response {
+pub async fn post(url: String, body: Value, forwarded_for: String) -> reqwest::Response {
     reqwest::Client::new()
         .post(url)
         .header("x-forwarded-for", forwarded_for)

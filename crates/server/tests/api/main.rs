@@ -3,6 +3,7 @@
 // Test helpers fail the test that calls them; the no-panic lints guard request paths only.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admin;
 mod bad_input;
 mod binary;
 mod client_ip;

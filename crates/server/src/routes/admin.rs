@@ -1,0 +1,159 @@
+//! `/admin/v1/...`: inspect, unlock and list restrictions, through any replica.
+//!
+//! Off (404) unless `admin.token` is set; every call needs `Authorization: Bearer <token>`
+//! (401 otherwise). The server keeps only the token's SHA-256 digest and compares digests in
+//! constant time.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use ipnet::IpNet;
+use portcullis_core::{AttemptKey, Username};
+use portcullis_store::{AdminStore, EventKind, SecurityEvent};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use crate::error::ApiError;
+
+/// The admin API's credentials and store.
+pub struct AdminApi {
+    /// SHA-256 of the configured token.
+    token_digest: [u8; 32],
+    /// Where counters are inspected and cleared.
+    pub store: Arc<dyn AdminStore>,
+}
+
+impl AdminApi {
+    /// An admin API accepting `token`.
+    pub fn new(token: &str, store: Arc<dyn AdminStore>) -> Self {
+        Self {
+            token_digest: Sha256::digest(token.as_bytes()).into(),
+            store,
+        }
+    }
+}
+
+/// Proof that the request carries the admin token.
+pub struct Admin;
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let admin = req
+            .app_data::<web::Data<AppState>>()
+            .and_then(|state| state.admin.as_ref());
+        let result = match admin {
+            None => Err(ApiError::NotFound),
+            Some(api) => {
+                let presented = req
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(|token| Sha256::digest(token.trim().as_bytes()));
+                match presented {
+                    Some(digest) if bool::from(digest.as_slice().ct_eq(&api.token_digest)) => {
+                        Ok(Admin)
+                    }
+                    _ => Err(ApiError::Unauthenticated),
+                }
+            }
+        };
+        std::future::ready(result)
+    }
+}
+
+/// Exactly one of `username`, `ip`, `subnet`: whose counters to inspect or clear.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subject {
+    username: Option<String>,
+    ip: Option<String>,
+    subnet: Option<String>,
+}
+
+impl Subject {
+    fn keys(&self, state: &AppState) -> Result<Vec<AttemptKey>, ApiError> {
+        let deriver = state.guard.deriver();
+        let bad = |what: &str| ApiError::BadRequest(what.to_owned());
+        match (&self.username, &self.ip, &self.subnet) {
+            (Some(username), None, None) => {
+                let username = Username::parse(username).map_err(|e| bad(&e.to_string()))?;
+                Ok(vec![deriver.username_key(&username)])
+            }
+            (None, Some(ip), None) => {
+                let ip: IpAddr = ip.parse().map_err(|_| bad("ip is not an IP address"))?;
+                Ok(vec![deriver.ip_key(ip)])
+            }
+            (None, None, Some(subnet)) => {
+                let net: IpNet = subnet
+                    .parse()
+                    .map_err(|_| bad("subnet is not a CIDR network"))?;
+                Ok(vec![deriver.subnet_key(net)])
+            }
+            _ => Err(bad("give exactly one of username, ip, subnet")),
+        }
+    }
+}
+
+fn api(state: &AppState) -> Result<&AdminApi, ApiError> {
+    state.admin.as_ref().ok_or(ApiError::NotFound)
+}
+
+/// `GET /admin/v1/subjects?username=|ip=|subnet=`: the counters of one subject.
+pub async fn subjects(
+    _: Admin,
+    state: web::Data<AppState>,
+    query: web::Query<Subject>,
+) -> Result<HttpResponse, ApiError> {
+    let keys = query.keys(&state)?;
+    let status = api(&state)?.store.status(&keys).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "keys": status })))
+}
+
+/// `POST /admin/v1/unlock {"username"|"ip"|"subnet": ...}`: clears lockouts and bans.
+pub async fn unlock(
+    _: Admin,
+    state: web::Data<AppState>,
+    body: web::Json<Subject>,
+) -> Result<HttpResponse, ApiError> {
+    let keys = body.keys(&state)?;
+    let cleared = api(&state)?.store.clear(&keys).await?;
+    for key in &keys {
+        state
+            .events
+            .report(SecurityEvent {
+                kind: EventKind::Unlock,
+                dimension: Some(key.dimension.as_str().to_owned()),
+                key: Some(key.key.clone()),
+                subject: None,
+                until: None,
+            })
+            .await;
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "cleared": cleared })))
+}
+
+/// `?limit=` for listings.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    limit: Option<usize>,
+}
+
+/// `GET /admin/v1/lockouts?limit=`: current lockouts and bans (until: null = permanent).
+pub async fn lockouts(
+    _: Admin,
+    state: web::Data<AppState>,
+    query: web::Query<Limit>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(100).clamp(1, 1_000);
+    let restrictions = api(&state)?.store.restrictions(limit).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "restrictions": restrictions })))
+}

@@ -1,0 +1,148 @@
+//! The admin API: off without a token, 401 without the right one, and the same through any
+//! replica.
+
+use portcullis_testkit::{PASSWORD, TestApp, test_settings};
+use serde_json::{Value, json};
+
+use crate::distributed::{post, three_replicas};
+use crate::helpers::assert_problem;
+
+const TOKEN: &str = "admin-token-for-tests-0123456789abcdef";
+
+#[tokio::test]
+async fn the_admin_api_is_off_without_a_token_and_refuses_wrong_tokens() {
+    let off = TestApp::spawn().await;
+    let response = off
+        .client
+        .get(off.url("/admin/v1/lockouts"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 404).await;
+
+    let mut settings = test_settings();
+    settings.admin.token = Some(TOKEN.into());
+    let on = TestApp::spawn_with(settings).await;
+    for auth in [None, Some("wrong-token"), Some(&TOKEN[1..])] {
+        let mut request = on.client.get(on.url("/admin/v1/lockouts"));
+        if let Some(token) = auth {
+            request = request.bearer_auth(token);
+        }
+        assert_problem(request.send().await.unwrap(), 401).await;
+    }
+    let ok = on
+        .client
+        .get(on.url("/admin/v1/lockouts"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    for query in [
+        "",
+        "?username=a&ip=1.2.3.4",
+        "?ip=not-an-ip",
+        "?subnet=10.0.0.1",
+    ] {
+        let response = on
+            .client
+            .get(on.url(&format!("/admin/v1/subjects{query}")))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(response, 400).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lockout_set_through_one_replica_is_listed_and_unlocked_through_another() {
+    let (replicas, redis, _database) =
+        three_replicas(&[("PORTCULLIS__ADMIN__TOKEN", TOKEN.to_owned())]).await;
+    let credentials = json!({ "username": "alice", "password": PASSWORD });
+    post(
+        replicas.url(0, "/v1/users"),
+        credentials.clone(),
+        "192.0.2.1".to_owned(),
+    )
+    .await;
+    for i in 0..5 {
+        let wrong = json!({ "username": "alice", "password": "wrong" });
+        post(
+            replicas.url(0, "/v1/login"),
+            wrong,
+            format!("198.51.100.{i}"),
+        )
+        .await;
+    }
+    let locked = post(
+        replicas.url(1, "/v1/login"),
+        credentials.clone(),
+        "192.0.2.1".to_owned(),
+    )
+    .await;
+    assert_eq!(locked.status(), 429);
+
+    let client = reqwest::Client::new();
+    let get = |i: usize, path: &str| client.get(replicas.url(i, path)).bearer_auth(TOKEN).send();
+    let subject: Value = get(1, "/admin/v1/subjects?username=Alice")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let status = &subject["keys"][0];
+    assert_eq!(status["dimension"], "username");
+    assert_eq!(status["failures"], 5);
+    assert!(status["locked_until"].is_u64(), "{subject}");
+    assert!(
+        !status["key"].as_str().unwrap().contains("alice"),
+        "no plain usernames"
+    );
+
+    let listed: Value = get(2, "/admin/v1/lockouts")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = listed["restrictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, [status["key"].as_str().unwrap()], "{listed}");
+
+    let unlocked: Value = client
+        .post(replicas.url(0, "/admin/v1/unlock"))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "username": "alice" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(unlocked["cleared"], 1);
+    let after = post(
+        replicas.url(1, "/v1/login"),
+        credentials,
+        "192.0.2.1".to_owned(),
+    )
+    .await;
+    assert_eq!(
+        after.status(),
+        200,
+        "replica 1 honours the unlock made through replica 0"
+    );
+    let listed: Value = get(2, "/admin/v1/lockouts")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["restrictions"], json!([]));
+    redis.cleanup().await;
+}
