@@ -14,6 +14,7 @@ use portcullis_core::{
 use portcullis_store::AttemptStore;
 
 use crate::error::ApiError;
+use crate::instruments;
 use crate::security_events::SecurityEvents;
 
 /// Applies the policy around password checks.
@@ -66,8 +67,11 @@ impl LoginGuard {
             Outcome::Failure
         };
         let digest = self.deriver.username_digest(username);
-        let bans = self.store.record(&keys, outcome, &digest).await?;
+        let bans =
+            instruments::store_call("record", self.store.record(&keys, outcome, &digest)).await?;
         tracing::Span::current().record("outcome", outcome_name(outcome));
+        metrics::counter!("portcullis_logins_total", "outcome" => outcome_name(outcome))
+            .increment(1);
         if outcome == Outcome::Failure {
             // Lockouts stand once the attempt that started them failed; bans start with it.
             self.events.report_lockouts(&pending).await;
@@ -98,9 +102,20 @@ impl LoginGuard {
 
     /// Asks the store; returns the lockouts the attempt started provisionally.
     async fn admit(&self, keys: &[AttemptKey]) -> Result<Vec<LockoutEvent>, ApiError> {
-        match self.store.attempt(keys).await? {
-            Decision::Allow { pending } => Ok(pending),
+        match instruments::store_call("attempt", self.store.attempt(keys)).await? {
+            Decision::Allow { pending } => {
+                metrics::counter!("portcullis_decisions_total", "outcome" => "allowed")
+                    .increment(1);
+                Ok(pending)
+            }
             Decision::Deny(denial) => {
+                metrics::counter!(
+                    "portcullis_decisions_total",
+                    "outcome" => "denied",
+                    "reason" => denial.reason.as_str(),
+                    "dimension" => denial.dimension.as_str()
+                )
+                .increment(1);
                 let span = tracing::Span::current();
                 span.record("outcome", "denied");
                 span.record("reason", denial.reason.as_str());

@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod client_ip;
 pub mod error;
 pub mod guard;
+pub mod instruments;
 pub mod password;
 pub mod request_span;
 pub mod routes;

@@ -118,14 +118,22 @@ impl PasswordHasher {
             .admission
             .clone()
             .try_acquire_owned()
-            .map_err(|_| HashError::Busy)?;
-        let worker = self
-            .inner
-            .workers
-            .clone()
-            .acquire_owned()
-            .await
-            .context("hashing pool closed")?;
+            .map_err(|_| {
+                metrics::counter!("portcullis_hash_rejected_total").increment(1);
+                HashError::Busy
+            })?;
+        let in_flight = metrics::gauge!("portcullis_hash_in_flight");
+        in_flight.increment(1.0);
+        let queued = std::time::Instant::now();
+        let worker = self.inner.workers.clone().acquire_owned().await;
+        metrics::histogram!("portcullis_hash_wait_seconds").record(queued.elapsed().as_secs_f64());
+        let worker = match worker {
+            Ok(worker) => worker,
+            Err(_) => {
+                in_flight.decrement(1.0);
+                return Err(HashError::Failed(anyhow::anyhow!("hashing pool closed")));
+            }
+        };
         let inner = self.inner.clone();
         let span = tracing::Span::current();
         let result = tokio::task::spawn_blocking(move || {
@@ -133,9 +141,9 @@ impl PasswordHasher {
             let _permits = (admitted, worker);
             job(&inner)
         })
-        .await
-        .context("hashing task failed")?;
-        Ok(result?)
+        .await;
+        in_flight.decrement(1.0);
+        Ok(result.context("hashing task failed")??)
     }
 }
 

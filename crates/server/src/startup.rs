@@ -55,6 +55,7 @@ impl Application {
             accounts.migrate().await?;
         }
         let hasher = PasswordHasher::new(&settings.argon2)?;
+        crate::instruments::handle();
         let hmac_key = hmac_key(&settings)?;
         // A key of its own for device cookies, derived so that no second secret is needed.
         let device_cookies =

@@ -1,4 +1,4 @@
-//! Liveness and readiness for load balancers and orchestrators.
+//! Liveness and readiness for load balancers and orchestrators, and metrics for Prometheus.
 
 use actix_web::{HttpResponse, web};
 
@@ -20,4 +20,14 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     }
     state.guard.store_ready().await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })))
+}
+
+/// `GET /metrics`: Prometheus text format (see [`crate::instruments`]).
+pub async fn metrics() -> Result<HttpResponse, ApiError> {
+    let handle = crate::instruments::handle().ok_or(ApiError::Unavailable {
+        retry_after_secs: 60,
+    })?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(handle.render()))
 }

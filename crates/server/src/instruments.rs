@@ -1,0 +1,48 @@
+//! The service's metrics, exported at `GET /metrics` in Prometheus text format.
+//!
+//! - `portcullis_decisions_total{outcome, reason, dimension}`: attempts allowed or refused.
+//! - `portcullis_logins_total{outcome}`: verified logins by outcome.
+//! - `portcullis_hash_in_flight`, `portcullis_hash_wait_seconds`, `portcullis_hash_rejected_total`:
+//!   the Argon2 pool's queue.
+//! - `portcullis_store_call_seconds{op}`, `portcullis_store_errors_total{op}`: attempt-store
+//!   calls.
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Latency buckets in seconds, from a Redis round trip to an Argon2 hash under load.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The process-wide recorder (installed once: tests start many applications in one process).
+pub fn handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &BUCKETS)
+                .and_then(PrometheusBuilder::install_recorder)
+                .map_err(|error| tracing::warn!(%error, "metrics recorder not installed"))
+                .ok()
+        })
+        .clone()
+}
+
+/// Times one attempt-store call; counts its errors.
+pub async fn store_call<T, E>(
+    op: &'static str,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let started = Instant::now();
+    let result = call.await;
+    metrics::histogram!("portcullis_store_call_seconds", "op" => op)
+        .record(started.elapsed().as_secs_f64());
+    if result.is_err() {
+        metrics::counter!("portcullis_store_errors_total", "op" => op).increment(1);
+    }
+    result
+}
