@@ -89,6 +89,11 @@ impl Accounts {
         Ok(Self { pool, dialect })
     }
 
+    /// The connection pool, for other tables of the same database.
+    pub fn pool(&self) -> AnyPool {
+        self.pool.clone()
+    }
+
     /// Which dialect the database speaks.
     pub fn dialect(&self) -> Dialect {
         self.dialect

@@ -13,6 +13,7 @@ use portcullis_core::{
 };
 use portcullis_store::AttemptStore;
 
+use crate::allowlist::Allowlist;
 use crate::error::ApiError;
 use crate::instruments;
 use crate::security_events::SecurityEvents;
@@ -24,6 +25,7 @@ pub struct LoginGuard {
     deriver: KeyDeriver,
     store: Arc<dyn AttemptStore>,
     events: SecurityEvents,
+    allowlist: Allowlist,
 }
 
 impl LoginGuard {
@@ -34,13 +36,27 @@ impl LoginGuard {
         deriver: KeyDeriver,
         store: Arc<dyn AttemptStore>,
         events: SecurityEvents,
+        allowlist: Allowlist,
     ) -> Self {
         Self {
             policy,
             deriver,
             store,
             events,
+            allowlist,
         }
+    }
+
+    /// The keys an attempt touches: allowlisted sources skip the address and subnet limits,
+    /// never the account's.
+    fn keys(&self, ip: IpAddr, username: &Username, device: Option<&DeviceId>) -> Vec<AttemptKey> {
+        let mut keys = self
+            .policy
+            .active_keys(self.deriver.keys(ip, username, device));
+        if self.allowlist.contains(ip) {
+            keys.retain(|k| !matches!(k.dimension, Dimension::Ip | Dimension::Subnet));
+        }
+        keys
     }
 
     /// Runs `verify` (which answers whether the password matched) if the policy admits an
@@ -57,9 +73,7 @@ impl LoginGuard {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<bool, ApiError>>,
     {
-        let keys = self
-            .policy
-            .active_keys(self.deriver.keys(ip, username, device));
+        let keys = self.keys(ip, username, device);
         let pending = self.admit(&keys).await?;
         let outcome = if verify().await? {
             Outcome::Success
@@ -93,9 +107,7 @@ impl LoginGuard {
     /// Counts an attempt that is not a password check (a registration) against its source
     /// address and subnet only.
     pub async fn admit_source(&self, ip: IpAddr, username: &Username) -> Result<(), ApiError> {
-        let mut keys = self
-            .policy
-            .active_keys(self.deriver.keys(ip, username, None));
+        let mut keys = self.keys(ip, username, None);
         keys.retain(|k| matches!(k.dimension, Dimension::Ip | Dimension::Subnet));
         self.admit(&keys).await.map(drop)
     }

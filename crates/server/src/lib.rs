@@ -6,6 +6,7 @@
 //! recorded; a success issues a session ([`token`]). [`startup`] wires it from [`settings`].
 
 pub mod accounts;
+pub mod allowlist;
 pub mod client_ip;
 pub mod error;
 pub mod guard;

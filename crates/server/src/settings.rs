@@ -67,6 +67,8 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Seconds in-flight requests get to finish after SIGTERM.
     pub shutdown_timeout_secs: u64,
+    /// Seconds between reloads of the allowlist from the database.
+    pub allowlist_refresh_secs: u64,
 }
 
 /// The accounts database.
@@ -208,6 +210,7 @@ impl Default for Settings {
                 workers: 0,
                 max_body_bytes: 16 * 1024,
                 shutdown_timeout_secs: 30,
+                allowlist_refresh_secs: 5,
             },
             database: DatabaseSettings {
                 url: "sqlite://data/portcullis.db".to_owned(),
@@ -269,6 +272,10 @@ impl Settings {
         anyhow::ensure!(
             self.server.max_body_bytes >= 1024,
             "server.max_body_bytes: must be at least 1024"
+        );
+        anyhow::ensure!(
+            self.server.allowlist_refresh_secs >= 1,
+            "server.allowlist_refresh_secs: must be at least 1"
         );
         anyhow::ensure!(
             self.database.max_connections >= 1,

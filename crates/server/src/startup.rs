@@ -17,6 +17,7 @@ use portcullis_store::{
 use secrecy::ExposeSecret;
 
 use crate::accounts::{Accounts, Dialect, redact};
+use crate::allowlist::Allowlist;
 use crate::guard::LoginGuard;
 use crate::password::PasswordHasher;
 use crate::request_span::root_span;
@@ -54,6 +55,8 @@ impl Application {
         if settings.database.migrate_on_start {
             accounts.migrate().await?;
         }
+        let allowlist = Allowlist::load(accounts.pool()).await?;
+        allowlist.spawn_refresh(Duration::from_secs(settings.server.allowlist_refresh_secs));
         let hasher = PasswordHasher::new(&settings.argon2)?;
         crate::instruments::handle();
         let hmac_key = hmac_key(&settings)?;
@@ -76,7 +79,14 @@ impl Application {
         let state = web::Data::new(AppState {
             accounts,
             hasher,
-            guard: LoginGuard::new(settings.policy, deriver, attempts, events.clone()),
+            guard: LoginGuard::new(
+                settings.policy,
+                deriver,
+                attempts,
+                events.clone(),
+                allowlist.clone(),
+            ),
+            allowlist,
             events,
             sessions,
             trusted_proxies: settings.server.trusted_proxies.clone(),

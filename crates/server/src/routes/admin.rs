@@ -1,4 +1,5 @@
-//! `/admin/v1/...`: inspect, unlock and list restrictions, through any replica.
+//! `/admin/v1/...`: inspect, unlock and list restrictions, manage the allowlist, through any
+//! replica.
 //!
 //! Off (404) unless `admin.token` is set; every call needs `Authorization: Bearer <token>`
 //! (401 otherwise). The server keeps only the token's SHA-256 digest and compares digests in
@@ -156,4 +157,61 @@ pub async fn lockouts(
     let limit = query.limit.unwrap_or(100).clamp(1, 1_000);
     let restrictions = api(&state)?.store.restrictions(limit).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "restrictions": restrictions })))
+}
+
+/// `{"network": "203.0.113.0/24"}` (a bare address means its /32 or /128).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    network: String,
+}
+
+impl Network {
+    fn parse(&self) -> Result<IpNet, ApiError> {
+        let raw = self.network.trim();
+        raw.parse::<IpNet>()
+            .or_else(|_| raw.parse::<IpAddr>().map(IpNet::from))
+            .map(|net| net.trunc())
+            .map_err(|_| {
+                ApiError::BadRequest("network is not a CIDR network or an address".to_owned())
+            })
+    }
+}
+
+fn listing(networks: Vec<IpNet>) -> serde_json::Value {
+    let networks: Vec<String> = networks.iter().map(ToString::to_string).collect();
+    serde_json::json!({ "networks": networks })
+}
+
+/// `GET /admin/v1/allowlist`: the allowlisted networks.
+pub async fn allowlist(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(listing(state.allowlist.networks().await?)))
+}
+
+/// `PUT /admin/v1/allowlist {"network": ...}`: 201 when added, 200 when it was there.
+pub async fn allow(
+    _: Admin,
+    state: web::Data<AppState>,
+    body: web::Json<Network>,
+) -> Result<HttpResponse, ApiError> {
+    let added = state.allowlist.add(body.parse()?).await?;
+    let networks = listing(state.allowlist.networks().await?);
+    Ok(if added {
+        HttpResponse::Created().json(networks)
+    } else {
+        HttpResponse::Ok().json(networks)
+    })
+}
+
+/// `DELETE /admin/v1/allowlist {"network": ...}`: 204, or 404 when it was not there.
+pub async fn disallow(
+    _: Admin,
+    state: web::Data<AppState>,
+    body: web::Json<Network>,
+) -> Result<HttpResponse, ApiError> {
+    if state.allowlist.remove(body.parse()?).await? {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound)
+    }
 }

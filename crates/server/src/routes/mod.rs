@@ -19,6 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::accounts::Accounts;
+use crate::allowlist::Allowlist;
 use crate::client_ip;
 use crate::error::ApiError;
 use crate::guard::LoginGuard;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub guard: LoginGuard,
     /// Security events (logs and the event log).
     pub events: SecurityEvents,
+    /// Networks exempt from the address and subnet limits.
+    pub allowlist: Allowlist,
     /// Login sessions.
     pub sessions: Arc<dyn SessionStore>,
     /// Proxies whose `X-Forwarded-For` is believed.
@@ -74,6 +77,9 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut web::ServiceConfig) 
         .route("/admin/v1/subjects", web::get().to(admin::subjects))
         .route("/admin/v1/unlock", web::post().to(admin::unlock))
         .route("/admin/v1/lockouts", web::get().to(admin::lockouts))
+        .route("/admin/v1/allowlist", web::get().to(admin::allowlist))
+        .route("/admin/v1/allowlist", web::put().to(admin::allow))
+        .route("/admin/v1/allowlist", web::delete().to(admin::disallow))
         .default_service(web::to(|| async { Err::<String, _>(ApiError::NotFound) }));
     }
 }

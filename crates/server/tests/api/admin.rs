@@ -146,3 +146,84 @@ async fn a_lockout_set_through_one_replica_is_listed_and_unlocked_through_anothe
     assert_eq!(listed["restrictions"], json!([]));
     redis.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_allowlisted_network_skips_address_limits_but_never_account_lockouts() {
+    let (replicas, redis, _database) = three_replicas(&[
+        ("PORTCULLIS__ADMIN__TOKEN", TOKEN.to_owned()),
+        ("PORTCULLIS__SERVER__ALLOWLIST_REFRESH_SECS", "1".to_owned()),
+        ("PORTCULLIS__POLICY__IP__ATTEMPTS__BURST", "3".to_owned()),
+        (
+            "PORTCULLIS__POLICY__IP__ATTEMPTS__INTERVAL_MS",
+            "3600000".to_owned(),
+        ),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    let added = client
+        .put(replicas.url(0, "/admin/v1/allowlist"))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "network": "203.0.113.9/24" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 201);
+    let body: Value = added.json().await.unwrap();
+    assert_eq!(body["networks"], json!(["203.0.113.0/24"]));
+
+    // Replica 2 picks the change up at its next refresh.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let office = "203.0.113.50".to_owned();
+    for i in 0..6 {
+        let guess = json!({ "username": format!("colleague{i}"), "password": "wrong" });
+        let response = post(replicas.url(2, "/v1/login"), guess, office.clone()).await;
+        assert_eq!(
+            response.status(),
+            401,
+            "attempt {i} from the allowlisted office"
+        );
+    }
+    // Per-account lockouts still apply.
+    for _ in 0..5 {
+        let guess = json!({ "username": "boss", "password": "wrong" });
+        post(replicas.url(1, "/v1/login"), guess, office.clone()).await;
+    }
+    let guess = json!({ "username": "boss", "password": "wrong" });
+    assert_eq!(
+        post(replicas.url(1, "/v1/login"), guess, office)
+            .await
+            .status(),
+        429
+    );
+    // Outside the allowlist the address limit (3) applies as before.
+    for (i, expected) in [401, 401, 401, 429].into_iter().enumerate() {
+        let guess = json!({ "username": format!("other{i}"), "password": "wrong" });
+        let response = post(
+            replicas.url(0, "/v1/login"),
+            guess,
+            "198.51.100.77".to_owned(),
+        )
+        .await;
+        assert_eq!(response.status(), expected, "attempt {i} from elsewhere");
+    }
+
+    let removed = client
+        .delete(replicas.url(1, "/admin/v1/allowlist"))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "network": "203.0.113.0/24" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 204);
+    let listed: Value = client
+        .get(replicas.url(0, "/admin/v1/allowlist"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["networks"], json!([]));
+    redis.cleanup().await;
+}
