@@ -25,6 +25,8 @@ use crate::spray::SprayState;
 pub struct KeyState {
     /// Theoretical arrival time of the attempts limit (0: fresh).
     pub attempt_tat: UnixMillis,
+    /// Theoretical arrival time of the throttle, the slow attempts limit (0: fresh).
+    pub throttle_tat: UnixMillis,
     /// Theoretical arrival time of the failures limit (0: fresh).
     pub failure_tat: UnixMillis,
     /// Consecutive failures and lockout.
@@ -47,6 +49,7 @@ impl KeyState {
             .map_or(0, |s| s.expires_at(&self.spray));
         Some(
             self.attempt_tat
+                .max(self.throttle_tat)
                 .max(self.failure_tat)
                 .max(lockout)
                 .max(spray),
@@ -60,6 +63,8 @@ impl KeyState {
 pub enum Reason {
     /// Too many attempts.
     RateLimited,
+    /// A suspicious source used up its long-term attempt budget.
+    Throttled,
     /// Too many failures.
     TooManyFailures,
     /// A lockout is in force.
@@ -73,6 +78,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::RateLimited => "rate_limited",
+            Reason::Throttled => "throttled",
             Reason::TooManyFailures => "too_many_failures",
             Reason::LockedOut => "locked_out",
             Reason::Banned => "banned",
@@ -173,6 +179,12 @@ fn check_key(
         match limit.check(state.attempt_tat, now) {
             GcraVerdict::Admit { new_tat } => next.attempt_tat = new_tat,
             GcraVerdict::Refuse { retry_after_ms } => refuse(Reason::RateLimited, retry_after_ms),
+        }
+    }
+    if let Some(limit) = &policy.throttle {
+        match limit.check(state.throttle_tat, now) {
+            GcraVerdict::Admit { new_tat } => next.throttle_tat = new_tat,
+            GcraVerdict::Refuse { retry_after_ms } => refuse(Reason::Throttled, retry_after_ms),
         }
     }
     match refusal {

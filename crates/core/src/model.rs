@@ -245,6 +245,30 @@ mod tests {
     }
 
     #[test]
+    fn a_source_past_its_long_term_budget_is_throttled_whatever_the_outcome() {
+        let mut table = StateTable::default();
+        let mut policy = Policy::default();
+        policy.ip.throttle = Some(crate::gcra::Gcra {
+            burst: 3,
+            interval_ms: 864_000,
+        });
+        for i in 0..3 {
+            let k = keys("192.0.2.44", "regular");
+            assert!(table.attempt(&policy, &k, T0 + i * 2_000).is_allowed());
+            table.record(&policy, &k, Outcome::Success, user_of(&k), T0 + i * 2_000);
+        }
+        let Decision::Deny(denial) =
+            table.attempt(&policy, &keys("192.0.2.44", "regular"), T0 + 6_000)
+        else {
+            panic!("the fourth attempt was admitted");
+        };
+        assert_eq!(
+            (denial.dimension, denial.reason),
+            (Dimension::Ip, Reason::Throttled)
+        );
+    }
+
+    #[test]
     fn a_success_clears_the_lockout_its_own_admission_started() {
         let mut table = StateTable::default();
         let policy = Policy::default();

@@ -18,6 +18,9 @@ const HOUR: u64 = 60 * MINUTE;
 pub struct KeyPolicy {
     /// Caps attempts of any outcome (a flood guard), counted when an attempt is admitted.
     pub attempts: Option<Gcra>,
+    /// A second, slow cap on attempts of any outcome: suspicious-source throttling (Auth0: 100
+    /// attempts, then one every 864 s).
+    pub throttle: Option<Gcra>,
     /// Caps failed attempts; never reset by a success.
     pub failures: Option<Gcra>,
     /// Counts consecutive failures and locks out with back-off; reset by a success where the
@@ -31,6 +34,7 @@ impl KeyPolicy {
     /// Whether the dimension limits anything (inactive dimensions are not stored at all).
     pub fn is_active(&self) -> bool {
         self.attempts.is_some()
+            || self.throttle.is_some()
             || self.failures.is_some()
             || self.lockout.is_some()
             || self.spray.is_some()
@@ -90,7 +94,13 @@ impl Default for Policy {
                     burst: 30,
                     interval_ms: SECOND,
                 }),
-                // Auth0's suspicious-IP throttling: 100 failures, then one every 864 s.
+                // Auth0's suspicious-IP throttling shape: 100 attempts, then one every 864 s
+                // (100 a day); offices behind one address belong on the allowlist.
+                throttle: Some(Gcra {
+                    burst: 100,
+                    interval_ms: 864 * SECOND,
+                }),
+                // ...and the same budget for failures, which successes never refill.
                 failures: Some(Gcra {
                     burst: 100,
                     interval_ms: 864 * SECOND,
@@ -111,6 +121,10 @@ impl Default for Policy {
                     burst: 120,
                     interval_ms: SECOND / 4,
                 }),
+                throttle: Some(Gcra {
+                    burst: 500,
+                    interval_ms: 173 * SECOND,
+                }),
                 failures: Some(Gcra {
                     burst: 500,
                     interval_ms: 173 * SECOND,
@@ -127,6 +141,7 @@ impl Default for Policy {
             },
             username: KeyPolicy {
                 attempts: None,
+                throttle: None,
                 failures: None,
                 // Keycloak's knobs; 5 failures (OWASP) rather than Keycloak's 30.
                 lockout: Some(Backoff {
@@ -143,6 +158,7 @@ impl Default for Policy {
             },
             username_ip: KeyPolicy {
                 attempts: None,
+                throttle: None,
                 failures: None,
                 // Auth0's brute-force protection shape: 10 failures for one account from one
                 // address block that pair.
@@ -160,6 +176,7 @@ impl Default for Policy {
             },
             device: KeyPolicy {
                 attempts: None,
+                throttle: None,
                 failures: None,
                 // OWASP: a trusted device gets the account's own lockout, for itself alone.
                 lockout: Some(Backoff {
@@ -208,7 +225,12 @@ impl Policy {
         for dimension in Dimension::ALL {
             let name = dimension.as_str();
             let limits = self.for_dimension(dimension);
-            for (field, gcra) in [("attempts", limits.attempts), ("failures", limits.failures)] {
+            let gcras = [
+                ("attempts", limits.attempts),
+                ("throttle", limits.throttle),
+                ("failures", limits.failures),
+            ];
+            for (field, gcra) in gcras {
                 let Some(gcra) = gcra else { continue };
                 let problem = if gcra.burst == 0 {
                     "burst must be at least 1"

@@ -34,8 +34,8 @@ const COMMON: &str = include_str!("lua/common.lua");
 /// The restrictions index: a sorted set of locked or banned keys, scored by when that ends.
 const RESTRICTIONS: &str = "restrictions";
 /// The fields of a key's state hash (see `lua/common.lua`).
-const STATE_FIELDS: [&str; 12] = [
-    "at", "ft", "f", "lf", "lu", "tl", "p", "sc", "sw", "sb", "sn", "sl",
+const STATE_FIELDS: [&str; 13] = [
+    "at", "ft", "f", "lf", "lu", "tl", "p", "sc", "sw", "sb", "sn", "sl", "tt",
 ];
 
 /// Where and how to reach Redis.
@@ -149,13 +149,14 @@ impl RedisStore {
     }
 }
 
-/// A dimension's policy as the 19 comma-separated numbers `common.lua` parses.
+/// A dimension's policy as the 21 comma-separated numbers `common.lua` parses.
 fn policy_arg(policy: &KeyPolicy, dimension: Dimension) -> String {
     let gcra = |g: Option<portcullis_core::gcra::Gcra>| {
         g.map_or((0, 0), |g| (u64::from(g.burst), g.interval_ms))
     };
     let (ab, ai) = gcra(policy.attempts);
     let (fb, fi) = gcra(policy.failures);
+    let (tb, ti) = gcra(policy.throttle);
     let lockout = match &policy.lockout {
         Some(b) => format!(
             "{},{},{},{},{},{},{},{}",
@@ -188,7 +189,7 @@ fn policy_arg(policy: &KeyPolicy, dimension: Dimension) -> String {
             )
         },
     );
-    format!("{ab},{ai},{fb},{fi},{lockout},{resets},{spray}")
+    format!("{ab},{ai},{fb},{fi},{lockout},{resets},{spray},{tb},{ti}")
 }
 
 fn reason(code: i64) -> Option<Reason> {
@@ -197,6 +198,7 @@ fn reason(code: i64) -> Option<Reason> {
         2 => Some(Reason::TooManyFailures),
         3 => Some(Reason::LockedOut),
         4 => Some(Reason::Banned),
+        5 => Some(Reason::Throttled),
         _ => None,
     }
 }

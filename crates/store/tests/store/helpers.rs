@@ -20,6 +20,10 @@ pub fn tight_policy() -> Policy {
                 burst: 6,
                 interval_ms: 1_000,
             }),
+            throttle: Some(Gcra {
+                burst: 8,
+                interval_ms: 4_000,
+            }),
             failures: Some(Gcra {
                 burst: 4,
                 interval_ms: 5_000,
@@ -39,12 +43,14 @@ pub fn tight_policy() -> Policy {
                 burst: 10,
                 interval_ms: 500,
             }),
+            throttle: None,
             failures: None,
             lockout: None,
             spray: None,
         },
         username: KeyPolicy {
             attempts: None,
+            throttle: None,
             failures: None,
             lockout: Some(Backoff {
                 max_failures: 3,
@@ -60,6 +66,7 @@ pub fn tight_policy() -> Policy {
         },
         username_ip: KeyPolicy {
             attempts: None,
+            throttle: None,
             failures: None,
             lockout: Some(Backoff {
                 max_failures: 2,
@@ -78,6 +85,7 @@ pub fn tight_policy() -> Policy {
                 burst: 40,
                 interval_ms: 100,
             }),
+            throttle: None,
             failures: None,
             lockout: None,
             spray: None,

@@ -2,7 +2,7 @@
 -- ARGV[1]: now in ms, or '' to read Redis TIME. ARGV[1 + i]: the policy of KEYS[i].
 -- ARGV[#KEYS + 2]: the restrictions index key.
 -- Returns {1, i, reason, retry_ms} to refuse (reason 1 rate limited, 2 too many failures,
--- 3 locked out, 4 banned; i the refusing key with the longest wait), or {0, i, kind, until, ...} to admit,
+-- 3 locked out, 4 banned, 5 throttled; i the refusing key with the longest wait), or {0, i, kind, until, ...} to admit,
 -- with the lockouts the admission started (kind 1 temporary, 2 permanent).
 local now = now_ms(ARGV[1])
 local index = ARGV[#KEYS + 2]
@@ -32,6 +32,10 @@ for i, key in ipairs(KEYS) do
     local ok, v = gcra_check(s.at, now, p.ab, p.ai)
     if ok then s.at = v else refuse(1, v) end
   end
+  if p.tb > 0 then
+    local ok, v = gcra_check(s.tt, now, p.tb, p.ti)
+    if ok then s.tt = v else refuse(5, v) end
+  end
   if reason ~= nil then
     local retry = math.max(wait, 1)
     if deny == nil or wait > deny[4] then
@@ -57,7 +61,7 @@ for i, key in ipairs(KEYS) do
       index_restriction(index, key, until_ms, now)
     end
   end
-  if p.ab > 0 or p.lmax > 0 then
+  if p.ab > 0 or p.tb > 0 or p.lmax > 0 then
     save(key, s, p, now)
   end
 end

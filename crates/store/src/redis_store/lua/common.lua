@@ -2,16 +2,17 @@
 -- The same maths as portcullis-core (gcra.rs, backoff.rs, decision.rs); where they disagree,
 -- the core is right and a differential test fails.
 --
--- A key's state is one hash: at (attempts TAT), ft (failures TAT), f (consecutive failures),
+-- A key's state is one hash: at (attempts TAT), tt (throttle TAT), ft (failures TAT), f (consecutive failures),
 -- lf (last failure), lu (locked until), tl (temporary lockouts), p (1 = permanent),
 -- sc (distinct usernames in the spray window), sw (window end), sb (banned until),
 -- sn (bans so far), sl (last ban); plus, while a spray window is open, the set `<key>:sp` of
 -- those usernames' keyed hashes (at most the threshold of them).
--- A key's policy arrives as one ARGV string of 19 numbers (0 = that limit is off):
+-- A key's policy arrives as one ARGV string of 21 numbers (0 = that limit is off):
 -- attempts burst, attempts interval, failures burst, failures interval, lockout max failures,
 -- strategy (0 multiple, 1 linear), wait increment, max wait, failure reset, quick-login check,
 -- min quick-login wait, permanent after (-1 never), resets on success (1 or 0), spray max
--- usernames, spray window, first ban, ban multiplier, max ban, ban level reset.
+-- usernames, spray window, first ban, ban multiplier, max ban, ban level reset, throttle
+-- burst, throttle interval.
 
 -- A permanently locked key still expires from Redis after this long (30 days).
 local PERMANENT_RETENTION_MS = 2592000000
@@ -39,17 +40,19 @@ local function parse_policy(s)
     lmax = v[5], strategy = v[6], inc = v[7], max_wait = v[8], reset = v[9],
     quick = v[10], min_quick = v[11], perm = v[12], resets = v[13],
     sm = v[14], swin = v[15], sfirst = v[16], smult = v[17], smax = v[18], sreset = v[19],
+    tb = v[20], ti = v[21],
   }
 end
 
 local function load(key)
   local v = redis.call('HMGET', key, 'at', 'ft', 'f', 'lf', 'lu', 'tl', 'p',
-    'sc', 'sw', 'sb', 'sn', 'sl')
+    'sc', 'sw', 'sb', 'sn', 'sl', 'tt')
   return {
     at = tonumber(v[1]) or 0, ft = tonumber(v[2]) or 0, f = tonumber(v[3]) or 0,
     lf = tonumber(v[4]) or 0, lu = tonumber(v[5]) or 0, tl = tonumber(v[6]) or 0,
     p = tonumber(v[7]) or 0, sc = tonumber(v[8]) or 0, sw = tonumber(v[9]) or 0,
     sb = tonumber(v[10]) or 0, sn = tonumber(v[11]) or 0, sl = tonumber(v[12]) or 0,
+    tt = tonumber(v[13]) or 0,
   }
 end
 
@@ -73,7 +76,7 @@ local function expires_at(s, p)
     if s.sn > 0 then spray = math.max(spray, s.sl + p.sreset) end
     spray = math.max(spray, s.sb)
   end
-  return math.max(s.at, s.ft, lock, spray)
+  return math.max(s.at, s.tt, s.ft, lock, spray)
 end
 
 local function save(key, s, p, now)
@@ -84,7 +87,7 @@ local function save(key, s, p, now)
   end
   redis.call('HSET', key, 'at', int(s.at), 'ft', int(s.ft), 'f', int(s.f), 'lf', int(s.lf),
     'lu', int(s.lu), 'tl', int(s.tl), 'p', int(s.p), 'sc', int(s.sc), 'sw', int(s.sw),
-    'sb', int(s.sb), 'sn', int(s.sn), 'sl', int(s.sl))
+    'sb', int(s.sb), 'sn', int(s.sn), 'sl', int(s.sl), 'tt', int(s.tt))
   -- Relative, so a test's injected clock and Redis' own clock need not agree.
   redis.call('PEXPIRE', key, int(at - now))
   if s.sc > 0 then
