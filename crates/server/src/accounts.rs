@@ -35,6 +35,9 @@ pub struct Account {
     pub username: String,
     /// Argon2id PHC string.
     pub password_hash: String,
+    /// When a permanent lockout began (milliseconds since the epoch); cleared by an admin.
+    /// Stored as 0 when unlocked.
+    pub locked_at: Option<i64>,
 }
 
 /// Why an account was not created.
@@ -122,17 +125,19 @@ impl Accounts {
 
     /// The account with this normalised username, if any.
     pub async fn find(&self, username: &Username) -> anyhow::Result<Option<Account>> {
-        let row =
-            sqlx::query("SELECT id, username, password_hash FROM accounts WHERE username = $1")
-                .bind(username.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .context("looking up an account")?;
+        let row = sqlx::query(
+            "SELECT id, username, password_hash, locked_at FROM accounts WHERE username = $1",
+        )
+        .bind(username.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .context("looking up an account")?;
         row.map(|row| {
             Ok(Account {
                 id: row.try_get("id")?,
                 username: row.try_get("username")?,
                 password_hash: row.try_get("password_hash")?,
+                locked_at: Some(row.try_get::<i64, _>("locked_at")?).filter(|&at| at > 0),
             })
         })
         .transpose()
@@ -146,10 +151,7 @@ impl Accounts {
         password_hash: &str,
     ) -> Result<Account, CreateError> {
         let id = new_account_id()?;
-        let created_at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
+        let created_at = now_ms();
         let result = sqlx::query(
             "INSERT INTO accounts (id, username, password_hash, created_at) VALUES ($1, $2, $3, $4)",
         )
@@ -164,6 +166,7 @@ impl Accounts {
                 id,
                 username: username.as_str().to_owned(),
                 password_hash: password_hash.to_owned(),
+                locked_at: None,
             }),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(CreateError::Taken),
             Err(e) => Err(CreateError::Database(
@@ -171,6 +174,38 @@ impl Accounts {
             )),
         }
     }
+}
+
+impl Accounts {
+    /// Marks an account permanently locked (no-op for a name without an account).
+    pub async fn lock(&self, username: &Username) -> anyhow::Result<()> {
+        sqlx::query("UPDATE accounts SET locked_at = $1 WHERE username = $2 AND locked_at = 0")
+            .bind(now_ms())
+            .bind(username.as_str())
+            .execute(&self.pool)
+            .await
+            .context("locking an account")?;
+        Ok(())
+    }
+
+    /// Lifts a permanent lockout; returns whether there was one.
+    pub async fn unlock(&self, username: &Username) -> anyhow::Result<bool> {
+        let result =
+            sqlx::query("UPDATE accounts SET locked_at = 0 WHERE username = $1 AND locked_at <> 0")
+                .bind(username.as_str())
+                .execute(&self.pool)
+                .await
+                .context("unlocking an account")?;
+        Ok(result.rows_affected() > 0)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// 128 random bits, hex.

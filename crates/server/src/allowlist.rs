@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use ipnet::IpNet;
@@ -79,10 +79,7 @@ impl Allowlist {
 
     /// Adds a network; returns whether it was new.
     pub async fn add(&self, network: IpNet) -> anyhow::Result<bool> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
+        let now = crate::accounts::now_ms();
         let added = sqlx::query(
             "INSERT INTO allowlist (network, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         )

@@ -36,6 +36,9 @@ pub enum ApiError {
         /// Seconds until an attempt would be admitted.
         retry_after_secs: u64,
     },
+    /// The account is permanently locked (only with `responses.disclose_lockouts`).
+    #[error("account locked: ask an administrator to unlock it")]
+    Locked,
     /// A dependency (hashing pool, store, database) cannot take more work right now.
     #[error("service busy")]
     Unavailable {
@@ -71,6 +74,7 @@ impl ApiError {
             ApiError::Unauthenticated => ("Unauthorized", true),
             ApiError::UsernameTaken => ("Conflict", true),
             ApiError::Throttled { .. } => ("Too many requests", true),
+            ApiError::Locked => ("Locked", true),
             ApiError::Unavailable { .. } => ("Service unavailable", false),
             ApiError::NotFound => ("Not found", true),
             ApiError::Internal(_) => ("Internal server error", false),
@@ -95,6 +99,7 @@ impl ResponseError for ApiError {
             ApiError::InvalidCredentials | ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ApiError::UsernameTaken => StatusCode::CONFLICT,
             ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Locked => StatusCode::LOCKED,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use portcullis_core::backoff::Lockout;
 use portcullis_core::{
     AttemptKey, Decision, DeviceId, Dimension, KeyDeriver, LockoutEvent, Outcome, Policy, Username,
 };
@@ -17,6 +18,16 @@ use crate::allowlist::Allowlist;
 use crate::error::ApiError;
 use crate::instruments;
 use crate::security_events::SecurityEvents;
+
+/// What a guarded password check found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checked {
+    /// Whether the password matched.
+    pub outcome: Outcome,
+    /// Whether this failure turned the account's lockout permanent (it must be stored with the
+    /// account, which outlives the attempt store).
+    pub permanently_locked: bool,
+}
 
 /// Applies the policy around password checks.
 #[derive(Clone)]
@@ -68,7 +79,7 @@ impl LoginGuard {
         username: &Username,
         device: Option<&DeviceId>,
         verify: F,
-    ) -> Result<Outcome, ApiError>
+    ) -> Result<Checked, ApiError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<bool, ApiError>>,
@@ -86,12 +97,19 @@ impl LoginGuard {
         tracing::Span::current().record("outcome", outcome_name(outcome));
         metrics::counter!("portcullis_logins_total", "outcome" => outcome_name(outcome))
             .increment(1);
+        let mut permanently_locked = false;
         if outcome == Outcome::Failure {
             // Lockouts stand once the attempt that started them failed; bans start with it.
             self.events.report_lockouts(&pending).await;
             self.events.report_lockouts(&bans).await;
+            permanently_locked = pending
+                .iter()
+                .any(|l| l.key.dimension == Dimension::Username && l.lockout == Lockout::Permanent);
         }
-        Ok(outcome)
+        Ok(Checked {
+            outcome,
+            permanently_locked,
+        })
     }
 
     /// Derives keys for administration (the same derivation attempts use).

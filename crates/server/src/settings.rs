@@ -32,6 +32,8 @@ pub struct Settings {
     pub device: DeviceSettings,
     /// The admin API.
     pub admin: AdminSettings,
+    /// What refusals reveal.
+    pub responses: ResponseSettings,
     /// Where attempt counters and sessions live.
     pub store: StoreSettings,
     /// Rate limits and lockouts (see the README for every knob).
@@ -110,6 +112,15 @@ pub struct Argon2Settings {
 pub struct SessionSettings {
     /// Seconds a session lives.
     pub ttl_secs: u64,
+}
+
+/// What refusals reveal.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseSettings {
+    /// Answer a permanently locked account with 423 Locked instead of the 429 a throttled or
+    /// unknown username gets. Off by default: it reveals that the account exists.
+    pub disclose_lockouts: bool,
 }
 
 /// The admin API (`/admin/v1/...`): off unless a token is set.
@@ -230,6 +241,7 @@ impl Default for Settings {
             },
             device: DeviceSettings::default(),
             admin: AdminSettings::default(),
+            responses: ResponseSettings::default(),
             store: StoreSettings::default(),
             policy: Policy::default(),
             secrets: SecretSettings::default(),

@@ -94,6 +94,12 @@ impl Application {
             device_cookies,
             device: settings.device.clone(),
             admin,
+            disclose_lockouts: settings.responses.disclose_lockouts,
+            locked_retry_after_secs: settings
+                .policy
+                .username
+                .lockout
+                .map_or(900, |b| b.max_wait_ms.div_ceil(1_000).max(1)),
         });
 
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))

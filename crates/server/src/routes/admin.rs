@@ -125,7 +125,12 @@ pub async fn unlock(
     body: web::Json<Subject>,
 ) -> Result<HttpResponse, ApiError> {
     let keys = body.keys(&state)?;
-    let cleared = api(&state)?.store.clear(&keys).await?;
+    let mut cleared = api(&state)?.store.clear(&keys).await?;
+    if let Some(username) = &body.username {
+        let username =
+            Username::parse(username).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        cleared += u64::from(state.accounts.unlock(&username).await?);
+    }
     for key in &keys {
         state
             .events

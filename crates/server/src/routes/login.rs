@@ -26,17 +26,23 @@ pub async fn login(
         .cookie(&state.device.cookie_name)
         .and_then(|cookie| state.device_cookies.verify(cookie.value(), &username));
     let mut subject = None;
-    let outcome = state
+    let checked = state
         .guard
         .check_password(ip, &username, device.as_ref(), || async {
             let account = state.accounts.find(&username).await?;
+            if account.as_ref().is_some_and(|a| a.locked_at.is_some()) {
+                return Err(state.locked_error());
+            }
             let stored = account.as_ref().map(|a| a.password_hash.clone());
             let matched = state.hasher.verify(password, stored).await?;
             subject = account.map(|a| a.id);
             Ok(matched)
         })
         .await?;
-    let subject = match (outcome, subject) {
+    if checked.permanently_locked {
+        state.accounts.lock(&username).await?;
+    }
+    let subject = match (checked.outcome, subject) {
         (Outcome::Success, Some(subject)) => subject,
         _ => return Err(ApiError::InvalidCredentials),
     };

@@ -51,6 +51,23 @@ pub struct AppState {
     pub device: DeviceSettings,
     /// The admin API, when `admin.token` is set.
     pub admin: Option<admin::AdminApi>,
+    /// Whether a permanently locked account says so (423) or answers like a throttle (429).
+    pub disclose_lockouts: bool,
+    /// Retry-After for a permanently locked account answered like a throttle.
+    pub locked_retry_after_secs: u64,
+}
+
+impl AppState {
+    /// The refusal for a permanently locked account (see `responses.disclose_lockouts`).
+    pub fn locked_error(&self) -> ApiError {
+        if self.disclose_lockouts {
+            ApiError::Locked
+        } else {
+            ApiError::Throttled {
+                retry_after_secs: self.locked_retry_after_secs,
+            }
+        }
+    }
 }
 
 /// Registers every route, the JSON error mapping and the 404 fallback.

@@ -1,6 +1,7 @@
 //! The admin API: off without a token, 401 without the right one, and the same through any
 //! replica.
 
+use portcullis_testkit::redis::TestRedis;
 use portcullis_testkit::{PASSWORD, TestApp, test_settings};
 use serde_json::{Value, json};
 
@@ -225,5 +226,81 @@ async fn an_allowlisted_network_skips_address_limits_but_never_account_lockouts(
         .await
         .unwrap();
     assert_eq!(listed["networks"], json!([]));
+    redis.cleanup().await;
+}
+
+/// An app on Redis where the first lockout of an account is permanent.
+async fn permanent_lockouts(redis: &TestRedis, disclose: bool) -> TestApp {
+    let mut settings = test_settings();
+    settings.store.redis = Some(portcullis_server::settings::RedisSettings {
+        url: redis.url.clone(),
+        prefix: redis.prefix.clone(),
+        ..Default::default()
+    });
+    settings.secrets.hmac_key = Some("0123456789abcdef0123456789abcdef-admin-tests".into());
+    settings.admin.token = Some(TOKEN.into());
+    settings.responses.disclose_lockouts = disclose;
+    if let Some(lockout) = settings.policy.username.lockout.as_mut() {
+        lockout.permanent_after = Some(0);
+    }
+    TestApp::spawn_with(settings).await
+}
+
+#[tokio::test]
+async fn a_permanent_lockout_outlives_the_attempt_store_until_an_admin_unlocks() {
+    let redis = TestRedis::start().await;
+    let app = permanent_lockouts(&redis, false).await;
+    app.register("carol", PASSWORD).await;
+    for _ in 0..5 {
+        assert_eq!(app.login("carol", "wrong").await.status(), 401);
+    }
+    let locked = app.login("carol", PASSWORD).await;
+    assert_eq!(
+        locked.status(),
+        429,
+        "by default a locked account looks throttled"
+    );
+    assert_eq!(locked.headers()["retry-after"], "900");
+
+    // Redis keeps nothing on disk: lose every counter, as a restart would.
+    redis.cleanup().await;
+    app.clock.advance(24 * 3_600_000);
+    assert_eq!(
+        app.login("carol", PASSWORD).await.status(),
+        429,
+        "the database remembers"
+    );
+
+    let unlocked: Value = app
+        .client
+        .post(app.url("/admin/v1/unlock"))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "username": "carol" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // The database lock, and the counter the refused attempt above left in Redis.
+    assert_eq!(unlocked["cleared"], 2);
+    assert_eq!(app.login("carol", PASSWORD).await.status(), 200);
+    redis.cleanup().await;
+}
+
+#[tokio::test]
+async fn with_disclosure_on_a_permanently_locked_account_answers_423() {
+    let redis = TestRedis::start().await;
+    let app = permanent_lockouts(&redis, true).await;
+    app.register("dan", PASSWORD).await;
+    for _ in 0..5 {
+        app.login("dan", "wrong").await;
+    }
+    redis.cleanup().await;
+    let body = assert_problem(app.login("dan", PASSWORD).await, 423).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("administrator"),
+        "{body}"
+    );
     redis.cleanup().await;
 }
