@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::UnixMillis;
+use crate::attack::AttackState;
 use crate::backoff::{Lockout, LockoutState};
 use crate::gcra::GcraVerdict;
 use crate::keys::{AttemptKey, Dimension};
@@ -33,6 +34,8 @@ pub struct KeyState {
     pub lockout: LockoutState,
     /// Distinct usernames failed from this source, and its ban.
     pub spray: SprayState,
+    /// Service-wide attempts and failures (the global key only).
+    pub attack: AttackState,
 }
 
 impl KeyState {
@@ -47,8 +50,13 @@ impl KeyState {
             .spray
             .as_ref()
             .map_or(0, |s| s.expires_at(&self.spray));
+        let attack = policy
+            .attack
+            .as_ref()
+            .map_or(0, |a| a.expires_at(&self.attack));
         Some(
-            self.attempt_tat
+            attack
+                .max(self.attempt_tat)
                 .max(self.throttle_tat)
                 .max(self.failure_tat)
                 .max(lockout)
@@ -112,6 +120,8 @@ pub enum Decision {
         /// Lockouts this attempt started by being counted: they stand if it fails; a success
         /// clears them on the account's dimensions.
         pending: Vec<LockoutEvent>,
+        /// Whether the service is under attack (per-address limits were tightened).
+        under_attack: bool,
     },
     /// Refuse before any password work.
     Deny(Denial),
@@ -202,10 +212,21 @@ pub fn decide(
     states: &mut [KeyState],
     now: UnixMillis,
 ) -> Decision {
+    let under_attack = keys.iter().zip(states.iter()).any(|(key, state)| {
+        policy
+            .for_dimension(key.dimension)
+            .attack
+            .is_some_and(|signal| {
+                let mut rolled = state.attack;
+                signal.roll(&mut rolled, now);
+                signal.under_attack(&rolled, now)
+            })
+    });
     let mut counted = Vec::with_capacity(states.len());
     let mut denial: Option<Denial> = None;
     for (key, state) in keys.iter().zip(states.iter()) {
-        match check_key(policy.for_dimension(key.dimension), state, now) {
+        let limits = effective(policy, key.dimension, under_attack);
+        match check_key(&limits, state, now) {
             Ok(next) => counted.push(next),
             Err((reason, wait)) => {
                 if denial.is_none_or(|d| wait > d.retry_after_ms) {
@@ -224,6 +245,10 @@ pub fn decide(
     states.clone_from_slice(&counted);
     let mut pending = Vec::new();
     for (key, state) in keys.iter().zip(states.iter_mut()) {
+        if let Some(signal) = &policy.for_dimension(key.dimension).attack {
+            signal.roll(&mut state.attack, now);
+            state.attack.attempts = state.attack.attempts.saturating_add(1);
+        }
         if let Some(backoff) = &policy.for_dimension(key.dimension).lockout {
             let (locked, lockout) = backoff.on_failure(&state.lockout, now);
             state.lockout = locked;
@@ -235,7 +260,29 @@ pub fn decide(
             }
         }
     }
-    Decision::Allow { pending }
+    Decision::Allow {
+        pending,
+        under_attack,
+    }
+}
+
+/// A dimension's limits, tightened while the service is under attack where the dimension
+/// allows it.
+fn effective(policy: &Policy, dimension: Dimension, under_attack: bool) -> KeyPolicy {
+    let limits = *policy.for_dimension(dimension);
+    let signal = policy
+        .global
+        .attack
+        .filter(|_| under_attack && dimension.tightens_under_attack());
+    match signal {
+        Some(signal) => KeyPolicy {
+            attempts: limits.attempts.map(|g| signal.tighten(g)),
+            throttle: limits.throttle.map(|g| signal.tighten(g)),
+            failures: limits.failures.map(|g| signal.tighten(g)),
+            ..limits
+        },
+        None => limits,
+    }
 }
 
 /// Applies a verified attempt's outcome to the states of its keys: a failure charges the
@@ -257,6 +304,10 @@ pub fn record(
             Outcome::Failure => {
                 if let Some(limit) = &limits.failures {
                     state.failure_tat = limit.charge(state.failure_tat, now);
+                }
+                if let Some(signal) = &limits.attack {
+                    signal.roll(&mut state.attack, now);
+                    state.attack.failures = state.attack.failures.saturating_add(1);
                 }
                 if let Some(spray) = &limits.spray
                     && let Some(until) = spray.on_failure(&mut state.spray, username, now)

@@ -54,6 +54,11 @@ impl Dimension {
         )
     }
 
+    /// Whether the dimension's limits tighten while the service is under attack.
+    pub fn tightens_under_attack(self) -> bool {
+        self == Dimension::Ip
+    }
+
     /// The dimension's name in keys, logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {

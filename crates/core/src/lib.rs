@@ -5,6 +5,7 @@
 //! ([`UnixMillis`]). The stores (memory, Redis) fetch the state of the keys an attempt touches,
 //! let this crate decide, and write the new state back atomically.
 //!
+//! - [`attack`]: the service-wide "under attack" signal that tightens per-address limits.
 //! - [`gcra`]: rate limits (generic cell rate algorithm).
 //! - [`backoff`]: Keycloak-style failure counting and lockout back-off.
 //! - [`spray`]: the credential-stuffing signature (many usernames from one source) and bans.
@@ -15,6 +16,7 @@
 //! - [`decision`]: the decision across dimensions and the effect of an outcome.
 //! - [`model`]: a reference model (a plain map of key states) used by property tests.
 
+pub mod attack;
 pub mod backoff;
 pub mod decision;
 pub mod device;

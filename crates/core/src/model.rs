@@ -208,7 +208,7 @@ mod tests {
             .map(|i| table.attempt(&policy, &keys(&format!("198.51.{i}.1"), "erin"), T0))
             .collect();
         assert_eq!(decisions.iter().filter(|d| d.is_allowed()).count(), 5);
-        let Decision::Allow { pending } = &decisions[4] else {
+        let Decision::Allow { pending, .. } = &decisions[4] else {
             panic!("fifth attempt refused");
         };
         assert_eq!(
@@ -266,6 +266,49 @@ mod tests {
             (denial.dimension, denial.reason),
             (Dimension::Ip, Reason::Throttled)
         );
+    }
+
+    #[test]
+    fn a_surge_of_failures_puts_the_service_under_attack_and_tightens_address_limits() {
+        let mut table = StateTable::default();
+        let mut policy = Policy::default();
+        if let Some(signal) = policy.global.attack.as_mut() {
+            signal.min_attempts = 10;
+        }
+        let attempt = |table: &mut StateTable, ip: &str, user: &str, now| {
+            let k = keys(ip, user);
+            let decision = table.attempt(&policy, &k, now);
+            if decision.is_allowed() {
+                table.record(&policy, &k, Outcome::Failure, user_of(&k), now);
+            }
+            decision
+        };
+        for i in 0..10 {
+            let decision = attempt(&mut table, &format!("10.0.{i}.1"), &format!("u{i}"), T0);
+            assert!(
+                matches!(
+                    decision,
+                    Decision::Allow {
+                        under_attack: false,
+                        ..
+                    }
+                ),
+                "{i}"
+            );
+        }
+        // Now 10 of 10 failed: a fresh address gets a quarter of its usual burst of 30.
+        let admitted: Vec<Decision> = (0..8)
+            .map(|i| attempt(&mut table, "192.0.2.200", &format!("x{i}"), T0 + 1))
+            .collect();
+        assert!(matches!(
+            admitted[0],
+            Decision::Allow {
+                under_attack: true,
+                ..
+            }
+        ));
+        assert_eq!(admitted.iter().filter(|d| d.is_allowed()).count(), 7);
+        assert!(matches!(admitted[7], Decision::Deny(d) if d.reason == Reason::RateLimited));
     }
 
     #[test]
@@ -340,9 +383,10 @@ mod tests {
         let peak = table.len();
         assert!(peak >= 5_000, "{peak}");
         // A day later every limit has refilled and every failure window has passed: the next
-        // write sweeps the table down to the late attempt's own four keys.
+        // write sweeps the table down to the late attempt's own keys: global, address, subnet,
+        // username, username from the address.
         table.attempt(&policy, &keys("192.0.2.1", "late"), T0 + 25 * 3_600_000);
-        assert_eq!(table.len(), 4);
+        assert_eq!(table.len(), 5);
     }
 
     #[derive(Clone, Debug)]

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::attack::AttackSignal;
 use crate::backoff::{Backoff, Strategy};
 use crate::gcra::Gcra;
 use crate::keys::{AttemptKey, Dimension};
@@ -28,6 +29,8 @@ pub struct KeyPolicy {
     pub lockout: Option<Backoff>,
     /// Bans a source whose failures hit many distinct usernames (address and subnet only).
     pub spray: Option<Spray>,
+    /// The "under attack" signal (global only).
+    pub attack: Option<AttackSignal>,
 }
 
 impl KeyPolicy {
@@ -38,6 +41,7 @@ impl KeyPolicy {
             || self.failures.is_some()
             || self.lockout.is_some()
             || self.spray.is_some()
+            || self.attack.is_some()
     }
 }
 
@@ -68,7 +72,7 @@ pub struct Policy {
     pub ipv4_subnet_prefix: u8,
     /// Prefix length of an IPv6 client's subnet (64: one customer's LAN).
     pub ipv6_subnet_prefix: u8,
-    /// The whole service (off by default: a global cap lets an attacker lock everyone out).
+    /// The whole service: by default only the "under attack" signal, never a cap.
     pub global: KeyPolicy,
     /// One client address.
     pub ip: KeyPolicy,
@@ -87,7 +91,16 @@ impl Default for Policy {
         Self {
             ipv4_subnet_prefix: 24,
             ipv6_subnet_prefix: 64,
-            global: KeyPolicy::default(),
+            // Only the under-attack signal: a global cap would let an attacker lock everyone out.
+            global: KeyPolicy {
+                attack: Some(AttackSignal {
+                    window_ms: 5 * MINUTE,
+                    min_attempts: 200,
+                    failure_percent: 80,
+                    tighten_factor: 4,
+                }),
+                ..KeyPolicy::default()
+            },
             ip: KeyPolicy {
                 // A client may send 30 attempts at once, then one a second.
                 attempts: Some(Gcra {
@@ -115,6 +128,7 @@ impl Default for Policy {
                     max_ban_ms: 24 * HOUR,
                     level_reset_ms: 7 * 24 * HOUR,
                 }),
+                attack: None,
             },
             subnet: KeyPolicy {
                 attempts: Some(Gcra {
@@ -138,6 +152,7 @@ impl Default for Policy {
                     max_ban_ms: 24 * HOUR,
                     level_reset_ms: 7 * 24 * HOUR,
                 }),
+                attack: None,
             },
             username: KeyPolicy {
                 attempts: None,
@@ -155,6 +170,7 @@ impl Default for Policy {
                     permanent_after: None,
                 }),
                 spray: None,
+                attack: None,
             },
             username_ip: KeyPolicy {
                 attempts: None,
@@ -173,6 +189,7 @@ impl Default for Policy {
                     permanent_after: None,
                 }),
                 spray: None,
+                attack: None,
             },
             device: KeyPolicy {
                 attempts: None,
@@ -190,6 +207,7 @@ impl Default for Policy {
                     permanent_after: None,
                 }),
                 spray: None,
+                attack: None,
             },
         }
     }
@@ -241,6 +259,22 @@ impl Policy {
                 };
                 return Err(PolicyError::new(format!("{name}.{field}"), problem));
             }
+            if let Some(attack) = limits.attack {
+                if dimension != Dimension::Global {
+                    let setting = format!("{name}.attack");
+                    return Err(PolicyError::new(
+                        setting,
+                        "is only for the global dimension",
+                    ));
+                }
+                if attack.window_ms == 0 || attack.tighten_factor == 0 {
+                    let setting = format!("{name}.attack");
+                    return Err(PolicyError::new(
+                        setting,
+                        "window_ms and tighten_factor must be at least 1",
+                    ));
+                }
+            }
             if let Some(spray) = limits.spray {
                 let setting = |field: &str| format!("{name}.spray.{field}");
                 if spray.max_usernames == 0 {
@@ -279,10 +313,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_default_policy_is_valid_and_leaves_global_off() {
+    fn the_default_policy_is_valid_and_has_no_global_cap() {
         let policy = Policy::default();
         assert_eq!(policy.validate(), Ok(()));
-        assert!(!policy.global.is_active());
+        assert!(policy.global.attempts.is_none() && policy.global.throttle.is_none());
+        assert!(policy.global.attack.is_some());
     }
 
     #[test]

@@ -133,7 +133,12 @@ impl LoginGuard {
     /// Asks the store; returns the lockouts the attempt started provisionally.
     async fn admit(&self, keys: &[AttemptKey]) -> Result<Vec<LockoutEvent>, ApiError> {
         match instruments::store_call("attempt", self.store.attempt(keys)).await? {
-            Decision::Allow { pending } => {
+            Decision::Allow {
+                pending,
+                under_attack,
+            } => {
+                // The service-wide signal, as of this attempt (per-address limits tighten).
+                metrics::gauge!("portcullis_under_attack").set(f64::from(u8::from(under_attack)));
                 metrics::counter!("portcullis_decisions_total", "outcome" => "allowed")
                     .increment(1);
                 Ok(pending)

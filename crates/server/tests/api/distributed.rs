@@ -204,6 +204,57 @@ async fn one_address_spraying_fifty_usernames_is_banned_before_the_fiftieth_reac
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_surge_of_failures_across_replicas_tightens_every_address_and_is_reported() {
+    let (replicas, redis, _database) = three_replicas(&[
+        (
+            "PORTCULLIS__POLICY__GLOBAL__ATTACK__MIN_ATTEMPTS",
+            "10".to_owned(),
+        ),
+        ("PORTCULLIS__POLICY__IP__ATTEMPTS__BURST", "8".to_owned()),
+        (
+            "PORTCULLIS__POLICY__IP__ATTEMPTS__INTERVAL_MS",
+            "3600000".to_owned(),
+        ),
+    ])
+    .await;
+    // Ten failures from ten addresses, spread over the replicas: 100% of attempts failed.
+    for i in 0..10 {
+        let guess = json!({ "username": format!("victim{i}"), "password": "wrong" });
+        post(
+            replicas.url(i % 3, "/v1/login"),
+            guess,
+            format!("198.51.{i}.1"),
+        )
+        .await;
+    }
+    // A fresh address now gets a quarter of its burst of 8 (and a quarter of the refill).
+    let statuses = {
+        let mut statuses = Vec::new();
+        for i in 0..3 {
+            let guess = json!({ "username": format!("fresh{i}"), "password": "wrong" });
+            let response = post(
+                replicas.url(i, "/v1/login"),
+                guess,
+                "203.0.113.99".to_owned(),
+            )
+            .await;
+            statuses.push(response.status().as_u16());
+        }
+        statuses
+    };
+    assert_eq!(statuses, [401, 401, 429]);
+    // Replica 1 admitted the last attempt that got through: it reports the attack.
+    let metrics = reqwest::get(replicas.url(1, "/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("portcullis_under_attack 1"), "{metrics}");
+    redis.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_session_from_one_replica_is_valid_on_all_and_logout_on_one_revokes_it_everywhere() {
     let (replicas, redis, _database) = three_replicas(&[]).await;
     let credentials = json!({ "username": "alice", "password": PASSWORD });

@@ -149,7 +149,7 @@ impl RedisStore {
     }
 }
 
-/// A dimension's policy as the 21 comma-separated numbers `common.lua` parses.
+/// A dimension's policy as the 26 comma-separated numbers `common.lua` parses.
 fn policy_arg(policy: &KeyPolicy, dimension: Dimension) -> String {
     let gcra = |g: Option<portcullis_core::gcra::Gcra>| {
         g.map_or((0, 0), |g| (u64::from(g.burst), g.interval_ms))
@@ -189,7 +189,17 @@ fn policy_arg(policy: &KeyPolicy, dimension: Dimension) -> String {
             )
         },
     );
-    format!("{ab},{ai},{fb},{fi},{lockout},{resets},{spray},{tb},{ti}")
+    let attack = policy.attack.map_or_else(
+        || "0,0,0,0".to_owned(),
+        |a| {
+            format!(
+                "{},{},{},{}",
+                a.window_ms, a.min_attempts, a.failure_percent, a.tighten_factor
+            )
+        },
+    );
+    let tightens = u8::from(dimension.tightens_under_attack());
+    format!("{ab},{ai},{fb},{fi},{lockout},{resets},{spray},{tb},{ti},{attack},{tightens}")
 }
 
 fn reason(code: i64) -> Option<Reason> {
@@ -218,7 +228,7 @@ fn decision(reply: &[i64], keys: &[AttemptKey]) -> Result<Decision, StoreError> 
             reason: reason(*code).ok_or_else(malformed)?,
             retry_after_ms: u64::try_from(*retry).map_err(|_| malformed())?,
         })),
-        [0, rest @ ..] if rest.len() % 3 == 0 => {
+        [0, under_attack, rest @ ..] if rest.len() % 3 == 0 => {
             let pending = rest
                 .chunks(3)
                 .map(|event| {
@@ -234,7 +244,10 @@ fn decision(reply: &[i64], keys: &[AttemptKey]) -> Result<Decision, StoreError> 
                     })
                 })
                 .collect::<Result<_, StoreError>>()?;
-            Ok(Decision::Allow { pending })
+            Ok(Decision::Allow {
+                pending,
+                under_attack: *under_attack == 1,
+            })
         }
         _ => Err(malformed()),
     }

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use portcullis_core::attack::AttackSignal;
 use portcullis_core::backoff::{Backoff, Strategy};
 use portcullis_core::gcra::Gcra;
 use portcullis_core::spray::Spray;
@@ -37,6 +38,7 @@ pub fn tight_policy() -> Policy {
                 max_ban_ms: 10_000,
                 level_reset_ms: 60_000,
             }),
+            attack: None,
         },
         subnet: KeyPolicy {
             attempts: Some(Gcra {
@@ -47,6 +49,7 @@ pub fn tight_policy() -> Policy {
             failures: None,
             lockout: None,
             spray: None,
+            attack: None,
         },
         username: KeyPolicy {
             attempts: None,
@@ -63,6 +66,7 @@ pub fn tight_policy() -> Policy {
                 permanent_after: Some(3),
             }),
             spray: None,
+            attack: None,
         },
         username_ip: KeyPolicy {
             attempts: None,
@@ -79,11 +83,18 @@ pub fn tight_policy() -> Policy {
                 permanent_after: None,
             }),
             spray: None,
+            attack: None,
         },
         global: KeyPolicy {
             attempts: Some(Gcra {
                 burst: 40,
                 interval_ms: 100,
+            }),
+            attack: Some(AttackSignal {
+                window_ms: 3_000,
+                min_attempts: 5,
+                failure_percent: 60,
+                tighten_factor: 2,
             }),
             throttle: None,
             failures: None,

@@ -2,15 +2,31 @@
 -- ARGV[1]: now in ms, or '' to read Redis TIME. ARGV[1 + i]: the policy of KEYS[i].
 -- ARGV[#KEYS + 2]: the restrictions index key.
 -- Returns {1, i, reason, retry_ms} to refuse (reason 1 rate limited, 2 too many failures,
--- 3 locked out, 4 banned, 5 throttled; i the refusing key with the longest wait), or {0, i, kind, until, ...} to admit,
--- with the lockouts the admission started (kind 1 temporary, 2 permanent).
+-- 3 locked out, 4 banned, 5 throttled; i the refusing key with the longest wait), or {0, under_attack, i, kind, until, ...}
+-- to admit, with the lockouts the admission started (kind 1 temporary, 2 permanent).
 local now = now_ms(ARGV[1])
 local index = ARGV[#KEYS + 2]
 local states, policies = {}, {}
-local deny = nil
+-- First the service-wide signal: it decides how tight per-address limits are.
+local under_attack, factor = 0, 1
 for i, key in ipairs(KEYS) do
   local p = parse_policy(ARGV[i + 1])
   local s = load(key)
+  if p.aw > 0 then
+    local rolled = {aw = s.aw, aa = s.aa, af = s.af, apa = s.apa, apf = s.apf}
+    attack_roll(rolled, p, now)
+    if attack_under(rolled, p, now) then
+      under_attack, factor = 1, p.afactor
+    end
+  end
+  states[i], policies[i] = s, p
+end
+local deny = nil
+for i, key in ipairs(KEYS) do
+  local p, s = policies[i], states[i]
+  if under_attack == 1 and p.tightens == 1 then
+    tighten(p, factor)
+  end
   local reason, wait = nil, 0
   local function refuse(r, w)
     if reason == nil or w > wait then
@@ -42,14 +58,17 @@ for i, key in ipairs(KEYS) do
       deny = {1, i, reason, retry}
     end
   end
-  states[i], policies[i] = s, p
 end
 if deny then
   return deny
 end
-local admitted = {0}
+local admitted = {0, under_attack}
 for i, key in ipairs(KEYS) do
   local s, p = states[i], policies[i]
+  if p.aw > 0 then
+    attack_roll(s, p, now)
+    s.aa = s.aa + 1
+  end
   if p.lmax > 0 then
     local kind = on_failure(s, p, now)
     if kind then
@@ -61,7 +80,7 @@ for i, key in ipairs(KEYS) do
       index_restriction(index, key, until_ms, now)
     end
   end
-  if p.ab > 0 or p.tb > 0 or p.lmax > 0 then
+  if p.ab > 0 or p.tb > 0 or p.lmax > 0 or p.aw > 0 then
     save(key, s, p, now)
   end
 end

@@ -5,14 +5,16 @@
 -- A key's state is one hash: at (attempts TAT), tt (throttle TAT), ft (failures TAT), f (consecutive failures),
 -- lf (last failure), lu (locked until), tl (temporary lockouts), p (1 = permanent),
 -- sc (distinct usernames in the spray window), sw (window end), sb (banned until),
--- sn (bans so far), sl (last ban); plus, while a spray window is open, the set `<key>:sp` of
+-- sn (bans so far), sl (last ban), aw/aa/af/apa/apf (the global key's attack window index,
+-- attempts, failures, previous attempts, previous failures); plus, while a spray window is open, the set `<key>:sp` of
 -- those usernames' keyed hashes (at most the threshold of them).
--- A key's policy arrives as one ARGV string of 21 numbers (0 = that limit is off):
+-- A key's policy arrives as one ARGV string of 26 numbers (0 = that limit is off):
 -- attempts burst, attempts interval, failures burst, failures interval, lockout max failures,
 -- strategy (0 multiple, 1 linear), wait increment, max wait, failure reset, quick-login check,
 -- min quick-login wait, permanent after (-1 never), resets on success (1 or 0), spray max
 -- usernames, spray window, first ban, ban multiplier, max ban, ban level reset, throttle
--- burst, throttle interval.
+-- burst, throttle interval, attack window, attack min attempts, attack failure percent, attack
+-- tighten factor, tightens under attack (1 or 0).
 
 -- A permanently locked key still expires from Redis after this long (30 days).
 local PERMANENT_RETENTION_MS = 2592000000
@@ -41,18 +43,20 @@ local function parse_policy(s)
     quick = v[10], min_quick = v[11], perm = v[12], resets = v[13],
     sm = v[14], swin = v[15], sfirst = v[16], smult = v[17], smax = v[18], sreset = v[19],
     tb = v[20], ti = v[21],
+    aw = v[22], amin = v[23], apct = v[24], afactor = v[25], tightens = v[26],
   }
 end
 
 local function load(key)
   local v = redis.call('HMGET', key, 'at', 'ft', 'f', 'lf', 'lu', 'tl', 'p',
-    'sc', 'sw', 'sb', 'sn', 'sl', 'tt')
+    'sc', 'sw', 'sb', 'sn', 'sl', 'tt', 'aw', 'aa', 'af', 'apa', 'apf')
   return {
     at = tonumber(v[1]) or 0, ft = tonumber(v[2]) or 0, f = tonumber(v[3]) or 0,
     lf = tonumber(v[4]) or 0, lu = tonumber(v[5]) or 0, tl = tonumber(v[6]) or 0,
     p = tonumber(v[7]) or 0, sc = tonumber(v[8]) or 0, sw = tonumber(v[9]) or 0,
     sb = tonumber(v[10]) or 0, sn = tonumber(v[11]) or 0, sl = tonumber(v[12]) or 0,
-    tt = tonumber(v[13]) or 0,
+    tt = tonumber(v[13]) or 0, aw = tonumber(v[14]) or 0, aa = tonumber(v[15]) or 0,
+    af = tonumber(v[16]) or 0, apa = tonumber(v[17]) or 0, apf = tonumber(v[18]) or 0,
   }
 end
 
@@ -76,7 +80,12 @@ local function expires_at(s, p)
     if s.sn > 0 then spray = math.max(spray, s.sl + p.sreset) end
     spray = math.max(spray, s.sb)
   end
-  return math.max(s.at, s.tt, s.ft, lock, spray)
+  local attack = 0
+  if p.aw > 0 and (s.aa > 0 or s.apa > 0) then
+    -- AttackSignal::expires_at
+    attack = (s.aw + 2) * p.aw
+  end
+  return math.max(s.at, s.tt, s.ft, lock, spray, attack)
 end
 
 local function save(key, s, p, now)
@@ -87,7 +96,8 @@ local function save(key, s, p, now)
   end
   redis.call('HSET', key, 'at', int(s.at), 'ft', int(s.ft), 'f', int(s.f), 'lf', int(s.lf),
     'lu', int(s.lu), 'tl', int(s.tl), 'p', int(s.p), 'sc', int(s.sc), 'sw', int(s.sw),
-    'sb', int(s.sb), 'sn', int(s.sn), 'sl', int(s.sl), 'tt', int(s.tt))
+    'sb', int(s.sb), 'sn', int(s.sn), 'sl', int(s.sl), 'tt', int(s.tt), 'aw', int(s.aw),
+    'aa', int(s.aa), 'af', int(s.af), 'apa', int(s.apa), 'apf', int(s.apf))
   -- Relative, so a test's injected clock and Redis' own clock need not agree.
   redis.call('PEXPIRE', key, int(at - now))
   if s.sc > 0 then
@@ -208,4 +218,38 @@ local function index_restriction(index, key, until_ms, now)
   if redis.call('PTTL', index) < until_ms - now then
     redis.call('PEXPIRE', index, int(until_ms - now))
   end
+end
+
+-- AttackSignal::roll
+local function attack_roll(s, p, now)
+  local window = math.floor(now / p.aw)
+  if window == s.aw then
+    return
+  end
+  if window == s.aw + 1 then
+    s.apa, s.apf = s.aa, s.af
+  else
+    s.apa, s.apf = 0, 0
+  end
+  s.aw, s.aa, s.af = window, 0, 0
+end
+
+-- AttackSignal::under_attack (on a rolled state)
+local function attack_under(s, p, now)
+  local window = p.aw
+  local overlap = window - now % window
+  local attempts = s.aa * window + s.apa * overlap
+  local failures = s.af * window + s.apf * overlap
+  return attempts >= p.amin * window and attempts > 0 and failures * 100 >= p.apct * attempts
+end
+
+-- AttackSignal::tighten, on a policy's three rate limits
+local function tighten(p, factor)
+  local function one(burst, interval)
+    if burst == 0 then return 0, interval end
+    return math.max(math.floor(burst / factor), 1), interval * factor
+  end
+  p.ab, p.ai = one(p.ab, p.ai)
+  p.tb, p.ti = one(p.tb, p.ti)
+  p.fb, p.fi = one(p.fb, p.fi)
 end

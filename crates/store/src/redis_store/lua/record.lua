@@ -10,10 +10,14 @@ local index = ARGV[#KEYS + 4]
 local bans = {}
 for i, key in ipairs(KEYS) do
   local p = parse_policy(ARGV[i + 3])
-  if failed and (p.fb > 0 or p.sm > 0) then
+  if failed and (p.fb > 0 or p.sm > 0 or p.aw > 0) then
     local s = load(key)
     if p.fb > 0 then
       s.ft = math.max(s.ft, now) + p.fi
+    end
+    if p.aw > 0 then
+      attack_roll(s, p, now)
+      s.af = s.af + 1
     end
     if p.sm > 0 then
       local until_ms = spray_on_failure(key, s, p, username, now)
