@@ -255,6 +255,62 @@ async fn a_surge_of_failures_across_replicas_tightens_every_address_and_is_repor
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_owner_locked_out_by_an_attacker_across_replicas_still_logs_in_from_a_trusted_device() {
+    let (replicas, redis, _database) = three_replicas(&[]).await;
+    let credentials = json!({ "username": "owner", "password": PASSWORD });
+    post(
+        replicas.url(0, "/v1/users"),
+        credentials.clone(),
+        "192.0.2.1".to_owned(),
+    )
+    .await;
+    let first = post(
+        replicas.url(0, "/v1/login"),
+        credentials.clone(),
+        "192.0.2.1".to_owned(),
+    )
+    .await;
+    let cookie = first.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    for i in 0..6 {
+        let guess = json!({ "username": "owner", "password": format!("guess{i}") });
+        post(
+            replicas.url(i % 3, "/v1/login"),
+            guess,
+            format!("198.51.100.{i}"),
+        )
+        .await;
+    }
+    let untrusted = post(
+        replicas.url(1, "/v1/login"),
+        credentials.clone(),
+        "192.0.2.1".to_owned(),
+    )
+    .await;
+    assert_eq!(untrusted.status(), 429, "untrusted clients stay locked out");
+    let trusted = reqwest::Client::new()
+        .post(replicas.url(2, "/v1/login"))
+        .header("x-forwarded-for", "192.0.2.1")
+        .header("cookie", cookie)
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        trusted.status(),
+        200,
+        "the owner's device cookie works on every replica"
+    );
+    redis.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_session_from_one_replica_is_valid_on_all_and_logout_on_one_revokes_it_everywhere() {
     let (replicas, redis, _database) = three_replicas(&[]).await;
     let credentials = json!({ "username": "alice", "password": PASSWORD });
