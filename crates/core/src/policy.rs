@@ -13,6 +13,18 @@ const SECOND: u64 = 1_000;
 const MINUTE: u64 = 60 * SECOND;
 const HOUR: u64 = 60 * MINUTE;
 
+/// The account lockout: Keycloak's knobs, with OWASP's 5 failures rather than Keycloak's 30.
+const ACCOUNT_LOCKOUT: Backoff = Backoff {
+    max_failures: 5,
+    strategy: Strategy::Multiple,
+    wait_increment_ms: MINUTE,
+    max_wait_ms: 15 * MINUTE,
+    failure_reset_ms: 12 * HOUR,
+    quick_login_check_ms: 0,
+    min_quick_login_wait_ms: MINUTE,
+    permanent_after: None,
+};
+
 /// The limits of one dimension; each part is optional.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -155,27 +167,10 @@ impl Default for Policy {
                 attack: None,
             },
             username: KeyPolicy {
-                attempts: None,
-                throttle: None,
-                failures: None,
-                // Keycloak's knobs; 5 failures (OWASP) rather than Keycloak's 30.
-                lockout: Some(Backoff {
-                    max_failures: 5,
-                    strategy: Strategy::Multiple,
-                    wait_increment_ms: MINUTE,
-                    max_wait_ms: 15 * MINUTE,
-                    failure_reset_ms: 12 * HOUR,
-                    quick_login_check_ms: 0,
-                    min_quick_login_wait_ms: MINUTE,
-                    permanent_after: None,
-                }),
-                spray: None,
-                attack: None,
+                lockout: Some(ACCOUNT_LOCKOUT),
+                ..KeyPolicy::default()
             },
             username_ip: KeyPolicy {
-                attempts: None,
-                throttle: None,
-                failures: None,
                 // Auth0's brute-force protection shape: 10 failures for one account from one
                 // address block that pair.
                 lockout: Some(Backoff {
@@ -188,26 +183,12 @@ impl Default for Policy {
                     min_quick_login_wait_ms: MINUTE,
                     permanent_after: None,
                 }),
-                spray: None,
-                attack: None,
+                ..KeyPolicy::default()
             },
+            // OWASP: a trusted device gets the account's own lockout, for itself alone.
             device: KeyPolicy {
-                attempts: None,
-                throttle: None,
-                failures: None,
-                // OWASP: a trusted device gets the account's own lockout, for itself alone.
-                lockout: Some(Backoff {
-                    max_failures: 5,
-                    strategy: Strategy::Multiple,
-                    wait_increment_ms: MINUTE,
-                    max_wait_ms: 15 * MINUTE,
-                    failure_reset_ms: 12 * HOUR,
-                    quick_login_check_ms: 0,
-                    min_quick_login_wait_ms: MINUTE,
-                    permanent_after: None,
-                }),
-                spray: None,
-                attack: None,
+                lockout: Some(ACCOUNT_LOCKOUT),
+                ..KeyPolicy::default()
             },
         }
     }

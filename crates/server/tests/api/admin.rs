@@ -3,6 +3,7 @@
 
 use portcullis_testkit::redis::TestRedis;
 use portcullis_testkit::{PASSWORD, TestApp, test_settings};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::distributed::{post, three_replicas};
@@ -10,16 +11,21 @@ use crate::helpers::assert_problem;
 
 const TOKEN: &str = "admin-token-for-tests-0123456789abcdef";
 
+/// An admin API call carrying the token.
+async fn admin_call(method: Method, url: String, body: Option<&Value>) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(TOKEN);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    request.send().await.unwrap()
+}
+
 #[tokio::test]
 async fn the_admin_api_is_off_without_a_token_and_refuses_wrong_tokens() {
     let off = TestApp::spawn().await;
-    let response = off
-        .client
-        .get(off.url("/admin/v1/lockouts"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let response = admin_call(Method::GET, off.url("/admin/v1/lockouts"), None).await;
     assert_problem(response, 404).await;
 
     let mut settings = test_settings();
@@ -32,13 +38,7 @@ async fn the_admin_api_is_off_without_a_token_and_refuses_wrong_tokens() {
         }
         assert_problem(request.send().await.unwrap(), 401).await;
     }
-    let ok = on
-        .client
-        .get(on.url("/admin/v1/lockouts"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let ok = admin_call(Method::GET, on.url("/admin/v1/lockouts"), None).await;
     assert_eq!(ok.status(), 200);
     for query in [
         "",
@@ -46,13 +46,12 @@ async fn the_admin_api_is_off_without_a_token_and_refuses_wrong_tokens() {
         "?ip=not-an-ip",
         "?subnet=10.0.0.1",
     ] {
-        let response = on
-            .client
-            .get(on.url(&format!("/admin/v1/subjects{query}")))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
+        let response = admin_call(
+            Method::GET,
+            on.url(&format!("/admin/v1/subjects{query}")),
+            None,
+        )
+        .await;
         assert_problem(response, 400).await;
     }
 }
@@ -85,11 +84,9 @@ async fn a_lockout_set_through_one_replica_is_listed_and_unlocked_through_anothe
     .await;
     assert_eq!(locked.status(), 429);
 
-    let client = reqwest::Client::new();
-    let get = |i: usize, path: &str| client.get(replicas.url(i, path)).bearer_auth(TOKEN).send();
+    let get = |i: usize, path: &str| admin_call(Method::GET, replicas.url(i, path), None);
     let subject: Value = get(1, "/admin/v1/subjects?username=Alice")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -102,12 +99,7 @@ async fn a_lockout_set_through_one_replica_is_listed_and_unlocked_through_anothe
         "no plain usernames"
     );
 
-    let listed: Value = get(2, "/admin/v1/lockouts")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = get(2, "/admin/v1/lockouts").await.json().await.unwrap();
     let keys: Vec<&str> = listed["restrictions"]
         .as_array()
         .unwrap()
@@ -116,16 +108,15 @@ async fn a_lockout_set_through_one_replica_is_listed_and_unlocked_through_anothe
         .collect();
     assert_eq!(keys, [status["key"].as_str().unwrap()], "{listed}");
 
-    let unlocked: Value = client
-        .post(replicas.url(0, "/admin/v1/unlock"))
-        .bearer_auth(TOKEN)
-        .json(&json!({ "username": "alice" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let unlocked: Value = admin_call(
+        Method::POST,
+        replicas.url(0, "/admin/v1/unlock"),
+        Some(&json!({ "username": "alice" })),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert_eq!(unlocked["cleared"], 1);
     let after = post(
         replicas.url(1, "/v1/login"),
@@ -138,12 +129,7 @@ async fn a_lockout_set_through_one_replica_is_listed_and_unlocked_through_anothe
         200,
         "replica 1 honours the unlock made through replica 0"
     );
-    let listed: Value = get(2, "/admin/v1/lockouts")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = get(2, "/admin/v1/lockouts").await.json().await.unwrap();
     assert_eq!(listed["restrictions"], json!([]));
     redis.cleanup().await;
 }
@@ -160,14 +146,12 @@ async fn an_allowlisted_network_skips_address_limits_but_never_account_lockouts(
         ),
     ])
     .await;
-    let client = reqwest::Client::new();
-    let added = client
-        .put(replicas.url(0, "/admin/v1/allowlist"))
-        .bearer_auth(TOKEN)
-        .json(&json!({ "network": "203.0.113.9/24" }))
-        .send()
-        .await
-        .unwrap();
+    let added = admin_call(
+        Method::PUT,
+        replicas.url(0, "/admin/v1/allowlist"),
+        Some(&json!({ "network": "203.0.113.9/24" })),
+    )
+    .await;
     assert_eq!(added.status(), 201);
     let body: Value = added.json().await.unwrap();
     assert_eq!(body["networks"], json!(["203.0.113.0/24"]));
@@ -208,20 +192,15 @@ async fn an_allowlisted_network_skips_address_limits_but_never_account_lockouts(
         assert_eq!(response.status(), expected, "attempt {i} from elsewhere");
     }
 
-    let removed = client
-        .delete(replicas.url(1, "/admin/v1/allowlist"))
-        .bearer_auth(TOKEN)
-        .json(&json!({ "network": "203.0.113.0/24" }))
-        .send()
-        .await
-        .unwrap();
+    let removed = admin_call(
+        Method::DELETE,
+        replicas.url(1, "/admin/v1/allowlist"),
+        Some(&json!({ "network": "203.0.113.0/24" })),
+    )
+    .await;
     assert_eq!(removed.status(), 204);
-    let listed: Value = client
-        .get(replicas.url(0, "/admin/v1/allowlist"))
-        .bearer_auth(TOKEN)
-        .send()
+    let listed: Value = admin_call(Method::GET, replicas.url(0, "/admin/v1/allowlist"), None)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -271,17 +250,15 @@ async fn a_permanent_lockout_outlives_the_attempt_store_until_an_admin_unlocks()
         "the database remembers"
     );
 
-    let unlocked: Value = app
-        .client
-        .post(app.url("/admin/v1/unlock"))
-        .bearer_auth(TOKEN)
-        .json(&json!({ "username": "carol" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let unlocked: Value = admin_call(
+        Method::POST,
+        app.url("/admin/v1/unlock"),
+        Some(&json!({ "username": "carol" })),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     // The database lock, and the counter the refused attempt above left in Redis.
     assert_eq!(unlocked["cleared"], 2);
     assert_eq!(app.login("carol", PASSWORD).await.status(), 200);
