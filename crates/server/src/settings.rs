@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::Context;
 use ipnet::IpNet;
 use portcullis_core::Policy;
+use portcullis_store::OnError;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -155,11 +156,29 @@ impl Default for DeviceSettings {
 }
 
 /// Where attempt counters and sessions live: in this process unless Redis is configured.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct StoreSettings {
     /// Redis shared by every replica; unset means the in-memory store (one replica only).
     pub redis: Option<RedisSettings>,
+    /// What to do while Redis cannot answer: `local` (count in this process), `fail_closed`
+    /// (503 + Retry-After) or `fail_open` (admit unchecked).
+    pub on_error: OnError,
+    /// Consecutive Redis failures that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// Milliseconds the open breaker skips Redis before probing it again.
+    pub breaker_cool_down_ms: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            redis: None,
+            on_error: OnError::Local,
+            breaker_failures: 3,
+            breaker_cool_down_ms: 1_000,
+        }
+    }
 }
 
 /// The Redis attempt and session store.
@@ -182,7 +201,7 @@ impl Default for RedisSettings {
             url: String::new(),
             cluster: false,
             prefix: "portcullis".to_owned(),
-            timeout_ms: 250,
+            timeout_ms: 50,
         }
     }
 }
@@ -317,6 +336,10 @@ impl Settings {
             anyhow::ensure!(
                 redis.timeout_ms >= 1,
                 "store.redis.timeout_ms: must be at least 1"
+            );
+            anyhow::ensure!(
+                self.store.breaker_failures >= 1,
+                "store.breaker_failures: must be at least 1"
             );
             let key_len = self
                 .secrets

@@ -11,8 +11,8 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use portcullis_core::{DeviceCookies, KeyDeriver};
 use portcullis_store::{
-    AdminStore, AttemptStore, Clock, EventLog, MemoryStore, RedisConfig, RedisStore, SessionStore,
-    SystemClock,
+    AdminStore, AttemptStore, Clock, EventLog, MemoryStore, RedisConfig, RedisStore,
+    ResilientStore, SessionStore, SystemClock, Transition,
 };
 use secrecy::ExposeSecret;
 
@@ -95,6 +95,11 @@ impl Application {
             device: settings.device.clone(),
             admin,
             disclose_lockouts: settings.responses.disclose_lockouts,
+            store_on_error: settings
+                .store
+                .redis
+                .as_ref()
+                .map(|_| settings.store.on_error),
             locked_retry_after_secs: settings
                 .policy
                 .username
@@ -169,11 +174,33 @@ fn stores(settings: &Settings, clock: Option<Arc<dyn Clock>>) -> anyhow::Result<
         timeout: Duration::from_millis(redis.timeout_ms),
     };
     let mut store = RedisStore::new(&config, &settings.policy).context("store.redis")?;
-    if let Some(clock) = clock {
-        store = store.with_clock(clock);
-    }
+    let local_clock: Arc<dyn Clock> = match clock {
+        Some(clock) => {
+            store = store.with_clock(clock.clone());
+            clock
+        }
+        None => Arc::new(SystemClock),
+    };
     let store = Arc::new(store);
-    Ok((store.clone(), store.clone(), store.clone(), store))
+    let attempts = ResilientStore::new(
+        store.clone(),
+        MemoryStore::new(settings.policy, local_clock),
+        settings.store.on_error,
+        settings.store.breaker_failures,
+        Duration::from_millis(settings.store.breaker_cool_down_ms),
+        Box::new(report_transition),
+    );
+    Ok((Arc::new(attempts), store.clone(), store.clone(), store))
+}
+
+/// Reports the breaker's changes: a `security` event and the `portcullis_store_degraded` gauge.
+fn report_transition(transition: Transition) {
+    let (event, degraded) = match transition {
+        Transition::Degraded => ("store_degraded", 1.0),
+        Transition::Recovered => ("store_recovered", 0.0),
+    };
+    metrics::gauge!("portcullis_store_degraded").set(degraded);
+    tracing::warn!(target: "security", event, "attempt store {event}");
 }
 
 /// What the start-up log says the deployment runs on.

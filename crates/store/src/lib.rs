@@ -3,7 +3,8 @@
 //! The server talks to the [`AttemptStore`] and [`SessionStore`] traits. Each implementation
 //! applies the policy of `portcullis-core` atomically, with its own notion of now:
 //! - [`memory`]: in-process, the embedded default (one replica only);
-//! - [`redis_store`]: Redis or Redis Cluster, shared by every replica.
+//! - [`redis_store`]: Redis or Redis Cluster, shared by every replica;
+//! - [`resilient`]: a circuit breaker around the shared store and the mode for when it fails.
 //!
 //! A store owns its clock (see [`clock`]) so that all replicas sharing a store share one time.
 
@@ -12,6 +13,7 @@ pub mod clock;
 pub mod events;
 pub mod memory;
 pub mod redis_store;
+pub mod resilient;
 
 use async_trait::async_trait;
 use portcullis_core::{AttemptKey, Decision, LockoutEvent, Outcome, UnixMillis};
@@ -21,6 +23,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{EventKind, SecurityEvent};
 pub use memory::MemoryStore;
 pub use redis_store::{RedisConfig, RedisStore};
+pub use resilient::{OnError, ResilientStore, Transition};
 
 /// A store that could not answer.
 #[derive(Debug, thiserror::Error)]

@@ -142,18 +142,7 @@ impl RedisServer {
     pub async fn spawn_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}): install it or set {REDIS_URL_ENV}")
-            });
+        let child = redis_server(port, dir.path(), extra);
         let url = format!("redis://127.0.0.1:{port}");
         let server = Self {
             url: url.clone(),
@@ -182,10 +171,60 @@ impl RedisServer {
         self.child.id()
     }
 
+    /// Sends a signal (`STOP`, `CONT`, `KILL`, ...) to the server.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} failed");
+    }
+
+    /// Kills the server; `restart` brings an empty one back on the same port.
+    pub fn kill(&mut self) {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+    }
+
+    /// Starts an empty server on the same port (after `kill`), as a restart without
+    /// persistence does.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.child = ChildGuard(redis_server(self.port, self.dir.path(), &[]));
+        let url = self.url.clone();
+        wait_until(Duration::from_secs(10), "restarted redis-server", || {
+            let url = url.clone();
+            async move {
+                match redis::Client::open(url.as_str()) {
+                    Ok(client) => client.get_multiplexed_async_connection().await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await;
+    }
+
     /// Its data directory.
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
     }
+}
+
+/// Starts a non-persistent `redis-server` on a loopback port.
+fn redis_server(port: u16, dir: &std::path::Path, extra: &[&str]) -> std::process::Child {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run redis-server ({e}): install it or set {REDIS_URL_ENV}")
+        })
 }
 
 /// A Redis Cluster of `primaries` private servers, no replicas.

@@ -2,6 +2,8 @@
 
 use actix_web::{HttpResponse, web};
 
+use portcullis_store::OnError;
+
 use super::AppState;
 use crate::error::ApiError;
 
@@ -10,7 +12,9 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: the database and the attempt store answer, so logins can be served.
+/// `GET /readyz`: the database and the attempt store answer, so logins can be served; with a
+/// failing shared store, `{"status": "degraded"}` in the local and fail-open modes, 503 in the
+/// fail-closed one.
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if let Err(error) = state.accounts.ping().await {
         tracing::warn!(error = format!("{error:#}"), "not ready: database");
@@ -18,7 +22,16 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             retry_after_secs: 1,
         });
     }
-    state.guard.store_ready().await?;
+    if let Err(error) = state.guard.store_ready().await {
+        tracing::warn!(error = %error, "attempt store not answering");
+        // Local and fail-open modes still serve logins; fail-closed does not.
+        if state.store_on_error == Some(OnError::FailClosed) {
+            return Err(ApiError::Unavailable {
+                retry_after_secs: 1,
+            });
+        }
+        return Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "degraded" })));
+    }
     Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })))
 }
 

@@ -55,6 +55,8 @@ pub struct AppState {
     pub disclose_lockouts: bool,
     /// Retry-After for a permanently locked account answered like a throttle.
     pub locked_retry_after_secs: u64,
+    /// The mode while a shared store fails (`None`: the memory store, which cannot fail).
+    pub store_on_error: Option<portcullis_store::OnError>,
 }
 
 impl AppState {

@@ -214,6 +214,7 @@ async fn permanent_lockouts(redis: &TestRedis, disclose: bool) -> TestApp {
     settings.store.redis = Some(portcullis_server::settings::RedisSettings {
         url: redis.url.clone(),
         prefix: redis.prefix.clone(),
+        timeout_ms: 2_000,
         ..Default::default()
     });
     settings.secrets.hmac_key = Some("0123456789abcdef0123456789abcdef-admin-tests".into());

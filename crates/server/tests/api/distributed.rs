@@ -370,6 +370,7 @@ async fn the_memory_store_app_also_runs_on_redis_with_an_injected_clock() {
     settings.store.redis = Some(portcullis_server::settings::RedisSettings {
         url: redis.url.clone(),
         prefix: redis.prefix.clone(),
+        timeout_ms: 2_000,
         ..Default::default()
     });
     settings.secrets.hmac_key = Some(HMAC_KEY.into());

@@ -9,6 +9,7 @@ mod binary;
 mod client_ip;
 mod devices;
 mod distributed;
+mod faults;
 mod health;
 mod helpers;
 mod local_stack;

@@ -1,0 +1,114 @@
+//! Redis failure as a designed mode: local fallback, fail-closed, a frozen Redis, recovery.
+
+use std::time::Duration;
+
+use portcullis_server::settings::RedisSettings;
+use portcullis_store::OnError;
+use portcullis_testkit::redis::RedisServer;
+use portcullis_testkit::{PASSWORD, TestApp, test_settings};
+use serde_json::Value;
+
+use crate::helpers::{assert_problem, retry_after};
+
+/// An app on a Redis of the test's own, with a short timeout and a quick breaker.
+async fn app_on(server: &RedisServer, on_error: OnError) -> TestApp {
+    let mut settings = test_settings();
+    settings.store.redis = Some(RedisSettings {
+        url: server.url.clone(),
+        prefix: "faults".to_owned(),
+        timeout_ms: 200,
+        ..Default::default()
+    });
+    settings.store.on_error = on_error;
+    settings.store.breaker_failures = 2;
+    settings.store.breaker_cool_down_ms = 200;
+    settings.secrets.hmac_key = Some("0123456789abcdef0123456789abcdef-faults".into());
+    TestApp::spawn_with(settings).await
+}
+
+async fn readiness(app: &TestApp) -> (u16, Value) {
+    let response = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn with_redis_dead_the_local_mode_still_counts_and_recovers_when_redis_returns() {
+    let mut server = RedisServer::spawn().await;
+    let app = app_on(&server, OnError::Local).await;
+    assert_eq!(app.register("alice", PASSWORD).await.status(), 201);
+    server.kill();
+
+    // Every answer is a designed one: counted locally, never a 500.
+    for i in 0..5 {
+        assert_eq!(
+            app.login("alice", "wrong").await.status(),
+            401,
+            "failure {i}"
+        );
+    }
+    assert_eq!(
+        app.login("alice", "wrong").await.status(),
+        429,
+        "the local lockout holds"
+    );
+    assert_eq!(
+        readiness(&app).await,
+        (200, serde_json::json!({ "status": "degraded" }))
+    );
+
+    // Redis comes back empty: scripts are reloaded and the shared count starts afresh.
+    server.restart().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.login("alice", PASSWORD).await.status(), 200);
+    assert_eq!(readiness(&app).await.0, 200);
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("portcullis_store_degraded 0"), "{metrics}");
+}
+
+#[tokio::test]
+async fn with_redis_dead_the_fail_closed_mode_answers_503_with_retry_after() {
+    let mut server = RedisServer::spawn().await;
+    let app = app_on(&server, OnError::FailClosed).await;
+    server.kill();
+    for _ in 0..3 {
+        let response = app.login("alice", "wrong").await;
+        assert_eq!(retry_after(&response), 1);
+        assert_problem(response, 503).await;
+    }
+    assert_eq!(readiness(&app).await.0, 503);
+}
+
+#[tokio::test]
+async fn a_frozen_redis_costs_a_timeout_then_nothing_until_it_thaws() {
+    let server = RedisServer::spawn().await;
+    let app = app_on(&server, OnError::Local).await;
+    app.register("bob", PASSWORD).await;
+    server.signal("STOP");
+    // Requests still answer: the first ones after the call timeout, then the open breaker
+    // skips Redis. (The client's own timeout only guards against a hang.)
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for i in 0..4 {
+        let response = client
+            .post(app.url("/v1/login"))
+            .json(&serde_json::json!({ "username": "bob", "password": "wrong" }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request {i} did not answer: {e}"));
+        assert_eq!(response.status(), 401, "request {i}");
+    }
+    server.signal("CONT");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.login("bob", PASSWORD).await.status(), 200);
+}
