@@ -5,6 +5,7 @@
 //! dialects accept; migrations live in `migrations/<dialect>` and are embedded in the binary.
 
 use std::path::Path;
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -24,6 +25,22 @@ pub enum Dialect {
     Sqlite,
     /// PostgreSQL.
     Postgres,
+}
+
+/// The database cannot be reached (down, or every connection busy past the acquire timeout):
+/// the API answers 503 with Retry-After rather than 500.
+#[derive(Debug, thiserror::Error)]
+#[error("database unavailable: {0}")]
+pub struct DatabaseUnavailable(sqlx::Error);
+
+/// Wraps a query error with what was being done, marking unavailability for the API.
+pub fn db_error(error: sqlx::Error, doing: &'static str) -> anyhow::Error {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            anyhow::Error::new(DatabaseUnavailable(error)).context(doing)
+        }
+        other => anyhow::Error::new(other).context(doing),
+    }
 }
 
 /// A stored account.
@@ -74,7 +91,9 @@ impl Accounts {
                 redact(url)
             );
         };
-        let mut options = AnyPoolOptions::new().max_connections(settings.max_connections);
+        let mut options = AnyPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms));
         if dialect == Dialect::Sqlite && in_memory {
             // Every connection to `:memory:` is its own database: keep exactly one, forever.
             options = options
@@ -119,7 +138,7 @@ impl Accounts {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await
-            .context("database ping")?;
+            .map_err(|e| db_error(e, "database ping"))?;
         Ok(())
     }
 
@@ -131,7 +150,7 @@ impl Accounts {
         .bind(username.as_str())
         .fetch_optional(&self.pool)
         .await
-        .context("looking up an account")?;
+        .map_err(|e| db_error(e, "looking up an account"))?;
         row.map(|row| {
             Ok(Account {
                 id: row.try_get("id")?,
@@ -169,9 +188,7 @@ impl Accounts {
                 locked_at: None,
             }),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(CreateError::Taken),
-            Err(e) => Err(CreateError::Database(
-                anyhow::Error::new(e).context("inserting an account"),
-            )),
+            Err(e) => Err(CreateError::Database(db_error(e, "inserting an account"))),
         }
     }
 }
@@ -184,7 +201,7 @@ impl Accounts {
             .bind(username.as_str())
             .execute(&self.pool)
             .await
-            .context("locking an account")?;
+            .map_err(|e| db_error(e, "locking an account"))?;
         Ok(())
     }
 
@@ -195,7 +212,7 @@ impl Accounts {
                 .bind(username.as_str())
                 .execute(&self.pool)
                 .await
-                .context("unlocking an account")?;
+                .map_err(|e| db_error(e, "unlocking an account"))?;
         Ok(result.rows_affected() > 0)
     }
 }

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use anyhow::Context;
+use crate::accounts::db_error;
 use ipnet::IpNet;
 use sqlx::{AnyPool, Row};
 
@@ -70,7 +70,7 @@ impl Allowlist {
         let rows = sqlx::query("SELECT network FROM allowlist ORDER BY network")
             .fetch_all(&self.pool)
             .await
-            .context("reading the allowlist")?;
+            .map_err(|e| db_error(e, "reading the allowlist"))?;
         Ok(rows
             .iter()
             .filter_map(|row| row.try_get::<String, _>("network").ok()?.parse().ok())
@@ -87,7 +87,7 @@ impl Allowlist {
         .bind(now)
         .execute(&self.pool)
         .await
-        .context("adding to the allowlist")?
+        .map_err(|e| db_error(e, "adding to the allowlist"))?
         .rows_affected();
         self.refresh().await?;
         Ok(added > 0)
@@ -99,7 +99,7 @@ impl Allowlist {
             .bind(network.trunc().to_string())
             .execute(&self.pool)
             .await
-            .context("removing from the allowlist")?
+            .map_err(|e| db_error(e, "removing from the allowlist"))?
             .rows_affected();
         self.refresh().await?;
         Ok(removed > 0)

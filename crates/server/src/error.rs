@@ -50,7 +50,7 @@ pub enum ApiError {
     NotFound,
     /// A bug or an infrastructure failure; details only in the log.
     #[error(transparent)]
-    Internal(#[from] anyhow::Error),
+    Internal(anyhow::Error),
 }
 
 #[derive(Serialize)]
@@ -133,6 +133,22 @@ impl ResponseError for ApiError {
     }
 }
 
+/// An unreachable database is a 503 the client may retry; anything else is a 500.
+impl From<anyhow::Error> for ApiError {
+    fn from(error: anyhow::Error) -> Self {
+        if error
+            .chain()
+            .any(|cause| cause.is::<crate::accounts::DatabaseUnavailable>())
+        {
+            tracing::error!(error = format!("{error:#}"), "database unavailable");
+            return ApiError::Unavailable {
+                retry_after_secs: 1,
+            };
+        }
+        ApiError::Internal(error)
+    }
+}
+
 /// A store that cannot answer makes the service unavailable for a moment, not broken.
 impl From<portcullis_store::StoreError> for ApiError {
     fn from(error: portcullis_store::StoreError) -> Self {
@@ -150,7 +166,7 @@ impl From<crate::password::HashError> for ApiError {
             crate::password::HashError::Busy => ApiError::Unavailable {
                 retry_after_secs: 1,
             },
-            crate::password::HashError::Failed(e) => ApiError::Internal(e),
+            crate::password::HashError::Failed(e) => e.into(),
         }
     }
 }
@@ -159,7 +175,7 @@ impl From<crate::accounts::CreateError> for ApiError {
     fn from(error: crate::accounts::CreateError) -> Self {
         match error {
             crate::accounts::CreateError::Taken => ApiError::UsernameTaken,
-            crate::accounts::CreateError::Database(e) => ApiError::Internal(e),
+            crate::accounts::CreateError::Database(e) => e.into(),
         }
     }
 }

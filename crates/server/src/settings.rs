@@ -85,6 +85,8 @@ pub struct DatabaseSettings {
     pub migrate_on_start: bool,
     /// Pool size.
     pub max_connections: u32,
+    /// Longest wait for a connection before a request answers 503 + Retry-After.
+    pub acquire_timeout_ms: u64,
 }
 
 /// Argon2id parameters and the hashing pool.
@@ -246,6 +248,7 @@ impl Default for Settings {
                 url: "sqlite://data/portcullis.db".to_owned(),
                 migrate_on_start: true,
                 max_connections: 8,
+                acquire_timeout_ms: 2_000,
             },
             argon2: Argon2Settings {
                 memory_kib: 19_456,

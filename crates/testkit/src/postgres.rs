@@ -108,70 +108,102 @@ fn with_database(url: &str, name: &str) -> String {
     }
 }
 
-/// A PostgreSQL server of the test's own, from the local binaries, in a temp dir.
-struct PostgresServer {
-    url: String,
-    _child: ChildGuard,
-    _dir: tempfile::TempDir,
+/// A PostgreSQL server of the test's own, from the local binaries, in a temp dir: for fault
+/// tests that stop and start it, and as the fallback when no server is provided.
+pub struct PostgresServer {
+    /// `postgres://postgres@127.0.0.1:port/postgres`.
+    pub url: String,
+    port: u16,
+    bin: PathBuf,
+    as_root: bool,
+    child: Option<ChildGuard>,
+    dir: tempfile::TempDir,
 }
 
 impl PostgresServer {
-    async fn spawn() -> Self {
+    /// Initialises a cluster in a temp dir and starts it on a free port.
+    pub async fn spawn() -> Self {
         let bin = local_binaries().unwrap_or_else(|| {
             panic!("no PostgreSQL: set {DATABASE_URL_ENV} or install postgresql")
         });
         let dir = tempfile::tempdir().expect("temp dir");
-        let data = dir.path().join("data");
         // PostgreSQL refuses to run as root: run it as the `postgres` user then.
         let as_root = Command::new("id")
             .arg("-u")
             .output()
             .is_ok_and(|o| o.stdout.starts_with(b"0"));
-        let command = |program: &str| {
-            let path = bin.join(program);
-            let mut command = if as_root {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--"]).arg(path);
-                c
-            } else {
-                Command::new(path)
-            };
-            command.stdout(Stdio::null()).stderr(Stdio::null());
-            command
-        };
         if as_root {
             let _ = Command::new("chown")
                 .args(["-R", "postgres"])
                 .arg(dir.path())
                 .status();
         }
-        let initialised = command("initdb")
+        let port = free_port();
+        let mut server = Self {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            port,
+            bin,
+            as_root,
+            child: None,
+            dir,
+        };
+        let initialised = server
+            .command("initdb")
             .args(["-A", "trust", "-U", "postgres", "-D"])
-            .arg(&data)
+            .arg(server.dir.path().join("data"))
             .status()
             .expect("initdb");
         assert!(initialised.success(), "initdb failed");
-        let port = free_port();
-        let child = command("postgres")
+        server.start().await;
+        server
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        let mut command = if self.as_root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        };
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+        command
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    pub async fn start(&mut self) {
+        let child = self
+            .command("postgres")
             .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .arg(self.dir.path().join("data"))
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+            ])
             .arg("-k")
-            .arg(dir.path())
+            .arg(self.dir.path())
             .spawn()
             .expect("postgres");
-        let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
-        let probe = url.clone();
+        self.child = Some(ChildGuard(child));
+        let probe = self.url.clone();
         wait_until(Duration::from_secs(30), "postgres", || {
             let probe = probe.clone();
             async move { PgConnection::connect(&probe).await.is_ok() }
         })
         .await;
-        Self {
-            url,
-            _child: ChildGuard(child),
-            _dir: dir,
-        }
+    }
+
+    /// Stops the server at once (`pg_ctl stop -m immediate`), as a crash would.
+    pub fn stop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .args(["stop", "-m", "immediate", "-w", "-D"])
+            .arg(self.dir.path().join("data"))
+            .status();
+        self.child = None;
     }
 }
 

@@ -1,9 +1,12 @@
-//! Redis failure as a designed mode: local fallback, fail-closed, a frozen Redis, recovery.
+//! Failure as a designed mode: Redis dead or frozen (local fallback, fail-closed, recovery) and
+//! PostgreSQL down (503 with Retry-After, recovery).
 
 use std::time::Duration;
 
 use portcullis_server::settings::RedisSettings;
 use portcullis_store::OnError;
+use portcullis_testkit::postgres::PostgresServer;
+use portcullis_testkit::process::wait_until;
 use portcullis_testkit::redis::RedisServer;
 use portcullis_testkit::{PASSWORD, TestApp, test_settings};
 use serde_json::Value;
@@ -111,4 +114,34 @@ async fn a_frozen_redis_costs_a_timeout_then_nothing_until_it_thaws() {
     server.signal("CONT");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.login("bob", PASSWORD).await.status(), 200);
+}
+
+#[tokio::test]
+async fn with_postgresql_down_logins_answer_503_promptly_and_recover_when_it_returns() {
+    let mut postgres = PostgresServer::spawn().await;
+    let mut settings = test_settings();
+    settings.database.url = postgres.url.clone();
+    settings.database.acquire_timeout_ms = 500;
+    let app = TestApp::spawn_with(settings).await;
+    assert_eq!(app.register("carol", PASSWORD).await.status(), 201);
+
+    postgres.stop();
+    for attempt in [
+        app.login("carol", PASSWORD).await,
+        app.register("dave", PASSWORD).await,
+    ] {
+        assert_eq!(retry_after(&attempt), 1);
+        assert_problem(attempt, 503).await;
+    }
+    assert_eq!(readiness(&app).await.0, 503);
+
+    postgres.start().await;
+    wait_until(
+        Duration::from_secs(20),
+        "login after PostgreSQL returns",
+        || async { app.login("carol", PASSWORD).await.status() == 200 },
+    )
+    .await;
+    // Nothing half-written: dave was never created, so he registers now.
+    assert_eq!(app.register("dave", PASSWORD).await.status(), 201);
 }
