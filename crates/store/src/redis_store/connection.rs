@@ -59,6 +59,8 @@ enum Pool {
 pub struct Connections {
     pool: Pool,
     current: Mutex<Option<Conn>>,
+    /// Held while a connection is being made, so a burst of calls makes one, not hundreds.
+    connecting: tokio::sync::Mutex<()>,
 }
 
 impl Connections {
@@ -85,11 +87,17 @@ impl Connections {
         Ok(Self {
             pool,
             current: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
         })
     }
 
     /// The kept connection, or a fresh one from the pool.
     pub async fn get(&self) -> Result<Conn, StoreError> {
+        if let Some(conn) = self.lock().clone() {
+            return Ok(conn);
+        }
+        let _connecting = self.connecting.lock().await;
+        // Another call may have connected while this one waited.
         if let Some(conn) = self.lock().clone() {
             return Ok(conn);
         }
