@@ -194,6 +194,17 @@ impl Accounts {
 }
 
 impl Accounts {
+    /// Replaces an account's password hash (a rehash with current parameters).
+    pub async fn update_hash(&self, id: &str, password_hash: &str) -> anyhow::Result<()> {
+        sqlx::query("UPDATE accounts SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error(e, "updating a password hash"))?;
+        Ok(())
+    }
+
     /// Marks an account permanently locked (no-op for a name without an account).
     pub async fn lock(&self, username: &Username) -> anyhow::Result<()> {
         sqlx::query("UPDATE accounts SET locked_at = $1 WHERE username = $2 AND locked_at = 0")

@@ -91,6 +91,25 @@ impl PasswordHasher {
             .await
     }
 
+    /// Whether a stored hash was made with other parameters than the current ones (or is not
+    /// Argon2id): a successful login then rehashes the password transparently.
+    pub fn needs_rehash(&self, stored: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(stored) else {
+            return true;
+        };
+        let current = &self.inner.params;
+        let argon2id = parsed.algorithm.as_str() == "argon2id";
+        match Params::try_from(&parsed) {
+            Ok(params) => {
+                !argon2id
+                    || params.m_cost() != current.m_cost()
+                    || params.t_cost() != current.t_cost()
+                    || params.p_cost() != current.p_cost()
+            }
+            Err(_) => true,
+        }
+    }
+
     /// Checks a password against a stored hash, or against the dummy hash when there is no
     /// account (then the answer is always `false`, after the same work).
     pub async fn verify(

@@ -72,6 +72,12 @@ pub struct ServerSettings {
     pub shutdown_timeout_secs: u64,
     /// Seconds between reloads of the allowlist from the database.
     pub allowlist_refresh_secs: u64,
+    /// Milliseconds a client gets to send a request's head; slower ones get 408.
+    pub request_timeout_ms: u64,
+    /// Seconds an idle keep-alive connection stays open.
+    pub keep_alive_secs: u64,
+    /// Open connections per worker; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 /// The accounts database.
@@ -243,6 +249,9 @@ impl Default for Settings {
                 max_body_bytes: 16 * 1024,
                 shutdown_timeout_secs: 30,
                 allowlist_refresh_secs: 5,
+                request_timeout_ms: 5_000,
+                keep_alive_secs: 5,
+                max_connections: 10_000,
             },
             database: DatabaseSettings {
                 url: "sqlite://data/portcullis.db".to_owned(),

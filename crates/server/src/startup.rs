@@ -122,7 +122,10 @@ impl Application {
                 .app_data(state.clone())
                 .configure(routes::configure(max_body))
         })
-        .shutdown_timeout(settings.server.shutdown_timeout_secs);
+        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        .client_request_timeout(Duration::from_millis(settings.server.request_timeout_ms))
+        .keep_alive(Duration::from_secs(settings.server.keep_alive_secs))
+        .max_connections(settings.server.max_connections);
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }

@@ -7,6 +7,7 @@ use actix_web::cookie::{Cookie, SameSite};
 use actix_web::{HttpRequest, HttpResponse, web};
 use portcullis_core::{Outcome, Username};
 use portcullis_store::{EventKind, SecurityEvent};
+use secrecy::SecretString;
 
 use super::{AppState, ClientIp, Credentials};
 use crate::error::ApiError;
@@ -25,7 +26,7 @@ pub async fn login(
     let device = request
         .cookie(&state.device.cookie_name)
         .and_then(|cookie| state.device_cookies.verify(cookie.value(), &username));
-    let mut subject = None;
+    let mut matched_account = None;
     let checked = state
         .guard
         .check_password(ip, &username, device.as_ref(), || async {
@@ -34,18 +35,22 @@ pub async fn login(
                 return Err(state.locked_error());
             }
             let stored = account.as_ref().map(|a| a.password_hash.clone());
-            let matched = state.hasher.verify(password, stored).await?;
-            subject = account.map(|a| a.id);
+            let matched = state.hasher.verify(password.clone(), stored).await?;
+            matched_account = account;
             Ok(matched)
         })
         .await?;
     if checked.permanently_locked {
         state.accounts.lock(&username).await?;
     }
-    let subject = match (checked.outcome, subject) {
-        (Outcome::Success, Some(subject)) => subject,
+    let account = match (checked.outcome, matched_account) {
+        (Outcome::Success, Some(account)) => account,
         _ => return Err(ApiError::InvalidCredentials),
     };
+    if state.hasher.needs_rehash(&account.password_hash) {
+        rehash(&state, &account.id, password).await;
+    }
+    let subject = account.id;
     let issued = token::issue()?;
     let session = state
         .sessions
@@ -70,6 +75,25 @@ pub async fn login(
         "token_type": "Bearer",
         "expires_at": rfc3339(session.expires_at),
     })))
+}
+
+/// Rehashes a password whose stored hash used other Argon2 parameters. A failure (a full
+/// queue, a database error) costs nothing but the upgrade: the login still succeeds and the next
+/// one tries again.
+async fn rehash(state: &AppState, account_id: &str, password: SecretString) {
+    let result = async {
+        let hash = state.hasher.hash(password).await?;
+        state.accounts.update_hash(account_id, &hash).await?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    match result {
+        Ok(()) => tracing::info!(
+            subject = account_id,
+            "password rehashed with current parameters"
+        ),
+        Err(error) => tracing::warn!(subject = account_id, %error, "password rehash deferred"),
+    }
 }
 
 /// A device cookie marking this browser as a trusted device of `username`.

@@ -90,3 +90,34 @@ async fn a_full_hashing_queue_answers_503_with_retry_after_instead_of_queueing()
         "a 5xx body carries no internals: {body}"
     );
 }
+
+#[tokio::test]
+async fn a_login_rehashes_a_password_stored_with_old_argon2_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/accounts.db", dir.path().display());
+    let mut old = test_settings();
+    old.database.url = url.clone();
+    let app = TestApp::spawn_with(old.clone()).await;
+    app.register("alice", PASSWORD).await;
+    drop(app);
+
+    let mut new = old.clone();
+    new.argon2.memory_kib = 512;
+    new.argon2.iterations = 2;
+    let app = TestApp::spawn_with(new.clone()).await;
+    assert_eq!(app.login("alice", PASSWORD).await.status(), 200);
+
+    let accounts = portcullis_server::accounts::Accounts::connect(&new.database)
+        .await
+        .unwrap();
+    let username = portcullis_core::Username::parse("alice").unwrap();
+    let stored = accounts
+        .find(&username)
+        .await
+        .unwrap()
+        .unwrap()
+        .password_hash;
+    assert!(stored.contains("m=512,t=2,p=1"), "{stored}");
+    // The upgraded hash still verifies.
+    assert_eq!(app.login("alice", PASSWORD).await.status(), 200);
+}
