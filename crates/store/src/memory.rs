@@ -315,7 +315,7 @@ mod tests {
         let (store, clock) = store();
         let policy = Policy::default();
         let deriver = KeyDeriver::new(b"k", 24, 64).unwrap();
-        for i in 0..20_000u32 {
+        for i in 0..100_000u32 {
             let ip = format!("10.{}.{}.{}", i >> 12, (i >> 4) & 0xff, i & 0xf)
                 .parse()
                 .unwrap();
@@ -329,7 +329,7 @@ mod tests {
             }
         }
         let peak = store.attempt_entries();
-        assert!(peak > 20_000, "{peak} entries at peak");
+        assert!(peak > 100_000, "{peak} entries at peak");
         // A day later every failure window has passed; the next write sweeps.
         clock.advance(25 * 3_600_000);
         let user = Username::parse("late").unwrap();

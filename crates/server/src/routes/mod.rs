@@ -173,3 +173,26 @@ impl FromRequest for ClientIp {
         std::future::ready(resolved)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Credentials;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any body parses into credentials or is refused, without panicking, and whatever
+        /// parses yields a username and password that are checked, never trusted.
+        #[test]
+        fn any_login_body_parses_or_is_refused_without_panic(
+            username in any::<String>(),
+            password in any::<String>(),
+            raw in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let _ = serde_json::from_slice::<Credentials>(&raw);
+            let body = serde_json::json!({ "username": username, "password": password });
+            let credentials: Credentials = serde_json::from_value(body).unwrap();
+            let _ = credentials.username();
+            let _ = credentials.password();
+        }
+    }
+}

@@ -202,3 +202,44 @@ async fn the_migrate_command_prepares_a_postgresql_database() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test]
+async fn on_sigterm_in_flight_logins_finish_and_new_connections_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = portcullis(&dir);
+    // A slow hash (about a second), so the login is surely in flight when SIGTERM arrives.
+    command
+        .env("PORTCULLIS__SERVER__PORT", "0")
+        .env("PORTCULLIS__ARGON2__MEMORY_KIB", "131072")
+        .env("PORTCULLIS__ARGON2__ITERATIONS", "8");
+    let (mut child, address, _) = start(command);
+    let url = format!("http://{address}/v1/login");
+    let in_flight = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .json(&serde_json::json!({ "username": "nobody", "password": "guess" }))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = reqwest::Client::new()
+        .get(format!("http://{address}/healthz"))
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a new connection after SIGTERM was accepted"
+    );
+    assert_eq!(
+        in_flight.await.unwrap().expect("in-flight login answered"),
+        401
+    );
+    assert!(child.wait().unwrap().success());
+}

@@ -227,3 +227,94 @@ async fn lockouts_and_bans_are_listed_from_the_index_and_cleared_by_an_unlock() 
     assert!(store.attempt(&k).await.unwrap().is_allowed());
     redis.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_100k_distinct_keys_leaves_nothing_behind_after_its_ttl() {
+    use portcullis_core::KeyPolicy;
+    use portcullis_core::gcra::Gcra;
+
+    // A private server, so its key count and memory are this test's alone.
+    let server = RedisServer::spawn().await;
+    let policy = Policy {
+        ip: KeyPolicy {
+            // Each key lives 20 s: long enough for the whole flood to be counted at its peak.
+            attempts: Some(Gcra {
+                burst: 1,
+                interval_ms: 20_000,
+            }),
+            ..KeyPolicy::default()
+        },
+        subnet: KeyPolicy::default(),
+        username: KeyPolicy::default(),
+        username_ip: KeyPolicy::default(),
+        device: KeyPolicy::default(),
+        global: KeyPolicy::default(),
+        ..Policy::default()
+    };
+    let store = Arc::new(redis_store(
+        vec![server.url.clone()],
+        false,
+        "flood",
+        &policy,
+        None,
+    ));
+    let mut conn = connect(&server.url).await;
+    let memory = |info: String| {
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let before = memory(
+        redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut conn)
+            .await
+            .unwrap(),
+    );
+    for chunk in 0..100u32 {
+        let attempts = (0..1_000u32).map(|i| {
+            let store = store.clone();
+            let n = chunk * 1_000 + i;
+            let k = keys(
+                &policy,
+                &format!("10.{}.{}.{}", n >> 16, (n >> 8) & 0xff, n & 0xff),
+                "x",
+            );
+            async move { store.attempt(&k).await.unwrap() }
+        });
+        join_all(attempts).await;
+    }
+    let peak_keys: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+    let peak = memory(
+        redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut conn)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(peak_keys, 100_000);
+    portcullis_testkit::process::wait_until(std::time::Duration::from_secs(60), "expiry", || {
+        let url = server.url.clone();
+        async move {
+            let mut conn = connect(&url).await;
+            redis::cmd("DBSIZE")
+                .query_async::<u64>(&mut conn)
+                .await
+                .unwrap()
+                == 0
+        }
+    })
+    .await;
+    let after = memory(
+        redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut conn)
+            .await
+            .unwrap(),
+    );
+    assert!(
+        after < before + (peak - before) / 4,
+        "memory did not come back: before {before}, peak {peak}, after {after}"
+    );
+}
