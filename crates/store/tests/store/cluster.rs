@@ -55,3 +55,61 @@ async fn the_store_suite_passes_against_a_redis_cluster() {
     .unwrap();
     assert!(result.is_ok(), "{result:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_primary_of_its_slot_killed_the_local_mode_answers_every_attempt() {
+    use std::time::Duration;
+
+    use portcullis_store::{MemoryStore, OnError, ResilientStore, SystemClock};
+
+    let mut cluster = RedisCluster::spawn(3).await;
+    let policy = Policy::default();
+    let redis = redis_store(cluster.urls(), true, "killed", &policy, None);
+    let store = ResilientStore::new(
+        Arc::new(redis),
+        MemoryStore::new(policy, Arc::new(SystemClock)),
+        OnError::Local,
+        2,
+        Duration::from_millis(200),
+        Box::new(|_| {}),
+    );
+    let k = keys(&policy, "198.51.100.8", "bob");
+    assert!(store.attempt(&k).await.unwrap().is_allowed());
+    assert!(!store.is_degraded());
+
+    // Every key of the deployment lives in the slot of its hash tag: kill that slot's primary.
+    let mut conn = portcullis_testkit::redis::connect(&cluster.nodes[0].url).await;
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg("{killed}")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let ranges: Vec<(u16, u16, (String, u16, String, Vec<String>))> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let owner = ranges
+        .iter()
+        .find(|(start, end, _)| (*start..=*end).contains(&slot))
+        .map(|(_, _, (_, port, _, _))| *port)
+        .unwrap();
+    let node = cluster.nodes.iter_mut().find(|n| n.port == owner).unwrap();
+    node.kill();
+
+    for i in 0..6 {
+        let decision = store
+            .attempt(&k)
+            .await
+            .expect("answered from the local fallback");
+        if decision.is_allowed() {
+            store.record(&k, Outcome::Failure, "u").await.unwrap();
+        }
+        assert!(
+            i < 2 || store.is_degraded(),
+            "the breaker opened after two failures"
+        );
+    }
+    assert!(store.is_degraded());
+}
