@@ -56,6 +56,9 @@ async fn the_store_suite_passes_against_a_redis_cluster() {
     assert!(result.is_ok(), "{result:?}");
 }
 
+/// One `CLUSTER SLOTS` entry: first slot, last slot, primary (host, port, id, metadata).
+type SlotRange = (u16, u16, (String, u16, String, Vec<String>));
+
 #[tokio::test(flavor = "multi_thread")]
 async fn with_the_primary_of_its_slot_killed_the_local_mode_answers_every_attempt() {
     use std::time::Duration;
@@ -85,7 +88,7 @@ async fn with_the_primary_of_its_slot_killed_the_local_mode_answers_every_attemp
         .query_async(&mut conn)
         .await
         .unwrap();
-    let ranges: Vec<(u16, u16, (String, u16, String, Vec<String>))> = redis::cmd("CLUSTER")
+    let ranges: Vec<SlotRange> = redis::cmd("CLUSTER")
         .arg("SLOTS")
         .query_async(&mut conn)
         .await
