@@ -170,8 +170,18 @@ impl KeyDeriver {
         username: &Username,
         device: Option<&DeviceId>,
     ) -> Vec<AttemptKey> {
+        self.keys_for_digest(ip, &self.username_digest(username), device)
+    }
+
+    /// [`KeyDeriver::keys`] for a username already hashed with [`KeyDeriver::username_digest`]
+    /// (the server hashes once per attempt and passes the digest to the store as well).
+    pub fn keys_for_digest(
+        &self,
+        ip: IpAddr,
+        user: &str,
+        device: Option<&DeviceId>,
+    ) -> Vec<AttemptKey> {
         let ip = ip.to_canonical();
-        let user = self.username_digest(username);
         let key = |dimension, key| AttemptKey { dimension, key };
         let mut keys = vec![
             key(Dimension::Global, "g".to_owned()),
@@ -181,7 +191,7 @@ impl KeyDeriver {
         match device {
             Some(device) => keys.push(key(Dimension::Device, format!("dev:{}", device.as_str()))),
             None => {
-                keys.push(username_key(&user));
+                keys.push(username_key(user));
                 keys.push(key(Dimension::UsernameIp, format!("ui:{user}:{ip}")));
             }
         }

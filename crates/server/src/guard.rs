@@ -58,12 +58,13 @@ impl LoginGuard {
         }
     }
 
-    /// The keys an attempt touches: allowlisted sources skip the address and subnet limits,
+    /// The keys an attempt by the username with keyed hash `digest` touches: allowlisted
+    /// sources skip the address and subnet limits,
     /// never the account's.
-    fn keys(&self, ip: IpAddr, username: &Username, device: Option<&DeviceId>) -> Vec<AttemptKey> {
+    fn keys(&self, ip: IpAddr, digest: &str, device: Option<&DeviceId>) -> Vec<AttemptKey> {
         let mut keys = self
             .policy
-            .active_keys(self.deriver.keys(ip, username, device));
+            .active_keys(self.deriver.keys_for_digest(ip, digest, device));
         if self.allowlist.contains(ip) {
             keys.retain(|k| !matches!(k.dimension, Dimension::Ip | Dimension::Subnet));
         }
@@ -84,14 +85,15 @@ impl LoginGuard {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<bool, ApiError>>,
     {
-        let keys = self.keys(ip, username, device);
+        // One keyed hash per attempt, for the keys and for the store's distinct-username count.
+        let digest = self.deriver.username_digest(username);
+        let keys = self.keys(ip, &digest, device);
         let pending = self.admit(&keys).await?;
         let outcome = if verify().await? {
             Outcome::Success
         } else {
             Outcome::Failure
         };
-        let digest = self.deriver.username_digest(username);
         let bans =
             instruments::store_call("record", self.store.record(&keys, outcome, &digest)).await?;
         tracing::Span::current().record("outcome", outcome_name(outcome));
@@ -125,7 +127,7 @@ impl LoginGuard {
     /// Counts an attempt that is not a password check (a registration) against its source
     /// address and subnet only.
     pub async fn admit_source(&self, ip: IpAddr, username: &Username) -> Result<(), ApiError> {
-        let mut keys = self.keys(ip, username, None);
+        let mut keys = self.keys(ip, &self.deriver.username_digest(username), None);
         keys.retain(|k| matches!(k.dimension, Dimension::Ip | Dimension::Subnet));
         self.admit(&keys).await.map(drop)
     }
