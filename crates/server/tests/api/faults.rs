@@ -40,7 +40,22 @@ async fn with_redis_dead_the_local_mode_still_counts_and_recovers_when_redis_ret
     let mut server = RedisServer::spawn().await;
     let app = app_on(&server, OnError::Local).await;
     assert_eq!(app.register("alice", PASSWORD).await.status(), 201);
-    server.kill();
+
+    // Killed mid-traffic: logins in flight and after it all get a designed answer.
+    // (One username, so the address's distinct-username ban stays out of the way.)
+    let in_flight =
+        futures_util::future::join_all((0..20).map(|_| app.login("bystander", "wrong")));
+    let (responses, ()) = tokio::join!(in_flight, async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        server.kill();
+    });
+    for response in responses {
+        assert!(
+            [401, 429].contains(&response.status().as_u16()),
+            "{}",
+            response.status()
+        );
+    }
 
     // Every answer is a designed one: counted locally, never a 500.
     for i in 0..5 {
