@@ -23,7 +23,7 @@ use portcullis_core::{
     AttemptKey, Decision, Denial, Dimension, KeyPolicy, KeyState, LockoutEvent, Outcome, Policy,
     Reason,
 };
-use redis::{RedisError, Script};
+use redis::{RedisError, Script, ScriptInvocation};
 
 pub use connection::{Conn, Connections};
 
@@ -122,6 +122,24 @@ impl RedisStore {
             .position(|&d| d == dimension)
             .unwrap_or_default();
         &self.policy_args[index]
+    }
+
+    /// Completes a counter script's call (the keys, each key's policy, the restrictions index
+    /// after the script's leading arguments) and runs it: one EVALSHA.
+    async fn run_counters(
+        &self,
+        mut invocation: ScriptInvocation<'_>,
+        keys: &[AttemptKey],
+    ) -> Result<Vec<i64>, StoreError> {
+        for key in keys {
+            invocation.key(self.key(&key.key));
+        }
+        for key in keys {
+            invocation.arg(self.policy_of(key.dimension));
+        }
+        invocation.arg(self.key(RESTRICTIONS));
+        self.call(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await
     }
 
     /// Runs one Redis call with the timeout; drops the connection after a failure.
@@ -281,17 +299,7 @@ impl AttemptStore for RedisStore {
     async fn attempt(&self, keys: &[AttemptKey]) -> Result<Decision, StoreError> {
         let mut invocation = self.scripts.attempt.prepare_invoke();
         invocation.arg(self.now_arg());
-        for key in keys {
-            invocation.key(self.key(&key.key));
-        }
-        for key in keys {
-            invocation.arg(self.policy_of(key.dimension));
-        }
-        invocation.arg(self.key(RESTRICTIONS));
-        let reply: Vec<i64> = self
-            .call(|mut conn| async move { invocation.invoke_async(&mut conn).await })
-            .await?;
-        decision(&reply, keys)
+        decision(&self.run_counters(invocation, keys).await?, keys)
     }
 
     async fn record(
@@ -308,17 +316,7 @@ impl AttemptStore for RedisStore {
                 Outcome::Success => "s",
             })
             .arg(username);
-        for key in keys {
-            invocation.key(self.key(&key.key));
-        }
-        for key in keys {
-            invocation.arg(self.policy_of(key.dimension));
-        }
-        invocation.arg(self.key(RESTRICTIONS));
-        let reply: Vec<i64> = self
-            .call(|mut conn| async move { invocation.invoke_async(&mut conn).await })
-            .await?;
-        bans(&reply, keys)
+        bans(&self.run_counters(invocation, keys).await?, keys)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
