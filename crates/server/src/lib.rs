@@ -10,6 +10,7 @@ pub mod allowlist;
 pub mod client_ip;
 pub mod error;
 pub mod guard;
+pub mod import;
 pub mod instruments;
 pub mod password;
 pub mod request_span;

@@ -1,11 +1,11 @@
-//! `portcullis`: serve the login API, or apply database migrations.
+//! `portcullis`: serve the login API, apply database migrations, or import accounts.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use portcullis_server::accounts::Accounts;
-use portcullis_server::{Application, Settings, telemetry};
+use portcullis_server::{Application, Settings, import, telemetry};
 
 /// The Portcullis login service.
 #[derive(Parser)]
@@ -24,6 +24,20 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Manage accounts.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Create accounts from a file of `username,password` lines, hashing in parallel.
+    Import {
+        /// The file (a first line `username,password` is a header).
+        file: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -54,6 +68,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .migrate()
                 .await?;
             tracing::info!("migrations applied");
+        }
+        Command::Users {
+            command: UsersCommand::Import { file },
+        } => {
+            let report = import::import(&settings, &file).await?;
+            println!(
+                "imported {}, skipped {} existing, rejected {} invalid lines",
+                report.imported, report.existing, report.invalid
+            );
         }
     }
     Ok(())

@@ -46,6 +46,7 @@ struct Inner {
     dummy_hash: String,
     admission: Arc<Semaphore>,
     workers: Arc<Semaphore>,
+    worker_count: usize,
 }
 
 impl PasswordHasher {
@@ -78,11 +79,17 @@ impl PasswordHasher {
             dummy_hash: String::new(),
             admission: Arc::new(Semaphore::new(workers + settings.queue_depth)),
             workers: Arc::new(Semaphore::new(workers)),
+            worker_count: workers,
         };
         inner.dummy_hash = hash_blocking(&inner, &hex::encode(random))?;
         Ok(Self {
             inner: Arc::new(inner),
         })
+    }
+
+    /// Hashes running at once at most (the pool's worker count).
+    pub fn workers(&self) -> usize {
+        self.inner.worker_count
     }
 
     /// Hashes a new password.

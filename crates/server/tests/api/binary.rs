@@ -243,3 +243,40 @@ async fn on_sigterm_in_flight_logins_finish_and_new_connections_are_refused() {
     );
     assert!(child.wait().unwrap().success());
 }
+
+#[tokio::test]
+async fn users_import_creates_accounts_in_parallel_and_skips_existing_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("username,password\n");
+    for i in 0..40 {
+        csv.push_str(&format!("User{i},secret,{i}\n"));
+    }
+    csv.push_str("user0,again\nno-comma-line\n");
+    std::fs::write(dir.path().join("users.csv"), csv).unwrap();
+    let mut command = portcullis(&dir);
+    command.args(["users", "import", "users.csv"]);
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("imported 40, skipped 1 existing, rejected 1 invalid lines"),
+        "{stdout}"
+    );
+
+    let mut command = portcullis(&dir);
+    command.env("PORTCULLIS__SERVER__PORT", "0");
+    let (mut child, address, _) = start(command);
+    let login = reqwest::Client::new()
+        .post(format!("http://{address}/v1/login"))
+        .json(&serde_json::json!({ "username": "user7", "password": "secret,7" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -1,0 +1,102 @@
+//! `portcullis users import FILE`: bulk account creation from `username,password` lines.
+//!
+//! Seeding many accounts (for a drill, or a migration) is dominated by Argon2, so lines are
+//! hashed in parallel on the hashing pool, as many at once as it has workers. Usernames are
+//! normalised like registrations; a username that exists already is skipped, not overwritten.
+//! The password is everything after the first comma; a first line `username,password` is a
+//! header.
+
+use std::path::Path;
+
+use anyhow::Context;
+use futures_util::stream::{self, StreamExt};
+use portcullis_core::Username;
+use secrecy::SecretString;
+
+use crate::accounts::{Accounts, CreateError};
+use crate::password::{MAX_PASSWORD_BYTES, PasswordHasher};
+use crate::settings::Settings;
+
+/// What an import did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Accounts created.
+    pub imported: usize,
+    /// Lines whose normalised username existed already.
+    pub existing: usize,
+    /// Lines refused: no comma, a bad username, an empty or overlong password.
+    pub invalid: usize,
+}
+
+/// Imports the accounts in `file` into `settings.database`.
+pub async fn import(settings: &Settings, file: &Path) -> anyhow::Result<ImportReport> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let accounts = Accounts::connect(&settings.database).await?;
+    if settings.database.migrate_on_start {
+        accounts.migrate().await?;
+    }
+    let hasher = PasswordHasher::new(&settings.argon2)?;
+    let parallel = hasher.workers();
+    let mut report = ImportReport::default();
+    let mut valid = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || (number == 0 && line.trim() == "username,password") {
+            continue;
+        }
+        match parse_line(line) {
+            Some(entry) => valid.push(entry),
+            None => report.invalid += 1,
+        }
+    }
+    let outcomes: Vec<anyhow::Result<bool>> = stream::iter(valid)
+        .map(|(username, password)| {
+            let (hasher, accounts) = (&hasher, &accounts);
+            async move {
+                let hash = hasher
+                    .hash(password)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))?;
+                match accounts.create(&username, &hash).await {
+                    Ok(_) => Ok(true),
+                    Err(CreateError::Taken) => Ok(false),
+                    Err(CreateError::Database(e)) => Err(e),
+                }
+            }
+        })
+        .buffer_unordered(parallel)
+        .collect()
+        .await;
+    for outcome in outcomes {
+        if outcome? {
+            report.imported += 1;
+        } else {
+            report.existing += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// `username,password` (the password may contain commas), normalised and checked.
+fn parse_line(line: &str) -> Option<(Username, SecretString)> {
+    let (username, password) = line.split_once(',')?;
+    let username = Username::parse(username).ok()?;
+    if password.is_empty() || password.len() > MAX_PASSWORD_BYTES {
+        return None;
+    }
+    Some((username, SecretString::from(password.to_owned())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_line;
+
+    #[test]
+    fn lines_are_normalised_and_passwords_may_hold_commas() {
+        let (username, _) = parse_line(" Alice ,pa,ss").unwrap();
+        assert_eq!(username.as_str(), "alice");
+        assert!(parse_line("no-comma").is_none());
+        assert!(parse_line("bob,").is_none());
+        assert!(parse_line(",password").is_none());
+    }
+}
