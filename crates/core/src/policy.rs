@@ -80,6 +80,9 @@ impl PolicyError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
+    /// Whether any limit applies. Off only to measure what the defences stop (the drill's
+    /// `--policy-off` comparison): then every attempt is verified.
+    pub enabled: bool,
     /// Prefix length of an IPv4 client's subnet (24: one /24 network).
     pub ipv4_subnet_prefix: u8,
     /// Prefix length of an IPv6 client's subnet (64: one customer's LAN).
@@ -101,6 +104,7 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Self {
+            enabled: true,
             ipv4_subnet_prefix: 24,
             ipv6_subnet_prefix: 64,
             // Only the under-attack signal: a global cap would let an attacker lock everyone out.
@@ -207,9 +211,9 @@ impl Policy {
         }
     }
 
-    /// Keeps the keys whose dimension limits anything.
+    /// Keeps the keys whose dimension limits anything (none when the policy is disabled).
     pub fn active_keys(&self, mut keys: Vec<AttemptKey>) -> Vec<AttemptKey> {
-        keys.retain(|k| self.for_dimension(k.dimension).is_active());
+        keys.retain(|k| self.enabled && self.for_dimension(k.dimension).is_active());
         keys
     }
 
@@ -299,6 +303,23 @@ mod tests {
         assert_eq!(policy.validate(), Ok(()));
         assert!(policy.global.attempts.is_none() && policy.global.throttle.is_none());
         assert!(policy.global.attack.is_some());
+    }
+
+    #[test]
+    fn a_disabled_policy_counts_nothing() {
+        let policy = Policy {
+            enabled: false,
+            ..Policy::default()
+        };
+        let deriver = crate::KeyDeriver::new(b"k", 24, 64).unwrap();
+        let username = crate::Username::parse("alice").unwrap();
+        let keys = deriver.keys("192.0.2.1".parse().unwrap(), &username, None);
+        assert!(policy.active_keys(keys.clone()).is_empty());
+        assert_eq!(
+            Policy::default().active_keys(keys).len(),
+            6 - 1,
+            "all but the device key"
+        );
     }
 
     #[test]

@@ -59,6 +59,12 @@ impl Application {
         allowlist.spawn_refresh(Duration::from_secs(settings.server.allowlist_refresh_secs));
         let hasher = PasswordHasher::new(&settings.argon2)?;
         crate::instruments::handle();
+        if !settings.policy.enabled {
+            tracing::warn!(
+                "policy.enabled = false: NO rate limits, lockouts or bans apply (for measuring \
+                 the defences only)"
+            );
+        }
         let hmac_key = hmac_key(&settings)?;
         // A key of its own for device cookies, derived so that no second secret is needed.
         let device_cookies =

@@ -80,3 +80,25 @@ async fn a_refused_attempt_does_not_extend_the_lockout() {
     // Still only 5 failures counted: the next failure is the sixth, which locks nothing.
     assert_eq!(app.login("dave", "wrong").await.status(), 401);
 }
+
+#[tokio::test]
+async fn with_the_policy_disabled_every_attempt_is_verified() {
+    let mut settings = test_settings();
+    settings.policy.enabled = false;
+    let app = TestApp::spawn_with(settings).await;
+    app.register("erin", PASSWORD).await;
+    for i in 0..12 {
+        assert_eq!(
+            app.login("erin", "wrong").await.status(),
+            401,
+            "same account {i}"
+        );
+        let other = format!("sprayed{i}");
+        assert_eq!(
+            app.login(&other, "wrong").await.status(),
+            401,
+            "distinct account {i}"
+        );
+    }
+    assert_eq!(app.login("erin", PASSWORD).await.status(), 200);
+}

@@ -320,3 +320,26 @@ async fn a_flood_of_100k_distinct_keys_leaves_nothing_behind_after_its_ttl() {
         "memory did not come back: before {before}, peak {peak}, after {after}"
     );
 }
+
+#[tokio::test]
+async fn with_the_policy_disabled_the_scripts_admit_everything_and_write_nothing() {
+    let redis = TestRedis::start().await;
+    let policy = Policy {
+        enabled: false,
+        ..Policy::default()
+    };
+    let store = redis_store(vec![redis.url.clone()], false, &redis.prefix, &policy, None);
+    let k = keys(&policy, "192.0.2.3", "anyone");
+    assert!(k.is_empty());
+    for _ in 0..10 {
+        assert!(store.attempt(&k).await.unwrap().is_allowed());
+        assert!(
+            store
+                .record(&k, Outcome::Failure, "u")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    assert!(redis.keys().await.is_empty());
+}
