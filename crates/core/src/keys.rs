@@ -161,6 +161,12 @@ impl KeyDeriver {
         }
     }
 
+    /// The keys of the source alone, address and subnet (what a registration counts against).
+    pub fn source_keys(&self, ip: IpAddr) -> [AttemptKey; 2] {
+        let ip = ip.to_canonical();
+        [self.ip_key(ip), self.subnet_key(self.subnet(ip))]
+    }
+
     /// Every key an attempt by `username` from `ip` touches. A trusted device (a valid device
     /// cookie) is counted per device instead of per account: the account's own counters, which
     /// an attacker can drive into lockout, do not apply to it.
@@ -183,11 +189,8 @@ impl KeyDeriver {
     ) -> Vec<AttemptKey> {
         let ip = ip.to_canonical();
         let key = |dimension, key| AttemptKey { dimension, key };
-        let mut keys = vec![
-            key(Dimension::Global, "g".to_owned()),
-            self.ip_key(ip),
-            self.subnet_key(self.subnet(ip)),
-        ];
+        let mut keys = vec![key(Dimension::Global, "g".to_owned())];
+        keys.extend(self.source_keys(ip));
         match device {
             Some(device) => keys.push(key(Dimension::Device, format!("dev:{}", device.as_str()))),
             None => {

@@ -25,6 +25,19 @@ const ACCOUNT_LOCKOUT: Backoff = Backoff {
     permanent_after: None,
 };
 
+/// The distinct-username ban: `max_usernames` in 10 minutes; bans of 15 minutes, four times
+/// longer each time up to a day, forgotten after a week without one (Rauthy-like steps).
+const fn stuffing_ban(max_usernames: u32) -> Spray {
+    Spray {
+        max_usernames,
+        window_ms: 10 * MINUTE,
+        first_ban_ms: 15 * MINUTE,
+        ban_multiplier: 4,
+        max_ban_ms: 24 * HOUR,
+        level_reset_ms: 7 * 24 * HOUR,
+    }
+}
+
 /// The limits of one dimension; each part is optional.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,14 +149,7 @@ impl Default for Policy {
                 }),
                 lockout: None,
                 // One address failing on 10 accounts in 10 minutes is stuffing, not typos.
-                spray: Some(Spray {
-                    max_usernames: 10,
-                    window_ms: 10 * MINUTE,
-                    first_ban_ms: 15 * MINUTE,
-                    ban_multiplier: 4,
-                    max_ban_ms: 24 * HOUR,
-                    level_reset_ms: 7 * 24 * HOUR,
-                }),
+                spray: Some(stuffing_ban(10)),
                 attack: None,
             },
             subnet: KeyPolicy {
@@ -160,14 +166,7 @@ impl Default for Policy {
                     interval_ms: 173 * SECOND,
                 }),
                 lockout: None,
-                spray: Some(Spray {
-                    max_usernames: 30,
-                    window_ms: 10 * MINUTE,
-                    first_ban_ms: 15 * MINUTE,
-                    ban_multiplier: 4,
-                    max_ban_ms: 24 * HOUR,
-                    level_reset_ms: 7 * 24 * HOUR,
-                }),
+                spray: Some(stuffing_ban(30)),
                 attack: None,
             },
             username: KeyPolicy {

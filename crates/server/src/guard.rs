@@ -58,13 +58,15 @@ impl LoginGuard {
         }
     }
 
-    /// The keys an attempt by the username with keyed hash `digest` touches: allowlisted
-    /// sources skip the address and subnet limits,
-    /// never the account's.
+    /// The keys an attempt by the username with keyed hash `digest` touches.
     fn keys(&self, ip: IpAddr, digest: &str, device: Option<&DeviceId>) -> Vec<AttemptKey> {
-        let mut keys = self
-            .policy
-            .active_keys(self.deriver.keys_for_digest(ip, digest, device));
+        self.limited(ip, self.deriver.keys_for_digest(ip, digest, device))
+    }
+
+    /// Keeps the keys the policy limits; allowlisted sources skip the address and subnet
+    /// limits, never the account's.
+    fn limited(&self, ip: IpAddr, keys: Vec<AttemptKey>) -> Vec<AttemptKey> {
+        let mut keys = self.policy.active_keys(keys);
         if self.allowlist.contains(ip) {
             keys.retain(|k| !matches!(k.dimension, Dimension::Ip | Dimension::Subnet));
         }
@@ -126,9 +128,8 @@ impl LoginGuard {
 
     /// Counts an attempt that is not a password check (a registration) against its source
     /// address and subnet only.
-    pub async fn admit_source(&self, ip: IpAddr, username: &Username) -> Result<(), ApiError> {
-        let mut keys = self.keys(ip, &self.deriver.username_digest(username), None);
-        keys.retain(|k| matches!(k.dimension, Dimension::Ip | Dimension::Subnet));
+    pub async fn admit_source(&self, ip: IpAddr) -> Result<(), ApiError> {
+        let keys = self.limited(ip, self.deriver.source_keys(ip).to_vec());
         self.admit(&keys).await.map(drop)
     }
 

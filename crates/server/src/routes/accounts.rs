@@ -21,7 +21,7 @@ pub async fn register(
             "password must have at least {MIN_NEW_PASSWORD_CHARS} characters"
         )));
     }
-    state.guard.admit_source(ip, &username).await?;
+    state.guard.admit_source(ip).await?;
     let hash = state.hasher.hash(password).await?;
     let account = state.accounts.create(&username, &hash).await?;
     tracing::info!(target: "security", event = "account_created", subject = %account.id);
