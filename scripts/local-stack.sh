@@ -8,7 +8,8 @@
 #
 # Settings (env): PORTCULLIS_STACK_DIR (state, default /tmp/portcullis-stack),
 # PORTCULLIS_STACK_PORT (nginx, default 8090), PORTCULLIS_BIN (default target/debug/portcullis,
-# built if missing). Other PORTCULLIS__* variables reach the replicas unchanged.
+# built if missing). Other PORTCULLIS__* variables reach the replicas unchanged; the replicas'
+# whole PORTCULLIS__* environment is written to $PORTCULLIS_STACK_DIR/env.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -53,10 +54,14 @@ up() {
   export PORTCULLIS__STORE__REDIS__URL="redis://127.0.0.1:$redis_port"
   export PORTCULLIS__SECRETS__HMAC_KEY=${PORTCULLIS__SECRETS__HMAC_KEY:-$(openssl rand -hex 32)}
   # nginx reaches the replicas from 127.0.0.2 (proxy_bind), so clients on 127.0.0.1 are not
-  # mistaken for the proxy: the replicas trust that one address only.
-  export PORTCULLIS__SERVER__TRUSTED_PROXIES=127.0.0.2
+  # mistaken for the proxy: the replicas trust that address, plus any proxies in front of nginx
+  # given in PORTCULLIS__SERVER__TRUSTED_PROXIES (the attack drill's 127.0.0.3).
+  export PORTCULLIS__SERVER__TRUSTED_PROXIES=${PORTCULLIS__SERVER__TRUSTED_PROXIES:+$PORTCULLIS__SERVER__TRUSTED_PROXIES,}127.0.0.2
   export PORTCULLIS__LOG_FORMAT=${PORTCULLIS__LOG_FORMAT:-json}
   "$bin" migrate 2>"$state/migrate.log"
+  # The replicas' settings as KEY=VALUE lines, for one-off commands against this stack:
+  #   env $(cat "$state/env") portcullis users import accounts.csv
+  env | grep '^PORTCULLIS__' | sort >"$state/env"
 
   : >"$state/portcullis-upstream.conf"
   for i in 1 2 3; do

@@ -9,6 +9,7 @@ mod binary;
 mod client_ip;
 mod devices;
 mod distributed;
+mod drill;
 mod faults;
 mod health;
 mod helpers;

@@ -1,0 +1,164 @@
+//! Where a run's traffic goes, and how its accounts get there.
+//!
+//! By default the drill brings up its own local stack with `scripts/local-stack.sh` (Redis,
+//! PostgreSQL, three replicas behind nginx: the docker-compose topology) and takes it down
+//! afterwards; the replicas are told to trust the drill's source address as a proxy, so the
+//! attacker's `X-Forwarded-For` addresses are the clients they see. A deployment someone else
+//! runs can be named by URL instead; it must trust the drill's address itself.
+
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use tempfile::TempDir;
+
+use crate::plan::Account;
+
+/// The address the drill sends from on loopback: the stack's nginx appends it to
+/// `X-Forwarded-For`, and the replicas trust it next to nginx's own 127.0.0.2.
+pub const DRILL_SOURCE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+
+/// Argon2 parameters for seeding: fast, so thousands of accounts take seconds. Logins with the
+/// right password rehash to the server's parameters; wrong guesses against a seeded account
+/// cost the seeding parameters, so the report says which were used.
+pub const CHEAP_ARGON2: [(&str, &str); 2] = [
+    ("PORTCULLIS__ARGON2__MEMORY_KIB", "1024"),
+    ("PORTCULLIS__ARGON2__ITERATIONS", "1"),
+];
+
+/// How to bring up a local stack.
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    /// `scripts/local-stack.sh`.
+    pub script: PathBuf,
+    /// The `portcullis` binary.
+    pub bin: PathBuf,
+    /// Whether the replicas apply the policy (`--policy-off` runs with `false`).
+    pub policy_enabled: bool,
+}
+
+/// A deployment the drill sends to.
+pub struct Deployment {
+    url: String,
+    /// The stack's state directory and script, when the drill brought it up.
+    stack: Option<(TempDir, PathBuf)>,
+    /// The replicas' `PORTCULLIS__*` settings, for seeding (empty: the caller's environment).
+    env: Vec<(String, String)>,
+}
+
+impl Deployment {
+    /// Brings up a local stack.
+    pub fn local(options: &StackOptions) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("portcullis-drill-")
+            .tempdir()
+            .context("creating the stack's state directory")?;
+        let state = dir.path().join("stack");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("finding a free port for nginx")?
+            .port();
+        let output = Command::new("bash")
+            .arg(&options.script)
+            .arg("up")
+            .env("PORTCULLIS_STACK_DIR", &state)
+            .env("PORTCULLIS_STACK_PORT", port.to_string())
+            .env("PORTCULLIS_BIN", &options.bin)
+            // Trusted next to nginx: the addresses the drill writes in X-Forwarded-For count.
+            .env(
+                "PORTCULLIS__SERVER__TRUSTED_PROXIES",
+                DRILL_SOURCE.to_string(),
+            )
+            // Plain HTTP on loopback: a Secure device cookie would never come back.
+            .env("PORTCULLIS__DEVICE__SECURE_COOKIE", "false")
+            .env(
+                "PORTCULLIS__POLICY__ENABLED",
+                options.policy_enabled.to_string(),
+            )
+            .env("PORTCULLIS__LOG_LEVEL", "warn")
+            .output()
+            .with_context(|| format!("running {}", options.script.display()))?;
+        let mut deployment = Self {
+            url: String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+            stack: Some((dir, options.script.clone())),
+            env: Vec::new(),
+        };
+        // From here on, dropping `deployment` takes down whatever part of the stack came up.
+        if !output.status.success() {
+            bail!(
+                "{} up failed: {}",
+                options.script.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        let env = std::fs::read_to_string(state.join("env")).context("reading the stack's env")?;
+        deployment.env = env
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Ok(deployment)
+    }
+
+    /// A deployment running elsewhere; seeding uses the caller's `PORTCULLIS__*` environment.
+    pub fn external(url: &str) -> Self {
+        Self {
+            url: url.trim_end_matches('/').to_owned(),
+            stack: None,
+            env: Vec::new(),
+        }
+    }
+
+    /// The base URL requests go to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Creates `accounts` with `portcullis users import`, hashing with [`CHEAP_ARGON2`] when
+    /// `cheap`; returns how long it took.
+    pub fn seed(
+        &self,
+        bin: &Path,
+        accounts: &[Account],
+        work_dir: &Path,
+        cheap: bool,
+    ) -> anyhow::Result<std::time::Duration> {
+        let csv = work_dir.join("accounts.csv");
+        let mut lines = String::from("username,password\n");
+        for account in accounts {
+            lines.push_str(&format!("{},{}\n", account.username, account.password));
+        }
+        std::fs::write(&csv, lines).with_context(|| format!("writing {}", csv.display()))?;
+        let started = Instant::now();
+        let mut command = Command::new(bin);
+        command.args(["users", "import"]).arg(&csv);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        if cheap {
+            command.envs(CHEAP_ARGON2);
+        }
+        let output = command
+            .output()
+            .with_context(|| format!("running {} users import", bin.display()))?;
+        if !output.status.success() {
+            bail!(
+                "seeding accounts failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(started.elapsed())
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        if let Some((dir, script)) = &self.stack {
+            let _ = Command::new("bash")
+                .arg(script)
+                .arg("down")
+                .env("PORTCULLIS_STACK_DIR", dir.path().join("stack"))
+                .output();
+        }
+    }
+}

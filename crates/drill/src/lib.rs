@@ -1,0 +1,175 @@
+//! The Portcullis attack drill: plays a credential-stuffing scenario against a deployment and
+//! measures what the defences stop (attempts refused before hashing, accounts compromised) and
+//! what they cost (legitimate users refused, latency), optionally side by side with the same
+//! traffic against a deployment whose policy is off.
+//!
+//! [`scenario`] reads the TOML file, [`plan`] turns it into concrete requests, [`deployment`]
+//! brings up (or names) the target and seeds its accounts, [`traffic`] sends the requests,
+//! [`report`] and [`chart`] say what happened.
+
+pub mod chart;
+pub mod deployment;
+pub mod plan;
+pub mod report;
+pub mod scenario;
+pub mod traffic;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::deployment::{CHEAP_ARGON2, DRILL_SOURCE, Deployment, StackOptions};
+use crate::plan::Plan;
+use crate::report::{Comparison, DrillReport, RunReport};
+use crate::scenario::Scenario;
+
+/// Where the drill sends its traffic.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A local stack the drill brings up for each run (with `scripts/local-stack.sh`).
+    LocalStack {
+        /// The script.
+        script: PathBuf,
+    },
+    /// Deployments already running: `url` with its policy on and, for a comparison,
+    /// `policy_off_url` with `policy.enabled = false`.
+    Running {
+        /// The deployment under test.
+        url: String,
+        /// The same deployment with the defences off.
+        policy_off_url: Option<String>,
+    },
+}
+
+/// How to run a drill.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Where to send it.
+    pub target: Target,
+    /// The `portcullis` binary (for the stack and for seeding).
+    pub bin: PathBuf,
+    /// Also run the scenario with the defences off and compare.
+    pub policy_off: bool,
+    /// Seed accounts with cheap Argon2 parameters instead of the server's.
+    pub cheap_seeding: bool,
+    /// The address to send from (the deployment must trust it as a proxy); the local stack
+    /// trusts [`DRILL_SOURCE`].
+    pub source: Option<IpAddr>,
+    /// Where the JSON report and the SVG charts go.
+    pub out_dir: PathBuf,
+}
+
+/// Runs the drill, writes `<name>.json` and `<name>-policy-{on,off}.svg` into the output
+/// directory, and returns the report.
+pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
+    let scenario = &options.scenario;
+    std::fs::create_dir_all(&options.out_dir)
+        .with_context(|| format!("creating {}", options.out_dir.display()))?;
+    let plan = Arc::new(Plan::new(scenario));
+    let policies: &[bool] = if options.policy_off {
+        &[true, false]
+    } else {
+        &[true]
+    };
+    let mut runs = Vec::new();
+    let mut seeding_time = Duration::ZERO;
+    for &policy in policies {
+        let (deployment, source) = match &options.target {
+            Target::LocalStack { script } => {
+                let stack = StackOptions {
+                    script: script.clone(),
+                    bin: options.bin.clone(),
+                    policy_enabled: policy,
+                };
+                (
+                    Deployment::local(&stack)?,
+                    options.source.or(Some(DRILL_SOURCE)),
+                )
+            }
+            Target::Running {
+                url,
+                policy_off_url,
+            } => {
+                let url = if policy {
+                    url
+                } else {
+                    policy_off_url
+                        .as_ref()
+                        .context("--policy-off with --url needs --policy-off-url")?
+                };
+                (Deployment::external(url), options.source)
+            }
+        };
+        seeding_time += deployment.seed(
+            &options.bin,
+            &plan.accounts,
+            &options.out_dir,
+            options.cheap_seeding,
+        )?;
+        let client = traffic::Client::new(deployment.url(), source, scenario.attacker.concurrency)?;
+        let progress = ProgressBar::new(plan.attacks.len() as u64).with_message(format!(
+            "{} (policy {})",
+            scenario.name,
+            if policy { "on" } else { "off" }
+        ));
+        progress.set_style(
+            ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let traffic = traffic::run(&client, scenario, plan.clone(), &progress).await;
+        progress.finish_and_clear();
+        runs.push(RunReport::new(policy, deployment.url(), &plan, &traffic));
+    }
+    let comparison = match runs.as_slice() {
+        [on, off] => Some(Comparison::new(on, off)),
+        _ => None,
+    };
+    let report = DrillReport {
+        scenario: scenario.name.clone(),
+        description: scenario.description.clone(),
+        seeding: seeding_note(options, plan.accounts.len(), seeding_time),
+        runs,
+        comparison,
+    };
+    write(options, &report)?;
+    Ok(report)
+}
+
+fn seeding_note(options: &Options, accounts: usize, took: Duration) -> String {
+    let how = if options.cheap_seeding {
+        let [(_, memory), (_, iterations)] = CHEAP_ARGON2;
+        format!(
+            "cheap Argon2 (m={memory} KiB, t={iterations}), not the server's: a wrong guess \
+             against a seeded account costs less than in production, a right one rehashes"
+        )
+    } else {
+        "the server's Argon2 parameters".to_owned()
+    };
+    format!(
+        "{accounts} accounts per deployment with `portcullis users import` ({:.1} s in all), \
+         hashed with {how}",
+        took.as_secs_f64()
+    )
+}
+
+fn write(options: &Options, report: &DrillReport) -> anyhow::Result<()> {
+    let base = options.out_dir.join(&report.scenario);
+    let json = base.with_extension("json");
+    std::fs::write(&json, serde_json::to_vec_pretty(report)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    for run in &report.runs {
+        let policy = if run.policy { "on" } else { "off" };
+        let svg = options
+            .out_dir
+            .join(format!("{}-policy-{policy}.svg", report.scenario));
+        let title = format!("{}: policy {policy}", report.scenario);
+        chart::timeline(run, &title, &svg)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! `portcullis-drill`: run an attack scenario and report what the defences stopped.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use portcullis_drill::scenario::Scenario;
+use portcullis_drill::{Options, Target};
+
+/// The Portcullis attack drill.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a scenario (drill/scenarios/*.toml) and write its report.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The scenario file.
+    scenario: PathBuf,
+    /// Also run it with the defences off (`policy.enabled = false`) and report the reduction.
+    #[arg(long)]
+    policy_off: bool,
+    /// A running deployment to use instead of a local stack brought up for the run; it must
+    /// trust --source as a proxy, and seeding uses this shell's PORTCULLIS__* settings.
+    #[arg(long)]
+    url: Option<String>,
+    /// With --url and --policy-off: the same deployment with its policy off.
+    #[arg(long, requires = "url")]
+    policy_off_url: Option<String>,
+    /// The address to send from (default 127.0.0.3 for the local stack).
+    #[arg(long)]
+    source: Option<IpAddr>,
+    /// Seed accounts with the server's Argon2 parameters instead of cheap ones.
+    #[arg(long)]
+    full_cost_seeding: bool,
+    /// The `portcullis` binary (default: next to this one).
+    #[arg(long)]
+    bin: Option<PathBuf>,
+    /// The stack script (default: the repository's scripts/local-stack.sh).
+    #[arg(long)]
+    stack_script: Option<PathBuf>,
+    /// Where the JSON report and SVG charts go.
+    #[arg(long, default_value = "target/drill")]
+    out: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let Command::Run(args) = Cli::parse().command;
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("portcullis-drill: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let scenario = Scenario::load(&args.scenario)?;
+    let bin = match args.bin {
+        Some(bin) => bin,
+        None => std::env::current_exe()
+            .context("locating this binary")?
+            .with_file_name("portcullis"),
+    };
+    anyhow::ensure!(
+        bin.is_file(),
+        "{} not found: build it (cargo build --release -p portcullis-server) or pass --bin",
+        bin.display()
+    );
+    let target = match args.url {
+        Some(url) => Target::Running {
+            url,
+            policy_off_url: args.policy_off_url,
+        },
+        None => Target::LocalStack {
+            script: args.stack_script.unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/local-stack.sh")
+            }),
+        },
+    };
+    let options = Options {
+        scenario,
+        target,
+        bin,
+        policy_off: args.policy_off,
+        cheap_seeding: !args.full_cost_seeding,
+        source: args.source,
+        out_dir: args.out,
+    };
+    let report = portcullis_drill::run(&options).await?;
+    print!("{}", report.table());
+    println!(
+        "report: {}/{}.json and {}-policy-*.svg",
+        options.out_dir.display(),
+        report.scenario,
+        report.scenario
+    );
+    Ok(())
+}

@@ -1,0 +1,517 @@
+//! What a run showed: attacker attempts by outcome, compromised accounts, legitimate users'
+//! success, latency per class, throughput and a per-second timeline; the policy-on/off
+//! comparison; the text table. The JSON report is these types serialised.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::plan::Plan;
+use crate::traffic::{Outcome, Sample, Sender, Traffic};
+
+/// The whole report of one drill.
+#[derive(Debug, Serialize)]
+pub struct DrillReport {
+    /// The scenario's name.
+    pub scenario: String,
+    /// What it plays.
+    pub description: String,
+    /// How the accounts were seeded (and what that means for the numbers).
+    pub seeding: String,
+    /// One run per policy setting: on, then off when compared.
+    pub runs: Vec<RunReport>,
+    /// Policy off against policy on, when both ran.
+    pub comparison: Option<Comparison>,
+}
+
+/// One run of the scenario against one deployment.
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    /// Whether the deployment applied its policy.
+    pub policy: bool,
+    /// Where the traffic went.
+    pub target: String,
+    /// From the first request to the last answer.
+    pub duration_secs: f64,
+    /// From the first request to the attacker's last answer.
+    pub attack_secs: f64,
+    /// Attacker requests per second over the attack.
+    pub attacker_requests_per_sec: f64,
+    /// The attacker's side.
+    pub attacker: AttackerSummary,
+    /// The legitimate users' side.
+    pub legit: LegitSummary,
+    /// Latency by class of answer.
+    pub latency_ms: Vec<ClassLatency>,
+    /// Requests per second of the run, by outcome.
+    pub timeline: Vec<TimelineSecond>,
+}
+
+/// The attacker's requests by outcome.
+#[derive(Debug, Default, Serialize)]
+pub struct AttackerSummary {
+    /// Pairs sent.
+    pub attempts: usize,
+    /// Refused before any hashing (429/423).
+    pub denied: usize,
+    /// Verified and failed (401).
+    pub failed: usize,
+    /// Logged in (200).
+    pub succeeded: usize,
+    /// Shed by an overloaded server (503).
+    pub shed: usize,
+    /// Other answers or none.
+    pub errors: usize,
+    /// Pairs in the list with the right password.
+    pub hits_in_list: usize,
+    /// Distinct accounts the attacker logged in to.
+    pub compromised_accounts: usize,
+}
+
+/// The legitimate users' logins.
+#[derive(Debug, Default, Serialize)]
+pub struct LegitSummary {
+    /// Logins wanted.
+    pub logins: usize,
+    /// Logins that got in (after a typo, if there was one).
+    pub succeeded: usize,
+    /// `succeeded / logins`.
+    pub success_rate: f64,
+    /// Logins with a refused try: the user was locked out or throttled.
+    pub locked_out: usize,
+    /// Of those, from a known device.
+    pub locked_out_known_device: usize,
+    /// Logins from a new device.
+    pub new_device: usize,
+    /// Logins with a typo first.
+    pub typos: usize,
+    /// Users who got no device cookie before the run.
+    pub warm_up_failures: usize,
+}
+
+/// Latency percentiles of one class of answers.
+#[derive(Debug, Serialize)]
+pub struct ClassLatency {
+    /// `attacker denied`, `attacker verified` or `legit`.
+    pub class: String,
+    /// Requests in the class.
+    pub count: usize,
+    /// Median, ms.
+    pub p50: f64,
+    /// 90th percentile, ms.
+    pub p90: f64,
+    /// 99th percentile, ms.
+    pub p99: f64,
+}
+
+/// One second of the run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TimelineSecond {
+    /// Seconds since the start.
+    pub second: usize,
+    /// Attacker requests that reached the password check (200 or 401).
+    pub attacker_allowed: usize,
+    /// Attacker requests refused before it.
+    pub attacker_denied: usize,
+    /// Attacker requests shed or failed.
+    pub attacker_other: usize,
+    /// Legitimate requests that logged in.
+    pub legit_succeeded: usize,
+}
+
+/// Policy off against policy on.
+#[derive(Debug, Serialize)]
+pub struct Comparison {
+    /// Compromised accounts without the defences.
+    pub compromised_off: usize,
+    /// Compromised accounts with them.
+    pub compromised_on: usize,
+    /// Attacker requests that reached the password hash without the defences.
+    pub verified_off: usize,
+    /// ...and with them.
+    pub verified_on: usize,
+    /// `verified_off / verified_on`: how many times fewer guesses got checked (None when none
+    /// got through with the defences on).
+    pub verified_reduction: Option<f64>,
+    /// `compromised_off / compromised_on` (None when nothing was compromised with them on).
+    pub compromise_reduction: Option<f64>,
+}
+
+impl RunReport {
+    /// Summarises `traffic` of `plan`.
+    pub fn new(policy: bool, target: &str, plan: &Plan, traffic: &Traffic) -> Self {
+        let mut attacker = AttackerSummary {
+            hits_in_list: plan.attacks.iter().filter(|a| a.hit).count(),
+            ..AttackerSummary::default()
+        };
+        let mut compromised = BTreeSet::new();
+        for sample in &traffic.samples {
+            let Sender::Attacker(n) = sample.sender else {
+                continue;
+            };
+            attacker.attempts += 1;
+            match sample.outcome {
+                Outcome::Refused => attacker.denied += 1,
+                Outcome::Failed => attacker.failed += 1,
+                Outcome::Succeeded => {
+                    attacker.succeeded += 1;
+                    compromised.insert(plan.attacks[n].username.as_str());
+                }
+                Outcome::Shed => attacker.shed += 1,
+                Outcome::Error => attacker.errors += 1,
+            }
+        }
+        attacker.compromised_accounts = compromised.len();
+        let intents = &traffic.intents;
+        let count = |f: &dyn Fn(&&crate::traffic::Intent) -> bool| intents.iter().filter(f).count();
+        let succeeded = count(&|i| i.succeeded);
+        let legit = LegitSummary {
+            logins: intents.len(),
+            succeeded,
+            success_rate: ratio(succeeded, intents.len()),
+            locked_out: count(&|i| i.refused),
+            locked_out_known_device: count(&|i| i.refused && !i.new_device),
+            new_device: count(&|i| i.new_device),
+            typos: count(&|i| i.typo),
+            warm_up_failures: traffic.warm_up_failures,
+        };
+        let attack_secs = traffic.attack_elapsed.as_secs_f64().max(1e-3);
+        Self {
+            policy,
+            target: target.to_owned(),
+            duration_secs: traffic.elapsed.as_secs_f64(),
+            attack_secs,
+            attacker_requests_per_sec: attacker.attempts as f64 / attack_secs,
+            attacker,
+            legit,
+            latency_ms: latencies(&traffic.samples),
+            timeline: timeline(&traffic.samples),
+        }
+    }
+
+    /// Attacker requests that reached the password check.
+    pub fn verified(&self) -> usize {
+        self.attacker.failed + self.attacker.succeeded
+    }
+}
+
+impl Comparison {
+    /// Compares a run without the defences against one with them.
+    pub fn new(on: &RunReport, off: &RunReport) -> Self {
+        let reduction = |off: usize, on: usize| (on > 0).then(|| off as f64 / on as f64);
+        Self {
+            compromised_off: off.attacker.compromised_accounts,
+            compromised_on: on.attacker.compromised_accounts,
+            verified_off: off.verified(),
+            verified_on: on.verified(),
+            verified_reduction: reduction(off.verified(), on.verified()),
+            compromise_reduction: reduction(
+                off.attacker.compromised_accounts,
+                on.attacker.compromised_accounts,
+            ),
+        }
+    }
+}
+
+fn ratio(part: usize, whole: usize) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+/// Whether a request belongs to a latency class.
+type Member = fn(&Sample) -> bool;
+
+/// The latency classes, in report order.
+pub const LATENCY_CLASSES: [&str; 3] = ["attacker denied", "attacker verified", "legit"];
+
+fn latencies(samples: &[Sample]) -> Vec<ClassLatency> {
+    let members: [Member; 3] = [
+        |s| matches!(s.sender, Sender::Attacker(_)) && s.outcome == Outcome::Refused,
+        |s| {
+            matches!(s.sender, Sender::Attacker(_))
+                && matches!(s.outcome, Outcome::Failed | Outcome::Succeeded)
+        },
+        |s| matches!(s.sender, Sender::Legit(_)),
+    ];
+    LATENCY_CLASSES
+        .iter()
+        .zip(members)
+        .map(|(class, member)| {
+            let mut times: Vec<Duration> = samples
+                .iter()
+                .filter(|s| member(s))
+                .map(|s| s.latency)
+                .collect();
+            times.sort();
+            ClassLatency {
+                class: (*class).to_owned(),
+                count: times.len(),
+                p50: percentile(&times, 50),
+                p90: percentile(&times, 90),
+                p99: percentile(&times, 99),
+            }
+        })
+        .collect()
+}
+
+/// The nearest-rank percentile of sorted `times`, in milliseconds (0 when empty).
+fn percentile(times: &[Duration], p: usize) -> f64 {
+    if times.is_empty() {
+        return 0.0;
+    }
+    let rank = (p * times.len()).div_ceil(100).clamp(1, times.len());
+    times[rank - 1].as_secs_f64() * 1e3
+}
+
+fn timeline(samples: &[Sample]) -> Vec<TimelineSecond> {
+    let seconds = samples.iter().map(|s| s.sent_at.as_secs() as usize).max();
+    let mut timeline: Vec<TimelineSecond> = (0..=seconds.unwrap_or(0))
+        .map(|second| TimelineSecond {
+            second,
+            ..TimelineSecond::default()
+        })
+        .collect();
+    if seconds.is_none() {
+        return timeline;
+    }
+    for sample in samples {
+        let bucket = &mut timeline[sample.sent_at.as_secs() as usize];
+        match (sample.sender, sample.outcome) {
+            (Sender::Attacker(_), Outcome::Succeeded | Outcome::Failed) => {
+                bucket.attacker_allowed += 1
+            }
+            (Sender::Attacker(_), Outcome::Refused) => bucket.attacker_denied += 1,
+            (Sender::Attacker(_), _) => bucket.attacker_other += 1,
+            (Sender::Legit(_), Outcome::Succeeded) => bucket.legit_succeeded += 1,
+            (Sender::Legit(_), _) => {}
+        }
+    }
+    timeline
+}
+
+impl DrillReport {
+    /// The report as a text table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "scenario {}: {}", self.scenario, self.description);
+        let _ = writeln!(out, "seeding: {}", self.seeding);
+        let header: Vec<String> = self
+            .runs
+            .iter()
+            .map(|r| format!("policy {}", if r.policy { "on" } else { "off" }))
+            .collect();
+        let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+        let mut row = |name: &str, value: &dyn Fn(&RunReport) -> String| {
+            rows.push((name.to_owned(), self.runs.iter().map(value).collect()));
+        };
+        row("attacker attempts", &|r| r.attacker.attempts.to_string());
+        row("  denied before hashing", &|r| {
+            r.attacker.denied.to_string()
+        });
+        row("  verified and failed", &|r| r.attacker.failed.to_string());
+        row("  succeeded", &|r| r.attacker.succeeded.to_string());
+        row("  shed (503)", &|r| r.attacker.shed.to_string());
+        row("  errors", &|r| r.attacker.errors.to_string());
+        row("hits in the list", &|r| r.attacker.hits_in_list.to_string());
+        row("compromised accounts", &|r| {
+            r.attacker.compromised_accounts.to_string()
+        });
+        row("legit logins", &|r| r.legit.logins.to_string());
+        row("  success rate", &|r| {
+            format!("{:.1}%", r.legit.success_rate * 100.0)
+        });
+        row("  locked out (known device)", &|r| {
+            format!(
+                "{} ({})",
+                r.legit.locked_out, r.legit.locked_out_known_device
+            )
+        });
+        row("  new device / typo", &|r| {
+            format!("{} / {}", r.legit.new_device, r.legit.typos)
+        });
+        for (i, class) in LATENCY_CLASSES.iter().enumerate() {
+            row(&format!("{class} p50/p90/p99 ms"), &|r| {
+                let l = &r.latency_ms[i];
+                if l.count == 0 {
+                    "-".to_owned()
+                } else {
+                    format!("{:.1}/{:.1}/{:.1}", l.p50, l.p90, l.p99)
+                }
+            });
+        }
+        row("attack duration s", &|r| format!("{:.1}", r.attack_secs));
+        row("attacker requests/s", &|r| {
+            format!("{:.0}", r.attacker_requests_per_sec)
+        });
+        row("run duration s", &|r| format!("{:.1}", r.duration_secs));
+        let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+        let _ = write!(out, "{:width$}", "");
+        for h in &header {
+            let _ = write!(out, "  {h:>18}");
+        }
+        out.push('\n');
+        for (name, values) in rows {
+            let _ = write!(out, "{name:width$}");
+            for v in values {
+                let _ = write!(out, "  {v:>18}");
+            }
+            out.push('\n');
+        }
+        if let Some(c) = &self.comparison {
+            let factor = |f: Option<f64>, off: usize| match f {
+                Some(f) => format!("{f:.1}x"),
+                None if off == 0 => "n/a (none either way)".to_owned(),
+                None => format!("all {off} stopped"),
+            };
+            let _ = writeln!(
+                out,
+                "reduction with the defences: guesses verified {} -> {} ({}), accounts compromised {} -> {} ({})",
+                c.verified_off,
+                c.verified_on,
+                factor(c.verified_reduction, c.verified_off),
+                c.compromised_off,
+                c.compromised_on,
+                factor(c.compromise_reduction, c.compromised_off),
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Attempt, LegitUser};
+    use crate::traffic::Intent;
+
+    fn sample(sender: Sender, outcome: Outcome, sent_ms: u64, latency_ms: u64) -> Sample {
+        Sample {
+            sender,
+            outcome,
+            sent_at: Duration::from_millis(sent_ms),
+            latency: Duration::from_millis(latency_ms),
+        }
+    }
+
+    fn plan() -> Plan {
+        let attempt = |username: &str, hit| Attempt {
+            username: username.into(),
+            password: "p".into(),
+            source: "10.0.0.1".parse().unwrap(),
+            hit,
+        };
+        Plan {
+            accounts: vec![],
+            attacks: vec![
+                attempt("a", true),
+                attempt("a", true),
+                attempt("b", false),
+                attempt("c", false),
+            ],
+            legit: vec![LegitUser {
+                account: 0,
+                home: "172.16.0.10".parse().unwrap(),
+                roaming: "172.16.0.20".parse().unwrap(),
+            }],
+        }
+    }
+
+    #[test]
+    fn outcomes_compromises_and_legit_logins_are_counted() {
+        let traffic = Traffic {
+            samples: vec![
+                sample(Sender::Attacker(0), Outcome::Succeeded, 0, 5),
+                sample(Sender::Attacker(1), Outcome::Succeeded, 100, 5),
+                sample(Sender::Attacker(2), Outcome::Failed, 1500, 40),
+                sample(Sender::Attacker(3), Outcome::Refused, 2100, 1),
+                sample(Sender::Legit(0), Outcome::Succeeded, 2200, 30),
+            ],
+            intents: vec![
+                Intent {
+                    succeeded: true,
+                    ..Intent::default()
+                },
+                Intent {
+                    new_device: true,
+                    refused: true,
+                    ..Intent::default()
+                },
+            ],
+            warm_up_failures: 0,
+            elapsed: Duration::from_millis(2500),
+            attack_elapsed: Duration::from_millis(2000),
+        };
+        let run = RunReport::new(true, "http://x", &plan(), &traffic);
+        assert_eq!(
+            (
+                run.attacker.attempts,
+                run.attacker.succeeded,
+                run.attacker.failed,
+                run.attacker.denied
+            ),
+            (4, 2, 1, 1)
+        );
+        assert_eq!(
+            run.attacker.compromised_accounts, 1,
+            "two hits on one account"
+        );
+        assert_eq!(run.attacker.hits_in_list, 2);
+        assert_eq!(
+            (run.legit.logins, run.legit.succeeded, run.legit.locked_out),
+            (2, 1, 1)
+        );
+        assert_eq!(run.legit.locked_out_known_device, 0);
+        assert_eq!(run.attacker_requests_per_sec, 2.0);
+        let seconds: Vec<(usize, usize, usize)> = run
+            .timeline
+            .iter()
+            .map(|s| (s.attacker_allowed, s.attacker_denied, s.legit_succeeded))
+            .collect();
+        assert_eq!(seconds, [(2, 0, 0), (1, 0, 0), (0, 1, 1)]);
+        assert_eq!(run.latency_ms[1].count, 3);
+        assert_eq!(run.latency_ms[1].p99, 40.0);
+    }
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let times: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&times, 50), 50.0);
+        assert_eq!(percentile(&times, 99), 99.0);
+        assert_eq!(percentile(&times[..1], 99), 1.0);
+        assert_eq!(percentile(&[], 50), 0.0);
+    }
+
+    #[test]
+    fn the_comparison_divides_off_by_on_and_says_when_everything_was_stopped() {
+        let traffic = |outcome| Traffic {
+            samples: (0..4)
+                .map(|n| sample(Sender::Attacker(n), outcome, 0, 1))
+                .collect(),
+            ..Traffic::default()
+        };
+        let off = RunReport::new(false, "x", &plan(), &traffic(Outcome::Succeeded));
+        let on = RunReport::new(true, "x", &plan(), &traffic(Outcome::Refused));
+        let comparison = Comparison::new(&on, &off);
+        assert_eq!((comparison.verified_off, comparison.verified_on), (4, 0));
+        assert_eq!(comparison.verified_reduction, None);
+        assert_eq!(comparison.compromised_off, 3);
+        let report = DrillReport {
+            scenario: "s".into(),
+            description: "d".into(),
+            seeding: "cheap".into(),
+            runs: vec![on, off],
+            comparison: Some(comparison),
+        };
+        let table = report.table();
+        assert!(
+            table.contains("guesses verified 4 -> 0 (all 4 stopped)"),
+            "{table}"
+        );
+        assert!(table.contains("policy off"), "{table}");
+    }
+}

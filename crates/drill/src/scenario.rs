@@ -1,0 +1,281 @@
+//! A drill scenario: the accounts to seed, the attacker's credential list and sources, and the
+//! legitimate users logging in meanwhile. Read from TOML (`drill/scenarios/*.toml`); every
+//! section rejects unknown keys and every bad value is refused with the setting's name.
+
+use std::path::Path;
+
+use anyhow::{Context, ensure};
+use serde::{Deserialize, Serialize};
+
+/// One scenario file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name, used for report files.
+    pub name: String,
+    /// What the scenario plays, in a sentence.
+    pub description: String,
+    /// Seed of the generator behind usernames, passwords, hit positions and choices, so a
+    /// scenario replays identically.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// The accounts seeded before the run.
+    pub accounts: Accounts,
+    /// The credential-stuffing (or brute-force) traffic.
+    pub attacker: Attacker,
+    /// Real users logging in while the attack runs.
+    #[serde(default)]
+    pub legit: Legit,
+}
+
+/// The accounts seeded before the run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Accounts {
+    /// How many accounts exist.
+    pub count: usize,
+}
+
+/// The attacker: a credential list replayed from many addresses.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attacker {
+    /// Pairs in the credential list (M), one login attempt each.
+    pub attempts: usize,
+    /// Distinct existing accounts the list names (1 for a brute force on one account); pair `i`
+    /// names account `i % targets`.
+    pub targets: usize,
+    /// Share of pairs naming a username that has no account here (leaked from elsewhere).
+    #[serde(default)]
+    pub unknown_usernames: f64,
+    /// Share of pairs whose password is right (password reuse): these compromise an account if
+    /// they get through.
+    pub hit_rate: f64,
+    /// Source addresses (K), used in turn.
+    pub ips: usize,
+    /// Subnets the addresses are spread over (S): /24 networks for IPv4, /64 for IPv6.
+    pub subnets: usize,
+    /// 4 or 6.
+    #[serde(default = "default_ip_version")]
+    pub ip_version: u8,
+    /// Attempts per second; 0 sends flat out.
+    #[serde(default)]
+    pub rate: f64,
+    /// Requests in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+/// Legitimate users logging in during the attack, from their own addresses.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Legit {
+    /// Users (the last accounts seeded); 0 sends no legitimate traffic.
+    pub users: usize,
+    /// Logins per second, all users together.
+    pub rate: f64,
+    /// Share of logins from a new device (no device cookie, another address in the same /24).
+    pub new_device: f64,
+    /// Share of logins whose first try is a typo, retried with the right password.
+    pub typo: f64,
+    /// Seconds legitimate logins go on at least, even after the attacker is done: a refused
+    /// attacker finishes fast, and lockouts outlast the attack.
+    pub min_secs: f64,
+}
+
+impl Default for Legit {
+    fn default() -> Self {
+        Self {
+            users: 0,
+            rate: 2.0,
+            new_device: 0.1,
+            typo: 0.05,
+            min_secs: 10.0,
+        }
+    }
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+fn default_ip_version() -> u8 {
+    4
+}
+
+fn default_concurrency() -> usize {
+    8
+}
+
+/// Legitimate users get addresses 172.16.0.0/12, one /24 each.
+pub const MAX_LEGIT_USERS: usize = 4096;
+/// Attacker /24 networks within 10.0.0.0/8.
+pub const MAX_IPV4_SUBNETS: usize = 65_536;
+/// Attacker addresses per IPv4 /24 (hosts .1 to .254).
+pub const MAX_IPV4_HOSTS: usize = 254;
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let scenario: Self =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        scenario
+            .validate()
+            .with_context(|| format!("invalid scenario {}", path.display()))?;
+        Ok(scenario)
+    }
+
+    /// Checks ranges and combinations serde cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        ensure!(
+            !self.name.is_empty()
+                && self
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-'),
+            "name: letters, digits and '-' only (it names report files)"
+        );
+        ensure!(
+            self.accounts.count >= 1,
+            "accounts.count: must be at least 1"
+        );
+        let attacker = &self.attacker;
+        ensure!(
+            attacker.attempts >= 1,
+            "attacker.attempts: must be at least 1"
+        );
+        ensure!(
+            (1..=self.accounts.count).contains(&attacker.targets),
+            "attacker.targets: must be between 1 and accounts.count"
+        );
+        for (name, share) in [
+            ("attacker.unknown_usernames", attacker.unknown_usernames),
+            ("attacker.hit_rate", attacker.hit_rate),
+            ("legit.new_device", self.legit.new_device),
+            ("legit.typo", self.legit.typo),
+        ] {
+            ensure!(
+                (0.0..=1.0).contains(&share),
+                "{name}: must be between 0 and 1"
+            );
+        }
+        ensure!(
+            attacker.subnets >= 1,
+            "attacker.subnets: must be at least 1"
+        );
+        ensure!(
+            attacker.ips >= attacker.subnets,
+            "attacker.ips: must be at least attacker.subnets (every subnet gets an address)"
+        );
+        match attacker.ip_version {
+            4 => {
+                ensure!(
+                    attacker.subnets <= MAX_IPV4_SUBNETS,
+                    "attacker.subnets: at most {MAX_IPV4_SUBNETS} /24 networks for IPv4"
+                );
+                ensure!(
+                    attacker.ips.div_ceil(attacker.subnets) <= MAX_IPV4_HOSTS,
+                    "attacker.ips: at most {MAX_IPV4_HOSTS} addresses per IPv4 subnet"
+                );
+            }
+            6 => ensure!(
+                attacker.subnets <= usize::from(u16::MAX),
+                "attacker.subnets: at most 65535 /64 networks for IPv6"
+            ),
+            _ => anyhow::bail!("attacker.ip_version: 4 or 6"),
+        }
+        ensure!(
+            attacker.rate >= 0.0 && attacker.rate.is_finite(),
+            "attacker.rate: attempts per second, 0 for flat out"
+        );
+        ensure!(
+            (1..=1024).contains(&attacker.concurrency),
+            "attacker.concurrency: between 1 and 1024"
+        );
+        ensure!(
+            self.legit.users <= MAX_LEGIT_USERS.min(self.accounts.count),
+            "legit.users: at most accounts.count and {MAX_LEGIT_USERS}"
+        );
+        ensure!(
+            self.legit.users == 0 || (self.legit.rate > 0.0 && self.legit.rate.is_finite()),
+            "legit.rate: logins per second, above 0 when there are users"
+        );
+        ensure!(
+            (0.0..=3600.0).contains(&self.legit.min_secs),
+            "legit.min_secs: between 0 and 3600"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<Scenario> {
+        let scenario: Scenario = toml::from_str(text)?;
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    const MINIMAL: &str = r#"
+        name = "tiny"
+        description = "one address guessing one password"
+        [accounts]
+        count = 10
+        [attacker]
+        attempts = 20
+        targets = 1
+        hit_rate = 0.05
+        ips = 1
+        subnets = 1
+    "#;
+
+    #[test]
+    fn a_minimal_scenario_gets_defaults() {
+        let scenario = parse(MINIMAL).unwrap();
+        assert_eq!(scenario.seed, 1);
+        assert_eq!(scenario.attacker.ip_version, 4);
+        assert_eq!(scenario.attacker.concurrency, 8);
+        assert_eq!(scenario.legit.users, 0);
+    }
+
+    #[test]
+    fn bad_values_name_their_setting() {
+        let cases = [
+            ("targets = 1", "targets = 11", "attacker.targets"),
+            ("hit_rate = 0.05", "hit_rate = 1.5", "attacker.hit_rate"),
+            ("ips = 1", "ips = 300", "attacker.ips"),
+            (
+                "subnets = 1",
+                "subnets = 1\nip_version = 5",
+                "attacker.ip_version",
+            ),
+            ("name = \"tiny\"", "name = \"../x\"", "name"),
+        ];
+        for (from, to, setting) in cases {
+            let error = parse(&MINIMAL.replace(from, to)).unwrap_err().to_string();
+            assert!(error.starts_with(setting), "{to}: {error}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let error = parse(&MINIMAL.replace("ips = 1", "ips = 1\nspeed = 3")).unwrap_err();
+        assert!(error.to_string().contains("speed"), "{error}");
+    }
+
+    #[test]
+    fn the_shipped_scenarios_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../drill/scenarios");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            Scenario::load(&path).unwrap();
+            seen += 1;
+        }
+        assert!(seen >= 6, "{seen} scenarios");
+    }
+}

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# HTTP benchmark: three login paths measured side by side in one run with wrk.
+#   bare       a bare actix-web endpoint with the same request shape (the `bare-login` binary)
+#   throttled  Portcullis refusing a client already over its limit (429, no hashing)
+#   verified   Portcullis checking a wrong password (401: admission, Argon2id, record)
+# Portcullis runs as one release replica on a private Redis (the shared-store configuration)
+# and SQLite, with default Argon2 parameters. For each path the script reports requests/s,
+# p50/p99 latency, the answers' statuses and Redis commands per request (INFO commandstats
+# deltas on the private Redis), and writes them as JSON lines to target/bench/http.jsonl.
+#
+# Settings (env): BENCH_DURATION (wrk -d, default 10s), BENCH_CONNECTIONS (default 32),
+# BENCH_THREADS (default 2). Installs wrk (Debian's package) if missing.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+duration=${BENCH_DURATION:-10s}
+connections=${BENCH_CONNECTIONS:-32}
+threads=${BENCH_THREADS:-2}
+out=$repo/target/bench
+mkdir -p "$out"
+
+if ! command -v wrk >/dev/null; then
+  sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+  $sudo apt-get install -y wrk >/dev/null || { $sudo apt-get update >/dev/null && $sudo apt-get install -y wrk >/dev/null; }
+fi
+(cd "$repo" && cargo build --release --quiet -p portcullis-server -p portcullis-drill)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_for() { for _ in $(seq 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "bench-http: $* never answered" >&2; return 1; }
+
+work=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --logfile "$work/redis.log" &
+pids+=($!)
+wait_for redis-cli -p "$redis_port" ping
+
+portcullis_port=$(free_port)
+PORTCULLIS__SERVER__PORT=$portcullis_port \
+PORTCULLIS__SERVER__TRUSTED_PROXIES=127.0.0.1 \
+PORTCULLIS__DATABASE__URL="sqlite://$work/portcullis.db" \
+PORTCULLIS__STORE__REDIS__URL="redis://127.0.0.1:$redis_port" \
+PORTCULLIS__SECRETS__HMAC_KEY=$(openssl rand -hex 32) \
+PORTCULLIS__LOG_LEVEL=warn \
+  "$repo/target/release/portcullis" 2>"$work/portcullis.log" &
+pids+=($!)
+wait_for curl -fs "http://127.0.0.1:$portcullis_port/healthz"
+
+bare_port=$(free_port)
+"$repo/target/release/bare-login" "127.0.0.1:$bare_port" &
+pids+=($!)
+wait_for curl -s -o /dev/null "http://127.0.0.1:$bare_port/v1/login"
+
+# The throttled path's client goes over its limits before the measurement starts.
+for _ in $(seq 40); do
+  curl -s -o /dev/null -H 'content-type: application/json' -H 'x-forwarded-for: 203.0.113.7' \
+    -d '{"username":"bench-user","password":"not-the-password"}' "http://127.0.0.1:$portcullis_port/v1/login"
+done
+
+: >"$out/http.jsonl"
+for path in bare throttled verified; do
+  port=$([ "$path" = bare ] && echo "$bare_port" || echo "$portcullis_port")
+  redis-cli -p "$redis_port" config resetstat >/dev/null
+  result=$(BENCH_PATH=$path wrk -t"$threads" -c"$connections" -d"$duration" \
+    -s "$repo/scripts/bench/login.lua" "http://127.0.0.1:$port/v1/login" | tail -n 1)
+  commands=$(redis-cli -p "$redis_port" info commandstats | tr -d '\r' |
+    sed -n 's/^cmdstat_\([a-z|]*\):calls=\([0-9]*\),.*/\1 \2/p' | { grep -vE '^(info|config)' || true; } | sort)
+  python3 - "$result" "$commands" >>"$out/http.jsonl" <<'PY'
+import json, sys
+result = json.loads(sys.argv[1])
+calls = {name: int(n) for name, n in (line.split() for line in sys.argv[2].splitlines() if line)}
+per_request = {name: round(n / max(result["requests"], 1), 2) for name, n in calls.items()}
+result["redis_commands_per_request"] = per_request
+print(json.dumps(result))
+PY
+done
+
+python3 - "$out/http.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+bare = next(r for r in rows if r["path"] == "bare")["requests_per_sec"]
+print("| path | requests/s | p50 ms | p99 ms | answers | Redis commands per request (calls inside scripts included) | vs bare |")
+print("|---|---:|---:|---:|---|---|---:|")
+for r in rows:
+    answers = ", ".join(f"{n}×{s}" for s, n in sorted(r["statuses"].items()))
+    commands = ", ".join(f"{v} {k}" for k, v in r["redis_commands_per_request"].items()) or "none"
+    print(f"| {r['path']} | {r['requests_per_sec']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {answers} | {commands} | {r['requests_per_sec'] / bare:.3f} |")
+PY
