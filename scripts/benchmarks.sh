@@ -112,8 +112,10 @@ concentrate on one of them (brute force, a spray from one address, rotation insi
 /64) almost entirely, and the attacker's refused requests cost a Redis round trip instead of a
 hash. A list spread thin over many networks (botnet, low-and-slow) stays under those limits
 for longer: the defences cut the guesses that reach the hash, but reused passwords among the
-guesses that do get through still work. Legitimate users, on their own addresses and with
-device cookies, are not refused in any scenario.""")
+guesses that do get through still work.""")
+refused = sum(run["legit"]["locked_out"] for name in scenarios
+              for run in json.load(open(os.path.join(out, "drill", f"{name}.json")))["runs"] if run["policy"])
+print(f"Legitimate logins refused with the defences on, all scenarios together: {refused}.")
 print("\nTimelines (allowed vs denied attempts per second) are written next to the JSON reports as")
 print("`target/bench/drill/NAME-policy-{on,off}.svg`.")
 PY
