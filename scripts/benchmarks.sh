@@ -115,7 +115,7 @@ for longer: the defences cut the guesses that reach the hash, but reused passwor
 guesses that do get through still work.""")
 refused = sum(run["legit"]["locked_out"] for name in scenarios
               for run in json.load(open(os.path.join(out, "drill", f"{name}.json")))["runs"] if run["policy"])
-print(f"Legitimate logins refused with the defences on, all scenarios together: {refused}.")
+print(f"\nLegitimate logins refused with the defences on, all scenarios together: {refused}.")
 print("\nTimelines (allowed vs denied attempts per second) are written next to the JSON reports as")
 print("`target/bench/drill/NAME-policy-{on,off}.svg`.")
 PY
