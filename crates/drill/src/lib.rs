@@ -69,6 +69,16 @@ pub struct Options {
 /// directory, and returns the report.
 pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
     let scenario = &options.scenario;
+    if let Target::Running {
+        policy_off_url: None,
+        ..
+    } = &options.target
+    {
+        anyhow::ensure!(
+            !options.policy_off,
+            "--policy-off with --url needs --policy-off-url"
+        );
+    }
     std::fs::create_dir_all(&options.out_dir)
         .with_context(|| format!("creating {}", options.out_dir.display()))?;
     let plan = Arc::new(Plan::new(scenario));
