@@ -3,8 +3,8 @@
 //! outcome and latency is kept as a [`Sample`] for the report.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::ProgressBar;
@@ -186,7 +186,7 @@ pub async fn run(
         client.clone(),
         scenario.clone(),
         plan.clone(),
-        Arc::new(Mutex::new(cookies)),
+        Arc::new(cookies),
         start,
         done.clone(),
     ));
@@ -284,7 +284,7 @@ async fn legit_users(
     client: Client,
     scenario: Scenario,
     plan: Arc<Plan>,
-    cookies: Arc<Mutex<Vec<Option<String>>>>,
+    cookies: Arc<Vec<Option<String>>>,
     start: Instant,
     done: Arc<AtomicBool>,
 ) -> (Vec<Sample>, Vec<Intent>) {
@@ -327,7 +327,7 @@ async fn legit_users(
 async fn log_in(
     client: Client,
     plan: Arc<Plan>,
-    cookies: Arc<Mutex<Vec<Option<String>>>>,
+    cookies: Arc<Vec<Option<String>>>,
     user: usize,
     mut intent: Intent,
     start: Instant,
@@ -337,8 +337,7 @@ async fn log_in(
     let (address, cookie) = if intent.new_device {
         (legit.roaming, None)
     } else {
-        let known = cookies.lock().ok().and_then(|c| c[user].clone());
-        (legit.home, known)
+        (legit.home, cookies[user].clone())
     };
     let typo = &account.password[..account.password.len() - 1];
     let tries: &[&str] = if intent.typo {
