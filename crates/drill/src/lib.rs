@@ -24,8 +24,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::deployment::{CHEAP_ARGON2, DRILL_SOURCE, Deployment, StackOptions};
 use crate::plan::Plan;
-use crate::report::{Comparison, DrillReport, RunReport};
+use crate::report::{Comparison, DrillReport, RunReport, policy_label};
 use crate::scenario::Scenario;
+
+const MISSING_POLICY_OFF_URL: &str = "--policy-off with --url needs --policy-off-url";
 
 /// Where the drill sends its traffic.
 #[derive(Clone, Debug)]
@@ -74,10 +76,7 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
         ..
     } = &options.target
     {
-        anyhow::ensure!(
-            !options.policy_off,
-            "--policy-off with --url needs --policy-off-url"
-        );
+        anyhow::ensure!(!options.policy_off, MISSING_POLICY_OFF_URL);
     }
     std::fs::create_dir_all(&options.out_dir)
         .with_context(|| format!("creating {}", options.out_dir.display()))?;
@@ -109,9 +108,7 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
                 let url = if policy {
                     url
                 } else {
-                    policy_off_url
-                        .as_ref()
-                        .context("--policy-off with --url needs --policy-off-url")?
+                    policy_off_url.as_ref().context(MISSING_POLICY_OFF_URL)?
                 };
                 (Deployment::external(url), options.source)
             }
@@ -126,7 +123,7 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
         let progress = ProgressBar::new(plan.attacks.len() as u64).with_message(format!(
             "{} (policy {})",
             scenario.name,
-            if policy { "on" } else { "off" }
+            policy_label(policy)
         ));
         progress.set_style(
             ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
@@ -174,7 +171,7 @@ fn write(options: &Options, report: &DrillReport) -> anyhow::Result<()> {
     std::fs::write(&json, serde_json::to_vec_pretty(report)?)
         .with_context(|| format!("writing {}", json.display()))?;
     for run in &report.runs {
-        let policy = if run.policy { "on" } else { "off" };
+        let policy = policy_label(run.policy);
         let svg = options
             .out_dir
             .join(format!("{}-policy-{policy}.svg", report.scenario));

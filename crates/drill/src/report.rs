@@ -215,6 +215,11 @@ impl Comparison {
     }
 }
 
+/// `on` or `off`, as reports and file names say it.
+pub fn policy_label(enabled: bool) -> &'static str {
+    if enabled { "on" } else { "off" }
+}
+
 fn ratio(part: usize, whole: usize) -> f64 {
     if whole == 0 {
         0.0
@@ -303,7 +308,7 @@ impl DrillReport {
         let header: Vec<String> = self
             .runs
             .iter()
-            .map(|r| format!("policy {}", if r.policy { "on" } else { "off" }))
+            .map(|r| format!("policy {}", policy_label(r.policy)))
             .collect();
         let mut rows: Vec<(String, Vec<String>)> = Vec::new();
         let mut row = |name: &str, value: &dyn Fn(&RunReport) -> String| {
