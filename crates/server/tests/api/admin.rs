@@ -6,7 +6,7 @@ use portcullis_testkit::{PASSWORD, TestApp, test_settings};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::distributed::{post, three_replicas};
+use crate::distributed::{post, register, three_replicas, wrong_guesses};
 use crate::helpers::assert_problem;
 
 const TOKEN: &str = "admin-token-for-tests-0123456789abcdef";
@@ -61,25 +61,12 @@ async fn a_lockout_set_through_one_replica_is_listed_and_unlocked_through_anothe
     let (replicas, redis, _database) =
         three_replicas(&[("PORTCULLIS__ADMIN__TOKEN", TOKEN.to_owned())]).await;
     let credentials = json!({ "username": "alice", "password": PASSWORD });
-    post(
-        replicas.url(0, "/v1/users"),
-        credentials.clone(),
-        "192.0.2.1".to_owned(),
-    )
-    .await;
-    for i in 0..5 {
-        let wrong = json!({ "username": "alice", "password": "wrong" });
-        post(
-            replicas.url(0, "/v1/login"),
-            wrong,
-            format!("198.51.100.{i}"),
-        )
-        .await;
-    }
+    register(&replicas, &credentials).await;
+    wrong_guesses(&replicas, "alice", 5, |_| 0).await;
     let locked = post(
         replicas.url(1, "/v1/login"),
         credentials.clone(),
-        "192.0.2.1".to_owned(),
+        "192.0.2.1",
     )
     .await;
     assert_eq!(locked.status(), 429);
@@ -118,12 +105,7 @@ async fn a_lockout_set_through_one_replica_is_listed_and_unlocked_through_anothe
     .await
     .unwrap();
     assert_eq!(unlocked["cleared"], 1);
-    let after = post(
-        replicas.url(1, "/v1/login"),
-        credentials,
-        "192.0.2.1".to_owned(),
-    )
-    .await;
+    let after = post(replicas.url(1, "/v1/login"), credentials, "192.0.2.1").await;
     assert_eq!(
         after.status(),
         200,
@@ -158,10 +140,10 @@ async fn an_allowlisted_network_skips_address_limits_but_never_account_lockouts(
 
     // Replica 2 picks the change up at its next refresh.
     tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
-    let office = "203.0.113.50".to_owned();
+    let office = "203.0.113.50";
     for i in 0..6 {
         let guess = json!({ "username": format!("colleague{i}"), "password": "wrong" });
-        let response = post(replicas.url(2, "/v1/login"), guess, office.clone()).await;
+        let response = post(replicas.url(2, "/v1/login"), guess, office).await;
         assert_eq!(
             response.status(),
             401,
@@ -171,7 +153,7 @@ async fn an_allowlisted_network_skips_address_limits_but_never_account_lockouts(
     // Per-account lockouts still apply.
     for _ in 0..5 {
         let guess = json!({ "username": "boss", "password": "wrong" });
-        post(replicas.url(1, "/v1/login"), guess, office.clone()).await;
+        post(replicas.url(1, "/v1/login"), guess, office).await;
     }
     let guess = json!({ "username": "boss", "password": "wrong" });
     assert_eq!(
@@ -183,12 +165,7 @@ async fn an_allowlisted_network_skips_address_limits_but_never_account_lockouts(
     // Outside the allowlist the address limit (3) applies as before.
     for (i, expected) in [401, 401, 401, 429].into_iter().enumerate() {
         let guess = json!({ "username": format!("other{i}"), "password": "wrong" });
-        let response = post(
-            replicas.url(0, "/v1/login"),
-            guess,
-            "198.51.100.77".to_owned(),
-        )
-        .await;
+        let response = post(replicas.url(0, "/v1/login"), guess, "198.51.100.77").await;
         assert_eq!(response.status(), expected, "attempt {i} from elsewhere");
     }
 

@@ -37,7 +37,7 @@ pub async fn three_replicas(extra: &[(&str, String)]) -> (Replicas, TestRedis, T
     (replicas, redis, database)
 }
 
-pub async fn post(url: String, body: Value, forwarded_for: String) -> reqwest::Response {
+pub async fn post(url: String, body: Value, forwarded_for: &str) -> reqwest::Response {
     reqwest::Client::new()
         .post(url)
         .header("x-forwarded-for", forwarded_for)
@@ -45,6 +45,32 @@ pub async fn post(url: String, body: Value, forwarded_for: String) -> reqwest::R
         .send()
         .await
         .unwrap()
+}
+
+/// Registers `credentials` through replica 0.
+pub async fn register(replicas: &Replicas, credentials: &Value) {
+    let response = post(
+        replicas.url(0, "/v1/users"),
+        credentials.clone(),
+        "192.0.2.1",
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+}
+
+/// Sends `count` wrong passwords for `username`: guess `i` from its own address 198.51.100.`i`,
+/// through replica `replica(i)`.
+pub async fn wrong_guesses(
+    replicas: &Replicas,
+    username: &str,
+    count: usize,
+    replica: impl Fn(usize) -> usize,
+) {
+    for i in 0..count {
+        let guess = json!({ "username": username, "password": format!("guess{i}") });
+        let url = replicas.url(replica(i), "/v1/login");
+        post(url, guess, &format!("198.51.100.{i}")).await;
+    }
 }
 
 /// Waits until the replicas have logged `count` finished requests.
@@ -66,17 +92,21 @@ async fn concurrent_guesses_at_one_account_across_replicas_verify_no_more_than_t
     let registered = post(
         replicas.url(0, "/v1/users"),
         json!({ "username": "victim", "password": PASSWORD }),
-        "192.0.2.1".to_owned(),
+        "192.0.2.1",
     )
     .await;
     assert_eq!(registered.status(), 201);
 
     let guesses = (0..200).map(|i| {
-        post(
-            replicas.url(i % 3, "/v1/login"),
-            json!({ "username": "victim", "password": format!("guess-{i}") }),
-            format!("198.51.{}.{}", i / 200, i % 200),
-        )
+        let url = replicas.url(i % 3, "/v1/login");
+        async move {
+            post(
+                url,
+                json!({ "username": "victim", "password": format!("guess-{i}") }),
+                &format!("198.51.{}.{}", i / 200, i % 200),
+            )
+            .await
+        }
     });
     let statuses: Vec<u16> = join_all(guesses)
         .await
@@ -108,7 +138,7 @@ async fn concurrent_guesses_at_one_account_across_replicas_verify_no_more_than_t
         let owner = post(
             replicas.url(i, "/v1/login"),
             json!({ "username": "victim", "password": PASSWORD }),
-            "203.0.113.50".to_owned(),
+            "203.0.113.50",
         )
         .await;
         assert_eq!(owner.status(), 429, "replica {i}");
@@ -130,7 +160,7 @@ async fn one_address_spraying_many_usernames_across_replicas_verifies_no_more_th
         post(
             replicas.url(i % 3, "/v1/login"),
             json!({ "username": format!("user{i}"), "password": "Summer2026!" }),
-            "203.0.113.66".to_owned(),
+            "203.0.113.66",
         )
     });
     let statuses: Vec<u16> = join_all(sprays)
@@ -153,7 +183,7 @@ async fn one_address_spraying_fifty_usernames_is_banned_before_the_fiftieth_reac
         let response = post(
             replicas.url(i % 2, "/v1/login"),
             json!({ "username": format!("employee{i}"), "password": "Winter2026!" }),
-            "203.0.113.77".to_owned(),
+            "203.0.113.77",
         )
         .await;
         statuses.push(response.status().as_u16());
@@ -209,7 +239,7 @@ async fn one_address_spraying_fifty_usernames_is_banned_before_the_fiftieth_reac
     let other = post(
         replicas.url(2, "/v1/login"),
         json!({ "username": "employee0", "password": "Winter2026!" }),
-        "198.51.100.200".to_owned(),
+        "198.51.100.200",
     )
     .await;
     assert_eq!(other.status(), 401);
@@ -236,7 +266,7 @@ async fn a_surge_of_failures_across_replicas_tightens_every_address_and_is_repor
         post(
             replicas.url(i % 3, "/v1/login"),
             guess,
-            format!("198.51.{i}.1"),
+            &format!("198.51.{i}.1"),
         )
         .await;
     }
@@ -245,12 +275,7 @@ async fn a_surge_of_failures_across_replicas_tightens_every_address_and_is_repor
         let mut statuses = Vec::new();
         for i in 0..3 {
             let guess = json!({ "username": format!("fresh{i}"), "password": "wrong" });
-            let response = post(
-                replicas.url(i, "/v1/login"),
-                guess,
-                "203.0.113.99".to_owned(),
-            )
-            .await;
+            let response = post(replicas.url(i, "/v1/login"), guess, "203.0.113.99").await;
             statuses.push(response.status().as_u16());
         }
         statuses
@@ -271,16 +296,11 @@ async fn a_surge_of_failures_across_replicas_tightens_every_address_and_is_repor
 async fn an_owner_locked_out_by_an_attacker_across_replicas_still_logs_in_from_a_trusted_device() {
     let (replicas, redis, _database) = three_replicas(&[]).await;
     let credentials = json!({ "username": "owner", "password": PASSWORD });
-    post(
-        replicas.url(0, "/v1/users"),
-        credentials.clone(),
-        "192.0.2.1".to_owned(),
-    )
-    .await;
+    register(&replicas, &credentials).await;
     let first = post(
         replicas.url(0, "/v1/login"),
         credentials.clone(),
-        "192.0.2.1".to_owned(),
+        "192.0.2.1",
     )
     .await;
     let cookie = first.headers()["set-cookie"]
@@ -291,19 +311,11 @@ async fn an_owner_locked_out_by_an_attacker_across_replicas_still_logs_in_from_a
         .unwrap()
         .to_owned();
 
-    for i in 0..6 {
-        let guess = json!({ "username": "owner", "password": format!("guess{i}") });
-        post(
-            replicas.url(i % 3, "/v1/login"),
-            guess,
-            format!("198.51.100.{i}"),
-        )
-        .await;
-    }
+    wrong_guesses(&replicas, "owner", 6, |i| i % 3).await;
     let untrusted = post(
         replicas.url(1, "/v1/login"),
         credentials.clone(),
-        "192.0.2.1".to_owned(),
+        "192.0.2.1",
     )
     .await;
     assert_eq!(untrusted.status(), 429, "untrusted clients stay locked out");
@@ -327,21 +339,12 @@ async fn an_owner_locked_out_by_an_attacker_across_replicas_still_logs_in_from_a
 async fn a_session_from_one_replica_is_valid_on_all_and_logout_on_one_revokes_it_everywhere() {
     let (replicas, redis, _database) = three_replicas(&[]).await;
     let credentials = json!({ "username": "alice", "password": PASSWORD });
-    post(
-        replicas.url(0, "/v1/users"),
-        credentials.clone(),
-        "192.0.2.1".to_owned(),
-    )
-    .await;
-    let login: Value = post(
-        replicas.url(1, "/v1/login"),
-        credentials,
-        "192.0.2.1".to_owned(),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    register(&replicas, &credentials).await;
+    let login: Value = post(replicas.url(1, "/v1/login"), credentials, "192.0.2.1")
+        .await
+        .json()
+        .await
+        .unwrap();
     let token = login["token"].as_str().unwrap().to_owned();
     let client = reqwest::Client::new();
     let session_on = |i: usize| {
