@@ -26,7 +26,7 @@ fn decision(c: &mut Criterion) {
         b.iter(|| {
             now += 10_000;
             if table.attempt(&policy, black_box(&keys), now).is_allowed() {
-                table.record(&policy, &keys, Outcome::Failure, &digest, now);
+                table.record(&policy, &keys, Outcome::Failure, &digest, &[], now);
             }
         })
     });

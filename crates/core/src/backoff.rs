@@ -57,6 +57,10 @@ pub struct LockoutState {
     pub temporary_lockouts: u32,
     /// Locked until an administrator unlocks.
     pub permanent: bool,
+    /// Admitted attempts not yet verified: each is counted in `failures` provisionally, so
+    /// concurrent guesses cannot outrun the lockout, and a success or an abandoned attempt
+    /// takes back only its own count.
+    pub in_flight: u32,
 }
 
 /// A lockout that a failure started.
@@ -140,6 +144,65 @@ impl Backoff {
                 until: next.locked_until,
             }),
         )
+    }
+
+    /// Counts an admitted attempt as a provisional failure (it may start a lockout, so many
+    /// concurrent attempts cannot all be admitted before the first failure is verified).
+    pub fn on_admission(
+        &self,
+        state: &LockoutState,
+        now: UnixMillis,
+    ) -> (LockoutState, Option<Lockout>) {
+        let (mut next, lockout) = self.on_failure(state, now);
+        next.in_flight = next.in_flight.saturating_add(1);
+        (next, lockout)
+    }
+
+    /// A verified failure: the provisional failure its admission counted stands.
+    pub fn on_verified_failure(state: &LockoutState) -> LockoutState {
+        LockoutState {
+            in_flight: state.in_flight.saturating_sub(1),
+            ..*state
+        }
+    }
+
+    /// An attempt never verified (shed with 503): takes back its provisional failure and the
+    /// lockout its admission `started`, if any.
+    pub fn on_abandon(state: &LockoutState, started: Option<Lockout>) -> LockoutState {
+        let mut next = *state;
+        next.failures = next.failures.saturating_sub(1);
+        next.in_flight = next.in_flight.saturating_sub(1);
+        match started {
+            Some(Lockout::Temporary { .. }) => {
+                next.temporary_lockouts = next.temporary_lockouts.saturating_sub(1);
+                next.locked_until = 0;
+            }
+            Some(Lockout::Permanent) => next.permanent = false,
+            Some(Lockout::Ban { .. }) | None => {}
+        }
+        next
+    }
+
+    /// A success: forgets the recorded failures and its own provisional one (with the lockout
+    /// its admission `started`); the provisional failures of other attempts still in flight
+    /// stay counted, so a success amid concurrent guesses frees no extra guesses. A permanent
+    /// lock that the attempt did not start stands.
+    pub fn on_success(state: &LockoutState, started: Option<Lockout>) -> LockoutState {
+        let own_undone = Self::on_abandon(state, started);
+        if own_undone.permanent {
+            return own_undone;
+        }
+        let others = own_undone.in_flight;
+        LockoutState {
+            failures: others,
+            last_failure: if others > 0 {
+                own_undone.last_failure
+            } else {
+                0
+            },
+            in_flight: others,
+            ..LockoutState::default()
+        }
     }
 
     /// Milliseconds the state refuses attempts for at `now` (`None`: not locked).

@@ -6,16 +6,23 @@
 //!
 //! Lockouts count an admitted attempt as a failure at once, before its password is checked:
 //! otherwise many concurrent attempts (from many replicas) could all be admitted before the first
-//! failures were recorded, and verification would run far more often than the policy allows. A
-//! success then clears the lockout of the account's own dimensions, which undoes that count; on
-//! any other dimension a lockout therefore counts attempts, not failures. The failure limits
+//! failures were recorded, and verification would run far more often than the policy allows.
+//! Each admission is finished by exactly one of `record` (verified) or `abandon` (never
+//! verified, e.g. shed with 503), which settle that provisional count:
+//! - a failure lets it stand;
+//! - a success on the account's own dimensions takes it back with the recorded failures, but
+//!   not the provisional failures of other attempts still in flight;
+//! - an abandoned attempt takes back its own count and any lockout its admission started, so a
+//!   client retrying on 503 does not lock itself out (it still counts against rate limits).
+//!
+//! On any other dimension a lockout therefore counts attempts, not failures. The failure limits
 //! (`failures`) are charged when a failure is recorded and are never reset.
 
 use serde::{Deserialize, Serialize};
 
 use crate::UnixMillis;
 use crate::attack::AttackState;
-use crate::backoff::{Lockout, LockoutState};
+use crate::backoff::{Backoff, Lockout, LockoutState};
 use crate::gcra::GcraVerdict;
 use crate::keys::{AttemptKey, Dimension};
 use crate::policy::{KeyPolicy, Policy};
@@ -250,7 +257,7 @@ pub fn decide(
             state.attack.attempts = state.attack.attempts.saturating_add(1);
         }
         if let Some(backoff) = &policy.for_dimension(key.dimension).lockout {
-            let (locked, lockout) = backoff.on_failure(&state.lockout, now);
+            let (locked, lockout) = backoff.on_admission(&state.lockout, now);
             state.lockout = locked;
             if let Some(lockout) = lockout {
                 pending.push(LockoutEvent {
@@ -285,21 +292,36 @@ fn effective(policy: &Policy, dimension: Dimension, under_attack: bool) -> KeyPo
     }
 }
 
-/// Applies a verified attempt's outcome to the states of its keys: a failure charges the
-/// failure limits (its lockout count was taken at admission) and adds `username` (its keyed
-/// hash) to each source's distinct usernames; a success clears the account's lockouts unless
-/// permanent. Returns the bans the failure started.
+/// The lockout that an admission started on `key`, among its `pending` lockouts.
+pub fn started_on(pending: &[LockoutEvent], key: &AttemptKey) -> Option<Lockout> {
+    pending.iter().find(|l| l.key == *key).map(|l| l.lockout)
+}
+
+/// Applies a verified attempt's outcome to the states of its keys (`pending`: the lockouts its
+/// admission started): a failure charges the failure limits (its lockout count was taken at
+/// admission) and adds `username` (its keyed hash) to each source's distinct usernames; a
+/// success settles the account's lockouts (see the module doc). Returns the bans the failure
+/// started.
 pub fn record(
     policy: &Policy,
     keys: &[AttemptKey],
     states: &mut [KeyState],
     outcome: Outcome,
     username: &str,
+    pending: &[LockoutEvent],
     now: UnixMillis,
 ) -> Vec<LockoutEvent> {
     let mut bans = Vec::new();
     for (key, state) in keys.iter().zip(states.iter_mut()) {
         let limits = policy.for_dimension(key.dimension);
+        if limits.lockout.is_some() {
+            state.lockout = match outcome {
+                Outcome::Success if key.dimension.resets_on_success() => {
+                    Backoff::on_success(&state.lockout, started_on(pending, key))
+                }
+                _ => Backoff::on_verified_failure(&state.lockout),
+            };
+        }
         match outcome {
             Outcome::Failure => {
                 if let Some(limit) = &limits.failures {
@@ -318,12 +340,24 @@ pub fn record(
                     });
                 }
             }
-            Outcome::Success => {
-                if key.dimension.resets_on_success() && !state.lockout.permanent {
-                    state.lockout = LockoutState::default();
-                }
-            }
+            Outcome::Success => {}
         }
     }
     bans
+}
+
+/// Settles an admission that was never verified (`pending`: the lockouts it started): its
+/// provisional lockout failures and those lockouts are taken back; the rate limits and the
+/// under-attack signal keep counting it as an attempt.
+pub fn abandon(
+    policy: &Policy,
+    keys: &[AttemptKey],
+    states: &mut [KeyState],
+    pending: &[LockoutEvent],
+) {
+    for (key, state) in keys.iter().zip(states.iter_mut()) {
+        if policy.for_dimension(key.dimension).lockout.is_some() {
+            state.lockout = Backoff::on_abandon(&state.lockout, started_on(pending, key));
+        }
+    }
 }

@@ -114,19 +114,34 @@ impl StateTable {
         decision
     }
 
-    /// Applies a verified outcome (see [`decision::record`]); returns the bans it started.
+    /// Applies a verified outcome of an admission that started the `pending` lockouts (see
+    /// [`decision::record`]); returns the bans it started.
     pub fn record(
         &mut self,
         policy: &Policy,
         keys: &[AttemptKey],
         outcome: Outcome,
         username: &str,
+        pending: &[LockoutEvent],
         now: UnixMillis,
     ) -> Vec<LockoutEvent> {
         let mut states = self.load(keys, now);
-        let bans = decision::record(policy, keys, &mut states, outcome, username, now);
+        let bans = decision::record(policy, keys, &mut states, outcome, username, pending, now);
         self.save(policy, keys, states, now);
         bans
+    }
+
+    /// Settles an admission that was never verified (see [`decision::abandon`]).
+    pub fn abandon(
+        &mut self,
+        policy: &Policy,
+        keys: &[AttemptKey],
+        pending: &[LockoutEvent],
+        now: UnixMillis,
+    ) {
+        let mut states = self.load(keys, now);
+        decision::abandon(policy, keys, &mut states, pending);
+        self.save(policy, keys, states, now);
     }
 
     /// Forgets a key entirely (an administrator's unlock).
@@ -166,7 +181,7 @@ mod tests {
         let policy = Policy::default();
         let decision = table.attempt(&policy, keys, now);
         if decision.is_allowed() {
-            table.record(&policy, keys, Outcome::Failure, user_of(keys), now);
+            table.record(&policy, keys, Outcome::Failure, user_of(keys), &[], now);
         }
         decision
     }
@@ -255,7 +270,14 @@ mod tests {
         for i in 0..3 {
             let k = keys("192.0.2.44", "regular");
             assert!(table.attempt(&policy, &k, T0 + i * 2_000).is_allowed());
-            table.record(&policy, &k, Outcome::Success, user_of(&k), T0 + i * 2_000);
+            table.record(
+                &policy,
+                &k,
+                Outcome::Success,
+                user_of(&k),
+                &[],
+                T0 + i * 2_000,
+            );
         }
         let Decision::Deny(denial) =
             table.attempt(&policy, &keys("192.0.2.44", "regular"), T0 + 6_000)
@@ -279,7 +301,7 @@ mod tests {
             let k = keys(ip, user);
             let decision = table.attempt(&policy, &k, now);
             if decision.is_allowed() {
-                table.record(&policy, &k, Outcome::Failure, user_of(&k), now);
+                table.record(&policy, &k, Outcome::Failure, user_of(&k), &[], now);
             }
             decision
         };
@@ -320,7 +342,14 @@ mod tests {
             fail(&mut table, &from, T0 + i);
         }
         assert!(table.attempt(&policy, &from, T0 + 4).is_allowed());
-        table.record(&policy, &from, Outcome::Success, user_of(&from), T0 + 4);
+        table.record(
+            &policy,
+            &from,
+            Outcome::Success,
+            user_of(&from),
+            &[],
+            T0 + 4,
+        );
         assert!(table.attempt(&policy, &from, T0 + 5).is_allowed());
     }
 
@@ -350,7 +379,7 @@ mod tests {
         }
         let ip_before = table.state(key_of(&own, Dimension::Ip), T0 + 4).unwrap();
         assert!(table.attempt(&policy, &own, T0 + 4).is_allowed());
-        table.record(&policy, &own, Outcome::Success, user_of(&own), T0 + 4);
+        table.record(&policy, &own, Outcome::Success, user_of(&own), &[], T0 + 4);
         let ip_after = table.state(key_of(&own, Dimension::Ip), T0 + 4).unwrap();
         assert_eq!(ip_after.failure_tat, ip_before.failure_tat);
         assert_eq!(ip_after.lockout, ip_before.lockout);
@@ -365,7 +394,14 @@ mod tests {
             fail(&mut table, &from, T0 + i);
         }
         table.attempt(&policy, &from, T0 + 4);
-        table.record(&policy, &from, Outcome::Success, user_of(&from), T0 + 4);
+        table.record(
+            &policy,
+            &from,
+            Outcome::Success,
+            user_of(&from),
+            &[],
+            T0 + 4,
+        );
         for i in 5..9 {
             assert!(fail(&mut table, &from, T0 + i).is_allowed());
         }
@@ -387,6 +423,113 @@ mod tests {
         // username, username from the address.
         table.attempt(&policy, &keys("192.0.2.1", "late"), T0 + 25 * 3_600_000);
         assert_eq!(table.len(), 5);
+    }
+
+    fn pending_of(decision: &Decision) -> Vec<LockoutEvent> {
+        match decision {
+            Decision::Allow { pending, .. } => pending.clone(),
+            Decision::Deny(_) => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_success_amid_concurrent_guesses_keeps_their_provisional_failures() {
+        let mut table = StateTable::default();
+        let policy = Policy::default();
+        let from = keys("198.51.100.1", "grace");
+        // The right password first, then wrong guesses, all admitted before any is verified.
+        let admitted: Vec<Decision> = (0..5)
+            .map(|i| table.attempt(&policy, &from, T0 + i))
+            .collect();
+        assert!(admitted.iter().all(Decision::is_allowed));
+        assert!(!table.attempt(&policy, &from, T0 + 5).is_allowed());
+        let right = &admitted[0];
+        table.record(
+            &policy,
+            &from,
+            Outcome::Success,
+            user_of(&from),
+            &pending_of(right),
+            T0 + 6,
+        );
+        // Four guesses are still in flight: one more attempt is admitted, then the lockout.
+        let late: Vec<Decision> = (0..10)
+            .map(|i| table.attempt(&policy, &from, T0 + 7 + i))
+            .collect();
+        assert_eq!(late.iter().filter(|d| d.is_allowed()).count(), 1);
+        for guess in admitted.iter().skip(1).chain(&late[..1]) {
+            table.record(
+                &policy,
+                &from,
+                Outcome::Failure,
+                user_of(&from),
+                &pending_of(guess),
+                T0 + 20,
+            );
+        }
+        assert!(!table.attempt(&policy, &from, T0 + 21).is_allowed());
+    }
+
+    #[test]
+    fn an_abandoned_attempt_takes_back_its_provisional_failure_and_the_lockout_it_started() {
+        let mut table = StateTable::default();
+        let policy = Policy::default();
+        let from = keys("198.51.100.1", "heidi");
+        for i in 0..4 {
+            fail(&mut table, &from, T0 + i);
+        }
+        let fifth = table.attempt(&policy, &from, T0 + 4);
+        assert_eq!(pending_of(&fifth).len(), 1, "the fifth admission locks");
+        table.abandon(&policy, &from, &pending_of(&fifth), T0 + 5);
+        // Shed with 503: the client may retry without having locked itself out.
+        for i in 0..3 {
+            let retry = table.attempt(&policy, &from, T0 + 6 + i);
+            assert!(retry.is_allowed(), "retry {i}");
+            table.abandon(&policy, &from, &pending_of(&retry), T0 + 6 + i);
+        }
+        assert!(fail(&mut table, &from, T0 + 10).is_allowed());
+        assert!(!table.attempt(&policy, &from, T0 + 11).is_allowed());
+    }
+
+    #[test]
+    fn a_success_on_the_attempt_that_trips_the_permanent_lock_takes_it_back() {
+        let mut table = StateTable::default();
+        let mut policy = Policy::default();
+        if let Some(lockout) = policy.username.lockout.as_mut() {
+            lockout.permanent_after = Some(0);
+        }
+        let from = keys("198.51.100.1", "ivan");
+        for i in 0..4 {
+            let k = &from;
+            let d = table.attempt(&policy, k, T0 + i);
+            table.record(
+                &policy,
+                k,
+                Outcome::Failure,
+                user_of(k),
+                &pending_of(&d),
+                T0 + i,
+            );
+        }
+        let tripping = table.attempt(&policy, &from, T0 + 4);
+        assert!(
+            pending_of(&tripping)
+                .iter()
+                .any(|l| l.lockout == crate::backoff::Lockout::Permanent)
+        );
+        table.record(
+            &policy,
+            &from,
+            Outcome::Success,
+            user_of(&from),
+            &pending_of(&tripping),
+            T0 + 5,
+        );
+        let state = table
+            .state(key_of(&from, Dimension::Username), T0 + 6)
+            .unwrap_or_default();
+        assert!(!state.lockout.permanent);
+        assert!(table.attempt(&policy, &from, T0 + 6).is_allowed());
     }
 
     #[derive(Clone, Debug)]
@@ -428,7 +571,7 @@ mod tests {
                         ];
                         let before = watched.clone().map(|key| table.state(&key, now));
                         let user = user_of(&k).to_owned();
-                        table.record(&policy, &k, outcome, &user, now);
+                        table.record(&policy, &k, outcome, &user, &[], now);
                         let after = watched.map(|key| table.state(&key, now));
                         if outcome == Outcome::Success {
                             prop_assert_eq!(before, after);

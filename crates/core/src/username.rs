@@ -2,11 +2,18 @@
 //!
 //! `Admin`, ` admin ` and the full-width `Ａｄｍｉｎ` are the same username: input is trimmed,
 //! normalised to Unicode NFKC and case-folded (then normalised again, since folding can undo
-//! NFKC). Counting and uniqueness both use the normalised form.
+//! NFKC). Counting uses the normalised form.
+//!
+//! Invisible characters are refused outright: format characters (Unicode category Cf, which
+//! holds the zero-width and bidi controls) and line and paragraph separators (Zl, Zp), so
+//! `admin` + U+200B is not a second `admin`. Look-alikes from other scripts (`аdmin` with a
+//! Cyrillic а) are valid names, but share a UTS #39 confusable [`Username::skeleton`], which
+//! account uniqueness uses.
 
 use std::fmt;
 
 use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 /// The longest normalised username, in characters.
 pub const MAX_USERNAME_CHARS: usize = 64;
@@ -25,6 +32,23 @@ pub enum UsernameError {
     /// Contains a control character (including NUL).
     #[error("username contains a control character")]
     ControlCharacter,
+    /// Contains an invisible format or separator character (zero-width, bidi control).
+    #[error(
+        "username contains an invisible character (Unicode format characters such as \
+         zero-width spaces and bidi controls, and line or paragraph separators, are not allowed)"
+    )]
+    InvisibleCharacter,
+}
+
+/// Whether a character is invisible formatting: category Cf (zero-width and bidi controls
+/// among them), Zl or Zp.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c.general_category(),
+        GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    )
 }
 
 /// A normalised username.
@@ -48,6 +72,9 @@ impl Username {
         if normalised.chars().any(char::is_control) {
             return Err(UsernameError::ControlCharacter);
         }
+        if raw.chars().any(is_invisible) {
+            return Err(UsernameError::InvisibleCharacter);
+        }
         if normalised.chars().count() > MAX_USERNAME_CHARS {
             return Err(UsernameError::TooLong);
         }
@@ -57,6 +84,11 @@ impl Username {
     /// The normalised form.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The UTS #39 confusable skeleton: two names that look alike share it.
+    pub fn skeleton(&self) -> String {
+        unicode_security::confusable_detection::skeleton(&self.0).collect()
     }
 }
 
@@ -79,6 +111,35 @@ mod tests {
 
     fn norm(raw: &str) -> String {
         Username::parse(raw).unwrap().as_str().to_owned()
+    }
+
+    #[test]
+    fn invisible_characters_are_refused() {
+        for raw in [
+            "admin\u{200b}",
+            "\u{202e}nimda",
+            "ad\u{2060}min",
+            "admin\u{2028}",
+            "\u{feff}admin",
+        ] {
+            assert_eq!(
+                Username::parse(raw),
+                Err(UsernameError::InvisibleCharacter),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn look_alikes_from_other_scripts_share_a_skeleton() {
+        let latin = Username::parse("admin").unwrap();
+        let cyrillic = Username::parse("\u{430}dmin").unwrap();
+        assert_ne!(latin, cyrillic);
+        assert_eq!(latin.skeleton(), cyrillic.skeleton());
+        assert_ne!(
+            latin.skeleton(),
+            Username::parse("admln").unwrap().skeleton()
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Accounts in SQL: embedded SQLite by default, PostgreSQL for a distributed deployment.
 //!
-//! The database enforces one account per normalised username, so two concurrent registrations
-//! of one name cannot both succeed. Queries go through sqlx's `Any` driver with SQL both
+//! The database enforces one account per normalised username and per confusable skeleton (UTS
+//! #39), so two concurrent registrations of one name, or of two names that look alike, cannot
+//! both succeed. Queries go through sqlx's `Any` driver with SQL both
 //! dialects accept; migrations live in `migrations/<dialect>` and are embedded in the binary.
 
 use std::path::Path;
@@ -172,10 +173,12 @@ impl Accounts {
         let id = new_account_id()?;
         let created_at = now_ms();
         let result = sqlx::query(
-            "INSERT INTO accounts (id, username, password_hash, created_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO accounts (id, username, skeleton, password_hash, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(id.as_str())
         .bind(username.as_str())
+        .bind(username.skeleton())
         .bind(password_hash)
         .bind(created_at)
         .execute(&self.pool)
@@ -194,6 +197,43 @@ impl Accounts {
 }
 
 impl Accounts {
+    /// Fills in the confusable skeleton of accounts made before it was stored. A row whose
+    /// skeleton another account holds already keeps none (it still logs in; no new look-alike
+    /// of either can register).
+    pub async fn fill_skeletons(&self) -> anyhow::Result<()> {
+        let rows = sqlx::query("SELECT id, username FROM accounts WHERE skeleton IS NULL")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_error(e, "listing accounts without a skeleton"))?;
+        for row in rows {
+            let id: String = row.try_get("id").context("reading an account id")?;
+            let raw: String = row.try_get("username").context("reading a username")?;
+            let Ok(username) = Username::parse(&raw) else {
+                tracing::warn!(
+                    subject = id,
+                    "stored username no longer parses; no skeleton"
+                );
+                continue;
+            };
+            let result = sqlx::query("UPDATE accounts SET skeleton = $1 WHERE id = $2")
+                .bind(username.skeleton())
+                .bind(id.as_str())
+                .execute(&self.pool)
+                .await;
+            match result {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    tracing::warn!(
+                        subject = id,
+                        "account looks like another; no skeleton stored"
+                    );
+                }
+                Err(e) => return Err(db_error(e, "storing a username skeleton")),
+            }
+        }
+        Ok(())
+    }
+
     /// Replaces an account's password hash (a rehash with current parameters).
     pub async fn update_hash(&self, id: &str, password_hash: &str) -> anyhow::Result<()> {
         sqlx::query("UPDATE accounts SET password_hash = $1 WHERE id = $2")

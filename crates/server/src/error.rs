@@ -1,8 +1,10 @@
-//! The one error type handlers return, answered as `application/problem+json` (RFC 9457).
+//! The one error type handlers return, answered as `application/problem+json` (RFC 9457) with
+//! a stable `code` member (the table in `docs/api.md`).
 //!
-//! `status_code` matches every variant with no catch-all, so a new variant forces a decision
-//! about its status. A 5xx body never carries internal error text: the cause chain goes to the
-//! log, the client gets a short title.
+//! `status_code` and `code` match every variant with no catch-all, so a new variant forces a
+//! decision about both. Causes are kept (never logged where an error is converted) and logged
+//! once, with the whole chain, where the error is answered. A 5xx body never carries internal
+//! error text: the client gets a short title.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
@@ -12,9 +14,14 @@ use serde::Serialize;
 /// What can go wrong while answering a request.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The request is malformed; the text says how (it is shown to the client).
-    #[error("{0}")]
-    BadRequest(String),
+    /// The request is malformed; `detail` says how (it is shown to the client).
+    #[error("{detail}")]
+    BadRequest {
+        /// The stable problem code (`bad_request`, `invalid_username`, ...).
+        code: &'static str,
+        /// What is wrong, for a person.
+        detail: String,
+    },
     /// The body exceeds `server.max_body_bytes`.
     #[error("request body too large")]
     PayloadTooLarge,
@@ -24,10 +31,10 @@ pub enum ApiError {
     /// Wrong username or password; deliberately says which of neither.
     #[error("invalid username or password")]
     InvalidCredentials,
-    /// No valid session token.
-    #[error("missing, invalid or expired session token")]
+    /// No valid session token (or admin token).
+    #[error("missing, invalid or expired token")]
     Unauthenticated,
-    /// The normalised username is registered already.
+    /// The normalised username, or one that looks like it, is registered already.
     #[error("username is already taken")]
     UsernameTaken,
     /// The policy refuses the attempt for now.
@@ -44,6 +51,9 @@ pub enum ApiError {
     Unavailable {
         /// Seconds after which trying again is reasonable.
         retry_after_secs: u64,
+        /// Why, for the log.
+        #[source]
+        cause: anyhow::Error,
     },
     /// No such route.
     #[error("no such resource")]
@@ -59,15 +69,49 @@ struct Problem<'a> {
     kind: &'a str,
     title: &'a str,
     status: u16,
+    code: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
 }
 
 impl ApiError {
+    /// A malformed request with the generic `bad_request` code.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            code: "bad_request",
+            detail: detail.into(),
+        }
+    }
+
+    /// A dependency that cannot answer for a moment.
+    pub fn unavailable(cause: impl Into<anyhow::Error>) -> Self {
+        ApiError::Unavailable {
+            retry_after_secs: 1,
+            cause: cause.into(),
+        }
+    }
+
+    /// The stable problem code clients may match on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { code, .. } => code,
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::UsernameTaken => "username_taken",
+            ApiError::Throttled { .. } => "throttled",
+            ApiError::Locked => "locked",
+            ApiError::Unavailable { .. } => "unavailable",
+            ApiError::NotFound => "not_found",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
     /// A short, stable title per status, and whether the error's own text may be shown.
     fn title(&self) -> (&'static str, bool) {
         match self {
-            ApiError::BadRequest(_) => ("Bad request", true),
+            ApiError::BadRequest { .. } => ("Bad request", true),
             ApiError::PayloadTooLarge => ("Payload too large", true),
             ApiError::UnsupportedMediaType => ("Unsupported media type", true),
             ApiError::InvalidCredentials => ("Unauthorized", true),
@@ -84,8 +128,31 @@ impl ApiError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::Throttled { retry_after_secs }
-            | ApiError::Unavailable { retry_after_secs } => Some(*retry_after_secs),
+            | ApiError::Unavailable {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
             _ => None,
+        }
+    }
+
+    /// Logs a server-side failure once, with its whole cause chain.
+    fn log(&self) {
+        match self {
+            ApiError::Unavailable { cause, .. } => {
+                tracing::warn!(
+                    code = self.code(),
+                    error = format!("{cause:#}"),
+                    "unavailable"
+                );
+            }
+            ApiError::Internal(cause) => {
+                tracing::error!(
+                    code = self.code(),
+                    error = format!("{cause:#}"),
+                    "request failed"
+                );
+            }
+            _ => {}
         }
     }
 }
@@ -93,7 +160,7 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::InvalidCredentials | ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
@@ -107,15 +174,14 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        self.log();
         let status = self.status_code();
         let (title, show_detail) = self.title();
-        if status.is_server_error() {
-            tracing::error!(error = ?self, "request failed");
-        }
         let problem = Problem {
             kind: "about:blank",
             title,
             status: status.as_u16(),
+            code: self.code(),
             detail: show_detail.then(|| self.to_string()),
         };
         let mut response = HttpResponse::build(status);
@@ -140,21 +206,20 @@ impl From<anyhow::Error> for ApiError {
             .chain()
             .any(|cause| cause.is::<crate::accounts::DatabaseUnavailable>())
         {
-            tracing::error!(error = format!("{error:#}"), "database unavailable");
-            return ApiError::Unavailable {
-                retry_after_secs: 1,
-            };
+            return ApiError::unavailable(error);
         }
         ApiError::Internal(error)
     }
 }
 
-/// A store that cannot answer makes the service unavailable for a moment, not broken.
+/// A store that cannot answer makes the service unavailable for a moment; one that answers
+/// nonsense is a bug (500).
 impl From<portcullis_store::StoreError> for ApiError {
     fn from(error: portcullis_store::StoreError) -> Self {
-        tracing::error!(error = %error, "store failed");
-        ApiError::Unavailable {
-            retry_after_secs: 1,
+        match error {
+            portcullis_store::StoreError::Unavailable { .. } => ApiError::unavailable(error),
+            portcullis_store::StoreError::Protocol(_)
+            | portcullis_store::StoreError::Misconfigured(_) => ApiError::Internal(error.into()),
         }
     }
 }
@@ -163,9 +228,9 @@ impl From<portcullis_store::StoreError> for ApiError {
 impl From<crate::password::HashError> for ApiError {
     fn from(error: crate::password::HashError) -> Self {
         match error {
-            crate::password::HashError::Busy => ApiError::Unavailable {
-                retry_after_secs: 1,
-            },
+            crate::password::HashError::Busy => {
+                ApiError::unavailable(anyhow::anyhow!("the hashing queue is full"))
+            }
             crate::password::HashError::Failed(e) => e.into(),
         }
     }

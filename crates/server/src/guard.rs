@@ -1,33 +1,24 @@
-//! The login guard: every endpoint that verifies a password goes through it.
+//! The login guard: every attempt that verifies a password is admitted by it first.
 //!
-//! It derives the attempt's keys, asks the store for a decision (one store call), runs the
-//! password check only when allowed, and records the outcome (a second store call). A refused
-//! attempt never reaches Argon2 or the database.
+//! Two steps, typed: [`LoginGuard::admit`] derives the attempt's keys and asks the store (one
+//! store call); a refusal is an error before any database or Argon2 work. An admission is an
+//! [`Admission`] that must be settled: [`Admission::finish`] with the verified outcome (a
+//! second store call), or [`Admission::abandon`] when the attempt was never verified (the hash
+//! queue or the database answered 503), which takes back its provisional lockout failure.
 
-use std::future::Future;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use portcullis_core::backoff::Lockout;
 use portcullis_core::{
     AttemptKey, Decision, DeviceId, Dimension, KeyDeriver, LockoutEvent, Outcome, Policy, Username,
 };
 use portcullis_store::AttemptStore;
+use std::sync::Arc;
 
 use crate::allowlist::Allowlist;
 use crate::error::ApiError;
 use crate::instruments;
 use crate::security_events::SecurityEvents;
-
-/// What a guarded password check found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Checked {
-    /// Whether the password matched.
-    pub outcome: Outcome,
-    /// Whether this failure turned the account's lockout permanent (it must be stored with the
-    /// account, which outlives the attempt store).
-    pub permanently_locked: bool,
-}
 
 /// Applies the policy around password checks.
 #[derive(Clone)]
@@ -37,6 +28,25 @@ pub struct LoginGuard {
     store: Arc<dyn AttemptStore>,
     events: SecurityEvents,
     allowlist: Allowlist,
+}
+
+/// An admitted attempt, counted provisionally as a lockout failure until it is settled.
+#[must_use = "an admission is settled with `finish` or `abandon`"]
+pub struct Admission<'a> {
+    guard: &'a LoginGuard,
+    keys: Vec<AttemptKey>,
+    /// The username's keyed hash (for the store's distinct-username count).
+    digest: String,
+    /// The lockouts the admission started provisionally.
+    pending: Vec<LockoutEvent>,
+}
+
+/// What settling a verified attempt found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Finished {
+    /// Whether this failure turned the account's lockout permanent: the account must be locked
+    /// in the accounts database, which owns permanent locks.
+    pub permanently_locked: bool,
 }
 
 impl LoginGuard {
@@ -58,11 +68,6 @@ impl LoginGuard {
         }
     }
 
-    /// The keys an attempt by the username with keyed hash `digest` touches.
-    fn keys(&self, ip: IpAddr, digest: &str, device: Option<&DeviceId>) -> Vec<AttemptKey> {
-        self.limited(ip, self.deriver.keys_for_digest(ip, digest, device))
-    }
-
     /// Keeps the keys the policy limits; allowlisted sources skip the address and subnet
     /// limits, never the account's.
     fn limited(&self, ip: IpAddr, keys: Vec<AttemptKey>) -> Vec<AttemptKey> {
@@ -73,46 +78,23 @@ impl LoginGuard {
         keys
     }
 
-    /// Runs `verify` (which answers whether the password matched) if the policy admits an
-    /// attempt by `username` from `ip` (from a trusted `device`, if it presented one), and
-    /// records its outcome.
-    pub async fn check_password<F, Fut>(
+    /// Admits an attempt by `username` from `ip` (from a trusted `device`, if it presented
+    /// one), or refuses it (`ApiError::Throttled`) before any password work.
+    pub async fn admit(
         &self,
         ip: IpAddr,
         username: &Username,
         device: Option<&DeviceId>,
-        verify: F,
-    ) -> Result<Checked, ApiError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<bool, ApiError>>,
-    {
+    ) -> Result<Admission<'_>, ApiError> {
         // One keyed hash per attempt, for the keys and for the store's distinct-username count.
         let digest = self.deriver.username_digest(username);
-        let keys = self.keys(ip, &digest, device);
-        let pending = self.admit(&keys).await?;
-        let outcome = if verify().await? {
-            Outcome::Success
-        } else {
-            Outcome::Failure
-        };
-        let bans =
-            instruments::store_call("record", self.store.record(&keys, outcome, &digest)).await?;
-        tracing::Span::current().record("outcome", outcome_name(outcome));
-        metrics::counter!("portcullis_logins_total", "outcome" => outcome_name(outcome))
-            .increment(1);
-        let mut permanently_locked = false;
-        if outcome == Outcome::Failure {
-            // Lockouts stand once the attempt that started them failed; bans start with it.
-            self.events.report_lockouts(&pending).await;
-            self.events.report_lockouts(&bans).await;
-            permanently_locked = pending
-                .iter()
-                .any(|l| l.key.dimension == Dimension::Username && l.lockout == Lockout::Permanent);
-        }
-        Ok(Checked {
-            outcome,
-            permanently_locked,
+        let keys = self.limited(ip, self.deriver.keys_for_digest(ip, &digest, device));
+        let pending = self.decide(&keys).await?;
+        Ok(Admission {
+            guard: self,
+            keys,
+            digest,
+            pending,
         })
     }
 
@@ -121,20 +103,23 @@ impl LoginGuard {
         &self.deriver
     }
 
-    /// Whether the attempt store answers (for readiness).
-    pub async fn store_ready(&self) -> Result<(), portcullis_store::StoreError> {
-        self.store.ping().await
-    }
-
-    /// Counts an attempt that is not a password check (a registration) against its source
-    /// address and subnet only.
+    /// Counts an attempt that is not a password check (a registration, a failed admin
+    /// authentication) against its source address and subnet only.
     pub async fn admit_source(&self, ip: IpAddr) -> Result<(), ApiError> {
         let keys = self.limited(ip, self.deriver.source_keys(ip).to_vec());
-        self.admit(&keys).await.map(drop)
+        let pending = self.decide(&keys).await?;
+        let has_lockout = keys
+            .iter()
+            .any(|k| self.policy.for_dimension(k.dimension).lockout.is_some());
+        if has_lockout {
+            // Not a password check: a lockout a policy put on a source counts no failure here.
+            self.store.abandon(&keys, &pending).await?;
+        }
+        Ok(())
     }
 
     /// Asks the store; returns the lockouts the attempt started provisionally.
-    async fn admit(&self, keys: &[AttemptKey]) -> Result<Vec<LockoutEvent>, ApiError> {
+    async fn decide(&self, keys: &[AttemptKey]) -> Result<Vec<LockoutEvent>, ApiError> {
         match instruments::store_call("attempt", self.store.attempt(keys)).await? {
             Decision::Allow {
                 pending,
@@ -167,6 +152,50 @@ impl LoginGuard {
                     retry_after_secs: denial.retry_after_secs(),
                 })
             }
+        }
+    }
+}
+
+impl Admission<'_> {
+    /// Settles a verified attempt with its outcome; reports the lockouts and bans a failure
+    /// started.
+    pub async fn finish(self, outcome: Outcome) -> Result<Finished, ApiError> {
+        let guard = self.guard;
+        let bans = instruments::store_call(
+            "record",
+            guard
+                .store
+                .record(&self.keys, outcome, &self.digest, &self.pending),
+        )
+        .await?;
+        tracing::Span::current().record("outcome", outcome_name(outcome));
+        metrics::counter!("portcullis_logins_total", "outcome" => outcome_name(outcome))
+            .increment(1);
+        let mut permanently_locked = false;
+        if outcome == Outcome::Failure {
+            // Lockouts stand once the attempt that started them failed; bans start with it.
+            guard.events.report_lockouts(&self.pending).await;
+            guard.events.report_lockouts(&bans).await;
+            permanently_locked = self
+                .pending
+                .iter()
+                .any(|l| l.key.dimension == Dimension::Username && l.lockout == Lockout::Permanent);
+        }
+        Ok(Finished { permanently_locked })
+    }
+
+    /// Settles an attempt that was never verified: its provisional lockout failure (and any
+    /// lockout that started) is taken back; it still counted as an attempt. A store failure
+    /// here is logged, never answered: the caller is already answering 503.
+    pub async fn abandon(self) {
+        let guard = self.guard;
+        let result =
+            instruments::store_call("abandon", guard.store.abandon(&self.keys, &self.pending))
+                .await;
+        tracing::Span::current().record("outcome", "abandoned");
+        metrics::counter!("portcullis_logins_total", "outcome" => "abandoned").increment(1);
+        if let Err(error) = result {
+            tracing::warn!(error = %error, "abandoned attempt not settled in the store");
         }
     }
 }

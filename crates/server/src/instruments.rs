@@ -6,6 +6,10 @@
 //!   the Argon2 pool's queue.
 //! - `portcullis_store_call_seconds{op}`, `portcullis_store_errors_total{op}`: attempt-store
 //!   calls.
+//! - `portcullis_under_attack`, `portcullis_store_degraded`: the service-wide signal and the
+//!   Redis breaker.
+//!
+//! [`install`] describes each one, so every metric carries `# HELP` text.
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -30,6 +34,51 @@ pub fn handle() -> Option<PrometheusHandle> {
                 .ok()
         })
         .clone()
+}
+
+/// Installs the recorder (once) and describes every metric the service exports.
+pub fn install() {
+    if handle().is_none() {
+        return;
+    }
+    metrics::describe_counter!(
+        "portcullis_decisions_total",
+        "Login attempts allowed or refused by the policy, by outcome, reason and dimension."
+    );
+    metrics::describe_counter!(
+        "portcullis_logins_total",
+        "Admitted login attempts by how they ended: success, failure or abandoned (never verified)."
+    );
+    metrics::describe_gauge!(
+        "portcullis_hash_in_flight",
+        "Argon2 jobs running or waiting in the bounded hashing pool."
+    );
+    metrics::describe_histogram!(
+        "portcullis_hash_wait_seconds",
+        metrics::Unit::Seconds,
+        "Time a hashing job waited for a thread."
+    );
+    metrics::describe_counter!(
+        "portcullis_hash_rejected_total",
+        "Hashing jobs refused with 503 because the queue was full."
+    );
+    metrics::describe_histogram!(
+        "portcullis_store_call_seconds",
+        metrics::Unit::Seconds,
+        "Latency of attempt-store calls, by operation."
+    );
+    metrics::describe_counter!(
+        "portcullis_store_errors_total",
+        "Attempt-store calls that failed, by operation."
+    );
+    metrics::describe_gauge!(
+        "portcullis_under_attack",
+        "1 while the service-wide failure ratio says the service is under attack (as of this replica's last admitted attempt)."
+    );
+    metrics::describe_gauge!(
+        "portcullis_store_degraded",
+        "1 while the Redis circuit breaker is open and store.on_error applies."
+    );
 }
 
 /// Times one attempt-store call; counts its errors.

@@ -1,9 +1,11 @@
 //! The Portcullis login service.
 //!
 //! A request flows one way: [`routes`] parse it and resolve the client address
-//! ([`client_ip`]); the [`guard`] asks the attempt store for the policy's decision; only an
-//! allowed attempt reaches the database ([`accounts`]) and Argon2 ([`password`]); the outcome is
-//! recorded; a success issues a session ([`token`]). [`startup`] wires it from [`settings`].
+//! ([`client_ip`]); the [`login`] use case has the [`guard`] admit the attempt (the attempt
+//! store decides, see [`stores`]); only an admitted attempt reaches the database
+//! ([`accounts`]) and Argon2 ([`password`]); the admission is finished with the outcome (or
+//! abandoned); a success opens a session ([`sessions`], [`token`]). [`startup`] wires it from
+//! [`settings`].
 
 pub mod accounts;
 pub mod allowlist;
@@ -12,12 +14,15 @@ pub mod error;
 pub mod guard;
 pub mod import;
 pub mod instruments;
+pub mod login;
 pub mod password;
 pub mod request_span;
 pub mod routes;
 pub mod security_events;
+pub mod sessions;
 pub mod settings;
 pub mod startup;
+pub mod stores;
 pub mod telemetry;
 pub mod token;
 

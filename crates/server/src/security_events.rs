@@ -1,23 +1,39 @@
 //! Reporting security events: a tracing event on target `security` for the logs, and an
-//! entry in the event log (Redis Stream or ring buffer) for a notification service. Failing to
-//! append is logged, never turned into a failed request.
+//! entry in the event log (Redis Stream or ring buffer) for a notification service.
+//!
+//! Failing to append is never a failed request. While the shared store is unavailable its
+//! circuit breaker fails the append at once (no waiting), and the event goes to a bounded
+//! in-process buffer that `recent` still shows; the oldest buffered events are dropped first.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use portcullis_core::LockoutEvent;
 use portcullis_core::backoff::Lockout;
-use portcullis_store::{EventKind, EventLog, SecurityEvent};
+use portcullis_store::{EventKind, EventLog, SecurityEvent, StoreError};
+
+/// Events kept in process while the event log cannot take them.
+const BUFFERED_EVENTS: usize = 1_000;
 
 /// Where security events go.
 #[derive(Clone)]
 pub struct SecurityEvents {
     log: Arc<dyn EventLog>,
+    /// Events the log refused, newest last.
+    buffered: Arc<Mutex<VecDeque<SecurityEvent>>>,
 }
 
 impl SecurityEvents {
     /// Reports into `log` (and the tracing `security` target).
     pub fn new(log: Arc<dyn EventLog>) -> Self {
-        Self { log }
+        Self {
+            log,
+            buffered: Arc::new(Mutex::new(VecDeque::new())),
+        }
+    }
+
+    fn buffer(&self) -> std::sync::MutexGuard<'_, VecDeque<SecurityEvent>> {
+        self.buffered.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Logs and appends one event.
@@ -32,7 +48,12 @@ impl SecurityEvents {
             "security event"
         );
         if let Err(error) = self.log.append(&event).await {
-            tracing::error!(error = %error, "security event not appended to the event log");
+            tracing::warn!(error = %error, "security event kept in process: the event log is unavailable");
+            let mut buffered = self.buffer();
+            if buffered.len() == BUFFERED_EVENTS {
+                buffered.pop_front();
+            }
+            buffered.push_back(event);
         }
     }
 
@@ -55,11 +76,19 @@ impl SecurityEvents {
         }
     }
 
-    /// The newest events, newest first.
-    pub async fn recent(
-        &self,
-        count: usize,
-    ) -> Result<Vec<SecurityEvent>, portcullis_store::StoreError> {
-        self.log.recent(count).await
+    /// The newest events, newest first: those buffered in process during an outage, then the
+    /// event log's (when it answers).
+    pub async fn recent(&self, count: usize) -> Result<Vec<SecurityEvent>, StoreError> {
+        let buffered: Vec<SecurityEvent> =
+            self.buffer().iter().rev().take(count).cloned().collect();
+        let stored = match self.log.recent(count).await {
+            Ok(stored) => stored,
+            Err(error) if !buffered.is_empty() => {
+                tracing::warn!(error = %error, "event log unavailable: showing buffered events");
+                Vec::new()
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(buffered.into_iter().chain(stored).take(count).collect())
     }
 }

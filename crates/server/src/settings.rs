@@ -10,6 +10,8 @@ use anyhow::Context;
 use ipnet::IpNet;
 use portcullis_core::Policy;
 use portcullis_store::OnError;
+
+use crate::client_ip::ForwardedHeader;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -21,6 +23,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// A tracing filter (`info`, `portcullis_server=debug,info`, ...); `RUST_LOG` overrides it.
     pub log_level: String,
+    /// What request logs may show.
+    pub log: LogSettings,
     /// The HTTP listener.
     pub server: ServerSettings,
     /// The accounts database.
@@ -53,6 +57,26 @@ pub enum LogFormat {
     Json,
 }
 
+/// What request logs may show.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `digest` (the default: the username's keyed hash, as in counter keys) or `plain`.
+    /// People type passwords into username fields, so plain names are opt-in.
+    pub usernames: UsernameLogging,
+}
+
+/// How a username appears in request logs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UsernameLogging {
+    /// The keyed hash (HMAC with `secrets.hmac_key`).
+    #[default]
+    Digest,
+    /// The normalised name.
+    Plain,
+}
+
 /// The HTTP listener.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,9 +85,13 @@ pub struct ServerSettings {
     pub host: String,
     /// Port to bind; 0 picks a free one (the bound address is logged).
     pub port: u16,
-    /// Peers whose `X-Forwarded-For` is believed: CIDRs or single addresses.
+    /// Peers whose forwarding header is believed: CIDRs or single addresses, at most /8 (IPv4)
+    /// or /16 (IPv6) wide.
     #[serde(default, deserialize_with = "networks")]
     pub trusted_proxies: Vec<IpNet>,
+    /// The header trusted proxies name the client in: `x-forwarded-for` (the default) or
+    /// `forwarded` (RFC 7239).
+    pub forwarded_header: ForwardedHeader,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
     /// Largest accepted request body, in bytes.
@@ -111,7 +139,7 @@ pub struct Argon2Settings {
     pub queue_depth: usize,
     /// Optional secret mixed into every hash (Argon2's secret input); changing it invalidates
     /// every stored password.
-    #[serde(skip_serializing)]
+    #[serde(skip_serializing, default, deserialize_with = "secret")]
     pub pepper: Option<SecretString>,
 }
 
@@ -121,6 +149,8 @@ pub struct Argon2Settings {
 pub struct SessionSettings {
     /// Seconds a session lives.
     pub ttl_secs: u64,
+    /// Sessions an account keeps; a new one evicts the oldest (bounds "log out everywhere").
+    pub max_per_account: u32,
 }
 
 /// What refusals reveal.
@@ -137,8 +167,11 @@ pub struct ResponseSettings {
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
     /// Bearer token for the admin API (32+ characters); the server keeps only its digest.
-    #[serde(skip_serializing)]
+    #[serde(skip_serializing, default, deserialize_with = "secret")]
     pub token: Option<SecretString>,
+    /// A second listener (`127.0.0.1:9090`) for the admin API and `/metrics`: when set, they
+    /// answer only there, and 404 on the public listener.
+    pub listen: Option<String>,
 }
 
 /// Device cookies: a successful login marks the browser as a trusted device of the account.
@@ -232,7 +265,7 @@ impl RedisSettings {
 pub struct SecretSettings {
     /// Key of the HMAC that hides usernames in counter keys. Every replica sharing a store
     /// needs the same one; without it a single replica uses a random key per start.
-    #[serde(skip_serializing)]
+    #[serde(skip_serializing, default, deserialize_with = "secret")]
     pub hmac_key: Option<SecretString>,
 }
 
@@ -241,10 +274,12 @@ impl Default for Settings {
         Self {
             log_format: LogFormat::Pretty,
             log_level: "info".to_owned(),
+            log: LogSettings::default(),
             server: ServerSettings {
                 host: "127.0.0.1".to_owned(),
                 port: 8080,
                 trusted_proxies: Vec::new(),
+                forwarded_header: ForwardedHeader::default(),
                 workers: 0,
                 max_body_bytes: 16 * 1024,
                 shutdown_timeout_secs: 30,
@@ -269,6 +304,7 @@ impl Default for Settings {
             },
             session: SessionSettings {
                 ttl_secs: 12 * 3600,
+                max_per_account: 100,
             },
             device: DeviceSettings::default(),
             admin: AdminSettings::default(),
@@ -293,10 +329,11 @@ impl Settings {
                     .required(true),
             );
         }
+        // No `try_parsing`: it would turn an all-digit secret into a number. Values stay
+        // strings; numeric settings are converted when deserialised.
         let env = config::Environment::with_prefix("PORTCULLIS")
             .prefix_separator("__")
             .separator("__")
-            .try_parsing(true)
             .list_separator(",")
             .with_list_parse_key("server.trusted_proxies");
         let settings: Settings = builder
@@ -328,6 +365,16 @@ impl Settings {
             self.session.ttl_secs >= 1,
             "session.ttl_secs: must be at least 1"
         );
+        anyhow::ensure!(
+            self.session.max_per_account >= 1,
+            "session.max_per_account: must be at least 1"
+        );
+        if let Some(listen) = &self.admin.listen {
+            anyhow::ensure!(
+                listen.parse::<std::net::SocketAddr>().is_ok(),
+                "admin.listen: `{listen}` is not an address and port such as 127.0.0.1:9090"
+            );
+        }
         if let Some(token) = &self.admin.token {
             anyhow::ensure!(
                 token.expose_secret().len() >= 32,
@@ -369,20 +416,55 @@ impl Settings {
     }
 }
 
-/// Reads a list of networks, accepting a bare address as its own /32 or /128.
+/// The shortest prefixes a trusted or allowlisted network may have: anything wider trusts or
+/// exempts a good part of the internet, which is never what an operator means.
+pub const MIN_PREFIX_V4: u8 = 8;
+/// See [`MIN_PREFIX_V4`].
+pub const MIN_PREFIX_V6: u8 = 16;
+
+/// Parses a network, accepting a bare address as its own /32 or /128, refusing networks
+/// wider than /8 (IPv4) or /16 (IPv6).
+pub fn parse_network(entry: &str) -> Result<IpNet, String> {
+    let entry = entry.trim();
+    let net = entry
+        .parse::<IpNet>()
+        .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("`{entry}` is neither a CIDR network nor an IP address"))?;
+    let min = match net {
+        IpNet::V4(_) => MIN_PREFIX_V4,
+        IpNet::V6(_) => MIN_PREFIX_V6,
+    };
+    if net.prefix_len() < min {
+        return Err(format!(
+            "`{entry}` is wider than /{min}: list the networks you mean, not a share of the internet"
+        ));
+    }
+    Ok(net.trunc())
+}
+
+/// Reads a list of networks (see [`parse_network`]).
 fn networks<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
     let raw = Vec::<String>::deserialize(deserializer)?;
     raw.iter()
-        .map(|entry| {
-            let entry = entry.trim();
-            entry
-                .parse::<IpNet>()
-                .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    serde::de::Error::custom(format!(
-                        "`{entry}` is neither a CIDR network nor an IP address"
-                    ))
-                })
-        })
+        .map(|entry| parse_network(entry).map_err(serde::de::Error::custom))
         .collect()
+}
+
+/// Reads a secret as a string whatever its characters (an all-digit key from the environment
+/// stays the digits it was).
+fn secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SecretString>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Unsigned(u64),
+        Signed(i64),
+    }
+    Ok(Option::<Raw>::deserialize(deserializer)?.map(|raw| {
+        SecretString::from(match raw {
+            Raw::Text(text) => text,
+            Raw::Unsigned(n) => n.to_string(),
+            Raw::Signed(n) => n.to_string(),
+        })
+    }))
 }

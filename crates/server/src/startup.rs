@@ -6,14 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::from_fn;
+use actix_web::http::header;
+use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use portcullis_core::{DeviceCookies, KeyDeriver};
-use portcullis_store::{
-    AdminStore, AttemptStore, Clock, EventLog, MemoryStore, RedisConfig, RedisStore,
-    ResilientStore, SessionStore, SystemClock, Transition,
-};
+use portcullis_store::{Clock, SystemClock};
 use secrecy::ExposeSecret;
 
 use crate::accounts::{Accounts, Dialect, redact};
@@ -22,13 +20,16 @@ use crate::guard::LoginGuard;
 use crate::password::PasswordHasher;
 use crate::request_span::root_span;
 use crate::routes::admin::AdminApi;
-use crate::routes::{self, AppState};
+use crate::routes::{self, AppState, Forwarding};
 use crate::security_events::SecurityEvents;
+use crate::sessions::Sessions;
 use crate::settings::Settings;
+use crate::stores::Stores;
 
 /// A bound, not yet running server.
 pub struct Application {
     port: u16,
+    ops_port: Option<u16>,
     server: Server,
 }
 
@@ -55,10 +56,11 @@ impl Application {
         if settings.database.migrate_on_start {
             accounts.migrate().await?;
         }
+        accounts.fill_skeletons().await?;
         let allowlist = Allowlist::load(accounts.pool()).await?;
         allowlist.spawn_refresh(Duration::from_secs(settings.server.allowlist_refresh_secs));
         let hasher = PasswordHasher::new(&settings.argon2)?;
-        crate::instruments::handle();
+        crate::instruments::install();
         if !settings.policy.enabled {
             tracing::warn!(
                 "policy.enabled = false: NO rate limits, lockouts or bans apply (for measuring \
@@ -74,56 +76,81 @@ impl Application {
             settings.policy.ipv4_subnet_prefix,
             settings.policy.ipv6_subnet_prefix,
         )?;
-        let (attempts, sessions, event_log, admin_store) = stores(&settings, clock)?;
+        let injected = clock.is_some();
+        let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let stores = Stores::build(&settings, clock.clone(), injected)?;
         let admin = settings
             .admin
             .token
             .as_ref()
-            .map(|token| AdminApi::new(token.expose_secret(), admin_store));
-        let events = SecurityEvents::new(event_log);
+            .map(|token| AdminApi::new(token.expose_secret()));
+        let events = SecurityEvents::new(stores.events.clone());
         let description = describe(&settings, &accounts);
+        let sessions = Sessions::new(
+            accounts.pool(),
+            clock,
+            settings.session.ttl_secs.saturating_mul(1_000),
+            settings.session.max_per_account,
+        );
+
+        let listener = bind(
+            &settings.server.host,
+            settings.server.port,
+            "server.host/server.port",
+        )?;
+        let address = listener.local_addr().context("reading the bound address")?;
+        let ops = match &settings.admin.listen {
+            Some(listen) => {
+                let (host, port) = listen
+                    .rsplit_once(':')
+                    .context("admin.listen: expected host:port")?;
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let port = port
+                    .parse()
+                    .context("admin.listen: the port is not a number")?;
+                Some(bind(host, port, "admin.listen")?)
+            }
+            None => None,
+        };
+        let ops_listener = ops
+            .as_ref()
+            .map(|l| l.local_addr().context("reading the admin address"))
+            .transpose()?;
         let state = web::Data::new(AppState {
             accounts,
+            sessions,
             hasher,
             guard: LoginGuard::new(
                 settings.policy,
                 deriver,
-                attempts,
+                stores.attempts.clone(),
                 events.clone(),
                 allowlist.clone(),
             ),
+            stores,
             allowlist,
             events,
-            sessions,
-            trusted_proxies: settings.server.trusted_proxies.clone(),
-            session_ttl_ms: settings.session.ttl_secs.saturating_mul(1_000),
+            forwarding: Forwarding {
+                header: settings.server.forwarded_header,
+                trusted_proxies: settings.server.trusted_proxies.clone(),
+            },
             device_cookies,
             device: settings.device.clone(),
             admin,
+            ops_listener,
             disclose_lockouts: settings.responses.disclose_lockouts,
-            store_on_error: settings
-                .store
-                .redis
-                .as_ref()
-                .map(|_| settings.store.on_error),
             locked_retry_after_secs: settings
                 .policy
                 .username
                 .lockout
                 .map_or(900, |b| b.max_wait_ms.div_ceil(1_000).max(1)),
+            log_usernames: settings.log.usernames,
         });
 
-        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
-            .with_context(|| {
-                format!(
-                    "server.host/server.port: cannot bind {}:{}",
-                    settings.server.host, settings.server.port
-                )
-            })?;
-        let address = listener.local_addr().context("reading the bound address")?;
         let max_body = settings.server.max_body_bytes;
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
                 .wrap(from_fn(root_span))
                 .app_data(state.clone())
                 .configure(routes::configure(max_body))
@@ -135,15 +162,27 @@ impl Application {
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
-        let server = server
+        server = server
             .listen(listener)
-            .context("starting the HTTP server")?
-            .run();
+            .context("starting the HTTP server")?;
+        if let Some(ops) = ops {
+            server = server.listen(ops).context("starting the admin listener")?;
+        }
+        let server = server.run();
         tracing::info!("listening on http://{address} {description}");
+        if let Some(ops) = ops_listener {
+            tracing::info!("admin API and metrics on http://{ops} only");
+        }
         Ok(Self {
             port: address.port(),
+            ops_port: ops_listener.map(|a| a.port()),
             server,
         })
+    }
+
+    /// The bound port of the admin listener, when `admin.listen` is set.
+    pub fn ops_port(&self) -> Option<u16> {
+        self.ops_port
     }
 
     /// The bound port (useful with `server.port = 0`).
@@ -162,54 +201,9 @@ impl Application {
     }
 }
 
-type Stores = (
-    Arc<dyn AttemptStore>,
-    Arc<dyn SessionStore>,
-    Arc<dyn EventLog>,
-    Arc<dyn AdminStore>,
-);
-
-/// The attempt and session store the settings name: Redis if configured, else memory.
-fn stores(settings: &Settings, clock: Option<Arc<dyn Clock>>) -> anyhow::Result<Stores> {
-    let Some(redis) = &settings.store.redis else {
-        let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let store = Arc::new(MemoryStore::new(settings.policy, clock));
-        return Ok((store.clone(), store.clone(), store.clone(), store));
-    };
-    let config = RedisConfig {
-        urls: redis.urls(),
-        cluster: redis.cluster,
-        prefix: redis.prefix.clone(),
-        timeout: Duration::from_millis(redis.timeout_ms),
-    };
-    let mut store = RedisStore::new(&config, &settings.policy).context("store.redis")?;
-    let local_clock: Arc<dyn Clock> = match clock {
-        Some(clock) => {
-            store = store.with_clock(clock.clone());
-            clock
-        }
-        None => Arc::new(SystemClock),
-    };
-    let store = Arc::new(store);
-    let attempts = ResilientStore::new(
-        store.clone(),
-        MemoryStore::new(settings.policy, local_clock),
-        settings.store.on_error,
-        settings.store.breaker_failures,
-        Duration::from_millis(settings.store.breaker_cool_down_ms),
-        Box::new(report_transition),
-    );
-    Ok((Arc::new(attempts), store.clone(), store.clone(), store))
-}
-
-/// Reports the breaker's changes: a `security` event and the `portcullis_store_degraded` gauge.
-fn report_transition(transition: Transition) {
-    let (event, degraded) = match transition {
-        Transition::Degraded => ("store_degraded", 1.0),
-        Transition::Recovered => ("store_recovered", 0.0),
-    };
-    metrics::gauge!("portcullis_store_degraded").set(degraded);
-    tracing::warn!(target: "security", event, "attempt store {event}");
+/// Binds a listener, naming the setting when it fails.
+fn bind(host: &str, port: u16, setting: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind((host, port)).with_context(|| format!("{setting}: cannot bind {host}:{port}"))
 }
 
 /// What the start-up log says the deployment runs on.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use portcullis_core::{KeyDeriver, Policy, Username};
-use portcullis_store::{AttemptStore, MemoryStore, RedisConfig, RedisStore, SystemClock};
+use portcullis_store::{AttemptStore, Breaker, MemoryStore, RedisConfig, RedisStore, SystemClock};
 
 fn round_trip(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -35,7 +35,12 @@ fn round_trip(c: &mut Criterion) {
         prefix: "bench".to_owned(),
         timeout: Duration::from_secs(1),
     };
-    let redis = RedisStore::new(&config, &unlimited).expect("redis store");
+    let redis = RedisStore::new(
+        &config,
+        &unlimited,
+        Breaker::silent(3, Duration::from_secs(1)),
+    )
+    .expect("redis store");
 
     let mut group = c.benchmark_group("attempt round trip");
     group.bench_function("memory", |b| {

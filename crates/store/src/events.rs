@@ -25,6 +25,8 @@ pub enum EventKind {
     Unlock,
     /// An account logged in from a device it had not used.
     NewDeviceLogin,
+    /// A call to the admin API presented a wrong or no token.
+    AdminAuthFailed,
 }
 
 impl EventKind {
@@ -36,6 +38,7 @@ impl EventKind {
             EventKind::Ban => "ban",
             EventKind::Unlock => "unlock",
             EventKind::NewDeviceLogin => "new_device_login",
+            EventKind::AdminAuthFailed => "admin_auth_failed",
         }
     }
 }

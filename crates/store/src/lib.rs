@@ -1,39 +1,88 @@
-//! Where Portcullis keeps what it must share between requests: attempt counters and sessions.
+//! Where Portcullis keeps what it shares between requests and replicas: attempt counters, the
+//! restrictions index and the security event stream. Accounts and sessions live in the
+//! accounts database (the server's), which is durable; losing this store loses only
+//! rate-limit history.
 //!
-//! The server talks to the [`AttemptStore`] and [`SessionStore`] traits. Each implementation
-//! applies the policy of `portcullis-core` atomically, with its own notion of now:
+//! The server talks to the [`AttemptStore`], [`EventLog`] and [`AdminStore`] traits:
 //! - [`memory`]: in-process, the embedded default (one replica only);
-//! - [`redis_store`]: Redis or Redis Cluster, shared by every replica;
-//! - [`resilient`]: a circuit breaker around the shared store and the mode for when it fails.
+//! - [`redis_store`]: Redis or Redis Cluster, shared by every replica, every call through one
+//!   circuit breaker ([`breaker`]);
+//! - [`fallback`]: what attempts do while the shared store is unavailable (`store.on_error`).
 //!
 //! A store owns its clock (see [`clock`]) so that all replicas sharing a store share one time.
 
 pub mod admin;
+pub mod breaker;
 pub mod clock;
 pub mod events;
+pub mod fallback;
 pub mod memory;
 pub mod redis_store;
-pub mod resilient;
 
 use async_trait::async_trait;
-use portcullis_core::{AttemptKey, Decision, LockoutEvent, Outcome, UnixMillis};
+use portcullis_core::{AttemptKey, Decision, LockoutEvent, Outcome};
 
 pub use admin::{AdminStore, KeyStatus, Restriction};
+pub use breaker::{Breaker, Transition};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{EventKind, SecurityEvent};
+pub use fallback::{FallbackStore, OnError};
 pub use memory::MemoryStore;
 pub use redis_store::{RedisConfig, RedisStore};
-pub use resilient::{OnError, ResilientStore, Transition};
+
+/// Boxed cause of an unavailable store.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A store that could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The backing service failed or is unreachable.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+    /// The backing service failed, timed out or is unreachable (or the breaker is open): the
+    /// only kind of error that counts against the circuit breaker.
+    #[error("store unavailable while {doing}")]
+    Unavailable {
+        /// What the store was doing.
+        doing: &'static str,
+        /// Why it failed.
+        #[source]
+        source: Cause,
+    },
+    /// The store answered something this code does not understand: a bug (a script and its
+    /// decoder disagree), logged at error, never a breaker trip.
+    #[error("store protocol error: {0}")]
+    Protocol(String),
+    /// The store cannot be built from its settings.
+    #[error("store misconfigured: {0}")]
+    Misconfigured(String),
 }
 
-/// Attempt counters: decides attempts and records their outcomes under the policy.
+impl StoreError {
+    /// An unavailable store, with what it was doing and why.
+    pub fn unavailable(
+        doing: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Unavailable {
+            doing,
+            source: Box::new(source),
+        }
+    }
+}
+
+/// Whether the store can serve requests now (for readiness; never called per request).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// The store answers.
+    Ready,
+    /// The shared store does not answer; its fallback serves (local or fail-open mode).
+    Degraded,
+    /// The store does not answer and nothing serves in its place (fail-closed mode).
+    Unavailable,
+}
+
+/// Attempt counters: decides attempts and settles their outcomes under the policy.
+///
+/// Every admitted attempt is settled exactly once, by [`AttemptStore::record`] or
+/// [`AttemptStore::abandon`], with the lockouts its admission started (`pending`).
 #[async_trait]
 pub trait AttemptStore: Send + Sync + 'static {
     /// Decides an attempt touching `keys`, counting it if allowed, in one atomic step.
@@ -46,11 +95,19 @@ pub trait AttemptStore: Send + Sync + 'static {
         keys: &[AttemptKey],
         outcome: Outcome,
         username: &str,
+        pending: &[LockoutEvent],
     ) -> Result<Vec<LockoutEvent>, StoreError>;
 
-    /// Whether the store answers (for readiness; never called per request).
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
+    /// Settles an attempt that was never verified (see `portcullis_core::decision::abandon`).
+    async fn abandon(
+        &self,
+        keys: &[AttemptKey],
+        pending: &[LockoutEvent],
+    ) -> Result<(), StoreError>;
+
+    /// Whether the store can serve attempts now.
+    async fn health(&self) -> Health {
+        Health::Ready
     }
 }
 
@@ -62,31 +119,4 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// The newest `count` events, newest first.
     async fn recent(&self, count: usize) -> Result<Vec<SecurityEvent>, StoreError>;
-}
-
-/// A logged-in session, found by the digest of its token.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Session {
-    /// The account's public id.
-    pub subject: String,
-    /// When the session ends.
-    pub expires_at: UnixMillis,
-}
-
-/// Sessions by token digest, each with a time to live.
-#[async_trait]
-pub trait SessionStore: Send + Sync + 'static {
-    /// Stores a new session for `ttl_ms`; returns it with its expiry.
-    async fn create(&self, digest: &str, subject: &str, ttl_ms: u64)
-    -> Result<Session, StoreError>;
-
-    /// The live session with this digest, if any.
-    async fn get(&self, digest: &str) -> Result<Option<Session>, StoreError>;
-
-    /// Ends a session; returns whether it was live.
-    async fn revoke(&self, digest: &str) -> Result<bool, StoreError>;
-
-    /// Ends every session of the account this session belongs to ("log out everywhere");
-    /// returns how many were live.
-    async fn revoke_all(&self, digest: &str) -> Result<u64, StoreError>;
 }

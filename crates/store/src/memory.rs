@@ -1,11 +1,12 @@
 //! The in-process store: the embedded default for a single replica.
 //!
-//! Attempts go through the core's [`StateTable`] behind a mutex, so the memory store is the
-//! reference model itself. Sessions live in a map swept of expired entries once a minute;
-//! security events in a ring buffer of the newest [`MEMORY_EVENTS`].
-//! Nothing here survives a restart, and nothing is shared with other processes.
+//! Attempts go through the core's [`StateTable`], so the memory store is the reference model
+//! itself. The table and the restrictions index share one lock (two locks taken in different
+//! orders once deadlocked an unlock racing a lockout). Security events live in a ring buffer of
+//! the newest [`MEMORY_EVENTS`]. Nothing here survives a restart, and nothing is shared with
+//! other processes.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
@@ -14,31 +15,46 @@ use portcullis_core::{AttemptKey, Decision, LockoutEvent, Outcome, Policy, UnixM
 
 use crate::admin::{AdminStore, KeyStatus, Restriction};
 use crate::events::{MEMORY_EVENTS, SecurityEvent};
-use crate::{AttemptStore, Clock, EventLog, Session, SessionStore, StoreError};
+use crate::{AttemptStore, Clock, EventLog, StoreError};
 
-const SESSION_SWEEP_INTERVAL_MS: u64 = 60_000;
 /// Restrictions indexed before stale entries are pruned.
 const MAX_INDEXED: usize = 10_000;
 
+/// Key states and the keys that were locked or banned, under one lock.
 #[derive(Debug, Default)]
-struct Sessions {
-    by_digest: HashMap<String, Session>,
-    /// Sweep expired sessions on the first write after this time.
-    sweep_after: UnixMillis,
+struct Counters {
+    table: StateTable,
+    /// The restrictions index (stale entries are pruned when read or when it grows).
+    restricted: HashSet<AttemptKey>,
 }
 
-/// Attempt counters and sessions in this process's memory.
+impl Counters {
+    fn index(&mut self, lockouts: &[LockoutEvent], now: UnixMillis) {
+        self.restricted
+            .extend(lockouts.iter().map(|l| l.key.clone()));
+        if self.restricted.len() > MAX_INDEXED {
+            // Keep the index proportional to what is restricted now.
+            let table = &self.table;
+            self.restricted
+                .retain(|key| status_in(table, key, now).is_restricted());
+        }
+    }
+}
+
+fn status_in(table: &StateTable, key: &AttemptKey, now: UnixMillis) -> KeyStatus {
+    let state = table.state(&key.key, now).unwrap_or_default();
+    let distinct = u32::try_from(state.spray.usernames.len()).unwrap_or(u32::MAX);
+    KeyStatus::new(key, &state, distinct, now)
+}
+
+/// Attempt counters and security events in this process's memory.
 #[derive(Debug)]
 pub struct MemoryStore {
     policy: Policy,
     clock: Arc<dyn Clock>,
-    attempts: Mutex<StateTable>,
-    sessions: Mutex<Sessions>,
+    counters: Mutex<Counters>,
     /// The newest security events, oldest dropped first.
     events: Mutex<VecDeque<SecurityEvent>>,
-    /// Keys that were locked or banned (the restrictions index; stale entries are pruned when
-    /// read).
-    restricted: Mutex<HashSet<AttemptKey>>,
 }
 
 /// Locks a mutex even if a previous holder panicked: every critical section here leaves the
@@ -53,46 +69,14 @@ impl MemoryStore {
         Self {
             policy,
             clock,
-            attempts: Mutex::new(StateTable::default()),
-            sessions: Mutex::new(Sessions::default()),
+            counters: Mutex::new(Counters::default()),
             events: Mutex::new(VecDeque::with_capacity(MEMORY_EVENTS)),
-            restricted: Mutex::new(HashSet::new()),
         }
-    }
-
-    fn index(&self, lockouts: &[LockoutEvent]) {
-        if lockouts.is_empty() {
-            return;
-        }
-        let mut restricted = lock(&self.restricted);
-        restricted.extend(lockouts.iter().map(|l| l.key.clone()));
-        if restricted.len() > MAX_INDEXED {
-            // Keep the index proportional to what is restricted now.
-            let now = self.clock.now();
-            let attempts = lock(&self.attempts);
-            restricted.retain(|key| {
-                let state = attempts.state(&key.key, now).unwrap_or_default();
-                KeyStatus::new(key, &state, 0, now).is_restricted()
-            });
-        }
-    }
-
-    fn status_of(&self, key: &AttemptKey, now: UnixMillis) -> KeyStatus {
-        let state = lock(&self.attempts)
-            .state(&key.key, now)
-            .unwrap_or_default();
-        let distinct = u32::try_from(state.spray.usernames.len()).unwrap_or(u32::MAX);
-        KeyStatus::new(key, &state, distinct, now)
     }
 
     /// Attempt-counter entries held (live or not yet swept): for memory tests and metrics.
     pub fn attempt_entries(&self) -> usize {
-        lock(&self.attempts).len()
-    }
-
-    /// Session entries held (live or not yet swept).
-    pub fn session_entries(&self) -> usize {
-        lock(&self.sessions).by_digest.len()
+        lock(&self.counters).table.len()
     }
 }
 
@@ -100,9 +84,10 @@ impl MemoryStore {
 impl AttemptStore for MemoryStore {
     async fn attempt(&self, keys: &[AttemptKey]) -> Result<Decision, StoreError> {
         let now = self.clock.now();
-        let decision = lock(&self.attempts).attempt(&self.policy, keys, now);
+        let mut counters = lock(&self.counters);
+        let decision = counters.table.attempt(&self.policy, keys, now);
         if let Decision::Allow { pending, .. } = &decision {
-            self.index(pending);
+            counters.index(pending, now);
         }
         Ok(decision)
     }
@@ -112,11 +97,27 @@ impl AttemptStore for MemoryStore {
         keys: &[AttemptKey],
         outcome: Outcome,
         username: &str,
+        pending: &[LockoutEvent],
     ) -> Result<Vec<LockoutEvent>, StoreError> {
         let now = self.clock.now();
-        let bans = lock(&self.attempts).record(&self.policy, keys, outcome, username, now);
-        self.index(&bans);
+        let mut counters = lock(&self.counters);
+        let bans = counters
+            .table
+            .record(&self.policy, keys, outcome, username, pending, now);
+        counters.index(&bans, now);
         Ok(bans)
+    }
+
+    async fn abandon(
+        &self,
+        keys: &[AttemptKey],
+        pending: &[LockoutEvent],
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        lock(&self.counters)
+            .table
+            .abandon(&self.policy, keys, pending, now);
+        Ok(())
     }
 }
 
@@ -124,26 +125,30 @@ impl AttemptStore for MemoryStore {
 impl AdminStore for MemoryStore {
     async fn status(&self, keys: &[AttemptKey]) -> Result<Vec<KeyStatus>, StoreError> {
         let now = self.clock.now();
-        Ok(keys.iter().map(|k| self.status_of(k, now)).collect())
+        let counters = lock(&self.counters);
+        Ok(keys
+            .iter()
+            .map(|k| status_in(&counters.table, k, now))
+            .collect())
     }
 
     async fn clear(&self, keys: &[AttemptKey]) -> Result<u64, StoreError> {
-        let mut attempts = lock(&self.attempts);
-        let mut restricted = lock(&self.restricted);
+        let mut counters = lock(&self.counters);
         let mut cleared = 0;
         for key in keys {
-            restricted.remove(key);
-            cleared += u64::from(attempts.clear(&key.key));
+            counters.restricted.remove(key);
+            cleared += u64::from(counters.table.clear(&key.key));
         }
         Ok(cleared)
     }
 
     async fn restrictions(&self, limit: usize) -> Result<Vec<Restriction>, StoreError> {
         let now = self.clock.now();
-        let keys: Vec<AttemptKey> = lock(&self.restricted).iter().cloned().collect();
+        let mut counters = lock(&self.counters);
+        let Counters { table, restricted } = &mut *counters;
         let mut live = Vec::new();
-        for key in keys {
-            let status = self.status_of(&key, now);
+        restricted.retain(|key| {
+            let status = status_in(table, key, now);
             if status.is_restricted() {
                 let until = if status.permanent {
                     None
@@ -151,13 +156,12 @@ impl AdminStore for MemoryStore {
                     status.locked_until.max(status.banned_until)
                 };
                 live.push(Restriction {
-                    key: key.key,
+                    key: key.key.clone(),
                     until,
                 });
-            } else {
-                lock(&self.restricted).remove(&key);
             }
-        }
+            status.is_restricted()
+        });
         live.sort_by(|a, b| a.key.cmp(&b.key));
         live.truncate(limit);
         Ok(live)
@@ -185,66 +189,6 @@ impl EventLog for MemoryStore {
     }
 }
 
-#[async_trait]
-impl SessionStore for MemoryStore {
-    async fn create(
-        &self,
-        digest: &str,
-        subject: &str,
-        ttl_ms: u64,
-    ) -> Result<Session, StoreError> {
-        let now = self.clock.now();
-        let session = Session {
-            subject: subject.to_owned(),
-            expires_at: now.saturating_add(ttl_ms),
-        };
-        let mut sessions = lock(&self.sessions);
-        if now > sessions.sweep_after {
-            sessions.by_digest.retain(|_, s| s.expires_at > now);
-            sessions.sweep_after = now.saturating_add(SESSION_SWEEP_INTERVAL_MS);
-        }
-        sessions
-            .by_digest
-            .insert(digest.to_owned(), session.clone());
-        Ok(session)
-    }
-
-    async fn get(&self, digest: &str) -> Result<Option<Session>, StoreError> {
-        let now = self.clock.now();
-        Ok(lock(&self.sessions)
-            .by_digest
-            .get(digest)
-            .filter(|s| s.expires_at > now)
-            .cloned())
-    }
-
-    async fn revoke(&self, digest: &str) -> Result<bool, StoreError> {
-        let now = self.clock.now();
-        Ok(lock(&self.sessions)
-            .by_digest
-            .remove(digest)
-            .is_some_and(|s| s.expires_at > now))
-    }
-
-    /// A scan over all sessions: fine for the embedded single replica, where this is rare.
-    async fn revoke_all(&self, digest: &str) -> Result<u64, StoreError> {
-        let now = self.clock.now();
-        let mut sessions = lock(&self.sessions);
-        let Some(subject) = sessions.by_digest.get(digest).map(|s| s.subject.clone()) else {
-            return Ok(0);
-        };
-        let mut ended = 0;
-        sessions.by_digest.retain(|_, s| {
-            let ends = s.subject == subject;
-            if ends && s.expires_at > now {
-                ended += 1;
-            }
-            !ends
-        });
-        Ok(ended)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,23 +198,6 @@ mod tests {
     fn store() -> (MemoryStore, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::new(1_700_000_000_000));
         (MemoryStore::new(Policy::default(), clock.clone()), clock)
-    }
-
-    #[tokio::test]
-    async fn sessions_expire_and_revoke() {
-        let (store, clock) = store();
-        let session = store.create("d1", "acct", 1_000).await.unwrap();
-        assert_eq!(store.get("d1").await.unwrap(), Some(session));
-        clock.advance(1_000);
-        assert_eq!(store.get("d1").await.unwrap(), None);
-        store.create("d2", "acct", 1_000).await.unwrap();
-        store.create("d3", "acct", 1_000).await.unwrap();
-        store.create("other", "acct2", 1_000).await.unwrap();
-        assert!(store.revoke("d2").await.unwrap());
-        assert_eq!(store.revoke_all("d3").await.unwrap(), 1);
-        assert!(store.get("other").await.unwrap().is_some());
-        assert!(!store.revoke("d2").await.unwrap());
-        assert_eq!(store.get("d2").await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -298,16 +225,43 @@ mod tests {
         assert_eq!(store.recent(usize::MAX).await.unwrap().len(), MEMORY_EVENTS);
     }
 
-    #[tokio::test]
-    async fn expired_sessions_are_swept_from_memory() {
-        let (store, clock) = store();
-        for i in 0..10_000 {
-            store.create(&format!("d{i}"), "acct", 1_000).await.unwrap();
-        }
-        assert_eq!(store.session_entries(), 10_000);
-        clock.advance(SESSION_SWEEP_INTERVAL_MS + 1);
-        store.create("late", "acct", 1_000).await.unwrap();
-        assert_eq!(store.session_entries(), 1);
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn unlocks_racing_lockouts_past_the_index_limit_finish() {
+        let (store, _) = store();
+        let store = Arc::new(store);
+        let deriver = KeyDeriver::new(b"k", 24, 64).unwrap();
+        let policy = Policy::default();
+        let keys_of = move |i: usize| {
+            let user = Username::parse(&format!("locked{i}")).unwrap();
+            // One /24 each, so only the account's lockouts refuse.
+            let ip = format!("10.{}.{}.1", i >> 8, i & 0xff).parse().unwrap();
+            policy.active_keys(deriver.keys(ip, &user, None))
+        };
+        let lockers: Vec<_> = (0..2)
+            .map(|worker| {
+                let (store, keys_of) = (store.clone(), keys_of.clone());
+                tokio::spawn(async move {
+                    for i in (worker..MAX_INDEXED + 2_000).step_by(2) {
+                        let keys = keys_of(i);
+                        for _ in 0..5 {
+                            store.attempt(&keys).await.unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let unlocker = {
+            let (store, keys_of) = (store.clone(), keys_of.clone());
+            tokio::spawn(async move {
+                for i in 0..MAX_INDEXED + 2_000 {
+                    store.clear(&keys_of(i)).await.unwrap();
+                    store.restrictions(10).await.unwrap();
+                }
+            })
+        };
+        let all = futures_util::future::join_all(lockers.into_iter().chain([unlocker]));
+        let finished = tokio::time::timeout(std::time::Duration::from_secs(120), all).await;
+        assert!(finished.is_ok(), "a lock-order deadlock hung the workers");
     }
 
     #[tokio::test]
@@ -323,7 +277,7 @@ mod tests {
             let keys = policy.active_keys(deriver.keys(ip, &user, None));
             if store.attempt(&keys).await.unwrap().is_allowed() {
                 store
-                    .record(&keys, Outcome::Failure, &format!("user{i}"))
+                    .record(&keys, Outcome::Failure, &format!("user{i}"), &[])
                     .await
                     .unwrap();
             }

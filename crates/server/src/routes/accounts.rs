@@ -7,17 +7,18 @@ use super::{AppState, ClientIp, Credentials};
 use crate::error::ApiError;
 use crate::password::MIN_NEW_PASSWORD_CHARS;
 
-/// Registers an account: 201, 409 for a taken normalised username, 400 for bad input.
+/// Registers an account: 201, 409 for a taken normalised username or a look-alike of one (same
+/// confusable skeleton), 400 for bad input.
 /// Registrations count against the client's address and subnet limits: each costs a hash.
 pub async fn register(
     state: web::Data<AppState>,
     ClientIp(ip): ClientIp,
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
-    let username = body.username()?;
+    let username = body.username(&state)?;
     let password = body.password()?;
     if password.expose_secret().chars().count() < MIN_NEW_PASSWORD_CHARS {
-        return Err(ApiError::BadRequest(format!(
+        return Err(ApiError::bad_request(format!(
             "password must have at least {MIN_NEW_PASSWORD_CHARS} characters"
         )));
     }

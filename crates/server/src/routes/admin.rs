@@ -1,72 +1,86 @@
 //! `/admin/v1/...`: inspect, unlock and list restrictions, manage the allowlist, through any
 //! replica.
 //!
-//! Off (404) unless `admin.token` is set; every call needs `Authorization: Bearer <token>`
-//! (401 otherwise). The server keeps only the token's SHA-256 digest and compares digests in
-//! constant time.
+//! Off (404) unless `admin.token` is set, and only on the admin listener when `admin.listen` is
+//! set. Every call needs `Authorization: Bearer <token>`. The server keeps only the token's
+//! SHA-256 digest and compares digests in constant time. A wrong token is a `security` event
+//! (`admin_auth_failed`) and counts against the source's address limits, so guessing is
+//! throttled (429) like any other attempt.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use futures_util::future::LocalBoxFuture;
 use ipnet::IpNet;
-use portcullis_core::{AttemptKey, Username};
-use portcullis_store::{AdminStore, EventKind, SecurityEvent};
+use portcullis_core::AttemptKey;
+use portcullis_store::{EventKind, SecurityEvent};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::AppState;
+use super::{AppState, client_address, parse_username};
 use crate::error::ApiError;
+use crate::settings::parse_network;
 
-/// The admin API's credentials and store.
+/// The admin API's credentials.
 pub struct AdminApi {
     /// SHA-256 of the configured token.
     token_digest: [u8; 32],
-    /// Where counters are inspected and cleared.
-    pub store: Arc<dyn AdminStore>,
 }
 
 impl AdminApi {
     /// An admin API accepting `token`.
-    pub fn new(token: &str, store: Arc<dyn AdminStore>) -> Self {
+    pub fn new(token: &str) -> Self {
         Self {
             token_digest: Sha256::digest(token.as_bytes()).into(),
-            store,
         }
+    }
+
+    fn accepts(&self, req: &HttpRequest) -> bool {
+        req.headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|token| Sha256::digest(token.trim().as_bytes()))
+            .is_some_and(|digest| bool::from(digest.as_slice().ct_eq(&self.token_digest)))
     }
 }
 
-/// Proof that the request carries the admin token.
+/// Proof that the request came to the admin listener and carries the admin token.
 pub struct Admin;
 
 impl FromRequest for Admin {
     type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let admin = req
-            .app_data::<web::Data<AppState>>()
-            .and_then(|state| state.admin.as_ref());
-        let result = match admin {
-            None => Err(ApiError::NotFound),
-            Some(api) => {
-                let presented = req
-                    .headers()
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .map(|token| Sha256::digest(token.trim().as_bytes()));
-                match presented {
-                    Some(digest) if bool::from(digest.as_slice().ct_eq(&api.token_digest)) => {
-                        Ok(Admin)
-                    }
-                    _ => Err(ApiError::Unauthenticated),
-                }
+        let req = req.clone();
+        Box::pin(async move {
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .ok_or(ApiError::NotFound)?;
+            let api = state.admin.as_ref().ok_or(ApiError::NotFound)?;
+            if !state.is_ops_request(&req) {
+                return Err(ApiError::NotFound);
             }
-        };
-        std::future::ready(result)
+            if api.accepts(&req) {
+                return Ok(Admin);
+            }
+            let ip = client_address(&req)?;
+            state
+                .events
+                .report(SecurityEvent {
+                    kind: EventKind::AdminAuthFailed,
+                    dimension: Some("ip".to_owned()),
+                    key: Some(ip.to_string()),
+                    subject: None,
+                    until: None,
+                })
+                .await;
+            state.guard.admit_source(ip).await?;
+            Err(ApiError::Unauthenticated)
+        })
     }
 }
 
@@ -82,10 +96,10 @@ pub struct Subject {
 impl Subject {
     fn keys(&self, state: &AppState) -> Result<Vec<AttemptKey>, ApiError> {
         let deriver = state.guard.deriver();
-        let bad = |what: &str| ApiError::BadRequest(what.to_owned());
+        let bad = |what: &str| ApiError::bad_request(what);
         match (&self.username, &self.ip, &self.subnet) {
             (Some(username), None, None) => {
-                let username = Username::parse(username).map_err(|e| bad(&e.to_string()))?;
+                let username = parse_username(username)?;
                 Ok(vec![deriver.username_key(&username)])
             }
             (None, Some(ip), None) => {
@@ -103,10 +117,6 @@ impl Subject {
     }
 }
 
-fn api(state: &AppState) -> Result<&AdminApi, ApiError> {
-    state.admin.as_ref().ok_or(ApiError::NotFound)
-}
-
 /// `GET /admin/v1/subjects?username=|ip=|subnet=`: the counters of one subject.
 pub async fn subjects(
     _: Admin,
@@ -114,7 +124,7 @@ pub async fn subjects(
     query: web::Query<Subject>,
 ) -> Result<HttpResponse, ApiError> {
     let keys = query.keys(&state)?;
-    let status = api(&state)?.store.status(&keys).await?;
+    let status = state.stores.admin.status(&keys).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "keys": status })))
 }
 
@@ -125,10 +135,9 @@ pub async fn unlock(
     body: web::Json<Subject>,
 ) -> Result<HttpResponse, ApiError> {
     let keys = body.keys(&state)?;
-    let mut cleared = api(&state)?.store.clear(&keys).await?;
+    let mut cleared = state.stores.admin.clear(&keys).await?;
     if let Some(username) = &body.username {
-        let username =
-            Username::parse(username).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let username = parse_username(username)?;
         cleared += u64::from(state.accounts.unlock(&username).await?);
     }
     for key in &keys {
@@ -160,7 +169,7 @@ pub async fn lockouts(
     query: web::Query<Limit>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = query.limit.unwrap_or(100).clamp(1, 1_000);
-    let restrictions = api(&state)?.store.restrictions(limit).await?;
+    let restrictions = state.stores.admin.restrictions(limit).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "restrictions": restrictions })))
 }
 
@@ -173,13 +182,10 @@ pub struct Network {
 
 impl Network {
     fn parse(&self) -> Result<IpNet, ApiError> {
-        let raw = self.network.trim();
-        raw.parse::<IpNet>()
-            .or_else(|_| raw.parse::<IpAddr>().map(IpNet::from))
-            .map(|net| net.trunc())
-            .map_err(|_| {
-                ApiError::BadRequest("network is not a CIDR network or an address".to_owned())
-            })
+        parse_network(&self.network).map_err(|detail| ApiError::BadRequest {
+            code: "invalid_network",
+            detail,
+        })
     }
 }
 

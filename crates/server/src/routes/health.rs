@@ -1,8 +1,7 @@
 //! Liveness and readiness for load balancers and orchestrators, and metrics for Prometheus.
 
-use actix_web::{HttpResponse, web};
-
-use portcullis_store::OnError;
+use actix_web::{HttpRequest, HttpResponse, web};
+use portcullis_store::Health;
 
 use super::AppState;
 use crate::error::ApiError;
@@ -13,32 +12,34 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// `GET /readyz`: the database and the attempt store answer, so logins can be served; with a
-/// failing shared store, `{"status": "degraded"}` in the local and fail-open modes, 503 in the
-/// fail-closed one.
+/// failing shared store, `{"status": "degraded"}` while a fallback serves (local and fail-open
+/// modes), 503 in the fail-closed one.
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    if let Err(error) = state.accounts.ping().await {
-        tracing::warn!(error = format!("{error:#}"), "not ready: database");
-        return Err(ApiError::Unavailable {
-            retry_after_secs: 1,
-        });
-    }
-    if let Err(error) = state.guard.store_ready().await {
-        tracing::warn!(error = %error, "attempt store not answering");
-        // Local and fail-open modes still serve logins; fail-closed does not.
-        if state.store_on_error == Some(OnError::FailClosed) {
-            return Err(ApiError::Unavailable {
-                retry_after_secs: 1,
-            });
+    state.accounts.ping().await.map_err(ApiError::unavailable)?;
+    let status = match state.stores.health().await {
+        Health::Ready => "ready",
+        Health::Degraded => "degraded",
+        Health::Unavailable => {
+            return Err(ApiError::unavailable(anyhow::anyhow!(
+                "the attempt store is unavailable (store.on_error = fail_closed)"
+            )));
         }
-        return Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "degraded" })));
-    }
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })))
+    };
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": status })))
 }
 
-/// `GET /metrics`: Prometheus text format (see [`crate::instruments`]).
-pub async fn metrics() -> Result<HttpResponse, ApiError> {
-    let handle = crate::instruments::handle().ok_or(ApiError::Unavailable {
+/// `GET /metrics`: Prometheus text format (see [`crate::instruments`]); only on the admin
+/// listener when `admin.listen` is set.
+pub async fn metrics(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    if !state.is_ops_request(&request) {
+        return Err(ApiError::NotFound);
+    }
+    let handle = crate::instruments::handle().ok_or_else(|| ApiError::Unavailable {
         retry_after_secs: 60,
+        cause: anyhow::anyhow!("no metrics recorder is installed"),
     })?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -6,57 +6,68 @@ mod health;
 mod login;
 mod session;
 
-use std::net::IpAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 
 use actix_web::dev::Payload;
 use actix_web::error::JsonPayloadError;
 use actix_web::{FromRequest, HttpRequest, web};
 use ipnet::IpNet;
-use portcullis_core::DeviceCookies;
-use portcullis_store::SessionStore;
+use portcullis_core::{DeviceCookies, KeyDeriver, Username};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::accounts::Accounts;
 use crate::allowlist::Allowlist;
-use crate::client_ip;
+use crate::client_ip::{self, ForwardedHeader};
 use crate::error::ApiError;
 use crate::guard::LoginGuard;
 use crate::password::{MAX_PASSWORD_BYTES, PasswordHasher};
 use crate::security_events::SecurityEvents;
-use crate::settings::DeviceSettings;
+use crate::sessions::Sessions;
+use crate::settings::{DeviceSettings, UsernameLogging};
+use crate::stores::Stores;
 
 /// What every handler can reach.
 pub struct AppState {
     /// The accounts table.
     pub accounts: Accounts,
+    /// Login sessions (in the accounts database).
+    pub sessions: Sessions,
     /// Argon2id and its bounded pool.
     pub hasher: PasswordHasher,
     /// Rate limits and lockouts around password checks.
     pub guard: LoginGuard,
+    /// The attempt store, event log and admin view, for health and administration.
+    pub stores: Stores,
     /// Security events (logs and the event log).
     pub events: SecurityEvents,
     /// Networks exempt from the address and subnet limits.
     pub allowlist: Allowlist,
-    /// Login sessions.
-    pub sessions: Arc<dyn SessionStore>,
-    /// Proxies whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<IpNet>,
-    /// Session lifetime in milliseconds.
-    pub session_ttl_ms: u64,
+    /// How the client address is found behind proxies.
+    pub forwarding: Forwarding,
     /// Signs and checks device cookies.
     pub device_cookies: DeviceCookies,
     /// The device cookie's name and attributes.
     pub device: DeviceSettings,
     /// The admin API, when `admin.token` is set.
     pub admin: Option<admin::AdminApi>,
+    /// The operations listener (`admin.listen`): when set, the admin API and `/metrics` answer
+    /// only there.
+    pub ops_listener: Option<SocketAddr>,
     /// Whether a permanently locked account says so (423) or answers like a throttle (429).
     pub disclose_lockouts: bool,
     /// Retry-After for a permanently locked account answered like a throttle.
     pub locked_retry_after_secs: u64,
-    /// The mode while a shared store fails (`None`: the memory store, which cannot fail).
-    pub store_on_error: Option<portcullis_store::OnError>,
+    /// How usernames appear in request logs.
+    pub log_usernames: UsernameLogging,
+}
+
+/// Which proxies are believed, and through which header.
+pub struct Forwarding {
+    /// The header trusted proxies put the client address in.
+    pub header: ForwardedHeader,
+    /// Proxies whose forwarding header is believed.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl AppState {
@@ -69,6 +80,13 @@ impl AppState {
                 retry_after_secs: self.locked_retry_after_secs,
             }
         }
+    }
+
+    /// Whether the request may reach operations endpoints (admin API, metrics): on the
+    /// operations listener when one is configured, anywhere otherwise.
+    pub fn is_ops_request(&self, request: &HttpRequest) -> bool {
+        self.ops_listener
+            .is_none_or(|ops| request.app_config().local_addr() == ops)
     }
 }
 
@@ -83,7 +101,7 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut web::ServiceConfig) 
         .app_data(web::PayloadConfig::default().limit(max_body_bytes))
         .app_data(
             web::QueryConfig::default()
-                .error_handler(|error, _| ApiError::BadRequest(error.to_string()).into()),
+                .error_handler(|error, _| ApiError::bad_request(error.to_string()).into()),
         )
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
@@ -110,8 +128,10 @@ fn json_error(error: JsonPayloadError) -> ApiError {
             ApiError::PayloadTooLarge
         }
         JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
-        JsonPayloadError::Deserialize(e) => ApiError::BadRequest(format!("invalid JSON body: {e}")),
-        other => ApiError::BadRequest(format!("unreadable body: {other}")),
+        JsonPayloadError::Deserialize(e) => {
+            ApiError::bad_request(format!("invalid JSON body: {e}"))
+        }
+        other => ApiError::bad_request(format!("unreadable body: {other}")),
     }
 }
 
@@ -128,22 +148,40 @@ impl Credentials {
     fn password(&self) -> Result<SecretString, ApiError> {
         let len = self.password.expose_secret().len();
         if len == 0 {
-            return Err(ApiError::BadRequest("password is empty".to_owned()));
+            return Err(ApiError::bad_request("password is empty"));
         }
         if len > MAX_PASSWORD_BYTES {
-            return Err(ApiError::BadRequest(format!(
+            return Err(ApiError::bad_request(format!(
                 "password is longer than {MAX_PASSWORD_BYTES} bytes"
             )));
         }
         Ok(self.password.clone())
     }
 
-    fn username(&self) -> Result<portcullis_core::Username, ApiError> {
-        let username = portcullis_core::Username::parse(&self.username)
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        tracing::Span::current().record("username", username.as_str());
+    /// The normalised username, recorded in the request span as the log settings say.
+    fn username(&self, state: &AppState) -> Result<Username, ApiError> {
+        let username = parse_username(&self.username)?;
+        record_username(&username, state.log_usernames, state.guard.deriver());
         Ok(username)
     }
+}
+
+/// Parses a username from a request, refusing it with `invalid_username`.
+pub fn parse_username(raw: &str) -> Result<Username, ApiError> {
+    Username::parse(raw).map_err(|e| ApiError::BadRequest {
+        code: "invalid_username",
+        detail: e.to_string(),
+    })
+}
+
+/// Records the username into the request span: its keyed digest by default (people type
+/// passwords into username fields), the name itself with `log.usernames = "plain"`.
+fn record_username(username: &Username, logging: UsernameLogging, deriver: &KeyDeriver) {
+    let span = tracing::Span::current();
+    match logging {
+        UsernameLogging::Plain => span.record("username", username.as_str()),
+        UsernameLogging::Digest => span.record("username", deriver.username_digest(username)),
+    };
 }
 
 /// The client address an attempt is counted against (see [`client_ip`]).
@@ -154,24 +192,36 @@ impl FromRequest for ClientIp {
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let resolved = match (req.peer_addr(), req.app_data::<web::Data<AppState>>()) {
-            (Some(peer), Some(state)) => {
-                let forwarded = req
-                    .headers()
-                    .get_all("x-forwarded-for")
-                    .filter_map(|v| v.to_str().ok())
-                    .collect::<Vec<_>>();
-                let ip =
-                    client_ip::resolve(peer.ip(), forwarded.into_iter(), &state.trusted_proxies);
-                tracing::Span::current().record("client_ip", tracing::field::display(ip));
-                Ok(ClientIp(ip))
-            }
-            _ => Err(ApiError::Internal(anyhow::anyhow!(
-                "request without a peer address or application state"
-            ))),
-        };
-        std::future::ready(resolved)
+        std::future::ready(client_address(req).map(ClientIp))
     }
+}
+
+/// Resolves the client address of a request (400 for an unreadable forwarding header from a
+/// trusted proxy).
+pub fn client_address(req: &HttpRequest) -> Result<IpAddr, ApiError> {
+    let (Some(peer), Some(state)) = (req.peer_addr(), req.app_data::<web::Data<AppState>>()) else {
+        return Err(ApiError::Internal(anyhow::anyhow!(
+            "request without a peer address or application state"
+        )));
+    };
+    let forwarding = &state.forwarding;
+    let values = req
+        .headers()
+        .get_all(forwarding.header.name())
+        .map(|v| v.as_bytes())
+        .collect::<Vec<_>>();
+    let ip = client_ip::resolve(
+        peer.ip(),
+        values.into_iter(),
+        forwarding.header,
+        &forwarding.trusted_proxies,
+    )
+    .map_err(|e| ApiError::BadRequest {
+        code: "invalid_forwarded_header",
+        detail: e.to_string(),
+    })?;
+    tracing::Span::current().record("client_ip", tracing::field::display(ip));
+    Ok(ip)
 }
 
 #[cfg(test)]
@@ -191,7 +241,7 @@ mod tests {
             let _ = serde_json::from_slice::<Credentials>(&raw);
             let body = serde_json::json!({ "username": username, "password": password });
             let credentials: Credentials = serde_json::from_value(body).unwrap();
-            let _ = credentials.username();
+            let _ = super::parse_username(&credentials.username);
             let _ = credentials.password();
         }
     }

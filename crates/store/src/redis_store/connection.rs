@@ -71,17 +71,17 @@ impl Connections {
             Pool::Cluster(
                 config
                     .create_pool(Some(Runtime::Tokio1))
-                    .map_err(|e| StoreError::Unavailable(format!("redis cluster pool: {e}")))?,
+                    .map_err(|e| StoreError::Misconfigured(format!("redis cluster pool: {e}")))?,
             )
         } else {
             let url = urls.first().ok_or_else(|| {
-                StoreError::Unavailable("store.redis.url: no URL given".to_owned())
+                StoreError::Misconfigured("store.redis.url: no URL given".to_owned())
             })?;
             let config = deadpool_redis::Config::from_url(url.as_str());
             Pool::Single(
                 config
                     .create_pool(Some(Runtime::Tokio1))
-                    .map_err(|e| StoreError::Unavailable(format!("redis pool: {e}")))?,
+                    .map_err(|e| StoreError::Misconfigured(format!("redis pool: {e}")))?,
             )
         };
         Ok(Self {
@@ -125,6 +125,6 @@ impl Connections {
     }
 }
 
-fn unavailable(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("redis connection: {error}"))
+fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::unavailable("connecting to redis", error)
 }

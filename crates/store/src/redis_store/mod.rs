@@ -1,42 +1,44 @@
-//! The Redis store: every replica shares one view of every attempt and session.
+//! The Redis store: every replica shares one view of every attempt.
 //!
 //! The counter logic is the core's, in Lua (`lua/*.lua`, embedded at build time) so each
 //! decision is one atomic script call: a refused attempt costs one EVALSHA, a verified one two.
 //! Scripts are called by SHA; after a `SCRIPT FLUSH` or a restart the client reloads them on
 //! NOSCRIPT. Scripts read Redis `TIME` once per call, so replicas' clocks do not matter.
 //!
+//! The contract with Lua is by name: the policy reaches the scripts as a generated table with
+//! the core's field names ([`policy_lua`]), each key's dimension by name, and replies come back
+//! as JSON decoded into the structs below. Every call goes through [`RedisStore::call`]: one
+//! timeout, one circuit breaker, one classification of errors (unavailable vs. protocol).
+//!
 //! Keys are `{prefix}:...`: the hash tag puts all of a deployment's keys in one Cluster slot,
 //! because one attempt's script touches its address, subnet and account counters together.
-//! Cluster then buys failover, not sharding (one primary runs far more scripts per second than
-//! any fleet can hash passwords). Usernames appear only as HMACs (see `portcullis_core::keys`);
-//! every key has a TTL (the security event stream `{prefix}:events` is also capped with
-//! `MAXLEN ~`).
+//! Cluster then buys failover, not sharding. Usernames appear only as HMACs (see
+//! `portcullis_core::keys`); every key has a TTL (the security event stream `{prefix}:events` is
+//! also capped with `MAXLEN ~`).
 
 mod connection;
+mod policy_lua;
+mod state;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use portcullis_core::backoff::{Lockout, Strategy};
-use portcullis_core::{
-    AttemptKey, Decision, Denial, Dimension, KeyPolicy, KeyState, LockoutEvent, Outcome, Policy,
-    Reason,
-};
-use redis::{RedisError, Script, ScriptInvocation};
+use portcullis_core::backoff::Lockout;
+use portcullis_core::decision::started_on;
+use portcullis_core::{AttemptKey, Decision, Denial, LockoutEvent, Outcome, Policy, Reason};
+use redis::{ErrorKind, RedisError, Script, ScriptInvocation, ServerErrorKind};
+use serde::Deserialize;
 
 pub use connection::{Conn, Connections};
 
 use crate::admin::{AdminStore, KeyStatus, Restriction};
-use crate::{AttemptStore, Clock, EventLog, SecurityEvent, Session, SessionStore, StoreError};
+use crate::{AttemptStore, Breaker, Clock, EventLog, SecurityEvent, StoreError};
 
 const COMMON: &str = include_str!("lua/common.lua");
 /// The restrictions index: a sorted set of locked or banned keys, scored by when that ends.
 const RESTRICTIONS: &str = "restrictions";
-/// The fields of a key's state hash (see `lua/common.lua`).
-const STATE_FIELDS: [&str; 13] = [
-    "at", "ft", "f", "lf", "lu", "tl", "p", "sc", "sw", "sb", "sn", "sl", "tt",
-];
 
 /// Where and how to reach Redis.
 #[derive(Clone, Debug)]
@@ -55,45 +57,56 @@ struct Scripts {
     attempt: Script,
     record: Script,
     restrictions: Script,
-    session_create: Script,
-    session_revoke: Script,
 }
 
 impl Scripts {
-    fn new() -> Self {
-        let with_common = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
-        Self {
-            attempt: with_common(include_str!("lua/attempt.lua")),
-            record: with_common(include_str!("lua/record.lua")),
-            restrictions: with_common(include_str!("lua/restrictions.lua")),
-            session_create: with_common(include_str!("lua/session_create.lua")),
-            session_revoke: Script::new(include_str!("lua/session_revoke.lua")),
-        }
+    fn new(policy: &Policy) -> Result<Self, StoreError> {
+        let prelude = policy_lua::prelude(policy)?;
+        let script = |body: &str| Script::new(&format!("{prelude}{COMMON}\n{body}"));
+        Ok(Self {
+            attempt: script(include_str!("lua/attempt.lua")),
+            record: script(include_str!("lua/record.lua")),
+            restrictions: script(include_str!("lua/restrictions.lua")),
+        })
     }
 }
 
-/// Attempt counters and sessions in Redis or Redis Cluster.
+/// Attempt counters, the restrictions index and security events in Redis or Redis Cluster.
 pub struct RedisStore {
     connections: Connections,
     scripts: Scripts,
     /// `{prefix}:`, the start of every key.
     key_prefix: String,
-    /// Each dimension's policy as the scripts read it.
-    policy_args: [String; Dimension::ALL.len()],
     timeout: Duration,
+    /// Every call passes it: one view of whether Redis answers, for every trait served.
+    breaker: Breaker,
     /// Tests move time with this; production leaves it unset and scripts read Redis `TIME`.
     clock: Option<Arc<dyn Clock>>,
 }
 
+/// The breaker is open: the call was not tried.
+#[derive(Debug, thiserror::Error)]
+#[error("circuit breaker open")]
+pub struct BreakerOpen;
+
+/// The call did not answer within the timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("redis call timed out")]
+pub struct TimedOut;
+
 impl RedisStore {
-    /// A store applying `policy`; connects on first use.
-    pub fn new(config: &RedisConfig, policy: &Policy) -> Result<Self, StoreError> {
+    /// A store applying `policy`, calling through `breaker`; connects on first use.
+    pub fn new(
+        config: &RedisConfig,
+        policy: &Policy,
+        breaker: Breaker,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
             connections: Connections::new(&config.urls, config.cluster)?,
-            scripts: Scripts::new(),
+            scripts: Scripts::new(policy)?,
             key_prefix: format!("{{{}}}:", config.prefix),
-            policy_args: Dimension::ALL.map(|d| policy_arg(policy.for_dimension(d), d)),
             timeout: config.timeout,
+            breaker,
             clock: None,
         })
     }
@@ -109,6 +122,11 @@ impl RedisStore {
         format!("{}{key}", self.key_prefix)
     }
 
+    /// Whether the breaker is open (calls fail fast).
+    pub fn is_degraded(&self) -> bool {
+        self.breaker.is_open()
+    }
+
     fn now_arg(&self) -> String {
         self.clock
             .as_ref()
@@ -116,190 +134,230 @@ impl RedisStore {
             .unwrap_or_default()
     }
 
-    fn policy_of(&self, dimension: Dimension) -> &str {
-        let index = Dimension::ALL
-            .iter()
-            .position(|&d| d == dimension)
-            .unwrap_or_default();
-        &self.policy_args[index]
-    }
-
-    /// Completes a counter script's call (the keys, each key's policy, the restrictions index
-    /// after the script's leading arguments) and runs it: one EVALSHA.
-    async fn run_counters(
+    /// Runs a counter script: the keys, then `now` and the restrictions index, then `args`,
+    /// then each key's dimension (and what `per_key` adds for it). One EVALSHA; the JSON reply
+    /// decoded by name.
+    async fn run_counters<T: for<'de> Deserialize<'de>>(
         &self,
-        mut invocation: ScriptInvocation<'_>,
+        doing: &'static str,
+        script: &Script,
         keys: &[AttemptKey],
-    ) -> Result<Vec<i64>, StoreError> {
+        args: &[&str],
+        per_key: impl Fn(&AttemptKey) -> Option<&'static str>,
+    ) -> Result<T, StoreError> {
+        let mut invocation: ScriptInvocation<'_> = script.prepare_invoke();
         for key in keys {
             invocation.key(self.key(&key.key));
         }
-        for key in keys {
-            invocation.arg(self.policy_of(key.dimension));
+        invocation.arg(self.now_arg()).arg(self.key(RESTRICTIONS));
+        for arg in args {
+            invocation.arg(*arg);
         }
-        invocation.arg(self.key(RESTRICTIONS));
-        self.call(|mut conn| async move { invocation.invoke_async(&mut conn).await })
-            .await
+        for key in keys {
+            invocation.arg(key.dimension.as_str());
+            if let Some(extra) = per_key(key) {
+                invocation.arg(extra);
+            }
+        }
+        let reply: String = self
+            .call(doing, |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
+        serde_json::from_str(&reply)
+            .map_err(|e| StoreError::Protocol(format!("{doing}: reply {reply:?}: {e}")))
     }
 
-    /// Runs one Redis call with the timeout; drops the connection after a failure.
-    async fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    /// Runs one Redis call through the breaker, with the timeout; drops the connection after
+    /// an I/O failure. Only unavailability counts against the breaker.
+    async fn call<T, F, Fut>(&self, doing: &'static str, f: F) -> Result<T, StoreError>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        let conn = tokio::time::timeout(self.timeout, self.connections.get())
-            .await
-            .map_err(|_| StoreError::Unavailable("redis connect timed out".to_owned()))??;
+        if !self.breaker.permits() {
+            return Err(StoreError::unavailable(doing, BreakerOpen));
+        }
+        let result = self.try_call(doing, f).await;
+        match &result {
+            Err(StoreError::Unavailable { .. }) => self.breaker.failed(),
+            Err(error @ StoreError::Protocol(_)) => {
+                self.breaker.succeeded();
+                tracing::error!(error = %error, "redis answered something this code does not understand");
+            }
+            Ok(_) | Err(StoreError::Misconfigured(_)) => self.breaker.succeeded(),
+        }
+        result
+    }
+
+    async fn try_call<T, F, Fut>(&self, doing: &'static str, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let conn = match tokio::time::timeout(self.timeout, self.connections.get()).await {
+            Ok(conn) => conn?,
+            Err(_) => return Err(StoreError::unavailable(doing, TimedOut)),
+        };
         match tokio::time::timeout(self.timeout, f(conn)).await {
             Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) if is_protocol_error(&error) => {
+                Err(StoreError::Protocol(format!("{doing}: {error}")))
+            }
             Ok(Err(error)) => {
                 if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
                     self.connections.reset();
                 }
-                Err(StoreError::Unavailable(format!("redis: {error}")))
+                Err(StoreError::unavailable(doing, error))
             }
             Err(_) => {
                 self.connections.reset();
-                Err(StoreError::Unavailable("redis call timed out".to_owned()))
+                Err(StoreError::unavailable(doing, TimedOut))
             }
         }
     }
-}
 
-/// A dimension's policy as the 26 comma-separated numbers `common.lua` parses.
-fn policy_arg(policy: &KeyPolicy, dimension: Dimension) -> String {
-    let gcra = |g: Option<portcullis_core::gcra::Gcra>| {
-        g.map_or((0, 0), |g| (u64::from(g.burst), g.interval_ms))
-    };
-    let (ab, ai) = gcra(policy.attempts);
-    let (fb, fi) = gcra(policy.failures);
-    let (tb, ti) = gcra(policy.throttle);
-    let lockout = match &policy.lockout {
-        Some(b) => format!(
-            "{},{},{},{},{},{},{},{}",
-            b.max_failures,
-            match b.strategy {
-                Strategy::Multiple => 0,
-                Strategy::Linear => 1,
-            },
-            b.wait_increment_ms,
-            b.max_wait_ms,
-            b.failure_reset_ms,
-            b.quick_login_check_ms,
-            b.min_quick_login_wait_ms,
-            b.permanent_after.map_or(-1, i64::from),
-        ),
-        None => "0,0,0,0,0,0,0,-1".to_owned(),
-    };
-    let resets = u8::from(dimension.resets_on_success());
-    let spray = policy.spray.map_or_else(
-        || "0,0,0,0,0,0".to_owned(),
-        |s| {
-            format!(
-                "{},{},{},{},{},{}",
-                s.max_usernames,
-                s.window_ms,
-                s.first_ban_ms,
-                s.ban_multiplier,
-                s.max_ban_ms,
-                s.level_reset_ms
-            )
-        },
-    );
-    let attack = policy.attack.map_or_else(
-        || "0,0,0,0".to_owned(),
-        |a| {
-            format!(
-                "{},{},{},{}",
-                a.window_ms, a.min_attempts, a.failure_percent, a.tighten_factor
-            )
-        },
-    );
-    let tightens = u8::from(dimension.tightens_under_attack());
-    format!("{ab},{ai},{fb},{fi},{lockout},{resets},{spray},{tb},{ti},{attack},{tightens}")
-}
-
-fn reason(code: i64) -> Option<Reason> {
-    match code {
-        1 => Some(Reason::RateLimited),
-        2 => Some(Reason::TooManyFailures),
-        3 => Some(Reason::LockedOut),
-        4 => Some(Reason::Banned),
-        5 => Some(Reason::Throttled),
-        _ => None,
-    }
-}
-
-/// Reads the attempt script's answer (see `lua/attempt.lua`).
-fn decision(reply: &[i64], keys: &[AttemptKey]) -> Result<Decision, StoreError> {
-    let malformed = || StoreError::Unavailable(format!("unexpected attempt reply {reply:?}"));
-    let key_at = |i: i64| {
-        usize::try_from(i - 1)
-            .ok()
-            .and_then(|i| keys.get(i))
-            .ok_or_else(malformed)
-    };
-    match reply {
-        [1, i, code, retry] => Ok(Decision::Deny(Denial {
-            dimension: key_at(*i)?.dimension,
-            reason: reason(*code).ok_or_else(malformed)?,
-            retry_after_ms: u64::try_from(*retry).map_err(|_| malformed())?,
-        })),
-        [0, under_attack, rest @ ..] if rest.len() % 3 == 0 => {
-            let pending = rest
-                .chunks(3)
-                .map(|event| {
-                    let lockout = match event[1] {
-                        2 => Lockout::Permanent,
-                        _ => Lockout::Temporary {
-                            until: u64::try_from(event[2]).map_err(|_| malformed())?,
-                        },
-                    };
-                    Ok(LockoutEvent {
-                        key: key_at(event[0])?.clone(),
-                        lockout,
-                    })
-                })
-                .collect::<Result<_, StoreError>>()?;
-            Ok(Decision::Allow {
-                pending,
-                under_attack: *under_attack == 1,
-            })
-        }
-        _ => Err(malformed()),
-    }
-}
-
-/// Reads the record script's answer: `{i, until, ...}` for each ban it started.
-fn bans(reply: &[i64], keys: &[AttemptKey]) -> Result<Vec<LockoutEvent>, StoreError> {
-    let malformed = || StoreError::Unavailable(format!("unexpected record reply {reply:?}"));
-    if !reply.len().is_multiple_of(2) {
-        return Err(malformed());
-    }
-    reply
-        .chunks(2)
-        .map(|ban| {
-            let key = usize::try_from(ban[0] - 1)
-                .ok()
-                .and_then(|i| keys.get(i))
-                .ok_or_else(malformed)?;
-            Ok(LockoutEvent {
-                key: key.clone(),
-                lockout: Lockout::Ban {
-                    until: u64::try_from(ban[1]).map_err(|_| malformed())?,
-                },
-            })
+    /// Whether Redis answers a PING (for readiness; never per request).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.call("pinging", |mut conn| async move {
+            redis::cmd("PING").query_async::<String>(&mut conn).await
         })
-        .collect()
+        .await
+        .map(drop)
+    }
+}
+
+/// A reply this code does not understand (a script error, a type mismatch): a bug to fix, not
+/// an outage to wait out.
+fn is_protocol_error(error: &RedisError) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::Parse
+            | ErrorKind::UnexpectedReturnType
+            | ErrorKind::Extension
+            | ErrorKind::Server(ServerErrorKind::ResponseError)
+    )
+}
+
+/// The attempt script's reply (see `lua/attempt.lua`).
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum AttemptReply {
+    Refused {
+        key: usize,
+        reason: Reason,
+        retry_after_ms: u64,
+    },
+    Admitted {
+        under_attack: bool,
+        #[serde(default)]
+        pending: Vec<PendingReply>,
+    },
+}
+
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum LockoutKind {
+    Temporary,
+    Permanent,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PendingReply {
+    key: usize,
+    lockout: LockoutKind,
+    until: u64,
+}
+
+/// The record script's reply (see `lua/record.lua`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordReply {
+    #[serde(default)]
+    bans: Vec<BanReply>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BanReply {
+    key: usize,
+    until: u64,
+}
+
+/// The restrictions script's reply (see `lua/restrictions.lua`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestrictionsReply {
+    #[serde(default)]
+    restrictions: Vec<RestrictionReply>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestrictionReply {
+    key: String,
+    until: Option<u64>,
+}
+
+/// The attempt key a script names by its 1-based position in KEYS.
+fn key_at(keys: &[AttemptKey], index: usize) -> Result<&AttemptKey, StoreError> {
+    index
+        .checked_sub(1)
+        .and_then(|i| keys.get(i))
+        .ok_or_else(|| StoreError::Protocol(format!("reply names key {index} of {}", keys.len())))
+}
+
+/// The lockout kind a script is told an admission started on `key`.
+fn started_arg(pending: &[LockoutEvent], key: &AttemptKey) -> Option<&'static str> {
+    Some(match started_on(pending, key) {
+        Some(Lockout::Temporary { .. }) => "temporary",
+        Some(Lockout::Permanent) => "permanent",
+        Some(Lockout::Ban { .. }) | None => "",
+    })
 }
 
 #[async_trait]
 impl AttemptStore for RedisStore {
     async fn attempt(&self, keys: &[AttemptKey]) -> Result<Decision, StoreError> {
-        let mut invocation = self.scripts.attempt.prepare_invoke();
-        invocation.arg(self.now_arg());
-        decision(&self.run_counters(invocation, keys).await?, keys)
+        let reply: AttemptReply = self
+            .run_counters(
+                "deciding an attempt",
+                &self.scripts.attempt,
+                keys,
+                &[],
+                |_| None,
+            )
+            .await?;
+        Ok(match reply {
+            AttemptReply::Refused {
+                key,
+                reason,
+                retry_after_ms,
+            } => Decision::Deny(Denial {
+                dimension: key_at(keys, key)?.dimension,
+                reason,
+                retry_after_ms,
+            }),
+            AttemptReply::Admitted {
+                under_attack,
+                pending,
+            } => Decision::Allow {
+                pending: pending
+                    .into_iter()
+                    .map(|p| {
+                        Ok(LockoutEvent {
+                            key: key_at(keys, p.key)?.clone(),
+                            lockout: match p.lockout {
+                                LockoutKind::Temporary => Lockout::Temporary { until: p.until },
+                                LockoutKind::Permanent => Lockout::Permanent,
+                            },
+                        })
+                    })
+                    .collect::<Result<_, StoreError>>()?,
+                under_attack,
+            },
+        })
     }
 
     async fn record(
@@ -307,24 +365,48 @@ impl AttemptStore for RedisStore {
         keys: &[AttemptKey],
         outcome: Outcome,
         username: &str,
+        pending: &[LockoutEvent],
     ) -> Result<Vec<LockoutEvent>, StoreError> {
-        let mut invocation = self.scripts.record.prepare_invoke();
-        invocation
-            .arg(self.now_arg())
-            .arg(match outcome {
-                Outcome::Failure => "f",
-                Outcome::Success => "s",
+        let outcome = match outcome {
+            Outcome::Failure => "failure",
+            Outcome::Success => "success",
+        };
+        let reply: RecordReply = self
+            .run_counters(
+                "recording an outcome",
+                &self.scripts.record,
+                keys,
+                &[outcome, username],
+                |key| started_arg(pending, key),
+            )
+            .await?;
+        reply
+            .bans
+            .into_iter()
+            .map(|ban| {
+                Ok(LockoutEvent {
+                    key: key_at(keys, ban.key)?.clone(),
+                    lockout: Lockout::Ban { until: ban.until },
+                })
             })
-            .arg(username);
-        bans(&self.run_counters(invocation, keys).await?, keys)
+            .collect()
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.call(
-            |mut conn| async move { redis::cmd("PING").query_async::<String>(&mut conn).await },
-        )
-        .await
-        .map(drop)
+    async fn abandon(
+        &self,
+        keys: &[AttemptKey],
+        pending: &[LockoutEvent],
+    ) -> Result<(), StoreError> {
+        let _: RecordReply = self
+            .run_counters(
+                "abandoning an attempt",
+                &self.scripts.record,
+                keys,
+                &["abandoned", ""],
+                |key| started_arg(pending, key),
+            )
+            .await?;
+        Ok(())
     }
 }
 
@@ -333,12 +415,10 @@ impl AdminStore for RedisStore {
     async fn status(&self, keys: &[AttemptKey]) -> Result<Vec<KeyStatus>, StoreError> {
         let mut pipe = redis::pipe();
         for key in keys {
-            pipe.cmd("HMGET")
-                .arg(self.key(&key.key))
-                .arg(&STATE_FIELDS[..]);
+            pipe.cmd("HGETALL").arg(self.key(&key.key));
         }
-        let (rows, now): (Vec<Vec<Option<u64>>>, u64) = self
-            .call(|mut conn| async move {
+        let (rows, now): (Vec<HashMap<String, u64>>, u64) = self
+            .call("reading key status", |mut conn| async move {
                 let rows = pipe.query_async(&mut conn).await?;
                 let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await?;
                 Ok((rows, secs * 1_000 + micros / 1_000))
@@ -348,16 +428,9 @@ impl AdminStore for RedisStore {
         Ok(keys
             .iter()
             .zip(rows)
-            .map(|(key, row)| {
-                let field = |i: usize| row.get(i).copied().flatten().unwrap_or(0);
-                let small = |i: usize| u32::try_from(field(i)).unwrap_or(u32::MAX);
-                let mut state = KeyState::default();
-                state.lockout.failures = small(2);
-                state.lockout.locked_until = field(4);
-                state.lockout.permanent = field(6) == 1;
-                state.spray.banned_until = field(9);
-                state.spray.bans = small(10);
-                KeyStatus::new(key, &state, small(7), now)
+            .map(|(key, fields)| {
+                let stored = state::StoredState::from_fields(&fields);
+                KeyStatus::new(key, &stored.state, stored.distinct_usernames, now)
             })
             .collect())
     }
@@ -374,7 +447,9 @@ impl AdminStore for RedisStore {
                 .ignore();
         }
         let deleted: Vec<u64> = self
-            .call(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .call("clearing keys", |mut conn| async move {
+                pipe.query_async(&mut conn).await
+            })
             .await?;
         Ok(deleted.iter().sum())
     }
@@ -385,16 +460,22 @@ impl AdminStore for RedisStore {
             .key(self.key(RESTRICTIONS))
             .arg(self.now_arg())
             .arg(limit.max(1));
-        let reply: Vec<(String, i64)> = self
-            .call(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+        let reply: String = self
+            .call("listing restrictions", |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
             .await?;
+        let reply: RestrictionsReply = serde_json::from_str(&reply)
+            .map_err(|e| StoreError::Protocol(format!("restrictions reply {reply:?}: {e}")))?;
         Ok(reply
+            .restrictions
             .into_iter()
-            .map(|(key, until)| Restriction {
-                key: key
+            .map(|r| Restriction {
+                key: r
+                    .key
                     .strip_prefix(&self.key_prefix)
-                    .map_or(key.clone(), str::to_owned),
-                until: u64::try_from(until).ok(),
+                    .map_or(r.key.clone(), str::to_owned),
+                until: r.until,
             })
             .collect())
     }
@@ -409,10 +490,10 @@ const STREAM_TTL_MS: u64 = 7 * 24 * 3_600_000;
 impl EventLog for RedisStore {
     async fn append(&self, event: &SecurityEvent) -> Result<(), StoreError> {
         let payload = serde_json::to_string(event)
-            .map_err(|e| StoreError::Unavailable(format!("encoding an event: {e}")))?;
+            .map_err(|e| StoreError::Protocol(format!("encoding an event: {e}")))?;
         let key = self.key("events");
         let kind = event.kind.as_str();
-        self.call(|mut conn| async move {
+        self.call("appending an event", |mut conn| async move {
             // One round trip: the entry, then the stream's TTL.
             redis::pipe()
                 .cmd("XADD")
@@ -439,7 +520,7 @@ impl EventLog for RedisStore {
     async fn recent(&self, count: usize) -> Result<Vec<SecurityEvent>, StoreError> {
         let key = self.key("events");
         let entries: Vec<(String, Vec<(String, String)>)> = self
-            .call(|mut conn| async move {
+            .call("reading events", |mut conn| async move {
                 redis::cmd("XREVRANGE")
                     .arg(key)
                     .arg("+")
@@ -457,74 +538,5 @@ impl EventLog for RedisStore {
                 serde_json::from_str(payload).ok()
             })
             .collect())
-    }
-}
-
-#[async_trait]
-impl SessionStore for RedisStore {
-    async fn create(
-        &self,
-        digest: &str,
-        subject: &str,
-        ttl_ms: u64,
-    ) -> Result<Session, StoreError> {
-        let mut invocation = self.scripts.session_create.prepare_invoke();
-        invocation
-            .key(self.key(&format!("s:{digest}")))
-            .key(self.key(&format!("as:{subject}")))
-            .arg(self.now_arg())
-            .arg(subject)
-            .arg(ttl_ms)
-            .arg(digest);
-        let expires_at: u64 = self
-            .call(|mut conn| async move { invocation.invoke_async(&mut conn).await })
-            .await?;
-        Ok(Session {
-            subject: subject.to_owned(),
-            expires_at,
-        })
-    }
-
-    async fn get(&self, digest: &str) -> Result<Option<Session>, StoreError> {
-        let key = self.key(&format!("s:{digest}"));
-        let (subject, expires_at): (Option<String>, Option<u64>) = self
-            .call(|mut conn| async move {
-                redis::cmd("HMGET")
-                    .arg(key)
-                    .arg("sub")
-                    .arg("exp")
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await?;
-        let now = self.clock.as_ref().map_or(0, |c| c.now());
-        Ok(match (subject, expires_at) {
-            (Some(subject), Some(expires_at)) if expires_at > now => Some(Session {
-                subject,
-                expires_at,
-            }),
-            _ => None,
-        })
-    }
-
-    async fn revoke(&self, digest: &str) -> Result<bool, StoreError> {
-        self.revoke_sessions(digest, "1").await.map(|n| n > 0)
-    }
-
-    async fn revoke_all(&self, digest: &str) -> Result<u64, StoreError> {
-        self.revoke_sessions(digest, "all").await
-    }
-}
-
-impl RedisStore {
-    async fn revoke_sessions(&self, digest: &str, scope: &str) -> Result<u64, StoreError> {
-        let mut invocation = self.scripts.session_revoke.prepare_invoke();
-        invocation
-            .key(self.key(&format!("s:{digest}")))
-            .arg(scope)
-            .arg(self.key("s:"))
-            .arg(self.key("as:"));
-        self.call(|mut conn| async move { invocation.invoke_async(&mut conn).await })
-            .await
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use portcullis_core::{Outcome, Policy};
-use portcullis_store::{AttemptStore, Clock, SessionStore};
+use portcullis_store::{AttemptStore, Clock};
 use portcullis_testkit::redis::RedisCluster;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -20,18 +20,11 @@ async fn the_store_suite_passes_against_a_redis_cluster() {
     let k = keys(&policy, "198.51.100.4", "alice");
     for _ in 0..5 {
         assert!(store.attempt(&k).await.unwrap().is_allowed());
-        store.record(&k, Outcome::Failure, "u").await.unwrap();
+        store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
     }
     assert!(!store.attempt(&k).await.unwrap().is_allowed());
     let written = cluster.keys("{cluster}:*").await;
     assert!(written.len() >= 4, "{written:?}");
-
-    // Sessions, including log-out-everywhere.
-    store.create("d1", "acct", 60_000).await.unwrap();
-    store.create("d2", "acct", 60_000).await.unwrap();
-    assert!(store.get("d1").await.unwrap().is_some());
-    assert_eq!(store.revoke_all("d1").await.unwrap(), 2);
-    assert_eq!(store.get("d2").await.unwrap(), None);
 
     // The differential property, on fewer cases (each case is cheap; the cluster is not).
     let urls = cluster.urls();
@@ -63,22 +56,27 @@ type SlotRange = (u16, u16, (String, u16, String, Vec<String>));
 async fn with_the_primary_of_its_slot_killed_the_local_mode_answers_every_attempt() {
     use std::time::Duration;
 
-    use portcullis_store::{MemoryStore, OnError, ResilientStore, SystemClock};
+    use portcullis_store::{Breaker, FallbackStore, MemoryStore, OnError, SystemClock};
 
     let mut cluster = RedisCluster::spawn(3).await;
     let policy = Policy::default();
-    let redis = redis_store(cluster.urls(), true, "killed", &policy, None);
-    let store = ResilientStore::new(
-        Arc::new(redis),
+    let breaker = Breaker::silent(2, Duration::from_millis(200));
+    let redis = Arc::new(crate::helpers::redis_store_with(
+        cluster.urls(),
+        true,
+        "killed",
+        &policy,
+        None,
+        breaker,
+    ));
+    let store = FallbackStore::new(
+        redis.clone(),
         MemoryStore::new(policy, Arc::new(SystemClock)),
         OnError::Local,
-        2,
-        Duration::from_millis(200),
-        Box::new(|_| {}),
     );
     let k = keys(&policy, "198.51.100.8", "bob");
     assert!(store.attempt(&k).await.unwrap().is_allowed());
-    assert!(!store.is_degraded());
+    assert!(!redis.is_degraded());
 
     // Every key of the deployment lives in the slot of its hash tag: kill that slot's primary.
     let mut conn = portcullis_testkit::redis::connect(&cluster.nodes[0].url).await;
@@ -107,12 +105,12 @@ async fn with_the_primary_of_its_slot_killed_the_local_mode_answers_every_attemp
             .await
             .expect("answered from the local fallback");
         if decision.is_allowed() {
-            store.record(&k, Outcome::Failure, "u").await.unwrap();
+            store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
         }
         assert!(
-            i < 2 || store.is_degraded(),
+            i < 2 || redis.is_degraded(),
             "the breaker opened after two failures"
         );
     }
-    assert!(store.is_degraded());
+    assert!(redis.is_degraded());
 }

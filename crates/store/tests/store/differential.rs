@@ -1,25 +1,34 @@
-//! Random sequences of attempts, outcomes and time steps through the core's reference model
-//! (the memory store) and the Redis store give identical decisions and Retry-After values.
+//! Random sequences of attempts, outcomes (verified or abandoned) and time steps through the
+//! core's reference model (the memory store) and the Redis store give identical decisions,
+//! Retry-After values, bans, key status and restrictions index.
 
 use std::sync::Arc;
 
-use portcullis_core::{Outcome, Policy};
-use portcullis_store::{AttemptStore, Clock, ManualClock, MemoryStore, RedisStore};
+use portcullis_core::{Decision, Outcome, Policy};
+use portcullis_store::{AdminStore, AttemptStore, Clock, ManualClock, MemoryStore, RedisStore};
 use portcullis_testkit::random_hex;
 use portcullis_testkit::redis::TestRedis;
 use proptest::prelude::*;
 
 use crate::helpers::{T0, device_keys, digest, redis_store, tight_policy};
 
+/// How an admitted attempt ends.
+#[derive(Clone, Copy, Debug)]
+pub enum Settle {
+    Success,
+    Failure,
+    /// Never verified (shed with 503).
+    Abandon,
+}
+
 #[derive(Clone, Debug)]
 pub enum Event {
-    /// An attempt, from trusted device number `device` if any; if admitted, the given outcome
-    /// is recorded.
+    /// An attempt, from trusted device number `device` if any; if admitted, it is settled.
     Attempt {
         ip: u8,
         user: u8,
         device: Option<u8>,
-        succeeds: bool,
+        settle: Settle,
     },
     Wait(u64),
 }
@@ -27,13 +36,17 @@ pub enum Event {
 pub fn events() -> impl Strategy<Value = Vec<Event>> {
     proptest::collection::vec(
         prop_oneof![
-            6 => (0u8..3, 0u8..3, proptest::option::weighted(0.3, 0u8..2), proptest::bool::weighted(0.2))
-                .prop_map(|(ip, user, device, succeeds)| Event::Attempt { ip, user, device, succeeds }),
+            6 => (0u8..3, 0u8..3, proptest::option::weighted(0.3, 0u8..2), settles())
+                .prop_map(|(ip, user, device, settle)| Event::Attempt { ip, user, device, settle }),
             1 => (0u64..4_000).prop_map(Event::Wait),
             1 => Just(Event::Wait(0)),
         ],
         1..60,
     )
+}
+
+fn settles() -> impl Strategy<Value = Settle> {
+    prop_oneof![6 => Just(Settle::Failure), 2 => Just(Settle::Success), 1 => Just(Settle::Abandon)]
 }
 
 pub fn policies() -> impl Strategy<Value = Policy> {
@@ -53,7 +66,7 @@ pub async fn agree(policy: Policy, events: &[Event], make: impl Fn(Arc<dyn Clock
                 ip,
                 user,
                 device,
-                succeeds,
+                settle,
             } => {
                 let k = device_keys(
                     &policy,
@@ -64,17 +77,33 @@ pub async fn agree(policy: Policy, events: &[Event], make: impl Fn(Arc<dyn Clock
                 let expected = memory.attempt(&k).await.unwrap();
                 let actual = redis.attempt(&k).await.unwrap();
                 assert_eq!(actual, expected, "step {step}: {event:?}");
-                if expected.is_allowed() {
-                    let outcome = if *succeeds {
-                        Outcome::Success
-                    } else {
-                        Outcome::Failure
-                    };
+                if let Decision::Allow { pending, .. } = &expected {
                     let user = digest(&format!("user{user}"));
-                    let expected = memory.record(&k, outcome, &user).await.unwrap();
-                    let actual = redis.record(&k, outcome, &user).await.unwrap();
-                    assert_eq!(actual, expected, "step {step}: bans of {event:?}");
+                    let outcome = match settle {
+                        Settle::Success => Some(Outcome::Success),
+                        Settle::Failure => Some(Outcome::Failure),
+                        Settle::Abandon => None,
+                    };
+                    if let Some(outcome) = outcome {
+                        let expected = memory.record(&k, outcome, &user, pending).await.unwrap();
+                        let actual = redis.record(&k, outcome, &user, pending).await.unwrap();
+                        assert_eq!(actual, expected, "step {step}: bans of {event:?}");
+                    } else {
+                        memory.abandon(&k, pending).await.unwrap();
+                        redis.abandon(&k, pending).await.unwrap();
+                    }
                 }
+                let expected = memory.status(&k).await.unwrap();
+                let actual = redis.status(&k).await.unwrap();
+                assert_eq!(actual, expected, "step {step}: status after {event:?}");
+                let mut expected = memory.restrictions(1_000).await.unwrap();
+                let mut actual = redis.restrictions(1_000).await.unwrap();
+                expected.sort_by(|a, b| a.key.cmp(&b.key));
+                actual.sort_by(|a, b| a.key.cmp(&b.key));
+                assert_eq!(
+                    actual, expected,
+                    "step {step}: restrictions after {event:?}"
+                );
             }
         }
     }

@@ -9,7 +9,7 @@ use portcullis_core::backoff::{Backoff, Strategy};
 use portcullis_core::gcra::Gcra;
 use portcullis_core::spray::Spray;
 use portcullis_core::{AttemptKey, DeviceCookies, KeyDeriver, KeyPolicy, Policy, Username};
-use portcullis_store::{Clock, RedisConfig, RedisStore};
+use portcullis_store::{Breaker, Clock, RedisConfig, RedisStore};
 
 pub const T0: u64 = 1_700_000_000_000;
 
@@ -137,13 +137,26 @@ pub fn redis_store(
     policy: &Policy,
     clock: Option<Arc<dyn Clock>>,
 ) -> RedisStore {
+    let breaker = Breaker::silent(3, Duration::from_secs(1));
+    redis_store_with(urls, cluster, prefix, policy, clock, breaker)
+}
+
+/// [`redis_store`] calling through `breaker`.
+pub fn redis_store_with(
+    urls: Vec<String>,
+    cluster: bool,
+    prefix: &str,
+    policy: &Policy,
+    clock: Option<Arc<dyn Clock>>,
+    breaker: Breaker,
+) -> RedisStore {
     let config = RedisConfig {
         urls,
         cluster,
         prefix: prefix.to_owned(),
         timeout: Duration::from_secs(2),
     };
-    let store = RedisStore::new(&config, policy).unwrap();
+    let store = RedisStore::new(&config, policy, breaker).unwrap();
     match clock {
         Some(clock) => store.with_clock(clock),
         None => store,

@@ -7,4 +7,3 @@ mod cluster;
 mod differential;
 mod helpers;
 mod redis_store;
-mod sessions;

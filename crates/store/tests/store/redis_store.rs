@@ -22,7 +22,7 @@ async fn every_key_a_scenario_writes_has_a_ttl_and_no_plain_username() {
             &format!("victim{}", i % 3),
         );
         if store.attempt(&k).await.unwrap().is_allowed() {
-            store.record(&k, Outcome::Failure, "u").await.unwrap();
+            store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
         }
     }
     let written = redis.keys().await;
@@ -59,7 +59,7 @@ async fn scripts_are_reloaded_transparently_after_script_flush() {
         .await
         .unwrap();
     assert!(store.attempt(&k).await.unwrap().is_allowed());
-    store.record(&k, Outcome::Failure, "u").await.unwrap();
+    store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
 }
 
 /// Calls per command name from `INFO commandstats`.
@@ -109,13 +109,16 @@ async fn a_denied_attempt_costs_one_command_and_a_verified_one_two_with_no_ping(
     let k = keys(&policy, "192.0.2.1", "alice");
     // Warm up: connect and load the scripts, so the deltas below are the steady state.
     assert!(store.attempt(&k).await.unwrap().is_allowed());
-    store.record(&k, Outcome::Failure, "u").await.unwrap();
+    store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
 
     // A verified attempt: attempt + record.
     let fresh = keys(&policy, "192.0.2.2", "bob");
     let before = command_calls(&server.url).await;
     assert!(store.attempt(&fresh).await.unwrap().is_allowed());
-    store.record(&fresh, Outcome::Failure, "u").await.unwrap();
+    store
+        .record(&fresh, Outcome::Failure, "u", &[])
+        .await
+        .unwrap();
     let verified = sent(&before, &command_calls(&server.url).await);
     assert_eq!(
         verified,
@@ -126,7 +129,10 @@ async fn a_denied_attempt_costs_one_command_and_a_verified_one_two_with_no_ping(
     // Lock the account out, then a refused attempt: one EVALSHA and nothing else.
     for _ in 0..5 {
         if store.attempt(&fresh).await.unwrap().is_allowed() {
-            store.record(&fresh, Outcome::Failure, "u").await.unwrap();
+            store
+                .record(&fresh, Outcome::Failure, "u", &[])
+                .await
+                .unwrap();
         }
     }
     let before = command_calls(&server.url).await;
@@ -165,7 +171,7 @@ async fn replicas_hammering_one_username_admit_no_more_than_the_lockout_allows()
         async move {
             let decision = store.attempt(&k).await.unwrap();
             if decision.is_allowed() {
-                store.record(&k, Outcome::Failure, "u").await.unwrap();
+                store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
             }
             decision.is_allowed()
         }
@@ -183,7 +189,7 @@ async fn without_an_injected_clock_scripts_use_redis_time() {
     let k = keys(&policy, "192.0.2.7", "timed");
     for _ in 0..5 {
         assert!(store.attempt(&k).await.unwrap().is_allowed());
-        store.record(&k, Outcome::Failure, "u").await.unwrap();
+        store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
     }
     let Decision::Deny(denial) = store.attempt(&k).await.unwrap() else {
         panic!("sixth attempt admitted");
@@ -205,7 +211,7 @@ async fn lockouts_and_bans_are_listed_from_the_index_and_cleared_by_an_unlock() 
     let k = keys(&policy, "192.0.2.9", "locked");
     for _ in 0..3 {
         if store.attempt(&k).await.unwrap().is_allowed() {
-            store.record(&k, Outcome::Failure, "u").await.unwrap();
+            store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
         }
     }
     let listed = store.restrictions(100).await.unwrap();
@@ -335,7 +341,7 @@ async fn with_the_policy_disabled_the_scripts_admit_everything_and_write_nothing
         assert!(store.attempt(&k).await.unwrap().is_allowed());
         assert!(
             store
-                .record(&k, Outcome::Failure, "u")
+                .record(&k, Outcome::Failure, "u", &[])
                 .await
                 .unwrap()
                 .is_empty()

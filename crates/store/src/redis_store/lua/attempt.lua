@@ -1,31 +1,37 @@
 -- Decides an attempt (decision::decide). KEYS: the attempt's counter keys.
--- ARGV[1]: now in ms, or '' to read Redis TIME. ARGV[1 + i]: the policy of KEYS[i].
--- ARGV[#KEYS + 2]: the restrictions index key.
--- Returns {1, i, reason, retry_ms} to refuse (reason 1 rate limited, 2 too many failures,
--- 3 locked out, 4 banned, 5 throttled; i the refusing key with the longest wait), or {0, under_attack, i, kind, until, ...}
--- to admit, with the lockouts the admission started (kind 1 temporary, 2 permanent).
+-- ARGV[1]: now in ms, or '' to read Redis TIME. ARGV[2]: the restrictions index key.
+-- ARGV[2 + i]: the dimension of KEYS[i].
+-- Returns JSON: {"refused": {"key": i, "reason": <Reason>, "retry_after_ms": n}} (i the refusing
+-- key with the longest wait), or {"admitted": {"under_attack": b, "pending": [{"key": i,
+-- "lockout": "temporary"|"permanent", "until": ms}]}} with the lockouts the admission started.
 local now = now_ms(ARGV[1])
-local index = ARGV[#KEYS + 2]
+local index = ARGV[2]
 local states, policies = {}, {}
 -- First the service-wide signal: it decides how tight per-address limits are.
-local under_attack, factor = 0, 1
+local under_attack, factor = false, 1
 for i, key in ipairs(KEYS) do
-  local p = parse_policy(ARGV[i + 1])
+  local p = policy_of(ARGV[2 + i])
   local s = load(key)
-  if p.aw > 0 then
-    local rolled = {aw = s.aw, aa = s.aa, af = s.af, apa = s.apa, apf = s.apf}
-    attack_roll(rolled, p, now)
-    if attack_under(rolled, p, now) then
-      under_attack, factor = 1, p.afactor
+  if p.attack then
+    local rolled = {
+      attack_window = s.attack_window, attack_attempts = s.attack_attempts,
+      attack_failures = s.attack_failures, previous_attempts = s.previous_attempts,
+      previous_failures = s.previous_failures,
+    }
+    attack_roll(rolled, p.attack, now)
+    if attack_under(rolled, p.attack, now) then
+      under_attack, factor = true, p.attack.tighten_factor
     end
   end
   states[i], policies[i] = s, p
 end
-local deny = nil
-for i, key in ipairs(KEYS) do
+local refused = nil
+for i, _ in ipairs(KEYS) do
   local p, s = policies[i], states[i]
-  if under_attack == 1 and p.tightens == 1 then
-    tighten(p, factor)
+  local attempts, throttle, failures = p.attempts, p.throttle, p.failures
+  if under_attack and p.tightens_under_attack then
+    attempts, throttle, failures = tightened(attempts, factor), tightened(throttle, factor),
+      tightened(failures, factor)
   end
   local reason, wait = nil, 0
   local function refuse(r, w)
@@ -33,55 +39,52 @@ for i, key in ipairs(KEYS) do
       reason, wait = r, w
     end
   end
-  if p.sm > 0 and s.sb > now then
-    refuse(4, s.sb - now)
+  if p.spray and s.banned_until > now then
+    refuse('banned', s.banned_until - now)
   end
-  if p.lmax > 0 then
-    local w = locked_for(s, p, now)
-    if w then refuse(3, w) end
+  if p.lockout then
+    local w = locked_for(s, p.lockout, now)
+    if w then refuse('locked_out', w) end
   end
-  if p.fb > 0 then
-    local ok, w = gcra_check(s.ft, now, p.fb, p.fi)
-    if not ok then refuse(2, w) end
+  if failures then
+    local ok, w = gcra_check(s.failure_tat, now, failures)
+    if not ok then refuse('too_many_failures', w) end
   end
-  if p.ab > 0 then
-    local ok, v = gcra_check(s.at, now, p.ab, p.ai)
-    if ok then s.at = v else refuse(1, v) end
+  if attempts then
+    local ok, v = gcra_check(s.attempt_tat, now, attempts)
+    if ok then s.attempt_tat = v else refuse('rate_limited', v) end
   end
-  if p.tb > 0 then
-    local ok, v = gcra_check(s.tt, now, p.tb, p.ti)
-    if ok then s.tt = v else refuse(5, v) end
+  if throttle then
+    local ok, v = gcra_check(s.throttle_tat, now, throttle)
+    if ok then s.throttle_tat = v else refuse('throttled', v) end
   end
-  if reason ~= nil then
-    local retry = math.max(wait, 1)
-    if deny == nil or wait > deny[4] then
-      deny = {1, i, reason, retry}
-    end
+  if reason ~= nil and (refused == nil or wait > refused.retry_after_ms) then
+    refused = {key = i, reason = reason, retry_after_ms = math.max(wait, 1)}
   end
 end
-if deny then
-  return deny
+if refused then
+  return cjson.encode({refused = refused})
 end
-local admitted = {0, under_attack}
+local pending = {}
 for i, key in ipairs(KEYS) do
   local s, p = states[i], policies[i]
-  if p.aw > 0 then
-    attack_roll(s, p, now)
-    s.aa = s.aa + 1
+  if p.attack then
+    attack_roll(s, p.attack, now)
+    s.attack_attempts = s.attack_attempts + 1
   end
-  if p.lmax > 0 then
-    local kind = on_failure(s, p, now)
+  if p.lockout then
+    local kind = on_admission(s, p.lockout, now)
     if kind then
-      admitted[#admitted + 1] = i
-      admitted[#admitted + 1] = kind
-      admitted[#admitted + 1] = s.lu
-      local until_ms = s.lu
-      if kind == 2 then until_ms = now + PERMANENT_RETENTION_MS end
+      pending[#pending + 1] = {key = i, lockout = kind, ['until'] = s.locked_until}
+      local until_ms = s.locked_until
+      if kind == 'permanent' then until_ms = now + PERMANENT_RETENTION_MS end
       index_restriction(index, key, until_ms, now)
     end
   end
-  if p.ab > 0 or p.tb > 0 or p.lmax > 0 or p.aw > 0 then
+  if p.attempts or p.throttle or p.lockout or p.attack then
     save(key, s, p, now)
   end
 end
-return admitted
+local admitted = {under_attack = under_attack}
+if #pending > 0 then admitted.pending = pending end
+return cjson.encode({admitted = admitted})

@@ -1,23 +1,22 @@
--- Shared by the attempt and record scripts (prepended to each at build time).
+-- Shared by the counter scripts (prepended to each at load time, after the generated POLICIES
+-- table: each dimension's policy by the field names of portcullis-core's `KeyPolicy`, plus
+-- `resets_on_success` and `tightens_under_attack`; a limit that is off is absent).
 -- The same maths as portcullis-core (gcra.rs, backoff.rs, decision.rs); where they disagree,
 -- the core is right and a differential test fails.
 --
--- A key's state is one hash: at (attempts TAT), tt (throttle TAT), ft (failures TAT), f (consecutive failures),
--- lf (last failure), lu (locked until), tl (temporary lockouts), p (1 = permanent),
--- sc (distinct usernames in the spray window), sw (window end), sb (banned until),
--- sn (bans so far), sl (last ban), aw/aa/af/apa/apf (the global key's attack window index,
--- attempts, failures, previous attempts, previous failures); plus, while a spray window is open, the set `<key>:sp` of
--- those usernames' keyed hashes (at most the threshold of them).
--- A key's policy arrives as one ARGV string of 26 numbers (0 = that limit is off):
--- attempts burst, attempts interval, failures burst, failures interval, lockout max failures,
--- strategy (0 multiple, 1 linear), wait increment, max wait, failure reset, quick-login check,
--- min quick-login wait, permanent after (-1 never), resets on success (1 or 0), spray max
--- usernames, spray window, first ban, ban multiplier, max ban, ban level reset, throttle
--- burst, throttle interval, attack window, attack min attempts, attack failure percent, attack
--- tighten factor, tightens under attack (1 or 0).
+-- A key's state is one hash whose fields are named in FIELDS below; plus, while a spray window
+-- is open, the set `<key>:sp` of those usernames' keyed hashes (at most the threshold of them).
 
 -- A permanently locked key still expires from Redis after this long (30 days).
 local PERMANENT_RETENTION_MS = 2592000000
+
+-- The state hash's fields (Rust reads them by the same names: see `redis_store::state`).
+local FIELDS = {
+  'attempt_tat', 'throttle_tat', 'failure_tat',
+  'failures', 'last_failure', 'locked_until', 'temporary_lockouts', 'permanent', 'in_flight',
+  'spray_count', 'spray_window_end', 'banned_until', 'bans', 'last_ban',
+  'attack_window', 'attack_attempts', 'attack_failures', 'previous_attempts', 'previous_failures',
+}
 
 -- Integers as exact decimal strings (Lua numbers are doubles; never let them print as 1.7e+12).
 local function int(n)
@@ -32,60 +31,55 @@ local function now_ms(arg)
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function parse_policy(s)
-  local v = {}
-  for n in string.gmatch(s, '[^,]+') do
-    v[#v + 1] = tonumber(n)
+local function policy_of(dimension)
+  local p = POLICIES[dimension]
+  if p == nil then
+    return redis.error_reply('unknown dimension ' .. tostring(dimension))
   end
-  return {
-    ab = v[1], ai = v[2], fb = v[3], fi = v[4],
-    lmax = v[5], strategy = v[6], inc = v[7], max_wait = v[8], reset = v[9],
-    quick = v[10], min_quick = v[11], perm = v[12], resets = v[13],
-    sm = v[14], swin = v[15], sfirst = v[16], smult = v[17], smax = v[18], sreset = v[19],
-    tb = v[20], ti = v[21],
-    aw = v[22], amin = v[23], apct = v[24], afactor = v[25], tightens = v[26],
-  }
+  return p
 end
 
 local function load(key)
-  local v = redis.call('HMGET', key, 'at', 'ft', 'f', 'lf', 'lu', 'tl', 'p',
-    'sc', 'sw', 'sb', 'sn', 'sl', 'tt', 'aw', 'aa', 'af', 'apa', 'apf')
-  return {
-    at = tonumber(v[1]) or 0, ft = tonumber(v[2]) or 0, f = tonumber(v[3]) or 0,
-    lf = tonumber(v[4]) or 0, lu = tonumber(v[5]) or 0, tl = tonumber(v[6]) or 0,
-    p = tonumber(v[7]) or 0, sc = tonumber(v[8]) or 0, sw = tonumber(v[9]) or 0,
-    sb = tonumber(v[10]) or 0, sn = tonumber(v[11]) or 0, sl = tonumber(v[12]) or 0,
-    tt = tonumber(v[13]) or 0, aw = tonumber(v[14]) or 0, aa = tonumber(v[15]) or 0,
-    af = tonumber(v[16]) or 0, apa = tonumber(v[17]) or 0, apf = tonumber(v[18]) or 0,
-  }
+  local v = redis.call('HMGET', key, unpack(FIELDS))
+  local s = {}
+  for i, name in ipairs(FIELDS) do
+    s[name] = tonumber(v[i]) or 0
+  end
+  return s
 end
 
--- When the state becomes as good as fresh (nil: permanently locked). KeyState::expires_at.
+-- Backoff::expires_at (nil: permanently locked)
+local function lockout_expires_at(s, b)
+  if s.permanent == 1 then
+    return nil
+  end
+  local forgotten = 0
+  if s.failures > 0 then
+    forgotten = s.last_failure + b.failure_reset_ms
+  end
+  return math.max(forgotten, s.locked_until)
+end
+
+-- KeyState::expires_at: when the state becomes as good as fresh (nil: permanently locked).
 local function expires_at(s, p)
   local lock = 0
-  if p.lmax > 0 then
-    if s.p == 1 then
+  if p.lockout then
+    lock = lockout_expires_at(s, p.lockout)
+    if lock == nil then
       return nil
     end
-    local forgotten = 0
-    if s.f > 0 then
-      forgotten = s.lf + p.reset
-    end
-    lock = math.max(forgotten, s.lu)
   end
   local spray = 0
-  if p.sm > 0 then
-    -- Spray::expires_at
-    if s.sc > 0 then spray = s.sw end
-    if s.sn > 0 then spray = math.max(spray, s.sl + p.sreset) end
-    spray = math.max(spray, s.sb)
+  if p.spray then
+    if s.spray_count > 0 then spray = s.spray_window_end end
+    if s.bans > 0 then spray = math.max(spray, s.last_ban + p.spray.level_reset_ms) end
+    spray = math.max(spray, s.banned_until)
   end
   local attack = 0
-  if p.aw > 0 and (s.aa > 0 or s.apa > 0) then
-    -- AttackSignal::expires_at
-    attack = (s.aw + 2) * p.aw
+  if p.attack and (s.attack_attempts > 0 or s.previous_attempts > 0) then
+    attack = (s.attack_window + 2) * p.attack.window_ms
   end
-  return math.max(s.at, s.tt, s.ft, lock, spray, attack)
+  return math.max(s.attempt_tat, s.throttle_tat, s.failure_tat, lock, spray, attack)
 end
 
 local function save(key, s, p, now)
@@ -94,22 +88,24 @@ local function save(key, s, p, now)
     redis.call('DEL', key, key .. ':sp')
     return
   end
-  redis.call('HSET', key, 'at', int(s.at), 'ft', int(s.ft), 'f', int(s.f), 'lf', int(s.lf),
-    'lu', int(s.lu), 'tl', int(s.tl), 'p', int(s.p), 'sc', int(s.sc), 'sw', int(s.sw),
-    'sb', int(s.sb), 'sn', int(s.sn), 'sl', int(s.sl), 'tt', int(s.tt), 'aw', int(s.aw),
-    'aa', int(s.aa), 'af', int(s.af), 'apa', int(s.apa), 'apf', int(s.apf))
+  local args = {}
+  for _, name in ipairs(FIELDS) do
+    args[#args + 1] = name
+    args[#args + 1] = int(s[name])
+  end
+  redis.call('HSET', key, unpack(args))
   -- Relative, so a test's injected clock and Redis' own clock need not agree.
   redis.call('PEXPIRE', key, int(at - now))
-  if s.sc > 0 then
+  if s.spray_count > 0 then
     redis.call('PEXPIRE', key .. ':sp', int(at - now))
   end
 end
 
 -- Gcra::check: admitted and the new TAT, or refused and the wait.
-local function gcra_check(tat, now, burst, interval)
-  local new_tat = math.max(tat, now) + interval
+local function gcra_check(tat, now, g)
+  local new_tat = math.max(tat, now) + g.interval_ms
   local ahead = new_tat - now
-  local tolerance = interval * burst
+  local tolerance = g.interval_ms * g.burst
   if ahead > tolerance then
     return false, ahead - tolerance
   end
@@ -117,10 +113,10 @@ local function gcra_check(tat, now, burst, interval)
 end
 
 -- Backoff::wait_after
-local function wait_after(p, failures)
-  local max = math.max(p.lmax, 1)
+local function wait_after(b, failures)
+  local max = math.max(b.max_failures, 1)
   local steps
-  if p.strategy == 0 then
+  if b.strategy == 'multiple' then
     if failures < max or failures % max ~= 0 then
       return nil
     end
@@ -131,84 +127,112 @@ local function wait_after(p, failures)
     end
     steps = 1 + failures - max
   end
-  return math.min(p.inc * steps, p.max_wait)
+  return math.min(b.wait_increment_ms * steps, b.max_wait_ms)
 end
 
 -- Backoff::locked_for
-local function locked_for(s, p, now)
-  if s.p == 1 then
-    return math.max(p.max_wait, 1)
+local function locked_for(s, b, now)
+  if s.permanent == 1 then
+    return math.max(b.max_wait_ms, 1)
   end
-  if s.lu > now then
-    return s.lu - now
+  if s.locked_until > now then
+    return s.locked_until - now
   end
   return nil
 end
 
--- Backoff::on_failure: updates s; returns nil, or 1 (temporary) / 2 (permanent).
-local function on_failure(s, p, now)
-  if s.p == 1 then
+-- Backoff::on_admission: updates s; returns nil, or 'temporary' / 'permanent'.
+local function on_admission(s, b, now)
+  if s.permanent == 1 then
+    s.in_flight = s.in_flight + 1
     return nil
   end
-  if s.f > 0 and now - s.lf >= p.reset then
-    s.f, s.lf, s.lu, s.tl = 0, 0, 0, 0
+  if s.failures > 0 and now - s.last_failure >= b.failure_reset_ms then
+    s.failures, s.last_failure, s.locked_until, s.temporary_lockouts = 0, 0, 0, 0
+    s.in_flight = 0
   end
-  local previous = s.lf
-  s.f = s.f + 1
-  s.lf = now
-  local wait = wait_after(p, s.f) or 0
-  if p.quick > 0 and previous > 0 and now - previous < p.quick then
-    wait = math.max(wait, p.min_quick)
+  local previous = s.last_failure
+  s.failures = s.failures + 1
+  s.last_failure = now
+  s.in_flight = s.in_flight + 1
+  local wait = wait_after(b, s.failures) or 0
+  if b.quick_login_check_ms > 0 and previous > 0 and now - previous < b.quick_login_check_ms then
+    wait = math.max(wait, b.min_quick_login_wait_ms)
   end
   if wait == 0 then
     return nil
   end
-  if p.perm >= 0 and s.tl >= p.perm then
-    s.p = 1
-    return 2
+  if b.permanent_after ~= nil and s.temporary_lockouts >= b.permanent_after then
+    s.permanent = 1
+    return 'permanent'
   end
-  s.tl = s.tl + 1
-  s.lu = math.max(s.lu, now + wait)
-  return 1
+  s.temporary_lockouts = s.temporary_lockouts + 1
+  s.locked_until = math.max(s.locked_until, now + wait)
+  return 'temporary'
+end
+
+-- Backoff::on_abandon: takes back one provisional failure and the lockout it started.
+local function on_abandon(s, started)
+  s.failures = math.max(s.failures - 1, 0)
+  s.in_flight = math.max(s.in_flight - 1, 0)
+  if started == 'temporary' then
+    s.temporary_lockouts = math.max(s.temporary_lockouts - 1, 0)
+    s.locked_until = 0
+  elseif started == 'permanent' then
+    s.permanent = 0
+  end
+end
+
+-- Backoff::on_success
+local function on_success(s, started)
+  on_abandon(s, started)
+  if s.permanent == 1 then
+    return
+  end
+  local others = s.in_flight
+  if others == 0 then
+    s.last_failure = 0
+  end
+  s.failures, s.locked_until, s.temporary_lockouts, s.in_flight = others, 0, 0, others
 end
 
 -- Spray::ban_length
-local function ban_length(p, bans)
-  local length = p.sfirst
+local function ban_length(sp, bans)
+  local length = sp.first_ban_ms
   for _ = 1, bans do
-    length = length * p.smult
-    if length >= p.smax then
+    length = length * sp.ban_multiplier
+    if length >= sp.max_ban_ms then
       break
     end
   end
-  return math.min(length, p.smax)
+  return math.min(length, sp.max_ban_ms)
 end
 
 -- Spray::on_failure: updates s and the set; returns when the ban it started ends, or nil.
-local function spray_on_failure(key, s, p, username, now)
+local function spray_on_failure(key, s, sp, username, now)
   local set = key .. ':sp'
-  if now >= s.sw then
+  if now >= s.spray_window_end then
     redis.call('DEL', set)
-    s.sc = 0
-    s.sw = now + p.swin
+    s.spray_count = 0
+    s.spray_window_end = now + sp.window_ms
   end
-  if s.sc < p.sm and redis.call('SISMEMBER', set, username) == 0 then
+  if s.spray_count < sp.max_usernames and redis.call('SISMEMBER', set, username) == 0 then
     redis.call('SADD', set, username)
-    s.sc = s.sc + 1
+    s.spray_count = s.spray_count + 1
   end
-  if s.sc < p.sm then
+  if s.spray_count < sp.max_usernames then
     return nil
   end
-  if s.sn > 0 and now - s.sl >= p.sreset then
-    s.sn = 0
+  if s.bans > 0 and now - s.last_ban >= sp.level_reset_ms then
+    s.bans = 0
   end
-  s.sb = math.max(s.sb, now + ban_length(p, s.sn))
-  s.sn = s.sn + 1
-  s.sl = now
+  s.banned_until = math.max(s.banned_until, now + ban_length(sp, s.bans))
+  s.bans = s.bans + 1
+  s.last_ban = now
   redis.call('DEL', set)
-  s.sc = 0
-  s.sw = 0
-  return s.sb
+  s.spray_count = 0
+  s.spray_window_end = 0
+  return s.banned_until
 end
 
 -- Adds a restricted key to the restrictions index (a sorted set scored by when the
@@ -221,35 +245,31 @@ local function index_restriction(index, key, until_ms, now)
 end
 
 -- AttackSignal::roll
-local function attack_roll(s, p, now)
-  local window = math.floor(now / p.aw)
-  if window == s.aw then
+local function attack_roll(s, a, now)
+  local window = math.floor(now / a.window_ms)
+  if window == s.attack_window then
     return
   end
-  if window == s.aw + 1 then
-    s.apa, s.apf = s.aa, s.af
+  if window == s.attack_window + 1 then
+    s.previous_attempts, s.previous_failures = s.attack_attempts, s.attack_failures
   else
-    s.apa, s.apf = 0, 0
+    s.previous_attempts, s.previous_failures = 0, 0
   end
-  s.aw, s.aa, s.af = window, 0, 0
+  s.attack_window, s.attack_attempts, s.attack_failures = window, 0, 0
 end
 
 -- AttackSignal::under_attack (on a rolled state)
-local function attack_under(s, p, now)
-  local window = p.aw
+local function attack_under(s, a, now)
+  local window = a.window_ms
   local overlap = window - now % window
-  local attempts = s.aa * window + s.apa * overlap
-  local failures = s.af * window + s.apf * overlap
-  return attempts >= p.amin * window and attempts > 0 and failures * 100 >= p.apct * attempts
+  local attempts = s.attack_attempts * window + s.previous_attempts * overlap
+  local failures = s.attack_failures * window + s.previous_failures * overlap
+  return attempts >= a.min_attempts * window and attempts > 0
+    and failures * 100 >= a.failure_percent * attempts
 end
 
--- AttackSignal::tighten, on a policy's three rate limits
-local function tighten(p, factor)
-  local function one(burst, interval)
-    if burst == 0 then return 0, interval end
-    return math.max(math.floor(burst / factor), 1), interval * factor
-  end
-  p.ab, p.ai = one(p.ab, p.ai)
-  p.tb, p.ti = one(p.tb, p.ti)
-  p.fb, p.fi = one(p.fb, p.fi)
+-- AttackSignal::tighten on one rate limit (nil stays nil)
+local function tightened(g, factor)
+  if g == nil then return nil end
+  return {burst = math.max(math.floor(g.burst / factor), 1), interval_ms = g.interval_ms * factor}
 end

@@ -1,39 +1,46 @@
--- Records a verified outcome (decision::record). KEYS: the attempt's counter keys.
--- ARGV[1]: now in ms, or '' to read Redis TIME. ARGV[2]: 'f' failure or 's' success.
--- ARGV[3]: the username's keyed hash. ARGV[3 + i]: the policy of KEYS[i].
--- ARGV[#KEYS + 4]: the restrictions index key.
--- Returns {i, until, ...}: the bans the failure started.
+-- Settles an admitted attempt (decision::record and decision::abandon). KEYS: its counter keys.
+-- ARGV[1]: now in ms, or '' to read Redis TIME. ARGV[2]: the restrictions index key.
+-- ARGV[3]: 'success', 'failure' or 'abandoned'. ARGV[4]: the username's keyed hash.
+-- ARGV[3 + 2i]: the dimension of KEYS[i]; ARGV[4 + 2i]: the lockout its admission started on
+-- KEYS[i] ('temporary', 'permanent' or '').
+-- Returns JSON: {"bans": [{"key": i, "until": ms}]} (absent when the outcome started none).
 local now = now_ms(ARGV[1])
-local failed = ARGV[2] == 'f'
-local username = ARGV[3]
-local index = ARGV[#KEYS + 4]
+local index = ARGV[2]
+local outcome = ARGV[3]
+local username = ARGV[4]
 local bans = {}
 for i, key in ipairs(KEYS) do
-  local p = parse_policy(ARGV[i + 3])
-  if failed and (p.fb > 0 or p.sm > 0 or p.aw > 0) then
+  local p = policy_of(ARGV[3 + 2 * i])
+  local started = ARGV[4 + 2 * i]
+  local failed = outcome == 'failure'
+  local touches = p.lockout ~= nil or (failed and (p.failures or p.spray or p.attack))
+  if touches then
     local s = load(key)
-    if p.fb > 0 then
-      s.ft = math.max(s.ft, now) + p.fi
+    if p.lockout then
+      if outcome == 'abandoned' then
+        on_abandon(s, started)
+      elseif outcome == 'success' and p.resets_on_success then
+        on_success(s, started)
+      else
+        s.in_flight = math.max(s.in_flight - 1, 0)
+      end
     end
-    if p.aw > 0 then
-      attack_roll(s, p, now)
-      s.af = s.af + 1
+    if failed and p.failures then
+      s.failure_tat = math.max(s.failure_tat, now) + p.failures.interval_ms
     end
-    if p.sm > 0 then
-      local until_ms = spray_on_failure(key, s, p, username, now)
+    if failed and p.attack then
+      attack_roll(s, p.attack, now)
+      s.attack_failures = s.attack_failures + 1
+    end
+    if failed and p.spray then
+      local until_ms = spray_on_failure(key, s, p.spray, username, now)
       if until_ms then
-        bans[#bans + 1] = i
-        bans[#bans + 1] = until_ms
+        bans[#bans + 1] = {key = i, ['until'] = until_ms}
         index_restriction(index, key, until_ms, now)
       end
     end
     save(key, s, p, now)
-  elseif not failed and p.resets == 1 and p.lmax > 0 then
-    local s = load(key)
-    if s.p ~= 1 then
-      s.f, s.lf, s.lu, s.tl = 0, 0, 0, 0
-      save(key, s, p, now)
-    end
   end
 end
-return bans
+if #bans == 0 then return cjson.encode({}) end
+return cjson.encode({bans = bans})

@@ -1,0 +1,133 @@
+//! Login sessions in the accounts database: durable, so losing Redis logs nobody out.
+//!
+//! A session is found by the SHA-256 digest of its bearer token (the token itself is never
+//! stored). Each account keeps at most `session.max_per_account` sessions (the oldest are
+//! evicted), so "log out everywhere" is a bounded delete.
+
+use std::sync::Arc;
+
+use portcullis_core::UnixMillis;
+use portcullis_store::Clock;
+use sqlx::{AnyPool, Row};
+
+use crate::accounts::db_error;
+
+/// A live session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// The account's public id.
+    pub subject: String,
+    /// When the session ends.
+    pub expires_at: UnixMillis,
+}
+
+/// The sessions table.
+#[derive(Clone)]
+pub struct Sessions {
+    pool: AnyPool,
+    clock: Arc<dyn Clock>,
+    ttl_ms: u64,
+    max_per_account: u32,
+}
+
+fn millis(value: UnixMillis) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl Sessions {
+    /// Sessions in `pool` living `ttl_ms`, at most `max_per_account` each, on `clock`'s time.
+    pub fn new(pool: AnyPool, clock: Arc<dyn Clock>, ttl_ms: u64, max_per_account: u32) -> Self {
+        Self {
+            pool,
+            clock,
+            ttl_ms,
+            max_per_account,
+        }
+    }
+
+    /// Stores a new session for the account; evicts its oldest beyond the cap.
+    pub async fn create(&self, digest: &str, account_id: &str) -> anyhow::Result<Session> {
+        let now = self.clock.now();
+        let expires_at = now.saturating_add(self.ttl_ms);
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| db_error(e, "starting a session transaction"))?;
+        sqlx::query(
+            "INSERT INTO sessions (token_digest, account_id, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(digest)
+        .bind(account_id)
+        .bind(millis(now))
+        .bind(millis(expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(e, "inserting a session"))?;
+        sqlx::query(
+            "DELETE FROM sessions WHERE account_id = $1 AND (expires_at <= $2 OR id <= \
+             (SELECT id FROM sessions WHERE account_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $3))",
+        )
+        .bind(account_id)
+        .bind(millis(now))
+        .bind(i64::from(self.max_per_account))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(e, "evicting old sessions"))?;
+        tx.commit()
+            .await
+            .map_err(|e| db_error(e, "committing a session"))?;
+        Ok(Session {
+            subject: account_id.to_owned(),
+            expires_at,
+        })
+    }
+
+    /// The live session with this token digest, if any.
+    pub async fn get(&self, digest: &str) -> anyhow::Result<Option<Session>> {
+        let row = sqlx::query(
+            "SELECT account_id, expires_at FROM sessions WHERE token_digest = $1 AND expires_at > $2",
+        )
+        .bind(digest)
+        .bind(millis(self.clock.now()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| db_error(e, "looking up a session"))?;
+        row.map(|row| {
+            Ok(Session {
+                subject: row.try_get("account_id")?,
+                expires_at: u64::try_from(row.try_get::<i64, _>("expires_at")?).unwrap_or(0),
+            })
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| anyhow::Error::new(e).context("reading a session row"))
+    }
+
+    /// Ends a session; returns whether it was live.
+    pub async fn revoke(&self, digest: &str) -> anyhow::Result<bool> {
+        let result =
+            sqlx::query("DELETE FROM sessions WHERE token_digest = $1 AND expires_at > $2")
+                .bind(digest)
+                .bind(millis(self.clock.now()))
+                .execute(&self.pool)
+                .await
+                .map_err(|e| db_error(e, "revoking a session"))?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// Ends every session of the account this live session belongs to ("log out
+    /// everywhere"); returns how many were live.
+    pub async fn revoke_all(&self, digest: &str) -> anyhow::Result<u64> {
+        let result = sqlx::query(
+            "DELETE FROM sessions WHERE expires_at > $2 AND account_id = \
+             (SELECT account_id FROM sessions WHERE token_digest = $1 AND expires_at > $2)",
+        )
+        .bind(digest)
+        .bind(millis(self.clock.now()))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_error(e, "revoking every session of an account"))?;
+        Ok(result.rows_affected())
+    }
+}

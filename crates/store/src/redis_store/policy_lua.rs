@@ -1,0 +1,80 @@
+//! The policy as the Lua scripts read it: one Lua table literal, generated from the core's
+//! `Policy` through serde, so every field reaches Lua by the name it has in Rust (and in the
+//! configuration). The literal opens every script, so a script's SHA names its policy too.
+
+use portcullis_core::{Dimension, Policy};
+use serde_json::Value;
+
+use crate::StoreError;
+
+/// `local POLICIES = { <dimension> = { attempts = { burst = 30, ... }, ... }, ... }`.
+pub fn prelude(policy: &Policy) -> Result<String, StoreError> {
+    let mut out = String::from("local POLICIES = {");
+    for dimension in Dimension::ALL {
+        let mut value = serde_json::to_value(policy.for_dimension(dimension))
+            .map_err(|e| StoreError::Misconfigured(format!("encoding the policy: {e}")))?;
+        if let Value::Object(fields) = &mut value {
+            fields.insert(
+                "resets_on_success".to_owned(),
+                Value::Bool(dimension.resets_on_success()),
+            );
+            fields.insert(
+                "tightens_under_attack".to_owned(),
+                Value::Bool(dimension.tightens_under_attack()),
+            );
+        }
+        out.push_str(&format!("{} = {}, ", dimension.as_str(), literal(&value)?));
+    }
+    out.push_str("}\n");
+    Ok(out)
+}
+
+/// A JSON value as a Lua literal; `null` fields are left out (nil: the limit is off).
+fn literal(value: &Value) -> Result<String, StoreError> {
+    Ok(match value {
+        Value::Null => "nil".to_owned(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) if n.is_u64() || n.is_i64() => n.to_string(),
+        Value::String(s) if s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+            format!("'{s}'")
+        }
+        Value::Object(fields) => {
+            let mut parts = Vec::new();
+            for (name, field) in fields {
+                if field.is_null() {
+                    continue;
+                }
+                if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(StoreError::Misconfigured(format!("policy field `{name}`")));
+                }
+                parts.push(format!("{name} = {}", literal(field)?));
+            }
+            format!("{{{}}}", parts.join(", "))
+        }
+        other => {
+            return Err(StoreError::Misconfigured(format!(
+                "policy value `{other}` has no Lua form"
+            )));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prelude_names_every_dimension_and_field() {
+        let lua = prelude(&Policy::default()).unwrap();
+        assert!(lua.starts_with("local POLICIES = {global = {"), "{lua}");
+        assert!(lua.contains("username = {"), "{lua}");
+        assert!(lua.contains("lockout = {"), "{lua}");
+        assert!(lua.contains("max_failures = 5"), "{lua}");
+        assert!(lua.contains("strategy = 'multiple'"), "{lua}");
+        assert!(lua.contains("resets_on_success = true"), "{lua}");
+        assert!(
+            !lua.contains("null") && !lua.contains("permanent_after"),
+            "{lua}"
+        );
+    }
+}
