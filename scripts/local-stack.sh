@@ -58,6 +58,8 @@ up() {
   # given in PORTCULLIS__SERVER__TRUSTED_PROXIES (the attack drill's 127.0.0.3).
   export PORTCULLIS__SERVER__TRUSTED_PROXIES=${PORTCULLIS__SERVER__TRUSTED_PROXIES:+$PORTCULLIS__SERVER__TRUSTED_PROXIES,}127.0.0.2
   export PORTCULLIS__LOG_FORMAT=${PORTCULLIS__LOG_FORMAT:-json}
+  # The admin API and /metrics stay off the proxied listener (a loopback port of their own).
+  export PORTCULLIS__ADMIN__LISTEN=${PORTCULLIS__ADMIN__LISTEN:-127.0.0.1:0}
   "$bin" migrate 2>"$state/migrate.log"
   # The replicas' settings as KEY=VALUE lines, for one-off commands against this stack:
   #   env $(cat "$state/env") portcullis users import accounts.csv

@@ -333,9 +333,7 @@ impl Settings {
         // strings; numeric settings are converted when deserialised.
         let env = config::Environment::with_prefix("PORTCULLIS")
             .prefix_separator("__")
-            .separator("__")
-            .list_separator(",")
-            .with_list_parse_key("server.trusted_proxies");
+            .separator("__");
         let settings: Settings = builder
             .add_source(env)
             .build()
@@ -442,10 +440,25 @@ pub fn parse_network(entry: &str) -> Result<IpNet, String> {
     Ok(net.trunc())
 }
 
-/// Reads a list of networks (see [`parse_network`]).
+/// Reads a list of networks (see [`parse_network`]): a list, or one comma-separated string
+/// (as the environment gives it).
 fn networks<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
-    let raw = Vec::<String>::deserialize(deserializer)?;
-    raw.iter()
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Text(String),
+    }
+    let entries = match Raw::deserialize(deserializer)? {
+        Raw::List(list) => list,
+        Raw::Text(text) => text
+            .split(',')
+            .filter(|e| !e.trim().is_empty())
+            .map(str::to_owned)
+            .collect(),
+    };
+    entries
+        .iter()
         .map(|entry| parse_network(entry).map_err(serde::de::Error::custom))
         .collect()
 }

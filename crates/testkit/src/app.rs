@@ -45,7 +45,18 @@ impl TestApp {
     }
 
     /// Starts an application with the given settings (port forced to 0).
-    pub async fn spawn_with(mut settings: Settings) -> Self {
+    pub async fn spawn_with(settings: Settings) -> Self {
+        Self::start(settings).await.0
+    }
+
+    /// Starts an application with an admin listener (`admin.listen`); returns its port too.
+    pub async fn spawn_with_ops(settings: Settings) -> (Self, u16) {
+        let (app, ops) = Self::start(settings).await;
+        let ops = ops.unwrap_or_else(|| panic!("admin.listen is not set"));
+        (app, ops)
+    }
+
+    async fn start(mut settings: Settings) -> (Self, Option<u16>) {
         let level = std::env::var("TEST_LOG").unwrap_or_else(|_| "off".to_owned());
         telemetry::init(settings.log_format, &level);
         settings.server.port = 0;
@@ -55,18 +66,20 @@ impl TestApp {
             Err(error) => panic!("test application failed to start: {error:#}"),
         };
         let address = format!("http://127.0.0.1:{}", app.port());
+        let ops_port = app.ops_port();
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_else(|e| panic!("building the HTTP client: {e}"));
-        Self {
+        let app = Self {
             address,
             client,
             clock,
             handle,
-        }
+        };
+        (app, ops_port)
     }
 
     /// The full URL of a path.

@@ -280,3 +280,30 @@ async fn users_import_creates_accounts_in_parallel_and_skips_existing_ones() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test]
+async fn an_all_digit_secret_from_the_environment_stays_a_string() {
+    // Parsed as a number, these 40 digits became `1.2345678901234568e39`: 21 characters, too
+    // short for the admin token's 32, and not the token the operator gave.
+    let token = "1234567890123456789012345678901234567890";
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = portcullis(&dir);
+    command
+        .env("PORTCULLIS__SERVER__PORT", "0")
+        .env("PORTCULLIS__ADMIN__TOKEN", token)
+        .env(
+            "PORTCULLIS__SERVER__TRUSTED_PROXIES",
+            "10.0.0.0/8,192.0.2.1",
+        );
+    let (mut child, address, _) = start(command);
+    let status = reqwest::Client::new()
+        .get(format!("http://{address}/admin/v1/lockouts"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request")
+        .status();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(status, 200);
+}

@@ -11,6 +11,7 @@ mod devices;
 mod distributed;
 mod drill;
 mod faults;
+mod hardening;
 mod health;
 mod helpers;
 mod local_stack;
