@@ -43,7 +43,12 @@ impl KeyStatus {
             permanent: state.lockout.permanent,
             banned_until: (state.spray.banned_until > now).then_some(state.spray.banned_until),
             bans: state.spray.bans,
-            distinct_usernames,
+            // A window that has ended counts nothing, however long its key lingers.
+            distinct_usernames: if now < state.spray.window_end {
+                distinct_usernames
+            } else {
+                0
+            },
         }
     }
 
