@@ -158,8 +158,10 @@ impl Backoff {
         (next, lockout)
     }
 
-    /// A verified failure: the provisional failure its admission counted stands.
-    pub fn on_verified_failure(state: &LockoutState) -> LockoutState {
+    /// A verified attempt that does not reset the key (a failure, or a success on a dimension
+    /// successes do not reset): the provisional failure its admission counted stands, and it
+    /// is no longer in flight.
+    pub fn on_verified(state: &LockoutState) -> LockoutState {
         LockoutState {
             in_flight: state.in_flight.saturating_sub(1),
             ..*state

@@ -319,28 +319,25 @@ pub fn record(
                 Outcome::Success if key.dimension.resets_on_success() => {
                     Backoff::on_success(&state.lockout, started_on(pending, key))
                 }
-                _ => Backoff::on_verified_failure(&state.lockout),
+                _ => Backoff::on_verified(&state.lockout),
             };
         }
-        match outcome {
-            Outcome::Failure => {
-                if let Some(limit) = &limits.failures {
-                    state.failure_tat = limit.charge(state.failure_tat, now);
-                }
-                if let Some(signal) = &limits.attack {
-                    signal.roll(&mut state.attack, now);
-                    state.attack.failures = state.attack.failures.saturating_add(1);
-                }
-                if let Some(spray) = &limits.spray
-                    && let Some(until) = spray.on_failure(&mut state.spray, username, now)
-                {
-                    bans.push(LockoutEvent {
-                        key: key.clone(),
-                        lockout: Lockout::Ban { until },
-                    });
-                }
+        if outcome == Outcome::Failure {
+            if let Some(limit) = &limits.failures {
+                state.failure_tat = limit.charge(state.failure_tat, now);
             }
-            Outcome::Success => {}
+            if let Some(signal) = &limits.attack {
+                signal.roll(&mut state.attack, now);
+                state.attack.failures = state.attack.failures.saturating_add(1);
+            }
+            if let Some(spray) = &limits.spray
+                && let Some(until) = spray.on_failure(&mut state.spray, username, now)
+            {
+                bans.push(LockoutEvent {
+                    key: key.clone(),
+                    lockout: Lockout::Ban { until },
+                });
+            }
         }
     }
     bans

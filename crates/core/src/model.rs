@@ -176,14 +176,36 @@ mod tests {
         &keys.iter().find(|k| k.dimension == dimension).unwrap().key
     }
 
+    /// Settles an admitted `decision` with a verified `outcome`, as the guard does.
+    fn settle(
+        table: &mut StateTable,
+        policy: &Policy,
+        keys: &[AttemptKey],
+        decision: &Decision,
+        outcome: Outcome,
+        now: UnixMillis,
+    ) {
+        if let Decision::Allow { pending, .. } = decision {
+            table.record(policy, keys, outcome, user_of(keys), pending, now);
+        }
+    }
+
+    /// Attempts and, if admitted, records `outcome`, as a login does.
+    fn login(
+        table: &mut StateTable,
+        policy: &Policy,
+        keys: &[AttemptKey],
+        outcome: Outcome,
+        now: UnixMillis,
+    ) -> Decision {
+        let decision = table.attempt(policy, keys, now);
+        settle(table, policy, keys, &decision, outcome, now);
+        decision
+    }
+
     /// Attempts then fails, as a login with a wrong password does.
     fn fail(table: &mut StateTable, keys: &[AttemptKey], now: UnixMillis) -> Decision {
-        let policy = Policy::default();
-        let decision = table.attempt(&policy, keys, now);
-        if decision.is_allowed() {
-            table.record(&policy, keys, Outcome::Failure, user_of(keys), &[], now);
-        }
-        decision
+        login(table, &Policy::default(), keys, Outcome::Failure, now)
     }
 
     #[test]
@@ -269,15 +291,8 @@ mod tests {
         });
         for i in 0..3 {
             let k = keys("192.0.2.44", "regular");
-            assert!(table.attempt(&policy, &k, T0 + i * 2_000).is_allowed());
-            table.record(
-                &policy,
-                &k,
-                Outcome::Success,
-                user_of(&k),
-                &[],
-                T0 + i * 2_000,
-            );
+            let decision = login(&mut table, &policy, &k, Outcome::Success, T0 + i * 2_000);
+            assert!(decision.is_allowed());
         }
         let Decision::Deny(denial) =
             table.attempt(&policy, &keys("192.0.2.44", "regular"), T0 + 6_000)
@@ -298,12 +313,7 @@ mod tests {
             signal.min_attempts = 10;
         }
         let attempt = |table: &mut StateTable, ip: &str, user: &str, now| {
-            let k = keys(ip, user);
-            let decision = table.attempt(&policy, &k, now);
-            if decision.is_allowed() {
-                table.record(&policy, &k, Outcome::Failure, user_of(&k), &[], now);
-            }
-            decision
+            login(table, &policy, &keys(ip, user), Outcome::Failure, now)
         };
         for i in 0..10 {
             let decision = attempt(&mut table, &format!("10.0.{i}.1"), &format!("u{i}"), T0);
@@ -341,15 +351,7 @@ mod tests {
         for i in 0..4 {
             fail(&mut table, &from, T0 + i);
         }
-        assert!(table.attempt(&policy, &from, T0 + 4).is_allowed());
-        table.record(
-            &policy,
-            &from,
-            Outcome::Success,
-            user_of(&from),
-            &[],
-            T0 + 4,
-        );
+        assert!(login(&mut table, &policy, &from, Outcome::Success, T0 + 4).is_allowed());
         assert!(table.attempt(&policy, &from, T0 + 5).is_allowed());
     }
 
@@ -378,8 +380,7 @@ mod tests {
             fail(&mut table, &victim, T0 + i);
         }
         let ip_before = table.state(key_of(&own, Dimension::Ip), T0 + 4).unwrap();
-        assert!(table.attempt(&policy, &own, T0 + 4).is_allowed());
-        table.record(&policy, &own, Outcome::Success, user_of(&own), &[], T0 + 4);
+        assert!(login(&mut table, &policy, &own, Outcome::Success, T0 + 4).is_allowed());
         let ip_after = table.state(key_of(&own, Dimension::Ip), T0 + 4).unwrap();
         assert_eq!(ip_after.failure_tat, ip_before.failure_tat);
         assert_eq!(ip_after.lockout, ip_before.lockout);
@@ -393,15 +394,7 @@ mod tests {
         for i in 0..4 {
             fail(&mut table, &from, T0 + i);
         }
-        table.attempt(&policy, &from, T0 + 4);
-        table.record(
-            &policy,
-            &from,
-            Outcome::Success,
-            user_of(&from),
-            &[],
-            T0 + 4,
-        );
+        login(&mut table, &policy, &from, Outcome::Success, T0 + 4);
         for i in 5..9 {
             assert!(fail(&mut table, &from, T0 + i).is_allowed());
         }
@@ -443,13 +436,12 @@ mod tests {
             .collect();
         assert!(admitted.iter().all(Decision::is_allowed));
         assert!(!table.attempt(&policy, &from, T0 + 5).is_allowed());
-        let right = &admitted[0];
-        table.record(
+        settle(
+            &mut table,
             &policy,
             &from,
+            &admitted[0],
             Outcome::Success,
-            user_of(&from),
-            &pending_of(right),
             T0 + 6,
         );
         // Four guesses are still in flight: one more attempt is admitted, then the lockout.
@@ -458,14 +450,7 @@ mod tests {
             .collect();
         assert_eq!(late.iter().filter(|d| d.is_allowed()).count(), 1);
         for guess in admitted.iter().skip(1).chain(&late[..1]) {
-            table.record(
-                &policy,
-                &from,
-                Outcome::Failure,
-                user_of(&from),
-                &pending_of(guess),
-                T0 + 20,
-            );
+            settle(&mut table, &policy, &from, guess, Outcome::Failure, T0 + 20);
         }
         assert!(!table.attempt(&policy, &from, T0 + 21).is_allowed());
     }
@@ -500,16 +485,7 @@ mod tests {
         }
         let from = keys("198.51.100.1", "ivan");
         for i in 0..4 {
-            let k = &from;
-            let d = table.attempt(&policy, k, T0 + i);
-            table.record(
-                &policy,
-                k,
-                Outcome::Failure,
-                user_of(k),
-                &pending_of(&d),
-                T0 + i,
-            );
+            login(&mut table, &policy, &from, Outcome::Failure, T0 + i);
         }
         let tripping = table.attempt(&policy, &from, T0 + 4);
         assert!(
@@ -517,12 +493,12 @@ mod tests {
                 .iter()
                 .any(|l| l.lockout == crate::backoff::Lockout::Permanent)
         );
-        table.record(
+        settle(
+            &mut table,
             &policy,
             &from,
+            &tripping,
             Outcome::Success,
-            user_of(&from),
-            &pending_of(&tripping),
             T0 + 5,
         );
         let state = table
@@ -561,7 +537,8 @@ mod tests {
                     Event::Wait(ms) => now += ms,
                     Event::Attempt { ip, user, correct } => {
                         let k = keys(&format!("198.51.{ip}.7"), &format!("u{user}"));
-                        if !table.attempt(&policy, &k, now).is_allowed() {
+                        let decision = table.attempt(&policy, &k, now);
+                        if !decision.is_allowed() {
                             continue;
                         }
                         let outcome = if correct { Outcome::Success } else { Outcome::Failure };
@@ -570,8 +547,7 @@ mod tests {
                             key_of(&k, Dimension::Subnet).to_owned(),
                         ];
                         let before = watched.clone().map(|key| table.state(&key, now));
-                        let user = user_of(&k).to_owned();
-                        table.record(&policy, &k, outcome, &user, &[], now);
+                        settle(&mut table, &policy, &k, &decision, outcome, now);
                         let after = watched.map(|key| table.state(&key, now));
                         if outcome == Outcome::Success {
                             prop_assert_eq!(before, after);

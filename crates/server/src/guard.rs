@@ -7,13 +7,13 @@
 //! queue or the database answered 503), which takes back its provisional lockout failure.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use portcullis_core::backoff::Lockout;
 use portcullis_core::{
     AttemptKey, Decision, DeviceId, Dimension, KeyDeriver, LockoutEvent, Outcome, Policy, Username,
 };
 use portcullis_store::AttemptStore;
-use std::sync::Arc;
 
 use crate::allowlist::Allowlist;
 use crate::error::ApiError;

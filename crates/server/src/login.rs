@@ -26,11 +26,11 @@ use crate::sessions::Session;
 use crate::token::{self, IssuedToken};
 
 /// What a login needs from the request.
-pub struct LoginRequest {
+pub struct LoginRequest<'a> {
     /// The client address (see `client_ip`).
     pub ip: IpAddr,
     /// The normalised username.
-    pub username: Username,
+    pub username: &'a Username,
     /// The password, length-checked.
     pub password: SecretString,
     /// The trusted device the request's cookie proves, if any.
@@ -48,16 +48,16 @@ pub struct LoggedIn {
 }
 
 /// Runs a login from admission to session.
-pub async fn login(state: &AppState, request: LoginRequest) -> Result<LoggedIn, ApiError> {
+pub async fn login(state: &AppState, request: LoginRequest<'_>) -> Result<LoggedIn, ApiError> {
     let LoginRequest {
         ip,
         username,
         password,
         device,
     } = request;
-    let admission = state.guard.admit(ip, &username, device.as_ref()).await?;
+    let admission = state.guard.admit(ip, username, device.as_ref()).await?;
     let verified = async {
-        let account = state.accounts.find(&username).await?;
+        let account = state.accounts.find(username).await?;
         let stored = account.as_ref().map(|a| a.password_hash.clone());
         let matched = state.hasher.verify(password.clone(), stored).await?;
         Ok::<_, ApiError>((account, matched))
@@ -77,7 +77,7 @@ pub async fn login(state: &AppState, request: LoginRequest) -> Result<LoggedIn, 
     };
     let finished = admission.finish(outcome).await?;
     if finished.permanently_locked {
-        state.accounts.lock(&username).await?;
+        state.accounts.lock(username).await?;
     }
     let account = match account {
         Some(account) if account.locked_at.is_some() => return Err(state.locked_error()),

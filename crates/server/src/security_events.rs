@@ -3,14 +3,16 @@
 //!
 //! Failing to append is never a failed request. While the shared store is unavailable its
 //! circuit breaker fails the append at once (no waiting), and the event goes to a bounded
-//! in-process buffer that `recent` still shows; the oldest buffered events are dropped first.
+//! in-process buffer (the oldest dropped first). The first append that succeeds again starts
+//! one background task that delivers the buffered events, oldest first.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use portcullis_core::LockoutEvent;
 use portcullis_core::backoff::Lockout;
-use portcullis_store::{EventKind, EventLog, SecurityEvent, StoreError};
+use portcullis_store::{EventKind, EventLog, SecurityEvent};
 
 /// Events kept in process while the event log cannot take them.
 const BUFFERED_EVENTS: usize = 1_000;
@@ -21,6 +23,8 @@ pub struct SecurityEvents {
     log: Arc<dyn EventLog>,
     /// Events the log refused, newest last.
     buffered: Arc<Mutex<VecDeque<SecurityEvent>>>,
+    /// Whether a task is delivering the buffered events.
+    flushing: Arc<AtomicBool>,
 }
 
 impl SecurityEvents {
@@ -29,11 +33,33 @@ impl SecurityEvents {
         Self {
             log,
             buffered: Arc::new(Mutex::new(VecDeque::new())),
+            flushing: Arc::new(AtomicBool::new(false)),
         }
     }
 
     fn buffer(&self) -> std::sync::MutexGuard<'_, VecDeque<SecurityEvent>> {
         self.buffered.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Delivers the buffered events in the background, oldest first, until the buffer is
+    /// empty or the log fails again (at most one such task at a time).
+    fn flush_in_background(&self) {
+        if self.buffer().is_empty() || self.flushing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let events = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let Some(event) = events.buffer().pop_front() else {
+                    break;
+                };
+                if events.log.append(&event).await.is_err() {
+                    events.buffer().push_front(event);
+                    break;
+                }
+            }
+            events.flushing.store(false, Ordering::Release);
+        });
     }
 
     /// Logs and appends one event.
@@ -47,13 +73,16 @@ impl SecurityEvents {
             until = event.until,
             "security event"
         );
-        if let Err(error) = self.log.append(&event).await {
-            tracing::warn!(error = %error, "security event kept in process: the event log is unavailable");
-            let mut buffered = self.buffer();
-            if buffered.len() == BUFFERED_EVENTS {
-                buffered.pop_front();
+        match self.log.append(&event).await {
+            Ok(()) => self.flush_in_background(),
+            Err(error) => {
+                tracing::warn!(error = %error, "security event kept in process: the event log is unavailable");
+                let mut buffered = self.buffer();
+                if buffered.len() == BUFFERED_EVENTS {
+                    buffered.pop_front();
+                }
+                buffered.push_back(event);
             }
-            buffered.push_back(event);
         }
     }
 
@@ -75,20 +104,77 @@ impl SecurityEvents {
             .await;
         }
     }
+}
 
-    /// The newest events, newest first: those buffered in process during an outage, then the
-    /// event log's (when it answers).
-    pub async fn recent(&self, count: usize) -> Result<Vec<SecurityEvent>, StoreError> {
-        let buffered: Vec<SecurityEvent> =
-            self.buffer().iter().rev().take(count).cloned().collect();
-        let stored = match self.log.recent(count).await {
-            Ok(stored) => stored,
-            Err(error) if !buffered.is_empty() => {
-                tracing::warn!(error = %error, "event log unavailable: showing buffered events");
-                Vec::new()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use portcullis_store::StoreError;
+
+    /// An event log that can be down.
+    #[derive(Default)]
+    struct FlakyLog {
+        down: AtomicBool,
+        appended: Mutex<Vec<SecurityEvent>>,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("down")]
+    struct Down;
+
+    #[async_trait]
+    impl EventLog for FlakyLog {
+        async fn append(&self, event: &SecurityEvent) -> Result<(), StoreError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(StoreError::unavailable("appending", Down));
             }
-            Err(error) => return Err(error),
-        };
-        Ok(buffered.into_iter().chain(stored).take(count).collect())
+            self.appended.lock().unwrap().push(event.clone());
+            Ok(())
+        }
+
+        async fn recent(&self, _: usize) -> Result<Vec<SecurityEvent>, StoreError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn event(until: u64) -> SecurityEvent {
+        SecurityEvent {
+            kind: EventKind::Ban,
+            dimension: None,
+            key: None,
+            subject: None,
+            until: Some(until),
+        }
+    }
+
+    #[tokio::test]
+    async fn events_reported_during_an_outage_are_buffered_and_delivered_after_it() {
+        let log = Arc::new(FlakyLog::default());
+        let events = SecurityEvents::new(log.clone());
+        log.down.store(true, Ordering::SeqCst);
+        for i in 0..(BUFFERED_EVENTS as u64 + 3) {
+            events.report(event(i)).await;
+        }
+        assert_eq!(
+            events.buffer().len(),
+            BUFFERED_EVENTS,
+            "bounded, oldest dropped"
+        );
+        log.down.store(false, Ordering::SeqCst);
+        events.report(event(9_999)).await;
+        for _ in 0..10_000 {
+            if log.appended.lock().unwrap().len() == BUFFERED_EVENTS + 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let appended = log.appended.lock().unwrap();
+        let until: Vec<u64> = appended.iter().filter_map(|e| e.until).collect();
+        assert_eq!(until.len(), BUFFERED_EVENTS + 1);
+        assert_eq!(until[0], 9_999, "the new event is not held up");
+        assert_eq!(until[1], 3, "then the buffer, oldest kept first");
+        assert_eq!(until[BUFFERED_EVENTS], BUFFERED_EVENTS as u64 + 2);
+        assert!(events.buffer().is_empty());
     }
 }

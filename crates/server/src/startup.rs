@@ -1,7 +1,7 @@
 //! Builds the application from settings and runs it: the one way both `main` and the tests
 //! start a server (tests bind port 0 and read the port back).
 
-use std::net::TcpListener;
+use std::net::{TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,9 +76,8 @@ impl Application {
             settings.policy.ipv4_subnet_prefix,
             settings.policy.ipv6_subnet_prefix,
         )?;
-        let injected = clock.is_some();
+        let stores = Stores::build(&settings, clock.clone())?;
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let stores = Stores::build(&settings, clock.clone(), injected)?;
         let admin = settings
             .admin
             .token
@@ -94,24 +93,15 @@ impl Application {
         );
 
         let listener = bind(
-            &settings.server.host,
-            settings.server.port,
+            (settings.server.host.as_str(), settings.server.port),
             "server.host/server.port",
         )?;
         let address = listener.local_addr().context("reading the bound address")?;
-        let ops = match &settings.admin.listen {
-            Some(listen) => {
-                let (host, port) = listen
-                    .rsplit_once(':')
-                    .context("admin.listen: expected host:port")?;
-                let host = host.trim_start_matches('[').trim_end_matches(']');
-                let port = port
-                    .parse()
-                    .context("admin.listen: the port is not a number")?;
-                Some(bind(host, port, "admin.listen")?)
-            }
-            None => None,
-        };
+        let ops = settings
+            .admin
+            .listen
+            .map(|listen| bind(listen, "admin.listen"))
+            .transpose()?;
         let ops_listener = ops
             .as_ref()
             .map(|l| l.local_addr().context("reading the admin address"))
@@ -202,8 +192,11 @@ impl Application {
 }
 
 /// Binds a listener, naming the setting when it fails.
-fn bind(host: &str, port: u16, setting: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind((host, port)).with_context(|| format!("{setting}: cannot bind {host}:{port}"))
+fn bind(
+    address: impl ToSocketAddrs + std::fmt::Debug,
+    setting: &str,
+) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(&address).with_context(|| format!("{setting}: cannot bind {address:?}"))
 }
 
 /// What the start-up log says the deployment runs on.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use portcullis_store::{
     AdminStore, AttemptStore, Breaker, Clock, EventLog, FallbackStore, Health, MemoryStore,
-    RedisConfig, RedisStore, Transition,
+    RedisConfig, RedisStore, SystemClock, Transition,
 };
 
 use crate::settings::Settings;
@@ -24,13 +24,11 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// The stores the settings name, on `clock`'s time: Redis if configured (every call
-    /// through one circuit breaker), else memory.
-    pub fn build(
-        settings: &Settings,
-        clock: Arc<dyn Clock>,
-        injected: bool,
-    ) -> anyhow::Result<Self> {
+    /// The stores the settings name: Redis if configured (every call through one circuit
+    /// breaker), else memory. Time is `injected` (tests), else the system's (and Redis' own
+    /// `TIME` in the scripts).
+    pub fn build(settings: &Settings, injected: Option<Arc<dyn Clock>>) -> anyhow::Result<Self> {
+        let clock = injected.clone().unwrap_or_else(|| Arc::new(SystemClock));
         let Some(redis) = &settings.store.redis else {
             let store = Arc::new(MemoryStore::new(settings.policy, clock));
             return Ok(Self {
@@ -52,8 +50,8 @@ impl Stores {
         );
         let mut store =
             RedisStore::new(&config, &settings.policy, breaker).context("store.redis")?;
-        if injected {
-            store = store.with_clock(clock.clone());
+        if let Some(clock) = injected {
+            store = store.with_clock(clock);
         }
         let store = Arc::new(store);
         let attempts = FallbackStore::new(

@@ -44,13 +44,27 @@ impl FallbackStore {
         }
     }
 
-    /// The mode's answer to a failed call, or the error itself when it is not an outage (a
-    /// protocol error is a bug: no mode hides it).
-    fn degraded(&self, error: StoreError) -> Result<(), StoreError> {
+    /// The primary's answer; while it is unavailable, the mode's instead: what `local` answers
+    /// (`local` mode) or `unchecked` (`fail_open`). Fail-closed passes the outage on, and no
+    /// mode hides a protocol error (a bug).
+    async fn or_fallback<T>(
+        &self,
+        primary: Result<T, StoreError>,
+        local: impl Future<Output = Result<T, StoreError>>,
+        unchecked: T,
+    ) -> Result<T, StoreError> {
+        let error = match primary {
+            Ok(answer) => return Ok(answer),
+            Err(error) => error,
+        };
         match (&error, self.mode) {
-            (StoreError::Unavailable { .. }, OnError::Local | OnError::FailOpen) => {
-                tracing::warn!(error = %error, mode = ?self.mode, "attempt store unavailable");
-                Ok(())
+            (StoreError::Unavailable { .. }, OnError::Local) => {
+                tracing::warn!(error = %error, "attempt store unavailable: counting locally");
+                local.await
+            }
+            (StoreError::Unavailable { .. }, OnError::FailOpen) => {
+                tracing::warn!(error = %error, "attempt store unavailable: unchecked (fail_open)");
+                Ok(unchecked)
             }
             _ => Err(error),
         }
@@ -60,22 +74,13 @@ impl FallbackStore {
 #[async_trait]
 impl AttemptStore for FallbackStore {
     async fn attempt(&self, keys: &[AttemptKey]) -> Result<Decision, StoreError> {
-        match self.primary.attempt(keys).await {
-            Ok(decision) => Ok(decision),
-            Err(error) => {
-                self.degraded(error)?;
-                match self.mode {
-                    OnError::Local => self.local.attempt(keys).await,
-                    _ => {
-                        tracing::warn!("admitting an attempt unchecked (fail_open)");
-                        Ok(Decision::Allow {
-                            pending: Vec::new(),
-                            under_attack: false,
-                        })
-                    }
-                }
-            }
-        }
+        let unchecked = Decision::Allow {
+            pending: Vec::new(),
+            under_attack: false,
+        };
+        let primary = self.primary.attempt(keys).await;
+        self.or_fallback(primary, self.local.attempt(keys), unchecked)
+            .await
     }
 
     async fn record(
@@ -85,16 +90,9 @@ impl AttemptStore for FallbackStore {
         username: &str,
         pending: &[LockoutEvent],
     ) -> Result<Vec<LockoutEvent>, StoreError> {
-        match self.primary.record(keys, outcome, username, pending).await {
-            Ok(bans) => Ok(bans),
-            Err(error) => {
-                self.degraded(error)?;
-                match self.mode {
-                    OnError::Local => self.local.record(keys, outcome, username, pending).await,
-                    _ => Ok(Vec::new()),
-                }
-            }
-        }
+        let primary = self.primary.record(keys, outcome, username, pending).await;
+        let local = self.local.record(keys, outcome, username, pending);
+        self.or_fallback(primary, local, Vec::new()).await
     }
 
     async fn abandon(
@@ -102,16 +100,9 @@ impl AttemptStore for FallbackStore {
         keys: &[AttemptKey],
         pending: &[LockoutEvent],
     ) -> Result<(), StoreError> {
-        match self.primary.abandon(keys, pending).await {
-            Ok(()) => Ok(()),
-            Err(error) => {
-                self.degraded(error)?;
-                match self.mode {
-                    OnError::Local => self.local.abandon(keys, pending).await,
-                    _ => Ok(()),
-                }
-            }
-        }
+        let primary = self.primary.abandon(keys, pending).await;
+        self.or_fallback(primary, self.local.abandon(keys, pending), ())
+            .await
     }
 
     async fn health(&self) -> Health {

@@ -28,7 +28,7 @@ pub async fn login(
         &state,
         LoginRequest {
             ip,
-            username: username.clone(),
+            username: &username,
             password,
             device,
         },

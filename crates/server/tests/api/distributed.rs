@@ -13,7 +13,8 @@ use crate::helpers::assert_one_account_per_normalised_name;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
-const HMAC_KEY: &str = "0123456789abcdef0123456789abcdef-test-only";
+/// The replicas' username-hashing key (tests derive the same keys and digests).
+pub const HMAC_KEY: &str = "0123456789abcdef0123456789abcdef-test-only";
 
 /// Three replicas on one Redis (a private prefix) and one fresh database, trusting the test
 /// client as their proxy so each request can carry its own client address.

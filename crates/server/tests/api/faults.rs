@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use portcullis_server::settings::RedisSettings;
 use portcullis_store::OnError;
 use portcullis_testkit::postgres::PostgresServer;
 use portcullis_testkit::process::wait_until;
@@ -11,23 +10,7 @@ use portcullis_testkit::redis::RedisServer;
 use portcullis_testkit::{PASSWORD, TestApp, test_settings};
 use serde_json::Value;
 
-use crate::helpers::{assert_problem, retry_after};
-
-/// An app on a Redis of the test's own, with a short timeout and a quick breaker.
-async fn app_on(server: &RedisServer, on_error: OnError) -> TestApp {
-    let mut settings = test_settings();
-    settings.store.redis = Some(RedisSettings {
-        url: server.url.clone(),
-        prefix: "faults".to_owned(),
-        timeout_ms: 200,
-        ..Default::default()
-    });
-    settings.store.on_error = on_error;
-    settings.store.breaker_failures = 2;
-    settings.store.breaker_cool_down_ms = 200;
-    settings.secrets.hmac_key = Some("0123456789abcdef0123456789abcdef-faults".into());
-    TestApp::spawn_with(settings).await
-}
+use crate::helpers::{app_on_private_redis, assert_problem, retry_after};
 
 async fn readiness(app: &TestApp) -> (u16, Value) {
     let response = app.client.get(app.url("/readyz")).send().await.unwrap();
@@ -38,7 +21,7 @@ async fn readiness(app: &TestApp) -> (u16, Value) {
 #[tokio::test]
 async fn with_redis_dead_the_local_mode_still_counts_and_recovers_when_redis_returns() {
     let mut server = RedisServer::spawn().await;
-    let app = app_on(&server, OnError::Local).await;
+    let app = app_on_private_redis(&server, OnError::Local).await;
     assert_eq!(app.register("alice", PASSWORD).await.status(), 201);
 
     // Killed mid-traffic: logins in flight and after it all get a designed answer.
@@ -95,7 +78,7 @@ async fn with_redis_dead_the_local_mode_still_counts_and_recovers_when_redis_ret
 #[tokio::test]
 async fn with_redis_dead_the_fail_closed_mode_answers_503_with_retry_after() {
     let mut server = RedisServer::spawn().await;
-    let app = app_on(&server, OnError::FailClosed).await;
+    let app = app_on_private_redis(&server, OnError::FailClosed).await;
     server.kill();
     for _ in 0..3 {
         let response = app.login("alice", "wrong").await;
@@ -108,7 +91,7 @@ async fn with_redis_dead_the_fail_closed_mode_answers_503_with_retry_after() {
 #[tokio::test]
 async fn a_frozen_redis_costs_a_timeout_then_nothing_until_it_thaws() {
     let server = RedisServer::spawn().await;
-    let app = app_on(&server, OnError::Local).await;
+    let app = app_on_private_redis(&server, OnError::Local).await;
     app.register("bob", PASSWORD).await;
     server.signal("STOP");
     // Requests still answer: the first ones after the call timeout, then the open breaker

@@ -5,60 +5,79 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use portcullis_core::{KeyDeriver, Username};
 use portcullis_server::settings::RedisSettings;
 use portcullis_store::OnError;
-use portcullis_testkit::redis::RedisServer;
+use portcullis_testkit::process::wait_until;
+use portcullis_testkit::redis::{RedisServer, TestRedis};
 use portcullis_testkit::{PASSWORD, TestApp, test_settings};
+use redis::AsyncCommands;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::assert_problem;
+use crate::distributed::{
+    HMAC_KEY as DISTRIBUTED_HMAC_KEY, post, register, three_replicas, wrong_guesses,
+};
+use crate::helpers::{app_on_private_redis, assert_problem};
+
+const HMAC_KEY: &str = "0123456789abcdef0123456789abcdef-hardening";
 
 const TOKEN: &str = "admin-token-for-hardening-0123456789abcdef";
 
-/// An app on a private Redis that may be killed and restarted empty.
-async fn app_on(server: &RedisServer, on_error: OnError) -> TestApp {
-    let mut settings = test_settings();
-    settings.store.redis = Some(RedisSettings {
-        url: server.url.clone(),
-        prefix: "hardening".to_owned(),
-        timeout_ms: 200,
-        ..Default::default()
-    });
-    settings.store.on_error = on_error;
-    settings.store.breaker_failures = 1;
-    settings.secrets.hmac_key = Some("0123456789abcdef0123456789abcdef-hardening".into());
-    TestApp::spawn_with(settings).await
-}
-
 #[tokio::test]
 async fn a_success_amid_concurrent_guesses_frees_at_most_one_more_verification() {
+    let redis = TestRedis::start().await;
     let mut settings = test_settings();
-    // One hashing thread, full-cost hashes: admissions happen long before verifications end,
-    // and verifications end in the order the attempts were admitted.
+    settings.store.redis = Some(RedisSettings {
+        url: redis.url.clone(),
+        prefix: redis.prefix.clone(),
+        timeout_ms: 2_000,
+        ..Default::default()
+    });
+    settings.secrets.hmac_key = Some(HMAC_KEY.into());
+    // One hashing thread, full-cost hashes: verifications end in the order the attempts were
+    // admitted, long after the admissions.
     settings.argon2.workers = 1;
     settings.argon2.memory_kib = 19_456;
     settings.argon2.iterations = 2;
     let app = TestApp::spawn_with(settings).await;
     assert_eq!(app.register("grace", PASSWORD).await.status(), 201);
-    let ips: Vec<String> = (0..50).map(|i| format!("198.51.100.{}", i + 1)).collect();
+    let deriver = KeyDeriver::new(HMAC_KEY.as_bytes(), 24, 64).unwrap();
+    let account_key = format!(
+        "{{{}}}:{}",
+        redis.prefix,
+        deriver.username_key(&Username::parse("grace").unwrap()).key
+    );
+    let mut conn = redis.connection().await;
 
-    // The right password is admitted first (its request goes out alone), four guesses follow.
-    let right = app.login_from(Some(&ips[0]), "grace", PASSWORD);
+    // The right password is admitted first (the guesses wait until the store counts it in
+    // flight), then four guesses: all five are in flight when the success is recorded.
+    let right = app.login("grace", PASSWORD);
     let guesses = async {
-        tokio::time::sleep(Duration::from_millis(50)).await; // orders arrivals only
-        join_all((1..5).map(|i| app.login_from(Some(&ips[i]), "grace", "wrong"))).await
+        wait_until(
+            Duration::from_secs(10),
+            "the right password admitted",
+            || {
+                let mut conn = conn.clone();
+                let key = account_key.clone();
+                async move {
+                    let in_flight: Option<u32> =
+                        conn.hget(&key, "in_flight").await.unwrap_or_default();
+                    in_flight == Some(1)
+                }
+            },
+        )
+        .await;
+        join_all((0..4).map(|_| app.login("grace", "wrong"))).await
     };
     let (right, first) = tokio::join!(right, guesses);
     assert_eq!(right.status(), 200);
     let mut statuses: Vec<u16> = first.iter().map(|r| r.status().as_u16()).collect();
     statuses.push(200);
     // Then 45 more guesses in waves, after the success was recorded.
-    for wave in ips[5..].chunks(5) {
-        let guesses = wave
-            .iter()
-            .map(|ip| app.login_from(Some(ip), "grace", "wrong"));
-        statuses.extend(join_all(guesses).await.iter().map(|r| r.status().as_u16()));
+    for _ in 0..9 {
+        let wave = join_all((0..5).map(|_| app.login("grace", "wrong"))).await;
+        statuses.extend(wave.iter().map(|r| r.status().as_u16()));
     }
     let verified = statuses.iter().filter(|&&s| s == 200 || s == 401).count();
     assert_eq!(statuses.len(), 50);
@@ -67,12 +86,14 @@ async fn a_success_amid_concurrent_guesses_frees_at_most_one_more_verification()
         statuses.iter().all(|s| [200, 401, 429].contains(s)),
         "{statuses:?}"
     );
+    let _: () = conn.del(&account_key).await.unwrap();
+    redis.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_session_survives_redis_restarting_empty() {
     let mut server = RedisServer::spawn().await;
-    let app = app_on(&server, OnError::Local).await;
+    let app = app_on_private_redis(&server, OnError::Local).await;
     assert_eq!(app.register("ada", PASSWORD).await.status(), 201);
     let token = app.token("ada", PASSWORD).await;
     server.kill();
@@ -83,7 +104,7 @@ async fn a_session_survives_redis_restarting_empty() {
 #[tokio::test]
 async fn with_redis_dead_in_the_local_mode_a_correct_password_gets_a_working_token() {
     let mut server = RedisServer::spawn().await;
-    let app = app_on(&server, OnError::Local).await;
+    let app = app_on_private_redis(&server, OnError::Local).await;
     assert_eq!(app.register("bea", PASSWORD).await.status(), 201);
     server.kill();
     let token = app.token("bea", PASSWORD).await;
@@ -248,7 +269,7 @@ async fn look_alike_and_invisible_usernames_are_refused() {
 async fn with_ops_listener() -> (TestApp, String) {
     let mut settings = test_settings();
     settings.admin.token = Some(TOKEN.into());
-    settings.admin.listen = Some("127.0.0.1:0".to_owned());
+    settings.admin.listen = Some("127.0.0.1:0".parse().unwrap());
     let (app, ops_port) = TestApp::spawn_with_ops(settings).await;
     (app, format!("http://127.0.0.1:{ops_port}"))
 }
@@ -370,4 +391,63 @@ async fn every_metric_has_help_text_that_promtool_accepts() {
         "promtool: {report}\n{text}"
     );
     assert!(text.contains("# HELP portcullis_logins_total"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permanently_locked_account_is_verified_like_any_other_before_it_answers() {
+    let permanent = (
+        "PORTCULLIS__POLICY__USERNAME__LOCKOUT__PERMANENT_AFTER",
+        "0".to_owned(),
+    );
+    let (replicas, redis, _database) = three_replicas(&[permanent]).await;
+    register(
+        &replicas,
+        &json!({ "username": "locked", "password": PASSWORD }),
+    )
+    .await;
+    wrong_guesses(&replicas, "locked", 5, |i| i % 3).await;
+    // The fifth failure locked the account in the database; the attempt store forgets it all.
+    redis.cleanup().await;
+    let guess = json!({ "username": "locked", "password": "wrong" });
+    let answer = post(replicas.url(1, "/v1/login"), guess, "203.0.113.77").await;
+    assert_eq!(answer.status(), 429);
+    // Six verified failures: the locked account's answer came after its hash, as an unknown
+    // name's 401 does (before, it answered at once: an existence oracle).
+    wait_until(Duration::from_secs(10), "six verified failures", || async {
+        replicas.requests_with_outcome("failure") == 6
+    })
+    .await;
+    redis.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usernames_in_request_logs_are_keyed_digests_unless_plain_is_asked_for() {
+    let deriver = KeyDeriver::new(DISTRIBUTED_HMAC_KEY.as_bytes(), 24, 64).unwrap();
+    let digest = deriver.username_digest(&Username::parse("Secret-Typed-Here").unwrap());
+    for (setting, expected) in [
+        ("digest", digest),
+        ("plain", "secret-typed-here".to_owned()),
+    ] {
+        let logging = ("PORTCULLIS__LOG__USERNAMES", setting.to_owned());
+        let (replicas, redis, _database) = three_replicas(&[logging]).await;
+        let guess = json!({ "username": "Secret-Typed-Here", "password": "wrong" });
+        assert_eq!(
+            post(replicas.url(0, "/v1/login"), guess, "203.0.113.78")
+                .await
+                .status(),
+            401
+        );
+        wait_until(Duration::from_secs(10), "the login logged", || async {
+            replicas.requests_with_outcome("failure") == 1
+        })
+        .await;
+        let logged: Vec<String> = replicas
+            .logs()
+            .iter()
+            .filter(|line| line["message"] == "request finished")
+            .filter_map(|line| line["span"]["username"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(logged, [expected], "log.usernames = {setting}");
+        redis.cleanup().await;
+    }
 }

@@ -1,7 +1,10 @@
 //! Small assertions shared by the API tests.
 
 use futures_util::future::join_all;
-use portcullis_testkit::{PASSWORD, TestApp};
+use portcullis_server::settings::RedisSettings;
+use portcullis_store::OnError;
+use portcullis_testkit::redis::RedisServer;
+use portcullis_testkit::{PASSWORD, TestApp, test_settings};
 use reqwest::Response;
 use serde_json::Value;
 
@@ -44,4 +47,21 @@ pub async fn assert_one_account_per_normalised_name(app: &TestApp) {
         .collect();
     let count = |status| statuses.iter().filter(|&&s| s == status).count();
     assert_eq!((count(201), count(409)), (1, 7), "{statuses:?}");
+}
+
+/// An app on a Redis of the test's own (which the test may kill, freeze or restart empty),
+/// with a short timeout and a quick breaker.
+pub async fn app_on_private_redis(server: &RedisServer, on_error: OnError) -> TestApp {
+    let mut settings = test_settings();
+    settings.store.redis = Some(RedisSettings {
+        url: server.url.clone(),
+        prefix: "private".to_owned(),
+        timeout_ms: 200,
+        ..Default::default()
+    });
+    settings.store.on_error = on_error;
+    settings.store.breaker_failures = 2;
+    settings.store.breaker_cool_down_ms = 200;
+    settings.secrets.hmac_key = Some("0123456789abcdef0123456789abcdef-private".into());
+    TestApp::spawn_with(settings).await
 }

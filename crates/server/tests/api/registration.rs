@@ -37,3 +37,30 @@ async fn short_passwords_are_refused_with_400() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn accounts_made_before_skeletons_keep_working_and_still_block_their_look_alikes() {
+    use portcullis_core::Username;
+    use portcullis_server::accounts::{Accounts, CreateError};
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = portcullis_testkit::test_settings().database;
+    settings.url = format!("sqlite://{}/accounts.db", dir.path().display());
+    let accounts = Accounts::connect(&settings).await.unwrap();
+    accounts.migrate().await.unwrap();
+    // A row as an older release wrote it: no skeleton.
+    let admin = Username::parse("admin").unwrap();
+    accounts.create(&admin, "hash").await.unwrap();
+    sqlx::query("UPDATE accounts SET skeleton = NULL")
+        .execute(&accounts.pool())
+        .await
+        .unwrap();
+
+    accounts.fill_skeletons().await.unwrap();
+    let look_alike = Username::parse("\u{430}dmin").unwrap();
+    let refused = accounts.create(&look_alike, "hash").await;
+    assert!(matches!(refused, Err(CreateError::Taken)), "{refused:?}");
+    assert!(
+        accounts.find(&admin).await.unwrap().is_some(),
+        "the old account still logs in"
+    );
+}

@@ -349,3 +349,34 @@ async fn with_the_policy_disabled_the_scripts_admit_everything_and_write_nothing
     }
     assert!(redis.keys().await.is_empty());
 }
+
+#[tokio::test]
+async fn a_reply_the_code_cannot_read_is_a_protocol_error_and_never_trips_the_breaker() {
+    use portcullis_store::{AdminStore, Breaker, StoreError};
+    let redis = TestRedis::start().await;
+    let policy = Policy::default();
+    let breaker = Breaker::silent(1, std::time::Duration::from_secs(60));
+    let store = crate::helpers::redis_store_with(
+        vec![redis.url.clone()],
+        false,
+        &redis.prefix,
+        &policy,
+        None,
+        breaker,
+    );
+    // A restrictions index of the wrong type: the script fails inside Redis (WRONGTYPE).
+    let mut conn = redis.connection().await;
+    let index = format!("{{{}}}:restrictions", redis.prefix);
+    let _: () = redis::cmd("SET")
+        .arg(&index)
+        .arg("not a sorted set")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let error = store.restrictions(10).await.unwrap_err();
+    assert!(matches!(error, StoreError::Protocol(_)), "{error:?}");
+    assert!(!store.is_degraded(), "a bug is not an outage");
+    let k = keys(&policy, "198.51.100.40", "proto");
+    assert!(store.attempt(&k).await.unwrap().is_allowed());
+    redis.cleanup().await;
+}

@@ -34,7 +34,7 @@ end
 local function policy_of(dimension)
   local p = POLICIES[dimension]
   if p == nil then
-    return redis.error_reply('unknown dimension ' .. tostring(dimension))
+    error('unknown dimension ' .. tostring(dimension))
   end
   return p
 end
@@ -169,6 +169,11 @@ local function on_admission(s, b, now)
   s.temporary_lockouts = s.temporary_lockouts + 1
   s.locked_until = math.max(s.locked_until, now + wait)
   return 'temporary'
+end
+
+-- Backoff::on_verified
+local function on_verified(s)
+  s.in_flight = math.max(s.in_flight - 1, 0)
 end
 
 -- Backoff::on_abandon: takes back one provisional failure and the lockout it started.

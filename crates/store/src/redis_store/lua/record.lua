@@ -8,11 +8,11 @@ local now = now_ms(ARGV[1])
 local index = ARGV[2]
 local outcome = ARGV[3]
 local username = ARGV[4]
+local failed = outcome == 'failure'
 local bans = {}
 for i, key in ipairs(KEYS) do
   local p = policy_of(ARGV[3 + 2 * i])
   local started = ARGV[4 + 2 * i]
-  local failed = outcome == 'failure'
   local touches = p.lockout ~= nil or (failed and (p.failures or p.spray or p.attack))
   if touches then
     local s = load(key)
@@ -22,7 +22,7 @@ for i, key in ipairs(KEYS) do
       elseif outcome == 'success' and p.resets_on_success then
         on_success(s, started)
       else
-        s.in_flight = math.max(s.in_flight - 1, 0)
+        on_verified(s)
       end
     end
     if failed and p.failures then
