@@ -10,7 +10,7 @@ use portcullis_testkit::redis::RedisServer;
 use portcullis_testkit::{PASSWORD, TestApp, test_settings};
 use serde_json::Value;
 
-use crate::helpers::{app_on_private_redis, assert_problem, retry_after};
+use crate::helpers::{app_on_private_redis, assert_problem, metrics_text, retry_after};
 
 async fn readiness(app: &TestApp) -> (u16, Value) {
     let response = app.client.get(app.url("/readyz")).send().await.unwrap();
@@ -63,15 +63,7 @@ async fn with_redis_dead_the_local_mode_still_counts_and_recovers_when_redis_ret
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.login("alice", PASSWORD).await.status(), 200);
     assert_eq!(readiness(&app).await.0, 200);
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&app).await;
     assert!(metrics.contains("portcullis_store_degraded 0"), "{metrics}");
 }
 

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::distributed::{
     HMAC_KEY as DISTRIBUTED_HMAC_KEY, post, register, three_replicas, wrong_guesses,
 };
-use crate::helpers::{app_on_private_redis, assert_problem};
+use crate::helpers::{app_on_private_redis, assert_problem, metrics_text};
 
 const HMAC_KEY: &str = "0123456789abcdef0123456789abcdef-hardening";
 
@@ -360,15 +360,7 @@ async fn every_metric_has_help_text_that_promtool_accepts() {
     app.register("metered", PASSWORD).await;
     app.login("metered", PASSWORD).await;
     app.login("metered", "wrong").await;
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&app).await;
     let mut promtool = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())

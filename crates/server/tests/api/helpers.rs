@@ -65,3 +65,9 @@ pub async fn app_on_private_redis(server: &RedisServer, on_error: OnError) -> Te
     settings.secrets.hmac_key = Some("0123456789abcdef0123456789abcdef-private".into());
     TestApp::spawn_with(settings).await
 }
+
+/// The app's `/metrics` text.
+pub async fn metrics_text(app: &TestApp) -> String {
+    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    response.text().await.unwrap()
+}
