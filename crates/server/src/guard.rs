@@ -19,6 +19,7 @@ use crate::allowlist::Allowlist;
 use crate::error::ApiError;
 use crate::instruments;
 use crate::security_events::SecurityEvents;
+use crate::settings::UsernameLogging;
 
 /// Applies the policy around password checks.
 #[derive(Clone)]
@@ -28,6 +29,8 @@ pub struct LoginGuard {
     store: Arc<dyn AttemptStore>,
     events: SecurityEvents,
     allowlist: Allowlist,
+    /// How usernames appear in request logs.
+    log_usernames: UsernameLogging,
 }
 
 /// An admitted attempt, counted provisionally as a lockout failure until it is settled.
@@ -51,13 +54,14 @@ pub struct Finished {
 
 impl LoginGuard {
     /// A guard applying `policy` with keys from `deriver`, counting in `store`, reporting
-    /// lockouts and bans to `events`.
+    /// lockouts and bans to `events`, logging usernames as `log_usernames` says.
     pub fn new(
         policy: Policy,
         deriver: KeyDeriver,
         store: Arc<dyn AttemptStore>,
         events: SecurityEvents,
         allowlist: Allowlist,
+        log_usernames: UsernameLogging,
     ) -> Self {
         Self {
             policy,
@@ -65,7 +69,22 @@ impl LoginGuard {
             store,
             events,
             allowlist,
+            log_usernames,
         }
+    }
+
+    /// Records the username into the request span: its keyed `digest` (computed here unless
+    /// given) by default, since people type passwords into username fields; the name itself
+    /// with `log.usernames = "plain"`.
+    pub fn log_username(&self, username: &Username, digest: Option<&str>) {
+        let span = tracing::Span::current();
+        match (self.log_usernames, digest) {
+            (UsernameLogging::Plain, _) => span.record("username", username.as_str()),
+            (UsernameLogging::Digest, Some(digest)) => span.record("username", digest),
+            (UsernameLogging::Digest, None) => {
+                span.record("username", self.deriver.username_digest(username))
+            }
+        };
     }
 
     /// Keeps the keys the policy limits; allowlisted sources skip the address and subnet
@@ -88,6 +107,7 @@ impl LoginGuard {
     ) -> Result<Admission<'_>, ApiError> {
         // One keyed hash per attempt, for the keys and for the store's distinct-username count.
         let digest = self.deriver.username_digest(username);
+        self.log_username(username, Some(&digest));
         let keys = self.limited(ip, self.deriver.keys_for_digest(ip, &digest, device));
         let pending = self.decide(&keys).await?;
         Ok(Admission {

@@ -116,6 +116,7 @@ impl Application {
                 stores.attempts.clone(),
                 events.clone(),
                 allowlist.clone(),
+                settings.log.usernames,
             ),
             stores,
             allowlist,
@@ -134,7 +135,6 @@ impl Application {
                 .username
                 .lockout
                 .map_or(900, |b| b.max_wait_ms.div_ceil(1_000).max(1)),
-            log_usernames: settings.log.usernames,
         });
 
         let max_body = settings.server.max_body_bytes;

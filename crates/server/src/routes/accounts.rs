@@ -15,13 +15,14 @@ pub async fn register(
     ClientIp(ip): ClientIp,
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
-    let username = body.username(&state)?;
+    let username = body.username()?;
     let password = body.password()?;
     if password.expose_secret().chars().count() < MIN_NEW_PASSWORD_CHARS {
         return Err(ApiError::bad_request(format!(
             "password must have at least {MIN_NEW_PASSWORD_CHARS} characters"
         )));
     }
+    state.guard.log_username(&username, None);
     state.guard.admit_source(ip).await?;
     let hash = state.hasher.hash(password).await?;
     let account = state.accounts.create(&username, &hash).await?;

@@ -19,7 +19,7 @@ pub async fn login(
     ClientIp(ip): ClientIp,
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
-    let username = body.username(&state)?;
+    let username = body.username()?;
     let password = body.password()?;
     let device = request
         .cookie(&state.device.cookie_name)

@@ -12,7 +12,7 @@ use actix_web::dev::Payload;
 use actix_web::error::JsonPayloadError;
 use actix_web::{FromRequest, HttpRequest, web};
 use ipnet::IpNet;
-use portcullis_core::{DeviceCookies, KeyDeriver, Username};
+use portcullis_core::{DeviceCookies, Username};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -24,7 +24,7 @@ use crate::guard::LoginGuard;
 use crate::password::{MAX_PASSWORD_BYTES, PasswordHasher};
 use crate::security_events::SecurityEvents;
 use crate::sessions::Sessions;
-use crate::settings::{DeviceSettings, UsernameLogging};
+use crate::settings::DeviceSettings;
 use crate::stores::Stores;
 
 /// What every handler can reach.
@@ -58,8 +58,6 @@ pub struct AppState {
     pub disclose_lockouts: bool,
     /// Retry-After for a permanently locked account answered like a throttle.
     pub locked_retry_after_secs: u64,
-    /// How usernames appear in request logs.
-    pub log_usernames: UsernameLogging,
 }
 
 /// Which proxies are believed, and through which header.
@@ -158,11 +156,9 @@ impl Credentials {
         Ok(self.password.clone())
     }
 
-    /// The normalised username, recorded in the request span as the log settings say.
-    fn username(&self, state: &AppState) -> Result<Username, ApiError> {
-        let username = parse_username(&self.username)?;
-        record_username(&username, state.log_usernames, state.guard.deriver());
-        Ok(username)
+    /// The normalised username.
+    fn username(&self) -> Result<Username, ApiError> {
+        parse_username(&self.username)
     }
 }
 
@@ -172,16 +168,6 @@ pub fn parse_username(raw: &str) -> Result<Username, ApiError> {
         code: "invalid_username",
         detail: e.to_string(),
     })
-}
-
-/// Records the username into the request span: its keyed digest by default (people type
-/// passwords into username fields), the name itself with `log.usernames = "plain"`.
-fn record_username(username: &Username, logging: UsernameLogging, deriver: &KeyDeriver) {
-    let span = tracing::Span::current();
-    match logging {
-        UsernameLogging::Plain => span.record("username", username.as_str()),
-        UsernameLogging::Digest => span.record("username", deriver.username_digest(username)),
-    };
 }
 
 /// The client address an attempt is counted against (see [`client_ip`]).
