@@ -43,12 +43,7 @@ impl KeyStatus {
             permanent: state.lockout.permanent,
             banned_until: (state.spray.banned_until > now).then_some(state.spray.banned_until),
             bans: state.spray.bans,
-            // A window that has ended counts nothing, however long its key lingers.
-            distinct_usernames: if now < state.spray.window_end {
-                distinct_usernames
-            } else {
-                0
-            },
+            distinct_usernames,
         }
     }
 

@@ -27,7 +27,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use portcullis_core::backoff::Lockout;
 use portcullis_core::decision::started_on;
-use portcullis_core::{AttemptKey, Decision, Denial, LockoutEvent, Outcome, Policy, Reason};
+use portcullis_core::{
+    AttemptKey, Decision, Denial, KeyState, LockoutEvent, Outcome, Policy, Reason,
+};
 use redis::{ErrorKind, RedisError, Script, ScriptInvocation, ServerErrorKind};
 use serde::Deserialize;
 
@@ -77,6 +79,8 @@ pub struct RedisStore {
     scripts: Scripts,
     /// `{prefix}:`, the start of every key.
     key_prefix: String,
+    /// The policy the scripts apply (also: when a state read back has expired).
+    policy: Policy,
     timeout: Duration,
     /// Every call passes it: one view of whether Redis answers, for every trait served.
     breaker: Breaker,
@@ -104,6 +108,7 @@ impl RedisStore {
         Ok(Self {
             connections: Connections::new(&config.urls, config.cluster)?,
             scripts: Scripts::new(policy)?,
+            policy: *policy,
             key_prefix: format!("{{{}}}:", config.prefix),
             timeout: config.timeout,
             breaker,
@@ -430,7 +435,16 @@ impl AdminStore for RedisStore {
             .zip(rows)
             .map(|(key, fields)| {
                 let stored = state::StoredState::from_fields(&fields);
-                KeyStatus::new(key, &stored.state, stored.distinct_usernames, now)
+                // Past its expiry a state reads as fresh, as in the reference model, whether or
+                // not Redis has dropped the key yet (its TTL runs on Redis' own clock).
+                let expires_at = stored
+                    .state
+                    .expires_at(self.policy.for_dimension(key.dimension));
+                if expires_at.is_none_or(|at| at > now) {
+                    KeyStatus::new(key, &stored.state, stored.distinct_usernames, now)
+                } else {
+                    KeyStatus::new(key, &KeyState::default(), 0, now)
+                }
             })
             .collect())
     }

@@ -11,7 +11,7 @@ local states, policies = {}, {}
 local under_attack, factor = false, 1
 for i, key in ipairs(KEYS) do
   local p = policy_of(ARGV[2 + i])
-  local s = load(key)
+  local s = load(key, p, now)
   if p.attack then
     local rolled = {
       attack_window = s.attack_window, attack_attempts = s.attack_attempts,

@@ -39,15 +39,6 @@ local function policy_of(dimension)
   return p
 end
 
-local function load(key)
-  local v = redis.call('HMGET', key, unpack(FIELDS))
-  local s = {}
-  for i, name in ipairs(FIELDS) do
-    s[name] = tonumber(v[i]) or 0
-  end
-  return s
-end
-
 -- Backoff::expires_at (nil: permanently locked)
 local function lockout_expires_at(s, b)
   if s.permanent == 1 then
@@ -80,6 +71,23 @@ local function expires_at(s, p)
     attack = (s.attack_window + 2) * p.attack.window_ms
   end
   return math.max(s.attempt_tat, s.throttle_tat, s.failure_tat, lock, spray, attack)
+end
+
+-- A key's state at `now`. As in the reference model (StateTable::state), a state past its
+-- expiry reads as fresh, whether or not Redis has dropped the key yet.
+local function load(key, p, now)
+  local v = redis.call('HMGET', key, unpack(FIELDS))
+  local s = {}
+  for i, name in ipairs(FIELDS) do
+    s[name] = tonumber(v[i]) or 0
+  end
+  local at = expires_at(s, p)
+  if at ~= nil and at <= now then
+    for _, name in ipairs(FIELDS) do
+      s[name] = 0
+    end
+  end
+  return s
 end
 
 local function save(key, s, p, now)

@@ -15,7 +15,7 @@ for i, key in ipairs(KEYS) do
   local started = ARGV[4 + 2 * i]
   local touches = p.lockout ~= nil or (failed and (p.failures or p.spray or p.attack))
   if touches then
-    local s = load(key)
+    local s = load(key, p, now)
     if p.lockout then
       if outcome == 'abandoned' then
         on_abandon(s, started)
