@@ -101,6 +101,18 @@ fn an_unknown_setting_fails_start_up_naming_it() {
 }
 
 #[test]
+fn a_trusted_proxy_network_wider_than_a_slash_8_fails_start_up_naming_the_setting() {
+    for network in ["0.0.0.0/0", "::/0"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = portcullis(&dir);
+        command.env("PORTCULLIS__SERVER__TRUSTED_PROXIES", network);
+        let stderr = startup_error(command);
+        assert!(stderr.contains("server.trusted_proxies"), "{stderr}");
+        assert!(stderr.contains("wider than"), "{stderr}");
+    }
+}
+
+#[test]
 fn an_impossible_policy_fails_start_up_naming_the_setting() {
     let dir = tempfile::tempdir().unwrap();
     let mut command = portcullis(&dir);
