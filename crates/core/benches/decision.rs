@@ -12,7 +12,7 @@ use portcullis_core::{KeyDeriver, Outcome, Policy, Username};
 
 fn decision(c: &mut Criterion) {
     let policy = Policy::default();
-    let deriver = KeyDeriver::new(b"bench-secret", 24, 64).expect("valid prefixes");
+    let deriver = KeyDeriver::new(b"bench-secret", 24, 64, 48).expect("valid prefixes");
     let username = Username::parse("alice").expect("valid username");
     let ip = "198.51.100.7".parse().expect("valid address");
     c.bench_function("derive keys", |b| {
@@ -25,7 +25,7 @@ fn decision(c: &mut Criterion) {
     c.bench_function("decide + record a failure", |b| {
         b.iter(|| {
             now += 10_000;
-            if table.attempt(&policy, black_box(&keys), now).is_allowed() {
+            if table.attempt(&policy, black_box(&keys), 0, now).is_allowed() {
                 table.record(&policy, &keys, Outcome::Failure, &digest, &[], now);
             }
         })

@@ -219,6 +219,14 @@ impl Backoff {
         }
     }
 
+    /// Verified failures not yet forgotten at `now` (attempts still in flight not counted).
+    pub fn recorded_failures(&self, state: &LockoutState, now: UnixMillis) -> u32 {
+        if state.failures > 0 && now.saturating_sub(state.last_failure) >= self.failure_reset_ms {
+            return 0;
+        }
+        state.failures.saturating_sub(state.in_flight)
+    }
+
     /// When the state becomes equivalent to a fresh one (`None`: never, it is permanent).
     pub fn expires_at(&self, state: &LockoutState) -> Option<UnixMillis> {
         if state.permanent {

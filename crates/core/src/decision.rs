@@ -17,11 +17,21 @@
 //!
 //! On any other dimension a lockout therefore counts attempts, not failures. The failure limits
 //! (`failures`) are charged when a failure is recorded and are never reset.
+//!
+//! An attempt that is not refused but must first solve a challenge (see [`crate::challenge`])
+//! is answered [`Decision::Challenge`]: it counts against the rate limits, so asking for
+//! challenges does not help a flood, but not against lockouts or failure limits.
+//!
+//! The under-attack signal counts outcomes, so that it cannot be steered: a failure, an
+//! abandoned attempt (shed at the peak of a flood) and an unanswered challenge each count as a
+//! failed attempt; a success counts once per account per signal window (an attacker logging into
+//! its own account over and over does not dilute the failure share).
 
 use serde::{Deserialize, Serialize};
 
 use crate::UnixMillis;
 use crate::attack::AttackState;
+use crate::challenge;
 use crate::backoff::{Backoff, Lockout, LockoutState};
 use crate::gcra::GcraVerdict;
 use crate::keys::{AttemptKey, Dimension};
@@ -43,6 +53,9 @@ pub struct KeyState {
     pub spray: SprayState,
     /// Service-wide attempts and failures (the global key only).
     pub attack: AttackState,
+    /// Until when this account's successes are already counted by the under-attack signal (the
+    /// end of the signal window of its last counted success; account keys only).
+    pub success_counted_until: UnixMillis,
 }
 
 impl KeyState {
@@ -63,6 +76,7 @@ impl KeyState {
             .map_or(0, |a| a.expires_at(&self.attack));
         Some(
             attack
+                .max(self.success_counted_until)
                 .max(self.attempt_tat)
                 .max(self.throttle_tat)
                 .max(self.failure_tat)
@@ -130,6 +144,12 @@ pub enum Decision {
         /// Whether the service is under attack (per-address limits were tightened).
         under_attack: bool,
     },
+    /// Refuse before any password work until a challenge of this much work is solved (the
+    /// attempt was counted against the rate limits).
+    Challenge {
+        /// Expected PBKDF2-SHA-256 iterations (see [`crate::challenge`]).
+        work: u64,
+    },
     /// Refuse before any password work.
     Deny(Denial),
 }
@@ -138,6 +158,11 @@ impl Decision {
     /// Whether the attempt may go on to verification.
     pub fn is_allowed(&self) -> bool {
         matches!(self, Decision::Allow { .. })
+    }
+
+    /// Whether the attempt was counted (allowed or challenged), so its states must be saved.
+    pub fn counts(&self) -> bool {
+        !matches!(self, Decision::Deny(_))
     }
 }
 
@@ -210,13 +235,15 @@ fn check_key(
     }
 }
 
-/// Decides an attempt touching `keys` whose current states are `states` (same order).
-/// When allowed, `states` are updated to count the attempt (on lockouts, as a failure); when
-/// refused, they are unchanged.
+/// Decides an attempt touching `keys` whose current states are `states` (same order), carrying
+/// a solved challenge of `proof_work` (0: none). When allowed, `states` are updated to count the
+/// attempt (on lockouts, as a failure); when challenged, to count it against the rate limits and
+/// as a failure of the under-attack signal; when refused, they are unchanged.
 pub fn decide(
     policy: &Policy,
     keys: &[AttemptKey],
     states: &mut [KeyState],
+    proof_work: u64,
     now: UnixMillis,
 ) -> Decision {
     let under_attack = keys.iter().zip(states.iter()).any(|(key, state)| {
@@ -249,13 +276,14 @@ pub fn decide(
     if let Some(denial) = denial {
         return Decision::Deny(denial);
     }
+    let required = challenge::required_work(policy, keys, states, under_attack, now);
     states.clone_from_slice(&counted);
+    if let Some(work) = required.filter(|&work| proof_work < work) {
+        count_in_signal(policy, keys, states, true, now);
+        return Decision::Challenge { work };
+    }
     let mut pending = Vec::new();
     for (key, state) in keys.iter().zip(states.iter_mut()) {
-        if let Some(signal) = &policy.for_dimension(key.dimension).attack {
-            signal.roll(&mut state.attack, now);
-            state.attack.attempts = state.attack.attempts.saturating_add(1);
-        }
         if let Some(backoff) = &policy.for_dimension(key.dimension).lockout {
             let (locked, lockout) = backoff.on_admission(&state.lockout, now);
             state.lockout = locked;
@@ -271,6 +299,51 @@ pub fn decide(
         pending,
         under_attack,
     }
+}
+
+/// Counts one finished attempt in the under-attack signal (on the global key).
+fn count_in_signal(
+    policy: &Policy,
+    keys: &[AttemptKey],
+    states: &mut [KeyState],
+    failed: bool,
+    now: UnixMillis,
+) {
+    for (key, state) in keys.iter().zip(states.iter_mut()) {
+        if let Some(signal) = &policy.for_dimension(key.dimension).attack {
+            signal.roll(&mut state.attack, now);
+            state.attack.attempts = state.attack.attempts.saturating_add(1);
+            if failed {
+                state.attack.failures = state.attack.failures.saturating_add(1);
+            }
+        }
+    }
+}
+
+/// Whether a success is the account's first in the signal window of `now`; if so, marks it
+/// counted on the account's key (the username or, for a trusted device, the device). Without an
+/// account key in the store every success counts.
+fn first_success_in_window(
+    policy: &Policy,
+    keys: &[AttemptKey],
+    states: &mut [KeyState],
+    now: UnixMillis,
+) -> bool {
+    let Some(signal) = policy.global.attack else {
+        return false;
+    };
+    let window_end = (now / signal.window_ms.max(1) + 1).saturating_mul(signal.window_ms);
+    let account = keys
+        .iter()
+        .position(|k| matches!(k.dimension, Dimension::Username | Dimension::Device));
+    let Some(state) = account.and_then(|i| states.get_mut(i)) else {
+        return true;
+    };
+    if state.success_counted_until > now {
+        return false;
+    }
+    state.success_counted_until = window_end;
+    true
 }
 
 /// A dimension's limits, tightened while the service is under attack where the dimension
@@ -300,8 +373,8 @@ pub fn started_on(pending: &[LockoutEvent], key: &AttemptKey) -> Option<Lockout>
 /// Applies a verified attempt's outcome to the states of its keys (`pending`: the lockouts its
 /// admission started): a failure charges the failure limits (its lockout count was taken at
 /// admission) and adds `username` (its keyed hash) to each source's distinct usernames; a
-/// success settles the account's lockouts (see the module doc). Returns the bans the failure
-/// started.
+/// success settles the account's lockouts (see the module doc); both count in the under-attack
+/// signal. Returns the bans the failure started.
 pub fn record(
     policy: &Policy,
     keys: &[AttemptKey],
@@ -311,6 +384,10 @@ pub fn record(
     pending: &[LockoutEvent],
     now: UnixMillis,
 ) -> Vec<LockoutEvent> {
+    let failed = outcome == Outcome::Failure;
+    if failed || first_success_in_window(policy, keys, states, now) {
+        count_in_signal(policy, keys, states, failed, now);
+    }
     let mut bans = Vec::new();
     for (key, state) in keys.iter().zip(states.iter_mut()) {
         let limits = policy.for_dimension(key.dimension);
@@ -322,13 +399,9 @@ pub fn record(
                 _ => Backoff::on_verified(&state.lockout),
             };
         }
-        if outcome == Outcome::Failure {
+        if failed {
             if let Some(limit) = &limits.failures {
                 state.failure_tat = limit.charge(state.failure_tat, now);
-            }
-            if let Some(signal) = &limits.attack {
-                signal.roll(&mut state.attack, now);
-                state.attack.failures = state.attack.failures.saturating_add(1);
             }
             if let Some(spray) = &limits.spray
                 && let Some(until) = spray.on_failure(&mut state.spray, username, now)
@@ -344,14 +417,16 @@ pub fn record(
 }
 
 /// Settles an admission that was never verified (`pending`: the lockouts it started): its
-/// provisional lockout failures and those lockouts are taken back; the rate limits and the
-/// under-attack signal keep counting it as an attempt.
+/// provisional lockout failures and those lockouts are taken back; the rate limits keep counting
+/// it, and the under-attack signal counts it as a failure (shedding must not hide a flood).
 pub fn abandon(
     policy: &Policy,
     keys: &[AttemptKey],
     states: &mut [KeyState],
     pending: &[LockoutEvent],
+    now: UnixMillis,
 ) {
+    count_in_signal(policy, keys, states, true, now);
     for (key, state) in keys.iter().zip(states.iter_mut()) {
         if policy.for_dimension(key.dimension).lockout.is_some() {
             state.lockout = Backoff::on_abandon(&state.lockout, started_on(pending, key));

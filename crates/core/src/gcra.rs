@@ -55,6 +55,12 @@ impl Gcra {
         }
     }
 
+    /// Events counted and not yet refilled at `now` (0 to `burst`, rounded up): how much of the
+    /// budget a key has used.
+    pub fn used(&self, tat: UnixMillis, now: UnixMillis) -> u64 {
+        tat.saturating_sub(now).div_ceil(self.interval_ms.max(1))
+    }
+
     /// Counts one event unconditionally (an outcome that already happened, such as a failure)
     /// and returns the new TAT.
     pub fn charge(&self, tat: UnixMillis, now: UnixMillis) -> UnixMillis {
@@ -66,6 +72,20 @@ impl Gcra {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn used_counts_the_cells_not_yet_refilled() {
+        let limit = Gcra {
+            burst: 10,
+            interval_ms: 1_000,
+        };
+        assert_eq!(limit.used(0, 5_000), 0);
+        let tat = limit.charge(limit.charge(0, 5_000), 5_000);
+        assert_eq!(limit.used(tat, 5_000), 2);
+        assert_eq!(limit.used(tat, 5_500), 2, "half a cell refilled still counts");
+        assert_eq!(limit.used(tat, 6_000), 1);
+        assert_eq!(limit.used(tat, 9_000), 0);
+    }
 
     const LIMIT: Gcra = Gcra {
         burst: 3,

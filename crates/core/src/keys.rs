@@ -1,8 +1,9 @@
 //! The dimensions an attempt is counted under, and the store key of each.
 //!
 //! A login attempt is counted against its client IP, the IP's subnet (IPv4 /24 and IPv6 /64 by
-//! default: one host, one home network, one cloud allocation), the normalised username, the
-//! username from that IP, and the whole service. Usernames enter keys only as a keyed hash
+//! default: one host, one home network, one cloud allocation), for IPv6 the wider network (/48: what
+//! one customer or tunnel broker hands out), the normalised username, the username from that IP,
+//! and the whole service. 6to4 and Teredo addresses count as the IPv4 address they carry. Usernames enter keys only as a keyed hash
 //! (HMAC-SHA-256 with a server secret, truncated to 128 bits), so a store dump reveals no names.
 
 use std::net::IpAddr;
@@ -25,6 +26,8 @@ pub enum Dimension {
     Ip,
     /// The client's subnet.
     Subnet,
+    /// An IPv6 client's wider network (its /48 by default); IPv4 clients have none.
+    Network,
     /// One (normalised) username, from anywhere.
     Username,
     /// One username from one client address.
@@ -35,10 +38,11 @@ pub enum Dimension {
 
 impl Dimension {
     /// Every dimension, in the order keys are derived.
-    pub const ALL: [Dimension; 6] = [
+    pub const ALL: [Dimension; 7] = [
         Dimension::Global,
         Dimension::Ip,
         Dimension::Subnet,
+        Dimension::Network,
         Dimension::Username,
         Dimension::UsernameIp,
         Dimension::Device,
@@ -54,6 +58,12 @@ impl Dimension {
         )
     }
 
+    /// Whether the dimension counts a source of attempts (an address or a network of them),
+    /// whose failures make its next attempts risky (see [`crate::challenge`]).
+    pub fn is_source(self) -> bool {
+        matches!(self, Dimension::Ip | Dimension::Subnet | Dimension::Network)
+    }
+
     /// Whether the dimension's limits tighten while the service is under attack.
     pub fn tightens_under_attack(self) -> bool {
         self == Dimension::Ip
@@ -65,6 +75,7 @@ impl Dimension {
             Dimension::Global => "global",
             Dimension::Ip => "ip",
             Dimension::Subnet => "subnet",
+            Dimension::Network => "network",
             Dimension::Username => "username",
             Dimension::UsernameIp => "username_ip",
             Dimension::Device => "device",
@@ -90,6 +101,9 @@ pub enum PrefixError {
     /// IPv6 prefixes are 0..=128.
     #[error("IPv6 subnet prefix {0} is not in 0..=128")]
     V6(u8),
+    /// An IPv6 network is no longer than the subnets in it.
+    #[error("IPv6 network prefix {0} is not in 0..=the IPv6 subnet prefix")]
+    V6Network(u8),
 }
 
 /// Derives an attempt's keys: subnet widths and the secret that hashes usernames.
@@ -98,16 +112,26 @@ pub struct KeyDeriver {
     mac: Hmac<Sha256>,
     ipv4_prefix: u8,
     ipv6_prefix: u8,
+    ipv6_network_prefix: u8,
 }
 
 impl KeyDeriver {
-    /// A deriver with the given username-hashing secret and subnet prefix lengths.
-    pub fn new(hmac_key: &[u8], ipv4_prefix: u8, ipv6_prefix: u8) -> Result<Self, PrefixError> {
+    /// A deriver with the given username-hashing secret and the prefix lengths of IPv4 subnets,
+    /// IPv6 subnets and IPv6 networks.
+    pub fn new(
+        hmac_key: &[u8],
+        ipv4_prefix: u8,
+        ipv6_prefix: u8,
+        ipv6_network_prefix: u8,
+    ) -> Result<Self, PrefixError> {
         if ipv4_prefix > 32 {
             return Err(PrefixError::V4(ipv4_prefix));
         }
         if ipv6_prefix > 128 {
             return Err(PrefixError::V6(ipv6_prefix));
+        }
+        if ipv6_network_prefix > ipv6_prefix {
+            return Err(PrefixError::V6Network(ipv6_network_prefix));
         }
         // HMAC accepts keys of any length, so this cannot fail; map it rather than unwrap.
         let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(hmac_key)
@@ -116,20 +140,26 @@ impl KeyDeriver {
             mac,
             ipv4_prefix,
             ipv6_prefix,
+            ipv6_network_prefix,
         })
     }
 
-    /// The subnet an address is counted in (IPv4-mapped IPv6 addresses count as IPv4).
+    /// The subnet an address is counted in (see [`counted_address`]).
     pub fn subnet(&self, ip: IpAddr) -> IpNet {
-        let ip = ip.to_canonical();
+        let ip = counted_address(ip);
         let prefix = match ip {
             IpAddr::V4(_) => self.ipv4_prefix,
             IpAddr::V6(_) => self.ipv6_prefix,
         };
-        // The prefix was validated in `new`, so this always succeeds.
-        IpNet::new(ip, prefix)
-            .map(|net| net.trunc())
-            .unwrap_or_else(|_| IpNet::from(ip))
+        truncate(ip, prefix)
+    }
+
+    /// The wider network of an IPv6 address (none for an address counted as IPv4).
+    pub fn network(&self, ip: IpAddr) -> Option<IpNet> {
+        match counted_address(ip) {
+            IpAddr::V4(_) => None,
+            ip @ IpAddr::V6(_) => Some(truncate(ip, self.ipv6_network_prefix)),
+        }
     }
 
     /// The keyed hash that stands for a username in keys (32 hex characters).
@@ -149,7 +179,7 @@ impl KeyDeriver {
     pub fn ip_key(&self, ip: IpAddr) -> AttemptKey {
         AttemptKey {
             dimension: Dimension::Ip,
-            key: format!("ip:{}", ip.to_canonical()),
+            key: format!("ip:{}", counted_address(ip)),
         }
     }
 
@@ -161,15 +191,27 @@ impl KeyDeriver {
         }
     }
 
-    /// The keys of the source alone, address and subnet (what a registration counts against).
-    pub fn source_keys(&self, ip: IpAddr) -> [AttemptKey; 2] {
-        let ip = ip.to_canonical();
-        [self.ip_key(ip), self.subnet_key(self.subnet(ip))]
+    /// The key counting one IPv6 network (given as any network; it is truncated to its prefix).
+    pub fn network_key(&self, net: IpNet) -> AttemptKey {
+        AttemptKey {
+            dimension: Dimension::Network,
+            key: format!("nw:{}", net.trunc()),
+        }
+    }
+
+    /// The keys of the source alone: address, subnet and, for IPv6, network (what a registration
+    /// counts against).
+    pub fn source_keys(&self, ip: IpAddr) -> Vec<AttemptKey> {
+        let ip = counted_address(ip);
+        let mut keys = vec![self.ip_key(ip), self.subnet_key(self.subnet(ip))];
+        keys.extend(self.network(ip).map(|net| self.network_key(net)));
+        keys
     }
 
     /// Every key an attempt by `username` from `ip` touches. A trusted device (a valid device
-    /// cookie) is counted per device instead of per account: the account's own counters, which
-    /// an attacker can drive into lockout, do not apply to it.
+    /// cookie for this username) is counted per device alone: neither the account's counters,
+    /// which an attacker can drive into lockout, nor the source's, which an attacker sharing the
+    /// address (an office or carrier NAT) can get banned, apply to it.
     pub fn keys(
         &self,
         ip: IpAddr,
@@ -187,19 +229,43 @@ impl KeyDeriver {
         user: &str,
         device: Option<&DeviceId>,
     ) -> Vec<AttemptKey> {
-        let ip = ip.to_canonical();
+        let ip = counted_address(ip);
         let key = |dimension, key| AttemptKey { dimension, key };
         let mut keys = vec![key(Dimension::Global, "g".to_owned())];
-        keys.extend(self.source_keys(ip));
         match device {
             Some(device) => keys.push(key(Dimension::Device, format!("dev:{}", device.as_str()))),
             None => {
+                keys.extend(self.source_keys(ip));
                 keys.push(username_key(user));
                 keys.push(key(Dimension::UsernameIp, format!("ui:{user}:{ip}")));
             }
         }
         keys
     }
+}
+
+/// The address an attempt is counted under: IPv4-mapped IPv6 addresses, 6to4 addresses
+/// (2002::/16) and Teredo addresses (2001::/32) count as the IPv4 address they carry, so a client
+/// cannot leave its IPv4 budgets by wrapping its address.
+pub fn counted_address(ip: IpAddr) -> IpAddr {
+    let IpAddr::V6(v6) = ip.to_canonical() else {
+        return ip.to_canonical();
+    };
+    let s = v6.segments();
+    let embedded = |high: u16, low: u16| IpAddr::V4(((u32::from(high) << 16) | u32::from(low)).into());
+    match s {
+        [0x2002, high, low, ..] => embedded(high, low),
+        // Teredo keeps the client's public address in the last 32 bits, inverted.
+        [0x2001, 0, _, _, _, _, high, low] => embedded(!high, !low),
+        _ => IpAddr::V6(v6),
+    }
+}
+
+/// `ip`'s network of `prefix` bits (validated by [`KeyDeriver::new`]).
+fn truncate(ip: IpAddr, prefix: u8) -> IpNet {
+    IpNet::new(ip, prefix)
+        .map(|net| net.trunc())
+        .unwrap_or_else(|_| IpNet::from(ip))
 }
 
 /// The username key from the username's keyed hash.
@@ -215,7 +281,7 @@ mod tests {
     use super::*;
 
     fn deriver() -> KeyDeriver {
-        KeyDeriver::new(b"secret", 24, 64).unwrap()
+        KeyDeriver::new(b"secret", 24, 64, 48).unwrap()
     }
 
     fn key(keys: &[AttemptKey], dimension: Dimension) -> &str {
@@ -245,7 +311,7 @@ mod tests {
         let name = Username::parse("alice").unwrap();
         let keys = deriver().keys("198.51.100.1".parse().unwrap(), &name, None);
         assert!(keys.iter().all(|k| !k.key.contains("alice")));
-        let other_secret = KeyDeriver::new(b"other", 24, 64).unwrap();
+        let other_secret = KeyDeriver::new(b"other", 24, 64, 48).unwrap();
         assert_ne!(
             deriver().username_digest(&name),
             other_secret.username_digest(&name)
@@ -267,12 +333,51 @@ mod tests {
     #[test]
     fn prefixes_out_of_range_are_refused() {
         assert_eq!(
-            KeyDeriver::new(b"k", 33, 64).err(),
+            KeyDeriver::new(b"k", 33, 64, 48).err(),
             Some(PrefixError::V4(33))
         );
         assert_eq!(
-            KeyDeriver::new(b"k", 24, 129).err(),
+            KeyDeriver::new(b"k", 24, 129, 48).err(),
             Some(PrefixError::V6(129))
         );
+        assert_eq!(
+            KeyDeriver::new(b"k", 24, 64, 65).err(),
+            Some(PrefixError::V6Network(65))
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_also_count_under_their_network() {
+        let d = deriver();
+        let name = Username::parse("alice").unwrap();
+        let keys = d.keys("2001:db8:7:42::9".parse().unwrap(), &name, None);
+        assert_eq!(key(&keys, Dimension::Subnet), "net:2001:db8:7:42::/64");
+        assert_eq!(key(&keys, Dimension::Network), "nw:2001:db8:7::/48");
+        let v4 = d.keys("198.51.100.1".parse().unwrap(), &name, None);
+        assert!(v4.iter().all(|k| k.dimension != Dimension::Network));
+    }
+
+    #[test]
+    fn six_to_four_and_teredo_addresses_count_as_their_ipv4_address() {
+        let d = deriver();
+        let name = Username::parse("alice").unwrap();
+        let plain = d.keys("192.0.2.33".parse().unwrap(), &name, None);
+        // 6to4: 2002:c000:0221::/48 carries 192.0.2.33.
+        let six_to_four = d.keys("2002:c000:221:5::1".parse().unwrap(), &name, None);
+        // Teredo: the last 32 bits are 192.0.2.33 inverted (3f ff fd de).
+        let teredo = d.keys("2001:0:4136:e378:8000:63bf:3fff:fdde".parse().unwrap(), &name, None);
+        assert_eq!(plain, six_to_four);
+        assert_eq!(plain, teredo);
+    }
+
+    #[test]
+    fn a_trusted_device_is_counted_per_device_alone() {
+        let d = deriver();
+        let name = Username::parse("alice").unwrap();
+        let cookies = crate::DeviceCookies::new(b"device-key");
+        let device = cookies.verify(&cookies.issue(&name, [7; 16]), &name).unwrap();
+        let keys = d.keys("198.51.100.1".parse().unwrap(), &name, Some(&device));
+        let dimensions: Vec<_> = keys.iter().map(|k| k.dimension).collect();
+        assert_eq!(dimensions, [Dimension::Global, Dimension::Device]);
     }
 }

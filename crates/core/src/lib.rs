@@ -8,6 +8,8 @@
 //! - [`attack`]: the service-wide "under attack" signal that tightens per-address limits.
 //! - [`gcra`]: rate limits (generic cell rate algorithm).
 //! - [`backoff`]: Keycloak-style failure counting and lockout back-off.
+//! - [`challenge`]: when an attempt must first solve a proof-of-work challenge, and how hard.
+//! - [`altcha`]: that challenge in ALTCHA's v2 protocol: issued, solved and verified.
 //! - [`spray`]: the credential-stuffing signature (many usernames from one source) and bans.
 //! - [`username`]: username normalisation.
 //! - [`device`]: device cookies, so an account's owner is not locked out with its attacker.
@@ -16,8 +18,10 @@
 //! - [`decision`]: the decision across dimensions and the effect of an outcome.
 //! - [`model`]: a reference model (a plain map of key states) used by property tests.
 
+pub mod altcha;
 pub mod attack;
 pub mod backoff;
+pub mod challenge;
 pub mod decision;
 pub mod device;
 pub mod gcra;
@@ -30,6 +34,7 @@ pub mod username;
 /// A point in time: milliseconds since the Unix epoch. Durations are plain millisecond counts.
 pub type UnixMillis = u64;
 
+pub use challenge::{ChallengeMode, ChallengePolicy};
 pub use decision::{Decision, Denial, KeyState, LockoutEvent, Outcome, Reason};
 pub use device::{DeviceCookies, DeviceId};
 pub use keys::{AttemptKey, Dimension, KeyDeriver};

@@ -104,11 +104,18 @@ impl StateTable {
         self.entries.is_empty()
     }
 
-    /// Decides an attempt and counts it if allowed (see [`decision::decide`]).
-    pub fn attempt(&mut self, policy: &Policy, keys: &[AttemptKey], now: UnixMillis) -> Decision {
+    /// Decides an attempt carrying a proof of `proof_work` (0: none) and counts it unless refused
+    /// (see [`decision::decide`]).
+    pub fn attempt(
+        &mut self,
+        policy: &Policy,
+        keys: &[AttemptKey],
+        proof_work: u64,
+        now: UnixMillis,
+    ) -> Decision {
         let mut states = self.load(keys, now);
-        let decision = decision::decide(policy, keys, &mut states, now);
-        if decision.is_allowed() {
+        let decision = decision::decide(policy, keys, &mut states, proof_work, now);
+        if decision.counts() {
             self.save(policy, keys, states, now);
         }
         decision
@@ -140,7 +147,7 @@ impl StateTable {
         now: UnixMillis,
     ) {
         let mut states = self.load(keys, now);
-        decision::abandon(policy, keys, &mut states, pending);
+        decision::abandon(policy, keys, &mut states, pending, now);
         self.save(policy, keys, states, now);
     }
 
@@ -161,10 +168,17 @@ mod tests {
 
     const T0: UnixMillis = 1_700_000_000_000;
 
+    /// The default limits without challenges, to watch the limits alone.
+    fn limits_only() -> Policy {
+        let mut policy = Policy::default();
+        policy.challenge.mode = crate::ChallengeMode::Off;
+        policy
+    }
+
     fn keys(ip: &str, user: &str) -> Vec<AttemptKey> {
-        let deriver = KeyDeriver::new(b"test", 24, 64).unwrap();
+        let deriver = KeyDeriver::new(b"test", 24, 64, 48).unwrap();
         let ip: IpAddr = ip.parse().unwrap();
-        Policy::default().active_keys(deriver.keys(ip, &Username::parse(user).unwrap(), None))
+        limits_only().active_keys(deriver.keys(ip, &Username::parse(user).unwrap(), None))
     }
 
     /// The username's keyed hash, as the guard passes it to `record`.
@@ -190,7 +204,8 @@ mod tests {
         }
     }
 
-    /// Attempts and, if admitted, records `outcome`, as a login does.
+    /// Attempts and, if admitted, records `outcome`, as a login does whose client solves any
+    /// challenge (it carries an ample proof).
     fn login(
         table: &mut StateTable,
         policy: &Policy,
@@ -198,14 +213,14 @@ mod tests {
         outcome: Outcome,
         now: UnixMillis,
     ) -> Decision {
-        let decision = table.attempt(policy, keys, now);
+        let decision = table.attempt(policy, keys, u64::MAX, now);
         settle(table, policy, keys, &decision, outcome, now);
         decision
     }
 
     /// Attempts then fails, as a login with a wrong password does.
     fn fail(table: &mut StateTable, keys: &[AttemptKey], now: UnixMillis) -> Decision {
-        login(table, &Policy::default(), keys, Outcome::Failure, now)
+        login(table, &limits_only(), keys, Outcome::Failure, now)
     }
 
     #[test]
@@ -216,7 +231,7 @@ mod tests {
             assert!(fail(&mut table, &from, T0 + i).is_allowed());
         }
         let elsewhere = keys("203.0.113.9", "Alice");
-        let Decision::Deny(denial) = table.attempt(&Policy::default(), &elsewhere, T0 + 10) else {
+        let Decision::Deny(denial) = table.attempt(&limits_only(), &elsewhere, 0, T0 + 10) else {
             panic!("sixth attempt allowed");
         };
         assert_eq!(
@@ -231,7 +246,7 @@ mod tests {
         let after = T0 + 4 + 60_000;
         assert!(
             table
-                .attempt(&Policy::default(), &elsewhere, after)
+                .attempt(&limits_only(), &elsewhere, 0, after)
                 .is_allowed()
         );
     }
@@ -239,10 +254,10 @@ mod tests {
     #[test]
     fn concurrent_attempts_cannot_outrun_the_lockout_before_their_failures_are_recorded() {
         let mut table = StateTable::default();
-        let policy = Policy::default();
+        let policy = limits_only();
         // Ten attempts admitted back to back, none verified yet: the lockout counts each one.
         let decisions: Vec<Decision> = (0..10)
-            .map(|i| table.attempt(&policy, &keys(&format!("198.51.{i}.1"), "erin"), T0))
+            .map(|i| table.attempt(&policy, &keys(&format!("198.51.{i}.1"), "erin"), 0, T0))
             .collect();
         assert_eq!(decisions.iter().filter(|d| d.is_allowed()).count(), 5);
         let Decision::Allow { pending, .. } = &decisions[4] else {
@@ -259,12 +274,12 @@ mod tests {
     #[test]
     fn one_address_failing_on_ten_usernames_is_banned() {
         let mut table = StateTable::default();
-        let policy = Policy::default();
+        let policy = limits_only();
         for i in 0..10 {
             let k = keys("203.0.113.9", &format!("sprayed{i}"));
             assert!(fail(&mut table, &k, T0 + i).is_allowed(), "attempt {i}");
         }
-        let Decision::Deny(denial) = table.attempt(&policy, &keys("203.0.113.9", "next"), T0 + 10)
+        let Decision::Deny(denial) = table.attempt(&policy, &keys("203.0.113.9", "next"), 0, T0 + 10)
         else {
             panic!("the 11th username was admitted");
         };
@@ -276,7 +291,7 @@ mod tests {
         // Another address in the same subnet is not banned (the subnet's threshold is 30).
         assert!(
             table
-                .attempt(&policy, &keys("203.0.113.10", "next"), T0 + 10)
+                .attempt(&policy, &keys("203.0.113.10", "next"), 0, T0 + 10)
                 .is_allowed()
         );
     }
@@ -284,7 +299,7 @@ mod tests {
     #[test]
     fn a_source_past_its_long_term_budget_is_throttled_whatever_the_outcome() {
         let mut table = StateTable::default();
-        let mut policy = Policy::default();
+        let mut policy = limits_only();
         policy.ip.throttle = Some(crate::gcra::Gcra {
             burst: 3,
             interval_ms: 864_000,
@@ -295,7 +310,7 @@ mod tests {
             assert!(decision.is_allowed());
         }
         let Decision::Deny(denial) =
-            table.attempt(&policy, &keys("192.0.2.44", "regular"), T0 + 6_000)
+            table.attempt(&policy, &keys("192.0.2.44", "regular"), 0, T0 + 6_000)
         else {
             panic!("the fourth attempt was admitted");
         };
@@ -308,7 +323,7 @@ mod tests {
     #[test]
     fn a_surge_of_failures_puts_the_service_under_attack_and_tightens_address_limits() {
         let mut table = StateTable::default();
-        let mut policy = Policy::default();
+        let mut policy = limits_only();
         if let Some(signal) = policy.global.attack.as_mut() {
             signal.min_attempts = 10;
         }
@@ -343,16 +358,115 @@ mod tests {
         assert!(matches!(admitted[7], Decision::Deny(d) if d.reason == Reason::RateLimited));
     }
 
+    /// The default policy with a signal that needs only 10 attempts.
+    fn sensitive() -> Policy {
+        let mut policy = Policy::default();
+        if let Some(signal) = policy.global.attack.as_mut() {
+            signal.min_attempts = 10;
+        }
+        policy
+    }
+
+    fn under_attack(table: &mut StateTable, policy: &Policy, now: UnixMillis) -> bool {
+        // A fresh address and username, asked with an ample proof so it is never challenged.
+        let probe = keys("203.0.113.250", "probe");
+        let decision = table.attempt(policy, &probe, u64::MAX, now);
+        let flag = matches!(decision, Decision::Allow { under_attack: true, .. });
+        if let Decision::Allow { pending, .. } = &decision {
+            table.abandon(policy, &probe, pending, now);
+        }
+        flag
+    }
+
+    #[test]
+    fn under_attack_a_clean_source_is_challenged_counted_and_let_in_by_a_proof() {
+        let mut table = StateTable::default();
+        let policy = sensitive();
+        for i in 0..10 {
+            login(&mut table, &policy, &keys(&format!("10.0.{i}.1"), &format!("u{i}")), Outcome::Failure, T0);
+        }
+        let fresh = keys("192.0.2.7", "dana");
+        let work = policy.challenge.min_work;
+        assert_eq!(table.attempt(&policy, &fresh, 0, T0 + 1), Decision::Challenge { work });
+        assert_eq!(
+            table.attempt(&policy, &fresh, work - 1, T0 + 1),
+            Decision::Challenge { work },
+            "a proof short of the work asked"
+        );
+        // Challenged attempts count against the address's (tightened) burst of 7.
+        for _ in 0..5 {
+            table.attempt(&policy, &fresh, 0, T0 + 1);
+        }
+        assert!(matches!(
+            table.attempt(&policy, &fresh, work, T0 + 1),
+            Decision::Deny(d) if d.reason == Reason::RateLimited
+        ));
+        let other = keys("192.0.2.8", "erin");
+        assert!(table.attempt(&policy, &other, work, T0 + 1).is_allowed());
+    }
+
+    #[test]
+    fn unanswered_challenges_keep_the_signal_on() {
+        let mut table = StateTable::default();
+        let policy = sensitive();
+        for i in 0..10 {
+            login(&mut table, &policy, &keys(&format!("10.0.{i}.1"), &format!("u{i}")), Outcome::Failure, T0);
+        }
+        // A flood that is now only challenged, never verified, amid a trickle of successes.
+        for i in 0..200u32 {
+            let from = keys(&format!("10.{}.{}.1", 1 + i / 250, i % 250), &format!("v{i}"));
+            assert!(matches!(table.attempt(&policy, &from, 0, T0 + 1_000), Decision::Challenge { .. }));
+            if i % 10 == 0 {
+                let user = keys(&format!("192.0.2.{}", i / 10 + 1), &format!("legit{i}"));
+                login(&mut table, &policy, &user, Outcome::Success, T0 + 1_000);
+            }
+        }
+        assert!(under_attack(&mut table, &policy, T0 + 2_000));
+    }
+
+    #[test]
+    fn shed_attempts_count_as_failures_of_the_signal() {
+        let mut table = StateTable::default();
+        let policy = sensitive();
+        for i in 0..10 {
+            let from = keys(&format!("10.0.{i}.1"), &format!("u{i}"));
+            if let Decision::Allow { pending, .. } = table.attempt(&policy, &from, 0, T0) {
+                table.abandon(&policy, &from, &pending, T0);
+            }
+        }
+        assert!(under_attack(&mut table, &policy, T0 + 1));
+    }
+
+    #[test]
+    fn an_accounts_repeated_successes_count_once_per_window() {
+        let mut table = StateTable::default();
+        let policy = sensitive();
+        let own = keys("198.51.100.9", "mallory");
+        for i in 0..9 {
+            login(&mut table, &policy, &keys(&format!("10.0.{i}.1"), &format!("u{i}")), Outcome::Failure, T0);
+        }
+        // Logging into its own account 100 times adds one success, not 100: 9 of 10 failed.
+        for i in 0..100 {
+            login(&mut table, &policy, &own, Outcome::Success, T0 + i);
+        }
+        assert!(under_attack(&mut table, &policy, T0 + 200));
+        // Distinct accounts each count: 9 of 30 failed.
+        for i in 0..20 {
+            login(&mut table, &policy, &keys(&format!("192.0.2.{}", i + 1), &format!("w{i}")), Outcome::Success, T0 + 300);
+        }
+        assert!(!under_attack(&mut table, &policy, T0 + 400));
+    }
+
     #[test]
     fn a_success_clears_the_lockout_its_own_admission_started() {
         let mut table = StateTable::default();
-        let policy = Policy::default();
+        let policy = limits_only();
         let from = keys("198.51.100.1", "frank");
         for i in 0..4 {
             fail(&mut table, &from, T0 + i);
         }
         assert!(login(&mut table, &policy, &from, Outcome::Success, T0 + 4).is_allowed());
-        assert!(table.attempt(&policy, &from, T0 + 5).is_allowed());
+        assert!(table.attempt(&policy, &from, 0, T0 + 5).is_allowed());
     }
 
     #[test]
@@ -373,7 +487,7 @@ mod tests {
     #[test]
     fn a_success_does_not_reset_the_ip_counter() {
         let mut table = StateTable::default();
-        let policy = Policy::default();
+        let policy = limits_only();
         let victim = keys("198.51.100.1", "victim");
         let own = keys("198.51.100.1", "attacker");
         for i in 0..4 {
@@ -389,7 +503,7 @@ mod tests {
     #[test]
     fn a_success_resets_the_username_failures() {
         let mut table = StateTable::default();
-        let policy = Policy::default();
+        let policy = limits_only();
         let from = keys("198.51.100.1", "carol");
         for i in 0..4 {
             fail(&mut table, &from, T0 + i);
@@ -403,39 +517,39 @@ mod tests {
     #[test]
     fn a_flood_of_distinct_keys_is_forgotten_once_it_expires() {
         let mut table = StateTable::default();
-        let policy = Policy::default();
+        let policy = limits_only();
         for i in 0..5_000u32 {
             // One address per /24, so no subnet limit cuts the flood short.
             let ip = format!("10.{}.{}.1", i >> 8, i & 0xff);
-            table.attempt(&policy, &keys(&ip, &format!("user{i}")), T0);
+            table.attempt(&policy, &keys(&ip, &format!("user{i}")), 0, T0);
         }
         let peak = table.len();
         assert!(peak >= 5_000, "{peak}");
         // A day later every limit has refilled and every failure window has passed: the next
-        // write sweeps the table down to the late attempt's own keys: global, address, subnet,
-        // username, username from the address.
-        table.attempt(&policy, &keys("192.0.2.1", "late"), T0 + 25 * 3_600_000);
-        assert_eq!(table.len(), 5);
+        // write sweeps the table down to the late attempt's own keys: address, subnet, username,
+        // username from the address (the global signal counts outcomes, and none came yet).
+        table.attempt(&policy, &keys("192.0.2.1", "late"), 0, T0 + 25 * 3_600_000);
+        assert_eq!(table.len(), 4);
     }
 
     fn pending_of(decision: &Decision) -> Vec<LockoutEvent> {
         match decision {
             Decision::Allow { pending, .. } => pending.clone(),
-            Decision::Deny(_) => Vec::new(),
+            Decision::Challenge { .. } | Decision::Deny(_) => Vec::new(),
         }
     }
 
     #[test]
     fn a_success_amid_concurrent_guesses_keeps_their_provisional_failures() {
         let mut table = StateTable::default();
-        let policy = Policy::default();
+        let policy = limits_only();
         let from = keys("198.51.100.1", "grace");
         // The right password first, then wrong guesses, all admitted before any is verified.
         let admitted: Vec<Decision> = (0..5)
-            .map(|i| table.attempt(&policy, &from, T0 + i))
+            .map(|i| table.attempt(&policy, &from, 0, T0 + i))
             .collect();
         assert!(admitted.iter().all(Decision::is_allowed));
-        assert!(!table.attempt(&policy, &from, T0 + 5).is_allowed());
+        assert!(!table.attempt(&policy, &from, 0, T0 + 5).is_allowed());
         settle(
             &mut table,
             &policy,
@@ -446,40 +560,40 @@ mod tests {
         );
         // Four guesses are still in flight: one more attempt is admitted, then the lockout.
         let late: Vec<Decision> = (0..10)
-            .map(|i| table.attempt(&policy, &from, T0 + 7 + i))
+            .map(|i| table.attempt(&policy, &from, 0, T0 + 7 + i))
             .collect();
         assert_eq!(late.iter().filter(|d| d.is_allowed()).count(), 1);
         for guess in admitted.iter().skip(1).chain(&late[..1]) {
             settle(&mut table, &policy, &from, guess, Outcome::Failure, T0 + 20);
         }
-        assert!(!table.attempt(&policy, &from, T0 + 21).is_allowed());
+        assert!(!table.attempt(&policy, &from, 0, T0 + 21).is_allowed());
     }
 
     #[test]
     fn an_abandoned_attempt_takes_back_its_provisional_failure_and_the_lockout_it_started() {
         let mut table = StateTable::default();
-        let policy = Policy::default();
+        let policy = limits_only();
         let from = keys("198.51.100.1", "heidi");
         for i in 0..4 {
             fail(&mut table, &from, T0 + i);
         }
-        let fifth = table.attempt(&policy, &from, T0 + 4);
+        let fifth = table.attempt(&policy, &from, 0, T0 + 4);
         assert_eq!(pending_of(&fifth).len(), 1, "the fifth admission locks");
         table.abandon(&policy, &from, &pending_of(&fifth), T0 + 5);
         // Shed with 503: the client may retry without having locked itself out.
         for i in 0..3 {
-            let retry = table.attempt(&policy, &from, T0 + 6 + i);
+            let retry = table.attempt(&policy, &from, 0, T0 + 6 + i);
             assert!(retry.is_allowed(), "retry {i}");
             table.abandon(&policy, &from, &pending_of(&retry), T0 + 6 + i);
         }
         assert!(fail(&mut table, &from, T0 + 10).is_allowed());
-        assert!(!table.attempt(&policy, &from, T0 + 11).is_allowed());
+        assert!(!table.attempt(&policy, &from, 0, T0 + 11).is_allowed());
     }
 
     #[test]
     fn a_success_on_the_attempt_that_trips_the_permanent_lock_takes_it_back() {
         let mut table = StateTable::default();
-        let mut policy = Policy::default();
+        let mut policy = limits_only();
         if let Some(lockout) = policy.username.lockout.as_mut() {
             lockout.permanent_after = Some(0);
         }
@@ -487,7 +601,7 @@ mod tests {
         for i in 0..4 {
             login(&mut table, &policy, &from, Outcome::Failure, T0 + i);
         }
-        let tripping = table.attempt(&policy, &from, T0 + 4);
+        let tripping = table.attempt(&policy, &from, 0, T0 + 4);
         assert!(
             pending_of(&tripping)
                 .iter()
@@ -505,7 +619,7 @@ mod tests {
             .state(key_of(&from, Dimension::Username), T0 + 6)
             .unwrap_or_default();
         assert!(!state.lockout.permanent);
-        assert!(table.attempt(&policy, &from, T0 + 6).is_allowed());
+        assert!(table.attempt(&policy, &from, 0, T0 + 6).is_allowed());
     }
 
     #[derive(Clone, Debug)]
@@ -529,7 +643,7 @@ mod tests {
         /// Whatever happened before, a success leaves the IP and subnet state exactly as it was.
         #[test]
         fn a_success_never_lowers_an_ips_or_subnets_counters(events in events()) {
-            let policy = Policy::default();
+            let policy = limits_only();
             let mut table = StateTable::default();
             let mut now = T0;
             for event in events {
@@ -537,7 +651,7 @@ mod tests {
                     Event::Wait(ms) => now += ms,
                     Event::Attempt { ip, user, correct } => {
                         let k = keys(&format!("198.51.{ip}.7"), &format!("u{user}"));
-                        let decision = table.attempt(&policy, &k, now);
+                        let decision = table.attempt(&policy, &k, 0, now);
                         if !decision.is_allowed() {
                             continue;
                         }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::attack::AttackSignal;
 use crate::backoff::{Backoff, Strategy};
+use crate::challenge::ChallengePolicy;
 use crate::gcra::Gcra;
 use crate::keys::{AttemptKey, Dimension};
 use crate::spray::Spray;
@@ -81,7 +82,7 @@ pub struct PolicyError {
 }
 
 impl PolicyError {
-    fn new(setting: impl Into<String>, problem: &'static str) -> Self {
+    pub(crate) fn new(setting: impl Into<String>, problem: &'static str) -> Self {
         Self {
             setting: setting.into(),
             problem,
@@ -100,12 +101,19 @@ pub struct Policy {
     pub ipv4_subnet_prefix: u8,
     /// Prefix length of an IPv6 client's subnet (64: one customer's LAN).
     pub ipv6_subnet_prefix: u8,
+    /// Prefix length of an IPv6 client's network (48: one site, or one tunnel broker's
+    /// allocation; the 65 536 /64s in it share the `network` limits).
+    pub ipv6_network_prefix: u8,
+    /// When an attempt must carry a solved proof-of-work challenge.
+    pub challenge: ChallengePolicy,
     /// The whole service: by default only the "under attack" signal, never a cap.
     pub global: KeyPolicy,
     /// One client address.
     pub ip: KeyPolicy,
     /// The client's subnet.
     pub subnet: KeyPolicy,
+    /// An IPv6 client's network.
+    pub network: KeyPolicy,
     /// One account, from anywhere.
     pub username: KeyPolicy,
     /// One account from one address.
@@ -120,11 +128,15 @@ impl Default for Policy {
             enabled: true,
             ipv4_subnet_prefix: 24,
             ipv6_subnet_prefix: 64,
+            ipv6_network_prefix: 48,
+            challenge: ChallengePolicy::default(),
             // Only the under-attack signal: a global cap would let an attacker lock everyone out.
             global: KeyPolicy {
                 attack: Some(AttackSignal {
                     window_ms: 5 * MINUTE,
-                    min_attempts: 200,
+                    // Low, because what it turns on is cheap for people (a sub-second challenge
+                    // on new devices) and every attempt before it is a free guess.
+                    min_attempts: 20,
                     failure_percent: 80,
                     tighten_factor: 4,
                 }),
@@ -169,6 +181,24 @@ impl Default for Policy {
                 spray: Some(stuffing_ban(30)),
                 attack: None,
             },
+            // A /48 holds 65 536 subnets: what one address rotating through them may spend.
+            network: KeyPolicy {
+                attempts: Some(Gcra {
+                    burst: 240,
+                    interval_ms: SECOND / 8,
+                }),
+                throttle: Some(Gcra {
+                    burst: 1_000,
+                    interval_ms: 86 * SECOND,
+                }),
+                failures: Some(Gcra {
+                    burst: 1_000,
+                    interval_ms: 86 * SECOND,
+                }),
+                lockout: None,
+                spray: Some(stuffing_ban(60)),
+                attack: None,
+            },
             username: KeyPolicy {
                 lockout: Some(ACCOUNT_LOCKOUT),
                 ..KeyPolicy::default()
@@ -188,8 +218,13 @@ impl Default for Policy {
                 }),
                 ..KeyPolicy::default()
             },
-            // OWASP: a trusted device gets the account's own lockout, for itself alone.
+            // OWASP: a trusted device gets the account's own lockout, for itself alone, and (as it
+            // skips the source's limits) a rate limit of its own.
             device: KeyPolicy {
+                attempts: Some(Gcra {
+                    burst: 10,
+                    interval_ms: SECOND,
+                }),
                 lockout: Some(ACCOUNT_LOCKOUT),
                 ..KeyPolicy::default()
             },
@@ -204,6 +239,7 @@ impl Policy {
             Dimension::Global => &self.global,
             Dimension::Ip => &self.ip,
             Dimension::Subnet => &self.subnet,
+            Dimension::Network => &self.network,
             Dimension::Username => &self.username,
             Dimension::UsernameIp => &self.username_ip,
             Dimension::Device => &self.device,
@@ -224,6 +260,13 @@ impl Policy {
         if self.ipv6_subnet_prefix > 128 {
             return Err(PolicyError::new("ipv6_subnet_prefix", "must be in 0..=128"));
         }
+        if self.ipv6_network_prefix > self.ipv6_subnet_prefix {
+            return Err(PolicyError::new(
+                "ipv6_network_prefix",
+                "must be in 0..=ipv6_subnet_prefix",
+            ));
+        }
+        self.challenge.validate()?;
         for dimension in Dimension::ALL {
             let name = dimension.as_str();
             let limits = self.for_dimension(dimension);
@@ -310,14 +353,14 @@ mod tests {
             enabled: false,
             ..Policy::default()
         };
-        let deriver = crate::KeyDeriver::new(b"k", 24, 64).unwrap();
+        let deriver = crate::KeyDeriver::new(b"k", 24, 64, 48).unwrap();
         let username = crate::Username::parse("alice").unwrap();
         let keys = deriver.keys("192.0.2.1".parse().unwrap(), &username, None);
         assert!(policy.active_keys(keys.clone()).is_empty());
         assert_eq!(
             Policy::default().active_keys(keys).len(),
-            6 - 1,
-            "all but the device key"
+            Dimension::ALL.len() - 2,
+            "all but the device key, and the network key of IPv6 clients"
         );
     }
 

@@ -88,6 +88,14 @@ impl Spray {
         Some(state.banned_until)
     }
 
+    /// Distinct usernames failed from the source in its window open at `now`.
+    pub fn usernames_at(&self, state: &SprayState, now: UnixMillis) -> u32 {
+        if now >= state.window_end {
+            return 0;
+        }
+        u32::try_from(state.usernames.len()).unwrap_or(u32::MAX)
+    }
+
     /// Milliseconds the source is banned for at `now` (`None`: not banned).
     pub fn banned_for(&self, state: &SprayState, now: UnixMillis) -> Option<u64> {
         (state.banned_until > now).then(|| state.banned_until - now)

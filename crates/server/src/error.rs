@@ -43,6 +43,15 @@ pub enum ApiError {
         /// Seconds until an attempt would be admitted.
         retry_after_secs: u64,
     },
+    /// The attempt must first solve a proof-of-work challenge: this one (a fresh one, harder
+    /// when the source is riskier).
+    #[error("{}", if *.failed { "the challenge solution is invalid, expired or used: solve this challenge" } else { "solve this challenge and send its payload as `altcha`" })]
+    ChallengeRequired {
+        /// The challenge to solve.
+        challenge: Box<portcullis_core::altcha::Challenge>,
+        /// Whether the attempt carried a solution that did not count.
+        failed: bool,
+    },
     /// The account is permanently locked (only with `responses.disclose_lockouts`).
     #[error("account locked: ask an administrator to unlock it")]
     Locked,
@@ -72,6 +81,8 @@ struct Problem<'a> {
     code: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    challenge: Option<&'a portcullis_core::altcha::Challenge>,
 }
 
 impl ApiError {
@@ -101,6 +112,8 @@ impl ApiError {
             ApiError::Unauthenticated => "unauthenticated",
             ApiError::UsernameTaken => "username_taken",
             ApiError::Throttled { .. } => "throttled",
+            ApiError::ChallengeRequired { failed: false, .. } => "challenge_required",
+            ApiError::ChallengeRequired { failed: true, .. } => "challenge_failed",
             ApiError::Locked => "locked",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::NotFound => "not_found",
@@ -118,6 +131,7 @@ impl ApiError {
             ApiError::Unauthenticated => ("Unauthorized", true),
             ApiError::UsernameTaken => ("Conflict", true),
             ApiError::Throttled { .. } => ("Too many requests", true),
+            ApiError::ChallengeRequired { .. } => ("Unauthorized", true),
             ApiError::Locked => ("Locked", true),
             ApiError::Unavailable { .. } => ("Service unavailable", false),
             ApiError::NotFound => ("Not found", true),
@@ -163,7 +177,9 @@ impl ResponseError for ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::InvalidCredentials | ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::InvalidCredentials
+            | ApiError::Unauthenticated
+            | ApiError::ChallengeRequired { .. } => StatusCode::UNAUTHORIZED,
             ApiError::UsernameTaken => StatusCode::CONFLICT,
             ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Locked => StatusCode::LOCKED,
@@ -183,6 +199,10 @@ impl ResponseError for ApiError {
             status: status.as_u16(),
             code: self.code(),
             detail: show_detail.then(|| self.to_string()),
+            challenge: match self {
+                ApiError::ChallengeRequired { challenge, .. } => Some(challenge),
+                _ => None,
+            },
         };
         let mut response = HttpResponse::build(status);
         response.insert_header((

@@ -1,7 +1,8 @@
 //! The login guard: every attempt that verifies a password is admitted by it first.
 //!
 //! Two steps, typed: [`LoginGuard::admit`] derives the attempt's keys and asks the store (one
-//! store call); a refusal is an error before any database or Argon2 work. An admission is an
+//! store call, plus one to consume a solved challenge when the request carries one); a refusal
+//! or a challenge answer is an error before any database or Argon2 work. An admission is an
 //! [`Admission`] that must be settled: [`Admission::finish`] with the verified outcome (a
 //! second store call), or [`Admission::abandon`] when the attempt was never verified (the hash
 //! queue or the database answered 503), which takes back its provisional lockout failure.
@@ -16,6 +17,7 @@ use portcullis_core::{
 use portcullis_store::AttemptStore;
 
 use crate::allowlist::Allowlist;
+use crate::challenge::{Carried, Challenges};
 use crate::error::ApiError;
 use crate::instruments;
 use crate::security_events::SecurityEvents;
@@ -29,6 +31,7 @@ pub struct LoginGuard {
     store: Arc<dyn AttemptStore>,
     events: SecurityEvents,
     allowlist: Allowlist,
+    challenges: Challenges,
     /// How usernames appear in request logs.
     log_usernames: UsernameLogging,
 }
@@ -54,13 +57,15 @@ pub struct Finished {
 
 impl LoginGuard {
     /// A guard applying `policy` with keys from `deriver`, counting in `store`, reporting
-    /// lockouts and bans to `events`, logging usernames as `log_usernames` says.
+    /// lockouts and bans to `events`, asking `challenges` where the policy says, logging
+    /// usernames as `log_usernames` says.
     pub fn new(
         policy: Policy,
         deriver: KeyDeriver,
         store: Arc<dyn AttemptStore>,
         events: SecurityEvents,
         allowlist: Allowlist,
+        challenges: Challenges,
         log_usernames: UsernameLogging,
     ) -> Self {
         Self {
@@ -69,8 +74,14 @@ impl LoginGuard {
             store,
             events,
             allowlist,
+            challenges,
             log_usernames,
         }
+    }
+
+    /// The challenges the guard asks for (`GET /v1/challenge` issues one of the least work).
+    pub fn challenges(&self) -> &Challenges {
+        &self.challenges
     }
 
     /// Records the username into the request span: its keyed `digest` (computed here unless
@@ -87,29 +98,33 @@ impl LoginGuard {
         };
     }
 
-    /// Keeps the keys the policy limits; allowlisted sources skip the address and subnet
-    /// limits, never the account's.
+    /// Keeps the keys the policy limits; allowlisted sources skip the address, subnet and
+    /// network limits, never the account's.
     fn limited(&self, ip: IpAddr, keys: Vec<AttemptKey>) -> Vec<AttemptKey> {
         let mut keys = self.policy.active_keys(keys);
         if self.allowlist.contains(ip) {
-            keys.retain(|k| !matches!(k.dimension, Dimension::Ip | Dimension::Subnet));
+            keys.retain(|k| !k.dimension.is_source());
         }
         keys
     }
 
     /// Admits an attempt by `username` from `ip` (from a trusted `device`, if it presented
-    /// one), or refuses it (`ApiError::Throttled`) before any password work.
+    /// one, carrying the `altcha` payload of a solved challenge, if any), or refuses it before
+    /// any password work: `ApiError::Throttled`, or `ApiError::ChallengeRequired` with a fresh
+    /// challenge.
     pub async fn admit(
         &self,
         ip: IpAddr,
         username: &Username,
         device: Option<&DeviceId>,
+        altcha: Option<&str>,
     ) -> Result<Admission<'_>, ApiError> {
         // One keyed hash per attempt, for the keys and for the store's distinct-username count.
         let digest = self.deriver.username_digest(username);
         self.log_username(username, Some(&digest));
         let keys = self.limited(ip, self.deriver.keys_for_digest(ip, &digest, device));
-        let pending = self.decide(&keys).await?;
+        let carried = self.challenges.prove(self.store.as_ref(), altcha).await?;
+        let pending = self.decide(&keys, carried).await?;
         Ok(Admission {
             guard: self,
             keys,
@@ -124,10 +139,12 @@ impl LoginGuard {
     }
 
     /// Counts an attempt that is not a password check (a registration, a failed admin
-    /// authentication) against its source address and subnet only.
-    pub async fn admit_source(&self, ip: IpAddr) -> Result<(), ApiError> {
-        let keys = self.limited(ip, self.deriver.source_keys(ip).to_vec());
-        let pending = self.decide(&keys).await?;
+    /// authentication) against its source's address, subnet and network only; a risky source
+    /// must carry a solved challenge (`altcha`), as a login must.
+    pub async fn admit_source(&self, ip: IpAddr, altcha: Option<&str>) -> Result<(), ApiError> {
+        let keys = self.limited(ip, self.deriver.source_keys(ip));
+        let carried = self.challenges.prove(self.store.as_ref(), altcha).await?;
+        let pending = self.decide(&keys, carried).await?;
         let has_lockout = keys
             .iter()
             .any(|k| self.policy.for_dimension(k.dimension).lockout.is_some());
@@ -139,8 +156,13 @@ impl LoginGuard {
     }
 
     /// Asks the store; returns the lockouts the attempt started provisionally.
-    async fn decide(&self, keys: &[AttemptKey]) -> Result<Vec<LockoutEvent>, ApiError> {
-        match instruments::store_call("attempt", self.store.attempt(keys)).await? {
+    async fn decide(
+        &self,
+        keys: &[AttemptKey],
+        carried: Carried,
+    ) -> Result<Vec<LockoutEvent>, ApiError> {
+        let decision = self.store.attempt(keys, carried.work);
+        match instruments::store_call("attempt", decision).await? {
             Decision::Allow {
                 pending,
                 under_attack,
@@ -150,6 +172,17 @@ impl LoginGuard {
                 metrics::counter!("portcullis_decisions_total", "outcome" => "allowed")
                     .increment(1);
                 Ok(pending)
+            }
+            Decision::Challenge { work } => {
+                metrics::counter!("portcullis_decisions_total", "outcome" => "challenged")
+                    .increment(1);
+                let span = tracing::Span::current();
+                span.record("outcome", "challenged");
+                tracing::info!(work, "attempt challenged before verification");
+                Err(ApiError::ChallengeRequired {
+                    challenge: Box::new(self.challenges.issue(work)?),
+                    failed: carried.presented,
+                })
             }
             Decision::Deny(denial) => {
                 metrics::counter!(

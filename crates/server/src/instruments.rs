@@ -1,6 +1,9 @@
 //! The service's metrics, exported at `GET /metrics` in Prometheus text format.
 //!
-//! - `portcullis_decisions_total{outcome, reason, dimension}`: attempts allowed or refused.
+//! - `portcullis_decisions_total{outcome, reason, dimension}`: attempts allowed, challenged or
+//!   refused.
+//! - `portcullis_challenge_solutions_total{result}`: solved-challenge payloads, accepted or why
+//!   not.
 //! - `portcullis_logins_total{outcome}`: verified logins by outcome.
 //! - `portcullis_hash_in_flight`, `portcullis_hash_wait_seconds`, `portcullis_hash_rejected_total`:
 //!   the Argon2 pool's queue.
@@ -43,7 +46,11 @@ pub fn install() {
     }
     metrics::describe_counter!(
         "portcullis_decisions_total",
-        "Login attempts allowed or refused by the policy, by outcome, reason and dimension."
+        "Login attempts allowed, challenged or refused by the policy, by outcome, reason and dimension."
+    );
+    metrics::describe_counter!(
+        "portcullis_challenge_solutions_total",
+        "Proof-of-work payloads received: accepted, or why not (malformed, expired, bad_signature, replayed, wrong_solution)."
     );
     metrics::describe_counter!(
         "portcullis_logins_total",

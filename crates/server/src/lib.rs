@@ -9,6 +9,7 @@
 
 pub mod accounts;
 pub mod allowlist;
+pub mod challenge;
 pub mod client_ip;
 pub mod error;
 pub mod guard;

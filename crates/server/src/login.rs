@@ -1,7 +1,8 @@
 //! The login use case: every step of a password login, in order, in one place. Routes only
 //! translate HTTP to a [`LoginRequest`] and a [`LoggedIn`] (or an error) back.
 //!
-//! 1. The guard admits the attempt or refuses it (429) before any database or Argon2 work.
+//! 1. The guard admits the attempt, refuses it (429) or asks for a solved challenge (401
+//!    `challenge_required`) before any database or Argon2 work.
 //! 2. The account is looked up and the password verified; an unknown name verifies against a
 //!    dummy hash and a permanently locked account is verified too, so neither answers sooner
 //!    than a wrong password does.
@@ -35,6 +36,8 @@ pub struct LoginRequest<'a> {
     pub password: SecretString,
     /// The trusted device the request's cookie proves, if any.
     pub device: Option<DeviceId>,
+    /// The payload of a solved challenge, if the client sent one.
+    pub altcha: Option<&'a str>,
 }
 
 /// A successful login.
@@ -54,8 +57,12 @@ pub async fn login(state: &AppState, request: LoginRequest<'_>) -> Result<Logged
         username,
         password,
         device,
+        altcha,
     } = request;
-    let admission = state.guard.admit(ip, username, device.as_ref()).await?;
+    let admission = state
+        .guard
+        .admit(ip, username, device.as_ref(), altcha)
+        .await?;
     let verified = async {
         let account = state.accounts.find(username).await?;
         let stored = account.as_ref().map(|a| a.password_hash.clone());

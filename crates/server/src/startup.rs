@@ -16,6 +16,7 @@ use secrecy::ExposeSecret;
 
 use crate::accounts::{Accounts, Dialect, redact};
 use crate::allowlist::Allowlist;
+use crate::challenge::Challenges;
 use crate::guard::LoginGuard;
 use crate::password::PasswordHasher;
 use crate::request_span::root_span;
@@ -75,9 +76,16 @@ impl Application {
             &hmac_key,
             settings.policy.ipv4_subnet_prefix,
             settings.policy.ipv6_subnet_prefix,
+            settings.policy.ipv6_network_prefix,
         )?;
         let stores = Stores::build(&settings, clock.clone())?;
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
+        // And one for challenges, so a challenge signature is worth nothing anywhere else.
+        let challenges = Challenges::new(
+            &[hmac_key.as_slice(), b"/altcha-challenges"].concat(),
+            settings.policy.challenge.min_work,
+            clock.clone(),
+        );
         let admin = settings
             .admin
             .token
@@ -116,6 +124,7 @@ impl Application {
                 stores.attempts.clone(),
                 events.clone(),
                 allowlist.clone(),
+                challenges,
                 settings.log.usernames,
             ),
             stores,

@@ -14,7 +14,7 @@ use portcullis_store::{AttemptStore, Breaker, MemoryStore, RedisConfig, RedisSto
 
 fn round_trip(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let deriver = KeyDeriver::new(b"bench-secret", 24, 64).expect("valid prefixes");
+    let deriver = KeyDeriver::new(b"bench-secret", 24, 64, 48).expect("valid prefixes");
     let username = Username::parse("bench").expect("valid username");
     // A fresh address per iteration would grow Redis; one address with its limits lifted
     // measures the same script on the same keys.
@@ -45,11 +45,11 @@ fn round_trip(c: &mut Criterion) {
     let mut group = c.benchmark_group("attempt round trip");
     group.bench_function("memory", |b| {
         b.to_async(&runtime)
-            .iter(|| async { memory.attempt(&keys).await })
+            .iter(|| async { memory.attempt(&keys, 0).await })
     });
     group.bench_function("redis", |b| {
         b.to_async(&runtime)
-            .iter(|| async { redis.attempt(&keys).await })
+            .iter(|| async { redis.attempt(&keys, 0).await })
     });
     group.finish();
 }

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use portcullis_core::{AttemptKey, Decision, LockoutEvent, Outcome};
+use portcullis_core::{AttemptKey, Decision, LockoutEvent, Outcome, UnixMillis};
 use serde::{Deserialize, Serialize};
 
 use crate::{AttemptStore, Health, MemoryStore, RedisStore, StoreError};
@@ -73,14 +73,20 @@ impl FallbackStore {
 
 #[async_trait]
 impl AttemptStore for FallbackStore {
-    async fn attempt(&self, keys: &[AttemptKey]) -> Result<Decision, StoreError> {
+    async fn attempt(&self, keys: &[AttemptKey], proof_work: u64) -> Result<Decision, StoreError> {
         let unchecked = Decision::Allow {
             pending: Vec::new(),
             under_attack: false,
         };
-        let primary = self.primary.attempt(keys).await;
-        self.or_fallback(primary, self.local.attempt(keys), unchecked)
-            .await
+        let primary = self.primary.attempt(keys, proof_work).await;
+        let local = self.local.attempt(keys, proof_work);
+        self.or_fallback(primary, local, unchecked).await
+    }
+
+    async fn consume_proof(&self, id: &str, expires_at: UnixMillis) -> Result<bool, StoreError> {
+        let primary = self.primary.consume_proof(id, expires_at).await;
+        let local = self.local.consume_proof(id, expires_at);
+        self.or_fallback(primary, local, true).await
     }
 
     async fn record(

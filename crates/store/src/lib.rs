@@ -20,7 +20,7 @@ pub mod memory;
 pub mod redis_store;
 
 use async_trait::async_trait;
-use portcullis_core::{AttemptKey, Decision, LockoutEvent, Outcome};
+use portcullis_core::{AttemptKey, Decision, LockoutEvent, Outcome, UnixMillis};
 
 pub use admin::{AdminStore, KeyStatus, Restriction};
 pub use breaker::{Breaker, Transition};
@@ -85,8 +85,13 @@ pub enum Health {
 /// [`AttemptStore::abandon`], with the lockouts its admission started (`pending`).
 #[async_trait]
 pub trait AttemptStore: Send + Sync + 'static {
-    /// Decides an attempt touching `keys`, counting it if allowed, in one atomic step.
-    async fn attempt(&self, keys: &[AttemptKey]) -> Result<Decision, StoreError>;
+    /// Decides an attempt touching `keys` that carries a solved challenge of `proof_work`
+    /// (0: none), counting it unless refused, in one atomic step.
+    async fn attempt(&self, keys: &[AttemptKey], proof_work: u64) -> Result<Decision, StoreError>;
+
+    /// Marks the solved challenge `id` used until it expires at `expires_at`; `false` if it was
+    /// used before, here or on any other replica sharing the store. One atomic step.
+    async fn consume_proof(&self, id: &str, expires_at: UnixMillis) -> Result<bool, StoreError>;
 
     /// Records a verified attempt's outcome for the username with keyed hash `username`
     /// (see `KeyDeriver::username_digest`); returns the bans it started.

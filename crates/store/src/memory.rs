@@ -6,7 +6,7 @@
 //! the newest [`MEMORY_EVENTS`]. Nothing here survives a restart, and nothing is shared with
 //! other processes.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
@@ -67,8 +67,32 @@ pub struct MemoryStore {
     policy: Policy,
     clock: Arc<dyn Clock>,
     counters: Mutex<Counters>,
+    /// Solved challenges already used, until they expire.
+    used_proofs: Mutex<UsedProofs>,
     /// The newest security events, oldest dropped first.
     events: Mutex<VecDeque<SecurityEvent>>,
+}
+
+/// Solved challenges' ids and when each expires.
+#[derive(Debug, Default)]
+struct UsedProofs {
+    expires: HashMap<String, UnixMillis>,
+    /// Sweep expired ids when this many are held (twice what the last sweep kept).
+    sweep_at: usize,
+}
+
+impl UsedProofs {
+    fn consume(&mut self, id: &str, expires_at: UnixMillis, now: UnixMillis) -> bool {
+        if self.expires.get(id).is_some_and(|&at| at > now) {
+            return false;
+        }
+        self.expires.insert(id.to_owned(), expires_at);
+        if self.expires.len() >= self.sweep_at {
+            self.expires.retain(|_, &mut at| at > now);
+            self.sweep_at = (self.expires.len() * 2).max(MAX_INDEXED);
+        }
+        true
+    }
 }
 
 /// Locks a mutex even if a previous holder panicked: every critical section here leaves the
@@ -84,6 +108,7 @@ impl MemoryStore {
             policy,
             clock,
             counters: Mutex::new(Counters::default()),
+            used_proofs: Mutex::default(),
             events: Mutex::new(VecDeque::with_capacity(MEMORY_EVENTS)),
         }
     }
@@ -96,10 +121,10 @@ impl MemoryStore {
 
 #[async_trait]
 impl AttemptStore for MemoryStore {
-    async fn attempt(&self, keys: &[AttemptKey]) -> Result<Decision, StoreError> {
+    async fn attempt(&self, keys: &[AttemptKey], proof_work: u64) -> Result<Decision, StoreError> {
         let now = self.clock.now();
         let mut counters = lock(&self.counters);
-        let decision = counters.table.attempt(&self.policy, keys, now);
+        let decision = counters.table.attempt(&self.policy, keys, proof_work, now);
         if let Decision::Allow { pending, .. } = &decision {
             counters.index(pending, now);
         }
@@ -132,6 +157,11 @@ impl AttemptStore for MemoryStore {
             .table
             .abandon(&self.policy, keys, pending, now);
         Ok(())
+    }
+
+    async fn consume_proof(&self, id: &str, expires_at: UnixMillis) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        Ok(lock(&self.used_proofs).consume(id, expires_at, now))
     }
 }
 
@@ -245,7 +275,7 @@ mod tests {
     async fn unlocks_racing_lockouts_past_the_index_limit_finish() {
         let (store, _) = store();
         let store = Arc::new(store);
-        let deriver = KeyDeriver::new(b"k", 24, 64).unwrap();
+        let deriver = KeyDeriver::new(b"k", 24, 64, 48).unwrap();
         let policy = Policy::default();
         let keys_of = move |i: usize| {
             let user = Username::parse(&format!("locked{i}")).unwrap();
@@ -260,7 +290,7 @@ mod tests {
                     for i in (worker..MAX_INDEXED + 2_000).step_by(2) {
                         let keys = keys_of(i);
                         for _ in 0..5 {
-                            store.attempt(&keys).await.unwrap();
+                            store.attempt(&keys, 0).await.unwrap();
                         }
                     }
                 })
@@ -286,14 +316,14 @@ mod tests {
     async fn a_flood_of_distinct_attempts_leaves_bounded_memory_after_their_ttl() {
         let (store, clock) = store();
         let policy = Policy::default();
-        let deriver = KeyDeriver::new(b"k", 24, 64).unwrap();
+        let deriver = KeyDeriver::new(b"k", 24, 64, 48).unwrap();
         for i in 0..100_000u32 {
             let ip = format!("10.{}.{}.{}", i >> 12, (i >> 4) & 0xff, i & 0xf)
                 .parse()
                 .unwrap();
             let user = Username::parse(&format!("user{i}")).unwrap();
             let keys = policy.active_keys(deriver.keys(ip, &user, None));
-            if store.attempt(&keys).await.unwrap().is_allowed() {
+            if store.attempt(&keys, 0).await.unwrap().is_allowed() {
                 store
                     .record(&keys, Outcome::Failure, &format!("user{i}"), &[])
                     .await
@@ -306,7 +336,7 @@ mod tests {
         clock.advance(25 * 3_600_000);
         let user = Username::parse("late").unwrap();
         let keys = policy.active_keys(deriver.keys("192.0.2.1".parse().unwrap(), &user, None));
-        store.attempt(&keys).await.unwrap();
+        store.attempt(&keys, 0).await.unwrap();
         assert_eq!(store.attempt_entries(), 5, "the late attempt's own keys");
     }
 }

@@ -9,7 +9,8 @@ use crate::password::MIN_NEW_PASSWORD_CHARS;
 
 /// Registers an account: 201, 409 for a taken normalised username or a look-alike of one (same
 /// confusable skeleton), 400 for bad input.
-/// Registrations count against the client's address and subnet limits: each costs a hash.
+/// Registrations count against the client's address, subnet and network limits (each costs a
+/// hash), and a risky source must solve a challenge first, as for a login.
 pub async fn register(
     state: web::Data<AppState>,
     ClientIp(ip): ClientIp,
@@ -23,7 +24,7 @@ pub async fn register(
         )));
     }
     state.guard.log_username(&username, None);
-    state.guard.admit_source(ip).await?;
+    state.guard.admit_source(ip, body.altcha()).await?;
     let hash = state.hasher.hash(password).await?;
     let account = state.accounts.create(&username, &hash).await?;
     tracing::info!(target: "security", event = "account_created", subject = %account.id);

@@ -78,8 +78,11 @@ impl FromRequest for Admin {
                     until: None,
                 })
                 .await;
-            state.guard.admit_source(ip).await?;
-            Err(ApiError::Unauthenticated)
+            match state.guard.admit_source(ip, None).await {
+                // Counted; a wrong token is answered as one, never with a challenge.
+                Ok(()) | Err(ApiError::ChallengeRequired { .. }) => Err(ApiError::Unauthenticated),
+                Err(refused) => Err(refused),
+            }
         })
     }
 }

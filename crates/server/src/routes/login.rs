@@ -12,7 +12,8 @@ use crate::error::ApiError;
 use crate::login::{self, LoginRequest};
 
 /// Logs in: 200 with a session token; 401 alike for an unknown user and a wrong password (both
-/// are counted and hashed the same); 429 with Retry-After when the policy refuses.
+/// are counted and hashed the same); 401 `challenge_required` / `challenge_failed` with a
+/// challenge when the policy asks for proof of work; 429 with Retry-After when it refuses.
 pub async fn login(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -31,6 +32,7 @@ pub async fn login(
             username: &username,
             password,
             device,
+            altcha: body.altcha(),
         },
     )
     .await?;

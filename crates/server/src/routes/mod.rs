@@ -2,6 +2,7 @@
 
 mod accounts;
 pub mod admin;
+mod challenge;
 mod health;
 mod login;
 mod session;
@@ -104,6 +105,7 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut web::ServiceConfig) 
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
+        .route("/v1/challenge", web::get().to(challenge::challenge))
         .route("/v1/users", web::post().to(accounts::register))
         .route("/v1/login", web::post().to(login::login))
         .route("/v1/logout", web::post().to(session::logout))
@@ -133,15 +135,22 @@ fn json_error(error: JsonPayloadError) -> ApiError {
     }
 }
 
-/// `{"username": ..., "password": ...}`, the body of registration and login.
+/// `{"username": ..., "password": ..., "altcha"?: ...}`, the body of registration and login.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     username: String,
     password: SecretString,
+    /// The payload of a solved challenge (base64, as the ALTCHA widget posts it).
+    altcha: Option<String>,
 }
 
 impl Credentials {
+    /// The solved challenge's payload, if the client sent one.
+    fn altcha(&self) -> Option<&str> {
+        self.altcha.as_deref()
+    }
+
     /// The password, refused when empty or over [`MAX_PASSWORD_BYTES`] before any hashing.
     fn password(&self) -> Result<SecretString, ApiError> {
         let len = self.password.expose_secret().len();

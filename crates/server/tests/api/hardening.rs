@@ -43,7 +43,7 @@ async fn a_success_amid_concurrent_guesses_frees_at_most_one_more_verification()
     settings.argon2.iterations = 4;
     let app = TestApp::spawn_with(settings).await;
     assert_eq!(app.register("grace", PASSWORD).await.status(), 201);
-    let deriver = KeyDeriver::new(HMAC_KEY.as_bytes(), 24, 64).unwrap();
+    let deriver = KeyDeriver::new(HMAC_KEY.as_bytes(), 24, 64, 48).unwrap();
     let account_key = format!(
         "{{{}}}:{}",
         redis.prefix,
@@ -416,7 +416,7 @@ async fn a_permanently_locked_account_is_verified_like_any_other_before_it_answe
 
 #[tokio::test(flavor = "multi_thread")]
 async fn usernames_in_request_logs_are_keyed_digests_unless_plain_is_asked_for() {
-    let deriver = KeyDeriver::new(DISTRIBUTED_HMAC_KEY.as_bytes(), 24, 64).unwrap();
+    let deriver = KeyDeriver::new(DISTRIBUTED_HMAC_KEY.as_bytes(), 24, 64, 48).unwrap();
     let digest = deriver.username_digest(&Username::parse("Secret-Typed-Here").unwrap());
     for (setting, expected) in [
         ("digest", digest),

@@ -10,6 +10,9 @@
 //! as JSON decoded into the structs below. Every call goes through [`RedisStore::call`]: one
 //! timeout, one circuit breaker, one classification of errors (unavailable vs. protocol).
 //!
+//! A solved challenge is consumed with `SET {prefix}:proof:<nonce> NX PX <its remaining life>`,
+//! so it admits one attempt across every replica.
+//!
 //! Keys are `{prefix}:...`: the hash tag puts all of a deployment's keys in one Cluster slot,
 //! because one attempt's script touches its address, subnet and account counters together.
 //! Cluster then buys failover, not sharding. Usernames appear only as HMACs (see
@@ -28,7 +31,7 @@ use async_trait::async_trait;
 use portcullis_core::backoff::Lockout;
 use portcullis_core::decision::started_on;
 use portcullis_core::{
-    AttemptKey, Decision, Denial, KeyState, LockoutEvent, Outcome, Policy, Reason,
+    AttemptKey, Decision, Denial, KeyState, LockoutEvent, Outcome, Policy, Reason, UnixMillis,
 };
 use redis::{ErrorKind, RedisError, Script, ScriptInvocation, ServerErrorKind};
 use serde::Deserialize;
@@ -36,7 +39,7 @@ use serde::Deserialize;
 pub use connection::{Conn, Connections};
 
 use crate::admin::{AdminStore, KeyStatus, Restriction};
-use crate::{AttemptStore, Breaker, Clock, EventLog, SecurityEvent, StoreError};
+use crate::{AttemptStore, Breaker, Clock, EventLog, SecurityEvent, StoreError, SystemClock};
 
 const COMMON: &str = include_str!("lua/common.lua");
 /// The restrictions index: a sorted set of locked or banned keys, scored by when that ends.
@@ -253,6 +256,9 @@ enum AttemptReply {
         reason: Reason,
         retry_after_ms: u64,
     },
+    Challenged {
+        work: u64,
+    },
     Admitted {
         under_attack: bool,
         #[serde(default)]
@@ -324,13 +330,13 @@ fn started_arg(pending: &[LockoutEvent], key: &AttemptKey) -> Option<&'static st
 
 #[async_trait]
 impl AttemptStore for RedisStore {
-    async fn attempt(&self, keys: &[AttemptKey]) -> Result<Decision, StoreError> {
+    async fn attempt(&self, keys: &[AttemptKey], proof_work: u64) -> Result<Decision, StoreError> {
         let reply: AttemptReply = self
             .run_counters(
                 "deciding an attempt",
                 &self.scripts.attempt,
                 keys,
-                &[],
+                &[&proof_work.to_string()],
                 |_| None,
             )
             .await?;
@@ -344,6 +350,7 @@ impl AttemptStore for RedisStore {
                 reason,
                 retry_after_ms,
             }),
+            AttemptReply::Challenged { work } => Decision::Challenge { work },
             AttemptReply::Admitted {
                 under_attack,
                 pending,
@@ -412,6 +419,30 @@ impl AttemptStore for RedisStore {
             )
             .await?;
         Ok(())
+    }
+
+    async fn consume_proof(&self, id: &str, expires_at: UnixMillis) -> Result<bool, StoreError> {
+        let now = match &self.clock {
+            Some(clock) => clock.now(),
+            None => SystemClock.now(),
+        };
+        let Some(ttl) = expires_at.checked_sub(now).filter(|&ttl| ttl > 0) else {
+            return Ok(false);
+        };
+        let key = self.key(&format!("proof:{id}"));
+        let set: Option<String> = self
+            .call("consuming a solved challenge", |mut conn| async move {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(set.is_some())
     }
 }
 

@@ -1,13 +1,15 @@
-//! The policy as the Lua scripts read it: one Lua table literal, generated from the core's
-//! `Policy` through serde, so every field reaches Lua by the name it has in Rust (and in the
-//! configuration). The literal opens every script, so a script's SHA names its policy too.
+//! The policy as the Lua scripts read it: Lua table literals generated from the core's `Policy`
+//! through serde, so every field reaches Lua by the name it has in Rust (and in the
+//! configuration): `POLICIES` (per dimension) and `CHALLENGE`. The literals open every script,
+//! so a script's SHA names its policy too.
 
 use portcullis_core::{Dimension, Policy};
 use serde_json::Value;
 
 use crate::StoreError;
 
-/// `local POLICIES = { <dimension> = { attempts = { burst = 30, ... }, ... }, ... }`.
+/// `local POLICIES = { <dimension> = { attempts = { burst = 30, ... }, ... }, ... }` and
+/// `local CHALLENGE = { mode = 'risk', ... }`.
 pub fn prelude(policy: &Policy) -> Result<String, StoreError> {
     let mut out = String::from("local POLICIES = {");
     for dimension in Dimension::ALL {
@@ -22,10 +24,17 @@ pub fn prelude(policy: &Policy) -> Result<String, StoreError> {
                 "tightens_under_attack".to_owned(),
                 Value::Bool(dimension.tightens_under_attack()),
             );
+            fields.insert(
+                "is_source".to_owned(),
+                Value::Bool(dimension.is_source()),
+            );
         }
         out.push_str(&format!("{} = {}, ", dimension.as_str(), literal(&value)?));
     }
     out.push_str("}\n");
+    let challenge = serde_json::to_value(policy.challenge)
+        .map_err(|e| StoreError::Misconfigured(format!("encoding the policy: {e}")))?;
+    out.push_str(&format!("local CHALLENGE = {}\n", literal(&challenge)?));
     Ok(out)
 }
 
@@ -72,6 +81,11 @@ mod tests {
         assert!(lua.contains("max_failures = 5"), "{lua}");
         assert!(lua.contains("strategy = 'multiple'"), "{lua}");
         assert!(lua.contains("resets_on_success = true"), "{lua}");
+        assert!(lua.contains("network = {"), "{lua}");
+        assert!(
+            lua.contains("local CHALLENGE = {max_work = 16000000, min_work = 1000000, mode = 'risk'"),
+            "{lua}"
+        );
         assert!(
             !lua.contains("null") && !lua.contains("permanent_after"),
             "{lua}"

@@ -22,6 +22,7 @@ impl StoredState {
             attempt_tat: field("attempt_tat"),
             throttle_tat: field("throttle_tat"),
             failure_tat: field("failure_tat"),
+            success_counted_until: field("success_counted_until"),
             ..KeyState::default()
         };
         let lockout = &mut state.lockout;

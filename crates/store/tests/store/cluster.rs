@@ -19,10 +19,10 @@ async fn the_store_suite_passes_against_a_redis_cluster() {
     // Lockout across the cluster, all keys in one slot, each with a TTL.
     let k = keys(&policy, "198.51.100.4", "alice");
     for _ in 0..5 {
-        assert!(store.attempt(&k).await.unwrap().is_allowed());
+        assert!(store.attempt(&k, 0).await.unwrap().is_allowed());
         store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
     }
-    assert!(!store.attempt(&k).await.unwrap().is_allowed());
+    assert!(!store.attempt(&k, 0).await.unwrap().is_allowed());
     let written = cluster.keys("{cluster}:*").await;
     assert!(written.len() >= 4, "{written:?}");
 
@@ -75,7 +75,7 @@ async fn with_the_primary_of_its_slot_killed_the_local_mode_answers_every_attemp
         OnError::Local,
     );
     let k = keys(&policy, "198.51.100.8", "bob");
-    assert!(store.attempt(&k).await.unwrap().is_allowed());
+    assert!(store.attempt(&k, 0).await.unwrap().is_allowed());
     assert!(!redis.is_degraded());
 
     // Every key of the deployment lives in the slot of its hash tag: kill that slot's primary.
@@ -101,7 +101,7 @@ async fn with_the_primary_of_its_slot_killed_the_local_mode_answers_every_attemp
 
     for i in 0..6 {
         let decision = store
-            .attempt(&k)
+            .attempt(&k, 0)
             .await
             .expect("answered from the local fallback");
         if decision.is_allowed() {

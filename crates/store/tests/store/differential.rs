@@ -1,10 +1,12 @@
-//! Random sequences of attempts, outcomes (verified or abandoned) and time steps through the
-//! core's reference model (the memory store) and the Redis store give identical decisions,
-//! Retry-After values, bans, key status and restrictions index.
+//! Random sequences of attempts (from IPv4, IPv6 and 6to4 addresses, with and without trusted
+//! devices and solved challenges), outcomes (verified or abandoned) and time steps through the
+//! core's reference model (the memory store) and the Redis store give identical decisions
+//! (challenges and their work included), Retry-After values, bans, key status and restrictions
+//! index.
 
 use std::sync::Arc;
 
-use portcullis_core::{Decision, Outcome, Policy};
+use portcullis_core::{ChallengeMode, Decision, Outcome, Policy};
 use portcullis_store::{AdminStore, AttemptStore, Clock, ManualClock, MemoryStore, RedisStore};
 use portcullis_testkit::random_hex;
 use portcullis_testkit::redis::TestRedis;
@@ -23,11 +25,13 @@ pub enum Settle {
 
 #[derive(Clone, Debug)]
 pub enum Event {
-    /// An attempt, from trusted device number `device` if any; if admitted, it is settled.
+    /// An attempt, from trusted device number `device` if any, carrying a proof of
+    /// `PROOFS[proof]`; if admitted, it is settled.
     Attempt {
         ip: u8,
         user: u8,
         device: Option<u8>,
+        proof: u8,
         settle: Settle,
     },
     Wait(u64),
@@ -36,8 +40,10 @@ pub enum Event {
 pub fn events() -> impl Strategy<Value = Vec<Event>> {
     proptest::collection::vec(
         prop_oneof![
-            6 => (0u8..3, 0u8..3, proptest::option::weighted(0.3, 0u8..2), settles())
-                .prop_map(|(ip, user, device, settle)| Event::Attempt { ip, user, device, settle }),
+            6 => (0u8..6, 0u8..3, proptest::option::weighted(0.3, 0u8..2), 0u8..4, settles())
+                .prop_map(|(ip, user, device, proof, settle)| {
+                    Event::Attempt { ip, user, device, proof, settle }
+                }),
             1 => (0u64..4_000).prop_map(Event::Wait),
             1 => Just(Event::Wait(0)),
         ],
@@ -49,8 +55,22 @@ fn settles() -> impl Strategy<Value = Settle> {
     prop_oneof![6 => Just(Settle::Failure), 2 => Just(Settle::Success), 1 => Just(Settle::Abandon)]
 }
 
+/// Proofs an attempt may carry: none, short of or within the tight policy's work, ample.
+const PROOFS: [u64; 4] = [0, 100, 550, u64::MAX];
+
+/// Addresses: three IPv4 /24s, two /64s of one IPv6 /48, and 6to4 for the first IPv4 address.
+fn address(ip: u8) -> String {
+    match ip {
+        0..3 => format!("198.51.{ip}.9"),
+        3 | 4 => format!("2001:db8:0:{ip}::9"),
+        _ => "2002:c633:9::1".to_owned(),
+    }
+}
+
 pub fn policies() -> impl Strategy<Value = Policy> {
-    prop_oneof![Just(tight_policy()), Just(Policy::default())]
+    let mut always = tight_policy();
+    always.challenge.mode = ChallengeMode::Always;
+    prop_oneof![Just(tight_policy()), Just(Policy::default()), Just(always)]
 }
 
 /// Plays `events` through the memory store and a Redis store from `make`; panics on the
@@ -66,16 +86,13 @@ pub async fn agree(policy: Policy, events: &[Event], make: impl Fn(Arc<dyn Clock
                 ip,
                 user,
                 device,
+                proof,
                 settle,
             } => {
-                let k = device_keys(
-                    &policy,
-                    &format!("198.51.{ip}.9"),
-                    &format!("user{user}"),
-                    *device,
-                );
-                let expected = memory.attempt(&k).await.unwrap();
-                let actual = redis.attempt(&k).await.unwrap();
+                let k = device_keys(&policy, &address(*ip), &format!("user{user}"), *device);
+                let proof = PROOFS[usize::from(*proof)];
+                let expected = memory.attempt(&k, proof).await.unwrap();
+                let actual = redis.attempt(&k, proof).await.unwrap();
                 assert_eq!(actual, expected, "step {step}: {event:?}");
                 if let Decision::Allow { pending, .. } = &expected {
                     let user = digest(&format!("user{user}"));

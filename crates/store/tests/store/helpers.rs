@@ -8,7 +8,10 @@ use portcullis_core::attack::AttackSignal;
 use portcullis_core::backoff::{Backoff, Strategy};
 use portcullis_core::gcra::Gcra;
 use portcullis_core::spray::Spray;
-use portcullis_core::{AttemptKey, DeviceCookies, KeyDeriver, KeyPolicy, Policy, Username};
+use portcullis_core::{
+    AttemptKey, ChallengeMode, ChallengePolicy, DeviceCookies, KeyDeriver, KeyPolicy, Policy,
+    Username,
+};
 use portcullis_store::{Breaker, Clock, RedisConfig, RedisStore};
 
 pub const T0: u64 = 1_700_000_000_000;
@@ -101,13 +104,38 @@ pub fn tight_policy() -> Policy {
             lockout: None,
             spray: None,
         },
+        network: KeyPolicy {
+            throttle: Some(Gcra {
+                burst: 12,
+                interval_ms: 2_000,
+            }),
+            failures: Some(Gcra {
+                burst: 6,
+                interval_ms: 3_000,
+            }),
+            spray: Some(Spray {
+                max_usernames: 4,
+                window_ms: 6_000,
+                first_ban_ms: 3_000,
+                ban_multiplier: 2,
+                max_ban_ms: 12_000,
+                level_reset_ms: 60_000,
+            }),
+            ..KeyPolicy::default()
+        },
+        challenge: ChallengePolicy {
+            mode: ChallengeMode::Risk,
+            risk_percent: 30,
+            min_work: 100,
+            max_work: 1_000,
+        },
         ..Policy::default()
     }
 }
 
 /// The keyed hash of a username, as the server passes it to `record`.
 pub fn digest(user: &str) -> String {
-    let deriver = KeyDeriver::new(b"test-secret", 24, 64).unwrap();
+    let deriver = KeyDeriver::new(b"test-secret", 24, 64, 48).unwrap();
     deriver.username_digest(&Username::parse(user).unwrap())
 }
 
@@ -118,7 +146,7 @@ pub fn keys(policy: &Policy, ip: &str, user: &str) -> Vec<AttemptKey> {
 
 /// The active keys of an attempt by `user` from `ip`, from trusted device number `device`.
 pub fn device_keys(policy: &Policy, ip: &str, user: &str, device: Option<u8>) -> Vec<AttemptKey> {
-    let deriver = KeyDeriver::new(b"test-secret", 24, 64).unwrap();
+    let deriver = KeyDeriver::new(b"test-secret", 24, 64, 48).unwrap();
     let ip: IpAddr = ip.parse().unwrap();
     let username = Username::parse(user).unwrap();
     let cookies = DeviceCookies::new(b"test-device");

@@ -21,7 +21,7 @@ async fn every_key_a_scenario_writes_has_a_ttl_and_no_plain_username() {
             &format!("203.0.113.{}", i % 4),
             &format!("victim{}", i % 3),
         );
-        if store.attempt(&k).await.unwrap().is_allowed() {
+        if store.attempt(&k, 0).await.unwrap().is_allowed() {
             store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
         }
     }
@@ -51,14 +51,14 @@ async fn scripts_are_reloaded_transparently_after_script_flush() {
     let policy = Policy::default();
     let store = redis_store(vec![server.url.clone()], false, "flush", &policy, None);
     let k = keys(&policy, "192.0.2.1", "alice");
-    assert!(store.attempt(&k).await.unwrap().is_allowed());
+    assert!(store.attempt(&k, 0).await.unwrap().is_allowed());
     let mut conn = connect(&server.url).await;
     let _: () = redis::cmd("SCRIPT")
         .arg("FLUSH")
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert!(store.attempt(&k).await.unwrap().is_allowed());
+    assert!(store.attempt(&k, 0).await.unwrap().is_allowed());
     store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
 }
 
@@ -108,13 +108,13 @@ async fn a_denied_attempt_costs_one_command_and_a_verified_one_two_with_no_ping(
     let store = redis_store(vec![server.url.clone()], false, "budget", &policy, None);
     let k = keys(&policy, "192.0.2.1", "alice");
     // Warm up: connect and load the scripts, so the deltas below are the steady state.
-    assert!(store.attempt(&k).await.unwrap().is_allowed());
+    assert!(store.attempt(&k, 0).await.unwrap().is_allowed());
     store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
 
     // A verified attempt: attempt + record.
     let fresh = keys(&policy, "192.0.2.2", "bob");
     let before = command_calls(&server.url).await;
-    assert!(store.attempt(&fresh).await.unwrap().is_allowed());
+    assert!(store.attempt(&fresh, 0).await.unwrap().is_allowed());
     store
         .record(&fresh, Outcome::Failure, "u", &[])
         .await
@@ -128,7 +128,7 @@ async fn a_denied_attempt_costs_one_command_and_a_verified_one_two_with_no_ping(
 
     // Lock the account out, then a refused attempt: one EVALSHA and nothing else.
     for _ in 0..5 {
-        if store.attempt(&fresh).await.unwrap().is_allowed() {
+        if store.attempt(&fresh, 0).await.unwrap().is_allowed() {
             store
                 .record(&fresh, Outcome::Failure, "u", &[])
                 .await
@@ -136,7 +136,7 @@ async fn a_denied_attempt_costs_one_command_and_a_verified_one_two_with_no_ping(
         }
     }
     let before = command_calls(&server.url).await;
-    let refused = store.attempt(&fresh).await.unwrap();
+    let refused = store.attempt(&fresh, 0).await.unwrap();
     assert!(matches!(refused, Decision::Deny(d) if d.reason == Reason::LockedOut));
     let denied = sent(&before, &command_calls(&server.url).await);
     assert_eq!(
@@ -169,7 +169,7 @@ async fn replicas_hammering_one_username_admit_no_more_than_the_lockout_allows()
             "target",
         );
         async move {
-            let decision = store.attempt(&k).await.unwrap();
+            let decision = store.attempt(&k, 0).await.unwrap();
             if decision.is_allowed() {
                 store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
             }
@@ -188,10 +188,10 @@ async fn without_an_injected_clock_scripts_use_redis_time() {
     let store = redis_store(vec![redis.url.clone()], false, &redis.prefix, &policy, None);
     let k = keys(&policy, "192.0.2.7", "timed");
     for _ in 0..5 {
-        assert!(store.attempt(&k).await.unwrap().is_allowed());
+        assert!(store.attempt(&k, 0).await.unwrap().is_allowed());
         store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
     }
-    let Decision::Deny(denial) = store.attempt(&k).await.unwrap() else {
+    let Decision::Deny(denial) = store.attempt(&k, 0).await.unwrap() else {
         panic!("sixth attempt admitted");
     };
     assert!(
@@ -210,7 +210,7 @@ async fn lockouts_and_bans_are_listed_from_the_index_and_cleared_by_an_unlock() 
     let store = redis_store(vec![redis.url.clone()], false, &redis.prefix, &policy, None);
     let k = keys(&policy, "192.0.2.9", "locked");
     for _ in 0..3 {
-        if store.attempt(&k).await.unwrap().is_allowed() {
+        if store.attempt(&k, 0).await.unwrap().is_allowed() {
             store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
         }
     }
@@ -230,7 +230,7 @@ async fn lockouts_and_bans_are_listed_from_the_index_and_cleared_by_an_unlock() 
 
     assert!(store.clear(&k).await.unwrap() >= 1);
     assert!(store.restrictions(100).await.unwrap().is_empty());
-    assert!(store.attempt(&k).await.unwrap().is_allowed());
+    assert!(store.attempt(&k, 0).await.unwrap().is_allowed());
     redis.cleanup().await;
 }
 
@@ -287,7 +287,7 @@ async fn a_flood_of_100k_distinct_keys_leaves_nothing_behind_after_its_ttl() {
                 &format!("10.{}.{}.{}", n >> 16, (n >> 8) & 0xff, n & 0xff),
                 "x",
             );
-            async move { store.attempt(&k).await.unwrap() }
+            async move { store.attempt(&k, 0).await.unwrap() }
         });
         join_all(attempts).await;
     }
@@ -338,7 +338,7 @@ async fn with_the_policy_disabled_the_scripts_admit_everything_and_write_nothing
     let k = keys(&policy, "192.0.2.3", "anyone");
     assert!(k.is_empty());
     for _ in 0..10 {
-        assert!(store.attempt(&k).await.unwrap().is_allowed());
+        assert!(store.attempt(&k, 0).await.unwrap().is_allowed());
         assert!(
             store
                 .record(&k, Outcome::Failure, "u", &[])
@@ -377,6 +377,6 @@ async fn a_reply_the_code_cannot_read_is_a_protocol_error_and_never_trips_the_br
     assert!(matches!(error, StoreError::Protocol(_)), "{error:?}");
     assert!(!store.is_degraded(), "a bug is not an outage");
     let k = keys(&policy, "198.51.100.40", "proto");
-    assert!(store.attempt(&k).await.unwrap().is_allowed());
+    assert!(store.attempt(&k, 0).await.unwrap().is_allowed());
     redis.cleanup().await;
 }

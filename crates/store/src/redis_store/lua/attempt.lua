@@ -1,16 +1,20 @@
 -- Decides an attempt (decision::decide). KEYS: the attempt's counter keys.
 -- ARGV[1]: now in ms, or '' to read Redis TIME. ARGV[2]: the restrictions index key.
--- ARGV[2 + i]: the dimension of KEYS[i].
+-- ARGV[3]: the work of the solved challenge it carries (0: none).
+-- ARGV[3 + i]: the dimension of KEYS[i].
 -- Returns JSON: {"refused": {"key": i, "reason": <Reason>, "retry_after_ms": n}} (i the refusing
--- key with the longest wait), or {"admitted": {"under_attack": b, "pending": [{"key": i,
--- "lockout": "temporary"|"permanent", "until": ms}]}} with the lockouts the admission started.
+-- key with the longest wait), {"challenged": {"work": n}}, or {"admitted": {"under_attack": b,
+-- "pending": [{"key": i, "lockout": "temporary"|"permanent", "until": ms}]}} with the lockouts
+-- the admission started.
 local now = now_ms(ARGV[1])
 local index = ARGV[2]
-local states, policies = {}, {}
+local proof_work = tonumber(ARGV[3])
+local states, policies, dims = {}, {}, {}
 -- First the service-wide signal: it decides how tight per-address limits are.
 local under_attack, factor = false, 1
 for i, key in ipairs(KEYS) do
-  local p = policy_of(ARGV[2 + i])
+  dims[i] = ARGV[3 + i]
+  local p = policy_of(dims[i])
   local s = load(key, p, now)
   if p.attack then
     local rolled = {
@@ -65,13 +69,22 @@ end
 if refused then
   return cjson.encode({refused = refused})
 end
+-- The risk reads no field the rate checks above moved (attempt_tat, throttle_tat): it is judged
+-- on the states from before this attempt, as in the core.
+local work = required_work(dims, states, policies, under_attack, now)
+if work ~= nil and proof_work < work then
+  for i, key in ipairs(KEYS) do
+    local s, p = states[i], policies[i]
+    count_in_signal(s, p.attack, true, now)
+    if p.attempts or p.throttle or p.attack then
+      save(key, s, p, now)
+    end
+  end
+  return cjson.encode({challenged = {work = work}})
+end
 local pending = {}
 for i, key in ipairs(KEYS) do
   local s, p = states[i], policies[i]
-  if p.attack then
-    attack_roll(s, p.attack, now)
-    s.attack_attempts = s.attack_attempts + 1
-  end
   if p.lockout then
     local kind = on_admission(s, p.lockout, now)
     if kind then
@@ -81,7 +94,7 @@ for i, key in ipairs(KEYS) do
       index_restriction(index, key, until_ms, now)
     end
   end
-  if p.attempts or p.throttle or p.lockout or p.attack then
+  if p.attempts or p.throttle or p.lockout then
     save(key, s, p, now)
   end
 end

@@ -1,8 +1,9 @@
 -- Shared by the counter scripts (prepended to each at load time, after the generated POLICIES
 -- table: each dimension's policy by the field names of portcullis-core's `KeyPolicy`, plus
--- `resets_on_success` and `tightens_under_attack`; a limit that is off is absent).
--- The same maths as portcullis-core (gcra.rs, backoff.rs, decision.rs); where they disagree,
--- the core is right and a differential test fails.
+-- `resets_on_success`, `tightens_under_attack` and `is_source`; a limit that is off is absent;
+-- and the CHALLENGE table, portcullis-core's `ChallengePolicy`).
+-- The same maths as portcullis-core (gcra.rs, backoff.rs, decision.rs, challenge.rs); where they
+-- disagree, the core is right and a differential test fails.
 --
 -- A key's state is one hash whose fields are named in FIELDS below; plus, while a spray window
 -- is open, the set `<key>:sp` of those usernames' keyed hashes (at most the threshold of them).
@@ -16,6 +17,7 @@ local FIELDS = {
   'failures', 'last_failure', 'locked_until', 'temporary_lockouts', 'permanent', 'in_flight',
   'spray_count', 'spray_window_end', 'banned_until', 'bans', 'last_ban',
   'attack_window', 'attack_attempts', 'attack_failures', 'previous_attempts', 'previous_failures',
+  'success_counted_until',
 }
 
 -- Integers as exact decimal strings (Lua numbers are doubles; never let them print as 1.7e+12).
@@ -70,7 +72,8 @@ local function expires_at(s, p)
   if p.attack and (s.attack_attempts > 0 or s.previous_attempts > 0) then
     attack = (s.attack_window + 2) * p.attack.window_ms
   end
-  return math.max(s.attempt_tat, s.throttle_tat, s.failure_tat, lock, spray, attack)
+  return math.max(s.attempt_tat, s.throttle_tat, s.failure_tat, lock, spray, attack,
+    s.success_counted_until)
 end
 
 -- A key's state at `now`. As in the reference model (StateTable::state), a state past its
@@ -285,4 +288,61 @@ end
 local function tightened(g, factor)
   if g == nil then return nil end
   return {burst = math.max(math.floor(g.burst / factor), 1), interval_ms = g.interval_ms * factor}
+end
+
+-- decision::count_in_signal, on the global key's state (nil when the policy has no signal).
+local function count_in_signal(s, a, failed, now)
+  if s == nil or a == nil then return end
+  attack_roll(s, a, now)
+  s.attack_attempts = s.attack_attempts + 1
+  if failed then
+    s.attack_failures = s.attack_failures + 1
+  end
+end
+
+-- challenge::share: part of whole in thousandths, capped at 1000.
+local function share(part, whole)
+  return math.min(math.floor(part * 1000 / math.max(whole, 1)), 1000)
+end
+
+-- challenge::required_work: the work the attempt must prove, or nil.
+local function required_work(dims, states, policies, under_attack, now)
+  local risk, trusted, failing = 0, false, false
+  for i, p in ipairs(policies) do
+    local s = states[i]
+    if p.is_source then
+      if p.spray then
+        local usernames = 0
+        if now < s.spray_window_end then usernames = s.spray_count end
+        risk = math.max(risk, share(usernames, p.spray.max_usernames))
+      end
+      if p.failures then
+        local used = math.ceil(math.max(s.failure_tat - now, 0) / math.max(p.failures.interval_ms, 1))
+        risk = math.max(risk, share(used, p.failures.burst))
+      end
+    end
+    if dims[i] == 'device' then
+      trusted = true
+      local b = p.lockout
+      if b then
+        local failed = math.max(s.failures - s.in_flight, 0)
+        if s.failures > 0 and now - s.last_failure >= b.failure_reset_ms then failed = 0 end
+        if failed > 0 then failing = true end
+        risk = math.max(risk, share(failed, b.max_failures))
+      end
+    end
+  end
+  local c = CHALLENGE
+  local challenged
+  if c.mode == 'off' then
+    challenged = false
+  elseif c.mode == 'always' then
+    challenged = true
+  elseif trusted then
+    challenged = failing
+  else
+    challenged = under_attack or risk >= c.risk_percent * 10
+  end
+  if not challenged then return nil end
+  return c.min_work + math.floor((c.max_work - c.min_work) * risk / 1000)
 end

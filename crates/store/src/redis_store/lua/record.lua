@@ -9,13 +9,46 @@ local index = ARGV[2]
 local outcome = ARGV[3]
 local username = ARGV[4]
 local failed = outcome == 'failure'
+local signal = POLICIES.global.attack
+
+-- Load what the outcome touches: lockouts; on a failure the failure limits and spray; the signal
+-- (every outcome may count in it); on a success the account key that remembers it counted.
+local states, policies, touched = {}, {}, {}
+local global, account = nil, nil
+for i, key in ipairs(KEYS) do
+  local dimension = ARGV[3 + 2 * i]
+  local p = policy_of(dimension)
+  local is_account = dimension == 'username' or dimension == 'device'
+  if p.lockout ~= nil or p.attack ~= nil or (failed and (p.failures or p.spray))
+      or (is_account and outcome == 'success') then
+    states[i], policies[i], touched[i] = load(key, p, now), p, true
+    if p.attack then global = states[i] end
+    if is_account and account == nil then account = states[i] end
+  end
+end
+
+-- decision::record / abandon: a failure or an abandoned attempt counts as a failed attempt; a
+-- success once per account per window (first_success_in_window).
+if outcome ~= 'success' then
+  count_in_signal(global, signal, true, now)
+elseif signal then
+  local first = true
+  if account then
+    if account.success_counted_until > now then
+      first = false
+    else
+      local window = signal.window_ms
+      account.success_counted_until = (math.floor(now / window) + 1) * window
+    end
+  end
+  if first then count_in_signal(global, signal, false, now) end
+end
+
 local bans = {}
 for i, key in ipairs(KEYS) do
-  local p = policy_of(ARGV[3 + 2 * i])
-  local started = ARGV[4 + 2 * i]
-  local touches = p.lockout ~= nil or (failed and (p.failures or p.spray or p.attack))
-  if touches then
-    local s = load(key, p, now)
+  if touched[i] then
+    local s, p = states[i], policies[i]
+    local started = ARGV[4 + 2 * i]
     if p.lockout then
       if outcome == 'abandoned' then
         on_abandon(s, started)
@@ -27,10 +60,6 @@ for i, key in ipairs(KEYS) do
     end
     if failed and p.failures then
       s.failure_tat = math.max(s.failure_tat, now) + p.failures.interval_ms
-    end
-    if failed and p.attack then
-      attack_roll(s, p.attack, now)
-      s.attack_failures = s.attack_failures + 1
     end
     if failed and p.spray then
       local until_ms = spray_on_failure(key, s, p.spray, username, now)

@@ -1,0 +1,278 @@
+//! When an attempt must first solve a proof-of-work challenge, and how hard it is.
+//!
+//! Limits keyed on an address, a network or an account cannot see a stuffing list spread thin
+//! over thousands of addresses that each try once. A challenge can: every attempt costs the
+//! sender CPU time, which a person pays once (well under a second) and a list of millions pays
+//! per guess. It is asked only where the situation is risky, so the price falls on attackers:
+//!
+//! - while the service is under attack (the global signal), every attempt without a trusted
+//!   device;
+//! - when the source is already failing: its distinct failed usernames or its failures, as a
+//!   share of the limits that would ban or throttle it, at the address, subnet and network level,
+//!   reach `risk_percent`;
+//! - never for an attempt with a valid device cookie for its username, unless that device itself
+//!   has recorded failures (a stolen cookie is still worth one account, and is challenged).
+//!
+//! Difficulty is *work*: the expected number of PBKDF2-SHA-256 iterations a solver computes. It
+//! rises linearly with the risk, from `min_work` to `max_work`. A solved challenge carries the
+//! work it proves; an attempt whose proof is short of the work its risk asks for is challenged
+//! again, harder.
+
+use serde::{Deserialize, Serialize};
+
+use crate::UnixMillis;
+use crate::decision::KeyState;
+use crate::keys::{AttemptKey, Dimension};
+use crate::policy::{Policy, PolicyError};
+
+/// Risk in thousandths: 0 for a clean source, 1000 at the source's ban thresholds.
+pub type Permille = u64;
+
+const FULL_RISK: Permille = 1_000;
+
+/// When to ask for a challenge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChallengeMode {
+    /// Only where the situation is risky (see the module doc).
+    Risk,
+    /// Every login and registration, device cookie or not (the work still follows the risk).
+    Always,
+    /// Never.
+    Off,
+}
+
+/// The challenge settings (`policy.challenge`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengePolicy {
+    /// When to ask.
+    pub mode: ChallengeMode,
+    /// In `risk` mode, a source whose risk reaches this share (percent) of its ban thresholds is
+    /// challenged even when the service is not under attack.
+    pub risk_percent: u32,
+    /// Work asked of a source with no risk: expected PBKDF2-SHA-256 iterations.
+    pub min_work: u64,
+    /// Work asked of a source at its ban thresholds.
+    pub max_work: u64,
+}
+
+impl Default for ChallengePolicy {
+    fn default() -> Self {
+        Self {
+            mode: ChallengeMode::Risk,
+            // Three distinct usernames failing from one address (of its ten before a ban).
+            risk_percent: 30,
+            // About 0.3 s on one core at ~3 million iterations per second (browsers' WebCrypto
+            // and native code are close), so a person waits well under a second...
+            min_work: 1_000_000,
+            // ...and a source about to be banned pays several seconds a guess.
+            max_work: 16_000_000,
+        }
+    }
+}
+
+impl ChallengePolicy {
+    /// Checks that the work range is usable.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        if self.min_work == 0 {
+            return Err(PolicyError::new("challenge.min_work", "must be at least 1"));
+        }
+        if self.max_work < self.min_work {
+            return Err(PolicyError::new(
+                "challenge.max_work",
+                "must be at least challenge.min_work",
+            ));
+        }
+        if self.risk_percent > 100 {
+            return Err(PolicyError::new("challenge.risk_percent", "must be in 0..=100"));
+        }
+        Ok(())
+    }
+
+    /// The work asked at `risk`.
+    pub fn work_at(&self, risk: Permille) -> u64 {
+        let span = self.max_work - self.min_work.min(self.max_work);
+        let risk = risk.min(FULL_RISK);
+        // u128: max_work may be large; the result is at most max_work.
+        let extra = u128::from(span) * u128::from(risk) / u128::from(FULL_RISK);
+        self.min_work + u64::try_from(extra).unwrap_or(span)
+    }
+}
+
+/// The work an attempt touching `keys` (states before it is counted) must prove, if any.
+pub fn required_work(
+    policy: &Policy,
+    keys: &[AttemptKey],
+    states: &[KeyState],
+    under_attack: bool,
+    now: UnixMillis,
+) -> Option<u64> {
+    let settings = &policy.challenge;
+    let mut risk: Permille = 0;
+    let mut trusted_device = false;
+    let mut failing_device = false;
+    for (key, state) in keys.iter().zip(states) {
+        let limits = policy.for_dimension(key.dimension);
+        if key.dimension.is_source() {
+            if let Some(spray) = &limits.spray {
+                risk = risk.max(share(
+                    u64::from(spray.usernames_at(&state.spray, now)),
+                    spray.max_usernames,
+                ));
+            }
+            if let Some(failures) = &limits.failures {
+                risk = risk.max(share(failures.used(state.failure_tat, now), failures.burst));
+            }
+        }
+        if key.dimension == Dimension::Device {
+            trusted_device = true;
+            if let Some(lockout) = &limits.lockout {
+                let failed = lockout.recorded_failures(&state.lockout, now);
+                failing_device |= failed > 0;
+                risk = risk.max(share(u64::from(failed), lockout.max_failures));
+            }
+        }
+    }
+    let challenged = match settings.mode {
+        ChallengeMode::Off => false,
+        ChallengeMode::Always => true,
+        ChallengeMode::Risk if trusted_device => failing_device,
+        ChallengeMode::Risk => {
+            under_attack || risk >= Permille::from(settings.risk_percent) * 10
+        }
+    };
+    challenged.then(|| settings.work_at(risk))
+}
+
+/// `part` of `whole`, in thousandths, capped at the whole.
+fn share(part: u64, whole: u32) -> Permille {
+    (part.saturating_mul(FULL_RISK) / u64::from(whole.max(1))).min(FULL_RISK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DeviceCookies, KeyDeriver, Username};
+
+    const NOW: UnixMillis = 1_700_000_000_000;
+
+    fn keys(device: bool) -> Vec<AttemptKey> {
+        let deriver = KeyDeriver::new(b"k", 24, 64, 48).unwrap();
+        let name = Username::parse("alice").unwrap();
+        let cookies = DeviceCookies::new(b"d");
+        let id = cookies.verify(&cookies.issue(&name, [1; 16]), &name).unwrap();
+        let device = device.then_some(&id);
+        deriver.keys("2001:db8::1".parse().unwrap(), &name, device)
+    }
+
+    fn fresh(keys: &[AttemptKey]) -> Vec<KeyState> {
+        vec![KeyState::default(); keys.len()]
+    }
+
+    /// States where the `dimension` key failed on `usernames` distinct usernames just now.
+    fn sprayed(keys: &[AttemptKey], dimension: Dimension, usernames: usize) -> Vec<KeyState> {
+        let mut states = fresh(keys);
+        for (key, state) in keys.iter().zip(&mut states) {
+            if key.dimension == dimension {
+                state.spray.usernames = (0..usernames).map(|i| i.to_string()).collect();
+                state.spray.window_end = NOW + 1;
+            }
+        }
+        states
+    }
+
+    #[test]
+    fn a_clean_source_is_challenged_only_under_attack() {
+        let policy = Policy::default();
+        let k = keys(false);
+        assert_eq!(required_work(&policy, &k, &fresh(&k), false, NOW), None);
+        assert_eq!(
+            required_work(&policy, &k, &fresh(&k), true, NOW),
+            Some(policy.challenge.min_work)
+        );
+    }
+
+    #[test]
+    fn a_failing_source_is_challenged_and_the_work_rises_with_its_risk() {
+        let policy = Policy::default();
+        let k = keys(false);
+        // Two of ten usernames: 20%, under the 30% threshold.
+        assert_eq!(
+            required_work(&policy, &k, &sprayed(&k, Dimension::Ip, 2), false, NOW),
+            None
+        );
+        let three = required_work(&policy, &k, &sprayed(&k, Dimension::Ip, 3), false, NOW);
+        let nine = required_work(&policy, &k, &sprayed(&k, Dimension::Ip, 9), false, NOW);
+        assert_eq!(three, Some(policy.challenge.work_at(300)));
+        assert!(nine > three, "{nine:?} vs {three:?}");
+        // The /48 counts too: 30 of its 60.
+        let network = required_work(&policy, &k, &sprayed(&k, Dimension::Network, 30), false, NOW);
+        assert_eq!(network, Some(policy.challenge.work_at(500)));
+        // A window that closed counts nothing.
+        let closed = required_work(&policy, &k, &sprayed(&k, Dimension::Ip, 9), false, NOW + 2);
+        assert_eq!(closed, None);
+    }
+
+    #[test]
+    fn failures_count_as_a_share_of_the_failure_budget() {
+        let policy = Policy::default();
+        let k = keys(false);
+        let mut states = fresh(&k);
+        let limit = policy.ip.failures.unwrap();
+        let mut tat = 0;
+        for _ in 0..limit.burst / 2 {
+            tat = limit.charge(tat, NOW);
+        }
+        states[1].failure_tat = tat;
+        assert_eq!(k[1].dimension, Dimension::Ip);
+        assert_eq!(
+            required_work(&policy, &k, &states, false, NOW),
+            Some(policy.challenge.work_at(500))
+        );
+    }
+
+    #[test]
+    fn a_trusted_device_is_challenged_only_when_it_is_failing() {
+        let policy = Policy::default();
+        let k = keys(true);
+        assert_eq!(required_work(&policy, &k, &fresh(&k), true, NOW), None);
+        let mut states = fresh(&k);
+        states[1].lockout.failures = 2;
+        states[1].lockout.last_failure = NOW;
+        assert_eq!(
+            required_work(&policy, &k, &states, false, NOW),
+            Some(policy.challenge.work_at(400))
+        );
+        // Failures still in flight are not the device's record yet.
+        states[1].lockout.in_flight = 2;
+        assert_eq!(required_work(&policy, &k, &states, false, NOW), None);
+    }
+
+    #[test]
+    fn the_modes_always_and_off_override_the_risk() {
+        let mut policy = Policy::default();
+        let k = keys(true);
+        policy.challenge.mode = ChallengeMode::Always;
+        assert_eq!(
+            required_work(&policy, &k, &fresh(&k), false, NOW),
+            Some(policy.challenge.min_work)
+        );
+        policy.challenge.mode = ChallengeMode::Off;
+        let k = keys(false);
+        assert_eq!(
+            required_work(&policy, &k, &sprayed(&k, Dimension::Ip, 9), true, NOW),
+            None
+        );
+    }
+
+    #[test]
+    fn bad_work_ranges_are_refused_with_the_setting() {
+        let mut policy = Policy::default();
+        policy.challenge.max_work = policy.challenge.min_work - 1;
+        assert_eq!(
+            policy.validate().unwrap_err().to_string(),
+            "policy.challenge.max_work: must be at least challenge.min_work"
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! `GET /v1/challenge`: a proof-of-work challenge of the least work, for a client (the ALTCHA
+//! widget's `challengeurl`) to solve before it posts. A login or registration whose source
+//! is riskier is answered with a harder one instead (see [`crate::challenge`]).
+
+use actix_web::{HttpResponse, web};
+
+use super::AppState;
+use crate::error::ApiError;
+
+/// 200 with `{"parameters": {...}, "signature": "..."}`.
+pub async fn challenge(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let challenge = state.guard.challenges().issue(0)?;
+    Ok(HttpResponse::Ok().json(challenge))
+}
