@@ -25,7 +25,10 @@ fn decision(c: &mut Criterion) {
     c.bench_function("decide + record a failure", |b| {
         b.iter(|| {
             now += 10_000;
-            if table.attempt(&policy, black_box(&keys), 0, now).is_allowed() {
+            if table
+                .attempt(&policy, black_box(&keys), 0, now)
+                .is_allowed()
+            {
                 table.record(&policy, &keys, Outcome::Failure, &digest, &[], now);
             }
         })

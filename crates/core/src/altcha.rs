@@ -223,13 +223,14 @@ impl Altcha {
     }
 }
 
-/// Iterations per try and hex digits of prefix for about `work` expected iterations.
+/// Iterations per try and hex digits of prefix for at least `work` expected iterations (at most
+/// one try's cost more).
 fn shape(work: u64) -> (u32, u32) {
     let mut prefix = 0;
     while prefix < MAX_PREFIX && work / 16u64.pow(prefix + 1) >= MIN_COST {
         prefix += 1;
     }
-    let cost = (work / 16u64.pow(prefix)).max(1);
+    let cost = work.div_ceil(16u64.pow(prefix)).max(1);
     (u32::try_from(cost).unwrap_or(u32::MAX), prefix)
 }
 
@@ -272,7 +273,10 @@ mod tests {
         for work in [1, 1_000, 250_000, 1_000_000, 16_000_000, 1 << 40] {
             let (cost, prefix) = shape(work);
             let given = u64::from(cost) * 16u64.pow(prefix);
-            assert!(given <= work.max(1) && given * 17 > work, "{work}: {cost} x 16^{prefix}");
+            assert!(
+                given <= work.max(1) && given * 17 > work,
+                "{work}: {cost} x 16^{prefix}"
+            );
             assert!(u64::from(cost) < MIN_COST * 16, "{work}: cost {cost}");
         }
     }

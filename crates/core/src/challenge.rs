@@ -85,7 +85,10 @@ impl ChallengePolicy {
             ));
         }
         if self.risk_percent > 100 {
-            return Err(PolicyError::new("challenge.risk_percent", "must be in 0..=100"));
+            return Err(PolicyError::new(
+                "challenge.risk_percent",
+                "must be in 0..=100",
+            ));
         }
         Ok(())
     }
@@ -138,9 +141,7 @@ pub fn required_work(
         ChallengeMode::Off => false,
         ChallengeMode::Always => true,
         ChallengeMode::Risk if trusted_device => failing_device,
-        ChallengeMode::Risk => {
-            under_attack || risk >= Permille::from(settings.risk_percent) * 10
-        }
+        ChallengeMode::Risk => under_attack || risk >= Permille::from(settings.risk_percent) * 10,
     };
     challenged.then(|| settings.work_at(risk))
 }
@@ -161,7 +162,9 @@ mod tests {
         let deriver = KeyDeriver::new(b"k", 24, 64, 48).unwrap();
         let name = Username::parse("alice").unwrap();
         let cookies = DeviceCookies::new(b"d");
-        let id = cookies.verify(&cookies.issue(&name, [1; 16]), &name).unwrap();
+        let id = cookies
+            .verify(&cookies.issue(&name, [1; 16]), &name)
+            .unwrap();
         let device = device.then_some(&id);
         deriver.keys("2001:db8::1".parse().unwrap(), &name, device)
     }
@@ -207,7 +210,13 @@ mod tests {
         assert_eq!(three, Some(policy.challenge.work_at(300)));
         assert!(nine > three, "{nine:?} vs {three:?}");
         // The /48 counts too: 30 of its 60.
-        let network = required_work(&policy, &k, &sprayed(&k, Dimension::Network, 30), false, NOW);
+        let network = required_work(
+            &policy,
+            &k,
+            &sprayed(&k, Dimension::Network, 30),
+            false,
+            NOW,
+        );
         assert_eq!(network, Some(policy.challenge.work_at(500)));
         // A window that closed counts nothing.
         let closed = required_work(&policy, &k, &sprayed(&k, Dimension::Ip, 9), false, NOW + 2);

@@ -31,8 +31,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::UnixMillis;
 use crate::attack::AttackState;
-use crate::challenge;
 use crate::backoff::{Backoff, Lockout, LockoutState};
+use crate::challenge;
 use crate::gcra::GcraVerdict;
 use crate::keys::{AttemptKey, Dimension};
 use crate::policy::{KeyPolicy, Policy};

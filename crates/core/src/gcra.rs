@@ -82,7 +82,11 @@ mod tests {
         assert_eq!(limit.used(0, 5_000), 0);
         let tat = limit.charge(limit.charge(0, 5_000), 5_000);
         assert_eq!(limit.used(tat, 5_000), 2);
-        assert_eq!(limit.used(tat, 5_500), 2, "half a cell refilled still counts");
+        assert_eq!(
+            limit.used(tat, 5_500),
+            2,
+            "half a cell refilled still counts"
+        );
         assert_eq!(limit.used(tat, 6_000), 1);
         assert_eq!(limit.used(tat, 9_000), 0);
     }

@@ -252,7 +252,8 @@ pub fn counted_address(ip: IpAddr) -> IpAddr {
         return ip.to_canonical();
     };
     let s = v6.segments();
-    let embedded = |high: u16, low: u16| IpAddr::V4(((u32::from(high) << 16) | u32::from(low)).into());
+    let embedded =
+        |high: u16, low: u16| IpAddr::V4(((u32::from(high) << 16) | u32::from(low)).into());
     match s {
         [0x2002, high, low, ..] => embedded(high, low),
         // Teredo keeps the client's public address in the last 32 bits, inverted.
@@ -365,7 +366,11 @@ mod tests {
         // 6to4: 2002:c000:0221::/48 carries 192.0.2.33.
         let six_to_four = d.keys("2002:c000:221:5::1".parse().unwrap(), &name, None);
         // Teredo: the last 32 bits are 192.0.2.33 inverted (3f ff fd de).
-        let teredo = d.keys("2001:0:4136:e378:8000:63bf:3fff:fdde".parse().unwrap(), &name, None);
+        let teredo = d.keys(
+            "2001:0:4136:e378:8000:63bf:3fff:fdde".parse().unwrap(),
+            &name,
+            None,
+        );
         assert_eq!(plain, six_to_four);
         assert_eq!(plain, teredo);
     }
@@ -375,7 +380,9 @@ mod tests {
         let d = deriver();
         let name = Username::parse("alice").unwrap();
         let cookies = crate::DeviceCookies::new(b"device-key");
-        let device = cookies.verify(&cookies.issue(&name, [7; 16]), &name).unwrap();
+        let device = cookies
+            .verify(&cookies.issue(&name, [7; 16]), &name)
+            .unwrap();
         let keys = d.keys("198.51.100.1".parse().unwrap(), &name, Some(&device));
         let dimensions: Vec<_> = keys.iter().map(|k| k.dimension).collect();
         assert_eq!(dimensions, [Dimension::Global, Dimension::Device]);

@@ -279,7 +279,8 @@ mod tests {
             let k = keys("203.0.113.9", &format!("sprayed{i}"));
             assert!(fail(&mut table, &k, T0 + i).is_allowed(), "attempt {i}");
         }
-        let Decision::Deny(denial) = table.attempt(&policy, &keys("203.0.113.9", "next"), 0, T0 + 10)
+        let Decision::Deny(denial) =
+            table.attempt(&policy, &keys("203.0.113.9", "next"), 0, T0 + 10)
         else {
             panic!("the 11th username was admitted");
         };
@@ -371,7 +372,13 @@ mod tests {
         // A fresh address and username, asked with an ample proof so it is never challenged.
         let probe = keys("203.0.113.250", "probe");
         let decision = table.attempt(policy, &probe, u64::MAX, now);
-        let flag = matches!(decision, Decision::Allow { under_attack: true, .. });
+        let flag = matches!(
+            decision,
+            Decision::Allow {
+                under_attack: true,
+                ..
+            }
+        );
         if let Decision::Allow { pending, .. } = &decision {
             table.abandon(policy, &probe, pending, now);
         }
@@ -383,11 +390,20 @@ mod tests {
         let mut table = StateTable::default();
         let policy = sensitive();
         for i in 0..10 {
-            login(&mut table, &policy, &keys(&format!("10.0.{i}.1"), &format!("u{i}")), Outcome::Failure, T0);
+            login(
+                &mut table,
+                &policy,
+                &keys(&format!("10.0.{i}.1"), &format!("u{i}")),
+                Outcome::Failure,
+                T0,
+            );
         }
         let fresh = keys("192.0.2.7", "dana");
         let work = policy.challenge.min_work;
-        assert_eq!(table.attempt(&policy, &fresh, 0, T0 + 1), Decision::Challenge { work });
+        assert_eq!(
+            table.attempt(&policy, &fresh, 0, T0 + 1),
+            Decision::Challenge { work }
+        );
         assert_eq!(
             table.attempt(&policy, &fresh, work - 1, T0 + 1),
             Decision::Challenge { work },
@@ -410,12 +426,24 @@ mod tests {
         let mut table = StateTable::default();
         let policy = sensitive();
         for i in 0..10 {
-            login(&mut table, &policy, &keys(&format!("10.0.{i}.1"), &format!("u{i}")), Outcome::Failure, T0);
+            login(
+                &mut table,
+                &policy,
+                &keys(&format!("10.0.{i}.1"), &format!("u{i}")),
+                Outcome::Failure,
+                T0,
+            );
         }
         // A flood that is now only challenged, never verified, amid a trickle of successes.
         for i in 0..200u32 {
-            let from = keys(&format!("10.{}.{}.1", 1 + i / 250, i % 250), &format!("v{i}"));
-            assert!(matches!(table.attempt(&policy, &from, 0, T0 + 1_000), Decision::Challenge { .. }));
+            let from = keys(
+                &format!("10.{}.{}.1", 1 + i / 250, i % 250),
+                &format!("v{i}"),
+            );
+            assert!(matches!(
+                table.attempt(&policy, &from, 0, T0 + 1_000),
+                Decision::Challenge { .. }
+            ));
             if i % 10 == 0 {
                 let user = keys(&format!("192.0.2.{}", i / 10 + 1), &format!("legit{i}"));
                 login(&mut table, &policy, &user, Outcome::Success, T0 + 1_000);
@@ -443,7 +471,13 @@ mod tests {
         let policy = sensitive();
         let own = keys("198.51.100.9", "mallory");
         for i in 0..9 {
-            login(&mut table, &policy, &keys(&format!("10.0.{i}.1"), &format!("u{i}")), Outcome::Failure, T0);
+            login(
+                &mut table,
+                &policy,
+                &keys(&format!("10.0.{i}.1"), &format!("u{i}")),
+                Outcome::Failure,
+                T0,
+            );
         }
         // Logging into its own account 100 times adds one success, not 100: 9 of 10 failed.
         for i in 0..100 {
@@ -452,7 +486,13 @@ mod tests {
         assert!(under_attack(&mut table, &policy, T0 + 200));
         // Distinct accounts each count: 9 of 30 failed.
         for i in 0..20 {
-            login(&mut table, &policy, &keys(&format!("192.0.2.{}", i + 1), &format!("w{i}")), Outcome::Success, T0 + 300);
+            login(
+                &mut table,
+                &policy,
+                &keys(&format!("192.0.2.{}", i + 1), &format!("w{i}")),
+                Outcome::Success,
+                T0 + 300,
+            );
         }
         assert!(!under_attack(&mut table, &policy, T0 + 400));
     }

@@ -6,6 +6,7 @@
 mod admin;
 mod bad_input;
 mod binary;
+mod challenge;
 mod client_ip;
 mod devices;
 mod distributed;

@@ -24,10 +24,7 @@ pub fn prelude(policy: &Policy) -> Result<String, StoreError> {
                 "tightens_under_attack".to_owned(),
                 Value::Bool(dimension.tightens_under_attack()),
             );
-            fields.insert(
-                "is_source".to_owned(),
-                Value::Bool(dimension.is_source()),
-            );
+            fields.insert("is_source".to_owned(), Value::Bool(dimension.is_source()));
         }
         out.push_str(&format!("{} = {}, ", dimension.as_str(), literal(&value)?));
     }
@@ -83,7 +80,9 @@ mod tests {
         assert!(lua.contains("resets_on_success = true"), "{lua}");
         assert!(lua.contains("network = {"), "{lua}");
         assert!(
-            lua.contains("local CHALLENGE = {max_work = 16000000, min_work = 1000000, mode = 'risk'"),
+            lua.contains(
+                "local CHALLENGE = {max_work = 16000000, min_work = 1000000, mode = 'risk'"
+            ),
             "{lua}"
         );
         assert!(

@@ -1,0 +1,386 @@
+//! Proof-of-work challenges (ALTCHA v2): asked where the policy says, solved by the reference
+//! implementation (PyPI `altcha`, installed by scripts/test.sh), single-use on every path; the
+//! IPv6 network limits; trusted devices behind a banned shared address.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use portcullis_core::ChallengeMode;
+use portcullis_core::altcha::{self, Challenge, Payload};
+use portcullis_server::settings::Settings;
+use portcullis_testkit::{PASSWORD, TestApp, test_settings};
+use serde_json::{Value, json};
+
+use crate::helpers::assert_problem;
+
+const HMAC_KEY: &str = "challenge-test-hmac-key";
+
+/// Test settings behind a trusted local proxy, with small work so that tests solve fast.
+fn settings(mode: ChallengeMode) -> Settings {
+    let mut settings = test_settings();
+    settings.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    settings.secrets.hmac_key = Some(HMAC_KEY.to_owned().into());
+    settings.policy.challenge.mode = mode;
+    settings.policy.challenge.min_work = 4_000;
+    settings.policy.challenge.max_work = 64_000;
+    settings
+}
+
+/// The key challenges are signed with (the server derives it from `secrets.hmac_key`).
+fn challenge_key_hex() -> String {
+    hex::encode([HMAC_KEY.as_bytes(), b"/altcha-challenges"].concat())
+}
+
+async fn post(
+    app: &TestApp,
+    path: &str,
+    from: &str,
+    cookie: Option<&str>,
+    body: Value,
+) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.url(path))
+        .header("x-forwarded-for", from)
+        .json(&body);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    request.send().await.unwrap()
+}
+
+async fn login(
+    app: &TestApp,
+    from: &str,
+    user: &str,
+    password: &str,
+    altcha: Option<&str>,
+) -> reqwest::Response {
+    let body = json!({ "username": user, "password": password, "altcha": altcha });
+    post(app, "/v1/login", from, None, body).await
+}
+
+/// Registers an account, solving the challenge registration asks for in mode `always`.
+async fn register(app: &TestApp, user: &str) {
+    let body = json!({ "username": user, "password": PASSWORD });
+    let asked = post(app, "/v1/users", "192.0.2.99", None, body).await;
+    let altcha = solve(challenge_of(asked, "challenge_required").await);
+    let body = json!({ "username": user, "password": PASSWORD, "altcha": altcha });
+    assert_eq!(
+        post(app, "/v1/users", "192.0.2.99", None, body)
+            .await
+            .status(),
+        201
+    );
+}
+
+async fn fetch_challenge(app: &TestApp) -> Challenge {
+    let response = app
+        .client
+        .get(app.url("/v1/challenge"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// Solves with this crate's solver (the same algorithm; the reference one is tested below).
+fn solve(challenge: Challenge) -> String {
+    let solution = altcha::solve(&challenge.parameters, u32::MAX).unwrap();
+    Payload {
+        challenge,
+        solution,
+    }
+    .to_base64()
+}
+
+/// The challenge a problem answer carries.
+async fn challenge_of(response: reqwest::Response, code: &str) -> Challenge {
+    let body = assert_problem(response, 401).await;
+    assert_eq!(body["code"], code, "{body}");
+    serde_json::from_value(body["challenge"].clone()).unwrap()
+}
+
+/// Runs the reference implementation (see tests/interop/altcha_reference.py).
+fn reference(args: &[&str], stdin: &str) -> String {
+    let python = std::env::var("PORTCULLIS_TEST_PYTHON").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../target/interop-venv/bin/python"
+        )
+        .to_owned()
+    });
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/altcha_reference.py"
+    );
+    let mut child = Command::new(&python)
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("{python}: {e} (scripts/test.sh installs the reference altcha there)")
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "reference altcha {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn the_reference_implementation_solves_our_challenges_and_we_accept_its_own() {
+    let app = TestApp::spawn_with(settings(ChallengeMode::Always)).await;
+    register(&app, "alice").await;
+    let challenge = fetch_challenge(&app).await;
+    assert_eq!(challenge.parameters.algorithm, "PBKDF2/SHA-256");
+    assert_eq!(challenge.signature.len(), 64);
+
+    // The reference solves what we issued; we accept its payload...
+    let payload = reference(&["solve"], &serde_json::to_string(&challenge).unwrap());
+    let response = login(&app, "192.0.2.1", "alice", PASSWORD, Some(&payload)).await;
+    assert_eq!(response.status(), 200);
+    // ...and with our key it verifies it too: the same canonical JSON, the same signature.
+    assert_eq!(
+        reference(&["verify", &challenge_key_hex()], &payload),
+        "verified"
+    );
+
+    // A challenge the reference created with our key, solved: we verify its signature too.
+    let created: Challenge =
+        serde_json::from_str(&reference(&["create", &challenge_key_hex()], "")).unwrap();
+    let response = login(&app, "192.0.2.1", "alice", PASSWORD, Some(&solve(created))).await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn tampered_expired_wrong_and_replayed_payloads_are_refused_with_a_fresh_challenge() {
+    let app = TestApp::spawn_with(settings(ChallengeMode::Always)).await;
+    register(&app, "alice").await;
+    let from = "192.0.2.2";
+
+    let first = login(&app, from, "alice", PASSWORD, None).await;
+    let challenge = challenge_of(first, "challenge_required").await;
+    let payload = solve(challenge.clone());
+    assert_eq!(
+        login(&app, from, "alice", PASSWORD, Some(&payload))
+            .await
+            .status(),
+        200
+    );
+    // A solved challenge admits exactly one password check.
+    let replayed = login(&app, from, "alice", PASSWORD, Some(&payload)).await;
+    let fresh = challenge_of(replayed, "challenge_failed").await;
+    assert_ne!(fresh.parameters.nonce, challenge.parameters.nonce);
+
+    let mut cheaper = fresh.clone();
+    cheaper.parameters.cost = 1;
+    let tampered = login(&app, from, "alice", PASSWORD, Some(&solve(cheaper))).await;
+    challenge_of(tampered, "challenge_failed").await;
+
+    let mut wrong = Payload {
+        solution: altcha::solve(&fresh.parameters, u32::MAX).unwrap(),
+        challenge: fresh,
+    };
+    wrong.solution.counter += 1;
+    let response = login(&app, from, "alice", PASSWORD, Some(&wrong.to_base64())).await;
+    challenge_of(response, "challenge_failed").await;
+
+    let garbage = login(&app, from, "alice", PASSWORD, Some("bm90IGEgcGF5bG9hZA==")).await;
+    challenge_of(garbage, "challenge_failed").await;
+
+    let late = solve(fetch_challenge(&app).await);
+    app.clock.advance(601_000);
+    let expired = login(&app, from, "alice", PASSWORD, Some(&late)).await;
+    challenge_of(expired, "challenge_failed").await;
+}
+
+#[tokio::test]
+async fn challenge_answers_count_against_rate_limits_but_are_not_password_failures() {
+    let app = TestApp::spawn_with(settings(ChallengeMode::Always)).await;
+    register(&app, "alice").await;
+    // Unsolved attempts at alice's account spend the address's burst (tightened to a quarter
+    // once the unanswered challenges put the service under attack).
+    let mut challenged = 0;
+    loop {
+        let response = login(&app, "192.0.2.3", "alice", "guess", None).await;
+        if response.status() == 429 {
+            assert_problem(response, 429).await;
+            break;
+        }
+        challenge_of(response, "challenge_required").await;
+        challenged += 1;
+        assert!(challenged <= 30, "never throttled");
+    }
+    assert!(challenged > 5, "{challenged}");
+    // None of them was a failure of alice's: five would have locked her out.
+    let challenge = fetch_challenge(&app).await;
+    let response = login(
+        &app,
+        "192.0.2.4",
+        "alice",
+        PASSWORD,
+        Some(&solve(challenge)),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_failing_source_is_challenged_harder_as_it_goes_on_and_a_clean_one_is_not() {
+    let app = TestApp::spawn_with(settings(ChallengeMode::Risk)).await;
+    app.register("alice", PASSWORD).await;
+    let sprayer = "203.0.113.9";
+    for i in 0..3 {
+        let response = login(&app, sprayer, &format!("user{i}"), "Winter2026!", None).await;
+        assert_eq!(
+            assert_problem(response, 401).await["code"],
+            "invalid_credentials"
+        );
+    }
+    // Three of the ten usernames that would ban it: 30%, the default threshold.
+    let asked = challenge_of(
+        login(&app, sprayer, "user3", "Winter2026!", None).await,
+        "challenge_required",
+    )
+    .await;
+    let mut works = vec![asked.parameters.work()];
+    let mut challenge = asked;
+    for i in 3..9 {
+        let response = login(
+            &app,
+            sprayer,
+            &format!("user{i}"),
+            "Winter2026!",
+            Some(&solve(challenge)),
+        )
+        .await;
+        assert_eq!(response.status(), 401);
+        challenge = challenge_of(
+            login(&app, sprayer, "next", "x", None).await,
+            "challenge_required",
+        )
+        .await;
+        works.push(challenge.parameters.work());
+    }
+    assert!(
+        works.windows(2).all(|w| w[0] < w[1]),
+        "work rises with the risk: {works:?}"
+    );
+    assert!(
+        works[0] >= 4_000 / 16 && *works.last().unwrap() <= 64_000,
+        "{works:?}"
+    );
+
+    // Registration from that source is challenged too.
+    let body = json!({ "username": "newcomer", "password": PASSWORD });
+    let register = post(&app, "/v1/users", sprayer, None, body).await;
+    challenge_of(register, "challenge_required").await;
+    // A clean address is asked nothing.
+    assert_eq!(
+        login(&app, "198.51.100.20", "alice", PASSWORD, None)
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn rotating_through_the_64s_of_one_48_is_refused_before_the_400th_username() {
+    let app = TestApp::spawn_with(settings(ChallengeMode::Risk)).await;
+    let mut statuses = Vec::new();
+    for i in 0..400 {
+        let from = format!("2001:db8:42:{i:x}::1");
+        statuses.push(
+            login(&app, &from, &format!("user{i}"), "Winter2026!", None)
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    let first_refusal = statuses.iter().position(|&s| s == 429);
+    let verified = statuses.iter().take_while(|&&s| s == 401).count();
+    println!(
+        "400 /64s of one /48: first 429 at attempt {first_refusal:?}; {verified} answered 401 before"
+    );
+    assert!(first_refusal.is_some_and(|i| i < 399), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn a_trusted_device_logs_in_from_a_shared_address_an_attacker_got_banned() {
+    let app = TestApp::spawn_with(settings(ChallengeMode::Risk)).await;
+    app.register("alice", PASSWORD).await;
+    let office = "198.51.100.7";
+    let first = post(
+        &app,
+        "/v1/login",
+        office,
+        None,
+        json!({ "username": "alice", "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(first.status(), 200);
+    let cookie = first.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    // An attacker behind the same NAT sprays usernames, solving every challenge asked, until the
+    // address is banned.
+    let (mut victim, mut challenge, mut banned) = (0, None::<Challenge>, false);
+    while !banned && victim < 20 {
+        let altcha = challenge.take().map(solve);
+        let response = login(
+            &app,
+            office,
+            &format!("victim{victim}"),
+            "Winter2026!",
+            altcha.as_deref(),
+        )
+        .await;
+        match response.status().as_u16() {
+            429 => banned = true,
+            401 => {
+                let body: Value = response.json().await.unwrap();
+                challenge = serde_json::from_value(body["challenge"].clone()).ok();
+                if challenge.is_none() {
+                    victim += 1;
+                }
+            }
+            other => panic!("victim {victim}: {other}"),
+        }
+    }
+    assert!(banned, "the shared address was banned");
+    let without = post(
+        &app,
+        "/v1/login",
+        office,
+        None,
+        json!({ "username": "alice", "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(without.status(), 429);
+    let with = post(
+        &app,
+        "/v1/login",
+        office,
+        Some(&cookie),
+        json!({ "username": "alice", "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(with.status(), 200);
+}
