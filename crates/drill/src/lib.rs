@@ -4,14 +4,15 @@
 //! traffic against a deployment whose policy is off.
 //!
 //! [`scenario`] reads the TOML file, [`plan`] turns it into concrete requests, [`deployment`]
-//! brings up (or names) the target and seeds its accounts, [`traffic`] sends the requests,
-//! [`report`] and [`chart`] say what happened.
+//! brings up (or names) the target and seeds its accounts, [`traffic`] sends the requests
+//! (solving challenges with [`solver`]), [`report`] and [`chart`] say what happened.
 
 pub mod chart;
 pub mod deployment;
 pub mod plan;
 pub mod report;
 pub mod scenario;
+pub mod solver;
 pub mod traffic;
 
 use std::net::IpAddr;
@@ -129,7 +130,7 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
             ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        let traffic = traffic::run(&client, scenario, plan.clone(), &progress).await;
+        let traffic = traffic::run(&client, scenario, plan.clone(), &progress).await?;
         progress.finish_and_clear();
         runs.push(RunReport::new(policy, deployment.url(), &plan, &traffic));
     }

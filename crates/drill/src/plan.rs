@@ -190,6 +190,9 @@ mod tests {
             ip_version: 4,
             rate: 0.0,
             concurrency: 1,
+            solves_challenges: false,
+            solver_threads: 1,
+            max_secs: 0.0,
         }
     }
 

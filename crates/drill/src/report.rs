@@ -1,6 +1,7 @@
-//! What a run showed: attacker attempts by outcome, compromised accounts, legitimate users'
-//! success, latency per class, throughput and a per-second timeline; the policy-on/off
-//! comparison; the text table. The JSON report is these types serialised.
+//! What a run showed: attacker attempts by outcome, compromised accounts, what they cost the
+//! attacker in CPU time, legitimate users' success and challenges, latency per class (the
+//! legitimate users' before and during the attack), throughput and a per-second timeline; the
+//! policy-on/off comparison; the text table. The JSON report is these types serialised.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -52,8 +53,12 @@ pub struct RunReport {
 /// The attacker's requests by outcome.
 #[derive(Debug, Default, Serialize)]
 pub struct AttackerSummary {
-    /// Pairs sent.
+    /// Pairs of the list tried.
+    pub pairs: usize,
+    /// Requests sent (a pair is sent again with each challenge solved).
     pub attempts: usize,
+    /// Answered with a challenge (401 `challenge_*`), before any hashing.
+    pub challenged: usize,
     /// Refused before any hashing (429/423).
     pub denied: usize,
     /// Verified and failed (401).
@@ -68,6 +73,14 @@ pub struct AttackerSummary {
     pub hits_in_list: usize,
     /// Distinct accounts the attacker logged in to.
     pub compromised_accounts: usize,
+    /// CPU seconds of the attacker's threads, sending and solving.
+    pub cpu_secs: f64,
+    /// Of those, solving challenges.
+    pub solving_cpu_secs: f64,
+    /// `cpu_secs` per guess that reached the password check (None: none did).
+    pub cpu_secs_per_verified: Option<f64>,
+    /// `cpu_secs` per compromised account (None: none was).
+    pub cpu_secs_per_compromised: Option<f64>,
 }
 
 /// The legitimate users' logins.
@@ -89,6 +102,18 @@ pub struct LegitSummary {
     pub typos: usize,
     /// Users who got no device cookie before the run.
     pub warm_up_failures: usize,
+    /// Logins asked to solve a challenge.
+    pub challenged: usize,
+    /// Of those, from a known device (with its device cookie).
+    pub challenged_known_device: usize,
+    /// Median time a challenged login spent solving (one core), ms.
+    pub solve_ms_p50: f64,
+    /// 99th percentile of the same, ms.
+    pub solve_ms_p99: f64,
+    /// 99th percentile latency of legitimate requests sent before the attack, ms.
+    pub p99_before_attack_ms: f64,
+    /// ...and while it ran, ms.
+    pub p99_during_attack_ms: f64,
 }
 
 /// Latency percentiles of one class of answers.
@@ -115,10 +140,14 @@ pub struct TimelineSecond {
     pub attacker_allowed: usize,
     /// Attacker requests refused before it.
     pub attacker_denied: usize,
+    /// Attacker requests answered with a challenge.
+    pub attacker_challenged: usize,
     /// Attacker requests shed or failed.
     pub attacker_other: usize,
     /// Legitimate requests that logged in.
     pub legit_succeeded: usize,
+    /// Legitimate requests answered with a challenge.
+    pub legit_challenged: usize,
 }
 
 /// Policy off against policy on.
@@ -137,6 +166,9 @@ pub struct Comparison {
     pub verified_reduction: Option<f64>,
     /// `compromised_off / compromised_on` (None when nothing was compromised with them on).
     pub compromise_reduction: Option<f64>,
+    /// The attacker's CPU seconds per compromised account with the defences over without them
+    /// (None when nothing was compromised with them on, or without them).
+    pub cost_per_compromise_factor: Option<f64>,
 }
 
 impl RunReport {
@@ -147,13 +179,16 @@ impl RunReport {
             ..AttackerSummary::default()
         };
         let mut compromised = BTreeSet::new();
+        let mut pairs = BTreeSet::new();
         for sample in &traffic.samples {
             let Sender::Attacker(n) = sample.sender else {
                 continue;
             };
             attacker.attempts += 1;
+            pairs.insert(n);
             match sample.outcome {
                 Outcome::Refused => attacker.denied += 1,
+                Outcome::Challenged => attacker.challenged += 1,
                 Outcome::Failed => attacker.failed += 1,
                 Outcome::Succeeded => {
                     attacker.succeeded += 1;
@@ -164,10 +199,16 @@ impl RunReport {
             }
         }
         attacker.compromised_accounts = compromised.len();
+        attacker.pairs = pairs.len();
+        attacker.cpu_secs = traffic.attacker_cpu.as_secs_f64();
+        attacker.solving_cpu_secs = traffic.solving_cpu.as_secs_f64();
+        let per = |count: usize| (count > 0).then(|| attacker.cpu_secs / count as f64);
+        attacker.cpu_secs_per_verified = per(attacker.failed + attacker.succeeded);
+        attacker.cpu_secs_per_compromised = per(attacker.compromised_accounts);
         let intents = &traffic.intents;
         let count = |f: &dyn Fn(&&crate::traffic::Intent) -> bool| intents.iter().filter(f).count();
         let succeeded = count(&|i| i.succeeded);
-        let legit = LegitSummary {
+        let mut legit = LegitSummary {
             logins: intents.len(),
             succeeded,
             success_rate: ratio(succeeded, intents.len()),
@@ -176,7 +217,31 @@ impl RunReport {
             new_device: count(&|i| i.new_device),
             typos: count(&|i| i.typo),
             warm_up_failures: traffic.warm_up_failures,
+            challenged: count(&|i| i.challenges > 0),
+            challenged_known_device: count(&|i| i.challenges > 0 && !i.new_device),
+            ..LegitSummary::default()
         };
+        let mut solving: Vec<Duration> = intents
+            .iter()
+            .filter(|i| i.challenges > 0)
+            .map(|i| i.solving)
+            .collect();
+        solving.sort();
+        legit.solve_ms_p50 = percentile(&solving, 50);
+        legit.solve_ms_p99 = percentile(&solving, 99);
+        let legit_latency = |during: bool| {
+            let mut times: Vec<Duration> = traffic
+                .samples
+                .iter()
+                .filter(|s| matches!(s.sender, Sender::Legit(_)))
+                .filter(|s| (s.sent_at >= traffic.attack_started) == during)
+                .map(|s| s.latency)
+                .collect();
+            times.sort();
+            percentile(&times, 99)
+        };
+        legit.p99_before_attack_ms = legit_latency(false);
+        legit.p99_during_attack_ms = legit_latency(true);
         let attack_secs = traffic.attack_elapsed.as_secs_f64().max(1e-3);
         Self {
             policy,
@@ -211,6 +276,11 @@ impl Comparison {
                 off.attacker.compromised_accounts,
                 on.attacker.compromised_accounts,
             ),
+            cost_per_compromise_factor: on
+                .attacker
+                .cpu_secs_per_compromised
+                .zip(off.attacker.cpu_secs_per_compromised)
+                .map(|(on, off)| on / off.max(1e-9)),
         }
     }
 }
@@ -291,8 +361,10 @@ fn timeline(samples: &[Sample]) -> Vec<TimelineSecond> {
                 bucket.attacker_allowed += 1
             }
             (Sender::Attacker(_), Outcome::Refused) => bucket.attacker_denied += 1,
+            (Sender::Attacker(_), Outcome::Challenged) => bucket.attacker_challenged += 1,
             (Sender::Attacker(_), _) => bucket.attacker_other += 1,
             (Sender::Legit(_), Outcome::Succeeded) => bucket.legit_succeeded += 1,
+            (Sender::Legit(_), Outcome::Challenged) => bucket.legit_challenged += 1,
             (Sender::Legit(_), _) => {}
         }
     }
@@ -314,7 +386,9 @@ impl DrillReport {
         let mut row = |name: &str, value: &dyn Fn(&RunReport) -> String| {
             rows.push((name.to_owned(), self.runs.iter().map(value).collect()));
         };
-        row("attacker attempts", &|r| r.attacker.attempts.to_string());
+        row("attacker pairs tried", &|r| r.attacker.pairs.to_string());
+        row("attacker requests", &|r| r.attacker.attempts.to_string());
+        row("  challenged", &|r| r.attacker.challenged.to_string());
         row("  denied before hashing", &|r| {
             r.attacker.denied.to_string()
         });
@@ -325,6 +399,19 @@ impl DrillReport {
         row("hits in the list", &|r| r.attacker.hits_in_list.to_string());
         row("compromised accounts", &|r| {
             r.attacker.compromised_accounts.to_string()
+        });
+        let secs = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
+        row("attacker CPU s (solving)", &|r| {
+            format!(
+                "{:.1} ({:.1})",
+                r.attacker.cpu_secs, r.attacker.solving_cpu_secs
+            )
+        });
+        row("  CPU s per verified guess", &|r| {
+            secs(r.attacker.cpu_secs_per_verified)
+        });
+        row("  CPU s per compromised account", &|r| {
+            secs(r.attacker.cpu_secs_per_compromised)
         });
         row("legit logins", &|r| r.legit.logins.to_string());
         row("  success rate", &|r| {
@@ -338,6 +425,21 @@ impl DrillReport {
         });
         row("  new device / typo", &|r| {
             format!("{} / {}", r.legit.new_device, r.legit.typos)
+        });
+        row("  challenged (known device)", &|r| {
+            format!(
+                "{} ({})",
+                r.legit.challenged, r.legit.challenged_known_device
+            )
+        });
+        row("  solve time p50/p99 ms", &|r| {
+            format!("{:.0}/{:.0}", r.legit.solve_ms_p50, r.legit.solve_ms_p99)
+        });
+        row("  p99 ms before / during attack", &|r| {
+            format!(
+                "{:.1} / {:.1}",
+                r.legit.p99_before_attack_ms, r.legit.p99_during_attack_ms
+            )
         });
         for (i, class) in LATENCY_CLASSES.iter().enumerate() {
             row(&format!("{class} p50/p90/p99 ms"), &|r| {
@@ -383,6 +485,12 @@ impl DrillReport {
                 c.compromised_on,
                 factor(c.compromise_reduction, c.compromised_off),
             );
+            if let Some(f) = c.cost_per_compromise_factor {
+                let _ = writeln!(
+                    out,
+                    "attacker CPU time per compromised account: {f:.0}x the policy-off run's"
+                );
+            }
         }
         out
     }
@@ -433,12 +541,16 @@ mod tests {
                 sample(Sender::Attacker(0), Outcome::Succeeded, 0, 5),
                 sample(Sender::Attacker(1), Outcome::Succeeded, 100, 5),
                 sample(Sender::Attacker(2), Outcome::Failed, 1500, 40),
+                sample(Sender::Attacker(3), Outcome::Challenged, 2050, 1),
                 sample(Sender::Attacker(3), Outcome::Refused, 2100, 1),
+                sample(Sender::Legit(0), Outcome::Challenged, 500, 3),
                 sample(Sender::Legit(0), Outcome::Succeeded, 2200, 30),
             ],
             intents: vec![
                 Intent {
                     succeeded: true,
+                    challenges: 1,
+                    solving: Duration::from_millis(400),
                     ..Intent::default()
                 },
                 Intent {
@@ -450,16 +562,39 @@ mod tests {
             warm_up_failures: 0,
             elapsed: Duration::from_millis(2500),
             attack_elapsed: Duration::from_millis(2000),
+            attack_started: Duration::from_millis(1000),
+            attacker_cpu: Duration::from_secs(2),
+            solving_cpu: Duration::from_millis(1500),
         };
         let run = RunReport::new(true, "http://x", &plan(), &traffic);
         assert_eq!(
             (
+                run.attacker.pairs,
                 run.attacker.attempts,
                 run.attacker.succeeded,
                 run.attacker.failed,
+                run.attacker.challenged,
                 run.attacker.denied
             ),
-            (4, 2, 1, 1)
+            (4, 5, 2, 1, 1, 1)
+        );
+        assert_eq!(
+            (run.attacker.cpu_secs, run.attacker.solving_cpu_secs),
+            (2.0, 1.5)
+        );
+        assert_eq!(run.attacker.cpu_secs_per_verified, Some(2.0 / 3.0));
+        assert_eq!(run.attacker.cpu_secs_per_compromised, Some(2.0));
+        assert_eq!(
+            (run.legit.challenged, run.legit.challenged_known_device),
+            (1, 1)
+        );
+        assert_eq!(run.legit.solve_ms_p50, 400.0);
+        assert_eq!(
+            (
+                run.legit.p99_before_attack_ms,
+                run.legit.p99_during_attack_ms
+            ),
+            (3.0, 30.0)
         );
         assert_eq!(
             run.attacker.compromised_accounts, 1,
@@ -471,13 +606,21 @@ mod tests {
             (2, 1, 1)
         );
         assert_eq!(run.legit.locked_out_known_device, 0);
-        assert_eq!(run.attacker_requests_per_sec, 2.0);
-        let seconds: Vec<(usize, usize, usize)> = run
+        assert_eq!(run.attacker_requests_per_sec, 2.5);
+        let seconds: Vec<[usize; 5]> = run
             .timeline
             .iter()
-            .map(|s| (s.attacker_allowed, s.attacker_denied, s.legit_succeeded))
+            .map(|s| {
+                [
+                    s.attacker_allowed,
+                    s.attacker_challenged,
+                    s.attacker_denied,
+                    s.legit_succeeded,
+                    s.legit_challenged,
+                ]
+            })
             .collect();
-        assert_eq!(seconds, [(2, 0, 0), (1, 0, 0), (0, 1, 1)]);
+        assert_eq!(seconds, [[2, 0, 0, 0, 1], [1, 0, 0, 0, 0], [0, 1, 1, 1, 0]]);
         assert_eq!(run.latency_ms[1].count, 3);
         assert_eq!(run.latency_ms[1].p99, 40.0);
     }
@@ -518,5 +661,35 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("policy off"), "{table}");
+    }
+
+    #[test]
+    fn the_attackers_cost_per_compromised_account_is_compared() {
+        let traffic = |hits: usize, cpu_secs: u64| Traffic {
+            samples: (0..4)
+                .map(|n| {
+                    let outcome = if n < hits {
+                        Outcome::Succeeded
+                    } else {
+                        Outcome::Challenged
+                    };
+                    sample(Sender::Attacker(n), outcome, 0, 1)
+                })
+                .collect(),
+            attacker_cpu: Duration::from_secs(cpu_secs),
+            ..Traffic::default()
+        };
+        // Off: all four pairs get in, on three accounts (two pairs name "a"); on: one.
+        let off = RunReport::new(false, "x", &plan(), &traffic(4, 3));
+        let on = RunReport::new(true, "x", &plan(), &traffic(1, 300));
+        assert_eq!(off.attacker.cpu_secs_per_compromised, Some(1.0));
+        assert_eq!(on.attacker.cpu_secs_per_compromised, Some(300.0));
+        let comparison = Comparison::new(&on, &off);
+        assert_eq!(comparison.cost_per_compromise_factor, Some(300.0));
+        let nothing = RunReport::new(true, "x", &plan(), &traffic(0, 300));
+        assert_eq!(
+            Comparison::new(&nothing, &off).cost_per_compromise_factor,
+            None
+        );
     }
 }

@@ -64,6 +64,17 @@ pub struct Attacker {
     /// Requests in flight at once.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Whether the attacker solves the proof-of-work challenges it is asked (then retries the
+    /// pair with the solution), as a determined botnet would.
+    #[serde(default)]
+    pub solves_challenges: bool,
+    /// Threads the attacker solves on (its CPU time is measured, sending and solving).
+    #[serde(default = "default_solver_threads")]
+    pub solver_threads: usize,
+    /// Seconds after which the attacker stops, its list done or not (0: no limit), for
+    /// attackers slowed down by challenges.
+    #[serde(default)]
+    pub max_secs: f64,
 }
 
 /// Legitimate users logging in during the attack, from their own addresses.
@@ -81,6 +92,8 @@ pub struct Legit {
     /// Seconds legitimate logins go on at least, even after the attacker is done: a refused
     /// attacker finishes fast, and lockouts outlast the attack.
     pub min_secs: f64,
+    /// Seconds legitimate logins go on before the attacker starts (latency before the attack).
+    pub lead_secs: f64,
 }
 
 impl Default for Legit {
@@ -91,6 +104,7 @@ impl Default for Legit {
             new_device: 0.1,
             typo: 0.05,
             min_secs: 10.0,
+            lead_secs: 3.0,
         }
     }
 }
@@ -105,6 +119,10 @@ fn default_ip_version() -> u8 {
 
 fn default_concurrency() -> usize {
     8
+}
+
+fn default_solver_threads() -> usize {
+    2
 }
 
 /// Legitimate users get addresses 172.16.0.0/12, one /24 each.
@@ -195,6 +213,14 @@ impl Scenario {
             "attacker.concurrency: between 1 and 1024"
         );
         ensure!(
+            (1..=64).contains(&attacker.solver_threads),
+            "attacker.solver_threads: between 1 and 64"
+        );
+        ensure!(
+            (0.0..=3600.0).contains(&attacker.max_secs),
+            "attacker.max_secs: between 0 (no limit) and 3600"
+        );
+        ensure!(
             self.legit.users <= MAX_LEGIT_USERS.min(self.accounts.count),
             "legit.users: at most accounts.count and {MAX_LEGIT_USERS}"
         );
@@ -202,10 +228,12 @@ impl Scenario {
             self.legit.users == 0 || (self.legit.rate > 0.0 && self.legit.rate.is_finite()),
             "legit.rate: logins per second, above 0 when there are users"
         );
-        ensure!(
-            (0.0..=3600.0).contains(&self.legit.min_secs),
-            "legit.min_secs: between 0 and 3600"
-        );
+        for (name, secs) in [
+            ("legit.min_secs", self.legit.min_secs),
+            ("legit.lead_secs", self.legit.lead_secs),
+        ] {
+            ensure!((0.0..=3600.0).contains(&secs), "{name}: between 0 and 3600");
+        }
         Ok(())
     }
 }

@@ -1,13 +1,17 @@
-//! Sends a plan's traffic: the attacker's list from its workers, at a set rate or flat out,
-//! and legitimate users' logins at their own rate until the attacker is done. Every request's
-//! outcome and latency is kept as a [`Sample`] for the report.
+//! Sends a plan's traffic: legitimate users' logins at their own rate, from `legit.lead_secs`
+//! before the attack until the attacker is done; the attacker's list from its workers, at a set
+//! rate or flat out, on a thread of its own so that its CPU time can be measured. Both answer
+//! the challenges they are asked where they solve them (legitimate users always do). Every
+//! request's outcome and latency is kept as a [`Sample`] for the report.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use cpu_time::ThreadTime;
 use indicatif::ProgressBar;
+use portcullis_core::altcha::Challenge;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, SET_COOKIE};
 use tokio::task::JoinSet;
@@ -15,6 +19,10 @@ use tokio::time::Instant;
 
 use crate::plan::{Plan, SplitMix64};
 use crate::scenario::Scenario;
+use crate::solver::{self, SolverHandle, SolverPool};
+
+/// Challenges one pair or login answers at most, each harder, before the sender gives up.
+const MAX_CHALLENGES_PER_TRY: usize = 3;
 
 /// What the server did with one login request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -23,6 +31,8 @@ pub enum Outcome {
     Succeeded,
     /// 401: the password was checked and was wrong (or the account does not exist).
     Failed,
+    /// 401 `challenge_required` / `challenge_failed`: a proof of work asked before any hashing.
+    Challenged,
     /// 429 or 423: refused before any password hashing.
     Refused,
     /// 503: the server shed the request (hashing queue full, store or database down).
@@ -32,9 +42,10 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn from_status(status: StatusCode) -> Self {
+    fn from_answer(status: StatusCode, challenged: bool) -> Self {
         match status.as_u16() {
             200 => Self::Succeeded,
+            401 if challenged => Self::Challenged,
             401 => Self::Failed,
             423 | 429 => Self::Refused,
             503 => Self::Shed,
@@ -76,6 +87,10 @@ pub struct Intent {
     pub succeeded: bool,
     /// A try was refused (429/423): the user was locked out or throttled.
     pub refused: bool,
+    /// Challenges the user solved for this login.
+    pub challenges: usize,
+    /// Time spent solving them (one core).
+    pub solving: Duration,
 }
 
 /// Everything a run sent and got back.
@@ -91,6 +106,12 @@ pub struct Traffic {
     pub elapsed: Duration,
     /// From the first request to the attacker's last answer.
     pub attack_elapsed: Duration,
+    /// When the attacker started, from the first request.
+    pub attack_started: Duration,
+    /// CPU time of the attacker's threads: sending, and solving (its part of the total).
+    pub attacker_cpu: Duration,
+    /// Of that, solving challenges.
+    pub solving_cpu: Duration,
 }
 
 /// The HTTP side of a run: one connection pool, the target and how to name a client.
@@ -98,6 +119,8 @@ pub struct Traffic {
 pub struct Client {
     http: reqwest::Client,
     login_url: String,
+    source: Option<IpAddr>,
+    pool: usize,
 }
 
 /// One login's answer.
@@ -106,6 +129,8 @@ struct Answer {
     latency: Duration,
     /// `name=value` of the cookie a successful login set (the device cookie).
     cookie: Option<String>,
+    /// The challenge a challenge answer carries.
+    challenge: Option<Challenge>,
 }
 
 impl Client {
@@ -120,7 +145,15 @@ impl Client {
         Ok(Self {
             http,
             login_url: format!("{}/v1/login", base_url.trim_end_matches('/')),
+            source,
+            pool,
         })
+    }
+
+    /// The same client with a connection pool of its own (for another runtime).
+    fn detached(&self) -> anyhow::Result<Self> {
+        let base = self.login_url.trim_end_matches("/v1/login");
+        Self::new(base, self.source, self.pool)
     }
 
     async fn login(
@@ -129,55 +162,58 @@ impl Client {
         password: &str,
         client: IpAddr,
         cookie: Option<&str>,
+        altcha: Option<&str>,
     ) -> Answer {
         let started = Instant::now();
+        let mut body = serde_json::json!({ "username": username, "password": password });
+        if let Some(altcha) = altcha {
+            body["altcha"] = altcha.into();
+        }
         let mut request = self
             .http
             .post(&self.login_url)
             .header("x-forwarded-for", client.to_string())
-            .json(&serde_json::json!({ "username": username, "password": password }));
+            .json(&body);
         if let Some(cookie) = cookie {
             request = request.header(COOKIE, cookie);
         }
-        let (outcome, cookie) = match request.send().await {
-            Ok(response) => {
-                let outcome = Outcome::from_status(response.status());
-                let cookie = response
-                    .headers()
-                    .get(SET_COOKIE)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.split(';').next())
-                    .map(str::to_owned);
-                // Read the body so the connection goes back to the pool.
-                let body = response.bytes().await;
-                (
-                    if body.is_ok() {
-                        outcome
-                    } else {
-                        Outcome::Error
-                    },
-                    cookie,
-                )
-            }
-            Err(_) => (Outcome::Error, None),
+        let mut answer = Answer {
+            outcome: Outcome::Error,
+            latency: Duration::ZERO,
+            cookie: None,
+            challenge: None,
         };
-        Answer {
-            outcome,
-            latency: started.elapsed(),
-            cookie,
+        if let Ok(response) = request.send().await {
+            let status = response.status();
+            answer.cookie = response
+                .headers()
+                .get(SET_COOKIE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(';').next())
+                .map(str::to_owned);
+            // Read the body so the connection goes back to the pool.
+            if let Ok(body) = response.bytes().await {
+                answer.challenge = (status == StatusCode::UNAUTHORIZED)
+                    .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
+                    .flatten()
+                    .and_then(|problem| serde_json::from_value(problem["challenge"].clone()).ok());
+                answer.outcome = Outcome::from_answer(status, answer.challenge.is_some());
+            }
         }
+        answer.latency = started.elapsed();
+        answer
     }
 }
 
-/// Runs `plan`: legitimate users get their device cookies first, then the attacker and the
-/// legitimate users go at once, the users until the attacker is done and `legit.min_secs` have
-/// passed; `progress` counts the attacker's requests.
+/// Runs `plan`: legitimate users get their device cookies first, then log in for
+/// `legit.lead_secs` alone, then the attacker joins; the users go on until the attacker is done
+/// and `legit.min_secs` have passed; `progress` counts the attacker's pairs.
 pub async fn run(
     client: &Client,
     scenario: &Scenario,
     plan: Arc<Plan>,
     progress: &ProgressBar,
-) -> Traffic {
+) -> anyhow::Result<Traffic> {
     let cookies = warm_up(client, &plan).await;
     let warm_up_failures = cookies.iter().filter(|c| c.is_none()).count();
     let start = Instant::now();
@@ -190,7 +226,19 @@ pub async fn run(
         start,
         done.clone(),
     ));
-    let mut samples = attacker(client, scenario, plan, start, progress).await;
+    let attack_started = Duration::from_secs_f64(scenario.legit.lead_secs);
+    tokio::time::sleep_until(start + attack_started).await;
+    let attack = AttackRun {
+        client: client.detached()?,
+        scenario: scenario.clone(),
+        plan,
+        start,
+        progress: progress.clone(),
+    };
+    let (mut samples, attacker_cpu, solving_cpu) =
+        tokio::task::spawn_blocking(move || attack.run())
+            .await
+            .map_err(|e| anyhow::anyhow!("the attacker's thread failed: {e}"))??;
     let attack_elapsed = start.elapsed();
     tokio::time::sleep_until(start + Duration::from_secs_f64(scenario.legit.min_secs)).await;
     done.store(true, Ordering::Relaxed);
@@ -198,13 +246,16 @@ pub async fn run(
     let elapsed = start.elapsed();
     samples.extend(legit_samples);
     samples.sort_by_key(|s| s.sent_at);
-    Traffic {
+    Ok(Traffic {
         samples,
         intents,
         warm_up_failures,
         elapsed,
         attack_elapsed,
-    }
+        attack_started,
+        attacker_cpu,
+        solving_cpu,
+    })
 }
 
 /// Each legitimate user logs in once from their known device, which sets its device cookie.
@@ -215,7 +266,7 @@ async fn warm_up(client: &Client, plan: &Plan) -> Vec<Option<String>> {
         let home = user.home;
         logins.spawn(async move {
             let answer = client
-                .login(&account.username, &account.password, home, None)
+                .login(&account.username, &account.password, home, None, None)
                 .await;
             (
                 index,
@@ -232,20 +283,59 @@ async fn warm_up(client: &Client, plan: &Plan) -> Vec<Option<String>> {
     cookies
 }
 
-/// The attacker's workers: each takes the next pair of the list until it is exhausted.
-async fn attacker(
-    client: &Client,
-    scenario: &Scenario,
+/// The attacker, run on a thread of its own (a single-threaded runtime) so that the CPU time
+/// it spends sending can be read, with its solving threads.
+struct AttackRun {
+    client: Client,
+    scenario: Scenario,
     plan: Arc<Plan>,
     start: Instant,
-    progress: &ProgressBar,
-) -> Vec<Sample> {
+    progress: ProgressBar,
+}
+
+impl AttackRun {
+    /// Sends the list; returns the samples, the CPU time of sending and solving together, and
+    /// of solving alone.
+    fn run(self) -> anyhow::Result<(Vec<Sample>, Duration, Duration)> {
+        let sending = ThreadTime::now();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let pool = SolverPool::start(self.scenario.attacker.solver_threads);
+        let solver = pool
+            .handle()
+            .filter(|_| self.scenario.attacker.solves_challenges);
+        let samples = runtime.block_on(attacker(self, solver));
+        let sending = sending.elapsed();
+        let solving = pool.finish();
+        Ok((samples, sending + solving, solving))
+    }
+}
+
+/// The attacker's workers: each takes the next pair of the list until it is exhausted (or
+/// `attacker.max_secs` have passed), solving the challenges it is asked if it can.
+async fn attacker(run: AttackRun, solver: Option<SolverHandle>) -> Vec<Sample> {
+    let AttackRun {
+        client,
+        scenario,
+        plan,
+        start,
+        progress,
+    } = run;
     let next = Arc::new(AtomicUsize::new(0));
+    let attack_start = Instant::now();
     let rate = scenario.attacker.rate;
+    let deadline = (scenario.attacker.max_secs > 0.0)
+        .then(|| attack_start + Duration::from_secs_f64(scenario.attacker.max_secs));
     let mut workers = JoinSet::new();
     for _ in 0..scenario.attacker.concurrency {
-        let (client, plan, next, progress) =
-            (client.clone(), plan.clone(), next.clone(), progress.clone());
+        let (client, plan, next, progress, solver) = (
+            client.clone(),
+            plan.clone(),
+            next.clone(),
+            progress.clone(),
+            solver.clone(),
+        );
         workers.spawn(async move {
             let mut samples = Vec::new();
             loop {
@@ -254,19 +344,38 @@ async fn attacker(
                     break;
                 };
                 if rate > 0.0 {
-                    tokio::time::sleep_until(start + Duration::from_secs_f64(n as f64 / rate))
-                        .await;
+                    let due = attack_start + Duration::from_secs_f64(n as f64 / rate);
+                    tokio::time::sleep_until(due).await;
                 }
-                let sent_at = start.elapsed();
-                let answer = client
-                    .login(&attempt.username, &attempt.password, attempt.source, None)
-                    .await;
-                samples.push(Sample {
-                    sender: Sender::Attacker(n),
-                    outcome: answer.outcome,
-                    sent_at,
-                    latency: answer.latency,
-                });
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                let mut altcha = None;
+                for _ in 0..=MAX_CHALLENGES_PER_TRY {
+                    let sent_at = start.elapsed();
+                    let answer = client
+                        .login(
+                            &attempt.username,
+                            &attempt.password,
+                            attempt.source,
+                            None,
+                            altcha.as_deref(),
+                        )
+                        .await;
+                    samples.push(Sample {
+                        sender: Sender::Attacker(n),
+                        outcome: answer.outcome,
+                        sent_at,
+                        latency: answer.latency,
+                    });
+                    altcha = match (&solver, answer.challenge) {
+                        (Some(solver), Some(challenge)) => solver.solve(challenge).await,
+                        _ => None,
+                    };
+                    if altcha.is_none() {
+                        break;
+                    }
+                }
                 progress.inc(1);
             }
             samples
@@ -347,18 +456,38 @@ async fn log_in(
     };
     let mut samples = Vec::new();
     for password in tries {
-        let sent_at = start.elapsed();
-        let answer = client
-            .login(&account.username, password, address, cookie.as_deref())
-            .await;
-        samples.push(Sample {
-            sender: Sender::Legit(user),
-            outcome: answer.outcome,
-            sent_at,
-            latency: answer.latency,
-        });
-        intent.refused |= answer.outcome == Outcome::Refused;
-        intent.succeeded = answer.outcome == Outcome::Succeeded;
+        let mut altcha = None;
+        for _ in 0..=MAX_CHALLENGES_PER_TRY {
+            let sent_at = start.elapsed();
+            let answer = client
+                .login(
+                    &account.username,
+                    password,
+                    address,
+                    cookie.as_deref(),
+                    altcha.as_deref(),
+                )
+                .await;
+            samples.push(Sample {
+                sender: Sender::Legit(user),
+                outcome: answer.outcome,
+                sent_at,
+                latency: answer.latency,
+            });
+            intent.refused |= answer.outcome == Outcome::Refused;
+            intent.succeeded = answer.outcome == Outcome::Succeeded;
+            // A person's browser solves what it is asked, on one core, and posts again.
+            let Some(challenge) = answer.challenge else {
+                break;
+            };
+            let (payload, took) =
+                tokio::task::spawn_blocking(move || solver::solve_timed(challenge))
+                    .await
+                    .unwrap_or((None, Duration::ZERO));
+            intent.challenges += 1;
+            intent.solving += took;
+            altcha = payload;
+        }
     }
     (samples, intent)
 }

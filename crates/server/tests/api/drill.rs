@@ -1,5 +1,6 @@
-//! The attack drill's smoke test: `drill/scenarios/smoke.toml` (a brute force on one account)
-//! against two local stacks, the policy on and off. It checks outcomes, never timings.
+//! The attack drill's smoke tests against two local stacks each, the policy on and off:
+//! `drill/scenarios/smoke.toml` (a brute force on one account) and `smoke-challenge.toml` (a
+//! spray that is challenged). They check outcomes, never timings.
 
 use std::path::Path;
 
@@ -9,6 +10,24 @@ use portcullis_drill::{Options, Target};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+/// Runs a scenario from `drill/scenarios` against local stacks, the policy on and off.
+async fn drill(name: &str, out: &Path) -> portcullis_drill::report::DrillReport {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let scenario = Scenario::load(&root.join(format!("drill/scenarios/{name}.toml"))).unwrap();
+    let options = Options {
+        scenario,
+        target: Target::LocalStack {
+            script: root.join("scripts/local-stack.sh"),
+        },
+        bin: BIN.into(),
+        policy_off: true,
+        cheap_seeding: true,
+        source: None,
+        out_dir: out.to_owned(),
+    };
+    portcullis_drill::run(&options).await.unwrap()
+}
 
 #[tokio::test]
 async fn the_smoke_drill_is_stopped_by_the_policy_and_not_without_it() {
@@ -20,18 +39,7 @@ async fn the_smoke_drill_is_stopped_by_the_policy_and_not_without_it() {
         "the scenario needs its right password after the lockout threshold, not at {hit:?}"
     );
     let out = tempfile::tempdir().unwrap();
-    let options = Options {
-        scenario,
-        target: Target::LocalStack {
-            script: root.join("scripts/local-stack.sh"),
-        },
-        bin: BIN.into(),
-        policy_off: true,
-        cheap_seeding: true,
-        source: None,
-        out_dir: out.path().to_owned(),
-    };
-    let report = portcullis_drill::run(&options).await.unwrap();
+    let report = drill("smoke", out.path()).await;
 
     let [on, off] = report.runs.as_slice() else {
         panic!("two runs expected, got {}", report.runs.len());
@@ -68,4 +76,43 @@ async fn the_smoke_drill_is_stopped_by_the_policy_and_not_without_it() {
         let svg = std::fs::read_to_string(out.path().join(format!("smoke-policy-{policy}.svg")));
         assert!(svg.unwrap().starts_with("<svg"), "policy {policy}");
     }
+}
+
+#[tokio::test]
+async fn a_spray_that_does_not_solve_is_stopped_by_challenges_and_users_solve_theirs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let scenario = Scenario::load(&root.join("drill/scenarios/smoke-challenge.toml")).unwrap();
+    let hits: Vec<usize> = Plan::new(&scenario)
+        .attacks
+        .iter()
+        .enumerate()
+        .filter_map(|(n, a)| a.hit.then_some(n))
+        .collect();
+    assert!(
+        hits.iter().any(|&n| n >= 3),
+        "the scenario needs a right password after the third username, not at {hits:?}"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let report = drill("smoke-challenge", out.path()).await;
+    let [on, off] = report.runs.as_slice() else {
+        panic!("two runs expected, got {}", report.runs.len());
+    };
+    let table = report.table();
+    // Three usernames fail from the address (30% of the ten that would ban it); from then on it
+    // is challenged, and an attacker that does not solve verifies nothing more.
+    assert_eq!(on.verified(), 3, "{table}");
+    assert!(on.attacker.challenged >= 10, "{table}");
+    assert_eq!(on.attacker.compromised_accounts, 0, "{table}");
+    assert_eq!(off.verified(), 40, "{table}");
+    assert!(off.attacker.compromised_accounts >= 1, "{table}");
+    // Every legitimate user gets in; those on a known device are never challenged; the others
+    // were asked under attack and solved.
+    assert_eq!(on.legit.succeeded, on.legit.logins, "{table}");
+    assert_eq!(on.legit.challenged_known_device, 0, "{table}");
+    assert!(
+        on.legit.challenged >= 1 && on.legit.solve_ms_p50 > 0.0,
+        "{table}"
+    );
+    assert_eq!(off.legit.challenged, 0, "{table}");
+    assert!(on.attacker.cpu_secs > 0.0, "{table}");
 }

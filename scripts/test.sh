@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The test command (README.md, and what .ci/run runs): installs what a fresh machine lacks,
+# makes sure the services the tests use are up, then runs `cargo test --workspace`.
+#
+# - nginx (local-stack and drill smoke tests), promtool (metrics test), redis-tools,
+#   postgresql-client and openssl (fixtures): Debian packages.
+# - The reference ALTCHA implementation (PyPI `altcha`, pinned) in target/interop-venv, for
+#   the challenge interop tests.
+# - Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432, started if they are down; the
+#   tests take their own key prefix or database on them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ALTCHA_VERSION=2.3.0
+VENV=target/interop-venv
+
+log() { printf '\n== %s\n' "$*"; }
+
+ensure_packages() {
+  local missing=()
+  command -v nginx >/dev/null || missing+=(nginx-light)
+  command -v promtool >/dev/null || missing+=(prometheus)
+  command -v redis-cli >/dev/null || missing+=(redis-tools)
+  command -v psql >/dev/null || missing+=(postgresql-client)
+  command -v openssl >/dev/null || missing+=(openssl)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+}
+
+ensure_reference_altcha() {
+  if "$VENV/bin/pip" show altcha 2>/dev/null | grep -qx "Version: $ALTCHA_VERSION"; then
+    return
+  fi
+  log "installing altcha==$ALTCHA_VERSION into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "altcha==$ALTCHA_VERSION"
+}
+
+ensure_redis() {
+  if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then return; fi
+  log "starting redis on 127.0.0.1:6379"
+  if ! command -v redis-server >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq redis-server
+  fi
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no
+  for _ in $(seq 50); do redis-cli ping >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "redis did not start" >&2; exit 1
+}
+
+ensure_postgres() {
+  if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then return; fi
+  log "starting postgresql on 127.0.0.1:5432"
+  if ! ls /etc/postgresql >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq postgresql
+  fi
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
+  for _ in $(seq 100); do pg_isready -h 127.0.0.1 -p 5432 -q && return; sleep 0.1; done
+  echo "postgresql did not start" >&2; exit 1
+}
+
+ensure_packages
+ensure_reference_altcha
+ensure_redis
+ensure_postgres
+
+# Without these the fixtures would spawn private servers from the local binaries.
+export PORTCULLIS_TEST_REDIS_URL=${PORTCULLIS_TEST_REDIS_URL:-redis://127.0.0.1:6379}
+export PORTCULLIS_TEST_DATABASE_URL=${PORTCULLIS_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+export PORTCULLIS_TEST_PYTHON=${PORTCULLIS_TEST_PYTHON:-$PWD/$VENV/bin/python}
+
+log "cargo test --workspace"
+cargo test --workspace "$@"
