@@ -3,11 +3,11 @@
 # made it, all from one run on one machine (so the ratios compare like with like).
 #   1. criterion: the core's decision function; one attempt through the memory store and Redis
 #   2. scripts/bench-http.sh: bare endpoint vs throttled vs verified login path
-#   3. the attack drill: every scenario in drill/scenarios (but the CI smoke test), policy on
+#   3. the attack drill: every scenario in drill/scenarios (but the CI smoke tests), policy on
 #      and off, each against a fresh local 3-replica stack (needs nginx: apt-get install
 #      nginx-light)
 # Needs Redis on 127.0.0.1:6379 (or PORTCULLIS_TEST_REDIS_URL) for the store bench. Takes
-# about 15 minutes on 2 cores.
+# about 25 minutes on 2 cores.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +22,7 @@ cargo bench --quiet -p portcullis-store --bench round_trip $criterion >"$out/cri
 scripts/bench-http.sh >"$out/http.md"
 scenarios=()
 for scenario in drill/scenarios/*.toml; do
-  [ "$(basename "$scenario")" = smoke.toml ] && continue
+  case "$(basename "$scenario")" in smoke*.toml) continue ;; esac
   name=$(basename "$scenario" .toml)
   target/release/portcullis-drill run "$scenario" --policy-off --out "$out/drill" >"$out/drill/$name.txt"
   scenarios+=("$name")
@@ -78,21 +78,21 @@ print("`target/release/portcullis-drill run drill/scenarios/NAME.toml --policy-o
 print("each scenario against a fresh local stack (`scripts/local-stack.sh`: Redis, PostgreSQL,")
 print("3 replicas behind nginx) with the default policy, then the same traffic against a stack with")
 print("`policy.enabled = false`. *verified* = attacker requests that reached the password hash.\n")
-print("| scenario | policy | attempts | denied before hashing | verified | compromised / hits in list | legit success (locked out) | denied p50 ms | verified p50 ms | legit p99 ms | attacker req/s |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| scenario | policy | pairs tried | challenged | denied before hashing | verified | compromised / hits in list | attacker CPU s (solving) | CPU s per compromised | legit success (locked out) | legit challenged (known device) | legit solve p50 ms | legit p99 ms before / during | attacker req/s |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 seeding = None
 for name in scenarios:
     report = json.load(open(os.path.join(out, "drill", f"{name}.json")))
     seeding = report["seeding"]
     for run in report["runs"]:
         a, l = run["attacker"], run["legit"]
-        lat = {c["class"]: c for c in run["latency_ms"]}
-        def ms(cls, p):
-            c = lat[cls]
-            return f"{c[p]:.1f}" if c["count"] else "–"
-        print(f"| {name} | {'on' if run['policy'] else 'off'} | {a['attempts']} | {a['denied']} | {a['failed'] + a['succeeded']} | "
-              f"{a['compromised_accounts']} / {a['hits_in_list']} | {l['success_rate'] * 100:.0f}% of {l['logins']} ({l['locked_out']}) | "
-              f"{ms('attacker denied', 'p50')} | {ms('attacker verified', 'p50')} | {ms('legit', 'p99')} | {run['attacker_requests_per_sec']:.0f} |")
+        per = a["cpu_secs_per_compromised"]
+        per = f"{per:.3f}" if per is not None else "– (none)"
+        solve = f"{l['solve_ms_p50']:.0f}" if l["challenged"] else "–"
+        print(f"| {name} | {'on' if run['policy'] else 'off'} | {a['pairs']} | {a['challenged']} | {a['denied']} | {a['failed'] + a['succeeded']} | "
+              f"{a['compromised_accounts']} / {a['hits_in_list']} | {a['cpu_secs']:.1f} ({a['solving_cpu_secs']:.1f}) | {per} | "
+              f"{l['success_rate'] * 100:.1f}% of {l['logins']} ({l['locked_out']}) | {l['challenged']} ({l['challenged_known_device']}) | {solve} | "
+              f"{l['p99_before_attack_ms']:.0f} / {l['p99_during_attack_ms']:.0f} | {run['attacker_requests_per_sec']:.0f} |")
 print()
 for name in scenarios:
     report = json.load(open(os.path.join(out, "drill", f"{name}.json")))
@@ -100,8 +100,11 @@ for name in scenarios:
     verified = f"{c['verified_reduction']:.1f}× fewer" if c["verified_reduction"] else f"all {c['verified_off']} stopped"
     compromised = (f"{c['compromise_reduction']:.1f}× fewer" if c["compromise_reduction"]
                    else (f"all {c['compromised_off']} prevented" if c["compromised_off"] else "none either way"))
+    share = c["compromised_on"] / c["compromised_off"] * 100 if c["compromised_off"] else 0
+    cost = (f"; attacker CPU time per compromised account {c['cost_per_compromise_factor']:.0f}× the policy-off run's"
+            if c.get("cost_per_compromise_factor") else "")
     print(f"- **{name}** ({report['description']}): guesses verified {c['verified_off']} → {c['verified_on']} ({verified}); "
-          f"accounts compromised {c['compromised_off']} → {c['compromised_on']} ({compromised}).")
+          f"accounts compromised {c['compromised_off']} → {c['compromised_on']} ({compromised}; {share:.1f}% of policy-off){cost}.")
 if seeding:
     # Every scenario is seeded the same way; only the account count differs.
     how = seeding.split("hashed with ", 1)[-1]
@@ -110,13 +113,17 @@ print("""
 Reading the table: limits keyed on an address, a subnet or an account stop attacks that
 concentrate on one of them (brute force, a spray from one address, rotation inside one IPv6
 /64) almost entirely, and the attacker's refused requests cost a Redis round trip instead of a
-hash. A list spread thin over many networks (botnet, low-and-slow) stays under those limits
-for longer: the defences cut the guesses that reach the hash, but reused passwords among the
-guesses that do get through still work.""")
+hash. A list spread thin over many networks (botnet, residential proxies, low-and-slow) never
+concentrates: there the proof-of-work challenge does the work. The failures of the first
+attempts put the service under attack, from then on every attempt without a trusted device must
+solve a challenge before its password is checked, and an attacker that does not solve gets no
+further; one that does (botnet-solver) pays CPU time for every guess, more as its sources keep
+failing. Legitimate users on a known device are never challenged; from a new device they solve
+one challenge while the attack lasts ("legit solve p50": one core, the drill's own solver).""")
 refused = sum(run["legit"]["locked_out"] for name in scenarios
               for run in json.load(open(os.path.join(out, "drill", f"{name}.json")))["runs"] if run["policy"])
 print(f"\nLegitimate logins refused with the defences on, all scenarios together: {refused}.")
-print("\nTimelines (allowed vs denied attempts per second) are written next to the JSON reports as")
+print("\nTimelines (attacker and legitimate requests per second, in two panels) are written next to the JSON reports as")
 print("`target/bench/drill/NAME-policy-{on,off}.svg`.")
 PY
 echo "BENCHMARKS.md written"

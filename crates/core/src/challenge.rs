@@ -11,7 +11,8 @@
 //!   share of the limits that would ban or throttle it, at the address, subnet and network level,
 //!   reach `risk_percent`;
 //! - never for an attempt with a valid device cookie for its username, unless that device itself
-//!   has recorded failures (a stolen cookie is still worth one account, and is challenged).
+//!   is failing: its recorded failures reach `risk_percent` of its lockout threshold (a typo is
+//!   not failing; a stolen cookie guessing is).
 //!
 //! Difficulty is *work*: the expected number of PBKDF2-SHA-256 iterations a solver computes. It
 //! rises linearly with the risk, from `min_work` to `max_work`. A solved challenge carries the
@@ -114,7 +115,6 @@ pub fn required_work(
     let settings = &policy.challenge;
     let mut risk: Permille = 0;
     let mut trusted_device = false;
-    let mut failing_device = false;
     for (key, state) in keys.iter().zip(states) {
         let limits = policy.for_dimension(key.dimension);
         if key.dimension.is_source() {
@@ -132,16 +132,17 @@ pub fn required_work(
             trusted_device = true;
             if let Some(lockout) = &limits.lockout {
                 let failed = lockout.recorded_failures(&state.lockout, now);
-                failing_device |= failed > 0;
                 risk = risk.max(share(u64::from(failed), lockout.max_failures));
             }
         }
     }
+    let risky = risk >= Permille::from(settings.risk_percent) * 10;
     let challenged = match settings.mode {
         ChallengeMode::Off => false,
         ChallengeMode::Always => true,
-        ChallengeMode::Risk if trusted_device => failing_device,
-        ChallengeMode::Risk => under_attack || risk >= Permille::from(settings.risk_percent) * 10,
+        // A trusted device is judged on its own failures alone, under attack or not.
+        ChallengeMode::Risk if trusted_device => risky,
+        ChallengeMode::Risk => under_attack || risky,
     };
     challenged.then(|| settings.work_at(risk))
 }
@@ -242,13 +243,19 @@ mod tests {
     }
 
     #[test]
-    fn a_trusted_device_is_challenged_only_when_it_is_failing() {
+    fn a_trusted_device_is_challenged_only_when_its_own_failures_reach_the_threshold() {
         let policy = Policy::default();
         let k = keys(true);
         assert_eq!(required_work(&policy, &k, &fresh(&k), true, NOW), None);
         let mut states = fresh(&k);
-        states[1].lockout.failures = 2;
+        states[1].lockout.failures = 1;
         states[1].lockout.last_failure = NOW;
+        assert_eq!(
+            required_work(&policy, &k, &states, true, NOW),
+            None,
+            "one typo (20% of 5) is not failing"
+        );
+        states[1].lockout.failures = 2;
         assert_eq!(
             required_work(&policy, &k, &states, false, NOW),
             Some(policy.challenge.work_at(400))

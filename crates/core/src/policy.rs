@@ -135,9 +135,10 @@ impl Default for Policy {
                 attack: Some(AttackSignal {
                     window_ms: 5 * MINUTE,
                     // Low, because what it turns on is cheap for people (a sub-second challenge
-                    // on new devices) and every attempt before it is a free guess.
+                    // on new devices) and every attempt before it is a free guess: half of the
+                    // logins failing is far from the typos of a normal day (5 to 15%).
                     min_attempts: 20,
-                    failure_percent: 80,
+                    failure_percent: 50,
                     tighten_factor: 4,
                 }),
                 ..KeyPolicy::default()

@@ -2,13 +2,14 @@
 //!
 //! The attacker solves on a pool of `attacker.solver_threads` threads of its own, so its CPU
 //! time can be read per thread (`CLOCK_THREAD_CPUTIME_ID`) and told apart from the legitimate
-//! users', who solve one challenge at a time on the runtime's blocking threads, timed by the
-//! wall clock (what a person would wait on one core).
+//! users', who solve one challenge at a time on the runtime's blocking threads, each timed by
+//! its thread's CPU time: what a person would wait on one core of their own, whatever else the
+//! drill's machine is doing.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cpu_time::ThreadTime;
 use portcullis_core::altcha::{self, Challenge, Payload};
@@ -78,9 +79,9 @@ impl SolverHandle {
     }
 }
 
-/// Solves on the calling thread; returns the payload and the time it took.
+/// Solves on the calling thread; returns the payload and the CPU time it took.
 pub fn solve_timed(challenge: Challenge) -> (Option<String>, Duration) {
-    let started = Instant::now();
+    let started = ThreadTime::now();
     let payload = payload(challenge);
     (payload, started.elapsed())
 }

@@ -307,7 +307,7 @@ end
 
 -- challenge::required_work: the work the attempt must prove, or nil.
 local function required_work(dims, states, policies, under_attack, now)
-  local risk, trusted, failing = 0, false, false
+  local risk, trusted = 0, false
   for i, p in ipairs(policies) do
     local s = states[i]
     if p.is_source then
@@ -327,21 +327,22 @@ local function required_work(dims, states, policies, under_attack, now)
       if b then
         local failed = math.max(s.failures - s.in_flight, 0)
         if s.failures > 0 and now - s.last_failure >= b.failure_reset_ms then failed = 0 end
-        if failed > 0 then failing = true end
         risk = math.max(risk, share(failed, b.max_failures))
       end
     end
   end
   local c = CHALLENGE
+  local risky = risk >= c.risk_percent * 10
   local challenged
   if c.mode == 'off' then
     challenged = false
   elseif c.mode == 'always' then
     challenged = true
   elseif trusted then
-    challenged = failing
+    -- A trusted device is judged on its own failures alone, under attack or not.
+    challenged = risky
   else
-    challenged = under_attack or risk >= c.risk_percent * 10
+    challenged = under_attack or risky
   end
   if not challenged then return nil end
   return c.min_work + math.floor((c.max_work - c.min_work) * risk / 1000)
