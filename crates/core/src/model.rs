@@ -368,6 +368,14 @@ mod tests {
         policy
     }
 
+    /// Ten failures from ten addresses on ten usernames at T0: the sensitive signal's attack.
+    fn ten_failures(table: &mut StateTable, policy: &Policy) {
+        for i in 0..10 {
+            let from = keys(&format!("10.0.{i}.1"), &format!("u{i}"));
+            login(table, policy, &from, Outcome::Failure, T0);
+        }
+    }
+
     fn under_attack(table: &mut StateTable, policy: &Policy, now: UnixMillis) -> bool {
         // A fresh address and username, asked with an ample proof so it is never challenged.
         let probe = keys("203.0.113.250", "probe");
@@ -389,15 +397,7 @@ mod tests {
     fn under_attack_a_clean_source_is_challenged_counted_and_let_in_by_a_proof() {
         let mut table = StateTable::default();
         let policy = sensitive();
-        for i in 0..10 {
-            login(
-                &mut table,
-                &policy,
-                &keys(&format!("10.0.{i}.1"), &format!("u{i}")),
-                Outcome::Failure,
-                T0,
-            );
-        }
+        ten_failures(&mut table, &policy);
         let fresh = keys("192.0.2.7", "dana");
         let work = policy.challenge.min_work;
         assert_eq!(
@@ -425,15 +425,7 @@ mod tests {
     fn unanswered_challenges_keep_the_signal_on() {
         let mut table = StateTable::default();
         let policy = sensitive();
-        for i in 0..10 {
-            login(
-                &mut table,
-                &policy,
-                &keys(&format!("10.0.{i}.1"), &format!("u{i}")),
-                Outcome::Failure,
-                T0,
-            );
-        }
+        ten_failures(&mut table, &policy);
         // A flood that is now only challenged, never verified, amid a trickle of successes.
         for i in 0..200u32 {
             let from = keys(

@@ -45,11 +45,13 @@ async fn an_unknown_user_and_a_wrong_password_get_the_same_401() {
 #[tokio::test]
 async fn a_client_over_its_attempt_limit_is_throttled_with_retry_after() {
     let mut settings = test_settings();
-    // The distinct-username bans and the challenge for a failing source would stop this client
-    // first (see distributed.rs and challenge.rs): the rate limit alone here.
+    // The distinct-username bans, the challenge for a failing source and the under-attack
+    // signal (30 failures) would stop or tighten this client first (see distributed.rs and
+    // challenge.rs): the rate limit alone here.
     settings.policy.ip.spray = None;
     settings.policy.subnet.spray = None;
     settings.policy.challenge.mode = ChallengeMode::Off;
+    settings.policy.global.attack = None;
     let app = TestApp::spawn_with(settings).await;
     // The default policy admits a burst of 30 attempts per address, then one a second.
     for i in 0..30 {
