@@ -17,7 +17,7 @@ use portcullis_core::{
 use portcullis_store::AttemptStore;
 
 use crate::allowlist::Allowlist;
-use crate::challenge::{Carried, Challenges};
+use crate::challenge::Challenges;
 use crate::error::ApiError;
 use crate::instruments;
 use crate::security_events::SecurityEvents;
@@ -123,8 +123,7 @@ impl LoginGuard {
         let digest = self.deriver.username_digest(username);
         self.log_username(username, Some(&digest));
         let keys = self.limited(ip, self.deriver.keys_for_digest(ip, &digest, device));
-        let carried = self.challenges.prove(self.store.as_ref(), altcha).await?;
-        let pending = self.decide(&keys, carried).await?;
+        let pending = self.decide(&keys, altcha).await?;
         Ok(Admission {
             guard: self,
             keys,
@@ -143,8 +142,7 @@ impl LoginGuard {
     /// must carry a solved challenge (`altcha`), as a login must.
     pub async fn admit_source(&self, ip: IpAddr, altcha: Option<&str>) -> Result<(), ApiError> {
         let keys = self.limited(ip, self.deriver.source_keys(ip));
-        let carried = self.challenges.prove(self.store.as_ref(), altcha).await?;
-        let pending = self.decide(&keys, carried).await?;
+        let pending = self.decide(&keys, altcha).await?;
         let has_lockout = keys
             .iter()
             .any(|k| self.policy.for_dimension(k.dimension).lockout.is_some());
@@ -155,12 +153,14 @@ impl LoginGuard {
         Ok(())
     }
 
-    /// Asks the store; returns the lockouts the attempt started provisionally.
+    /// Asks the store, with the work the `altcha` payload proves (consumed once); returns the
+    /// lockouts the attempt started provisionally.
     async fn decide(
         &self,
         keys: &[AttemptKey],
-        carried: Carried,
+        altcha: Option<&str>,
     ) -> Result<Vec<LockoutEvent>, ApiError> {
+        let carried = self.challenges.prove(self.store.as_ref(), altcha).await?;
         let decision = self.store.attempt(keys, carried.work);
         match instruments::store_call("attempt", decision).await? {
             Decision::Allow {

@@ -468,9 +468,7 @@ impl AdminStore for RedisStore {
                 let stored = state::StoredState::from_fields(&fields);
                 // Past its expiry a state reads as fresh, as in the reference model, whether or
                 // not Redis has dropped the key yet (its TTL runs on Redis' own clock).
-                let expires_at = stored
-                    .state
-                    .expires_at(self.policy.for_dimension(key.dimension));
+                let expires_at = stored.expires_at(self.policy.for_dimension(key.dimension));
                 if expires_at.is_none_or(|at| at > now) {
                     KeyStatus::new(key, &stored.state, stored.distinct_usernames, now)
                 } else {

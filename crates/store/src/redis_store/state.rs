@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use portcullis_core::KeyState;
+use portcullis_core::{KeyPolicy, KeyState, UnixMillis};
 
 /// A key's state as Redis holds it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -47,5 +47,16 @@ impl StoredState {
             state,
             distinct_usernames: small("spray_count"),
         }
+    }
+
+    /// When the state becomes as good as fresh (`KeyState::expires_at`), counting the spray
+    /// window that the usernames set (not in `state`) keeps open.
+    pub fn expires_at(&self, policy: &KeyPolicy) -> Option<UnixMillis> {
+        let window = if self.distinct_usernames > 0 && policy.spray.is_some() {
+            self.state.spray.window_end
+        } else {
+            0
+        };
+        self.state.expires_at(policy).map(|at| at.max(window))
     }
 }
