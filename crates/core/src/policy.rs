@@ -188,12 +188,14 @@ impl Default for Policy {
                     burst: 240,
                     interval_ms: SECOND / 8,
                 }),
+                // 300 attempts, then 1 000 a day: three times one address's budget, where an
+                // office behind one IPv4 address has one (offices belong on the allowlist).
                 throttle: Some(Gcra {
-                    burst: 1_000,
+                    burst: 300,
                     interval_ms: 86 * SECOND,
                 }),
                 failures: Some(Gcra {
-                    burst: 1_000,
+                    burst: 300,
                     interval_ms: 86 * SECOND,
                 }),
                 lockout: None,
