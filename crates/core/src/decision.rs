@@ -25,7 +25,8 @@
 //! The under-attack signal counts outcomes, so that it cannot be steered: a failure, an
 //! abandoned attempt (shed at the peak of a flood) and an unanswered challenge each count as a
 //! failed attempt; a success counts once per account per signal window (an attacker logging into
-//! its own account over and over does not dilute the failure share).
+//! its own account over and over does not dilute the failure share). Attempts from trusted
+//! devices are not counted: stuffing never has one.
 
 use serde::{Deserialize, Serialize};
 
@@ -301,7 +302,9 @@ pub fn decide(
     }
 }
 
-/// Counts one finished attempt in the under-attack signal (on the global key).
+/// Counts one finished attempt in the under-attack signal (on the global key), unless it came
+/// from a trusted device: stuffing never carries a device cookie, and the owners' own logins
+/// must not dilute what it does carry.
 fn count_in_signal(
     policy: &Policy,
     keys: &[AttemptKey],
@@ -309,6 +312,9 @@ fn count_in_signal(
     failed: bool,
     now: UnixMillis,
 ) {
+    if keys.iter().any(|k| k.dimension == Dimension::Device) {
+        return;
+    }
     for (key, state) in keys.iter().zip(states.iter_mut()) {
         if let Some(signal) = &policy.for_dimension(key.dimension).attack {
             signal.roll(&mut state.attack, now);
@@ -321,8 +327,7 @@ fn count_in_signal(
 }
 
 /// Whether a success is the account's first in the signal window of `now`; if so, marks it
-/// counted on the account's key (the username or, for a trusted device, the device). Without an
-/// account key in the store every success counts.
+/// counted on the account's username key. Without that key in the store every success counts.
 fn first_success_in_window(
     policy: &Policy,
     keys: &[AttemptKey],
@@ -333,9 +338,7 @@ fn first_success_in_window(
         return false;
     };
     let window_end = (now / signal.window_ms.max(1) + 1).saturating_mul(signal.window_ms);
-    let account = keys
-        .iter()
-        .position(|k| matches!(k.dimension, Dimension::Username | Dimension::Device));
+    let account = keys.iter().position(|k| k.dimension == Dimension::Username);
     let Some(state) = account.and_then(|i| states.get_mut(i)) else {
         return true;
     };

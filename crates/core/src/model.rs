@@ -183,7 +183,9 @@ mod tests {
 
     /// The username's keyed hash, as the guard passes it to `record`.
     fn user_of(keys: &[AttemptKey]) -> &str {
-        key_of(keys, Dimension::Username)
+        let account =
+            |k: &&AttemptKey| matches!(k.dimension, Dimension::Username | Dimension::Device);
+        &keys.iter().find(account).unwrap().key
     }
 
     fn key_of(keys: &[AttemptKey], dimension: Dimension) -> &str {
@@ -394,6 +396,35 @@ mod tests {
     }
 
     #[test]
+    fn trusted_devices_neither_dilute_nor_feed_the_signal() {
+        let mut table = StateTable::default();
+        let policy = sensitive();
+        let deriver = KeyDeriver::new(b"test", 24, 64, 48).unwrap();
+        let cookies = crate::DeviceCookies::new(b"devices");
+        // Forty owners logging in from their trusted devices, and a typo on each.
+        for i in 0..40 {
+            let name = Username::parse(&format!("owner{i}")).unwrap();
+            let device = cookies
+                .verify(&cookies.issue(&name, [i; 16]), &name)
+                .unwrap();
+            let ip = format!("192.0.2.{i}").parse().unwrap();
+            let from = policy.active_keys(deriver.keys(ip, &name, Some(&device)));
+            login(&mut table, &policy, &from, Outcome::Failure, T0);
+            login(&mut table, &policy, &from, Outcome::Success, T0);
+        }
+        assert!(
+            !under_attack(&mut table, &policy, T0 + 1),
+            "their typos feed nothing"
+        );
+        // Ten failures of the kind stuffing makes: 10 of 11 counted attempts (the probe's).
+        ten_failures(&mut table, &policy);
+        assert!(
+            under_attack(&mut table, &policy, T0 + 2),
+            "their successes dilute nothing"
+        );
+    }
+
+    #[test]
     fn under_attack_a_clean_source_is_challenged_counted_and_let_in_by_a_proof() {
         let mut table = StateTable::default();
         let policy = sensitive();
@@ -476,8 +507,8 @@ mod tests {
             login(&mut table, &policy, &own, Outcome::Success, T0 + i);
         }
         assert!(under_attack(&mut table, &policy, T0 + 200));
-        // Distinct accounts each count: 9 of 30 failed.
-        for i in 0..20 {
+        // Distinct accounts each count: 10 of 51 failed (the probe's abandoned attempt too).
+        for i in 0..40 {
             login(
                 &mut table,
                 &policy,

@@ -135,10 +135,11 @@ impl Default for Policy {
                 attack: Some(AttackSignal {
                     window_ms: 5 * MINUTE,
                     // Low, because what it turns on is cheap for people (a sub-second challenge
-                    // on new devices) and every attempt before it is a free guess: half of the
-                    // logins failing is far from the typos of a normal day (5 to 15%).
+                    // on new devices) and every attempt before it is a free guess: 30% of the
+                    // logins without a trusted device failing is well above the typos of a
+                    // normal day (5 to 15%).
                     min_attempts: 20,
-                    failure_percent: 50,
+                    failure_percent: 30,
                     tighten_factor: 4,
                 }),
                 ..KeyPolicy::default()

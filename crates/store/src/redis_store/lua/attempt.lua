@@ -75,7 +75,7 @@ local work = required_work(dims, states, policies, under_attack, now)
 if work ~= nil and proof_work < work then
   for i, key in ipairs(KEYS) do
     local s, p = states[i], policies[i]
-    count_in_signal(s, p.attack, true, now)
+    count_in_signal(s, p.attack, dims, true, now)
     if p.attempts or p.throttle or p.attack then
       save(key, s, p, now)
     end

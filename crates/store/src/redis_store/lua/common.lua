@@ -290,9 +290,18 @@ local function tightened(g, factor)
   return {burst = math.max(math.floor(g.burst / factor), 1), interval_ms = g.interval_ms * factor}
 end
 
--- decision::count_in_signal, on the global key's state (nil when the policy has no signal).
-local function count_in_signal(s, a, failed, now)
-  if s == nil or a == nil then return end
+-- Whether the attempt with these dimensions came from a trusted device.
+local function trusted(dims)
+  for _, dimension in ipairs(dims) do
+    if dimension == 'device' then return true end
+  end
+  return false
+end
+
+-- decision::count_in_signal, on the global key's state (nil when the policy has no signal);
+-- `dims`: the attempt's dimensions (a trusted device's attempts are not counted).
+local function count_in_signal(s, a, dims, failed, now)
+  if s == nil or a == nil or trusted(dims) then return end
   attack_roll(s, a, now)
   s.attack_attempts = s.attack_attempts + 1
   if failed then

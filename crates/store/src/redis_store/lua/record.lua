@@ -12,13 +12,14 @@ local failed = outcome == 'failure'
 local signal = POLICIES.global.attack
 
 -- Load what the outcome touches: lockouts; on a failure the failure limits and spray; the signal
--- (every outcome may count in it); on a success the account key that remembers it counted.
-local states, policies, touched = {}, {}, {}
+-- (every outcome may count in it); on a success the username key that remembers it counted.
+local states, policies, touched, dims = {}, {}, {}, {}
 local global, account = nil, nil
 for i, key in ipairs(KEYS) do
   local dimension = ARGV[3 + 2 * i]
+  dims[i] = dimension
   local p = policy_of(dimension)
-  local is_account = dimension == 'username' or dimension == 'device'
+  local is_account = dimension == 'username'
   if p.lockout ~= nil or p.attack ~= nil or (failed and (p.failures or p.spray))
       or (is_account and outcome == 'success') then
     states[i], policies[i], touched[i] = load(key, p, now), p, true
@@ -30,8 +31,8 @@ end
 -- decision::record / abandon: a failure or an abandoned attempt counts as a failed attempt; a
 -- success once per account per window (first_success_in_window).
 if outcome ~= 'success' then
-  count_in_signal(global, signal, true, now)
-elseif signal then
+  count_in_signal(global, signal, dims, true, now)
+elseif signal and not trusted(dims) then
   local first = true
   if account then
     if account.success_counted_until > now then
@@ -41,7 +42,7 @@ elseif signal then
       account.success_counted_until = (math.floor(now / window) + 1) * window
     end
   end
-  if first then count_in_signal(global, signal, false, now) end
+  if first then count_in_signal(global, signal, dims, false, now) end
 end
 
 local bans = {}
