@@ -119,7 +119,10 @@ attempts put the service under attack, from then on every attempt without a trus
 solve a challenge before its password is checked, and an attacker that does not solve gets no
 further; one that does (botnet-solver) pays CPU time for every guess, more as its sources keep
 failing. Legitimate users on a known device are never challenged; from a new device they solve
-one challenge while the attack lasts ("legit solve p50": one core, the drill's own solver).""")
+one challenge while the attack lasts ("legit solve p50": one core, the drill's own solver).
+The guesses verified with the defences on against a spread-thin list are those sent before the
+signal could tell the attack from a normal day (it needs 20 attempts without a trusted device,
+30% of them failing); a reused password among them gets through.""")
 refused = sum(run["legit"]["locked_out"] for name in scenarios
               for run in json.load(open(os.path.join(out, "drill", f"{name}.json")))["runs"] if run["policy"])
 print(f"\nLegitimate logins refused with the defences on, all scenarios together: {refused}.")
