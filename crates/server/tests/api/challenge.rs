@@ -11,7 +11,7 @@ use portcullis_server::settings::Settings;
 use portcullis_testkit::{PASSWORD, TestApp, test_settings};
 use serde_json::{Value, json};
 
-use crate::helpers::assert_problem;
+use crate::helpers::{assert_problem, device_cookie};
 
 const HMAC_KEY: &str = "challenge-test-hmac-key";
 
@@ -336,13 +336,7 @@ async fn a_trusted_device_logs_in_from_a_shared_address_an_attacker_got_banned()
     app.register("alice", PASSWORD).await;
     let first = alice_from_the_office(&app, None).await;
     assert_eq!(first.status(), 200);
-    let cookie = first.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = device_cookie(&first).unwrap();
     // An attacker behind the same NAT sprays usernames, solving every challenge asked, until the
     // address is banned.
     let (mut victim, mut challenge, mut banned) = (0, None::<Challenge>, false);

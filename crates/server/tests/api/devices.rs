@@ -5,19 +5,7 @@ use portcullis_core::ChallengeMode;
 use portcullis_testkit::{PASSWORD, TestApp, test_settings};
 use serde_json::json;
 
-/// The `name=value` of the device cookie a response sets, with its attributes checked.
-fn device_cookie(response: &reqwest::Response) -> Option<String> {
-    let header = response
-        .headers()
-        .get("set-cookie")?
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(header.contains("HttpOnly"), "{header}");
-    assert!(header.contains("SameSite=Strict"), "{header}");
-    assert!(header.contains("Secure"), "{header}");
-    header.split(';').next().map(str::to_owned)
-}
+use crate::helpers::device_cookie;
 
 async fn login_with(
     app: &TestApp,

@@ -9,7 +9,7 @@ use portcullis_testkit::redis::TestRedis;
 use portcullis_testkit::replicas::Replicas;
 use portcullis_testkit::{PASSWORD, TestApp, test_settings};
 
-use crate::helpers::assert_one_account_per_normalised_name;
+use crate::helpers::{assert_one_account_per_normalised_name, device_cookie};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
@@ -308,13 +308,7 @@ async fn an_owner_locked_out_by_an_attacker_across_replicas_still_logs_in_from_a
         "192.0.2.1",
     )
     .await;
-    let cookie = first.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = device_cookie(&first).unwrap();
 
     wrong_guesses(&replicas, "owner", 6, |i| i % 3).await;
     let untrusted = post(

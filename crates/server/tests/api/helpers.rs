@@ -71,3 +71,17 @@ pub async fn metrics_text(app: &TestApp) -> String {
     let response = app.client.get(app.url("/metrics")).send().await.unwrap();
     response.text().await.unwrap()
 }
+
+/// The `name=value` of the device cookie a response sets, with its attributes checked.
+pub fn device_cookie(response: &reqwest::Response) -> Option<String> {
+    let header = response
+        .headers()
+        .get("set-cookie")?
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(header.contains("HttpOnly"), "{header}");
+    assert!(header.contains("SameSite=Strict"), "{header}");
+    assert!(header.contains("Secure"), "{header}");
+    header.split(';').next().map(str::to_owned)
+}
