@@ -1,10 +1,11 @@
 //! The "under attack" signal: the service-wide failure ratio over a sliding window.
 //!
 //! Credential stuffing shows as a jump in the share of logins that fail. The global key counts
-//! admitted attempts and failures in fixed windows and estimates the last `window_ms` from the
-//! current and the previous window (weighting the previous one by how much of it still
-//! overlaps). When at least `min_attempts` were seen and at least `failure_percent` of them
-//! failed, the service is under attack and per-address limits tighten by `tighten_factor`.
+//! finished attempts and failed ones (which count, and how, is `decision`'s) in fixed windows
+//! and estimates the last `window_ms` from the current and the previous window (weighting the
+//! previous one by how much of it still overlaps). When at least `min_attempts` were seen and at
+//! least `failure_percent` of them failed, the service is under attack: attempts without a
+//! trusted device are challenged and per-address limits tighten by `tighten_factor`.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,11 +31,11 @@ pub struct AttackSignal {
 pub struct AttackState {
     /// Index of the current window (`now / window_ms`).
     pub window: u64,
-    /// Attempts admitted in the current window.
+    /// Attempts counted in the current window.
     pub attempts: u32,
     /// Failures recorded in the current window.
     pub failures: u32,
-    /// Attempts admitted in the previous window.
+    /// Attempts counted in the previous window.
     pub previous_attempts: u32,
     /// Failures recorded in the previous window.
     pub previous_failures: u32,

@@ -5,7 +5,7 @@
 //! ([`UnixMillis`]). The stores (memory, Redis) fetch the state of the keys an attempt touches,
 //! let this crate decide, and write the new state back atomically.
 //!
-//! - [`attack`]: the service-wide "under attack" signal that tightens per-address limits.
+//! - [`attack`]: the service-wide "under attack" signal (challenges, tighter per-address limits).
 //! - [`gcra`]: rate limits (generic cell rate algorithm).
 //! - [`backoff`]: Keycloak-style failure counting and lockout back-off.
 //! - [`challenge`]: when an attempt must first solve a proof-of-work challenge, and how hard.

@@ -79,7 +79,8 @@ pub enum Health {
     Unavailable,
 }
 
-/// Attempt counters: decides attempts and settles their outcomes under the policy.
+/// Attempt counters: decides attempts (allow, challenge or deny) and settles their outcomes
+/// under the policy, and consumes solved challenges once.
 ///
 /// Every admitted attempt is settled exactly once, by [`AttemptStore::record`] or
 /// [`AttemptStore::abandon`], with the lockouts its admission started (`pending`).
