@@ -15,7 +15,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -152,10 +152,9 @@ pub struct Altcha {
 impl Altcha {
     /// Challenges signed with `key` (derived from the deployment's secret for this purpose).
     pub fn new(key: &[u8]) -> Self {
-        // HMAC takes keys of any length; the fallback never happens.
-        let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
-            .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()));
-        Self { mac }
+        Self {
+            mac: crate::keyed_mac(key),
+        }
     }
 
     fn sign(&self, parameters: &Parameters) -> Hmac<Sha256> {

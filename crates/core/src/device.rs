@@ -7,7 +7,7 @@
 //! lock its owner out of a device they have used. The id is random, so it reveals nothing; the
 //! MAC binds it to one username, so a cookie for one account is worth nothing for another.
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::username::Username;
@@ -36,10 +36,9 @@ pub struct DeviceCookies {
 impl DeviceCookies {
     /// Cookies signed with `key` (derived from the deployment's HMAC secret).
     pub fn new(key: &[u8]) -> Self {
-        // HMAC takes keys of any length; the fallback never happens.
-        let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
-            .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()));
-        Self { mac }
+        Self {
+            mac: crate::keyed_mac(key),
+        }
     }
 
     fn sign(&self, username: &Username, id: &str) -> Hmac<Sha256> {

@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -133,11 +133,8 @@ impl KeyDeriver {
         if ipv6_network_prefix > ipv6_prefix {
             return Err(PrefixError::V6Network(ipv6_network_prefix));
         }
-        // HMAC accepts keys of any length, so this cannot fail; map it rather than unwrap.
-        let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(hmac_key)
-            .map_err(|_| PrefixError::V4(ipv4_prefix))?;
         Ok(Self {
-            mac,
+            mac: crate::keyed_mac(hmac_key),
             ipv4_prefix,
             ipv6_prefix,
             ipv6_network_prefix,

@@ -34,6 +34,14 @@ pub mod username;
 /// A point in time: milliseconds since the Unix epoch. Durations are plain millisecond counts.
 pub type UnixMillis = u64;
 
+/// HMAC-SHA-256 keyed with `key`, the one way this crate keys its MACs (usernames in keys,
+/// device cookies, challenges).
+fn keyed_mac(key: &[u8]) -> hmac::Hmac<sha2::Sha256> {
+    use hmac::KeyInit;
+    // HMAC takes keys of any length; the fallback never happens.
+    hmac::Hmac::new_from_slice(key).unwrap_or_else(|_| hmac::Hmac::new(&Default::default()))
+}
+
 pub use challenge::{ChallengeMode, ChallengePolicy};
 pub use decision::{Decision, Denial, KeyState, LockoutEvent, Outcome, Reason};
 pub use device::{DeviceCookies, DeviceId};

@@ -123,6 +123,38 @@ pub struct Client {
     pool: usize,
 }
 
+/// What one login request sends.
+#[derive(Clone, Copy)]
+struct Login<'a> {
+    username: &'a str,
+    password: &'a str,
+    /// The client address, sent in `X-Forwarded-For`.
+    from: IpAddr,
+    /// The device cookie (`name=value`), if the client has one.
+    cookie: Option<&'a str>,
+}
+
+/// How a sender answers a challenge.
+#[derive(Clone, Copy)]
+enum Solving<'a> {
+    /// It does not: the try ends there.
+    Never,
+    /// On the attacker's solving threads.
+    OnPool(&'a SolverHandle),
+    /// As a person's browser: on one core, timed by its CPU time.
+    OnOneCore,
+}
+
+/// What sending one try came to.
+struct Sent {
+    /// The last answer's outcome.
+    outcome: Outcome,
+    /// Challenges solved on one core...
+    challenges: usize,
+    /// ...and their CPU time.
+    solving: Duration,
+}
+
 /// One login's answer.
 struct Answer {
     outcome: Outcome,
@@ -156,14 +188,62 @@ impl Client {
         Self::new(base, self.source, self.pool)
     }
 
-    async fn login(
+    /// Sends `login` until it is answered without a challenge, solving each challenge as
+    /// `solving` says, at most [`MAX_CHALLENGES_PER_TRY`] times; every request is a sample.
+    async fn send_solving(
         &self,
-        username: &str,
-        password: &str,
-        client: IpAddr,
-        cookie: Option<&str>,
-        altcha: Option<&str>,
-    ) -> Answer {
+        login: Login<'_>,
+        sender: Sender,
+        start: Instant,
+        solving: Solving<'_>,
+        samples: &mut Vec<Sample>,
+    ) -> Sent {
+        let mut altcha = None;
+        let mut sent = Sent {
+            outcome: Outcome::Error,
+            challenges: 0,
+            solving: Duration::ZERO,
+        };
+        for _ in 0..=MAX_CHALLENGES_PER_TRY {
+            let sent_at = start.elapsed();
+            let answer = self.login(login, altcha.as_deref()).await;
+            samples.push(Sample {
+                sender,
+                outcome: answer.outcome,
+                sent_at,
+                latency: answer.latency,
+            });
+            sent.outcome = answer.outcome;
+            let Some(challenge) = answer.challenge else {
+                break;
+            };
+            altcha = match solving {
+                Solving::Never => None,
+                Solving::OnPool(pool) => pool.solve(challenge).await,
+                Solving::OnOneCore => {
+                    let (payload, took) =
+                        tokio::task::spawn_blocking(move || solver::solve_timed(challenge))
+                            .await
+                            .unwrap_or((None, Duration::ZERO));
+                    sent.challenges += 1;
+                    sent.solving += took;
+                    payload
+                }
+            };
+            if altcha.is_none() {
+                break;
+            }
+        }
+        sent
+    }
+
+    async fn login(&self, login: Login<'_>, altcha: Option<&str>) -> Answer {
+        let Login {
+            username,
+            password,
+            from: client,
+            cookie,
+        } = login;
         let started = Instant::now();
         let mut body = serde_json::json!({ "username": username, "password": password });
         if let Some(altcha) = altcha {
@@ -265,9 +345,13 @@ async fn warm_up(client: &Client, plan: &Plan) -> Vec<Option<String>> {
         let (client, account) = (client.clone(), plan.accounts[user.account].clone());
         let home = user.home;
         logins.spawn(async move {
-            let answer = client
-                .login(&account.username, &account.password, home, None, None)
-                .await;
+            let login = Login {
+                username: &account.username,
+                password: &account.password,
+                from: home,
+                cookie: None,
+            };
+            let answer = client.login(login, None).await;
             (
                 index,
                 answer
@@ -350,32 +434,16 @@ async fn attacker(run: AttackRun, solver: Option<SolverHandle>) -> Vec<Sample> {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
                 }
-                let mut altcha = None;
-                for _ in 0..=MAX_CHALLENGES_PER_TRY {
-                    let sent_at = start.elapsed();
-                    let answer = client
-                        .login(
-                            &attempt.username,
-                            &attempt.password,
-                            attempt.source,
-                            None,
-                            altcha.as_deref(),
-                        )
-                        .await;
-                    samples.push(Sample {
-                        sender: Sender::Attacker(n),
-                        outcome: answer.outcome,
-                        sent_at,
-                        latency: answer.latency,
-                    });
-                    altcha = match (&solver, answer.challenge) {
-                        (Some(solver), Some(challenge)) => solver.solve(challenge).await,
-                        _ => None,
-                    };
-                    if altcha.is_none() {
-                        break;
-                    }
-                }
+                let login = Login {
+                    username: &attempt.username,
+                    password: &attempt.password,
+                    from: attempt.source,
+                    cookie: None,
+                };
+                let solving = solver.as_ref().map_or(Solving::Never, Solving::OnPool);
+                client
+                    .send_solving(login, Sender::Attacker(n), start, solving, &mut samples)
+                    .await;
                 progress.inc(1);
             }
             samples
@@ -456,38 +524,26 @@ async fn log_in(
     };
     let mut samples = Vec::new();
     for password in tries {
-        let mut altcha = None;
-        for _ in 0..=MAX_CHALLENGES_PER_TRY {
-            let sent_at = start.elapsed();
-            let answer = client
-                .login(
-                    &account.username,
-                    password,
-                    address,
-                    cookie.as_deref(),
-                    altcha.as_deref(),
-                )
-                .await;
-            samples.push(Sample {
-                sender: Sender::Legit(user),
-                outcome: answer.outcome,
-                sent_at,
-                latency: answer.latency,
-            });
-            intent.refused |= answer.outcome == Outcome::Refused;
-            intent.succeeded = answer.outcome == Outcome::Succeeded;
-            // A person's browser solves what it is asked, on one core, and posts again.
-            let Some(challenge) = answer.challenge else {
-                break;
-            };
-            let (payload, took) =
-                tokio::task::spawn_blocking(move || solver::solve_timed(challenge))
-                    .await
-                    .unwrap_or((None, Duration::ZERO));
-            intent.challenges += 1;
-            intent.solving += took;
-            altcha = payload;
-        }
+        let login = Login {
+            username: &account.username,
+            password,
+            from: address,
+            cookie: cookie.as_deref(),
+        };
+        // A person's browser solves what it is asked, on one core, and posts again.
+        let sent = client
+            .send_solving(
+                login,
+                Sender::Legit(user),
+                start,
+                Solving::OnOneCore,
+                &mut samples,
+            )
+            .await;
+        intent.challenges += sent.challenges;
+        intent.solving += sent.solving;
+        intent.refused |= sent.outcome == Outcome::Refused;
+        intent.succeeded = sent.outcome == Outcome::Succeeded;
     }
     (samples, intent)
 }
