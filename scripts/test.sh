@@ -4,14 +4,14 @@
 #
 # - nginx (local-stack and drill smoke tests), promtool (metrics test), redis-tools,
 #   postgresql-client and openssl (fixtures): Debian packages.
-# - The reference ALTCHA implementation (PyPI `altcha`, pinned) in target/interop-venv, for
-#   the challenge interop tests.
+# - Independent implementations for the interop tests, pinned, in target/interop-venv: PyPI
+#   `altcha` (challenges) and `pyotp` (TOTP).
 # - Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432, started if they are down; the
 #   tests take their own key prefix or database on them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALTCHA_VERSION=2.3.0
+INTEROP=(altcha==2.3.0 pyotp==2.9.0)
 VENV=target/interop-venv
 
 log() { printf '\n== %s\n' "$*"; }
@@ -30,13 +30,13 @@ ensure_packages() {
   fi
 }
 
-ensure_reference_altcha() {
-  if "$VENV/bin/pip" show altcha 2>/dev/null | grep -qx "Version: $ALTCHA_VERSION"; then
-    return
-  fi
-  log "installing altcha==$ALTCHA_VERSION into $VENV"
+ensure_interop_venv() {
+  local pinned
+  pinned=$("$VENV/bin/pip" freeze 2>/dev/null | grep -cxF -f <(printf '%s\n' "${INTEROP[@]}") || true)
+  if [ "$pinned" = "${#INTEROP[@]}" ]; then return; fi
+  log "installing ${INTEROP[*]} into $VENV"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check "altcha==$ALTCHA_VERSION"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${INTEROP[@]}"
 }
 
 ensure_redis() {
@@ -62,7 +62,7 @@ ensure_postgres() {
 }
 
 ensure_packages
-ensure_reference_altcha
+ensure_interop_venv
 ensure_redis
 ensure_postgres
 

@@ -13,6 +13,7 @@
 //! - [`spray`]: the credential-stuffing signature (many usernames from one source) and bans.
 //! - [`username`]: username normalisation.
 //! - [`device`]: device cookies, so an account's owner is not locked out with its attacker.
+//! - [`mfa`]: second-factor codes: per-login and per-account limits, TOTP steps and replay.
 //! - [`keys`]: the dimensions an attempt is counted under, and their store keys.
 //! - [`policy`]: the per-dimension policy and its defaults.
 //! - [`decision`]: the decision across dimensions and the effect of an outcome.
@@ -26,6 +27,7 @@ pub mod decision;
 pub mod device;
 pub mod gcra;
 pub mod keys;
+pub mod mfa;
 pub mod model;
 pub mod policy;
 pub mod spray;

@@ -8,6 +8,7 @@ use crate::backoff::{Backoff, Strategy};
 use crate::challenge::ChallengePolicy;
 use crate::gcra::Gcra;
 use crate::keys::{AttemptKey, Dimension};
+use crate::mfa::MfaPolicy;
 use crate::spray::Spray;
 
 const SECOND: u64 = 1_000;
@@ -120,6 +121,8 @@ pub struct Policy {
     pub username_ip: KeyPolicy,
     /// One trusted device (device cookie): its attempts skip the account's lockouts.
     pub device: KeyPolicy,
+    /// Second-factor codes: per login and per account (see [`crate::mfa`]).
+    pub mfa: MfaPolicy,
 }
 
 impl Default for Policy {
@@ -232,6 +235,7 @@ impl Default for Policy {
                 lockout: Some(ACCOUNT_LOCKOUT),
                 ..KeyPolicy::default()
             },
+            mfa: MfaPolicy::default(),
         }
     }
 }
@@ -271,6 +275,7 @@ impl Policy {
             ));
         }
         self.challenge.validate()?;
+        self.mfa.validate()?;
         for dimension in Dimension::ALL {
             let name = dimension.as_str();
             let limits = self.for_dimension(dimension);

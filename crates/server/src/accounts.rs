@@ -58,6 +58,14 @@ pub struct Account {
     pub locked_at: Option<i64>,
 }
 
+impl Account {
+    /// The stored username as a [`Username`] (it was normalised when stored).
+    pub fn normalised_username(&self) -> anyhow::Result<Username> {
+        Username::parse(&self.username)
+            .map_err(|e| anyhow::anyhow!("stored username of {} no longer parses: {e}", self.id))
+    }
+}
+
 /// Why an account was not created.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
@@ -145,13 +153,32 @@ impl Accounts {
 
     /// The account with this normalised username, if any.
     pub async fn find(&self, username: &Username) -> anyhow::Result<Option<Account>> {
-        let row = sqlx::query(
+        self.find_where(
             "SELECT id, username, password_hash, locked_at FROM accounts WHERE username = $1",
+            username.as_str(),
         )
-        .bind(username.as_str())
-        .fetch_optional(&self.pool)
         .await
-        .map_err(|e| db_error(e, "looking up an account"))?;
+    }
+
+    /// The account with this id, if any.
+    pub async fn find_by_id(&self, id: &str) -> anyhow::Result<Option<Account>> {
+        self.find_where(
+            "SELECT id, username, password_hash, locked_at FROM accounts WHERE id = $1",
+            id,
+        )
+        .await
+    }
+
+    async fn find_where(
+        &self,
+        query: &'static str,
+        value: &str,
+    ) -> anyhow::Result<Option<Account>> {
+        let row = sqlx::query(query)
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_error(e, "looking up an account"))?;
         row.map(|row| {
             Ok(Account {
                 id: row.try_get("id")?,
@@ -232,6 +259,29 @@ impl Accounts {
             }
         }
         Ok(())
+    }
+
+    /// The instance's own secret key, made on first use and kept in the database: what
+    /// `secrets.hmac_key` stands in for when it is not configured (the embedded default), so
+    /// sealed TOTP secrets and device cookies survive a restart.
+    pub async fn instance_secret(&self) -> anyhow::Result<Vec<u8>> {
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh).map_err(|e| anyhow::anyhow!("no entropy source: {e}"))?;
+        sqlx::query(
+            "INSERT INTO instance_secret (id, secret) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(hex::encode(fresh))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_error(e, "storing the instance secret"))?;
+        let row = sqlx::query("SELECT secret FROM instance_secret WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| db_error(e, "reading the instance secret"))?;
+        let secret: String = row
+            .try_get("secret")
+            .context("reading the instance secret")?;
+        Ok(secret.into_bytes())
     }
 
     /// Replaces an account's password hash (a rehash with current parameters).

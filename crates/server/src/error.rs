@@ -52,6 +52,46 @@ pub enum ApiError {
         /// Whether the attempt carried a solution that did not count.
         failed: bool,
     },
+    /// A new password breaks a rule, or was found in a breach.
+    #[error("{0}")]
+    WeakPassword(crate::passwords::Refusal),
+    /// The password was right; the account's second factor must follow (`POST /v1/login/mfa`).
+    #[error("password accepted: send a code from your authenticator app with this mfa_token")]
+    MfaRequired {
+        /// The single-use token that carries the login to its second step.
+        mfa_token: String,
+    },
+    /// The password was right but found in a breach, and `passwords.breached_login = "block"`.
+    #[error(
+        "this password has appeared in a data breach: change it with the password_change_token"
+    )]
+    PasswordChangeRequired {
+        /// The single-use token `POST /v1/password` takes instead of a session.
+        password_change_token: String,
+    },
+    /// The `mfa_token` (or password-change token) is unknown, expired or used.
+    #[error("the token is unknown, expired or used: log in with your password again")]
+    InvalidLoginToken,
+    /// A wrong second-factor code or recovery code.
+    #[error("the code is wrong")]
+    InvalidCode,
+    /// A code whose time step was accepted already, or a recovery code used before.
+    #[error("this code was used already: wait for the next one")]
+    CodeReplayed,
+    /// Second-factor codes refused for now.
+    #[error("{}", if *.token_spent { "this login has tried all its codes: log in with your password again" } else { "too many wrong codes: wait before trying again" })]
+    MfaThrottled {
+        /// Seconds until a code is tried again.
+        retry_after_secs: u64,
+        /// Whether the login's own budget is spent (log in again) rather than the account's.
+        token_spent: bool,
+    },
+    /// The account has no (pending, for confirmation) second factor.
+    #[error("no second factor is enrolled (or awaiting confirmation) on this account")]
+    MfaNotEnrolled,
+    /// The account has a confirmed second factor already.
+    #[error("a second factor is enabled already: remove it first")]
+    MfaAlreadyEnabled,
     /// The account is permanently locked (only with `responses.disclose_lockouts`).
     #[error("account locked: ask an administrator to unlock it")]
     Locked,
@@ -83,6 +123,13 @@ struct Problem<'a> {
     detail: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     challenge: Option<&'a portcullis_core::altcha::Challenge>,
+    /// Which password rule refused a new password, for a person.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mfa_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password_change_token: Option<&'a str>,
 }
 
 impl ApiError {
@@ -114,6 +161,15 @@ impl ApiError {
             ApiError::Throttled { .. } => "throttled",
             ApiError::ChallengeRequired { failed: false, .. } => "challenge_required",
             ApiError::ChallengeRequired { failed: true, .. } => "challenge_failed",
+            ApiError::WeakPassword(refusal) => refusal.code(),
+            ApiError::MfaRequired { .. } => "mfa_required",
+            ApiError::PasswordChangeRequired { .. } => "password_change_required",
+            ApiError::InvalidLoginToken => "invalid_token",
+            ApiError::InvalidCode => "invalid_code",
+            ApiError::CodeReplayed => "code_replayed",
+            ApiError::MfaThrottled { .. } => "mfa_throttled",
+            ApiError::MfaNotEnrolled => "mfa_not_enrolled",
+            ApiError::MfaAlreadyEnabled => "mfa_already_enabled",
             ApiError::Locked => "locked",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::NotFound => "not_found",
@@ -132,6 +188,14 @@ impl ApiError {
             ApiError::UsernameTaken => ("Conflict", true),
             ApiError::Throttled { .. } => ("Too many requests", true),
             ApiError::ChallengeRequired { .. } => ("Unauthorized", true),
+            ApiError::WeakPassword(_) => ("Bad request", true),
+            ApiError::MfaRequired { .. }
+            | ApiError::InvalidLoginToken
+            | ApiError::InvalidCode
+            | ApiError::CodeReplayed => ("Unauthorized", true),
+            ApiError::PasswordChangeRequired { .. } => ("Forbidden", true),
+            ApiError::MfaThrottled { .. } => ("Too many requests", true),
+            ApiError::MfaNotEnrolled | ApiError::MfaAlreadyEnabled => ("Conflict", true),
             ApiError::Locked => ("Locked", true),
             ApiError::Unavailable { .. } => ("Service unavailable", false),
             ApiError::NotFound => ("Not found", true),
@@ -142,6 +206,9 @@ impl ApiError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::Throttled { retry_after_secs }
+            | ApiError::MfaThrottled {
+                retry_after_secs, ..
+            }
             | ApiError::Unavailable {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
@@ -174,14 +241,23 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest { .. } | ApiError::WeakPassword(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::InvalidCredentials
             | ApiError::Unauthenticated
-            | ApiError::ChallengeRequired { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::UsernameTaken => StatusCode::CONFLICT,
-            ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            | ApiError::ChallengeRequired { .. }
+            | ApiError::MfaRequired { .. }
+            | ApiError::InvalidLoginToken
+            | ApiError::InvalidCode
+            | ApiError::CodeReplayed => StatusCode::UNAUTHORIZED,
+            ApiError::PasswordChangeRequired { .. } => StatusCode::FORBIDDEN,
+            ApiError::UsernameTaken | ApiError::MfaNotEnrolled | ApiError::MfaAlreadyEnabled => {
+                StatusCode::CONFLICT
+            }
+            ApiError::Throttled { .. } | ApiError::MfaThrottled { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Locked => StatusCode::LOCKED,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -201,6 +277,20 @@ impl ResponseError for ApiError {
             detail: show_detail.then(|| self.to_string()),
             challenge: match self {
                 ApiError::ChallengeRequired { challenge, .. } => Some(challenge),
+                _ => None,
+            },
+            reason: match self {
+                ApiError::WeakPassword(refusal) => Some(refusal.to_string()),
+                _ => None,
+            },
+            mfa_token: match self {
+                ApiError::MfaRequired { mfa_token } => Some(mfa_token),
+                _ => None,
+            },
+            password_change_token: match self {
+                ApiError::PasswordChangeRequired {
+                    password_change_token,
+                } => Some(password_change_token),
                 _ => None,
             },
         };
@@ -245,13 +335,13 @@ impl From<portcullis_store::StoreError> for ApiError {
 }
 
 /// A full hashing queue is a 503 the client may retry; a hashing failure is a bug.
-impl From<crate::password::HashError> for ApiError {
-    fn from(error: crate::password::HashError) -> Self {
+impl From<crate::passwords::HashError> for ApiError {
+    fn from(error: crate::passwords::HashError) -> Self {
         match error {
-            crate::password::HashError::Busy => {
+            crate::passwords::HashError::Busy => {
                 ApiError::unavailable(anyhow::anyhow!("the hashing queue is full"))
             }
-            crate::password::HashError::Failed(e) => e.into(),
+            crate::passwords::HashError::Failed(e) => e.into(),
         }
     }
 }

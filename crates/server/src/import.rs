@@ -4,17 +4,18 @@
 //! hashed in parallel on the hashing pool, as many at once as it has workers. Usernames are
 //! normalised like registrations; a username that exists already is skipped, not overwritten.
 //! The password is everything after the first comma; a first line `username,password` is a
-//! header.
+//! header. Passwords meet the same rules as at registration (`passwords.*`); a line whose
+//! password does not is counted and skipped.
 
 use std::path::Path;
 
 use anyhow::Context;
 use futures_util::stream::{self, StreamExt};
 use portcullis_core::Username;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::accounts::{Accounts, CreateError};
-use crate::password::{MAX_PASSWORD_BYTES, PasswordHasher};
+use crate::passwords::{MAX_PASSWORD_BYTES, PasswordHasher, PasswordPolicy};
 use crate::settings::Settings;
 
 /// What an import did.
@@ -26,6 +27,8 @@ pub struct ImportReport {
     pub existing: usize,
     /// Lines refused: no comma, a bad username, an empty or overlong password.
     pub invalid: usize,
+    /// Lines whose password the rules refuse (weak or breached).
+    pub weak: usize,
 }
 
 /// Imports the accounts in `file` into `settings.database`.
@@ -37,6 +40,7 @@ pub async fn import(settings: &Settings, file: &Path) -> anyhow::Result<ImportRe
         accounts.migrate().await?;
     }
     let hasher = PasswordHasher::new(&settings.argon2)?;
+    let passwords = PasswordPolicy::from_settings(&settings.passwords)?;
     let parallel = hasher.workers();
     let mut report = ImportReport::default();
     let mut valid = Vec::new();
@@ -45,6 +49,13 @@ pub async fn import(settings: &Settings, file: &Path) -> anyhow::Result<ImportRe
             continue;
         }
         match parse_line(line) {
+            Some((username, password))
+                if passwords
+                    .check_new(password.expose_secret(), &username)
+                    .is_err() =>
+            {
+                report.weak += 1
+            }
             Some(entry) => valid.push(entry),
             None => report.invalid += 1,
         }

@@ -3,7 +3,7 @@
 //! A request flows one way: [`routes`] parse it and resolve the client address
 //! ([`client_ip`]); the [`login`] use case has the [`guard`] admit the attempt (the attempt
 //! store decides, see [`stores`]); only an admitted attempt reaches the database
-//! ([`accounts`]) and Argon2 ([`password`]); the admission is finished with the outcome (or
+//! ([`accounts`]) and Argon2 ([`passwords`]); the admission is finished with the outcome (or
 //! abandoned); a success opens a session ([`sessions`], [`token`]). [`startup`] wires it from
 //! [`settings`].
 
@@ -16,7 +16,10 @@ pub mod guard;
 pub mod import;
 pub mod instruments;
 pub mod login;
-pub mod password;
+pub mod login_tokens;
+pub mod mfa;
+pub mod password_change;
+pub mod passwords;
 pub mod request_span;
 pub mod routes;
 pub mod security_events;

@@ -11,22 +11,36 @@
 //!    lock itself out.
 //! 4. A failure that turned the lockout permanent locks the account in the database, the one
 //!    owner of permanent locks.
-//! 5. A success gets a session (durable, in the database) and, from a new browser, a device
-//!    cookie.
+//! 5. A right password found in the breached filter marks what follows.
+//! 6. An account with a second factor gets an `mfa_token` (401 `mfa_required`), and
+//!    [`login_second_factor`] takes the code; nothing before this step differs between accounts
+//!    with and without one, so a wrong password reveals nothing.
+//! 7. A success gets a session (durable, in the database; flagged `password_change_required`
+//!    for a breached password, or refused with a password-change token under
+//!    `passwords.breached_login = "block"`) and, from a new browser, a device cookie.
+//!
+//! Steps 1 to 4 are [`verify_password`], which every password check goes through (a password
+//! change checks the current password with it).
 
 use std::net::IpAddr;
 
 use portcullis_core::{DeviceId, Outcome, Username};
-use portcullis_store::{EventKind, SecurityEvent};
-use secrecy::SecretString;
+use portcullis_store::EventKind;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::accounts::Account;
 use crate::error::ApiError;
+use crate::login_tokens::Purpose;
+use crate::mfa::Proof;
 use crate::routes::AppState;
 use crate::sessions::Session;
+use crate::settings::BreachedLogin;
 use crate::token::{self, IssuedToken};
 
-/// What a login needs from the request.
+/// How long a password-change token (`passwords.breached_login = "block"`) lives, in ms.
+const PASSWORD_CHANGE_TOKEN_MS: u64 = 10 * 60 * 1_000;
+
+/// What a password check needs from the request.
 pub struct LoginRequest<'a> {
     /// The client address (see `client_ip`).
     pub ip: IpAddr,
@@ -46,12 +60,86 @@ pub struct LoggedIn {
     pub token: IssuedToken,
     /// The session it opens.
     pub session: Session,
+    /// The account's username (a device cookie names it).
+    pub username: Username,
     /// Whether the login came from a browser without a device cookie (it gets one).
     pub new_device: bool,
 }
 
-/// Runs a login from admission to session.
+/// Runs a password login from admission to session (or to the second factor's step).
 pub async fn login(state: &AppState, request: LoginRequest<'_>) -> Result<LoggedIn, ApiError> {
+    let password = request.password.clone();
+    let known_device = request.device.is_some();
+    let account = verify_password(state, request).await?;
+    let breached = state.passwords.is_breached(password.expose_secret());
+    if breached {
+        state
+            .events
+            .report_account(EventKind::BreachedPasswordLogin, &account.id)
+            .await;
+    }
+    if state.mfa.is_enabled(&account.id).await? {
+        let mfa_token = state
+            .login_tokens
+            .issue(&account.id, Purpose::Mfa, state.mfa_token_ttl_ms, breached)
+            .await?;
+        return Err(ApiError::MfaRequired { mfa_token });
+    }
+    open_session(state, &account, breached, known_device).await
+}
+
+/// The second step of a login whose account has a second factor: the `mfa_token` the first
+/// step gave and a code (or recovery code); `device_cookie` is the request's device cookie.
+pub async fn login_second_factor(
+    state: &AppState,
+    mfa_token: &str,
+    proof: Proof<'_>,
+    device_cookie: Option<&str>,
+) -> Result<LoggedIn, ApiError> {
+    let token = state
+        .login_tokens
+        .find(mfa_token, Purpose::Mfa)
+        .await?
+        .ok_or(ApiError::InvalidLoginToken)?;
+    state
+        .mfa
+        .verify(
+            &token.account_id,
+            proof,
+            Some((&state.login_tokens, &token)),
+        )
+        .await?;
+    // One code, one session: a second right code racing on the same token gets nothing.
+    if !state.login_tokens.consume(&token).await? {
+        return Err(ApiError::InvalidLoginToken);
+    }
+    let account = state
+        .accounts
+        .find_by_id(&token.account_id)
+        .await?
+        .ok_or(ApiError::InvalidLoginToken)?;
+    if account.locked_at.is_some() {
+        return Err(state.locked_error());
+    }
+    let username = account.normalised_username()?;
+    let known_device = device_cookie
+        .and_then(|cookie| state.device_cookies.verify(cookie, &username))
+        .is_some();
+    open_session(
+        state,
+        &account,
+        token.password_change_required,
+        known_device,
+    )
+    .await
+}
+
+/// Checks a password through the guard: admission, verification, settling, permanent lock.
+/// Returns the account when the password is its own.
+pub async fn verify_password(
+    state: &AppState,
+    request: LoginRequest<'_>,
+) -> Result<Account, ApiError> {
     let LoginRequest {
         ip,
         username,
@@ -94,24 +182,48 @@ pub async fn login(state: &AppState, request: LoginRequest<'_>) -> Result<Logged
     if state.hasher.needs_rehash(&account.password_hash) {
         rehash(state, &account, password).await;
     }
+    Ok(account)
+}
+
+/// Opens the session of a login that passed every step (`breached`: with a password found in
+/// a breach; `known_device`: from a browser with the account's device cookie).
+async fn open_session(
+    state: &AppState,
+    account: &Account,
+    breached: bool,
+    known_device: bool,
+) -> Result<LoggedIn, ApiError> {
+    if breached && state.breached_login == BreachedLogin::Block {
+        let password_change_token = state
+            .login_tokens
+            .issue(
+                &account.id,
+                Purpose::PasswordChange,
+                PASSWORD_CHANGE_TOKEN_MS,
+                false,
+            )
+            .await?;
+        return Err(ApiError::PasswordChangeRequired {
+            password_change_token,
+        });
+    }
+    let username = account.normalised_username()?;
     let token = token::issue()?;
-    let session = state.sessions.create(&token.digest, &account.id).await?;
-    if device.is_none() {
+    let session = state
+        .sessions
+        .create(&token.digest, &account.id, breached)
+        .await?;
+    if !known_device {
         state
             .events
-            .report(SecurityEvent {
-                kind: EventKind::NewDeviceLogin,
-                dimension: None,
-                key: None,
-                subject: Some(account.id.clone()),
-                until: None,
-            })
+            .report_account(EventKind::NewDeviceLogin, &account.id)
             .await;
     }
     Ok(LoggedIn {
         token,
         session,
-        new_device: device.is_none(),
+        username,
+        new_device: !known_device,
     })
 }
 

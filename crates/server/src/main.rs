@@ -1,10 +1,12 @@
-//! `portcullis`: serve the login API, apply database migrations, or import accounts.
+//! `portcullis`: serve the login API, apply database migrations, import accounts, or build a
+//! breached-password filter.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use portcullis_server::accounts::Accounts;
+use portcullis_server::passwords::breached;
 use portcullis_server::{Application, Settings, import, telemetry};
 
 /// The Portcullis login service.
@@ -28,6 +30,24 @@ enum Command {
     Users {
         #[command(subcommand)]
         command: UsersCommand,
+    },
+    /// Password screening.
+    Passwords {
+        #[command(subcommand)]
+        command: PasswordsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PasswordsCommand {
+    /// Build a breached-password filter (`passwords.breached_filter`) from a Have I Been Pwned
+    /// download: `SHA1HEX:COUNT` lines.
+    BuildFilter {
+        /// The HIBP file (SHA-1, uppercase hex, `HASH:COUNT` per line).
+        file: PathBuf,
+        /// Where to write the filter.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -74,8 +94,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let report = import::import(&settings, &file).await?;
             println!(
-                "imported {}, skipped {} existing, rejected {} invalid lines",
-                report.imported, report.existing, report.invalid
+                "imported {}, skipped {} existing, rejected {} invalid lines and {} weak passwords",
+                report.imported, report.existing, report.invalid, report.weak
+            );
+        }
+        Command::Passwords {
+            command: PasswordsCommand::BuildFilter { file, out },
+        } => {
+            let report = breached::build_filter(&file, &out)?;
+            println!(
+                "wrote {}: {} hashes in {} bytes ({:.1} bits per hash)",
+                out.display(),
+                report.entries,
+                report.bytes,
+                report.bytes as f64 * 8.0 / report.entries as f64
             );
         }
     }

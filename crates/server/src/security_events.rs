@@ -62,6 +62,18 @@ impl SecurityEvents {
         });
     }
 
+    /// Reports an event about one account (no key, no deadline).
+    pub async fn report_account(&self, kind: EventKind, account_id: &str) {
+        self.report(SecurityEvent {
+            kind,
+            dimension: None,
+            key: None,
+            subject: Some(account_id.to_owned()),
+            until: None,
+        })
+        .await;
+    }
+
     /// Logs and appends one event.
     pub async fn report(&self, event: SecurityEvent) {
         tracing::warn!(

@@ -19,6 +19,8 @@ pub struct Session {
     pub subject: String,
     /// When the session ends.
     pub expires_at: UnixMillis,
+    /// Whether it was opened with a password found in a breach, not changed since.
+    pub password_change_required: bool,
 }
 
 /// The sessions table.
@@ -45,8 +47,14 @@ impl Sessions {
         }
     }
 
-    /// Stores a new session for the account; evicts its oldest beyond the cap.
-    pub async fn create(&self, digest: &str, account_id: &str) -> anyhow::Result<Session> {
+    /// Stores a new session for the account (flagged when its password must change); evicts
+    /// its oldest beyond the cap.
+    pub async fn create(
+        &self,
+        digest: &str,
+        account_id: &str,
+        password_change_required: bool,
+    ) -> anyhow::Result<Session> {
         let now = self.clock.now();
         let expires_at = now.saturating_add(self.ttl_ms);
         let mut tx = self
@@ -55,13 +63,14 @@ impl Sessions {
             .await
             .map_err(|e| db_error(e, "starting a session transaction"))?;
         sqlx::query(
-            "INSERT INTO sessions (token_digest, account_id, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4)",
+            "INSERT INTO sessions (token_digest, account_id, created_at, expires_at, \
+             password_change_required) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(digest)
         .bind(account_id)
         .bind(millis(now))
         .bind(millis(expires_at))
+        .bind(i64::from(password_change_required))
         .execute(&mut *tx)
         .await
         .map_err(|e| db_error(e, "inserting a session"))?;
@@ -81,13 +90,15 @@ impl Sessions {
         Ok(Session {
             subject: account_id.to_owned(),
             expires_at,
+            password_change_required,
         })
     }
 
     /// The live session with this token digest, if any.
     pub async fn get(&self, digest: &str) -> anyhow::Result<Option<Session>> {
         let row = sqlx::query(
-            "SELECT account_id, expires_at FROM sessions WHERE token_digest = $1 AND expires_at > $2",
+            "SELECT account_id, expires_at, password_change_required FROM sessions \
+             WHERE token_digest = $1 AND expires_at > $2",
         )
         .bind(digest)
         .bind(millis(self.clock.now()))
@@ -98,6 +109,7 @@ impl Sessions {
             Ok(Session {
                 subject: row.try_get("account_id")?,
                 expires_at: u64::try_from(row.try_get::<i64, _>("expires_at")?).unwrap_or(0),
+                password_change_required: row.try_get::<i64, _>("password_change_required")? != 0,
             })
         })
         .transpose()
@@ -129,5 +141,38 @@ impl Sessions {
         .await
         .map_err(|e| db_error(e, "revoking every session of an account"))?;
         Ok(result.rows_affected())
+    }
+
+    /// After a password change: ends every session of the account but `keep` (the one that
+    /// changed it, if any), and clears the change flag of `keep`; returns how many ended.
+    pub async fn after_password_change(
+        &self,
+        account_id: &str,
+        keep: Option<&str>,
+    ) -> anyhow::Result<u64> {
+        let keep = keep.unwrap_or_default();
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| db_error(e, "starting a session transaction"))?;
+        let revoked = sqlx::query(
+            "DELETE FROM sessions WHERE account_id = $1 AND token_digest <> $2 AND expires_at > $3",
+        )
+        .bind(account_id)
+        .bind(keep)
+        .bind(millis(self.clock.now()))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(e, "revoking the other sessions of an account"))?;
+        sqlx::query("UPDATE sessions SET password_change_required = 0 WHERE token_digest = $1")
+            .bind(keep)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_error(e, "clearing a password-change flag"))?;
+        tx.commit()
+            .await
+            .map_err(|e| db_error(e, "committing a session transaction"))?;
+        Ok(revoked.rows_affected())
     }
 }

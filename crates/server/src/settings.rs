@@ -31,6 +31,10 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Password hashing.
     pub argon2: Argon2Settings,
+    /// What a new password must be, and breached-password screening.
+    pub passwords: PasswordSettings,
+    /// Second factors (TOTP).
+    pub mfa: MfaSettings,
     /// Login sessions.
     pub session: SessionSettings,
     /// Device cookies.
@@ -141,6 +145,71 @@ pub struct Argon2Settings {
     /// every stored password.
     #[serde(skip_serializing, default, deserialize_with = "secret")]
     pub pepper: Option<SecretString>,
+}
+
+/// What a new password must be (NIST SP 800-63B rev. 4), and breached-password screening.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PasswordSettings {
+    /// Fewest code points: 15, NIST's minimum for a password that is the only factor. Lower it
+    /// (NIST allows 8) where every account has a second factor.
+    pub min_length: usize,
+    /// Most code points, at least 64 (NIST); the hash also takes at most 1024 bytes.
+    pub max_length: usize,
+    /// The lowest zxcvbn score (0..=4) a new password may have; 0 turns the estimate off.
+    pub min_zxcvbn_score: u8,
+    /// Words a password must not contain besides the username: the service's name and the
+    /// like.
+    pub context_words: Vec<String>,
+    /// A filter built by `portcullis passwords build-filter` from a Have I Been Pwned download;
+    /// unset means no breached-password screening.
+    pub breached_filter: Option<std::path::PathBuf>,
+    /// What a login with a correct but breached password gets: `flag` (a session marked
+    /// `password_change_required`) or `block` (403 and a token only `POST /v1/password` takes).
+    pub breached_login: BreachedLogin,
+}
+
+impl Default for PasswordSettings {
+    fn default() -> Self {
+        Self {
+            min_length: 15,
+            max_length: 64,
+            min_zxcvbn_score: 3,
+            context_words: vec!["portcullis".to_owned()],
+            breached_filter: None,
+            breached_login: BreachedLogin::Flag,
+        }
+    }
+}
+
+/// What a login with a correct but breached password gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BreachedLogin {
+    /// A session, marked `password_change_required`.
+    #[default]
+    Flag,
+    /// No session: 403 `password_change_required` with a single-use password-change token.
+    Block,
+}
+
+/// Second factors.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MfaSettings {
+    /// The issuer authenticator apps show next to the account (`otpauth://` URIs).
+    pub issuer: String,
+    /// Seconds an `mfa_token` (between the password and the code) lives.
+    pub token_ttl_secs: u64,
+}
+
+impl Default for MfaSettings {
+    fn default() -> Self {
+        Self {
+            issuer: "Portcullis".to_owned(),
+            token_ttl_secs: 300,
+        }
+    }
 }
 
 /// Login sessions.
@@ -302,6 +371,8 @@ impl Default for Settings {
                 queue_depth: 64,
                 pepper: None,
             },
+            passwords: PasswordSettings::default(),
+            mfa: MfaSettings::default(),
             session: SessionSettings {
                 ttl_secs: 12 * 3600,
                 max_per_account: 100,
@@ -366,6 +437,14 @@ impl Settings {
         anyhow::ensure!(
             self.session.max_per_account >= 1,
             "session.max_per_account: must be at least 1"
+        );
+        anyhow::ensure!(
+            !self.mfa.issuer.trim().is_empty() && !self.mfa.issuer.contains(':'),
+            "mfa.issuer: must be non-empty and without a colon (it labels otpauth:// URIs)"
+        );
+        anyhow::ensure!(
+            (30..=3_600).contains(&self.mfa.token_ttl_secs),
+            "mfa.token_ttl_secs: must be in 30..=3600"
         );
         if let Some(token) = &self.admin.token {
             anyhow::ensure!(

@@ -18,7 +18,10 @@ use crate::accounts::{Accounts, Dialect, redact};
 use crate::allowlist::Allowlist;
 use crate::challenge::Challenges;
 use crate::guard::LoginGuard;
-use crate::password::PasswordHasher;
+use crate::login_tokens::LoginTokens;
+use crate::mfa::SecondFactors;
+use crate::mfa::sealing::SecretSealer;
+use crate::passwords::{PasswordHasher, PasswordPolicy};
 use crate::request_span::root_span;
 use crate::routes::admin::AdminApi;
 use crate::routes::{self, AppState, Forwarding};
@@ -61,6 +64,7 @@ impl Application {
         let allowlist = Allowlist::load(accounts.pool()).await?;
         allowlist.spawn_refresh(Duration::from_secs(settings.server.allowlist_refresh_secs));
         let hasher = PasswordHasher::new(&settings.argon2)?;
+        let passwords = PasswordPolicy::from_settings(&settings.passwords)?;
         crate::instruments::install();
         if !settings.policy.enabled {
             tracing::warn!(
@@ -68,7 +72,7 @@ impl Application {
                  the defences only)"
             );
         }
-        let hmac_key = hmac_key(&settings)?;
+        let hmac_key = hmac_key(&settings, &accounts).await?;
         // A key of its own for device cookies, derived so that no second secret is needed.
         let device_cookies =
             DeviceCookies::new(&[hmac_key.as_slice(), b"/device-cookies"].concat());
@@ -93,6 +97,17 @@ impl Application {
             .map(|token| AdminApi::new(token.expose_secret()));
         let events = SecurityEvents::new(stores.events.clone());
         let description = describe(&settings, &accounts);
+        let sealer = SecretSealer::new(&hmac_key)?;
+        let mfa = SecondFactors::new(
+            accounts.pool(),
+            sealer,
+            settings.policy.mfa,
+            settings.mfa.issuer.clone(),
+            clock.clone(),
+            events.clone(),
+        );
+        mfa.check_sealing_key().await?;
+        let login_tokens = LoginTokens::new(accounts.pool(), clock.clone());
         let sessions = Sessions::new(
             accounts.pool(),
             clock,
@@ -118,6 +133,11 @@ impl Application {
             accounts,
             sessions,
             hasher,
+            passwords,
+            breached_login: settings.passwords.breached_login,
+            login_tokens,
+            mfa,
+            mfa_token_ttl_ms: settings.mfa.token_ttl_secs.saturating_mul(1_000),
             guard: LoginGuard::new(
                 settings.policy,
                 deriver,
@@ -232,17 +252,15 @@ fn describe(settings: &Settings, accounts: &Accounts) -> String {
     }
 }
 
-/// The username-hashing key: configured, or random for this process (fine for the memory
-/// store, which nothing else shares).
-fn hmac_key(settings: &Settings) -> anyhow::Result<Vec<u8>> {
+/// The instance's secret key: `secrets.hmac_key`, or one the database keeps for this instance
+/// (fine while nothing else shares the attempt store; Redis requires the setting).
+async fn hmac_key(settings: &Settings, accounts: &Accounts) -> anyhow::Result<Vec<u8>> {
     if let Some(key) = &settings.secrets.hmac_key {
         return Ok(key.expose_secret().as_bytes().to_vec());
     }
     tracing::info!(
-        "secrets.hmac_key is not set: using a random key for this process (set it for replicas \
-         that share a store)"
+        "secrets.hmac_key is not set: using the instance key kept in the database (set it to \
+         keep the key apart from the data it protects, and for replicas that share a store)"
     );
-    let mut key = vec![0u8; 32];
-    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no entropy source: {e}"))?;
-    Ok(key)
+    accounts.instance_secret().await
 }

@@ -1,4 +1,4 @@
-//! Session tokens: 256-bit CSPRNG values, handed to the client once and stored only as their
+//! Session and login tokens: 256-bit CSPRNG values, handed to the client once and stored only as their
 //! SHA-256 digest, so a store dump yields no usable token.
 
 use actix_web::http::header::{AUTHORIZATION, HeaderMap};
@@ -35,9 +35,16 @@ pub fn digest(token: &str) -> String {
 pub fn bearer_digest(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    let well_formed = scheme.eq_ignore_ascii_case("bearer")
-        && token.len() == TOKEN_CHARS
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    digest_of_value(token.trim())
+}
+
+/// The digest of a well-formed token value (as [`issue`] makes them); `None` for anything
+/// else, so malformed input never reaches a query.
+pub fn digest_of_value(token: &str) -> Option<String> {
+    let well_formed = token.len() == TOKEN_CHARS
         && token
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');

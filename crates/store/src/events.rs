@@ -1,4 +1,5 @@
-//! Security events: lockouts, bans, unlocks and new-device logins, for a notification service.
+//! Security events: lockouts, bans, unlocks, new-device logins, password and second-factor
+//! changes, for a notification service.
 //!
 //! Every event is also a tracing event on target `security` (the server logs it); the log here
 //! is what another service consumes: a Redis Stream capped with `MAXLEN ~` in a distributed
@@ -27,6 +28,18 @@ pub enum EventKind {
     NewDeviceLogin,
     /// A call to the admin API presented a wrong or no token.
     AdminAuthFailed,
+    /// An account's password was changed (its other sessions were revoked).
+    PasswordChanged,
+    /// A correct password found in the breached-password filter was used to log in.
+    BreachedPasswordLogin,
+    /// An account turned on a second factor (TOTP).
+    MfaEnabled,
+    /// An account turned its second factor off.
+    MfaDisabled,
+    /// Wrong second-factor codes locked an account's second factor.
+    MfaLockout,
+    /// A recovery code was used (one fewer left).
+    RecoveryCodeUsed,
 }
 
 impl EventKind {
@@ -39,6 +52,12 @@ impl EventKind {
             EventKind::Unlock => "unlock",
             EventKind::NewDeviceLogin => "new_device_login",
             EventKind::AdminAuthFailed => "admin_auth_failed",
+            EventKind::PasswordChanged => "password_changed",
+            EventKind::BreachedPasswordLogin => "breached_password_login",
+            EventKind::MfaEnabled => "mfa_enabled",
+            EventKind::MfaDisabled => "mfa_disabled",
+            EventKind::MfaLockout => "mfa_lockout",
+            EventKind::RecoveryCodeUsed => "recovery_code_used",
         }
     }
 }

@@ -150,6 +150,24 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("GET /v1/session: {e}"))
     }
 
+    /// A request with a bearer token and a JSON body (`POST /v1/mfa/totp`, `POST
+    /// /v1/password`, ...).
+    pub async fn with_bearer(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: &Value,
+    ) -> reqwest::Response {
+        self.client
+            .request(method.clone(), self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
     /// `POST /v1/logout` with a bearer token.
     pub async fn logout(&self, token: &str) -> reqwest::Response {
         self.client

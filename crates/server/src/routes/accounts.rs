@@ -5,10 +5,10 @@ use secrecy::ExposeSecret;
 
 use super::{AppState, ClientIp, Credentials};
 use crate::error::ApiError;
-use crate::password::MIN_NEW_PASSWORD_CHARS;
 
 /// Registers an account: 201, 409 for a taken normalised username or a look-alike of one (same
-/// confusable skeleton), 400 for bad input.
+/// confusable skeleton), 400 for bad input or a password the rules refuse (`weak_password`,
+/// `breached_password`), checked before anything is counted.
 /// Registrations count against the client's address, subnet and network limits (each costs a
 /// hash), and a risky source must solve a challenge first, as for a login.
 pub async fn register(
@@ -18,11 +18,10 @@ pub async fn register(
 ) -> Result<HttpResponse, ApiError> {
     let username = body.username()?;
     let password = body.password()?;
-    if password.expose_secret().chars().count() < MIN_NEW_PASSWORD_CHARS {
-        return Err(ApiError::bad_request(format!(
-            "password must have at least {MIN_NEW_PASSWORD_CHARS} characters"
-        )));
-    }
+    state
+        .passwords
+        .check_new(password.expose_secret(), &username)
+        .map_err(ApiError::WeakPassword)?;
     state.guard.log_username(&username, None);
     state.guard.admit_source(ip, body.altcha()).await?;
     let hash = state.hasher.hash(password).await?;

@@ -1,4 +1,5 @@
-//! `POST /v1/login`: HTTP in and out of the login use case (see [`crate::login`]).
+//! `POST /v1/login` and `POST /v1/login/mfa`: HTTP in and out of the login use case (see
+//! [`crate::login`]).
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -7,13 +8,19 @@ use actix_web::cookie::{Cookie, SameSite};
 use actix_web::{HttpRequest, HttpResponse, web};
 use portcullis_core::Username;
 
+use serde::Deserialize;
+
 use super::{AppState, ClientIp, Credentials};
 use crate::error::ApiError;
-use crate::login::{self, LoginRequest};
+use crate::login::{self, LoggedIn, LoginRequest};
+use crate::mfa::Proof;
 
 /// Logs in: 200 with a session token; 401 alike for an unknown user and a wrong password (both
 /// are counted and hashed the same); 401 `challenge_required` / `challenge_failed` with a
-/// challenge when the policy asks for proof of work; 429 with Retry-After when it refuses.
+/// challenge when the policy asks for proof of work; 429 with Retry-After when it refuses;
+/// 401 `mfa_required` with an `mfa_token` after a right password when the account has a second
+/// factor; 403 `password_change_required` for a breached password under `breached_login =
+/// "block"`.
 pub async fn login(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -36,14 +43,48 @@ pub async fn login(
         },
     )
     .await?;
+    logged_in_response(&state, &logged_in)
+}
+
+/// `{"mfa_token", "code"}` or `{"mfa_token", "recovery_code"}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecondFactor {
+    mfa_token: String,
+    code: Option<String>,
+    recovery_code: Option<String>,
+}
+
+/// The second step of a login: 200 like a login; 400 `malformed_code`; 401 `invalid_token`,
+/// `invalid_code` or `code_replayed`; 429 `mfa_throttled` with Retry-After.
+pub async fn login_mfa(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: web::Json<SecondFactor>,
+) -> Result<HttpResponse, ApiError> {
+    let proof = Proof::parse(body.code.as_deref(), body.recovery_code.as_deref())?;
+    let cookie = request.cookie(&state.device.cookie_name);
+    let logged_in = login::login_second_factor(
+        &state,
+        &body.mfa_token,
+        proof,
+        cookie.as_ref().map(|c| c.value()),
+    )
+    .await?;
+    logged_in_response(&state, &logged_in)
+}
+
+/// The 200 answer of a finished login, with a device cookie for a new browser.
+fn logged_in_response(state: &AppState, logged_in: &LoggedIn) -> Result<HttpResponse, ApiError> {
     let mut response = HttpResponse::Ok();
     if logged_in.new_device {
-        response.cookie(new_device_cookie(&state, &username)?);
+        response.cookie(new_device_cookie(state, &logged_in.username)?);
     }
     Ok(response.json(serde_json::json!({
         "token": logged_in.token.token,
         "token_type": "Bearer",
         "expires_at": rfc3339(logged_in.session.expires_at),
+        "password_change_required": logged_in.session.password_change_required,
     })))
 }
 

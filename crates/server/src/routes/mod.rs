@@ -5,6 +5,8 @@ pub mod admin;
 mod challenge;
 mod health;
 mod login;
+mod mfa;
+mod password;
 mod session;
 
 use std::net::{IpAddr, SocketAddr};
@@ -17,16 +19,19 @@ use portcullis_core::{DeviceCookies, Username};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::accounts::Accounts;
+use crate::accounts::{Account, Accounts};
 use crate::allowlist::Allowlist;
 use crate::client_ip::{self, ForwardedHeader};
 use crate::error::ApiError;
 use crate::guard::LoginGuard;
-use crate::password::{MAX_PASSWORD_BYTES, PasswordHasher};
+use crate::login_tokens::LoginTokens;
+use crate::mfa::SecondFactors;
+use crate::passwords::{MAX_PASSWORD_BYTES, PasswordHasher, PasswordPolicy};
 use crate::security_events::SecurityEvents;
 use crate::sessions::Sessions;
-use crate::settings::DeviceSettings;
+use crate::settings::{BreachedLogin, DeviceSettings};
 use crate::stores::Stores;
+use crate::token;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -36,6 +41,16 @@ pub struct AppState {
     pub sessions: Sessions,
     /// Argon2id and its bounded pool.
     pub hasher: PasswordHasher,
+    /// The rules for new passwords and the breached-password filter.
+    pub passwords: PasswordPolicy,
+    /// What a login with a breached password gets.
+    pub breached_login: BreachedLogin,
+    /// Tokens between a verified password and its second factor or forced change.
+    pub login_tokens: LoginTokens,
+    /// Second factors (TOTP, recovery codes).
+    pub mfa: SecondFactors,
+    /// How long an `mfa_token` lives, in milliseconds.
+    pub mfa_token_ttl_ms: u64,
     /// Rate limits and lockouts around password checks.
     pub guard: LoginGuard,
     /// The attempt store, event log and admin view, for health and administration.
@@ -108,6 +123,11 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut web::ServiceConfig) 
         .route("/v1/challenge", web::get().to(challenge::challenge))
         .route("/v1/users", web::post().to(accounts::register))
         .route("/v1/login", web::post().to(login::login))
+        .route("/v1/login/mfa", web::post().to(login::login_mfa))
+        .route("/v1/password", web::post().to(password::change))
+        .route("/v1/mfa/totp", web::post().to(mfa::enrol))
+        .route("/v1/mfa/totp", web::delete().to(mfa::remove))
+        .route("/v1/mfa/totp/confirm", web::post().to(mfa::confirm))
         .route("/v1/logout", web::post().to(session::logout))
         .route("/v1/logout/all", web::post().to(session::logout_all))
         .route("/v1/session", web::get().to(session::introspect))
@@ -153,22 +173,43 @@ impl Credentials {
 
     /// The password, refused when empty or over [`MAX_PASSWORD_BYTES`] before any hashing.
     fn password(&self) -> Result<SecretString, ApiError> {
-        let len = self.password.expose_secret().len();
-        if len == 0 {
-            return Err(ApiError::bad_request("password is empty"));
-        }
-        if len > MAX_PASSWORD_BYTES {
-            return Err(ApiError::bad_request(format!(
-                "password is longer than {MAX_PASSWORD_BYTES} bytes"
-            )));
-        }
-        Ok(self.password.clone())
+        checked_password(self.password.clone(), "password")
     }
 
     /// The normalised username.
     fn username(&self) -> Result<Username, ApiError> {
         parse_username(&self.username)
     }
+}
+
+/// A password from a request body's `field`, refused when empty or over
+/// [`MAX_PASSWORD_BYTES`] before any hashing.
+pub fn checked_password(password: SecretString, field: &str) -> Result<SecretString, ApiError> {
+    let len = password.expose_secret().len();
+    if len == 0 {
+        return Err(ApiError::bad_request(format!("{field} is empty")));
+    }
+    if len > MAX_PASSWORD_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "{field} is longer than {MAX_PASSWORD_BYTES} bytes"
+        )));
+    }
+    Ok(password)
+}
+
+/// The account of the request's session (401 without a live one).
+pub async fn session_account(state: &AppState, request: &HttpRequest) -> Result<Account, ApiError> {
+    let digest = token::bearer_digest(request.headers()).ok_or(ApiError::Unauthenticated)?;
+    let session = state
+        .sessions
+        .get(&digest)
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    state
+        .accounts
+        .find_by_id(&session.subject)
+        .await?
+        .ok_or(ApiError::Unauthenticated)
 }
 
 /// Parses a username from a request, refusing it with `invalid_username`.

@@ -23,6 +23,7 @@ pub async fn introspect(
         "active": true,
         "subject": session.subject,
         "expires_at": rfc3339(session.expires_at),
+        "password_change_required": session.password_change_required,
     })))
 }
 

@@ -261,9 +261,9 @@ async fn users_import_creates_accounts_in_parallel_and_skips_existing_ones() {
     let dir = tempfile::tempdir().unwrap();
     let mut csv = String::from("username,password\n");
     for i in 0..40 {
-        csv.push_str(&format!("User{i},secret,{i}\n"));
+        csv.push_str(&format!("User{i},amber kettle, orbit {i}\n"));
     }
-    csv.push_str("user0,again\nno-comma-line\n");
+    csv.push_str("user0,amber kettle, orbit again\nno-comma-line\nweakling,password1\n");
     std::fs::write(dir.path().join("users.csv"), csv).unwrap();
     let mut command = portcullis(&dir);
     command.args(["users", "import", "users.csv"]);
@@ -275,7 +275,9 @@ async fn users_import_creates_accounts_in_parallel_and_skips_existing_ones() {
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        stdout.contains("imported 40, skipped 1 existing, rejected 1 invalid lines"),
+        stdout.contains(
+            "imported 40, skipped 1 existing, rejected 1 invalid lines and 1 weak passwords"
+        ),
         "{stdout}"
     );
 
@@ -284,7 +286,7 @@ async fn users_import_creates_accounts_in_parallel_and_skips_existing_ones() {
     let (mut child, address, _) = start(command);
     let login = reqwest::Client::new()
         .post(format!("http://{address}/v1/login"))
-        .json(&serde_json::json!({ "username": "user7", "password": "secret,7" }))
+        .json(&serde_json::json!({ "username": "user7", "password": "amber kettle, orbit 7" }))
         .send()
         .await
         .unwrap();

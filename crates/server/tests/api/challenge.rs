@@ -2,16 +2,13 @@
 //! implementation (PyPI `altcha`, installed by scripts/test.sh), single-use on every path; the
 //! IPv6 network limits; trusted devices behind a banned shared address.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use portcullis_core::ChallengeMode;
 use portcullis_core::altcha::{self, Challenge, Payload};
 use portcullis_server::settings::Settings;
 use portcullis_testkit::{PASSWORD, TestApp, test_settings};
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, device_cookie};
+use crate::helpers::{assert_problem, device_cookie, interop};
 
 const HMAC_KEY: &str = "challenge-test-hmac-key";
 
@@ -104,40 +101,7 @@ async fn challenge_of(response: reqwest::Response, code: &str) -> Challenge {
 
 /// Runs the reference implementation (see tests/interop/altcha_reference.py).
 fn reference(args: &[&str], stdin: &str) -> String {
-    let python = std::env::var("PORTCULLIS_TEST_PYTHON").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../target/interop-venv/bin/python"
-        )
-        .to_owned()
-    });
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/interop/altcha_reference.py"
-    );
-    let mut child = Command::new(&python)
-        .arg(script)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("{python}: {e} (scripts/test.sh installs the reference altcha there)")
-        });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "reference altcha {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    interop("altcha_reference.py", args, stdin)
 }
 
 #[tokio::test]

@@ -85,3 +85,45 @@ pub fn device_cookie(response: &reqwest::Response) -> Option<String> {
     assert!(header.contains("Secure"), "{header}");
     header.split(';').next().map(str::to_owned)
 }
+
+/// Runs an interop script of `tests/interop` with the pinned independent implementations
+/// (`scripts/test.sh` installs them in `target/interop-venv`); returns its trimmed stdout.
+pub fn interop(script: &str, args: &[&str], stdin: &str) -> String {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let python = std::env::var("PORTCULLIS_TEST_PYTHON").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../target/interop-venv/bin/python"
+        )
+        .to_owned()
+    });
+    let script = format!("{}/tests/interop/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new(&python)
+        .arg(&script)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{python}: {e} (scripts/test.sh installs the interop venv)"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{script} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// The TOTP code of an `otpauth://` URI at `unix_ms`, computed by PyPI `pyotp`.
+pub fn pyotp_code(otpauth_uri: &str, unix_ms: u64) -> String {
+    let seconds = (unix_ms / 1_000).to_string();
+    interop("totp_reference.py", &["code", &seconds], otpauth_uri)
+}

@@ -18,5 +18,7 @@ mod helpers;
 mod local_stack;
 mod lockout;
 mod login;
+mod mfa;
+mod passwords;
 mod registration;
 mod session;

@@ -18,8 +18,6 @@ use crate::settings::Argon2Settings;
 
 /// The longest password accepted, in bytes: longer input is refused before any hashing.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
-/// The shortest password a new account may have, in characters (OWASP ASVS 2.1.1).
-pub const MIN_NEW_PASSWORD_CHARS: usize = 8;
 
 /// Why hashing did not produce an answer.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,125 @@
+//! The password change use case (`POST /v1/password`), authorised one of two ways:
+//!
+//! - a session and the current password, which is checked through the login guard like any
+//!   other password check ([`crate::login::verify_password`]: counted, lockable,
+//!   challengeable);
+//! - a password-change token from a login refused for a breached password
+//!   (`passwords.breached_login = "block"`), single use.
+//!
+//! The new password must pass the rules before anything is counted or consumed. On success the
+//! password is rehashed, every other session of the account ends, and a `password_changed`
+//! security event is reported.
+
+use std::net::IpAddr;
+
+use portcullis_core::{DeviceId, Username};
+use portcullis_store::EventKind;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::accounts::Account;
+use crate::error::ApiError;
+use crate::login::{self, LoginRequest};
+use crate::login_tokens::Purpose;
+use crate::routes::AppState;
+
+/// What authorises a password change.
+pub enum Authority<'a> {
+    /// A live session (its token's digest) and the current password.
+    Session {
+        /// The session token's digest.
+        digest: String,
+        /// The client address.
+        ip: IpAddr,
+        /// The current password.
+        current_password: SecretString,
+        /// The trusted device the request's cookie proves, if any.
+        device_cookie: Option<&'a str>,
+        /// The payload of a solved challenge, if any.
+        altcha: Option<&'a str>,
+    },
+    /// A password-change token.
+    Token(&'a str),
+}
+
+/// Changes an account's password; returns how many other sessions ended.
+pub async fn change_password(
+    state: &AppState,
+    authority: Authority<'_>,
+    new_password: SecretString,
+) -> Result<u64, ApiError> {
+    let (account, keep) = match authority {
+        Authority::Session {
+            digest,
+            ip,
+            current_password,
+            device_cookie,
+            altcha,
+        } => {
+            let session = state
+                .sessions
+                .get(&digest)
+                .await?
+                .ok_or(ApiError::Unauthenticated)?;
+            let account = account(state, &session.subject)
+                .await?
+                .ok_or(ApiError::Unauthenticated)?;
+            let username = account.normalised_username()?;
+            check_new(state, &new_password, &username)?;
+            let device: Option<DeviceId> =
+                device_cookie.and_then(|c| state.device_cookies.verify(c, &username));
+            login::verify_password(
+                state,
+                LoginRequest {
+                    ip,
+                    username: &username,
+                    password: current_password,
+                    device,
+                    altcha,
+                },
+            )
+            .await?;
+            (account, Some(digest))
+        }
+        Authority::Token(value) => {
+            let token = state
+                .login_tokens
+                .find(value, Purpose::PasswordChange)
+                .await?
+                .ok_or(ApiError::InvalidLoginToken)?;
+            let account = account(state, &token.account_id)
+                .await?
+                .ok_or(ApiError::InvalidLoginToken)?;
+            check_new(state, &new_password, &account.normalised_username()?)?;
+            if !state.login_tokens.consume(&token).await? {
+                return Err(ApiError::InvalidLoginToken);
+            }
+            (account, None)
+        }
+    };
+    let hash = state.hasher.hash(new_password).await?;
+    state.accounts.update_hash(&account.id, &hash).await?;
+    let revoked = state
+        .sessions
+        .after_password_change(&account.id, keep.as_deref())
+        .await?;
+    state
+        .events
+        .report_account(EventKind::PasswordChanged, &account.id)
+        .await;
+    Ok(revoked)
+}
+
+fn check_new(
+    state: &AppState,
+    password: &SecretString,
+    username: &Username,
+) -> Result<(), ApiError> {
+    state
+        .passwords
+        .check_new(password.expose_secret(), username)
+        .map_err(ApiError::WeakPassword)
+}
+
+async fn account(state: &AppState, id: &str) -> Result<Option<Account>, ApiError> {
+    Ok(state.accounts.find_by_id(id).await?)
+}
