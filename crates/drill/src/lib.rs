@@ -9,6 +9,7 @@
 
 pub mod chart;
 pub mod deployment;
+pub mod enrol;
 pub mod plan;
 pub mod report;
 pub mod scenario;
@@ -120,6 +121,7 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
             &options.out_dir,
             options.cheap_seeding,
         )?;
+        let secrets = Arc::new(enrol::enrol(deployment.url(), source, &plan.accounts).await?);
         let client = traffic::Client::new(deployment.url(), source, scenario.attacker.concurrency)?;
         let progress = ProgressBar::new(plan.attacks.len() as u64).with_message(format!(
             "{} (policy {})",
@@ -130,7 +132,7 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
             ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        let traffic = traffic::run(&client, scenario, plan.clone(), &progress).await?;
+        let traffic = traffic::run(&client, scenario, plan.clone(), secrets, &progress).await?;
         progress.finish_and_clear();
         runs.push(RunReport::new(policy, deployment.url(), &plan, &traffic));
     }

@@ -13,6 +13,8 @@ pub struct Account {
     pub username: String,
     /// Its password.
     pub password: String,
+    /// Whether it has a second factor (enrolled after seeding).
+    pub mfa: bool,
 }
 
 /// One pair of the credential list, with the address it is sent from.
@@ -54,10 +56,13 @@ impl Plan {
     /// Generates the plan of `scenario`.
     pub fn new(scenario: &Scenario) -> Self {
         let mut rng = SplitMix64(scenario.seed);
+        // A stream of its own, so a second factor changes no other part of the plan.
+        let mut mfa = SplitMix64(scenario.seed ^ 0x6d66_615f_7368_6172);
         let accounts: Vec<Account> = (0..scenario.accounts.count)
             .map(|i| Account {
                 username: format!("user{i:06}"),
                 password: format!("pw-{:016x}", rng.next_u64()),
+                mfa: mfa.chance(scenario.accounts.mfa_share),
             })
             .collect();
         let attacker = &scenario.attacker;
@@ -170,13 +175,34 @@ mod tests {
             name: "test".into(),
             description: String::new(),
             seed: 3,
-            accounts: crate::scenario::Accounts { count: 100 },
+            accounts: crate::scenario::Accounts {
+                count: 100,
+                mfa_share: 0.0,
+            },
             attacker,
             legit: Legit {
                 users: 10,
                 ..Legit::default()
             },
         }
+    }
+
+    #[test]
+    fn a_second_factor_share_picks_that_share_of_accounts_and_changes_nothing_else() {
+        let without = Plan::new(&scenario(stuffing()));
+        let mut with = scenario(stuffing());
+        with.accounts.mfa_share = 0.3;
+        let with = Plan::new(&with);
+        let share = with.accounts.iter().filter(|a| a.mfa).count();
+        assert!((20..=40).contains(&share), "{share} of 100");
+        assert!(without.accounts.iter().all(|a| !a.mfa));
+        let pairs = |p: &Plan| {
+            p.attacks
+                .iter()
+                .map(|a| (a.username.clone(), a.password.clone(), a.source))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(pairs(&without), pairs(&with));
     }
 
     fn stuffing() -> Attacker {

@@ -65,6 +65,8 @@ pub struct AttackerSummary {
     pub failed: usize,
     /// Logged in (200).
     pub succeeded: usize,
+    /// Right password, stopped by the account's second factor (401 `mfa_required`).
+    pub second_factor: usize,
     /// Shed by an overloaded server (503).
     pub shed: usize,
     /// Other answers or none.
@@ -73,6 +75,9 @@ pub struct AttackerSummary {
     pub hits_in_list: usize,
     /// Distinct accounts the attacker logged in to.
     pub compromised_accounts: usize,
+    /// Distinct accounts whose password the attacker had, held by their second factor (never
+    /// compromised).
+    pub second_factor_held_accounts: usize,
     /// CPU seconds of the attacker's threads, sending and solving.
     pub cpu_secs: f64,
     /// Of those, solving challenges.
@@ -179,6 +184,7 @@ impl RunReport {
             ..AttackerSummary::default()
         };
         let mut compromised = BTreeSet::new();
+        let mut held = BTreeSet::new();
         let mut pairs = BTreeSet::new();
         for sample in &traffic.samples {
             let Sender::Attacker(n) = sample.sender else {
@@ -194,16 +200,22 @@ impl RunReport {
                     attacker.succeeded += 1;
                     compromised.insert(plan.attacks[n].username.as_str());
                 }
+                Outcome::SecondFactor => {
+                    attacker.second_factor += 1;
+                    held.insert(plan.attacks[n].username.as_str());
+                }
                 Outcome::Shed => attacker.shed += 1,
                 Outcome::Error => attacker.errors += 1,
             }
         }
         attacker.compromised_accounts = compromised.len();
+        attacker.second_factor_held_accounts = held.len();
         attacker.pairs = pairs.len();
         attacker.cpu_secs = traffic.attacker_cpu.as_secs_f64();
         attacker.solving_cpu_secs = traffic.solving_cpu.as_secs_f64();
         let per = |count: usize| (count > 0).then(|| attacker.cpu_secs / count as f64);
-        attacker.cpu_secs_per_verified = per(attacker.failed + attacker.succeeded);
+        attacker.cpu_secs_per_verified =
+            per(attacker.failed + attacker.succeeded + attacker.second_factor);
         attacker.cpu_secs_per_compromised = per(attacker.compromised_accounts);
         let intents = &traffic.intents;
         let count = |f: &dyn Fn(&&crate::traffic::Intent) -> bool| intents.iter().filter(f).count();
@@ -258,7 +270,7 @@ impl RunReport {
 
     /// Attacker requests that reached the password check.
     pub fn verified(&self) -> usize {
-        self.attacker.failed + self.attacker.succeeded
+        self.attacker.failed + self.attacker.succeeded + self.attacker.second_factor
     }
 }
 
@@ -309,7 +321,10 @@ fn latencies(samples: &[Sample]) -> Vec<ClassLatency> {
         |s| matches!(s.sender, Sender::Attacker(_)) && s.outcome == Outcome::Refused,
         |s| {
             matches!(s.sender, Sender::Attacker(_))
-                && matches!(s.outcome, Outcome::Failed | Outcome::Succeeded)
+                && matches!(
+                    s.outcome,
+                    Outcome::Failed | Outcome::Succeeded | Outcome::SecondFactor
+                )
         },
         |s| matches!(s.sender, Sender::Legit(_)),
     ];
@@ -357,13 +372,15 @@ fn timeline(samples: &[Sample]) -> Vec<TimelineSecond> {
     for sample in samples {
         let bucket = &mut timeline[sample.sent_at.as_secs() as usize];
         match (sample.sender, sample.outcome) {
-            (Sender::Attacker(_), Outcome::Succeeded | Outcome::Failed) => {
+            (Sender::Attacker(_), Outcome::Succeeded | Outcome::Failed | Outcome::SecondFactor) => {
                 bucket.attacker_allowed += 1
             }
             (Sender::Attacker(_), Outcome::Refused) => bucket.attacker_denied += 1,
             (Sender::Attacker(_), Outcome::Challenged) => bucket.attacker_challenged += 1,
             (Sender::Attacker(_), _) => bucket.attacker_other += 1,
-            (Sender::Legit(_), Outcome::Succeeded) => bucket.legit_succeeded += 1,
+            (Sender::Legit(_), Outcome::Succeeded | Outcome::SecondFactor) => {
+                bucket.legit_succeeded += 1
+            }
             (Sender::Legit(_), Outcome::Challenged) => bucket.legit_challenged += 1,
             (Sender::Legit(_), _) => {}
         }
@@ -394,11 +411,17 @@ impl DrillReport {
         });
         row("  verified and failed", &|r| r.attacker.failed.to_string());
         row("  succeeded", &|r| r.attacker.succeeded.to_string());
+        row("  right password, second factor held", &|r| {
+            r.attacker.second_factor.to_string()
+        });
         row("  shed (503)", &|r| r.attacker.shed.to_string());
         row("  errors", &|r| r.attacker.errors.to_string());
         row("hits in the list", &|r| r.attacker.hits_in_list.to_string());
         row("compromised accounts", &|r| {
             r.attacker.compromised_accounts.to_string()
+        });
+        row("accounts held by their second factor", &|r| {
+            r.attacker.second_factor_held_accounts.to_string()
         });
         let secs = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
         row("attacker CPU s (solving)", &|r| {
@@ -532,6 +555,25 @@ mod tests {
                 roaming: "172.16.0.20".parse().unwrap(),
             }],
         }
+    }
+
+    #[test]
+    fn a_right_password_stopped_by_a_second_factor_is_held_never_compromised() {
+        let traffic = Traffic {
+            samples: vec![
+                sample(Sender::Attacker(0), Outcome::SecondFactor, 0, 5),
+                sample(Sender::Attacker(1), Outcome::SecondFactor, 100, 5),
+                sample(Sender::Attacker(2), Outcome::Failed, 200, 5),
+            ],
+            attacker_cpu: Duration::from_secs(3),
+            ..Traffic::default()
+        };
+        let run = RunReport::new(true, "http://x", &plan(), &traffic);
+        assert_eq!(run.attacker.second_factor, 2);
+        assert_eq!(run.attacker.second_factor_held_accounts, 1);
+        assert_eq!(run.attacker.compromised_accounts, 0);
+        assert_eq!(run.attacker.cpu_secs_per_compromised, None);
+        assert_eq!(run.attacker.cpu_secs_per_verified, Some(1.0));
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct Scenario {
 pub struct Accounts {
     /// How many accounts exist.
     pub count: usize,
+    /// Share of accounts with a second factor (TOTP), enrolled through the API after seeding.
+    #[serde(default)]
+    pub mfa_share: f64,
 }
 
 /// The attacker: a credential list replayed from many addresses.
@@ -169,6 +172,7 @@ impl Scenario {
             "attacker.targets: must be between 1 and accounts.count"
         );
         for (name, share) in [
+            ("accounts.mfa_share", self.accounts.mfa_share),
             ("attacker.unknown_usernames", attacker.unknown_usernames),
             ("attacker.hit_rate", attacker.hit_rate),
             ("legit.new_device", self.legit.new_device),

@@ -17,6 +17,7 @@ use reqwest::header::{COOKIE, SET_COOKIE};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::enrol;
 use crate::plan::{Plan, SplitMix64};
 use crate::scenario::Scenario;
 use crate::solver::{self, SolverHandle, SolverPool};
@@ -33,6 +34,8 @@ pub enum Outcome {
     Failed,
     /// 401 `challenge_required` / `challenge_failed`: a proof of work asked before any hashing.
     Challenged,
+    /// 401 `mfa_required`: the password was right; the account's second factor must follow.
+    SecondFactor,
     /// 429 or 423: refused before any password hashing.
     Refused,
     /// 503: the server shed the request (hashing queue full, store or database down).
@@ -42,10 +45,11 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn from_answer(status: StatusCode, challenged: bool) -> Self {
+    fn from_answer(status: StatusCode, problem: &serde_json::Value) -> Self {
         match status.as_u16() {
             200 => Self::Succeeded,
-            401 if challenged => Self::Challenged,
+            401 if problem["challenge"].is_object() => Self::Challenged,
+            401 if problem["code"] == "mfa_required" => Self::SecondFactor,
             401 => Self::Failed,
             423 | 429 => Self::Refused,
             503 => Self::Shed,
@@ -119,6 +123,7 @@ pub struct Traffic {
 pub struct Client {
     http: reqwest::Client,
     login_url: String,
+    mfa_url: String,
     source: Option<IpAddr>,
     pool: usize,
 }
@@ -163,6 +168,8 @@ struct Answer {
     cookie: Option<String>,
     /// The challenge a challenge answer carries.
     challenge: Option<Challenge>,
+    /// The `mfa_token` an `mfa_required` answer carries.
+    mfa_token: Option<String>,
 }
 
 impl Client {
@@ -174,9 +181,11 @@ impl Client {
             .pool_max_idle_per_host(pool)
             .timeout(Duration::from_secs(30))
             .build()?;
+        let base_url = base_url.trim_end_matches('/');
         Ok(Self {
             http,
-            login_url: format!("{}/v1/login", base_url.trim_end_matches('/')),
+            login_url: format!("{base_url}/v1/login"),
+            mfa_url: format!("{base_url}/v1/login/mfa"),
             source,
             pool,
         })
@@ -249,11 +258,32 @@ impl Client {
         if let Some(altcha) = altcha {
             body["altcha"] = altcha.into();
         }
+        self.post(&self.login_url, client, cookie, &body, started)
+            .await
+    }
+
+    /// The second step of a login: `mfa_token` and the code of `secret` for the next time step
+    /// (a code is good once per step, and the step before may have been used).
+    async fn second_factor(&self, from: IpAddr, mfa_token: &str, secret: &str) -> Answer {
+        let started = Instant::now();
+        let code = enrol::code(secret, enrol::now_secs() + 30).unwrap_or_default();
+        let body = serde_json::json!({ "mfa_token": mfa_token, "code": code });
+        self.post(&self.mfa_url, from, None, &body, started).await
+    }
+
+    async fn post(
+        &self,
+        url: &str,
+        client: IpAddr,
+        cookie: Option<&str>,
+        body: &serde_json::Value,
+        started: Instant,
+    ) -> Answer {
         let mut request = self
             .http
-            .post(&self.login_url)
+            .post(url)
             .header("x-forwarded-for", client.to_string())
-            .json(&body);
+            .json(body);
         if let Some(cookie) = cookie {
             request = request.header(COOKIE, cookie);
         }
@@ -262,6 +292,7 @@ impl Client {
             latency: Duration::ZERO,
             cookie: None,
             challenge: None,
+            mfa_token: None,
         };
         if let Ok(response) = request.send().await {
             let status = response.status();
@@ -273,11 +304,13 @@ impl Client {
                 .map(str::to_owned);
             // Read the body so the connection goes back to the pool.
             if let Ok(body) = response.bytes().await {
-                answer.challenge = (status == StatusCode::UNAUTHORIZED)
+                let problem = (status == StatusCode::UNAUTHORIZED)
                     .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
                     .flatten()
-                    .and_then(|problem| serde_json::from_value(problem["challenge"].clone()).ok());
-                answer.outcome = Outcome::from_answer(status, answer.challenge.is_some());
+                    .unwrap_or_default();
+                answer.challenge = serde_json::from_value(problem["challenge"].clone()).ok();
+                answer.mfa_token = problem["mfa_token"].as_str().map(str::to_owned);
+                answer.outcome = Outcome::from_answer(status, &problem);
             }
         }
         answer.latency = started.elapsed();
@@ -292,9 +325,10 @@ pub async fn run(
     client: &Client,
     scenario: &Scenario,
     plan: Arc<Plan>,
+    secrets: Arc<Vec<Option<String>>>,
     progress: &ProgressBar,
 ) -> anyhow::Result<Traffic> {
-    let cookies = warm_up(client, &plan).await;
+    let cookies = warm_up(client, &plan, &secrets).await;
     let warm_up_failures = cookies.iter().filter(|c| c.is_none()).count();
     let start = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
@@ -338,11 +372,13 @@ pub async fn run(
     })
 }
 
-/// Each legitimate user logs in once from their known device, which sets its device cookie.
-async fn warm_up(client: &Client, plan: &Plan) -> Vec<Option<String>> {
+/// Each legitimate user logs in once from their known device, with its second factor if it has
+/// one, which sets its device cookie.
+async fn warm_up(client: &Client, plan: &Plan, secrets: &[Option<String>]) -> Vec<Option<String>> {
     let mut logins = JoinSet::new();
     for (index, user) in plan.legit.iter().enumerate() {
         let (client, account) = (client.clone(), plan.accounts[user.account].clone());
+        let secret = secrets[user.account].clone();
         let home = user.home;
         logins.spawn(async move {
             let login = Login {
@@ -351,7 +387,10 @@ async fn warm_up(client: &Client, plan: &Plan) -> Vec<Option<String>> {
                 from: home,
                 cookie: None,
             };
-            let answer = client.login(login, None).await;
+            let mut answer = client.login(login, None).await;
+            if let (Some(token), Some(secret)) = (&answer.mfa_token, &secret) {
+                answer = client.second_factor(home, token, secret).await;
+            }
             (
                 index,
                 answer
@@ -543,7 +582,10 @@ async fn log_in(
         intent.challenges += sent.challenges;
         intent.solving += sent.solving;
         intent.refused |= sent.outcome == Outcome::Refused;
-        intent.succeeded = sent.outcome == Outcome::Succeeded;
+        // A right password of an account with a second factor gets in once the person types
+        // a code; the drill stops there (a person types at most one per 30 s step, and the
+        // drill's users log in faster than that).
+        intent.succeeded = matches!(sent.outcome, Outcome::Succeeded | Outcome::SecondFactor);
     }
     (samples, intent)
 }

@@ -5,6 +5,8 @@
 //! - `portcullis_challenge_solutions_total{result}`: solved-challenge payloads, accepted or why
 //!   not.
 //! - `portcullis_logins_total{outcome}`: verified logins by outcome.
+//! - `portcullis_mfa_codes_total{result}`: second-factor codes accepted, wrong, replayed or
+//!   refused by `policy.mfa`.
 //! - `portcullis_hash_in_flight`, `portcullis_hash_wait_seconds`, `portcullis_hash_rejected_total`:
 //!   the Argon2 pool's queue.
 //! - `portcullis_store_call_seconds{op}`, `portcullis_store_errors_total{op}`: attempt-store
@@ -55,6 +57,10 @@ pub fn install() {
     metrics::describe_counter!(
         "portcullis_logins_total",
         "Admitted login attempts by how they ended: success, failure or abandoned (never verified)."
+    );
+    metrics::describe_counter!(
+        "portcullis_mfa_codes_total",
+        "Second-factor codes and recovery codes: accepted, wrong, replayed (not counted) or refused by policy.mfa."
     );
     metrics::describe_gauge!(
         "portcullis_hash_in_flight",

@@ -212,7 +212,9 @@ impl SecondFactors {
         proof: Proof<'_>,
         token: Option<(&LoginTokens, &LoginToken)>,
     ) -> Result<Option<u64>, ApiError> {
-        let started = self.admit(account_id, token).await?;
+        let started = self.admit(account_id, token).await.inspect_err(|_| {
+            metrics::counter!("portcullis_mfa_codes_total", "result" => "refused").increment(1);
+        })?;
         let verdict = match self.verdict(account_id, factor, proof).await {
             Ok(verdict) => verdict,
             Err(error) => {
@@ -227,6 +229,12 @@ impl SecondFactors {
             Verdict::Replayed => CodeOutcome::NotCounted,
         };
         self.settle(account_id, outcome, started, token).await?;
+        let result = match verdict {
+            Verdict::Accepted(_) => "accepted",
+            Verdict::Wrong => "wrong",
+            Verdict::Replayed => "replayed",
+        };
+        metrics::counter!("portcullis_mfa_codes_total", "result" => result).increment(1);
         match verdict {
             Verdict::Accepted(step) => {
                 if matches!(proof, Proof::RecoveryCode(_)) {

@@ -1,6 +1,7 @@
 //! The attack drill's smoke tests against two local stacks each, the policy on and off:
 //! `drill/scenarios/smoke.toml` (a brute force on one account) and `smoke-challenge.toml` (a
-//! spray that is challenged). They check outcomes, never timings.
+//! spray that is challenged, on accounts two in five of which have a second factor). They check
+//! outcomes, never timings.
 
 use std::path::Path;
 
@@ -94,6 +95,15 @@ async fn a_spray_that_does_not_solve_is_stopped_by_challenges_and_users_solve_th
         hits.iter().any(|&n| n >= 3),
         "the scenario needs a right password after the third username, not at {hits:?}"
     );
+    let plan = Plan::new(&scenario);
+    let account_of = |n: usize| &plan.accounts[n % scenario.attacker.targets];
+    let held = hits.iter().filter(|&&n| account_of(n).mfa).count();
+    assert!(
+        held >= 1 && held < hits.len(),
+        "the scenario needs right passwords of accounts with and without a second factor"
+    );
+    let legit_mfa = plan.legit.iter().filter(|u| plan.accounts[u.account].mfa);
+    assert!(legit_mfa.count() >= 1, "some users need a second factor");
     let out = tempfile::tempdir().unwrap();
     let report = drill("smoke-challenge", out.path()).await;
     let [on, off] = report.runs.as_slice() else {
@@ -106,9 +116,17 @@ async fn a_spray_that_does_not_solve_is_stopped_by_challenges_and_users_solve_th
     assert!(on.attacker.challenged >= 10, "{table}");
     assert_eq!(on.attacker.compromised_accounts, 0, "{table}");
     assert_eq!(off.verified(), 40, "{table}");
-    assert!(off.attacker.compromised_accounts >= 1, "{table}");
-    // Every legitimate user gets in; those on a known device are never challenged; the others
-    // were asked under attack and solved.
+    // Without the policy every right password is checked: a second factor holds its account,
+    // which is never counted compromised; the others are lost.
+    assert_eq!(off.attacker.second_factor_held_accounts, held, "{table}");
+    assert_eq!(
+        off.attacker.compromised_accounts,
+        hits.len() - held,
+        "{table}"
+    );
+    // Every legitimate user gets in (those with a second factor got their device cookie with
+    // it); those on a known device are never challenged; the others were asked under attack
+    // and solved.
     assert_eq!(on.legit.succeeded, on.legit.logins, "{table}");
     assert_eq!(on.legit.challenged_known_device, 0, "{table}");
     assert!(
