@@ -77,8 +77,9 @@ print("## Attack drill: what the defences stop\n")
 print("`target/release/portcullis-drill run drill/scenarios/NAME.toml --policy-off --out target/bench/drill`:")
 print("each scenario against a fresh local stack (`scripts/local-stack.sh`: Redis, PostgreSQL,")
 print("3 replicas behind nginx) with the default policy, then the same traffic against a stack with")
-print("`policy.enabled = false`. *verified* = attacker requests that reached the password hash.\n")
-print("| scenario | policy | pairs tried | challenged | denied before hashing | verified | compromised / hits in list | attacker CPU s (solving) | CPU s per compromised | legit success (locked out) | legit challenged (known device) | legit solve p50 ms | legit p99 ms before / during | attacker req/s |")
+print("`policy.enabled = false`. *verified* = attacker requests that reached the password hash;")
+print("*held by 2FA* = accounts whose right password met their TOTP second factor (never compromised).\n")
+print("| scenario | policy | pairs tried | challenged | denied before hashing | verified | compromised / held by 2FA / hits in list | attacker CPU s (solving) | CPU s per compromised | legit success (locked out) | legit challenged (known device) | legit solve p50 ms | legit p99 ms before / during | attacker req/s |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 seeding = None
 for name in scenarios:
@@ -89,8 +90,8 @@ for name in scenarios:
         per = a["cpu_secs_per_compromised"]
         per = f"{per:.3f}" if per is not None else "– (none)"
         solve = f"{l['solve_ms_p50']:.0f}" if l["challenged"] else "–"
-        print(f"| {name} | {'on' if run['policy'] else 'off'} | {a['pairs']} | {a['challenged']} | {a['denied']} | {a['failed'] + a['succeeded']} | "
-              f"{a['compromised_accounts']} / {a['hits_in_list']} | {a['cpu_secs']:.1f} ({a['solving_cpu_secs']:.1f}) | {per} | "
+        print(f"| {name} | {'on' if run['policy'] else 'off'} | {a['pairs']} | {a['challenged']} | {a['denied']} | {a['failed'] + a['succeeded'] + a['second_factor']} | "
+              f"{a['compromised_accounts']} / {a['second_factor_held_accounts']} / {a['hits_in_list']} | {a['cpu_secs']:.1f} ({a['solving_cpu_secs']:.1f}) | {per} | "
               f"{l['success_rate'] * 100:.1f}% of {l['logins']} ({l['locked_out']}) | {l['challenged']} ({l['challenged_known_device']}) | {solve} | "
               f"{l['p99_before_attack_ms']:.0f} / {l['p99_during_attack_ms']:.0f} | {run['attacker_requests_per_sec']:.0f} |")
 print()
@@ -103,6 +104,10 @@ for name in scenarios:
     share = c["compromised_on"] / c["compromised_off"] * 100 if c["compromised_off"] else 0
     cost = (f"; attacker CPU time per compromised account {c['cost_per_compromise_factor']:.0f}× the policy-off run's"
             if c.get("cost_per_compromise_factor") else "")
+    held = {run["policy"]: run["attacker"]["second_factor_held_accounts"] for run in report["runs"]}
+    if any(held.values()):
+        cost += (f"; accounts whose right password met their second factor {held.get(False, 0)} → {held.get(True, 0)},"
+                 " none of them compromised")
     print(f"- **{name}** ({report['description']}): guesses verified {c['verified_off']} → {c['verified_on']} ({verified}); "
           f"accounts compromised {c['compromised_off']} → {c['compromised_on']} ({compromised}; {share:.1f}% of policy-off){cost}.")
 if seeding:

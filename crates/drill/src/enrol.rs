@@ -3,7 +3,7 @@
 //! benchmarking range, which no other traffic of the drill uses), enrols TOTP through the API
 //! and confirms it with a code, so the attack meets real second factors.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -54,7 +54,8 @@ async fn enrol_one(
     index: usize,
     account: &Account,
 ) -> anyhow::Result<String> {
-    let from = IpAddr::V4(Ipv4Addr::new(198, 18, (index >> 8) as u8, index as u8));
+    let network = 0x8000 | (index & 0x7fff) as u16;
+    let from = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, network, 0, 0, 0, 0, 1));
     let login = json!({ "username": account.username, "password": account.password });
     let session = call(http, from, &format!("{base}/v1/login"), None, &login).await?;
     let session = session["token"]
