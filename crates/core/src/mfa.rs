@@ -93,6 +93,13 @@ impl MfaPolicy {
                 "must be at least 1",
             ));
         }
+        if self.lockout.permanent_after.is_some() {
+            return Err(PolicyError::new(
+                "mfa.lockout.permanent_after",
+                "is not supported: a second factor locks only temporarily (a permanent lock \
+                 would let anyone with the password lock its owner out)",
+            ));
+        }
         Ok(())
     }
 

@@ -85,7 +85,13 @@ async fn malformed_bodies_get_the_documented_4xx() {
         ),
         ("10 MB body", json, vec![b' '; 10 * 1024 * 1024], 413),
     ];
-    for path in ["/v1/login", "/v1/users"] {
+    for path in [
+        "/v1/login",
+        "/v1/users",
+        "/v1/login/mfa",
+        "/v1/password",
+        "/v1/mfa/totp/confirm",
+    ] {
         for (name, content_type, body, status) in &cases {
             let response = post_raw(&app, path, content_type, body.clone()).await;
             assert_eq!(response.status(), *status, "{path}: {name}");
