@@ -116,8 +116,9 @@ impl Deployment {
         &self.url
     }
 
-    /// Creates `accounts` with `portcullis users import`, hashing with [`CHEAP_ARGON2`] when
-    /// `cheap`; returns how long it took.
+    /// Creates `accounts` with `portcullis users import` (hashing with [`CHEAP_ARGON2`] when
+    /// `cheap`), then gives those with a TOTP secret their second factor with `portcullis users
+    /// import-totp`; returns how long it took.
     pub fn seed(
         &self,
         bin: &Path,
@@ -125,29 +126,51 @@ impl Deployment {
         work_dir: &Path,
         cheap: bool,
     ) -> anyhow::Result<std::time::Duration> {
-        let csv = work_dir.join("accounts.csv");
-        let mut lines = String::from("username,password\n");
-        for account in accounts {
-            lines.push_str(&format!("{},{}\n", account.username, account.password));
-        }
-        std::fs::write(&csv, lines).with_context(|| format!("writing {}", csv.display()))?;
         let started = Instant::now();
+        let credentials = accounts
+            .iter()
+            .map(|a| format!("{},{}\n", a.username, a.password));
+        self.import(bin, "import", work_dir, "accounts.csv", credentials, cheap)?;
+        let secrets = accounts.iter().filter_map(|a| {
+            let secret = a.totp_secret.as_ref()?;
+            Some(format!("{},{secret}\n", a.username))
+        });
+        self.import(bin, "import-totp", work_dir, "totp.csv", secrets, false)?;
+        Ok(started.elapsed())
+    }
+
+    /// Runs `portcullis users COMMAND FILE` on `lines` written to `work_dir/file`.
+    fn import(
+        &self,
+        bin: &Path,
+        command_name: &str,
+        work_dir: &Path,
+        file: &str,
+        lines: impl Iterator<Item = String>,
+        cheap: bool,
+    ) -> anyhow::Result<()> {
+        let csv = work_dir.join(file);
+        let text: String = lines.collect();
+        if text.is_empty() {
+            return Ok(());
+        }
+        std::fs::write(&csv, text).with_context(|| format!("writing {}", csv.display()))?;
         let mut command = Command::new(bin);
-        command.args(["users", "import"]).arg(&csv);
+        command.args(["users", command_name]).arg(&csv);
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         if cheap {
             command.envs(CHEAP_ARGON2);
         }
         let output = command
             .output()
-            .with_context(|| format!("running {} users import", bin.display()))?;
+            .with_context(|| format!("running {} users {command_name}", bin.display()))?;
         if !output.status.success() {
             bail!(
-                "seeding accounts failed: {}",
+                "seeding failed (users {command_name}): {}",
                 String::from_utf8_lossy(&output.stderr).trim()
             );
         }
-        Ok(started.elapsed())
+        Ok(())
     }
 }
 

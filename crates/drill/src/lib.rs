@@ -9,11 +9,11 @@
 
 pub mod chart;
 pub mod deployment;
-pub mod enrol;
 pub mod plan;
 pub mod report;
 pub mod scenario;
 pub mod solver;
+pub mod totp;
 pub mod traffic;
 
 use std::net::IpAddr;
@@ -121,7 +121,6 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
             &options.out_dir,
             options.cheap_seeding,
         )?;
-        let secrets = Arc::new(enrol::enrol(deployment.url(), source, &plan.accounts).await?);
         let client = traffic::Client::new(deployment.url(), source, scenario.attacker.concurrency)?;
         let progress = ProgressBar::new(plan.attacks.len() as u64).with_message(format!(
             "{} (policy {})",
@@ -132,7 +131,7 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
             ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        let traffic = traffic::run(&client, scenario, plan.clone(), secrets, &progress).await?;
+        let traffic = traffic::run(&client, scenario, plan.clone(), &progress).await?;
         progress.finish_and_clear();
         runs.push(RunReport::new(policy, deployment.url(), &plan, &traffic));
     }
@@ -143,7 +142,7 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
     let report = DrillReport {
         scenario: scenario.name.clone(),
         description: scenario.description.clone(),
-        seeding: seeding_note(options, plan.accounts.len(), seeding_time),
+        seeding: seeding_note(options, &plan.accounts, seeding_time),
         runs,
         comparison,
     };
@@ -151,7 +150,7 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
     Ok(report)
 }
 
-fn seeding_note(options: &Options, accounts: usize, took: Duration) -> String {
+fn seeding_note(options: &Options, accounts: &[plan::Account], took: Duration) -> String {
     let how = if options.cheap_seeding {
         let [(_, memory), (_, iterations)] = CHEAP_ARGON2;
         format!(
@@ -161,9 +160,14 @@ fn seeding_note(options: &Options, accounts: usize, took: Duration) -> String {
     } else {
         "the server's Argon2 parameters".to_owned()
     };
+    let totp = match accounts.iter().filter(|a| a.totp_secret.is_some()).count() {
+        0 => String::new(),
+        n => format!(" ({n} with a TOTP secret, `portcullis users import-totp`)"),
+    };
     format!(
-        "{accounts} accounts per deployment with `portcullis users import` ({:.1} s in all), \
+        "{} accounts per deployment{totp} with `portcullis users import` ({:.1} s in all), \
          hashed with {how}",
+        accounts.len(),
         took.as_secs_f64()
     )
 }

@@ -13,8 +13,8 @@ pub struct Account {
     pub username: String,
     /// Its password.
     pub password: String,
-    /// Whether it has a second factor (enrolled after seeding).
-    pub mfa: bool,
+    /// Its TOTP secret (base32), if it has a second factor.
+    pub totp_secret: Option<String>,
 }
 
 /// One pair of the credential list, with the address it is sent from.
@@ -62,7 +62,13 @@ impl Plan {
             .map(|i| Account {
                 username: format!("user{i:06}"),
                 password: format!("pw-{:016x}", rng.next_u64()),
-                mfa: mfa.chance(scenario.accounts.mfa_share),
+                totp_secret: mfa.chance(scenario.accounts.mfa_share).then(|| {
+                    let mut bytes = [0u8; 20];
+                    for chunk in bytes.chunks_mut(8) {
+                        chunk.copy_from_slice(&mfa.next_u64().to_le_bytes()[..chunk.len()]);
+                    }
+                    crate::totp::secret(bytes)
+                }),
             })
             .collect();
         let attacker = &scenario.attacker;
@@ -193,9 +199,13 @@ mod tests {
         let mut with = scenario(stuffing());
         with.accounts.mfa_share = 0.3;
         let with = Plan::new(&with);
-        let share = with.accounts.iter().filter(|a| a.mfa).count();
+        let share = with
+            .accounts
+            .iter()
+            .filter(|a| a.totp_secret.is_some())
+            .count();
         assert!((20..=40).contains(&share), "{share} of 100");
-        assert!(without.accounts.iter().all(|a| !a.mfa));
+        assert!(without.accounts.iter().all(|a| a.totp_secret.is_none()));
         let pairs = |p: &Plan| {
             p.attacks
                 .iter()

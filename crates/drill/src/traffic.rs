@@ -17,10 +17,10 @@ use reqwest::header::{COOKIE, SET_COOKIE};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::enrol;
 use crate::plan::{Plan, SplitMix64};
 use crate::scenario::Scenario;
 use crate::solver::{self, SolverHandle, SolverPool};
+use crate::totp;
 
 /// Challenges one pair or login answers at most, each harder, before the sender gives up.
 const MAX_CHALLENGES_PER_TRY: usize = 3;
@@ -266,7 +266,7 @@ impl Client {
     /// (a code is good once per step, and the step before may have been used).
     async fn second_factor(&self, from: IpAddr, mfa_token: &str, secret: &str) -> Answer {
         let started = Instant::now();
-        let code = enrol::code(secret, enrol::now_secs() + 30).unwrap_or_default();
+        let code = totp::code(secret, totp::now_secs() + 30).unwrap_or_default();
         let body = serde_json::json!({ "mfa_token": mfa_token, "code": code });
         self.post(&self.mfa_url, from, None, &body, started).await
     }
@@ -325,10 +325,9 @@ pub async fn run(
     client: &Client,
     scenario: &Scenario,
     plan: Arc<Plan>,
-    secrets: Arc<Vec<Option<String>>>,
     progress: &ProgressBar,
 ) -> anyhow::Result<Traffic> {
-    let cookies = warm_up(client, &plan, &secrets).await;
+    let cookies = warm_up(client, &plan).await;
     let warm_up_failures = cookies.iter().filter(|c| c.is_none()).count();
     let start = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
@@ -374,11 +373,10 @@ pub async fn run(
 
 /// Each legitimate user logs in once from their known device, with its second factor if it has
 /// one, which sets its device cookie.
-async fn warm_up(client: &Client, plan: &Plan, secrets: &[Option<String>]) -> Vec<Option<String>> {
+async fn warm_up(client: &Client, plan: &Plan) -> Vec<Option<String>> {
     let mut logins = JoinSet::new();
     for (index, user) in plan.legit.iter().enumerate() {
         let (client, account) = (client.clone(), plan.accounts[user.account].clone());
-        let secret = secrets[user.account].clone();
         let home = user.home;
         logins.spawn(async move {
             let login = Login {
@@ -388,7 +386,7 @@ async fn warm_up(client: &Client, plan: &Plan, secrets: &[Option<String>]) -> Ve
                 cookie: None,
             };
             let mut answer = client.login(login, None).await;
-            if let (Some(token), Some(secret)) = (&answer.mfa_token, &secret) {
+            if let (Some(token), Some(secret)) = (&answer.mfa_token, &account.totp_secret) {
                 answer = client.second_factor(home, token, secret).await;
             }
             (

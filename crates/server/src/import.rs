@@ -1,4 +1,5 @@
-//! `portcullis users import FILE`: bulk account creation from `username,password` lines.
+//! `portcullis users import FILE`: bulk account creation from `username,password` lines; and
+//! `portcullis users import-totp FILE`: their TOTP secrets, from `username,secret` lines.
 //!
 //! Seeding many accounts (for a drill, or a migration) is dominated by Argon2, so lines are
 //! hashed in parallel on the hashing pool, as many at once as it has workers. Usernames are
@@ -6,6 +7,9 @@
 //! The password is everything after the first comma; a first line `username,password` is a
 //! header. Passwords meet the same rules as at registration (`passwords.*`); a line whose
 //! password does not is counted and skipped.
+//!
+//! TOTP secrets (base32, as authenticator apps and other identity providers export them) become
+//! confirmed second factors, sealed like enrolled ones; an account that has one keeps it.
 
 use std::path::Path;
 
@@ -15,6 +19,7 @@ use portcullis_core::Username;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::accounts::{Accounts, CreateError};
+use crate::mfa::{self, sealing::SecretSealer};
 use crate::passwords::{MAX_PASSWORD_BYTES, PasswordHasher, PasswordPolicy};
 use crate::settings::Settings;
 
@@ -83,6 +88,55 @@ pub async fn import(settings: &Settings, file: &Path) -> anyhow::Result<ImportRe
             report.imported += 1;
         } else {
             report.existing += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// What a TOTP import did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TotpImportReport {
+    /// Second factors imported.
+    pub imported: usize,
+    /// Lines whose account has a second factor already (kept).
+    pub existing: usize,
+    /// Lines naming no account.
+    pub unknown: usize,
+    /// Lines refused: no comma, a bad username, a secret that is not base32 of 128 bits or more.
+    pub invalid: usize,
+}
+
+/// Imports the TOTP secrets in `file` (`username,secret` lines; a first line
+/// `username,totp_secret` is a header) as confirmed second factors.
+pub async fn import_totp(settings: &Settings, file: &Path) -> anyhow::Result<TotpImportReport> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let accounts = Accounts::connect(&settings.database).await?;
+    if settings.database.migrate_on_start {
+        accounts.migrate().await?;
+    }
+    let sealer = SecretSealer::new(&crate::startup::instance_key(settings, &accounts).await?)?;
+    let mut report = TotpImportReport::default();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || (number == 0 && line.trim() == "username,totp_secret") {
+            continue;
+        }
+        let Some((username, secret)) = line
+            .split_once(',')
+            .and_then(|(u, s)| Some((Username::parse(u).ok()?, s)))
+        else {
+            report.invalid += 1;
+            continue;
+        };
+        let Some(account) = accounts.find(&username).await? else {
+            report.unknown += 1;
+            continue;
+        };
+        match mfa::import_secret(accounts.pool(), &sealer, &account.id, secret).await {
+            Ok(true) => report.imported += 1,
+            Ok(false) => report.existing += 1,
+            Err(error) if error.is::<mfa::SecretFormat>() => report.invalid += 1,
+            Err(error) => return Err(error),
         }
     }
     Ok(report)

@@ -100,7 +100,7 @@ impl LoginTokens {
         }
     }
 
-    /// The token as it is now (its code count moves), if it is still live.
+    /// An `mfa_token` as it is now (its code count moves), if it is still live.
     pub async fn reload(&self, token: &LoginToken) -> anyhow::Result<Option<LoginToken>> {
         self.by_digest(token.digest.clone(), Purpose::Mfa).await
     }

@@ -58,6 +58,12 @@ enum UsersCommand {
         /// The file (a first line `username,password` is a header).
         file: PathBuf,
     },
+    /// Give existing accounts their TOTP secrets from a file of `username,secret` lines
+    /// (base32), as confirmed second factors.
+    ImportTotp {
+        /// The file (a first line `username,totp_secret` is a header).
+        file: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -96,6 +102,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "imported {}, skipped {} existing, rejected {} invalid lines and {} weak passwords",
                 report.imported, report.existing, report.invalid, report.weak
+            );
+        }
+        Command::Users {
+            command: UsersCommand::ImportTotp { file },
+        } => {
+            let report = import::import_totp(&settings, &file).await?;
+            println!(
+                "imported {} second factors, kept {} existing, {} unknown accounts, rejected {} \
+                 invalid lines",
+                report.imported, report.existing, report.unknown, report.invalid
             );
         }
         Command::Passwords {

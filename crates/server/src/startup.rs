@@ -72,7 +72,7 @@ impl Application {
                  the defences only)"
             );
         }
-        let hmac_key = hmac_key(&settings, &accounts).await?;
+        let hmac_key = instance_key(&settings, &accounts).await?;
         // A key of its own for device cookies, derived so that no second secret is needed.
         let device_cookies =
             DeviceCookies::new(&[hmac_key.as_slice(), b"/device-cookies"].concat());
@@ -254,7 +254,7 @@ fn describe(settings: &Settings, accounts: &Accounts) -> String {
 
 /// The instance's secret key: `secrets.hmac_key`, or one the database keeps for this instance
 /// (fine while nothing else shares the attempt store; Redis requires the setting).
-async fn hmac_key(settings: &Settings, accounts: &Accounts) -> anyhow::Result<Vec<u8>> {
+pub async fn instance_key(settings: &Settings, accounts: &Accounts) -> anyhow::Result<Vec<u8>> {
     if let Some(key) = &settings.secrets.hmac_key {
         return Ok(key.expose_secret().as_bytes().to_vec());
     }

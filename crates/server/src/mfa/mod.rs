@@ -24,7 +24,7 @@ use crate::login_tokens::{LoginToken, LoginTokens};
 use crate::security_events::SecurityEvents;
 use records::{Factor, Records, RecoveryCodeUse};
 use sealing::SecretSealer;
-pub use totp::Enrolment;
+pub use totp::{Enrolment, SecretFormat};
 
 /// Recovery codes handed out at confirmation.
 pub const RECOVERY_CODES: usize = 10;
@@ -74,6 +74,22 @@ pub struct SecondFactors {
     issuer: String,
     clock: Arc<dyn Clock>,
     events: SecurityEvents,
+}
+
+/// Imports a TOTP secret (base32) as the account's confirmed second factor, as when moving
+/// accounts from another identity provider; returns false when it has one already. No
+/// recovery codes are made: the account owner makes new ones by enrolling again.
+pub async fn import_secret(
+    pool: AnyPool,
+    sealer: &SecretSealer,
+    account_id: &str,
+    secret_base32: &str,
+) -> anyhow::Result<bool> {
+    let secret = totp::decode_secret(secret_base32)?;
+    let sealed = sealer.seal(account_id, &secret)?;
+    Records::new(pool)
+        .put_confirmed(account_id, &sealed, sealer.key_id())
+        .await
 }
 
 /// How a verified proof turned out.

@@ -129,6 +129,27 @@ impl Records {
         Ok(inserted.rows_affected() == 1)
     }
 
+    /// Stores a confirmed factor (an import); returns false when the account has one already.
+    pub async fn put_confirmed(
+        &self,
+        account_id: &str,
+        sealed_secret: &str,
+        key_id: &str,
+    ) -> anyhow::Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO totp_factors (account_id, sealed_secret, key_id, confirmed_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (account_id) DO NOTHING",
+        )
+        .bind(account_id)
+        .bind(sealed_secret)
+        .bind(key_id)
+        .bind(now_ms().max(1))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_error(e, "importing a second factor"))?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
     /// Confirms a pending factor at `step` and replaces the recovery codes with `digests`, in
     /// one transaction; returns false when there was no pending factor.
     pub async fn confirm(

@@ -29,6 +29,22 @@ fn totp(secret: &[u8], issuer: &str, account: &str) -> anyhow::Result<Totp> {
         .map_err(|e| anyhow::anyhow!("building a TOTP: {e}"))
 }
 
+/// A TOTP secret that is not base32 of at least 128 bits.
+#[derive(Debug, thiserror::Error)]
+#[error("not a TOTP secret: base32 (RFC 4648) of at least 128 bits expected")]
+pub struct SecretFormat;
+
+/// The bytes of a base32 secret (RFC 4648, padding optional), refused unless it holds at least
+/// 128 bits (RFC 4226's minimum).
+pub fn decode_secret(base32: &str) -> Result<Vec<u8>, SecretFormat> {
+    let secret = Secret::try_from_base32(base32.trim()).map_err(|_| SecretFormat)?;
+    let bytes = secret.as_bytes().to_vec();
+    if bytes.len() < 16 {
+        return Err(SecretFormat);
+    }
+    Ok(bytes)
+}
+
 /// What an authenticator app needs to enrol.
 pub struct Enrolment {
     /// The secret, base32 (RFC 4648, no padding).

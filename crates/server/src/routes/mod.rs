@@ -28,7 +28,7 @@ use crate::login_tokens::LoginTokens;
 use crate::mfa::SecondFactors;
 use crate::passwords::{MAX_PASSWORD_BYTES, PasswordHasher, PasswordPolicy};
 use crate::security_events::SecurityEvents;
-use crate::sessions::Sessions;
+use crate::sessions::{Session, Sessions};
 use crate::settings::{BreachedLogin, DeviceSettings};
 use crate::stores::Stores;
 use crate::token;
@@ -197,14 +197,19 @@ pub fn checked_password(password: SecretString, field: &str) -> Result<SecretStr
     Ok(password)
 }
 
-/// The account of the request's session (401 without a live one).
-pub async fn session_account(state: &AppState, request: &HttpRequest) -> Result<Account, ApiError> {
+/// The request's live session (401 without one).
+pub async fn live_session(state: &AppState, request: &HttpRequest) -> Result<Session, ApiError> {
     let digest = token::bearer_digest(request.headers()).ok_or(ApiError::Unauthenticated)?;
-    let session = state
+    state
         .sessions
         .get(&digest)
         .await?
-        .ok_or(ApiError::Unauthenticated)?;
+        .ok_or(ApiError::Unauthenticated)
+}
+
+/// The account of the request's session (401 without a live one).
+pub async fn session_account(state: &AppState, request: &HttpRequest) -> Result<Account, ApiError> {
+    let session = live_session(state, request).await?;
     state
         .accounts
         .find_by_id(&session.subject)

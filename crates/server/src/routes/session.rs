@@ -3,8 +3,8 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::AppState;
 use super::login::rfc3339;
+use super::{AppState, live_session};
 use crate::error::ApiError;
 use crate::token;
 
@@ -13,12 +13,7 @@ pub async fn introspect(
     state: web::Data<AppState>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let digest = token::bearer_digest(request.headers()).ok_or(ApiError::Unauthenticated)?;
-    let session = state
-        .sessions
-        .get(&digest)
-        .await?
-        .ok_or(ApiError::Unauthenticated)?;
+    let session = live_session(&state, &request).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "active": true,
         "subject": session.subject,

@@ -4,6 +4,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::helpers::pyotp_code;
+
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
 /// A command with a clean `PORTCULLIS__` environment and a scratch working directory.
@@ -257,7 +259,7 @@ async fn on_sigterm_in_flight_logins_finish_and_new_connections_are_refused() {
 }
 
 #[tokio::test]
-async fn users_import_creates_accounts_in_parallel_and_skips_existing_ones() {
+async fn users_import_creates_accounts_in_parallel_skips_existing_ones_and_takes_totp_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let mut csv = String::from("username,password\n");
     for i in 0..40 {
@@ -281,16 +283,66 @@ async fn users_import_creates_accounts_in_parallel_and_skips_existing_ones() {
         "{stdout}"
     );
 
+    // Their TOTP secrets, as another identity provider exports them.
+    let secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    let totp = format!(
+        "username,totp_secret\nUser8,{secret}\nuser8,{secret}\nnobody,{secret}\nuser9,xyz\n"
+    );
+    std::fs::write(dir.path().join("totp.csv"), totp).unwrap();
+    let mut command = portcullis(&dir);
+    command.args(["users", "import-totp", "totp.csv"]);
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(
+            "imported 1 second factors, kept 1 existing, 1 unknown accounts, rejected 1 invalid lines"
+        ),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
     let mut command = portcullis(&dir);
     command.env("PORTCULLIS__SERVER__PORT", "0");
     let (mut child, address, _) = start(command);
-    let login = reqwest::Client::new()
-        .post(format!("http://{address}/v1/login"))
-        .json(&serde_json::json!({ "username": "user7", "password": "amber kettle, orbit 7" }))
+    let client = reqwest::Client::new();
+    let login = |username: &'static str, password: &'static str| {
+        client
+            .post(format!("http://{address}/v1/login"))
+            .json(&serde_json::json!({ "username": username, "password": password }))
+            .send()
+    };
+    assert_eq!(
+        login("user7", "amber kettle, orbit 7")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let first: serde_json::Value = login("user8", "amber kettle, orbit 8")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["code"], "mfa_required", "{first}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let uri = format!("otpauth://totp/Portcullis:user8?secret={secret}&issuer=Portcullis");
+    let second = client
+        .post(format!("http://{address}/v1/login/mfa"))
+        .json(
+            &serde_json::json!({ "mfa_token": first["mfa_token"], "code": pyotp_code(&uri, now) }),
+        )
         .send()
         .await
         .unwrap();
-    assert_eq!(login.status(), 200);
+    assert_eq!(
+        second.status(),
+        200,
+        "the imported secret is the second factor"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }

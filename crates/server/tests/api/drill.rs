@@ -97,12 +97,18 @@ async fn a_spray_that_does_not_solve_is_stopped_by_challenges_and_users_solve_th
     );
     let plan = Plan::new(&scenario);
     let account_of = |n: usize| &plan.accounts[n % scenario.attacker.targets];
-    let held = hits.iter().filter(|&&n| account_of(n).mfa).count();
+    let held = hits
+        .iter()
+        .filter(|&&n| account_of(n).totp_secret.is_some())
+        .count();
     assert!(
         held >= 1 && held < hits.len(),
         "the scenario needs right passwords of accounts with and without a second factor"
     );
-    let legit_mfa = plan.legit.iter().filter(|u| plan.accounts[u.account].mfa);
+    let legit_mfa = plan
+        .legit
+        .iter()
+        .filter(|u| plan.accounts[u.account].totp_secret.is_some());
     assert!(legit_mfa.count() >= 1, "some users need a second factor");
     let out = tempfile::tempdir().unwrap();
     let report = drill("smoke-challenge", out.path()).await;
