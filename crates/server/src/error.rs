@@ -346,6 +346,13 @@ impl From<crate::passwords::HashError> for ApiError {
     }
 }
 
+/// A new password the rules refuse is the client's to fix (400).
+impl From<crate::passwords::Refusal> for ApiError {
+    fn from(refusal: crate::passwords::Refusal) -> Self {
+        ApiError::WeakPassword(refusal)
+    }
+}
+
 impl From<crate::accounts::CreateError> for ApiError {
     fn from(error: crate::accounts::CreateError) -> Self {
         match error {

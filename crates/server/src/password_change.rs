@@ -12,11 +12,10 @@
 
 use std::net::IpAddr;
 
-use portcullis_core::{DeviceId, Username};
+use portcullis_core::DeviceId;
 use portcullis_store::EventKind;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::accounts::Account;
 use crate::error::ApiError;
 use crate::login::{self, LoginRequest};
 use crate::login_tokens::Purpose;
@@ -60,11 +59,15 @@ pub async fn change_password(
                 .get(&digest)
                 .await?
                 .ok_or(ApiError::Unauthenticated)?;
-            let account = account(state, &session.subject)
+            let account = state
+                .accounts
+                .find_by_id(&session.subject)
                 .await?
                 .ok_or(ApiError::Unauthenticated)?;
             let username = account.normalised_username()?;
-            check_new(state, &new_password, &username)?;
+            state
+                .passwords
+                .check_new(new_password.expose_secret(), &username)?;
             let device: Option<DeviceId> =
                 device_cookie.and_then(|c| state.device_cookies.verify(c, &username));
             login::verify_password(
@@ -86,10 +89,15 @@ pub async fn change_password(
                 .find(value, Purpose::PasswordChange)
                 .await?
                 .ok_or(ApiError::InvalidLoginToken)?;
-            let account = account(state, &token.account_id)
+            let account = state
+                .accounts
+                .find_by_id(&token.account_id)
                 .await?
                 .ok_or(ApiError::InvalidLoginToken)?;
-            check_new(state, &new_password, &account.normalised_username()?)?;
+            let username = account.normalised_username()?;
+            state
+                .passwords
+                .check_new(new_password.expose_secret(), &username)?;
             if !state.login_tokens.consume(&token).await? {
                 return Err(ApiError::InvalidLoginToken);
             }
@@ -109,17 +117,3 @@ pub async fn change_password(
     Ok(revoked)
 }
 
-fn check_new(
-    state: &AppState,
-    password: &SecretString,
-    username: &Username,
-) -> Result<(), ApiError> {
-    state
-        .passwords
-        .check_new(password.expose_secret(), username)
-        .map_err(ApiError::WeakPassword)
-}
-
-async fn account(state: &AppState, id: &str) -> Result<Option<Account>, ApiError> {
-    Ok(state.accounts.find_by_id(id).await?)
-}

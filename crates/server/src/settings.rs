@@ -332,8 +332,10 @@ impl RedisSettings {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretSettings {
-    /// Key of the HMAC that hides usernames in counter keys. Every replica sharing a store
-    /// needs the same one; without it a single replica uses a random key per start.
+    /// The instance's secret: hides usernames in counter keys, signs device cookies and
+    /// challenges, seals TOTP secrets (each under a label of its own). Every replica sharing a
+    /// store needs the same one; without it the instance makes one and keeps it in the
+    /// database.
     #[serde(skip_serializing, default, deserialize_with = "secret")]
     pub hmac_key: Option<SecretString>,
 }

@@ -20,8 +20,7 @@ pub async fn register(
     let password = body.password()?;
     state
         .passwords
-        .check_new(password.expose_secret(), &username)
-        .map_err(ApiError::WeakPassword)?;
+        .check_new(password.expose_secret(), &username)?;
     state.guard.log_username(&username, None);
     state.guard.admit_source(ip, body.altcha()).await?;
     let hash = state.hasher.hash(password).await?;
