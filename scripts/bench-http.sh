@@ -4,7 +4,9 @@
 #   throttled  Portcullis refusing a client already over its limit (429, no hashing)
 #   verified   Portcullis checking a wrong password (401: admission, Argon2id, record)
 # Portcullis runs as one release replica on a private Redis (the shared-store configuration)
-# and SQLite, with default Argon2 parameters. For each path the script reports requests/s,
+# and SQLite, with default Argon2 parameters and challenges off: the verified path's failures
+# would otherwise put the service under attack within seconds, and it would measure challenges
+# (401 challenge_required) instead of password checks. For each path the script reports requests/s,
 # p50/p99 latency, the answers' statuses and Redis commands per request (INFO commandstats
 # deltas on the private Redis), and writes them as JSON lines to target/bench/http.jsonl.
 #
@@ -44,6 +46,7 @@ PORTCULLIS__SERVER__TRUSTED_PROXIES=127.0.0.1 \
 PORTCULLIS__DATABASE__URL="sqlite://$work/portcullis.db" \
 PORTCULLIS__STORE__REDIS__URL="redis://127.0.0.1:$redis_port" \
 PORTCULLIS__SECRETS__HMAC_KEY=$(openssl rand -hex 32) \
+PORTCULLIS__POLICY__CHALLENGE__MODE=off \
 PORTCULLIS__LOG_LEVEL=warn \
   "$repo/target/release/portcullis" 2>"$work/portcullis.log" &
 pids+=($!)
