@@ -128,7 +128,9 @@ failing. Legitimate users on a known device are never challenged; from a new dev
 one challenge while the attack lasts ("legit solve p50": one core, the drill's own solver).
 The guesses verified with the defences on against a spread-thin list are those sent before the
 signal could tell the attack from a normal day (it needs 20 attempts without a trusted device,
-30% of them failing); a reused password among them gets through.""")
+30% of them failing); a reused password among them gets through. A second factor (botnet-mfa)
+takes the accounts it covers out of the compromised column with the policy on or off: their
+right passwords stop at `mfa_required`.""")
 refused = sum(run["legit"]["locked_out"] for name in scenarios
               for run in json.load(open(os.path.join(out, "drill", f"{name}.json")))["runs"] if run["policy"])
 print(f"\nLegitimate logins refused with the defences on, all scenarios together: {refused}.")
