@@ -116,4 +116,3 @@ pub async fn change_password(
         .await;
     Ok(revoked)
 }
-
