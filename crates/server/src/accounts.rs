@@ -56,6 +56,8 @@ pub struct Account {
     /// When a permanent lockout began (milliseconds since the epoch); cleared by an admin.
     /// Stored as 0 when unlocked.
     pub locked_at: Option<i64>,
+    /// Whether a confirmed second factor (TOTP) must follow the password.
+    pub has_second_factor: bool,
 }
 
 impl Account {
@@ -154,7 +156,9 @@ impl Accounts {
     /// The account with this normalised username, if any.
     pub async fn find(&self, username: &Username) -> anyhow::Result<Option<Account>> {
         self.find_where(
-            "SELECT id, username, password_hash, locked_at FROM accounts WHERE username = $1",
+            "SELECT id, username, password_hash, locked_at, (SELECT COUNT(*) FROM totp_factors t \
+             WHERE t.account_id = accounts.id AND t.confirmed_at > 0) AS second_factors \
+             FROM accounts WHERE username = $1",
             username.as_str(),
         )
         .await
@@ -163,7 +167,9 @@ impl Accounts {
     /// The account with this id, if any.
     pub async fn find_by_id(&self, id: &str) -> anyhow::Result<Option<Account>> {
         self.find_where(
-            "SELECT id, username, password_hash, locked_at FROM accounts WHERE id = $1",
+            "SELECT id, username, password_hash, locked_at, (SELECT COUNT(*) FROM totp_factors t \
+             WHERE t.account_id = accounts.id AND t.confirmed_at > 0) AS second_factors \
+             FROM accounts WHERE id = $1",
             id,
         )
         .await
@@ -185,6 +191,7 @@ impl Accounts {
                 username: row.try_get("username")?,
                 password_hash: row.try_get("password_hash")?,
                 locked_at: Some(row.try_get::<i64, _>("locked_at")?).filter(|&at| at > 0),
+                has_second_factor: row.try_get::<i64, _>("second_factors")? > 0,
             })
         })
         .transpose()
@@ -216,6 +223,7 @@ impl Accounts {
                 username: username.as_str().to_owned(),
                 password_hash: password_hash.to_owned(),
                 locked_at: None,
+                has_second_factor: false,
             }),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(CreateError::Taken),
             Err(e) => Err(CreateError::Database(db_error(e, "inserting an account"))),

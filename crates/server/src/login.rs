@@ -78,7 +78,7 @@ pub async fn login(state: &AppState, request: LoginRequest<'_>) -> Result<Logged
             .report_account(EventKind::BreachedPasswordLogin, &account.id)
             .await;
     }
-    if state.mfa.is_enabled(&account.id).await? {
+    if account.has_second_factor {
         let mfa_token = state
             .login_tokens
             .issue(&account.id, Purpose::Mfa, state.mfa_token_ttl_ms, breached)

@@ -136,15 +136,6 @@ impl SecondFactors {
         Ok(())
     }
 
-    /// Whether the account has a confirmed second factor.
-    pub async fn is_enabled(&self, account_id: &str) -> anyhow::Result<bool> {
-        Ok(self
-            .records
-            .load(account_id)
-            .await?
-            .is_some_and(|f| f.confirmed))
-    }
-
     /// Starts (or restarts) enrolment: a new secret, pending until confirmed with a code.
     pub async fn enrol(&self, account_id: &str, username: &str) -> Result<Enrolment, ApiError> {
         let secret = totp::new_secret()?;
