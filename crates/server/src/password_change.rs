@@ -12,10 +12,11 @@
 
 use std::net::IpAddr;
 
-use portcullis_core::DeviceId;
+use portcullis_core::{DeviceId, Username};
 use portcullis_store::EventKind;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::accounts::Account;
 use crate::error::ApiError;
 use crate::login::{self, LoginRequest};
 use crate::login_tokens::Purpose;
@@ -59,15 +60,13 @@ pub async fn change_password(
                 .get(&digest)
                 .await?
                 .ok_or(ApiError::Unauthenticated)?;
-            let account = state
-                .accounts
-                .find_by_id(&session.subject)
-                .await?
-                .ok_or(ApiError::Unauthenticated)?;
-            let username = account.normalised_username()?;
-            state
-                .passwords
-                .check_new(new_password.expose_secret(), &username)?;
+            let (account, username) = checked_change(
+                state,
+                &session.subject,
+                &new_password,
+                ApiError::Unauthenticated,
+            )
+            .await?;
             let device: Option<DeviceId> =
                 device_cookie.and_then(|c| state.device_cookies.verify(c, &username));
             login::verify_password(
@@ -89,15 +88,13 @@ pub async fn change_password(
                 .find(value, Purpose::PasswordChange)
                 .await?
                 .ok_or(ApiError::InvalidLoginToken)?;
-            let account = state
-                .accounts
-                .find_by_id(&token.account_id)
-                .await?
-                .ok_or(ApiError::InvalidLoginToken)?;
-            let username = account.normalised_username()?;
-            state
-                .passwords
-                .check_new(new_password.expose_secret(), &username)?;
+            let (account, _) = checked_change(
+                state,
+                &token.account_id,
+                &new_password,
+                ApiError::InvalidLoginToken,
+            )
+            .await?;
             if !state.login_tokens.consume(&token).await? {
                 return Err(ApiError::InvalidLoginToken);
             }
@@ -115,4 +112,24 @@ pub async fn change_password(
         .report_account(EventKind::PasswordChanged, &account.id)
         .await;
     Ok(revoked)
+}
+
+/// The account `account_id` and its username, with `new_password` checked against the rules
+/// (before anything is counted or consumed); `missing` answers an account that is gone.
+async fn checked_change(
+    state: &AppState,
+    account_id: &str,
+    new_password: &SecretString,
+    missing: ApiError,
+) -> Result<(Account, Username), ApiError> {
+    let account = state
+        .accounts
+        .find_by_id(account_id)
+        .await?
+        .ok_or(missing)?;
+    let username = account.normalised_username()?;
+    state
+        .passwords
+        .check_new(new_password.expose_secret(), &username)?;
+    Ok((account, username))
 }
