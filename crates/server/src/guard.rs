@@ -12,12 +12,14 @@ use std::sync::Arc;
 
 use portcullis_core::backoff::Lockout;
 use portcullis_core::{
-    AttemptKey, Decision, DeviceId, Dimension, KeyDeriver, LockoutEvent, Outcome, Policy, Username,
+    AttemptKey, Decision, Denial, DeviceId, Dimension, KeyDeriver, LockoutEvent, Outcome, Policy,
+    Username,
 };
 use portcullis_store::AttemptStore;
 
 use crate::allowlist::Allowlist;
 use crate::challenge::Challenges;
+use crate::deny_cache::DenyCache;
 use crate::error::ApiError;
 use crate::instruments;
 use crate::security_events::SecurityEvents;
@@ -32,6 +34,8 @@ pub struct LoginGuard {
     events: SecurityEvents,
     allowlist: Allowlist,
     challenges: Challenges,
+    /// The store's refusals this replica remembers (with a shared store only).
+    deny_cache: Option<DenyCache>,
     /// How usernames appear in request logs.
     log_usernames: UsernameLogging,
 }
@@ -57,8 +61,10 @@ pub struct Finished {
 
 impl LoginGuard {
     /// A guard applying `policy` with keys from `deriver`, counting in `store`, reporting
-    /// lockouts and bans to `events`, asking `challenges` where the policy says, logging
-    /// usernames as `log_usernames` says.
+    /// lockouts and bans to `events`, asking `challenges` where the policy says, refusing what
+    /// `deny_cache` remembers without asking the store, logging usernames as `log_usernames`
+    /// says.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         policy: Policy,
         deriver: KeyDeriver,
@@ -66,6 +72,7 @@ impl LoginGuard {
         events: SecurityEvents,
         allowlist: Allowlist,
         challenges: Challenges,
+        deny_cache: Option<DenyCache>,
         log_usernames: UsernameLogging,
     ) -> Self {
         Self {
@@ -75,7 +82,15 @@ impl LoginGuard {
             events,
             allowlist,
             challenges,
+            deny_cache,
             log_usernames,
+        }
+    }
+
+    /// Forgets every refusal this replica remembers (an unlock or an allowlist change).
+    pub fn forget_refusals(&self) {
+        if let Some(cache) = &self.deny_cache {
+            cache.clear();
         }
     }
 
@@ -160,6 +175,13 @@ impl LoginGuard {
         keys: &[AttemptKey],
         altcha: Option<&str>,
     ) -> Result<Vec<LockoutEvent>, ApiError> {
+        if let Some(denial) = self.deny_cache.as_ref().and_then(|c| c.refusal(keys)) {
+            // The attempt call, and the proof's consumption, never happen.
+            metrics::counter!("portcullis_deny_cache_hits_total").increment(1);
+            metrics::counter!("portcullis_deny_cache_store_calls_avoided_total")
+                .increment(1 + u64::from(altcha.is_some()));
+            return Err(refused(denial));
+        }
         let carried = self.challenges.prove(self.store.as_ref(), altcha).await?;
         let decision = self.store.attempt(keys, carried.work);
         match instruments::store_call("attempt", decision).await? {
@@ -185,27 +207,35 @@ impl LoginGuard {
                 })
             }
             Decision::Deny(denial) => {
-                metrics::counter!(
-                    "portcullis_decisions_total",
-                    "outcome" => "denied",
-                    "reason" => denial.reason.as_str(),
-                    "dimension" => denial.dimension.as_str()
-                )
-                .increment(1);
-                let span = tracing::Span::current();
-                span.record("outcome", "denied");
-                span.record("reason", denial.reason.as_str());
-                tracing::info!(
-                    dimension = denial.dimension.as_str(),
-                    reason = denial.reason.as_str(),
-                    retry_after_ms = denial.retry_after_ms,
-                    "attempt refused before verification"
-                );
-                Err(ApiError::Throttled {
-                    retry_after_secs: denial.retry_after_secs(),
-                })
+                if let Some(cache) = &self.deny_cache {
+                    cache.remember(keys, &denial);
+                }
+                Err(refused(denial))
             }
         }
+    }
+}
+
+/// Reports a refusal (metrics, span, log) and answers it with 429.
+fn refused(denial: Denial) -> ApiError {
+    metrics::counter!(
+        "portcullis_decisions_total",
+        "outcome" => "denied",
+        "reason" => denial.reason.as_str(),
+        "dimension" => denial.dimension.as_str()
+    )
+    .increment(1);
+    let span = tracing::Span::current();
+    span.record("outcome", "denied");
+    span.record("reason", denial.reason.as_str());
+    tracing::info!(
+        dimension = denial.dimension.as_str(),
+        reason = denial.reason.as_str(),
+        retry_after_ms = denial.retry_after_ms,
+        "attempt refused before verification"
+    );
+    ApiError::Throttled {
+        retry_after_secs: denial.retry_after_secs(),
     }
 }
 

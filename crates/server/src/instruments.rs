@@ -4,6 +4,8 @@
 //!   refused.
 //! - `portcullis_challenge_solutions_total{result}`: solved-challenge payloads, accepted or why
 //!   not.
+//! - `portcullis_deny_cache_hits_total`, `portcullis_deny_cache_store_calls_avoided_total`,
+//!   `portcullis_deny_cache_entries`: refusals answered from the replica's deny cache.
 //! - `portcullis_logins_total{outcome}`: verified logins by outcome.
 //! - `portcullis_mfa_codes_total{result}`: second-factor codes accepted, wrong, replayed or
 //!   refused by `policy.mfa`.
@@ -57,6 +59,18 @@ pub fn install() {
     metrics::describe_counter!(
         "portcullis_logins_total",
         "Admitted login attempts by how they ended: success, failure or abandoned (never verified)."
+    );
+    metrics::describe_counter!(
+        "portcullis_deny_cache_hits_total",
+        "Attempts refused from this replica's deny cache, without a store call."
+    );
+    metrics::describe_counter!(
+        "portcullis_deny_cache_store_calls_avoided_total",
+        "Store calls the deny cache saved (the attempt call, and the proof's consumption when one was sent)."
+    );
+    metrics::describe_gauge!(
+        "portcullis_deny_cache_entries",
+        "Keys whose refusal this replica remembers."
     );
     metrics::describe_counter!(
         "portcullis_mfa_codes_total",

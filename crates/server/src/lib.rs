@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod allowlist;
 pub mod challenge;
 pub mod client_ip;
+pub mod deny_cache;
 pub mod error;
 pub mod guard;
 pub mod import;

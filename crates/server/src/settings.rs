@@ -278,6 +278,9 @@ pub struct StoreSettings {
     pub breaker_failures: u32,
     /// Milliseconds the open breaker skips Redis before probing it again.
     pub breaker_cool_down_ms: u64,
+    /// Keys whose refusal each replica remembers until the store's deadline, so repeated
+    /// attempts on them cost no Redis call (with Redis only); 0 turns the cache off.
+    pub deny_cache_entries: usize,
 }
 
 impl Default for StoreSettings {
@@ -287,6 +290,7 @@ impl Default for StoreSettings {
             on_error: OnError::Local,
             breaker_failures: 3,
             breaker_cool_down_ms: 1_000,
+            deny_cache_entries: 100_000,
         }
     }
 }

@@ -11,12 +11,13 @@ use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use portcullis_core::{DeviceCookies, KeyDeriver};
-use portcullis_store::{Clock, SystemClock};
+use portcullis_store::{Clock, Invalidation, SystemClock};
 use secrecy::ExposeSecret;
 
 use crate::accounts::{Accounts, Dialect, redact};
 use crate::allowlist::Allowlist;
 use crate::challenge::Challenges;
+use crate::deny_cache::DenyCache;
 use crate::guard::LoginGuard;
 use crate::login_tokens::LoginTokens;
 use crate::mfa::SecondFactors;
@@ -108,6 +109,9 @@ impl Application {
         );
         mfa.check_sealing_key().await?;
         let login_tokens = LoginTokens::new(accounts.pool(), clock.clone());
+        let deny_cache = (settings.store.redis.is_some() && settings.store.deny_cache_entries > 0)
+            .then(|| DenyCache::new(settings.store.deny_cache_entries, clock.clone()));
+        listen_for_changes(&stores, deny_cache.clone(), allowlist.clone());
         let sessions = Sessions::new(
             accounts.pool(),
             clock,
@@ -145,6 +149,7 @@ impl Application {
                 events.clone(),
                 allowlist.clone(),
                 challenges,
+                deny_cache,
                 settings.log.usernames,
             ),
             stores,
@@ -250,6 +255,25 @@ fn describe(settings: &Settings, accounts: &Accounts) -> String {
             redis.prefix
         ),
     }
+}
+
+/// Hears every replica's announced changes: an unlock or an allowlist change clears this
+/// replica's deny cache, and an allowlist change reloads the allowlist now rather than at the
+/// next periodic refresh.
+fn listen_for_changes(stores: &Stores, deny_cache: Option<DenyCache>, allowlist: Allowlist) {
+    stores.admin.listen(Arc::new(move |change| {
+        if let Some(cache) = &deny_cache {
+            cache.clear();
+        }
+        if change == Invalidation::Allowlist {
+            let allowlist = allowlist.clone();
+            tokio::spawn(async move {
+                if let Err(error) = allowlist.refresh().await {
+                    tracing::warn!(%error, "allowlist reload after a change failed");
+                }
+            });
+        }
+    }));
 }
 
 /// The instance's secret key: `secrets.hmac_key`, or one the database keeps for this instance

@@ -73,4 +73,46 @@ pub trait AdminStore: Send + Sync + 'static {
 
     /// Current lockouts and bans, at most `limit`, from an index with expiry (no key scan).
     async fn restrictions(&self, limit: usize) -> Result<Vec<Restriction>, StoreError>;
+
+    /// Tells every replica that counters or the allowlist changed under what they cache (their
+    /// deny caches). A store one process owns has no one else to tell.
+    async fn announce(&self, _change: Invalidation) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Calls `listener` with every change any replica announces, this one's included, for as
+    /// long as the process runs (reconnecting after failures). A store one process owns has no
+    /// one else to hear.
+    fn listen(&self, _listener: Listener) {}
 }
+
+/// A change that makes cached refusals stale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invalidation {
+    /// An administrator cleared keys (unlock, unban).
+    Unlock,
+    /// The allowlist changed.
+    Allowlist,
+}
+
+impl Invalidation {
+    /// The message on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Invalidation::Unlock => "unlock",
+            Invalidation::Allowlist => "allowlist",
+        }
+    }
+
+    /// The change a message names, if it names one.
+    pub fn parse(message: &str) -> Option<Self> {
+        match message {
+            "unlock" => Some(Invalidation::Unlock),
+            "allowlist" => Some(Invalidation::Allowlist),
+            _ => None,
+        }
+    }
+}
+
+/// What hears announced changes.
+pub type Listener = std::sync::Arc<dyn Fn(Invalidation) + Send + Sync>;

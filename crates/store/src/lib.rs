@@ -22,7 +22,7 @@ pub mod redis_store;
 use async_trait::async_trait;
 use portcullis_core::{AttemptKey, Decision, LockoutEvent, Outcome, UnixMillis};
 
-pub use admin::{AdminStore, KeyStatus, Restriction};
+pub use admin::{AdminStore, Invalidation, KeyStatus, Listener, Restriction};
 pub use breaker::{Breaker, Transition};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{EventKind, SecurityEvent};

@@ -14,7 +14,7 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use futures_util::future::LocalBoxFuture;
 use ipnet::IpNet;
 use portcullis_core::AttemptKey;
-use portcullis_store::{EventKind, SecurityEvent};
+use portcullis_store::{EventKind, Invalidation, SecurityEvent};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -143,6 +143,7 @@ pub async fn unlock(
         let username = parse_username(username)?;
         cleared += u64::from(state.accounts.unlock(&username).await?);
     }
+    state.announce(Invalidation::Unlock).await;
     for key in &keys {
         state
             .events
@@ -209,6 +210,9 @@ pub async fn allow(
     body: web::Json<Network>,
 ) -> Result<HttpResponse, ApiError> {
     let added = state.allowlist.add(body.parse()?).await?;
+    if added {
+        state.announce(Invalidation::Allowlist).await;
+    }
     let networks = listing(state.allowlist.networks().await?);
     Ok(if added {
         HttpResponse::Created().json(networks)
@@ -224,6 +228,7 @@ pub async fn disallow(
     body: web::Json<Network>,
 ) -> Result<HttpResponse, ApiError> {
     if state.allowlist.remove(body.parse()?).await? {
+        state.announce(Invalidation::Allowlist).await;
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound)

@@ -16,6 +16,7 @@ use actix_web::error::JsonPayloadError;
 use actix_web::{FromRequest, HttpRequest, web};
 use ipnet::IpNet;
 use portcullis_core::{DeviceCookies, Username};
+use portcullis_store::Invalidation;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -93,6 +94,16 @@ impl AppState {
             ApiError::Throttled {
                 retry_after_secs: self.locked_retry_after_secs,
             }
+        }
+    }
+
+    /// Tells every replica (this one at once) that cached refusals went stale: an unlock or
+    /// an allowlist change. A store that cannot pass it on is logged; the change itself stands
+    /// and other replicas' caches expire at their deadlines.
+    pub async fn announce(&self, change: Invalidation) {
+        self.guard.forget_refusals();
+        if let Err(error) = self.stores.admin.announce(change).await {
+            tracing::warn!(%error, change = change.as_str(), "change not announced to other replicas");
         }
     }
 

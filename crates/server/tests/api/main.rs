@@ -8,6 +8,7 @@ mod bad_input;
 mod binary;
 mod challenge;
 mod client_ip;
+mod deny_cache;
 mod devices;
 mod distributed;
 mod drill;

@@ -38,7 +38,7 @@ use serde::Deserialize;
 
 pub use connection::{Conn, Connections};
 
-use crate::admin::{AdminStore, KeyStatus, Restriction};
+use crate::admin::{AdminStore, Invalidation, KeyStatus, Listener, Restriction};
 use crate::{AttemptStore, Breaker, Clock, EventLog, SecurityEvent, StoreError, SystemClock};
 
 const COMMON: &str = include_str!("lua/common.lua");
@@ -79,6 +79,8 @@ impl Scripts {
 /// Attempt counters, the restrictions index and security events in Redis or Redis Cluster.
 pub struct RedisStore {
     connections: Connections,
+    /// The nodes to subscribe to for announced changes (any node hears a Cluster's PUBLISH).
+    urls: Vec<String>,
     scripts: Scripts,
     /// `{prefix}:`, the start of every key.
     key_prefix: String,
@@ -110,6 +112,7 @@ impl RedisStore {
     ) -> Result<Self, StoreError> {
         Ok(Self {
             connections: Connections::new(&config.urls, config.cluster)?,
+            urls: config.urls.clone(),
             scripts: Scripts::new(policy)?,
             policy: *policy,
             key_prefix: format!("{{{}}}:", config.prefix),
@@ -522,6 +525,61 @@ impl AdminStore for RedisStore {
             })
             .collect())
     }
+
+    async fn announce(&self, change: Invalidation) -> Result<(), StoreError> {
+        let channel = self.key(INVALIDATE);
+        let _receivers: u64 = self
+            .call("announcing a change", |mut conn| async move {
+                redis::cmd("PUBLISH")
+                    .arg(&channel)
+                    .arg(change.as_str())
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    fn listen(&self, listener: Listener) {
+        let channel = self.key(INVALIDATE);
+        let urls = self.urls.clone();
+        tokio::spawn(async move {
+            // Round the seed nodes, one subscription at a time, for the life of the process.
+            for url in urls.iter().cycle() {
+                if let Err(error) = subscribe(url, &channel, &listener).await {
+                    tracing::warn!(%error, url = %url, "change subscription lost; resubscribing");
+                }
+                tokio::time::sleep(RESUBSCRIBE_AFTER).await;
+            }
+        });
+    }
+}
+
+/// Where replicas announce changes that make cached refusals stale (classic pub/sub: a
+/// Cluster's PUBLISH reaches the subscribers of every node).
+const INVALIDATE: &str = "invalidate";
+/// The pause before subscribing again after the subscription failed or ended.
+const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(200);
+
+/// Subscribes to `channel` on `url` and hands every change to `listener`, until the connection
+/// fails. A successful (re)subscription is itself announced to the listener as both kinds of
+/// change: whatever was announced while it was away may have been missed.
+async fn subscribe(url: &str, channel: &str, listener: &Listener) -> redis::RedisResult<()> {
+    use futures_util::StreamExt as _;
+    let client = redis::Client::open(url)?;
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    listener(Invalidation::Unlock);
+    listener(Invalidation::Allowlist);
+    let mut messages = pubsub.on_message();
+    while let Some(message) = messages.next().await {
+        let payload: String = message.get_payload()?;
+        match Invalidation::parse(&payload) {
+            Some(change) => listener(change),
+            None => tracing::warn!(payload, "unknown change announced; ignored"),
+        }
+    }
+    Ok(())
 }
 
 /// The stream keeps about this many events (`MAXLEN ~`)...
