@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # HTTP benchmark: three login paths measured side by side in one run with wrk.
 #   bare       a bare actix-web endpoint with the same request shape (the `bare-login` binary)
-#   throttled  Portcullis refusing a client already over its limit (429, no hashing)
+#   throttled  Portcullis refusing a client already over its limit (429, no hashing), from
+#              its deny cache once the store has refused the client
+#   throttled-uncached  the same with `store.deny_cache_entries = 0`: every refusal asks Redis
 #   verified   Portcullis checking a wrong password (401: admission, Argon2id, record)
 # Portcullis runs as one release replica on a private Redis (the shared-store configuration)
 # and SQLite, with default Argon2 parameters and challenges off: the verified path's failures
@@ -35,37 +37,53 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-redis_port=$(free_port)
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --logfile "$work/redis.log" &
-pids+=($!)
-wait_for redis-cli -p "$redis_port" ping
-
-portcullis_port=$(free_port)
-PORTCULLIS__SERVER__PORT=$portcullis_port \
-PORTCULLIS__SERVER__TRUSTED_PROXIES=127.0.0.1 \
-PORTCULLIS__DATABASE__URL="sqlite://$work/portcullis.db" \
-PORTCULLIS__STORE__REDIS__URL="redis://127.0.0.1:$redis_port" \
-PORTCULLIS__SECRETS__HMAC_KEY=$(openssl rand -hex 32) \
-PORTCULLIS__POLICY__CHALLENGE__MODE=off \
-PORTCULLIS__LOG_LEVEL=warn \
-  "$repo/target/release/portcullis" 2>"$work/portcullis.log" &
-pids+=($!)
-wait_for curl -fs "http://127.0.0.1:$portcullis_port/healthz"
+# One Portcullis with its own private Redis: `start NAME DENY_CACHE_ENTRIES` sets
+# NAME_port and NAME_redis.
+start() {
+  local name=$1 cache=$2 redis port
+  redis=$(free_port)
+  redis-server --port "$redis" --bind 127.0.0.1 --save "" --appendonly no --logfile "$work/$name-redis.log" &
+  pids+=($!)
+  wait_for redis-cli -p "$redis" ping
+  port=$(free_port)
+  PORTCULLIS__SERVER__PORT=$port \
+  PORTCULLIS__SERVER__TRUSTED_PROXIES=127.0.0.1 \
+  PORTCULLIS__DATABASE__URL="sqlite://$work/$name.db" \
+  PORTCULLIS__STORE__REDIS__URL="redis://127.0.0.1:$redis" \
+  PORTCULLIS__STORE__DENY_CACHE_ENTRIES=$cache \
+  PORTCULLIS__SECRETS__HMAC_KEY=$(openssl rand -hex 32) \
+  PORTCULLIS__POLICY__CHALLENGE__MODE=off \
+  PORTCULLIS__LOG_LEVEL=warn \
+    "$repo/target/release/portcullis" 2>"$work/$name.log" &
+  pids+=($!)
+  wait_for curl -fs "http://127.0.0.1:$port/healthz"
+  printf -v "${name}_port" %s "$port"
+  printf -v "${name}_redis" %s "$redis"
+}
+start portcullis 100000
+# The same without the deny cache: every refusal asks Redis.
+start uncached 0
 
 bare_port=$(free_port)
 "$repo/target/release/bare-login" "127.0.0.1:$bare_port" &
 pids+=($!)
 wait_for curl -s -o /dev/null "http://127.0.0.1:$bare_port/v1/login"
 
-# The throttled path's client goes over its limits before the measurement starts.
-for _ in $(seq 40); do
-  curl -s -o /dev/null -H 'content-type: application/json' -H 'x-forwarded-for: 203.0.113.7' \
-    -d '{"username":"bench-user","password":"not-the-password"}' "http://127.0.0.1:$portcullis_port/v1/login"
+# The throttled paths' client goes over its limits before the measurement starts.
+for port in "$portcullis_port" "$uncached_port"; do
+  for _ in $(seq 40); do
+    curl -s -o /dev/null -H 'content-type: application/json' -H 'x-forwarded-for: 203.0.113.7' \
+      -d '{"username":"bench-user","password":"not-the-password"}' "http://127.0.0.1:$port/v1/login"
+  done
 done
 
 : >"$out/http.jsonl"
-for path in bare throttled verified; do
-  port=$([ "$path" = bare ] && echo "$bare_port" || echo "$portcullis_port")
+for path in bare throttled throttled-uncached verified; do
+  case $path in
+    bare) port=$bare_port redis_port=$portcullis_redis ;;
+    throttled-uncached) port=$uncached_port redis_port=$uncached_redis ;;
+    *) port=$portcullis_port redis_port=$portcullis_redis ;;
+  esac
   redis-cli -p "$redis_port" config resetstat >/dev/null
   result=$(BENCH_PATH=$path wrk -t"$threads" -c"$connections" -d"$duration" \
     -s "$repo/scripts/bench/login.lua" "http://127.0.0.1:$port/v1/login" | tail -n 1)

@@ -69,9 +69,10 @@ if memory_rt and redis_rt:
 print("## HTTP: what a refusal costs next to a bare endpoint and a password check\n")
 print("`scripts/bench-http.sh` (wrk, 2 threads, 32 connections, 10 s per path; one release replica on a")
 print("private Redis, SQLite, default Argon2id m=19456 KiB t=2, challenges off so that every verified")
-print("request is a password check). *throttled*: a client already over")
-print("its limit (429). *verified*: a new username from a new /24 each time, so every request is")
-print("admitted and hashed (401).\n")
+print("request is a password check). *throttled*: a client already over its limit (429), answered")
+print("from the replica's deny cache; *throttled-uncached*: the same with `store.deny_cache_entries = 0`,")
+print("every refusal a Redis round trip. *verified*: a new username from a new /24 each time, so every")
+print("request is admitted and hashed (401).\n")
 print(open(os.path.join(out, "http.md")).read().strip() + "\n")
 
 print("## Attack drill: what the defences stop\n")
