@@ -32,6 +32,7 @@ use crate::accounts::Account;
 use crate::error::ApiError;
 use crate::login_tokens::Purpose;
 use crate::mfa::Proof;
+use crate::passwords::Priority;
 use crate::routes::AppState;
 use crate::sessions::Session;
 use crate::settings::BreachedLogin;
@@ -154,7 +155,16 @@ pub async fn verify_password(
     let verified = async {
         let account = state.accounts.find(username).await?;
         let stored = account.as_ref().map(|a| a.password_hash.clone());
-        let matched = state.hasher.verify(password.clone(), stored).await?;
+        // A trusted device's owner goes ahead of everyone else in the hash queue.
+        let priority = if device.is_some() {
+            Priority::High
+        } else {
+            Priority::Low
+        };
+        let matched = state
+            .hasher
+            .verify(password.clone(), stored, priority)
+            .await?;
         Ok::<_, ApiError>((account, matched))
     }
     .await;

@@ -1,23 +1,48 @@
-//! Argon2id hashing off the event loop, on a pool bounded to the cores with a bounded queue.
+//! Argon2id hashing off the event loop, on a pool bounded to the cores with a bounded queue of
+//! two priorities.
 //!
-//! A hash job first takes an admission permit (workers + queue depth in all); when none is left
-//! the job is refused at once with [`HashError::Busy`], which the API answers with 503 and
-//! Retry-After, instead of letting a flood queue work without bound. Admitted jobs wait for one
-//! of the worker permits and run on tokio's blocking pool inside the request's span.
+//! A hash job is admitted into the queue or refused at once with [`HashError::Busy`], which the
+//! API answers with 503 and Retry-After, instead of letting a flood queue work without bound.
+//! [`Priority::High`] jobs (a login from a trusted device: the account's owner, almost surely)
+//! get every free worker before any [`Priority::Low`] job (everything else, where an attack's
+//! guesses are), and shedding takes the low queue first: low jobs may fill only
+//! [`LOW_SHARE_PERCENT`] of the queue, the rest is kept for high ones. Jobs run on tokio's
+//! blocking pool inside the request's span.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Context;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use argon2::{Algorithm, Argon2, Params, Version};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 use crate::settings::Argon2Settings;
 
 /// The longest password accepted, in bytes: longer input is refused before any hashing.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// The share of the queue low-priority jobs may fill; the rest waits for high ones.
+pub const LOW_SHARE_PERCENT: usize = 75;
+
+/// Which queue a hash job waits in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    /// First to a worker, last to be shed: logins from a trusted device.
+    High,
+    /// Everything else.
+    Low,
+}
+
+impl Priority {
+    fn as_str(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Low => "low",
+        }
+    }
+}
 
 /// Why hashing did not produce an answer.
 #[derive(Debug, thiserror::Error)]
@@ -42,9 +67,98 @@ struct Inner {
     /// A hash of a random password with the current parameters: unknown usernames are verified
     /// against it, so they cost the same as known ones.
     dummy_hash: String,
-    admission: Arc<Semaphore>,
-    workers: Arc<Semaphore>,
+    queue: Arc<Queue>,
     worker_count: usize,
+}
+
+/// The workers and the jobs waiting for one, by priority.
+struct Queue {
+    state: Mutex<QueueState>,
+    /// Jobs allowed to wait, both priorities together...
+    depth: usize,
+    /// ...of which low-priority ones at most this many.
+    low_depth: usize,
+}
+
+struct QueueState {
+    idle_workers: usize,
+    high: VecDeque<oneshot::Sender<Worker>>,
+    low: VecDeque<oneshot::Sender<Worker>>,
+}
+
+/// A worker held by a job; dropping it hands the worker to the next waiting job, high first.
+struct Worker {
+    queue: Arc<Queue>,
+}
+
+impl Queue {
+    fn new(workers: usize, depth: usize) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(QueueState {
+                idle_workers: workers,
+                high: VecDeque::new(),
+                low: VecDeque::new(),
+            }),
+            depth,
+            low_depth: depth * LOW_SHARE_PERCENT / 100,
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A worker now, a place in the queue, or `None` when the job is shed.
+    fn admit(
+        self: &Arc<Self>,
+        priority: Priority,
+    ) -> Option<Result<Worker, oneshot::Receiver<Worker>>> {
+        let mut state = self.state();
+        if state.idle_workers > 0 {
+            state.idle_workers -= 1;
+            return Some(Ok(Worker {
+                queue: self.clone(),
+            }));
+        }
+        let waiting = state.high.len() + state.low.len();
+        let room = match priority {
+            Priority::High => waiting < self.depth,
+            Priority::Low => waiting < self.depth && state.low.len() < self.low_depth,
+        };
+        if !room {
+            return None;
+        }
+        let (sender, receiver) = oneshot::channel();
+        match priority {
+            Priority::High => state.high.push_back(sender),
+            Priority::Low => state.low.push_back(sender),
+        }
+        Some(Err(receiver))
+    }
+
+    /// Hands a freed worker to the first waiting job, high first (skipping jobs whose request
+    /// went away), or puts it back.
+    fn release(self: &Arc<Self>) {
+        let mut state = self.state();
+        while let Some(next) = state.high.pop_front().or_else(|| state.low.pop_front()) {
+            let worker = Worker {
+                queue: self.clone(),
+            };
+            match next.send(worker) {
+                Ok(()) => return,
+                // The waiter is gone; its worker comes back here through `drop`, which would
+                // lock again: forget it instead and keep the count by hand.
+                Err(unsent) => std::mem::forget(unsent),
+            }
+        }
+        state.idle_workers += 1;
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.queue.release();
+    }
 }
 
 impl PasswordHasher {
@@ -75,8 +189,7 @@ impl PasswordHasher {
             params,
             pepper,
             dummy_hash: String::new(),
-            admission: Arc::new(Semaphore::new(workers + settings.queue_depth)),
-            workers: Arc::new(Semaphore::new(workers)),
+            queue: Queue::new(workers, settings.queue_depth),
             worker_count: workers,
         };
         inner.dummy_hash = hash_blocking(&inner, &hex::encode(random))?;
@@ -92,8 +205,10 @@ impl PasswordHasher {
 
     /// Hashes a new password.
     pub async fn hash(&self, password: SecretString) -> Result<String, HashError> {
-        self.run(move |inner| hash_blocking(inner, password.expose_secret()))
-            .await
+        self.run(Priority::Low, move |inner| {
+            hash_blocking(inner, password.expose_secret())
+        })
+        .await
     }
 
     /// Whether a stored hash was made with other parameters than the current ones (or is not
@@ -116,13 +231,15 @@ impl PasswordHasher {
     }
 
     /// Checks a password against a stored hash, or against the dummy hash when there is no
-    /// account (then the answer is always `false`, after the same work).
+    /// account (then the answer is always `false`, after the same work), waiting in the
+    /// `priority` queue.
     pub async fn verify(
         &self,
         password: SecretString,
         stored: Option<String>,
+        priority: Priority,
     ) -> Result<bool, HashError> {
-        self.run(move |inner| {
+        self.run(priority, move |inner| {
             let matched = verify_blocking(
                 inner,
                 password.expose_secret(),
@@ -135,22 +252,23 @@ impl PasswordHasher {
 
     async fn run<T: Send + 'static>(
         &self,
+        priority: Priority,
         job: impl FnOnce(&Inner) -> anyhow::Result<T> + Send + 'static,
     ) -> Result<T, HashError> {
-        let admitted = self
-            .inner
-            .admission
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| {
-                metrics::counter!("portcullis_hash_rejected_total").increment(1);
-                HashError::Busy
-            })?;
+        let Some(admitted) = self.inner.queue.admit(priority) else {
+            metrics::counter!("portcullis_hash_rejected_total", "priority" => priority.as_str())
+                .increment(1);
+            return Err(HashError::Busy);
+        };
         let in_flight = metrics::gauge!("portcullis_hash_in_flight");
         in_flight.increment(1.0);
         let queued = std::time::Instant::now();
-        let worker = self.inner.workers.clone().acquire_owned().await;
-        metrics::histogram!("portcullis_hash_wait_seconds").record(queued.elapsed().as_secs_f64());
+        let worker = match admitted {
+            Ok(worker) => Ok(worker),
+            Err(waiting) => waiting.await,
+        };
+        metrics::histogram!("portcullis_hash_wait_seconds", "priority" => priority.as_str())
+            .record(queued.elapsed().as_secs_f64());
         let worker = match worker {
             Ok(worker) => worker,
             Err(_) => {
@@ -162,7 +280,7 @@ impl PasswordHasher {
         let span = tracing::Span::current();
         let result = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            let _permits = (admitted, worker);
+            let _worker = worker;
             job(&inner)
         })
         .await;
@@ -201,4 +319,72 @@ fn verify_blocking(inner: &Inner, password: &str, stored: &str) -> anyhow::Resul
     Ok(argon2(inner)?
         .verify_password(password.as_bytes(), &parsed)
         .is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(admitted: Option<Result<Worker, oneshot::Receiver<Worker>>>) -> Worker {
+        match admitted {
+            Some(Ok(worker)) => worker,
+            _ => panic!("expected an idle worker"),
+        }
+    }
+
+    fn waiting(
+        admitted: Option<Result<Worker, oneshot::Receiver<Worker>>>,
+    ) -> oneshot::Receiver<Worker> {
+        match admitted {
+            Some(Err(waiting)) => waiting,
+            _ => panic!("expected a place in the queue"),
+        }
+    }
+
+    #[test]
+    fn a_freed_worker_goes_to_the_high_queue_first_then_in_order() {
+        let queue = Queue::new(1, 8);
+        let busy = worker(queue.admit(Priority::Low));
+        let mut low_1 = waiting(queue.admit(Priority::Low));
+        let mut low_2 = waiting(queue.admit(Priority::Low));
+        let mut high = waiting(queue.admit(Priority::High));
+        drop(busy);
+        let next = high.try_recv().expect("the high job was served first");
+        assert!(low_1.try_recv().is_err() && low_2.try_recv().is_err());
+        drop(next);
+        let next = low_1.try_recv().expect("then the oldest low job");
+        drop(next);
+        let last = low_2.try_recv().expect("then the next");
+        drop(last);
+        assert_eq!(queue.state().idle_workers, 1, "the worker is idle again");
+    }
+
+    #[test]
+    fn shedding_takes_low_jobs_first() {
+        let queue = Queue::new(1, 4);
+        let _busy = worker(queue.admit(Priority::High));
+        let _queued: Vec<_> = (0..3)
+            .map(|_| waiting(queue.admit(Priority::Low)))
+            .collect();
+        assert!(
+            queue.admit(Priority::Low).is_none(),
+            "low jobs fill 75% of the queue"
+        );
+        let _high = waiting(queue.admit(Priority::High));
+        assert!(
+            queue.admit(Priority::High).is_none(),
+            "then the queue is full"
+        );
+    }
+
+    #[test]
+    fn a_job_that_went_away_passes_its_worker_on() {
+        let queue = Queue::new(1, 8);
+        let busy = worker(queue.admit(Priority::Low));
+        let gone = waiting(queue.admit(Priority::High));
+        let mut next = waiting(queue.admit(Priority::Low));
+        drop(gone);
+        drop(busy);
+        assert!(next.try_recv().is_ok());
+    }
 }

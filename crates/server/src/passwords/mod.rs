@@ -17,7 +17,7 @@ use portcullis_core::Username;
 use crate::settings::PasswordSettings;
 
 pub use breached::BreachedFilter;
-pub use hasher::{HashError, MAX_PASSWORD_BYTES, PasswordHasher};
+pub use hasher::{HashError, LOW_SHARE_PERCENT, MAX_PASSWORD_BYTES, PasswordHasher, Priority};
 pub use rules::{PasswordRules, Refusal};
 
 /// The rules for new passwords and the breached-password filter, if one is configured.
