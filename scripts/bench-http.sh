@@ -87,14 +87,18 @@ for path in bare throttled throttled-uncached verified; do
   redis-cli -p "$redis_port" config resetstat >/dev/null
   result=$(BENCH_PATH=$path wrk -t"$threads" -c"$connections" -d"$duration" \
     -s "$repo/scripts/bench/login.lua" "http://127.0.0.1:$port/v1/login" | tail -n 1)
-  commands=$(redis-cli -p "$redis_port" info commandstats | tr -d '\r' |
+  stats=$(redis-cli -p "$redis_port" info commandstats | tr -d '\r')
+  commands=$(echo "$stats" |
     sed -n 's/^cmdstat_\([a-z|]*\):calls=\([0-9]*\),.*/\1 \2/p' | { grep -vE '^(info|config)' || true; } | sort)
-  python3 - "$result" "$commands" >>"$out/http.jsonl" <<'PY'
+  # Redis CPU time per attempt script (the script's own commands included).
+  script_usec=$(echo "$stats" | sed -n 's/^cmdstat_evalsha:.*,usec_per_call=\([0-9.]*\).*/\1/p')
+  python3 - "$result" "$commands" "${script_usec:-}" >>"$out/http.jsonl" <<'PY'
 import json, sys
 result = json.loads(sys.argv[1])
 calls = {name: int(n) for name, n in (line.split() for line in sys.argv[2].splitlines() if line)}
 per_request = {name: round(n / max(result["requests"], 1), 2) for name, n in calls.items()}
 result["redis_commands_per_request"] = per_request
+result["redis_usec_per_script"] = float(sys.argv[3]) if sys.argv[3] else None
 print(json.dumps(result))
 PY
 done
@@ -103,10 +107,12 @@ python3 - "$out/http.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 bare = next(r for r in rows if r["path"] == "bare")["requests_per_sec"]
-print("| path | requests/s | p50 ms | p99 ms | answers | Redis commands per request (calls inside scripts included) | vs bare |")
-print("|---|---:|---:|---:|---|---|---:|")
+print("| path | requests/s | p50 ms | p99 ms | answers | Redis commands per request (calls inside scripts included) | Redis µs per script | vs bare |")
+print("|---|---:|---:|---:|---|---|---:|---:|")
 for r in rows:
     answers = ", ".join(f"{n}×{s}" for s, n in sorted(r["statuses"].items()))
     commands = ", ".join(f"{v} {k}" for k, v in r["redis_commands_per_request"].items()) or "none"
-    print(f"| {r['path']} | {r['requests_per_sec']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {answers} | {commands} | {r['requests_per_sec'] / bare:.3f} |")
+    usec = r.get("redis_usec_per_script")
+    usec = f"{usec:.1f}" if usec is not None else "–"
+    print(f"| {r['path']} | {r['requests_per_sec']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {answers} | {commands} | {usec} | {r['requests_per_sec'] / bare:.3f} |")
 PY
