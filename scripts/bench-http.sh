@@ -4,6 +4,7 @@
 #   throttled  Portcullis refusing a client already over its limit (429, no hashing), from
 #              its deny cache once the store has refused the client
 #   throttled-uncached  the same with `store.deny_cache_entries = 0`: every refusal asks Redis
+#   throttled-memory    the same on the embedded default, the in-memory store (no Redis)
 #   verified   Portcullis checking a wrong password (401: admission, Argon2id, record)
 # Portcullis runs as one release replica on a private Redis (the shared-store configuration)
 # and SQLite, with default Argon2 parameters and challenges off: the verified path's failures
@@ -63,6 +64,16 @@ start() {
 start portcullis 100000
 # The same without the deny cache: every refusal asks Redis.
 start uncached 0
+# And the embedded default: the memory store, no Redis at all.
+memory_port=$(free_port)
+PORTCULLIS__SERVER__PORT=$memory_port \
+PORTCULLIS__SERVER__TRUSTED_PROXIES=127.0.0.1 \
+PORTCULLIS__DATABASE__URL="sqlite://$work/memory.db" \
+PORTCULLIS__POLICY__CHALLENGE__MODE=off \
+PORTCULLIS__LOG_LEVEL=warn \
+  "$repo/target/release/portcullis" 2>"$work/memory.log" &
+pids+=($!)
+wait_for curl -fs "http://127.0.0.1:$memory_port/healthz"
 
 bare_port=$(free_port)
 "$repo/target/release/bare-login" "127.0.0.1:$bare_port" &
@@ -70,7 +81,7 @@ pids+=($!)
 wait_for curl -s -o /dev/null "http://127.0.0.1:$bare_port/v1/login"
 
 # The throttled paths' client goes over its limits before the measurement starts.
-for port in "$portcullis_port" "$uncached_port"; do
+for port in "$portcullis_port" "$uncached_port" "$memory_port"; do
   for _ in $(seq 40); do
     curl -s -o /dev/null -H 'content-type: application/json' -H 'x-forwarded-for: 203.0.113.7' \
       -d '{"username":"bench-user","password":"not-the-password"}' "http://127.0.0.1:$port/v1/login"
@@ -78,10 +89,12 @@ for port in "$portcullis_port" "$uncached_port"; do
 done
 
 : >"$out/http.jsonl"
-for path in bare throttled throttled-uncached verified; do
+for path in bare throttled throttled-uncached throttled-memory verified; do
   case $path in
     bare) port=$bare_port redis_port=$portcullis_redis ;;
     throttled-uncached) port=$uncached_port redis_port=$uncached_redis ;;
+    # (No Redis behind it: the row's Redis columns read an idle one.)
+    throttled-memory) port=$memory_port redis_port=$uncached_redis ;;
     *) port=$portcullis_port redis_port=$portcullis_redis ;;
   esac
   redis-cli -p "$redis_port" config resetstat >/dev/null

@@ -78,6 +78,8 @@ pub struct Sample {
     pub sent_at: Duration,
     /// How long the answer took.
     pub latency: Duration,
+    /// Whether it carried a device cookie (a user on a known device).
+    pub known_device: bool,
 }
 
 /// One legitimate login: a user wanting in, perhaps after a typo.
@@ -221,6 +223,7 @@ impl Client {
                 outcome: answer.outcome,
                 sent_at,
                 latency: answer.latency,
+                known_device: login.cookie.is_some(),
             });
             sent.outcome = answer.outcome;
             let Some(challenge) = answer.challenge else {
