@@ -44,6 +44,19 @@ pub fn db_error(error: sqlx::Error, doing: &'static str) -> anyhow::Error {
     }
 }
 
+/// The query reading an [`Account`] where `$condition` holds: its columns and whether a
+/// confirmed second factor follows the password (so a login needs no second query to know).
+macro_rules! select_account {
+    ($condition:literal) => {
+        concat!(
+            "SELECT id, username, password_hash, locked_at, (SELECT COUNT(*) FROM totp_factors t ",
+            "WHERE t.account_id = accounts.id AND t.confirmed_at > 0) AS second_factors ",
+            "FROM accounts WHERE ",
+            $condition
+        )
+    };
+}
+
 /// A stored account.
 #[derive(Clone, Debug)]
 pub struct Account {
@@ -155,24 +168,13 @@ impl Accounts {
 
     /// The account with this normalised username, if any.
     pub async fn find(&self, username: &Username) -> anyhow::Result<Option<Account>> {
-        self.find_where(
-            "SELECT id, username, password_hash, locked_at, (SELECT COUNT(*) FROM totp_factors t \
-             WHERE t.account_id = accounts.id AND t.confirmed_at > 0) AS second_factors \
-             FROM accounts WHERE username = $1",
-            username.as_str(),
-        )
-        .await
+        self.find_where(select_account!("username = $1"), username.as_str())
+            .await
     }
 
     /// The account with this id, if any.
     pub async fn find_by_id(&self, id: &str) -> anyhow::Result<Option<Account>> {
-        self.find_where(
-            "SELECT id, username, password_hash, locked_at, (SELECT COUNT(*) FROM totp_factors t \
-             WHERE t.account_id = accounts.id AND t.confirmed_at > 0) AS second_factors \
-             FROM accounts WHERE id = $1",
-            id,
-        )
-        .await
+        self.find_where(select_account!("id = $1"), id).await
     }
 
     async fn find_where(
@@ -324,6 +326,16 @@ impl Accounts {
                 .map_err(|e| db_error(e, "unlocking an account"))?;
         Ok(result.rows_affected() > 0)
     }
+}
+
+/// A count or a time as SQL stores it (BIGINT), saturating.
+pub fn to_sql(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A count or a time as SQL stored it; a negative value reads as 0.
+pub fn from_sql(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
 }
 
 /// Milliseconds since the Unix epoch.

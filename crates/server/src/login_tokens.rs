@@ -5,11 +5,10 @@
 
 use std::sync::Arc;
 
-use portcullis_core::UnixMillis;
 use portcullis_store::Clock;
 use sqlx::{AnyPool, Row};
 
-use crate::accounts::db_error;
+use crate::accounts::{db_error, to_sql};
 use crate::token;
 
 /// What a login token lets its holder do.
@@ -50,10 +49,6 @@ pub struct LoginTokens {
     clock: Arc<dyn Clock>,
 }
 
-fn millis(value: UnixMillis) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
 impl LoginTokens {
     /// Tokens in `pool`, on `clock`'s time.
     pub fn new(pool: AnyPool, clock: Arc<dyn Clock>) -> Self {
@@ -73,7 +68,7 @@ impl LoginTokens {
         // Expired tokens of the account go with each new one, so the table stays small.
         sqlx::query("DELETE FROM login_tokens WHERE account_id = $1 AND expires_at <= $2")
             .bind(account_id)
-            .bind(millis(now))
+            .bind(to_sql(now))
             .execute(&self.pool)
             .await
             .map_err(|e| db_error(e, "removing expired login tokens"))?;
@@ -84,7 +79,7 @@ impl LoginTokens {
         .bind(issued.digest.as_str())
         .bind(account_id)
         .bind(purpose.as_str())
-        .bind(millis(now.saturating_add(ttl_ms)))
+        .bind(to_sql(now.saturating_add(ttl_ms)))
         .bind(i64::from(password_change_required))
         .execute(&self.pool)
         .await
@@ -116,7 +111,7 @@ impl LoginTokens {
         )
         .bind(digest.as_str())
         .bind(purpose.as_str())
-        .bind(millis(self.clock.now()))
+        .bind(to_sql(self.clock.now()))
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| db_error(e, "looking up a login token"))?;
@@ -170,7 +165,7 @@ impl LoginTokens {
         let result =
             sqlx::query("DELETE FROM login_tokens WHERE token_digest = $1 AND expires_at > $2")
                 .bind(token.digest.as_str())
-                .bind(millis(self.clock.now()))
+                .bind(to_sql(self.clock.now()))
                 .execute(&self.pool)
                 .await
                 .map_err(|e| db_error(e, "using a login token"))?;

@@ -10,7 +10,7 @@ use portcullis_core::UnixMillis;
 use portcullis_store::Clock;
 use sqlx::{AnyPool, Row};
 
-use crate::accounts::db_error;
+use crate::accounts::{db_error, from_sql, to_sql};
 
 /// A live session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,10 +30,6 @@ pub struct Sessions {
     clock: Arc<dyn Clock>,
     ttl_ms: u64,
     max_per_account: u32,
-}
-
-fn millis(value: UnixMillis) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 impl Sessions {
@@ -68,8 +64,8 @@ impl Sessions {
         )
         .bind(digest)
         .bind(account_id)
-        .bind(millis(now))
-        .bind(millis(expires_at))
+        .bind(to_sql(now))
+        .bind(to_sql(expires_at))
         .bind(i64::from(password_change_required))
         .execute(&mut *tx)
         .await
@@ -79,7 +75,7 @@ impl Sessions {
              (SELECT id FROM sessions WHERE account_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $3))",
         )
         .bind(account_id)
-        .bind(millis(now))
+        .bind(to_sql(now))
         .bind(i64::from(self.max_per_account))
         .execute(&mut *tx)
         .await
@@ -101,14 +97,14 @@ impl Sessions {
              WHERE token_digest = $1 AND expires_at > $2",
         )
         .bind(digest)
-        .bind(millis(self.clock.now()))
+        .bind(to_sql(self.clock.now()))
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| db_error(e, "looking up a session"))?;
         row.map(|row| {
             Ok(Session {
                 subject: row.try_get("account_id")?,
-                expires_at: u64::try_from(row.try_get::<i64, _>("expires_at")?).unwrap_or(0),
+                expires_at: from_sql(row.try_get("expires_at")?),
                 password_change_required: row.try_get::<i64, _>("password_change_required")? != 0,
             })
         })
@@ -121,7 +117,7 @@ impl Sessions {
         let result =
             sqlx::query("DELETE FROM sessions WHERE token_digest = $1 AND expires_at > $2")
                 .bind(digest)
-                .bind(millis(self.clock.now()))
+                .bind(to_sql(self.clock.now()))
                 .execute(&self.pool)
                 .await
                 .map_err(|e| db_error(e, "revoking a session"))?;
@@ -136,7 +132,7 @@ impl Sessions {
              (SELECT account_id FROM sessions WHERE token_digest = $1 AND expires_at > $2)",
         )
         .bind(digest)
-        .bind(millis(self.clock.now()))
+        .bind(to_sql(self.clock.now()))
         .execute(&self.pool)
         .await
         .map_err(|e| db_error(e, "revoking every session of an account"))?;
@@ -161,7 +157,7 @@ impl Sessions {
         )
         .bind(account_id)
         .bind(keep)
-        .bind(millis(self.clock.now()))
+        .bind(to_sql(self.clock.now()))
         .execute(&mut *tx)
         .await
         .map_err(|e| db_error(e, "revoking the other sessions of an account"))?;

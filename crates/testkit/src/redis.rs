@@ -100,6 +100,23 @@ pub async fn connect(url: &str) -> MultiplexedConnection {
         })
 }
 
+/// Calls per command name from `INFO commandstats`.
+pub async fn command_calls(url: &str) -> std::collections::HashMap<String, u64> {
+    let mut conn = connect(url).await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.split(',').find_map(|f| f.strip_prefix("calls="))?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
 /// Every key matching a glob pattern, by SCAN.
 pub async fn scan(conn: &mut MultiplexedConnection, pattern: &str) -> Vec<String> {
     let mut cursor = 0u64;

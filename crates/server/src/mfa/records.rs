@@ -8,7 +8,7 @@
 use portcullis_core::backoff::LockoutState;
 use sqlx::{AnyPool, Row};
 
-use crate::accounts::{db_error, now_ms};
+use crate::accounts::{db_error, from_sql, now_ms, to_sql};
 
 /// An account's TOTP factor.
 #[derive(Clone, Debug)]
@@ -31,14 +31,6 @@ pub struct Factor {
 #[derive(Clone)]
 pub struct Records {
     pool: AnyPool,
-}
-
-fn int(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-fn uint(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
 }
 
 impl Records {
@@ -66,11 +58,11 @@ impl Records {
                 sealed_secret: row.try_get("sealed_secret")?,
                 key_id: row.try_get("key_id")?,
                 confirmed: row.try_get::<i64, _>("confirmed_at")? > 0,
-                last_step: uint(row.try_get("last_step")?),
+                last_step: from_sql(row.try_get("last_step")?),
                 lockout: LockoutState {
                     failures: count("failures")?,
-                    last_failure: uint(row.try_get("last_failure")?),
-                    locked_until: uint(row.try_get("locked_until")?),
+                    last_failure: from_sql(row.try_get("last_failure")?),
+                    locked_until: from_sql(row.try_get("locked_until")?),
                     temporary_lockouts: count("lockouts")?,
                     permanent: false,
                     in_flight: count("in_flight")?,
@@ -89,7 +81,7 @@ impl Records {
             .fetch_one(&self.pool)
             .await
             .map_err(|e| db_error(e, "counting sealed secrets"))?;
-        Ok(uint(
+        Ok(from_sql(
             row.try_get("n")
                 .map_err(|e| db_error(e, "reading a count"))?,
         ))
@@ -168,7 +160,7 @@ impl Records {
              WHERE account_id = $3 AND confirmed_at = 0",
         )
         .bind(now_ms())
-        .bind(int(step))
+        .bind(to_sql(step))
         .bind(account_id)
         .execute(&mut *tx)
         .await
@@ -224,7 +216,7 @@ impl Records {
         let result = sqlx::query(
             "UPDATE totp_factors SET last_step = $1 WHERE account_id = $2 AND last_step < $1",
         )
-        .bind(int(step))
+        .bind(to_sql(step))
         .bind(account_id)
         .execute(&self.pool)
         .await
@@ -245,8 +237,8 @@ impl Records {
              WHERE account_id = $6 AND version = $7",
         )
         .bind(i64::from(state.failures))
-        .bind(int(state.last_failure))
-        .bind(int(state.locked_until))
+        .bind(to_sql(state.last_failure))
+        .bind(to_sql(state.locked_until))
         .bind(i64::from(state.temporary_lockouts))
         .bind(i64::from(state.in_flight))
         .bind(account_id)

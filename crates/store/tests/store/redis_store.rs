@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use portcullis_core::{Decision, Outcome, Policy, Reason};
 use portcullis_store::AttemptStore;
-use portcullis_testkit::redis::{RedisServer, TestRedis, connect};
+use portcullis_testkit::redis::{RedisServer, TestRedis, command_calls, connect};
 
 use crate::helpers::{keys, redis_store, tight_policy};
 
@@ -60,23 +60,6 @@ async fn scripts_are_reloaded_transparently_after_script_flush() {
         .unwrap();
     assert!(store.attempt(&k, 0).await.unwrap().is_allowed());
     store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
-}
-
-/// Calls per command name from `INFO commandstats`.
-async fn command_calls(url: &str) -> HashMap<String, u64> {
-    let mut conn = connect(url).await;
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    info.lines()
-        .filter_map(|line| {
-            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = stats.split(',').find_map(|f| f.strip_prefix("calls="))?;
-            Some((name.to_owned(), calls.parse().ok()?))
-        })
-        .collect()
 }
 
 /// Commands the scripts run inside Redis: `INFO commandstats` counts them too, but they cost
