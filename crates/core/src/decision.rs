@@ -104,6 +104,15 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason.
+    pub const ALL: [Reason; 5] = [
+        Reason::RateLimited,
+        Reason::Throttled,
+        Reason::TooManyFailures,
+        Reason::LockedOut,
+        Reason::Banned,
+    ];
+
     /// The reason's name in logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -13,7 +13,7 @@ use portcullis_core::altcha::{Altcha, Challenge, ProofError};
 use portcullis_store::{AttemptStore, Clock};
 
 use crate::error::ApiError;
-use crate::instruments;
+use crate::instruments::{self, StoreOp};
 
 /// How long a challenge may be solved and used: long enough for a slow device at the highest
 /// work, short enough that a stock of solved challenges goes stale.
@@ -96,7 +96,7 @@ impl Challenges {
         let parameters = &opened.challenge.parameters;
         let expires_at = parameters.expires_at.saturating_mul(1_000);
         let first_use = instruments::store_call(
-            "consume_proof",
+            StoreOp::ConsumeProof,
             store.consume_proof(&parameters.nonce, expires_at),
         )
         .await?;

@@ -300,7 +300,7 @@ impl ResponseError for ApiError {
             HeaderValue::from_static("application/problem+json"),
         ));
         if let Some(secs) = self.retry_after() {
-            response.insert_header((header::RETRY_AFTER, secs.max(1).to_string()));
+            response.insert_header((header::RETRY_AFTER, HeaderValue::from(secs.max(1))));
         }
         if matches!(self, ApiError::Unauthenticated) {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));

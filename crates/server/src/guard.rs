@@ -21,7 +21,7 @@ use crate::allowlist::Allowlist;
 use crate::challenge::Challenges;
 use crate::deny_cache::DenyCache;
 use crate::error::ApiError;
-use crate::instruments;
+use crate::instruments::{self, StoreOp};
 use crate::security_events::SecurityEvents;
 use crate::settings::UsernameLogging;
 
@@ -177,14 +177,12 @@ impl LoginGuard {
     ) -> Result<Vec<LockoutEvent>, ApiError> {
         if let Some(denial) = self.deny_cache.as_ref().and_then(|c| c.refusal(keys)) {
             // The attempt call, and the proof's consumption, never happen.
-            metrics::counter!("portcullis_deny_cache_hits_total").increment(1);
-            metrics::counter!("portcullis_deny_cache_store_calls_avoided_total")
-                .increment(1 + u64::from(altcha.is_some()));
+            instruments::deny_cache_hit(1 + u64::from(altcha.is_some()));
             return Err(refused(denial));
         }
         let carried = self.challenges.prove(self.store.as_ref(), altcha).await?;
         let decision = self.store.attempt(keys, carried.work);
-        match instruments::store_call("attempt", decision).await? {
+        match instruments::store_call(StoreOp::Attempt, decision).await? {
             Decision::Allow {
                 pending,
                 under_attack,
@@ -218,13 +216,7 @@ impl LoginGuard {
 
 /// Reports a refusal (metrics, span, log) and answers it with 429.
 fn refused(denial: Denial) -> ApiError {
-    metrics::counter!(
-        "portcullis_decisions_total",
-        "outcome" => "denied",
-        "reason" => denial.reason.as_str(),
-        "dimension" => denial.dimension.as_str()
-    )
-    .increment(1);
+    instruments::refused(&denial);
     let span = tracing::Span::current();
     span.record("outcome", "denied");
     span.record("reason", denial.reason.as_str());
@@ -245,7 +237,7 @@ impl Admission<'_> {
     pub async fn finish(self, outcome: Outcome) -> Result<Finished, ApiError> {
         let guard = self.guard;
         let bans = instruments::store_call(
-            "record",
+            StoreOp::Record,
             guard
                 .store
                 .record(&self.keys, outcome, &self.digest, &self.pending),
@@ -272,9 +264,11 @@ impl Admission<'_> {
     /// here is logged, never answered: the caller is already answering 503.
     pub async fn abandon(self) {
         let guard = self.guard;
-        let result =
-            instruments::store_call("abandon", guard.store.abandon(&self.keys, &self.pending))
-                .await;
+        let result = instruments::store_call(
+            StoreOp::Abandon,
+            guard.store.abandon(&self.keys, &self.pending),
+        )
+        .await;
         tracing::Span::current().record("outcome", "abandoned");
         metrics::counter!("portcullis_logins_total", "outcome" => "abandoned").increment(1);
         if let Err(error) = result {

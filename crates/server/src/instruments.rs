@@ -22,7 +22,9 @@ use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use portcullis_core::{Denial, Dimension, Reason};
 
 /// Latency buckets in seconds, from a Redis round trip to an Argon2 hash under load.
 const BUCKETS: [f64; 12] = [
@@ -108,17 +110,120 @@ pub fn install() {
     );
 }
 
+/// An attempt-store operation, as `portcullis_store_call_seconds` labels it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreOp {
+    /// Deciding and counting an attempt.
+    Attempt,
+    /// Recording a verified outcome.
+    Record,
+    /// Taking back an attempt that was never verified.
+    Abandon,
+    /// Consuming a solved challenge.
+    ConsumeProof,
+}
+
+impl StoreOp {
+    const ALL: [StoreOp; 4] = [
+        StoreOp::Attempt,
+        StoreOp::Record,
+        StoreOp::Abandon,
+        StoreOp::ConsumeProof,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            StoreOp::Attempt => "attempt",
+            StoreOp::Record => "record",
+            StoreOp::Abandon => "abandon",
+            StoreOp::ConsumeProof => "consume_proof",
+        }
+    }
+}
+
+/// The metrics counted on every attempt, refused floods included: each label set is registered
+/// on first use and its handle kept, since a registry lookup by name and labels costs more than
+/// the increment. (Registered on first use, so /metrics lists only series that happened.)
+struct PerAttempt {
+    /// `portcullis_decisions_total{outcome="denied"}` by reason, then dimension.
+    refusals: Vec<OnceLock<Counter>>,
+    deny_cache_hits: OnceLock<Counter>,
+    store_calls_avoided: OnceLock<Counter>,
+    /// By [`StoreOp`].
+    store_seconds: Vec<OnceLock<Histogram>>,
+    store_errors: Vec<OnceLock<Counter>>,
+}
+
+/// `n` handles, each registered on first use.
+fn slots<T>(n: usize) -> Vec<OnceLock<T>> {
+    (0..n).map(|_| OnceLock::new()).collect()
+}
+
+fn per_attempt() -> &'static PerAttempt {
+    static HANDLES: OnceLock<PerAttempt> = OnceLock::new();
+    HANDLES.get_or_init(|| {
+        // Handles registered before the recorder would count into nothing.
+        let _ = handle();
+        PerAttempt {
+            refusals: slots(Reason::ALL.len() * Dimension::ALL.len()),
+            deny_cache_hits: OnceLock::new(),
+            store_calls_avoided: OnceLock::new(),
+            store_seconds: slots(StoreOp::ALL.len()),
+            store_errors: slots(StoreOp::ALL.len()),
+        }
+    })
+}
+
+/// Position of `item` in `all` (the enums above list every variant).
+fn index<T: PartialEq>(all: &[T], item: &T) -> usize {
+    all.iter().position(|x| x == item).unwrap_or_default()
+}
+
+/// Counts a refusal by its reason and dimension.
+pub fn refused(denial: &Denial) {
+    let at = index(&Reason::ALL, &denial.reason) * Dimension::ALL.len()
+        + index(&Dimension::ALL, &denial.dimension);
+    per_attempt().refusals[at]
+        .get_or_init(|| {
+            metrics::counter!(
+                "portcullis_decisions_total",
+                "outcome" => "denied",
+                "reason" => denial.reason.as_str(),
+                "dimension" => denial.dimension.as_str()
+            )
+        })
+        .increment(1);
+}
+
+/// Counts a refusal answered from the deny cache, which saved `calls_avoided` store calls.
+pub fn deny_cache_hit(calls_avoided: u64) {
+    let handles = per_attempt();
+    handles
+        .deny_cache_hits
+        .get_or_init(|| metrics::counter!("portcullis_deny_cache_hits_total"))
+        .increment(1);
+    handles
+        .store_calls_avoided
+        .get_or_init(|| metrics::counter!("portcullis_deny_cache_store_calls_avoided_total"))
+        .increment(calls_avoided);
+}
+
 /// Times one attempt-store call; counts its errors.
 pub async fn store_call<T, E>(
-    op: &'static str,
+    op: StoreOp,
     call: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
     let started = Instant::now();
     let result = call.await;
-    metrics::histogram!("portcullis_store_call_seconds", "op" => op)
+    let at = index(&StoreOp::ALL, &op);
+    let handles = per_attempt();
+    handles.store_seconds[at]
+        .get_or_init(|| metrics::histogram!("portcullis_store_call_seconds", "op" => op.as_str()))
         .record(started.elapsed().as_secs_f64());
     if result.is_err() {
-        metrics::counter!("portcullis_store_errors_total", "op" => op).increment(1);
+        handles.store_errors[at]
+            .get_or_init(|| metrics::counter!("portcullis_store_errors_total", "op" => op.as_str()))
+            .increment(1);
     }
     result
 }

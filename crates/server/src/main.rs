@@ -1,12 +1,13 @@
-//! `portcullis`: serve the login API, apply database migrations, import accounts, or build a
-//! breached-password filter.
+//! `portcullis`: serve the login API, apply database migrations, import accounts, build a
+//! breached-password filter, or measure Argon2 throughput.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use portcullis_server::accounts::Accounts;
-use portcullis_server::passwords::breached;
+use portcullis_server::passwords::{PasswordHasher, breached};
 use portcullis_server::{Application, Settings, import, telemetry};
 
 /// The Portcullis login service.
@@ -48,6 +49,13 @@ enum PasswordsCommand {
         /// Where to write the filter.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Measure raw Argon2id verifications per second with the configured parameters on as many
+    /// threads as the hashing pool has (capacity planning; prints one JSON line).
+    Throughput {
+        /// How long to measure, in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
 }
 
@@ -124,6 +132,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 report.entries,
                 report.bytes,
                 report.bytes as f64 * 8.0 / report.entries as f64
+            );
+        }
+        Command::Passwords {
+            command: PasswordsCommand::Throughput { seconds },
+        } => {
+            let hasher = PasswordHasher::new(&settings.argon2)?;
+            let rate = hasher.raw_verify_rate(Duration::from_secs(seconds))?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "path": "raw-argon2",
+                    "workers": hasher.workers(),
+                    "seconds": seconds,
+                    "verifications_per_sec": rate,
+                })
             );
         }
     }

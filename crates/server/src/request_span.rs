@@ -1,58 +1,120 @@
-//! A root span per request, with a request id echoed in `x-request-id`.
+//! A root span per request, with a request id echoed in `x-request-id`, and `Cache-Control:
+//! no-store` on every answer (they carry tokens, challenges and per-client limits).
 //!
 //! Handlers record `client_ip`, `username`, `outcome` and `reason` into the span once known (through
 //! `tracing::Span::current()`), so one line per request tells what happened. Nothing here
-//! records bodies or headers: they may carry passwords and tokens.
+//! records bodies or headers: they may carry passwords and tokens. One middleware does both
+//! jobs: it runs on every request, refused floods included, so it is kept to one layer.
 
+use std::future::{Ready, ready};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::Next;
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use futures_util::future::LocalBoxFuture;
 use tracing::Instrument;
 
 /// The response header carrying the request id.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Middleware (for `actix_web::middleware::from_fn`): wraps the request in its root span.
-pub async fn root_span(
-    request: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let request_id = new_request_id();
-    let span = tracing::info_span!(
-        "request",
-        request_id = %request_id,
-        method = %request.method(),
-        path = %request.path(),
-        status = tracing::field::Empty,
-        client_ip = tracing::field::Empty,
-        username = tracing::field::Empty,
-        outcome = tracing::field::Empty,
-        reason = tracing::field::Empty,
-    );
-    let started = Instant::now();
-    let result = next.call(request).instrument(span.clone()).await;
-    let mut response = result?;
-    let status = response.status().as_u16();
-    span.record("status", status);
-    span.in_scope(|| {
-        tracing::info!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "request finished"
-        )
-    });
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+/// The middleware (`App::wrap(RequestSpan)`).
+pub struct RequestSpan;
+
+impl<S, B> Transform<S, ServiceRequest> for RequestSpan
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Transform = RequestSpanService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, ()>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(RequestSpanService { service }))
     }
-    Ok(response)
 }
 
-/// 96 random bits, hex: unique enough to correlate, short enough to read.
+/// [`RequestSpan`] around one service.
+pub struct RequestSpanService<S> {
+    service: S,
+}
+
+impl<S, B> Service<ServiceRequest> for RequestSpanService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<ServiceResponse<B>, actix_web::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, request: ServiceRequest) -> Self::Future {
+        let request_id = new_request_id();
+        let span = tracing::info_span!(
+            "request",
+            request_id = %request_id,
+            method = %request.method(),
+            path = %request.path(),
+            status = tracing::field::Empty,
+            client_ip = tracing::field::Empty,
+            username = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            reason = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let call = span.in_scope(|| self.service.call(request));
+        Box::pin(async move {
+            let mut response = call.instrument(span.clone()).await?;
+            span.record("status", response.status().as_u16());
+            span.in_scope(|| {
+                tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "request finished"
+                )
+            });
+            let headers = response.headers_mut();
+            if let Ok(value) = HeaderValue::from_str(&request_id) {
+                headers.insert(REQUEST_ID_HEADER, value);
+            }
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            Ok(response)
+        })
+    }
+}
+
+/// 96 bits, hex: a random per-process half and a counter, unique enough to correlate across
+/// replicas and short enough to read, without an entropy syscall per request.
 fn new_request_id() -> String {
-    let mut bytes = [0u8; 12];
-    // With no entropy source the id is all zeros: still a valid header, never a failure.
-    let _ = getrandom::fill(&mut bytes);
-    hex::encode(bytes)
+    static PROCESS: OnceLock<[u8; 6]> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let process = PROCESS.get_or_init(|| {
+        let mut bytes = [0u8; 6];
+        // With no entropy source the process half is all zeros: still unique within the process.
+        let _ = getrandom::fill(&mut bytes);
+        bytes
+    });
+    let count = NEXT.fetch_add(1, Ordering::Relaxed).to_be_bytes();
+    let mut id = [0u8; 12];
+    id[..6].copy_from_slice(process);
+    id[6..].copy_from_slice(&count[2..]);
+    hex::encode(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_request_id;
+
+    #[test]
+    fn request_ids_are_unique_and_share_the_process_half() {
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_eq!((a.len(), b.len()), (24, 24));
+        assert_ne!(a, b);
+        assert_eq!(a[..12], b[..12]);
+    }
 }

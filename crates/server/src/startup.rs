@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::http::header;
-use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use portcullis_core::{DeviceCookies, KeyDeriver};
@@ -23,7 +21,7 @@ use crate::login_tokens::LoginTokens;
 use crate::mfa::SecondFactors;
 use crate::mfa::sealing::SecretSealer;
 use crate::passwords::{PasswordHasher, PasswordPolicy};
-use crate::request_span::root_span;
+use crate::request_span::RequestSpan;
 use crate::routes::admin::AdminApi;
 use crate::routes::{self, AppState, Forwarding};
 use crate::security_events::SecurityEvents;
@@ -174,8 +172,7 @@ impl Application {
         let max_body = settings.server.max_body_bytes;
         let mut server = HttpServer::new(move || {
             App::new()
-                .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
-                .wrap(from_fn(root_span))
+                .wrap(RequestSpan)
                 .app_data(state.clone())
                 .configure(routes::configure(max_body))
         })

@@ -6,11 +6,13 @@
 //! [`Priority::High`] jobs (a login from a trusted device: the account's owner, almost surely)
 //! get every free worker before any [`Priority::Low`] job (everything else, where an attack's
 //! guesses are), and shedding takes the low queue first: low jobs may fill only
-//! [`LOW_SHARE_PERCENT`] of the queue, the rest is kept for high ones. Jobs run on tokio's
-//! blocking pool inside the request's span.
+//! [`LOW_SHARE_PERCENT`] of the queue, the rest is kept for high ones. Jobs run on the pool's own
+//! threads inside the request's span.
 
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use argon2::password_hash::phc::PasswordHash;
@@ -69,6 +71,59 @@ struct Inner {
     dummy_hash: String,
     queue: Arc<Queue>,
     worker_count: usize,
+    threads: Threads,
+}
+
+/// A job for a hashing thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The hashing threads: as many as workers, started once and kept, so each keeps its warm
+/// Argon2 memory (tokio's blocking pool would start new threads as jobs hand workers on, each
+/// paying to map and zero fresh memory). The [`Queue`] bounds the jobs sent to them.
+struct Threads {
+    jobs: Mutex<std::sync::mpsc::Sender<Job>>,
+}
+
+impl Threads {
+    fn start(count: usize) -> anyhow::Result<Self> {
+        let (jobs, receiver) = std::sync::mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for n in 0..count {
+            let receiver = receiver.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{n}"))
+                .spawn(move || {
+                    // Ends when the hasher, and with it the sender, is dropped.
+                    loop {
+                        let next = receiver
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .recv();
+                        match next {
+                            // A panicking job loses its answer (the request gets a 500), not
+                            // the thread.
+                            Ok(job) => {
+                                let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+                            }
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .context("starting a hashing thread")?;
+        }
+        Ok(Self {
+            jobs: Mutex::new(jobs),
+        })
+    }
+
+    fn run(&self, job: Job) {
+        // Sending fails only once every thread has stopped, which only dropping the hasher does.
+        let _ = self
+            .jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(job);
+    }
 }
 
 /// The workers and the jobs waiting for one, by priority.
@@ -191,6 +246,7 @@ impl PasswordHasher {
             dummy_hash: String::new(),
             queue: Queue::new(workers, settings.queue_depth),
             worker_count: workers,
+            threads: Threads::start(workers)?,
         };
         inner.dummy_hash = hash_blocking(&inner, &hex::encode(random))?;
         Ok(Self {
@@ -201,6 +257,37 @@ impl PasswordHasher {
     /// Hashes running at once at most (the pool's worker count).
     pub fn workers(&self) -> usize {
         self.inner.worker_count
+    }
+
+    /// Verifications per second of Argon2id alone (a wrong password against the dummy hash) on
+    /// as many threads as the pool has, for `duration`, with no queue, runtime or request
+    /// around it: the ceiling the verified login path is measured against.
+    pub fn raw_verify_rate(&self, duration: Duration) -> anyhow::Result<f64> {
+        let inner = self.inner.as_ref();
+        let started = Instant::now();
+        let verified = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..inner.worker_count)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut verified = 0u64;
+                        while started.elapsed() < duration {
+                            verify_blocking(inner, "not-the-password", &inner.dummy_hash)?;
+                            verified += 1;
+                        }
+                        anyhow::Ok(verified)
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|thread| {
+                    thread
+                        .join()
+                        .map_err(|_| anyhow::anyhow!("a verification thread panicked"))?
+                })
+                .sum::<anyhow::Result<u64>>()
+        })?;
+        Ok(verified as f64 / started.elapsed().as_secs_f64())
     }
 
     /// Hashes a new password.
@@ -278,14 +365,16 @@ impl PasswordHasher {
         };
         let inner = self.inner.clone();
         let span = tracing::Span::current();
-        let result = tokio::task::spawn_blocking(move || {
+        let (done, result) = oneshot::channel();
+        self.inner.threads.run(Box::new(move || {
             let _entered = span.enter();
             let _worker = worker;
-            job(&inner)
-        })
-        .await;
+            // The receiver is gone only if the request went away; nobody is left to tell.
+            let _ = done.send(job(&inner));
+        }));
+        let result = result.await;
         in_flight.decrement(1.0);
-        Ok(result.context("hashing task failed")??)
+        Ok(result.context("hashing thread stopped")??)
     }
 }
 
@@ -339,6 +428,41 @@ mod tests {
             Some(Err(waiting)) => waiting,
             _ => panic!("expected a place in the queue"),
         }
+    }
+
+    #[test]
+    fn raw_verification_rate_counts_verifications_on_every_worker() {
+        let settings = Argon2Settings {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+            workers: 2,
+            queue_depth: 1,
+            pepper: None,
+        };
+        let hasher = PasswordHasher::new(&settings).unwrap();
+        let rate = hasher.raw_verify_rate(Duration::from_millis(50)).unwrap();
+        // Two threads for 50 ms verify at least one password each.
+        assert!(rate >= 2.0 / 0.05 * 0.5, "{rate}");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_its_request_and_keeps_the_thread() {
+        let settings = Argon2Settings {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+            workers: 1,
+            queue_depth: 1,
+            pepper: None,
+        };
+        let hasher = PasswordHasher::new(&settings).unwrap();
+        let failed = hasher
+            .run(Priority::Low, |_| -> anyhow::Result<()> { panic!("a bug") })
+            .await;
+        assert!(matches!(failed, Err(HashError::Failed(_))));
+        // The only thread survived, and so did its worker.
+        assert_eq!(hasher.run(Priority::Low, |_| Ok(7)).await.unwrap(), 7);
     }
 
     #[test]
