@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The docker-compose topology from local processes, for machines without a Docker engine:
 # Redis, PostgreSQL, a one-shot migration, three replicas and nginx (Debian's package) in front,
-# using the same deploy/nginx/portcullis.conf as the compose stack.
+# using the same deploy/nginx/portcullis.conf as the compose stack; optionally Prometheus
+# (Debian's package) scraping the replicas with the stack's alert rules.
 #
 #   scripts/local-stack.sh up      # prints the nginx URL
 #   scripts/local-stack.sh down
 #
 # Settings (env): PORTCULLIS_STACK_DIR (state, default /tmp/portcullis-stack),
-# PORTCULLIS_STACK_PORT (nginx, default 8090), PORTCULLIS_BIN (default target/debug/portcullis,
-# built if missing). Other PORTCULLIS__* variables reach the replicas unchanged; the replicas'
+# PORTCULLIS_STACK_PORT (nginx, default 8090), PORTCULLIS_STACK_PROMETHEUS_PORT (when set,
+# Prometheus listens there with deploy/prometheus/rules.yml), PORTCULLIS_BIN (default
+# target/debug/portcullis, built if missing). Other PORTCULLIS__* variables reach the replicas unchanged; the replicas'
 # whole PORTCULLIS__* environment is written to $PORTCULLIS_STACK_DIR/env.
 set -euo pipefail
 
@@ -58,8 +60,10 @@ up() {
   # given in PORTCULLIS__SERVER__TRUSTED_PROXIES (the attack drill's 127.0.0.3).
   export PORTCULLIS__SERVER__TRUSTED_PROXIES=${PORTCULLIS__SERVER__TRUSTED_PROXIES:+$PORTCULLIS__SERVER__TRUSTED_PROXIES,}127.0.0.2
   export PORTCULLIS__LOG_FORMAT=${PORTCULLIS__LOG_FORMAT:-json}
-  # The admin API and /metrics stay off the proxied listener (a loopback port of their own).
-  export PORTCULLIS__ADMIN__LISTEN=${PORTCULLIS__ADMIN__LISTEN:-127.0.0.1:0}
+  # The admin API and /metrics stay off the proxied listener: each replica gets a loopback port
+  # of its own (written to replicaN.ops, which Prometheus scrapes), unless one is given.
+  admin_listen=${PORTCULLIS__ADMIN__LISTEN:-}
+  export PORTCULLIS__ADMIN__LISTEN=${admin_listen:-127.0.0.1:0}
   "$bin" migrate 2>"$state/migrate.log"
   # The replicas' settings as KEY=VALUE lines, for one-off commands against this stack:
   #   env $(cat "$state/env") portcullis users import accounts.csv
@@ -68,7 +72,10 @@ up() {
   : >"$state/portcullis-upstream.conf"
   for i in 1 2 3; do
     port=$(free_port)
-    PORTCULLIS__SERVER__PORT=$port "$bin" >/dev/null 2>"$state/replica$i.log" &
+    ops=${admin_listen:-127.0.0.1:$(free_port)}
+    echo "$ops" >"$state/replica$i.ops"
+    PORTCULLIS__SERVER__PORT=$port PORTCULLIS__ADMIN__LISTEN=$ops \
+      "$bin" >/dev/null 2>"$state/replica$i.log" &
     echo $! >"$state/replica$i.pid"
     echo "server 127.0.0.1:$port;" >>"$state/portcullis-upstream.conf"
     wait_for "replica $i" curl -fs "http://127.0.0.1:$port/healthz"
@@ -92,16 +99,33 @@ http {
 CONF
   nginx -c "$state/nginx.conf" -p "$state"
   wait_for nginx curl -fs "http://127.0.0.1:$nginx_port/healthz"
+  [ -n "${PORTCULLIS_STACK_PROMETHEUS_PORT:-}" ] && prometheus_up
   echo "$pg_bin" >"$state/pg_bin"
   touch "$state/up"
   echo "http://127.0.0.1:$nginx_port"
+}
+
+# Prometheus on PORTCULLIS_STACK_PROMETHEUS_PORT: deploy/prometheus/prometheus.yml with the
+# replicas' operations listeners as targets.
+prometheus_up() {
+  command -v prometheus >/dev/null || { echo "local-stack: prometheus is not installed (apt-get install prometheus)" >&2; exit 1; }
+  local targets
+  targets=$(for i in 1 2 3; do printf '"%s",' "$(cat "$state/replica$i.ops")"; done)
+  sed -e "s#/etc/prometheus/rules.yml#$repo/deploy/prometheus/rules.yml#" \
+      -e "s#\[\"replica1:9090\", \"replica2:9090\", \"replica3:9090\"\]#[${targets%,}]#" \
+      "$repo/deploy/prometheus/prometheus.yml" >"$state/prometheus.yml"
+  prometheus --config.file="$state/prometheus.yml" --storage.tsdb.path="$state/prometheus" \
+    --web.listen-address="127.0.0.1:$PORTCULLIS_STACK_PROMETHEUS_PORT" \
+    >"$state/prometheus.log" 2>&1 &
+  echo $! >"$state/prometheus.pid"
+  wait_for prometheus curl -fs "http://127.0.0.1:$PORTCULLIS_STACK_PROMETHEUS_PORT/-/ready"
 }
 
 down() {
   [ -d "$state" ] || return 0
   [ -f "$state/nginx.pid" ] && nginx -c "$state/nginx.conf" -p "$state" -s quit 2>/dev/null || true
   local pids=()
-  for pidfile in "$state"/replica*.pid "$state/redis.pid"; do
+  for pidfile in "$state"/replica*.pid "$state/redis.pid" "$state/prometheus.pid"; do
     [ -f "$pidfile" ] && pids+=("$(cat "$pidfile")")
   done
   if [ ${#pids[@]} -gt 0 ]; then

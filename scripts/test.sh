@@ -2,16 +2,18 @@
 # The test command (README.md, and what .ci/run runs): installs what a fresh machine lacks,
 # makes sure the services the tests use are up, then runs `cargo test --workspace`.
 #
-# - nginx (local-stack and drill smoke tests), promtool (metrics test), redis-tools,
-#   postgresql-client and openssl (fixtures): Debian packages.
+# - nginx (local-stack and drill smoke tests), prometheus and promtool (metrics, alert rules,
+#   the local stack's Prometheus), redis-tools, postgresql-client and openssl (fixtures): Debian
+#   packages.
 # - Independent implementations for the interop tests, pinned, in target/interop-venv: PyPI
-#   `altcha` (challenges) and `pyotp` (TOTP).
+#   `altcha` (challenges), `pyotp` (TOTP), `pyjwt` with `cryptography` (access tokens) and
+#   `kubernetes-validate` with PyYAML (the Kubernetes manifests against the API schemas).
 # - Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432, started if they are down; the
 #   tests take their own key prefix or database on them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-INTEROP=(altcha==2.3.0 pyotp==2.9.0)
+INTEROP=(altcha==2.3.0 pyotp==2.9.0 PyJWT==2.15.1 cryptography==50.0.2 kubernetes-validate==1.37.0 PyYAML==6.0.4)
 VENV=target/interop-venv
 
 log() { printf '\n== %s\n' "$*"; }
@@ -19,7 +21,7 @@ log() { printf '\n== %s\n' "$*"; }
 ensure_packages() {
   local missing=()
   command -v nginx >/dev/null || missing+=(nginx-light)
-  command -v promtool >/dev/null || missing+=(prometheus)
+  command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
   command -v redis-cli >/dev/null || missing+=(redis-tools)
   command -v psql >/dev/null || missing+=(postgresql-client)
   command -v openssl >/dev/null || missing+=(openssl)

@@ -16,7 +16,8 @@
 //! - `portcullis_under_attack`, `portcullis_store_degraded`: the service-wide signal and the
 //!   Redis breaker.
 //!
-//! [`install`] describes each one, so every metric carries `# HELP` text.
+//! [`METRICS`] lists them with their help text, which [`install`] registers, so every metric
+//! carries `# HELP` text.
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -45,69 +46,117 @@ pub fn handle() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// What kind of series a metric is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Seconds, in the [`BUCKETS`].
+    Histogram,
+}
+
+/// One metric the service exports.
+#[derive(Clone, Copy, Debug)]
+pub struct Metric {
+    /// The metric's name.
+    pub name: &'static str,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its `# HELP` text.
+    pub help: &'static str,
+}
+
+/// Every metric the service exports (dashboards and alert rules may use these and no others;
+/// a test holds them to it).
+pub const METRICS: [Metric; 14] = [
+    Metric {
+        name: "portcullis_decisions_total",
+        kind: Kind::Counter,
+        help: "Login attempts allowed, challenged or refused by the policy, by outcome, reason and dimension.",
+    },
+    Metric {
+        name: "portcullis_challenge_solutions_total",
+        kind: Kind::Counter,
+        help: "Proof-of-work payloads received: accepted, or why not (malformed, expired, bad_signature, replayed, wrong_solution).",
+    },
+    Metric {
+        name: "portcullis_logins_total",
+        kind: Kind::Counter,
+        help: "Admitted login attempts by how they ended: success, failure or abandoned (never verified).",
+    },
+    Metric {
+        name: "portcullis_deny_cache_hits_total",
+        kind: Kind::Counter,
+        help: "Attempts refused from this replica's deny cache, without a store call.",
+    },
+    Metric {
+        name: "portcullis_deny_cache_store_calls_avoided_total",
+        kind: Kind::Counter,
+        help: "Store calls the deny cache saved (the attempt call, and the proof's consumption when one was sent).",
+    },
+    Metric {
+        name: "portcullis_deny_cache_entries",
+        kind: Kind::Gauge,
+        help: "Keys whose refusal this replica remembers.",
+    },
+    Metric {
+        name: "portcullis_mfa_codes_total",
+        kind: Kind::Counter,
+        help: "Second-factor codes and recovery codes: accepted, wrong, replayed (not counted) or refused by policy.mfa.",
+    },
+    Metric {
+        name: "portcullis_hash_in_flight",
+        kind: Kind::Gauge,
+        help: "Argon2 jobs running or waiting in the bounded hashing pool.",
+    },
+    Metric {
+        name: "portcullis_hash_wait_seconds",
+        kind: Kind::Histogram,
+        help: "Time a hashing job waited for a thread.",
+    },
+    Metric {
+        name: "portcullis_hash_rejected_total",
+        kind: Kind::Counter,
+        help: "Hashing jobs refused with 503 because the queue was full.",
+    },
+    Metric {
+        name: "portcullis_store_call_seconds",
+        kind: Kind::Histogram,
+        help: "Latency of attempt-store calls, by operation.",
+    },
+    Metric {
+        name: "portcullis_store_errors_total",
+        kind: Kind::Counter,
+        help: "Attempt-store calls that failed, by operation.",
+    },
+    Metric {
+        name: "portcullis_under_attack",
+        kind: Kind::Gauge,
+        help: "1 while the service-wide failure ratio says the service is under attack (as of this replica's last admitted attempt).",
+    },
+    Metric {
+        name: "portcullis_store_degraded",
+        kind: Kind::Gauge,
+        help: "1 while the Redis circuit breaker is open and store.on_error applies.",
+    },
+];
+
 /// Installs the recorder (once) and describes every metric the service exports.
 pub fn install() {
     if handle().is_none() {
         return;
     }
-    metrics::describe_counter!(
-        "portcullis_decisions_total",
-        "Login attempts allowed, challenged or refused by the policy, by outcome, reason and dimension."
-    );
-    metrics::describe_counter!(
-        "portcullis_challenge_solutions_total",
-        "Proof-of-work payloads received: accepted, or why not (malformed, expired, bad_signature, replayed, wrong_solution)."
-    );
-    metrics::describe_counter!(
-        "portcullis_logins_total",
-        "Admitted login attempts by how they ended: success, failure or abandoned (never verified)."
-    );
-    metrics::describe_counter!(
-        "portcullis_deny_cache_hits_total",
-        "Attempts refused from this replica's deny cache, without a store call."
-    );
-    metrics::describe_counter!(
-        "portcullis_deny_cache_store_calls_avoided_total",
-        "Store calls the deny cache saved (the attempt call, and the proof's consumption when one was sent)."
-    );
-    metrics::describe_gauge!(
-        "portcullis_deny_cache_entries",
-        "Keys whose refusal this replica remembers."
-    );
-    metrics::describe_counter!(
-        "portcullis_mfa_codes_total",
-        "Second-factor codes and recovery codes: accepted, wrong, replayed (not counted) or refused by policy.mfa."
-    );
-    metrics::describe_gauge!(
-        "portcullis_hash_in_flight",
-        "Argon2 jobs running or waiting in the bounded hashing pool."
-    );
-    metrics::describe_histogram!(
-        "portcullis_hash_wait_seconds",
-        metrics::Unit::Seconds,
-        "Time a hashing job waited for a thread."
-    );
-    metrics::describe_counter!(
-        "portcullis_hash_rejected_total",
-        "Hashing jobs refused with 503 because the queue was full."
-    );
-    metrics::describe_histogram!(
-        "portcullis_store_call_seconds",
-        metrics::Unit::Seconds,
-        "Latency of attempt-store calls, by operation."
-    );
-    metrics::describe_counter!(
-        "portcullis_store_errors_total",
-        "Attempt-store calls that failed, by operation."
-    );
-    metrics::describe_gauge!(
-        "portcullis_under_attack",
-        "1 while the service-wide failure ratio says the service is under attack (as of this replica's last admitted attempt)."
-    );
-    metrics::describe_gauge!(
-        "portcullis_store_degraded",
-        "1 while the Redis circuit breaker is open and store.on_error applies."
-    );
+    for metric in METRICS {
+        match metric.kind {
+            Kind::Counter => metrics::describe_counter!(metric.name, metric.help),
+            Kind::Gauge => metrics::describe_gauge!(metric.name, metric.help),
+            Kind::Histogram => {
+                metrics::describe_histogram!(metric.name, metrics::Unit::Seconds, metric.help)
+            }
+        }
+    }
 }
 
 /// An attempt-store operation, as `portcullis_store_call_seconds` labels it.

@@ -7,6 +7,7 @@
 //! abandoned); a success opens a session ([`sessions`], [`token`]). [`startup`] wires it from
 //! [`settings`].
 
+pub mod access_tokens;
 pub mod accounts;
 pub mod allowlist;
 pub mod challenge;
@@ -29,6 +30,7 @@ pub mod settings;
 pub mod startup;
 pub mod stores;
 pub mod telemetry;
+pub mod tls;
 pub mod token;
 
 pub use settings::Settings;

@@ -1,5 +1,5 @@
-//! `portcullis`: serve the login API, apply database migrations, import accounts, build a
-//! breached-password filter, or measure Argon2 throughput.
+//! `portcullis`: serve the login API, check its settings, apply database migrations, import
+//! accounts, build a breached-password filter, or measure Argon2 throughput.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +27,8 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Load and validate the settings, then exit: 0 when the service would start with them.
+    CheckConfig,
     /// Manage accounts.
     Users {
         #[command(subcommand)]
@@ -96,6 +98,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .run_until_stopped()
                 .await?
         }
+        Command::CheckConfig => println!("settings are valid"),
         Command::Migrate => {
             Accounts::connect(&settings.database)
                 .await?

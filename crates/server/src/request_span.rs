@@ -1,5 +1,6 @@
-//! A root span per request, with a request id echoed in `x-request-id`, and `Cache-Control:
-//! no-store` on every answer (they carry tokens, challenges and per-client limits).
+//! A root span per request, with a request id echoed in `x-request-id`, `Cache-Control:
+//! no-store` on every answer that does not set its own (they carry tokens, challenges and
+//! per-client limits), and `Strict-Transport-Security` when the listener speaks HTTPS.
 //!
 //! Handlers record `client_ip`, `username`, `outcome` and `reason` into the span once known (through
 //! `tracing::Span::current()`), so one line per request tells what happened. Nothing here
@@ -19,8 +20,11 @@ use tracing::Instrument;
 /// The response header carrying the request id.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The middleware (`App::wrap(RequestSpan)`).
-pub struct RequestSpan;
+/// The middleware (`App::wrap(RequestSpan { hsts })`).
+pub struct RequestSpan {
+    /// Whether answers carry `Strict-Transport-Security` (the listener is HTTPS).
+    pub hsts: bool,
+}
 
 impl<S, B> Transform<S, ServiceRequest> for RequestSpan
 where
@@ -34,13 +38,17 @@ where
     type Future = Ready<Result<Self::Transform, ()>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(RequestSpanService { service }))
+        ready(Ok(RequestSpanService {
+            service,
+            hsts: self.hsts,
+        }))
     }
 }
 
 /// [`RequestSpan`] around one service.
 pub struct RequestSpanService<S> {
     service: S,
+    hsts: bool,
 }
 
 impl<S, B> Service<ServiceRequest> for RequestSpanService<S>
@@ -68,6 +76,7 @@ where
             reason = tracing::field::Empty,
         );
         let started = Instant::now();
+        let hsts = self.hsts;
         let call = span.in_scope(|| self.service.call(request));
         Box::pin(async move {
             let mut response = call.instrument(span.clone()).await?;
@@ -82,7 +91,15 @@ where
             if let Ok(value) = HeaderValue::from_str(&request_id) {
                 headers.insert(REQUEST_ID_HEADER, value);
             }
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            if !headers.contains_key(header::CACHE_CONTROL) {
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            }
+            if hsts {
+                headers.insert(
+                    header::STRICT_TRANSPORT_SECURITY,
+                    HeaderValue::from_static(crate::tls::HSTS),
+                );
+            }
             Ok(response)
         })
     }

@@ -47,8 +47,44 @@ pub struct Settings {
     pub store: StoreSettings,
     /// Rate limits and lockouts (see the README for every knob).
     pub policy: Policy,
+    /// Tokens other services can check on their own.
+    pub tokens: TokenSettings,
     /// Keys that must stay secret.
     pub secrets: SecretSettings,
+}
+
+/// Tokens other services can check on their own.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenSettings {
+    /// JWT access tokens beside the opaque session token.
+    pub access: AccessTokenSettings,
+}
+
+/// JWT access tokens (see [`crate::access_tokens`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessTokenSettings {
+    /// Whether a login also returns an `access_token` (needs `secrets.signing_key`).
+    pub enabled: bool,
+    /// Its lifetime: short, since it cannot be revoked.
+    pub ttl_secs: u64,
+    /// Its `iss` claim.
+    pub issuer: String,
+    /// Public keys (a PEM bundle) published in the JWKS beside the signing key's: the next key
+    /// before a rotation, the previous one after it.
+    pub extra_public_keys: String,
+}
+
+impl Default for AccessTokenSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            ttl_secs: 300,
+            issuer: "portcullis".to_owned(),
+            extra_public_keys: String::new(),
+        }
+    }
 }
 
 /// Log line format.
@@ -110,6 +146,19 @@ pub struct ServerSettings {
     pub keep_alive_secs: u64,
     /// Open connections per worker; more wait in the listen backlog.
     pub max_connections: usize,
+    /// HTTPS on this listener; unset, plain HTTP (behind a proxy that terminates TLS).
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
+}
+
+/// A certificate and its key, PEM files.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// The private key (PKCS#8, SEC1 or PKCS#1).
+    pub key: std::path::PathBuf,
 }
 
 /// The accounts database.
@@ -342,6 +391,10 @@ pub struct SecretSettings {
     /// database.
     #[serde(skip_serializing, default, deserialize_with = "secret")]
     pub hmac_key: Option<SecretString>,
+    /// The Ed25519 private key (PKCS#8 PEM) that signs access tokens; the same on every
+    /// replica.
+    #[serde(skip_serializing, default, deserialize_with = "secret")]
+    pub signing_key: Option<SecretString>,
 }
 
 impl Default for Settings {
@@ -362,6 +415,7 @@ impl Default for Settings {
                 request_timeout_ms: 5_000,
                 keep_alive_secs: 5,
                 max_connections: 10_000,
+                tls: None,
             },
             database: DatabaseSettings {
                 url: "sqlite://data/portcullis.db".to_owned(),
@@ -388,6 +442,7 @@ impl Default for Settings {
             responses: ResponseSettings::default(),
             store: StoreSettings::default(),
             policy: Policy::default(),
+            tokens: TokenSettings::default(),
             secrets: SecretSettings::default(),
         }
     }

@@ -12,6 +12,7 @@ use portcullis_core::{DeviceCookies, KeyDeriver};
 use portcullis_store::{Clock, Invalidation, SystemClock};
 use secrecy::ExposeSecret;
 
+use crate::access_tokens::AccessTokens;
 use crate::accounts::{Accounts, Dialect, redact};
 use crate::allowlist::Allowlist;
 use crate::challenge::Challenges;
@@ -110,6 +111,8 @@ impl Application {
         let deny_cache = (settings.store.redis.is_some() && settings.store.deny_cache_entries > 0)
             .then(|| DenyCache::new(settings.store.deny_cache_entries, clock.clone()));
         listen_for_changes(&stores, deny_cache.clone(), allowlist.clone());
+        let access_tokens =
+            AccessTokens::from_settings(&settings.tokens.access, &settings.secrets, clock.clone())?;
         let sessions = Sessions::new(
             accounts.pool(),
             clock,
@@ -134,6 +137,7 @@ impl Application {
         let state = web::Data::new(AppState {
             accounts,
             sessions,
+            access_tokens,
             hasher,
             passwords,
             breached_login: settings.passwords.breached_login,
@@ -170,9 +174,17 @@ impl Application {
         });
 
         let max_body = settings.server.max_body_bytes;
+        let tls = settings
+            .server
+            .tls
+            .as_ref()
+            .map(crate::tls::server_config)
+            .transpose()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let hsts = tls.is_some();
         let mut server = HttpServer::new(move || {
             App::new()
-                .wrap(RequestSpan)
+                .wrap(RequestSpan { hsts })
                 .app_data(state.clone())
                 .configure(routes::configure(max_body))
         })
@@ -183,14 +195,16 @@ impl Application {
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
-        server = server
-            .listen(listener)
-            .context("starting the HTTP server")?;
+        server = match tls {
+            Some(config) => server.listen_rustls_0_23(listener, config),
+            None => server.listen(listener),
+        }
+        .context("starting the HTTP server")?;
         if let Some(ops) = ops {
             server = server.listen(ops).context("starting the admin listener")?;
         }
         let server = server.run();
-        tracing::info!("listening on http://{address} {description}");
+        tracing::info!("listening on {scheme}://{address} {description}");
         if let Some(ops) = ops_listener {
             tracing::info!("admin API and metrics on http://{ops} only");
         }

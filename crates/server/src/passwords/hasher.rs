@@ -368,9 +368,14 @@ impl PasswordHasher {
         let (done, result) = oneshot::channel();
         self.inner.threads.run(Box::new(move || {
             let _entered = span.enter();
-            let _worker = worker;
+            // The worker is free before the caller hears back, also when the job panics
+            // (locals drop in reverse order): its next request finds it idle.
+            let done = done;
+            let worker = worker;
+            let result = job(&inner);
+            drop(worker);
             // The receiver is gone only if the request went away; nobody is left to tell.
-            let _ = done.send(job(&inner));
+            let _ = done.send(result);
         }));
         let result = result.await;
         in_flight.decrement(1.0);

@@ -74,18 +74,25 @@ pub async fn login_mfa(
     logged_in_response(&state, &logged_in)
 }
 
-/// The 200 answer of a finished login, with a device cookie for a new browser.
+/// The 200 answer of a finished login, with a device cookie for a new browser and, when
+/// `tokens.access.enabled`, a JWT access token.
 fn logged_in_response(state: &AppState, logged_in: &LoggedIn) -> Result<HttpResponse, ApiError> {
     let mut response = HttpResponse::Ok();
     if logged_in.new_device {
         response.cookie(new_device_cookie(state, &logged_in.username)?);
     }
-    Ok(response.json(serde_json::json!({
+    let mut body = serde_json::json!({
         "token": logged_in.token.token,
         "token_type": "Bearer",
         "expires_at": rfc3339(logged_in.session.expires_at),
         "password_change_required": logged_in.session.password_change_required,
-    })))
+    });
+    if let Some(tokens) = &state.access_tokens {
+        let access = tokens.issue(&logged_in.session.subject)?;
+        body["access_token"] = access.jwt.into();
+        body["access_token_expires_in"] = access.expires_in.into();
+    }
+    Ok(response.json(body))
 }
 
 /// A device cookie marking this browser as a trusted device of `username`.

@@ -4,6 +4,7 @@ mod accounts;
 pub mod admin;
 mod challenge;
 mod health;
+mod jwks;
 mod login;
 mod mfa;
 mod password;
@@ -20,6 +21,7 @@ use portcullis_store::Invalidation;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::access_tokens::AccessTokens;
 use crate::accounts::{Account, Accounts};
 use crate::allowlist::Allowlist;
 use crate::client_ip::{self, ForwardedHeader};
@@ -40,6 +42,8 @@ pub struct AppState {
     pub accounts: Accounts,
     /// Login sessions (in the accounts database).
     pub sessions: Sessions,
+    /// JWT access tokens, when `tokens.access.enabled`.
+    pub access_tokens: Option<AccessTokens>,
     /// Argon2id and its bounded pool.
     pub hasher: PasswordHasher,
     /// The rules for new passwords and the breached-password filter.
@@ -130,6 +134,7 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut web::ServiceConfig) 
         )
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
+        .route("/.well-known/jwks.json", web::get().to(jwks::jwks))
         .route("/metrics", web::get().to(health::metrics))
         .route("/v1/challenge", web::get().to(challenge::challenge))
         .route("/v1/users", web::post().to(accounts::register))

@@ -1,11 +1,13 @@
 //! Smoke test of `scripts/local-stack.sh`: the compose topology (Redis, PostgreSQL, migration,
-//! three replicas, nginx with the shared config) from local processes.
+//! three replicas, nginx with the shared config, optionally Prometheus) from local processes.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use portcullis_testkit::PASSWORD;
-use portcullis_testkit::process::free_port;
+use portcullis_testkit::process::{free_port, wait_until};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
@@ -151,4 +153,88 @@ async fn through_nginx_a_spoofed_forwarded_for_counts_against_the_real_client() 
         .collect();
     assert_eq!(counted.len(), 4, "{counted:?}");
     assert!(counted.iter().all(|ip| ip == "127.0.0.1"), "{counted:?}");
+}
+
+/// Prometheus' answer to an instant query: the samples' values.
+async fn query(client: &reqwest::Client, prometheus: &str, promql: &str) -> Vec<f64> {
+    let encoded: String = promql
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let answer: Value = client
+        .get(format!("{prometheus}/api/v1/query?query={encoded}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["data"]["result"]
+        .as_array()
+        .map(|samples| {
+            samples
+                .iter()
+                .filter_map(|s| s["value"][1].as_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn prometheus_scrapes_every_replica_with_the_alert_rules_loaded() {
+    let prometheus_port = free_port().to_string();
+    let stack = Stack::up(&[("PORTCULLIS_STACK_PROMETHEUS_PORT", &prometheus_port)]);
+    let prometheus = format!("http://127.0.0.1:{prometheus_port}");
+    let client = reqwest::Client::new();
+
+    let rules: Value = client
+        .get(format!("{prometheus}/api/v1/rules"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let alerts: BTreeSet<&str> = rules["data"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(
+        alerts,
+        BTreeSet::from([
+            "PortcullisHashQueueShedding",
+            "PortcullisStoreDegraded",
+            "PortcullisUnderAttack"
+        ])
+    );
+
+    // A failed login through nginx lands on one replica; the sum over the scraped replicas
+    // shows it once every replica is up.
+    assert_eq!(
+        login(&client, &stack.url, "1.1.1.1", "wrong")
+            .await
+            .status(),
+        401
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "three replicas scraped",
+        || async {
+            query(&client, &prometheus, r#"up{job="portcullis"}"#).await == [1.0, 1.0, 1.0]
+        },
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(30),
+        "the failed login scraped",
+        || async { query(&client, &prometheus, "sum(portcullis_logins_total)").await == [1.0] },
+    )
+    .await;
 }

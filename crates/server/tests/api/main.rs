@@ -3,6 +3,7 @@
 // Test helpers fail the test that calls them; the no-panic lints guard request paths only.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod access_tokens;
 mod admin;
 mod bad_input;
 mod binary;
@@ -16,10 +17,13 @@ mod faults;
 mod hardening;
 mod health;
 mod helpers;
+mod https;
+mod kubernetes;
 mod local_stack;
 mod lockout;
 mod login;
 mod mfa;
+mod monitoring;
 mod passwords;
 mod registration;
 mod session;
