@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # The test command (README.md, and what .ci/run runs): installs what a fresh machine lacks,
-# makes sure the services the tests use are up, then runs `cargo test --workspace`.
+# makes sure the services the tests use are up, then runs `cargo test --workspace` and
+# Schemathesis against a release binary (scripts/schemathesis.sh).
 #
 # - nginx (local-stack and drill smoke tests), prometheus and promtool (metrics, alert rules,
 #   the local stack's Prometheus), redis-tools, postgresql-client and openssl (fixtures): Debian
 #   packages.
 # - Independent implementations for the interop tests, pinned, in target/interop-venv: PyPI
-#   `altcha` (challenges), `pyotp` (TOTP), `pyjwt` with `cryptography` (access tokens) and
-#   `kubernetes-validate` with PyYAML (the Kubernetes manifests against the API schemas).
+#   `altcha` (challenges), `pyotp` (TOTP), `pyjwt` with `cryptography` (access tokens),
+#   `kubernetes-validate` with PyYAML (the Kubernetes manifests against the API schemas),
+#   `openapi-spec-validator` (the OpenAPI document) and `schemathesis` (fuzzing the API).
 # - Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432, started if they are down; the
 #   tests take their own key prefix or database on them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-INTEROP=(altcha==2.3.0 pyotp==2.9.0 PyJWT==2.15.1 cryptography==50.0.2 kubernetes-validate==1.37.0 PyYAML==6.0.4)
+INTEROP=(altcha==2.3.0 pyotp==2.9.0 PyJWT==2.15.1 cryptography==50.0.2 kubernetes-validate==1.37.0
+  PyYAML==6.0.4 openapi-spec-validator==0.9.0 schemathesis==4.32.5)
 VENV=target/interop-venv
 
 log() { printf '\n== %s\n' "$*"; }
@@ -75,3 +78,6 @@ export PORTCULLIS_TEST_PYTHON=${PORTCULLIS_TEST_PYTHON:-$PWD/$VENV/bin/python}
 
 log "cargo test --workspace"
 cargo test --workspace "$@"
+
+log "schemathesis against a release binary"
+bash scripts/schemathesis.sh

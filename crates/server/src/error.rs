@@ -107,27 +107,44 @@ pub enum ApiError {
     /// No such route.
     #[error("no such resource")]
     NotFound,
+    /// The route exists, with other methods.
+    #[error("this resource answers {allow} only")]
+    MethodNotAllowed {
+        /// The methods it answers, for the `Allow` header.
+        allow: String,
+    },
     /// A bug or an infrastructure failure; details only in the log.
     #[error(transparent)]
     Internal(anyhow::Error),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An error answer (RFC 9457), `application/problem+json`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem<'a> {
+    /// Always `about:blank`: `code` says what happened.
     #[serde(rename = "type")]
     kind: &'a str,
+    /// A short title per status.
     title: &'a str,
+    /// The HTTP status.
     status: u16,
+    /// The stable problem code (the table in docs/api.md).
     code: &'a str,
+    /// What went wrong, for a person (absent on 5xx answers).
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
+    /// With `challenge_required` / `challenge_failed`: the ALTCHA v2 challenge to solve, as
+    /// `GET /v1/challenge` returns one.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     challenge: Option<&'a portcullis_core::altcha::Challenge>,
-    /// Which password rule refused a new password, for a person.
+    /// With `weak_password` / `breached_password`: which rule refused the new password.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// With `mfa_required`: the token `POST /v1/login/mfa` takes.
     #[serde(skip_serializing_if = "Option::is_none")]
     mfa_token: Option<&'a str>,
+    /// With `password_change_required`: the token `POST /v1/password` takes.
     #[serde(skip_serializing_if = "Option::is_none")]
     password_change_token: Option<&'a str>,
 }
@@ -173,6 +190,7 @@ impl ApiError {
             ApiError::Locked => "locked",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -199,6 +217,7 @@ impl ApiError {
             ApiError::Locked => ("Locked", true),
             ApiError::Unavailable { .. } => ("Service unavailable", false),
             ApiError::NotFound => ("Not found", true),
+            ApiError::MethodNotAllowed { .. } => ("Method not allowed", true),
             ApiError::Internal(_) => ("Internal server error", false),
         }
     }
@@ -261,6 +280,7 @@ impl ResponseError for ApiError {
             ApiError::Locked => StatusCode::LOCKED,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -304,6 +324,9 @@ impl ResponseError for ApiError {
         }
         if matches!(self, ApiError::Unauthenticated) {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let ApiError::MethodNotAllowed { allow } = self {
+            response.insert_header((header::ALLOW, allow.as_str()));
         }
         response.body(serde_json::to_string(&problem).unwrap_or_default())
     }

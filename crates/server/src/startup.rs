@@ -24,11 +24,16 @@ use crate::mfa::sealing::SecretSealer;
 use crate::passwords::{PasswordHasher, PasswordPolicy};
 use crate::request_span::RequestSpan;
 use crate::routes::admin::AdminApi;
+use crate::routes::openapi::{ApiDoc, KnownPaths};
 use crate::routes::{self, AppState, Forwarding};
 use crate::security_events::SecurityEvents;
 use crate::sessions::Sessions;
 use crate::settings::Settings;
 use crate::stores::Stores;
+use actix_web::web::Redirect;
+use utoipa::OpenApi;
+use utoipa_actix_web::AppExt;
+use utoipa_swagger_ui::SwaggerUi;
 
 /// A bound, not yet running server.
 pub struct Application {
@@ -183,10 +188,19 @@ impl Application {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let hsts = tls.is_some();
         let mut server = HttpServer::new(move || {
-            App::new()
+            let (app, api) = App::new()
                 .wrap(RequestSpan { hsts })
                 .app_data(state.clone())
+                .into_utoipa_app()
+                .openapi(ApiDoc::openapi())
                 .configure(routes::configure(max_body))
+                .split_for_parts();
+            app.app_data(web::Data::new(KnownPaths::of(&api)))
+                .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
+                .route(
+                    "/docs",
+                    web::get().to(|| async { Redirect::to("/docs/").permanent() }),
+                )
         })
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
         .client_request_timeout(Duration::from_millis(settings.server.request_timeout_ms))

@@ -1,16 +1,44 @@
 //! `POST /v1/users`: registration.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, post, web};
 use secrecy::ExposeSecret;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{AppState, ClientIp, Credentials};
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
+
+/// A new account.
+#[derive(Serialize, ToSchema)]
+pub struct Registered {
+    /// The account's public id (the `sub` of its sessions and access tokens).
+    id: String,
+    /// The normalised username.
+    username: String,
+}
 
 /// Registers an account: 201, 409 for a taken normalised username or a look-alike of one (same
 /// confusable skeleton), 400 for bad input or a password the rules refuse (`weak_password`,
 /// `breached_password`), checked before anything is counted.
 /// Registrations count against the client's address, subnet and network limits (each costs a
 /// hash), and a risky source must solve a challenge first, as for a login.
+#[utoipa::path(
+    tag = "accounts",
+    request_body = Credentials,
+    responses(
+        (status = 201, description = "Registered", body = Registered),
+        (status = 400, description = "`bad_request`, `invalid_username`, `weak_password` / `breached_password` (with `reason`), `invalid_forwarded_header`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`challenge_required` / `challenge_failed` (with `challenge`): a risky source must solve one first", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`username_taken`: the normalised username, or a look-alike of one, is registered", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`throttled`: refused by a rate limit, lockout or ban", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until an attempt would be admitted"))),
+        (status = 503, description = "`unavailable`: the database (or the hashing queue) cannot answer now", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[post("/v1/users")]
 pub async fn register(
     state: web::Data<AppState>,
     ClientIp(ip): ClientIp,
@@ -26,8 +54,8 @@ pub async fn register(
     let hash = state.hasher.hash(password).await?;
     let account = state.accounts.create(&username, &hash).await?;
     tracing::info!(target: "security", event = "account_created", subject = %account.id);
-    Ok(HttpResponse::Created().json(serde_json::json!({
-        "id": account.id,
-        "username": account.username,
-    })))
+    Ok(HttpResponse::Created().json(Registered {
+        id: account.id,
+        username: account.username,
+    }))
 }

@@ -10,17 +10,18 @@
 use std::net::IpAddr;
 
 use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, delete, get, post, put, web};
 use futures_util::future::LocalBoxFuture;
 use ipnet::IpNet;
 use portcullis_core::AttemptKey;
-use portcullis_store::{EventKind, Invalidation, SecurityEvent};
-use serde::Deserialize;
+use portcullis_store::{EventKind, Invalidation, KeyStatus, Restriction, SecurityEvent};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{AppState, client_address, parse_username};
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::settings::parse_network;
 
 /// The admin API's credentials.
@@ -88,12 +89,46 @@ impl FromRequest for Admin {
 }
 
 /// Exactly one of `username`, `ip`, `subnet`: whose counters to inspect or clear.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct Subject {
+    /// A username (normalised as at login).
     username: Option<String>,
+    /// An address.
     ip: Option<String>,
+    /// A CIDR network.
     subnet: Option<String>,
+}
+
+/// A subject's counters.
+#[derive(Serialize, ToSchema)]
+pub struct SubjectCounters {
+    /// Each key's state: dimension, key, attempts, failures, lockout, ban.
+    #[schema(value_type = Vec<Object>)]
+    keys: Vec<KeyStatus>,
+}
+
+/// What an unlock cleared.
+#[derive(Serialize, ToSchema)]
+pub struct Cleared {
+    /// Keys and account locks cleared.
+    cleared: u64,
+}
+
+/// Current lockouts and bans.
+#[derive(Serialize, ToSchema)]
+pub struct Restrictions {
+    /// Newest first: dimension, key, reason and `until` (null: permanent).
+    #[schema(value_type = Vec<Object>)]
+    restrictions: Vec<Restriction>,
+}
+
+/// The allowlisted networks.
+#[derive(Serialize, ToSchema)]
+pub struct Networks {
+    /// CIDR networks.
+    networks: Vec<String>,
 }
 
 impl Subject {
@@ -121,6 +156,22 @@ impl Subject {
 }
 
 /// `GET /admin/v1/subjects?username=|ip=|subnet=`: the counters of one subject.
+#[utoipa::path(
+    tag = "admin",
+    security(("admin" = [])),
+    params(Subject),
+    responses(
+        (status = 200, description = "The subject's counters", body = SubjectCounters),
+        (status = 400, description = "`bad_request`, `invalid_username`: not exactly one valid subject", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`: a missing or wrong admin token (counted against the source's limits)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: the admin API is off (`admin.token` unset) or asked off the operations listener", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`throttled`: too many wrong admin tokens from this source", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until an attempt would be admitted"))),
+        (status = 503, description = "`unavailable`: the store or the database cannot answer now", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[get("/admin/v1/subjects")]
 pub async fn subjects(
     _: Admin,
     state: web::Data<AppState>,
@@ -128,10 +179,28 @@ pub async fn subjects(
 ) -> Result<HttpResponse, ApiError> {
     let keys = query.keys(&state)?;
     let status = state.stores.admin.status(&keys).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "keys": status })))
+    Ok(HttpResponse::Ok().json(SubjectCounters { keys: status }))
 }
 
 /// `POST /admin/v1/unlock {"username"|"ip"|"subnet": ...}`: clears lockouts and bans.
+#[utoipa::path(
+    tag = "admin",
+    security(("admin" = [])),
+    request_body = Subject,
+    responses(
+        (status = 200, description = "Cleared, on every replica within a second", body = Cleared),
+        (status = 400, description = "`bad_request`, `invalid_username`: not exactly one valid subject", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`: a missing or wrong admin token (counted against the source's limits)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: the admin API is off (`admin.token` unset) or asked off the operations listener", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`throttled`: too many wrong admin tokens from this source", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until an attempt would be admitted"))),
+        (status = 503, description = "`unavailable`: the store or the database cannot answer now", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[post("/admin/v1/unlock")]
 pub async fn unlock(
     _: Admin,
     state: web::Data<AppState>,
@@ -156,17 +225,35 @@ pub async fn unlock(
             })
             .await;
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "cleared": cleared })))
+    Ok(HttpResponse::Ok().json(Cleared { cleared }))
 }
 
 /// `?limit=` for listings.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct Limit {
+    /// At most this many (1..=1000, default 100).
     limit: Option<usize>,
 }
 
 /// `GET /admin/v1/lockouts?limit=`: current lockouts and bans (until: null = permanent).
+#[utoipa::path(
+    tag = "admin",
+    security(("admin" = [])),
+    params(Limit),
+    responses(
+        (status = 200, description = "Current lockouts and bans", body = Restrictions),
+        (status = 400, description = "`bad_request`: an unreadable query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`: a missing or wrong admin token (counted against the source's limits)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: the admin API is off (`admin.token` unset) or asked off the operations listener", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`throttled`: too many wrong admin tokens from this source", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until an attempt would be admitted"))),
+        (status = 503, description = "`unavailable`: the store or the database cannot answer now", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[get("/admin/v1/lockouts")]
 pub async fn lockouts(
     _: Admin,
     state: web::Data<AppState>,
@@ -174,13 +261,14 @@ pub async fn lockouts(
 ) -> Result<HttpResponse, ApiError> {
     let limit = query.limit.unwrap_or(100).clamp(1, 1_000);
     let restrictions = state.stores.admin.restrictions(limit).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "restrictions": restrictions })))
+    Ok(HttpResponse::Ok().json(Restrictions { restrictions }))
 }
 
 /// `{"network": "203.0.113.0/24"}` (a bare address means its /32 or /128).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
+    /// A CIDR network at most /8 (IPv4) or /16 (IPv6) wide, or an address.
     network: String,
 }
 
@@ -193,17 +281,51 @@ impl Network {
     }
 }
 
-fn listing(networks: Vec<IpNet>) -> serde_json::Value {
-    let networks: Vec<String> = networks.iter().map(ToString::to_string).collect();
-    serde_json::json!({ "networks": networks })
+fn listing(networks: Vec<IpNet>) -> Networks {
+    Networks {
+        networks: networks.iter().map(ToString::to_string).collect(),
+    }
 }
 
 /// `GET /admin/v1/allowlist`: the allowlisted networks.
+#[utoipa::path(
+    tag = "admin",
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "The allowlist", body = Networks),
+        (status = 401, description = "`unauthenticated`: a missing or wrong admin token (counted against the source's limits)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: the admin API is off (`admin.token` unset) or asked off the operations listener", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`throttled`: too many wrong admin tokens from this source", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until an attempt would be admitted"))),
+        (status = 503, description = "`unavailable`: the store or the database cannot answer now", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[get("/admin/v1/allowlist")]
 pub async fn allowlist(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(listing(state.allowlist.networks().await?)))
 }
 
 /// `PUT /admin/v1/allowlist {"network": ...}`: 201 when added, 200 when it was there.
+#[utoipa::path(
+    tag = "admin",
+    security(("admin" = [])),
+    request_body = Network,
+    responses(
+        (status = 200, description = "It was there already", body = Networks),
+        (status = 201, description = "Added, on every replica within a second", body = Networks),
+        (status = 400, description = "`bad_request`, `invalid_network`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`: a missing or wrong admin token (counted against the source's limits)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: the admin API is off (`admin.token` unset) or asked off the operations listener", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`throttled`: too many wrong admin tokens from this source", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until an attempt would be admitted"))),
+        (status = 503, description = "`unavailable`: the store or the database cannot answer now", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[put("/admin/v1/allowlist")]
 pub async fn allow(
     _: Admin,
     state: web::Data<AppState>,
@@ -222,6 +344,24 @@ pub async fn allow(
 }
 
 /// `DELETE /admin/v1/allowlist {"network": ...}`: 204, or 404 when it was not there.
+#[utoipa::path(
+    tag = "admin",
+    security(("admin" = [])),
+    request_body = Network,
+    responses(
+        (status = 204, description = "Removed, on every replica within a second"),
+        (status = 400, description = "`bad_request`, `invalid_network`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`: a missing or wrong admin token (counted against the source's limits)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: the admin API is off (`admin.token` unset) or asked off the operations listener", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`throttled`: too many wrong admin tokens from this source", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until an attempt would be admitted"))),
+        (status = 503, description = "`unavailable`: the store or the database cannot answer now", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[delete("/admin/v1/allowlist")]
 pub async fn disallow(
     _: Admin,
     state: web::Data<AppState>,

@@ -1,19 +1,42 @@
 //! Liveness and readiness for load balancers and orchestrators, and metrics for Prometheus.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, get, web};
 use portcullis_store::Health;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
+
+/// How the replica is.
+#[derive(Serialize, ToSchema)]
+pub struct Status {
+    /// `ok` (healthz); `ready` or `degraded` (readyz: a fallback serves while Redis fails).
+    status: &'static str,
+}
 
 /// `GET /healthz`: the process answers.
+#[utoipa::path(
+    tag = "operations",
+    responses((status = 200, description = "The process answers", body = Status))
+)]
+#[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+    HttpResponse::Ok().json(Status { status: "ok" })
 }
 
 /// `GET /readyz`: the database and the attempt store answer, so logins can be served; with a
 /// failing shared store, `{"status": "degraded"}` while a fallback serves (local and fail-open
 /// modes), 503 in the fail-closed one.
+#[utoipa::path(
+    tag = "operations",
+    responses(
+        (status = 200, description = "Logins can be served", body = Status),
+        (status = 503, description = "`unavailable`: the database (or the hashing queue) cannot answer now", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.accounts.ping().await.map_err(ApiError::unavailable)?;
     let status = match state.stores.health().await {
@@ -25,11 +48,21 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             )));
         }
     };
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": status })))
+    Ok(HttpResponse::Ok().json(Status { status }))
 }
 
 /// `GET /metrics`: Prometheus text format (see [`crate::instruments`]); only on the admin
 /// listener when `admin.listen` is set.
+#[utoipa::path(
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text format (docs/monitoring.md)", body = String, content_type = "text/plain"),
+        (status = 404, description = "`not_found`: asked off the operations listener", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: no metrics recorder", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[get("/metrics")]
 pub async fn metrics(
     state: web::Data<AppState>,
     request: HttpRequest,

@@ -5,15 +5,35 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use actix_web::cookie::time::Duration as CookieDuration;
 use actix_web::cookie::{Cookie, SameSite};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, post, web};
 use portcullis_core::Username;
-
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{AppState, ClientIp, Credentials};
-use crate::error::ApiError;
-use crate::login::{self, LoggedIn, LoginRequest};
+use crate::error::{ApiError, Problem};
+use crate::login::{self as use_case, LoggedIn, LoginRequest};
 use crate::mfa::Proof;
+
+/// A finished login.
+#[derive(Serialize, ToSchema)]
+pub struct LoginAnswer {
+    /// The opaque session token, shown once: `Authorization: Bearer <token>`.
+    token: String,
+    /// Always `Bearer`.
+    token_type: &'static str,
+    /// When the session ends (RFC 3339).
+    expires_at: String,
+    /// Whether the password was found in a breach and should be changed.
+    password_change_required: bool,
+    /// With `tokens.access.enabled`: an EdDSA JWT (`sub`, `iat`, `exp`, `iss`, `jti`) checked
+    /// with the keys at `/.well-known/jwks.json`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_token: Option<String>,
+    /// Seconds the access token is valid for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_token_expires_in: Option<u64>,
+}
 
 /// Logs in: 200 with a session token; 401 alike for an unknown user and a wrong password (both
 /// are counted and hashed the same); 401 `challenge_required` / `challenge_failed` with a
@@ -21,6 +41,25 @@ use crate::mfa::Proof;
 /// 401 `mfa_required` with an `mfa_token` after a right password when the account has a second
 /// factor; 403 `password_change_required` for a breached password under `breached_login =
 /// "block"`.
+#[utoipa::path(
+    tag = "login",
+    request_body = Credentials,
+    responses(
+        (status = 200, description = "Logged in; a browser without a device cookie gets one", body = LoginAnswer,
+            headers(("Set-Cookie" = String, description = "The device cookie (`device.cookie_name`, HttpOnly, Secure, SameSite=Strict) for a new browser"))),
+        (status = 400, description = "`bad_request`, `invalid_username`, `invalid_forwarded_header`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid_credentials` (unknown user and wrong password alike), `challenge_required` / `challenge_failed` (with `challenge`), `mfa_required` (with `mfa_token`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`password_change_required` (with `password_change_token`): a breached password under `passwords.breached_login = \"block\"`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 423, description = "`locked`: permanently locked (only with `responses.disclose_lockouts`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`throttled`: refused by a rate limit, lockout or ban", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until an attempt would be admitted"))),
+        (status = 503, description = "`unavailable`: the hashing queue is full or the database does not answer", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[post("/v1/login")]
 pub async fn login(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -32,7 +71,7 @@ pub async fn login(
     let device = request
         .cookie(&state.device.cookie_name)
         .and_then(|cookie| state.device_cookies.verify(cookie.value(), &username));
-    let logged_in = login::login(
+    let logged_in = use_case::login(
         &state,
         LoginRequest {
             ip,
@@ -47,16 +86,36 @@ pub async fn login(
 }
 
 /// `{"mfa_token", "code"}` or `{"mfa_token", "recovery_code"}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecondFactor {
+    /// The token of the `mfa_required` answer.
     mfa_token: String,
+    /// Six digits from the authenticator app.
     code: Option<String>,
+    /// One of the account's recovery codes.
     recovery_code: Option<String>,
 }
 
 /// The second step of a login: 200 like a login; 400 `malformed_code`; 401 `invalid_token`,
 /// `invalid_code` or `code_replayed`; 429 `mfa_throttled` with Retry-After.
+#[utoipa::path(
+    tag = "login",
+    request_body = SecondFactor,
+    responses(
+        (status = 200, description = "Logged in, as `POST /v1/login`", body = LoginAnswer,
+            headers(("Set-Cookie" = String, description = "The device cookie for a new browser"))),
+        (status = 400, description = "`bad_request`, `malformed_code` (not six digits, or both or neither of `code` and `recovery_code`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid_token`, `invalid_code`, `code_replayed`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`mfa_throttled`: too many wrong codes for the account or the token", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until a code is tried again"))),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[post("/v1/login/mfa")]
 pub async fn login_mfa(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -64,7 +123,7 @@ pub async fn login_mfa(
 ) -> Result<HttpResponse, ApiError> {
     let proof = Proof::parse(body.code.as_deref(), body.recovery_code.as_deref())?;
     let cookie = request.cookie(&state.device.cookie_name);
-    let logged_in = login::login_second_factor(
+    let logged_in = use_case::login_second_factor(
         &state,
         &body.mfa_token,
         proof,
@@ -81,18 +140,19 @@ fn logged_in_response(state: &AppState, logged_in: &LoggedIn) -> Result<HttpResp
     if logged_in.new_device {
         response.cookie(new_device_cookie(state, &logged_in.username)?);
     }
-    let mut body = serde_json::json!({
-        "token": logged_in.token.token,
-        "token_type": "Bearer",
-        "expires_at": rfc3339(logged_in.session.expires_at),
-        "password_change_required": logged_in.session.password_change_required,
-    });
-    if let Some(tokens) = &state.access_tokens {
-        let access = tokens.issue(&logged_in.session.subject)?;
-        body["access_token"] = access.jwt.into();
-        body["access_token_expires_in"] = access.expires_in.into();
-    }
-    Ok(response.json(body))
+    let access = state
+        .access_tokens
+        .as_ref()
+        .map(|tokens| tokens.issue(&logged_in.session.subject))
+        .transpose()?;
+    Ok(response.json(LoginAnswer {
+        token: logged_in.token.token.clone(),
+        token_type: "Bearer",
+        expires_at: rfc3339(logged_in.session.expires_at),
+        password_change_required: logged_in.session.password_change_required,
+        access_token_expires_in: access.as_ref().map(|a| a.expires_in),
+        access_token: access.map(|a| a.jwt),
+    }))
 }
 
 /// A device cookie marking this browser as a trusted device of `username`.

@@ -2,43 +2,82 @@
 //! (`POST .../confirm`, which hands out the recovery codes), remove it (`DELETE`). Every call
 //! needs a session (`Authorization: Bearer`).
 
-use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
+use actix_web::{HttpRequest, HttpResponse, delete, post, web};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{AppState, session_account};
-use crate::error::ApiError;
-use crate::mfa::Proof;
+use crate::error::{ApiError, Problem};
+use crate::mfa::{Enrolment, Proof};
 
 /// `{"code"}` or, to remove a factor, `{"recovery_code"}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CodeBody {
+    /// Six digits from the authenticator app.
     code: Option<String>,
+    /// One of the account's recovery codes (to remove the factor only).
     recovery_code: Option<String>,
+}
+
+/// The recovery codes of a confirmed factor, shown once.
+#[derive(Serialize, ToSchema)]
+pub struct RecoveryCodes {
+    /// Ten single-use codes.
+    recovery_codes: Vec<String>,
 }
 
 /// Starts enrolment: 201 with the secret, its `otpauth://` URI and a QR code (SVG); 409
 /// `mfa_already_enabled`.
+#[utoipa::path(
+    tag = "mfa",
+    security(("session" = [])),
+    responses(
+        (status = 201, description = "Enrolment started; confirm it with a first code", body = Enrolment),
+        (status = 401, description = "`unauthenticated`: no live session token", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 409, description = "`mfa_already_enabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database (or the hashing queue) cannot answer now", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[post("/v1/mfa/totp")]
 pub async fn enrol(
     state: web::Data<AppState>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let account = session_account(&state, &request).await?;
     let enrolment = state.mfa.enrol(&account.id, &account.username).await?;
-    Ok(HttpResponse::Created().json(serde_json::json!({
-        "secret": enrolment.secret,
-        "otpauth_uri": enrolment.otpauth_uri,
-        "qr_svg": enrolment.qr_svg,
-    })))
+    Ok(HttpResponse::Created().json(enrolment))
 }
 
 /// Confirms enrolment with a code: 200 with ten single-use recovery codes; 409
 /// `mfa_not_enrolled` without a pending enrolment.
+#[utoipa::path(
+    tag = "mfa",
+    security(("session" = [])),
+    request_body = CodeBody,
+    responses(
+        (status = 200, description = "The factor is on", body = RecoveryCodes),
+        (status = 400, description = "`bad_request`, `malformed_code`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`, `invalid_code`, `code_replayed`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`mfa_not_enrolled`: no enrolment awaits confirmation", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`mfa_throttled`", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until a code is tried again"))),
+        (status = 503, description = "`unavailable`: the database (or the hashing queue) cannot answer now", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[post("/v1/mfa/totp/confirm")]
 pub async fn confirm(
     state: web::Data<AppState>,
     request: HttpRequest,
     body: web::Json<CodeBody>,
 ) -> Result<HttpResponse, ApiError> {
+    // The session first: a request without one learns nothing about its body.
+    let account = session_account(&state, &request).await?;
     let Proof::Code(code) = Proof::parse(body.code.as_deref(), body.recovery_code.as_deref())?
     else {
         return Err(ApiError::BadRequest {
@@ -46,19 +85,36 @@ pub async fn confirm(
             detail: "confirm with a `code` from the authenticator app".to_owned(),
         });
     };
-    let account = session_account(&state, &request).await?;
     let recovery_codes = state.mfa.confirm(&account.id, code).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "recovery_codes": recovery_codes })))
+    Ok(HttpResponse::Ok().json(RecoveryCodes { recovery_codes }))
 }
 
 /// Removes the second factor, proven with a code or a recovery code: 204.
+#[utoipa::path(
+    tag = "mfa",
+    security(("session" = [])),
+    request_body = CodeBody,
+    responses(
+        (status = 204, description = "The factor is off"),
+        (status = 400, description = "`bad_request`, `malformed_code`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`, `invalid_code`, `code_replayed`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`mfa_not_enrolled`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`mfa_throttled`", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until a code is tried again"))),
+        (status = 503, description = "`unavailable`: the database (or the hashing queue) cannot answer now", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[delete("/v1/mfa/totp")]
 pub async fn remove(
     state: web::Data<AppState>,
     request: HttpRequest,
     body: web::Json<CodeBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let proof = Proof::parse(body.code.as_deref(), body.recovery_code.as_deref())?;
     let account = session_account(&state, &request).await?;
+    let proof = Proof::parse(body.code.as_deref(), body.recovery_code.as_deref())?;
     state.mfa.remove(&account.id, proof).await?;
     Ok(HttpResponse::NoContent().finish())
 }

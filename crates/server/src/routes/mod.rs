@@ -7,6 +7,7 @@ mod health;
 mod jwks;
 mod login;
 mod mfa;
+pub mod openapi;
 mod password;
 mod session;
 
@@ -20,6 +21,7 @@ use portcullis_core::{DeviceCookies, Username};
 use portcullis_store::Invalidation;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::access_tokens::AccessTokens;
 use crate::accounts::{Account, Accounts};
@@ -119,8 +121,9 @@ impl AppState {
     }
 }
 
-/// Registers every route, the JSON error mapping and the 404 fallback.
-pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut web::ServiceConfig) {
+/// Registers every route (each documented by its handler's annotation), the JSON error mapping
+/// and the fallback (404, or 405 on a known path: it reads [`openapi::KnownPaths`]).
+pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut ServiceConfig) {
     move |cfg| {
         cfg.app_data(
             web::JsonConfig::default()
@@ -132,28 +135,28 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut web::ServiceConfig) 
             web::QueryConfig::default()
                 .error_handler(|error, _| ApiError::bad_request(error.to_string()).into()),
         )
-        .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/.well-known/jwks.json", web::get().to(jwks::jwks))
-        .route("/metrics", web::get().to(health::metrics))
-        .route("/v1/challenge", web::get().to(challenge::challenge))
-        .route("/v1/users", web::post().to(accounts::register))
-        .route("/v1/login", web::post().to(login::login))
-        .route("/v1/login/mfa", web::post().to(login::login_mfa))
-        .route("/v1/password", web::post().to(password::change))
-        .route("/v1/mfa/totp", web::post().to(mfa::enrol))
-        .route("/v1/mfa/totp", web::delete().to(mfa::remove))
-        .route("/v1/mfa/totp/confirm", web::post().to(mfa::confirm))
-        .route("/v1/logout", web::post().to(session::logout))
-        .route("/v1/logout/all", web::post().to(session::logout_all))
-        .route("/v1/session", web::get().to(session::introspect))
-        .route("/admin/v1/subjects", web::get().to(admin::subjects))
-        .route("/admin/v1/unlock", web::post().to(admin::unlock))
-        .route("/admin/v1/lockouts", web::get().to(admin::lockouts))
-        .route("/admin/v1/allowlist", web::get().to(admin::allowlist))
-        .route("/admin/v1/allowlist", web::put().to(admin::allow))
-        .route("/admin/v1/allowlist", web::delete().to(admin::disallow))
-        .default_service(web::to(|| async { Err::<String, _>(ApiError::NotFound) }));
+        .service(health::healthz)
+        .service(health::readyz)
+        .service(health::metrics)
+        .service(jwks::jwks)
+        .service(challenge::challenge)
+        .service(accounts::register)
+        .service(login::login)
+        .service(login::login_mfa)
+        .service(password::change)
+        .service(mfa::enrol)
+        .service(mfa::remove)
+        .service(mfa::confirm)
+        .service(session::logout)
+        .service(session::logout_all)
+        .service(session::introspect)
+        .service(admin::subjects)
+        .service(admin::unlock)
+        .service(admin::lockouts)
+        .service(admin::allowlist)
+        .service(admin::allow)
+        .service(admin::disallow)
+        .default_service(web::to(openapi::fallback));
     }
 }
 
@@ -172,10 +175,14 @@ fn json_error(error: JsonPayloadError) -> ApiError {
 }
 
 /// `{"username": ..., "password": ..., "altcha"?: ...}`, the body of registration and login.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
+    /// Normalised (NFKC, case-folded); at most 64 characters once normalised.
+    #[schema(min_length = 1, max_length = 256)]
     username: String,
+    /// At most 1024 bytes.
+    #[schema(value_type = String, min_length = 1, max_length = 1024)]
     password: SecretString,
     /// The payload of a solved challenge (base64, as the ALTCHA widget posts it).
     altcha: Option<String>,

@@ -1,29 +1,61 @@
 //! `POST /v1/password`: HTTP in and out of the password change use case (see
 //! [`crate::password_change`]).
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, post, web};
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{AppState, ClientIp, checked_password};
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::password_change::{self, Authority};
 use crate::token;
 
 /// `{"current_password", "new_password", "altcha"?}` with a session, or
 /// `{"password_change_token", "new_password"}` without one.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordChange {
+    /// With a session: the password now (checked like a login).
+    #[schema(value_type = Option<String>)]
     current_password: Option<SecretString>,
+    /// The new password (the rules of docs/defences.md).
+    #[schema(value_type = String)]
     new_password: SecretString,
+    /// Without a session: the token of a `password_change_required` answer.
     password_change_token: Option<String>,
+    /// The payload of a solved challenge, when one was asked.
     altcha: Option<String>,
+}
+
+/// A changed password.
+#[derive(Serialize, ToSchema)]
+pub struct PasswordChanged {
+    /// Other sessions of the account that ended.
+    revoked_sessions: u64,
 }
 
 /// Changes the password: 200 `{"revoked_sessions": n}`; 400 `weak_password` /
 /// `breached_password`; 401 for a wrong current password (counted like a login), a missing
 /// session or an invalid token; 429 / 401 challenge as for a login.
+#[utoipa::path(
+    tag = "accounts",
+    request_body = PasswordChange,
+    security((), ("session" = [])),
+    responses(
+        (status = 200, description = "Changed; every other session of the account ended", body = PasswordChanged),
+        (status = 400, description = "`bad_request`, `weak_password` / `breached_password` (with `reason`), `invalid_forwarded_header`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid_credentials` (wrong current password, counted like a login), `unauthenticated`, `invalid_token`, `challenge_required` / `challenge_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 423, description = "`locked` (only with `responses.disclose_lockouts`)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`throttled`: refused by a rate limit, lockout or ban", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until an attempt would be admitted"))),
+        (status = 503, description = "`unavailable`: the database (or the hashing queue) cannot answer now", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[post("/v1/password")]
 pub async fn change(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -49,5 +81,7 @@ pub async fn change(
         }
     };
     let revoked = password_change::change_password(&state, authority, new_password).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "revoked_sessions": revoked })))
+    Ok(HttpResponse::Ok().json(PasswordChanged {
+        revoked_sessions: revoked,
+    }))
 }

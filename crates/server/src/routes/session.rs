@@ -1,28 +1,74 @@
 //! `GET /v1/session` (introspection for other services), `POST /v1/logout` and
 //! `POST /v1/logout/all` (every session of the account).
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::login::rfc3339;
 use super::{AppState, live_session};
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::token;
 
+/// A live session.
+#[derive(Serialize, ToSchema)]
+pub struct SessionInfo {
+    /// Always `true` (a session that is not live is a 401).
+    active: bool,
+    /// The account's public id.
+    subject: String,
+    /// When the session ends (RFC 3339).
+    expires_at: String,
+    /// Whether the password was found in a breach and should be changed.
+    password_change_required: bool,
+}
+
+/// How many sessions ended.
+#[derive(Serialize, ToSchema)]
+pub struct Revoked {
+    /// Sessions revoked, the presented one included.
+    revoked: u64,
+}
+
 /// 200 with the session's subject and expiry, 401 for a missing, unknown or expired token.
+#[utoipa::path(
+    tag = "sessions",
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "The session is live", body = SessionInfo),
+        (status = 401, description = "`unauthenticated`: no live session token", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 503, description = "`unavailable`: the database (or the hashing queue) cannot answer now", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[get("/v1/session")]
 pub async fn introspect(
     state: web::Data<AppState>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let session = live_session(&state, &request).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "active": true,
-        "subject": session.subject,
-        "expires_at": rfc3339(session.expires_at),
-        "password_change_required": session.password_change_required,
-    })))
+    Ok(HttpResponse::Ok().json(SessionInfo {
+        active: true,
+        subject: session.subject,
+        expires_at: rfc3339(session.expires_at),
+        password_change_required: session.password_change_required,
+    }))
 }
 
 /// Revokes the presented session: 204, or 401 when it was not live.
+#[utoipa::path(
+    tag = "sessions",
+    security(("session" = [])),
+    responses(
+        (status = 204, description = "The session ended"),
+        (status = 401, description = "`unauthenticated`: no live session token", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 503, description = "`unavailable`: the database (or the hashing queue) cannot answer now", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[post("/v1/logout")]
 pub async fn logout(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -37,6 +83,18 @@ pub async fn logout(
 
 /// Revokes every session of the presented session's account ("log out everywhere"):
 /// 200 with how many ended, or 401 when the token is not live.
+#[utoipa::path(
+    tag = "sessions",
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "Every session of the account ended", body = Revoked),
+        (status = 401, description = "`unauthenticated`: no live session token", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 503, description = "`unavailable`: the database (or the hashing queue) cannot answer now", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[post("/v1/logout/all")]
 pub async fn logout_all(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -46,5 +104,5 @@ pub async fn logout_all(
     if revoked == 0 {
         return Err(ApiError::Unauthenticated);
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "revoked": revoked })))
+    Ok(HttpResponse::Ok().json(Revoked { revoked }))
 }

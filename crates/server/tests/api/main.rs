@@ -24,6 +24,7 @@ mod lockout;
 mod login;
 mod mfa;
 mod monitoring;
+mod openapi;
 mod passwords;
 mod registration;
 mod session;

@@ -1,0 +1,122 @@
+//! The OpenAPI 3.1 document at `/openapi.json`: valid for an independent validator (PyPI
+//! `openapi-spec-validator`), describing every route with its problem answers and headers, and
+//! Swagger UI at `/docs/`.
+
+use portcullis_testkit::TestApp;
+use serde_json::Value;
+
+use crate::helpers::interop;
+
+async fn document(app: &TestApp) -> Value {
+    let response = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_document_is_valid_openapi_3_1() {
+    let app = TestApp::spawn().await;
+    let document = document(&app).await;
+    assert_eq!(document["openapi"], "3.1.0");
+    let verdict = interop("openapi_reference.py", &["validate"], &document.to_string());
+    assert_eq!(verdict, "valid");
+}
+
+#[tokio::test]
+async fn every_route_is_described_with_its_problems_and_headers() {
+    let app = TestApp::spawn().await;
+    let document = document(&app).await;
+    let paths = document["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/v1/users", "post"),
+        ("/v1/login", "post"),
+        ("/v1/login/mfa", "post"),
+        ("/v1/challenge", "get"),
+        ("/v1/password", "post"),
+        ("/v1/mfa/totp", "post"),
+        ("/v1/mfa/totp", "delete"),
+        ("/v1/mfa/totp/confirm", "post"),
+        ("/v1/session", "get"),
+        ("/v1/logout", "post"),
+        ("/v1/logout/all", "post"),
+        ("/.well-known/jwks.json", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+        ("/admin/v1/subjects", "get"),
+        ("/admin/v1/unlock", "post"),
+        ("/admin/v1/lockouts", "get"),
+        ("/admin/v1/allowlist", "get"),
+        ("/admin/v1/allowlist", "put"),
+        ("/admin/v1/allowlist", "delete"),
+    ] {
+        let operation = &paths[path][method];
+        let responses = operation["responses"].as_object();
+        let responses = responses.unwrap_or_else(|| panic!("{method} {path} is not described"));
+        for (status, response) in responses {
+            assert!(
+                response["description"]
+                    .as_str()
+                    .is_some_and(|d| !d.is_empty()),
+                "{method} {path} {status}"
+            );
+            // Every error answer is a problem document.
+            if status.starts_with('4') || status.starts_with('5') {
+                assert!(
+                    response["content"]["application/problem+json"].is_object(),
+                    "{method} {path} {status}"
+                );
+            }
+            // Every refusal to wait says for how long.
+            if status == "429" || status == "503" {
+                assert!(
+                    response["headers"]["Retry-After"].is_object(),
+                    "{method} {path} {status}"
+                );
+            }
+        }
+    }
+    let login = &paths["/v1/login"]["post"]["responses"];
+    assert!(login["200"]["headers"]["Set-Cookie"].is_object());
+    for code in ["invalid_credentials", "challenge_required", "mfa_required"] {
+        assert!(
+            login["401"]["description"].as_str().unwrap().contains(code),
+            "{code}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn swagger_ui_is_served_from_the_binary() {
+    let app = TestApp::spawn().await;
+    let page = app.client.get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("swagger-ui"));
+    let bare = app.client.get(app.url("/docs")).send().await.unwrap();
+    assert_eq!(bare.status(), 308);
+    assert_eq!(bare.headers()["location"], "/docs/");
+}
+
+#[tokio::test]
+async fn a_known_path_with_another_method_is_405_with_allow() {
+    let app = TestApp::spawn().await;
+    let wrong = app.client.get(app.url("/v1/login")).send().await.unwrap();
+    assert_eq!(wrong.status(), 405);
+    assert_eq!(wrong.headers()["allow"], "POST");
+    let body: Value = wrong.json().await.unwrap();
+    assert_eq!(body["code"], "method_not_allowed");
+    let several = app
+        .client
+        .patch(app.url("/admin/v1/allowlist"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(several.headers()["allow"], "GET, PUT, DELETE");
+    let unknown = app.client.get(app.url("/v1/nothing")).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+}

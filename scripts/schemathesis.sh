@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Schemathesis (PyPI, pinned in scripts/test.sh) against a release binary: every operation of
+# GET /openapi.json generated and fuzzed with every check. Any 5xx, an answer that breaks its
+# schema, or a status the document does not list fails the run (exit status non-zero).
+#
+# The binary runs on the embedded defaults (memory store, SQLite in a temp dir) with the admin
+# API and access tokens on, cheap Argon2 so the run stays short, one registered account whose session the
+# session endpoints use, and the fuzzer's address allowlisted. Settings (env):
+# ST_MAX_EXAMPLES (default 100), ST_SEED (default 1).
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+python=${PORTCULLIS_TEST_PYTHON:-$repo/target/interop-venv/bin/python}
+st=$(dirname "$python")/st
+bin=${PORTCULLIS_BIN:-$repo/target/release/portcullis}
+[ -n "${PORTCULLIS_BIN:-}" ] || (cd "$repo" && cargo build --release --quiet -p portcullis-server)
+
+work=$(mktemp -d)
+pid=
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+export PORTCULLIS_ST_ADMIN_TOKEN=$(openssl rand -hex 32)
+export PORTCULLIS_ST_USERNAME=schemathesis PORTCULLIS_ST_PASSWORD="quiet walrus under amber lanterns"
+env $(env | grep -o '^PORTCULLIS__[A-Z_]*' | sed 's/^/-u /') \
+  PORTCULLIS__SERVER__PORT="$port" \
+  PORTCULLIS__DATABASE__URL="sqlite://$work/portcullis.db" \
+  PORTCULLIS__ADMIN__TOKEN="$PORTCULLIS_ST_ADMIN_TOKEN" \
+  PORTCULLIS__TOKENS__ACCESS__ENABLED=true \
+  PORTCULLIS__SECRETS__SIGNING_KEY="$(openssl genpkey -algorithm ed25519)" \
+  PORTCULLIS__ARGON2__MEMORY_KIB=256 PORTCULLIS__ARGON2__ITERATIONS=1 \
+  PORTCULLIS__LOG_LEVEL=error \
+  "$bin" 2>"$work/server.log" &
+pid=$!
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+curl -fs -o /dev/null -H 'content-type: application/json' \
+  -d "{\"username\":\"$PORTCULLIS_ST_USERNAME\",\"password\":\"$PORTCULLIS_ST_PASSWORD\"}" \
+  "http://127.0.0.1:$port/v1/users"
+# The fuzzer's own address is allowlisted: its thousands of refused guesses would otherwise get
+# it throttled (429, which the document lists) before the session and admin logins it needs.
+# The account's own limits still apply.
+curl -fs -o /dev/null -X PUT -H "authorization: Bearer $PORTCULLIS_ST_ADMIN_TOKEN" \
+  -H 'content-type: application/json' -d '{"network":"127.0.0.1"}' \
+  "http://127.0.0.1:$port/admin/v1/allowlist"
+
+"$st" --config-file "$repo/scripts/schemathesis.toml" run "http://127.0.0.1:$port/openapi.json" \
+  --checks all --max-examples "${ST_MAX_EXAMPLES:-100}" --seed "${ST_SEED:-1}" --workers 2 \
+  --no-color --output-truncate false \
+  || { echo "schemathesis failed; the server's log:" >&2; tail -n 50 "$work/server.log" >&2; exit 1; }
