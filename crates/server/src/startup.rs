@@ -6,11 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
+use actix_web::web::Redirect;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use portcullis_core::{DeviceCookies, KeyDeriver};
 use portcullis_store::{Clock, Invalidation, SystemClock};
 use secrecy::ExposeSecret;
+use utoipa::OpenApi;
+use utoipa_actix_web::AppExt;
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::access_tokens::AccessTokens;
 use crate::accounts::{Accounts, Dialect, redact};
@@ -30,10 +34,6 @@ use crate::security_events::SecurityEvents;
 use crate::sessions::Sessions;
 use crate::settings::Settings;
 use crate::stores::Stores;
-use actix_web::web::Redirect;
-use utoipa::OpenApi;
-use utoipa_actix_web::AppExt;
-use utoipa_swagger_ui::SwaggerUi;
 
 /// A bound, not yet running server.
 pub struct Application {

@@ -81,7 +81,7 @@ type Job = Box<dyn FnOnce() + Send>;
 /// Argon2 memory (tokio's blocking pool would start new threads as jobs hand workers on, each
 /// paying to map and zero fresh memory). The [`Queue`] bounds the jobs sent to them.
 struct Threads {
-    jobs: Mutex<std::sync::mpsc::Sender<Job>>,
+    jobs: std::sync::mpsc::Sender<Job>,
 }
 
 impl Threads {
@@ -111,18 +111,12 @@ impl Threads {
                 })
                 .context("starting a hashing thread")?;
         }
-        Ok(Self {
-            jobs: Mutex::new(jobs),
-        })
+        Ok(Self { jobs })
     }
 
     fn run(&self, job: Job) {
         // Sending fails only once every thread has stopped, which only dropping the hasher does.
-        let _ = self
-            .jobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .send(job);
+        let _ = self.jobs.send(job);
     }
 }
 

@@ -5,6 +5,7 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::openapi::{BodyRefused, Throttled, Unavailable};
 use super::{AppState, ClientIp, Credentials};
 use crate::error::{ApiError, Problem};
 
@@ -30,12 +31,9 @@ pub struct Registered {
         (status = 400, description = "`bad_request`, `invalid_username`, `weak_password` / `breached_password` (with `reason`), `invalid_forwarded_header`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`challenge_required` / `challenge_failed` (with `challenge`): a risky source must solve one first", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`username_taken`: the normalised username, or a look-alike of one, is registered", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`throttled`: refused by a rate limit, lockout or ban", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds until an attempt would be admitted"))),
-        (status = 503, description = "`unavailable`: the database (or the hashing queue) cannot answer now", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        BodyRefused,
+        Throttled,
+        Unavailable,
     )
 )]
 #[post("/v1/users")]

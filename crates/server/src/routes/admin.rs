@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use utoipa::{IntoParams, ToSchema};
 
+use super::openapi::{AdminRefused, BodyRefused};
 use super::{AppState, client_address, parse_username};
 use crate::error::{ApiError, Problem};
 use crate::settings::parse_network;
@@ -163,12 +164,7 @@ impl Subject {
     responses(
         (status = 200, description = "The subject's counters", body = SubjectCounters),
         (status = 400, description = "`bad_request`, `invalid_username`: not exactly one valid subject", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthenticated`: a missing or wrong admin token (counted against the source's limits)", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`: the admin API is off (`admin.token` unset) or asked off the operations listener", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`throttled`: too many wrong admin tokens from this source", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds until an attempt would be admitted"))),
-        (status = 503, description = "`unavailable`: the store or the database cannot answer now", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        AdminRefused,
     )
 )]
 #[get("/admin/v1/subjects")]
@@ -190,14 +186,8 @@ pub async fn subjects(
     responses(
         (status = 200, description = "Cleared, on every replica within a second", body = Cleared),
         (status = 400, description = "`bad_request`, `invalid_username`: not exactly one valid subject", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthenticated`: a missing or wrong admin token (counted against the source's limits)", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`: the admin API is off (`admin.token` unset) or asked off the operations listener", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`throttled`: too many wrong admin tokens from this source", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds until an attempt would be admitted"))),
-        (status = 503, description = "`unavailable`: the store or the database cannot answer now", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        BodyRefused,
+        AdminRefused,
     )
 )]
 #[post("/admin/v1/unlock")]
@@ -245,12 +235,7 @@ pub struct Limit {
     responses(
         (status = 200, description = "Current lockouts and bans", body = Restrictions),
         (status = 400, description = "`bad_request`: an unreadable query", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthenticated`: a missing or wrong admin token (counted against the source's limits)", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`: the admin API is off (`admin.token` unset) or asked off the operations listener", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`throttled`: too many wrong admin tokens from this source", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds until an attempt would be admitted"))),
-        (status = 503, description = "`unavailable`: the store or the database cannot answer now", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        AdminRefused,
     )
 )]
 #[get("/admin/v1/lockouts")]
@@ -293,12 +278,7 @@ fn listing(networks: Vec<IpNet>) -> Networks {
     security(("admin" = [])),
     responses(
         (status = 200, description = "The allowlist", body = Networks),
-        (status = 401, description = "`unauthenticated`: a missing or wrong admin token (counted against the source's limits)", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`: the admin API is off (`admin.token` unset) or asked off the operations listener", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`throttled`: too many wrong admin tokens from this source", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds until an attempt would be admitted"))),
-        (status = 503, description = "`unavailable`: the store or the database cannot answer now", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        AdminRefused,
     )
 )]
 #[get("/admin/v1/allowlist")]
@@ -315,14 +295,8 @@ pub async fn allowlist(_: Admin, state: web::Data<AppState>) -> Result<HttpRespo
         (status = 200, description = "It was there already", body = Networks),
         (status = 201, description = "Added, on every replica within a second", body = Networks),
         (status = 400, description = "`bad_request`, `invalid_network`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthenticated`: a missing or wrong admin token (counted against the source's limits)", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`: the admin API is off (`admin.token` unset) or asked off the operations listener", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`throttled`: too many wrong admin tokens from this source", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds until an attempt would be admitted"))),
-        (status = 503, description = "`unavailable`: the store or the database cannot answer now", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        BodyRefused,
+        AdminRefused,
     )
 )]
 #[put("/admin/v1/allowlist")]
@@ -351,14 +325,8 @@ pub async fn allow(
     responses(
         (status = 204, description = "Removed, on every replica within a second"),
         (status = 400, description = "`bad_request`, `invalid_network`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthenticated`: a missing or wrong admin token (counted against the source's limits)", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`: the admin API is off (`admin.token` unset) or asked off the operations listener", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`throttled`: too many wrong admin tokens from this source", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds until an attempt would be admitted"))),
-        (status = 503, description = "`unavailable`: the store or the database cannot answer now", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        BodyRefused,
+        AdminRefused,
     )
 )]
 #[delete("/admin/v1/allowlist")]

@@ -6,6 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::openapi::Unavailable;
 use crate::error::{ApiError, Problem};
 
 /// How the replica is.
@@ -32,8 +33,7 @@ pub async fn healthz() -> HttpResponse {
     tag = "operations",
     responses(
         (status = 200, description = "Logins can be served", body = Status),
-        (status = 503, description = "`unavailable`: the database (or the hashing queue) cannot answer now", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        Unavailable,
     )
 )]
 #[get("/readyz")]

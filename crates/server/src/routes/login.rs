@@ -10,6 +10,7 @@ use portcullis_core::Username;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::openapi::{BodyRefused, MfaThrottled, Throttled, Unavailable};
 use super::{AppState, ClientIp, Credentials};
 use crate::error::{ApiError, Problem};
 use crate::login::{self as use_case, LoggedIn, LoginRequest};
@@ -50,13 +51,10 @@ pub struct LoginAnswer {
         (status = 400, description = "`bad_request`, `invalid_username`, `invalid_forwarded_header`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`invalid_credentials` (unknown user and wrong password alike), `challenge_required` / `challenge_failed` (with `challenge`), `mfa_required` (with `mfa_token`)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`password_change_required` (with `password_change_token`): a breached password under `passwords.breached_login = \"block\"`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        BodyRefused,
         (status = 423, description = "`locked`: permanently locked (only with `responses.disclose_lockouts`)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`throttled`: refused by a rate limit, lockout or ban", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds until an attempt would be admitted"))),
-        (status = 503, description = "`unavailable`: the hashing queue is full or the database does not answer", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        Throttled,
+        Unavailable,
     )
 )]
 #[post("/v1/login")]
@@ -107,12 +105,9 @@ pub struct SecondFactor {
             headers(("Set-Cookie" = String, description = "The device cookie for a new browser"))),
         (status = 400, description = "`bad_request`, `malformed_code` (not six digits, or both or neither of `code` and `recovery_code`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`invalid_token`, `invalid_code`, `code_replayed`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`mfa_throttled`: too many wrong codes for the account or the token", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds until a code is tried again"))),
-        (status = 503, description = "`unavailable`", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        BodyRefused,
+        MfaThrottled,
+        Unavailable,
     )
 )]
 #[post("/v1/login/mfa")]

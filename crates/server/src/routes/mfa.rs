@@ -6,6 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, delete, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::openapi::{BodyRefused, MfaThrottled, NoSession, Unavailable};
 use super::{AppState, session_account};
 use crate::error::{ApiError, Problem};
 use crate::mfa::{Enrolment, Proof};
@@ -34,11 +35,9 @@ pub struct RecoveryCodes {
     security(("session" = [])),
     responses(
         (status = 201, description = "Enrolment started; confirm it with a first code", body = Enrolment),
-        (status = 401, description = "`unauthenticated`: no live session token", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        NoSession,
         (status = 409, description = "`mfa_already_enabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`unavailable`: the database (or the hashing queue) cannot answer now", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        Unavailable,
     )
 )]
 #[post("/v1/mfa/totp")]
@@ -62,12 +61,9 @@ pub async fn enrol(
         (status = 400, description = "`bad_request`, `malformed_code`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthenticated`, `invalid_code`, `code_replayed`", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`mfa_not_enrolled`: no enrolment awaits confirmation", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`mfa_throttled`", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds until a code is tried again"))),
-        (status = 503, description = "`unavailable`: the database (or the hashing queue) cannot answer now", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        BodyRefused,
+        MfaThrottled,
+        Unavailable,
     )
 )]
 #[post("/v1/mfa/totp/confirm")]
@@ -99,12 +95,9 @@ pub async fn confirm(
         (status = 400, description = "`bad_request`, `malformed_code`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthenticated`, `invalid_code`, `code_replayed`", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`mfa_not_enrolled`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`mfa_throttled`", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds until a code is tried again"))),
-        (status = 503, description = "`unavailable`: the database (or the hashing queue) cannot answer now", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        BodyRefused,
+        MfaThrottled,
+        Unavailable,
     )
 )]
 #[delete("/v1/mfa/totp")]

@@ -10,6 +10,8 @@ use utoipa::openapi::OpenApi as Document;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::error::{ApiError, Problem};
+
 /// What the generated paths are added to: the document's head and shared parts.
 #[derive(OpenApi)]
 #[openapi(
@@ -88,11 +90,87 @@ impl KnownPaths {
 pub async fn fallback(
     request: HttpRequest,
     known: web::Data<KnownPaths>,
-) -> Result<String, crate::error::ApiError> {
+) -> Result<String, ApiError> {
     Err(match known.allow.get(request.path()) {
-        Some(allow) => crate::error::ApiError::MethodNotAllowed {
+        Some(allow) => ApiError::MethodNotAllowed {
             allow: allow.clone(),
         },
-        None => crate::error::ApiError::NotFound,
+        None => ApiError::NotFound,
     })
+}
+
+// Answers several operations share, described once (`responses(..., Throttled)`). The types are
+// never built: they only carry the description.
+
+/// The JSON body's own refusals.
+#[derive(utoipa::IntoResponses)]
+pub enum BodyRefused {
+    /// `payload_too_large`: over `server.max_body_bytes`.
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem<'static>),
+    /// `unsupported_media_type`: not `application/json`.
+    #[response(status = 415, content_type = "application/problem+json")]
+    NotJson(Problem<'static>),
+}
+
+/// `throttled`: refused by a rate limit, lockout or ban.
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 429,
+    content_type = "application/problem+json",
+    headers(("Retry-After" = u64, description = "Seconds until an attempt would be admitted"))
+)]
+pub struct Throttled(pub Problem<'static>);
+
+/// `mfa_throttled`: too many wrong codes for the account, or for this login.
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 429,
+    content_type = "application/problem+json",
+    headers(("Retry-After" = u64, description = "Seconds until a code is tried again"))
+)]
+pub struct MfaThrottled(pub Problem<'static>);
+
+/// `unavailable`: the database, the attempt store or the hashing queue cannot answer now.
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 503,
+    content_type = "application/problem+json",
+    headers(("Retry-After" = u64, description = "Seconds to wait"))
+)]
+pub struct Unavailable(pub Problem<'static>);
+
+/// `unauthenticated`: no live session token.
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 401,
+    content_type = "application/problem+json",
+    headers(("WWW-Authenticate" = String, description = "`Bearer`"))
+)]
+pub struct NoSession(pub Problem<'static>);
+
+/// What every admin call may answer besides its own.
+#[derive(utoipa::IntoResponses)]
+pub enum AdminRefused {
+    /// `unauthenticated`: a missing or wrong admin token (counted against the source's limits).
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthenticated(Problem<'static>),
+    /// `not_found`: the admin API is off (`admin.token` unset) or asked off the operations
+    /// listener; for `DELETE /admin/v1/allowlist`, also a network that was not listed.
+    #[response(status = 404, content_type = "application/problem+json")]
+    Off(Problem<'static>),
+    /// `throttled`: too many wrong admin tokens from this source.
+    #[response(
+        status = 429,
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds until an attempt would be admitted"))
+    )]
+    Throttled(Problem<'static>),
+    /// `unavailable`: the attempt store or the database cannot answer now.
+    #[response(
+        status = 503,
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait"))
+    )]
+    Unavailable(Problem<'static>),
 }

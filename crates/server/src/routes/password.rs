@@ -6,6 +6,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::openapi::{BodyRefused, Throttled, Unavailable};
 use super::{AppState, ClientIp, checked_password};
 use crate::error::{ApiError, Problem};
 use crate::password_change::{self, Authority};
@@ -47,12 +48,9 @@ pub struct PasswordChanged {
         (status = 400, description = "`bad_request`, `weak_password` / `breached_password` (with `reason`), `invalid_forwarded_header`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`invalid_credentials` (wrong current password, counted like a login), `unauthenticated`, `invalid_token`, `challenge_required` / `challenge_failed`", body = Problem, content_type = "application/problem+json"),
         (status = 423, description = "`locked` (only with `responses.disclose_lockouts`)", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`throttled`: refused by a rate limit, lockout or ban", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds until an attempt would be admitted"))),
-        (status = 503, description = "`unavailable`: the database (or the hashing queue) cannot answer now", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        BodyRefused,
+        Throttled,
+        Unavailable,
     )
 )]
 #[post("/v1/password")]

@@ -6,8 +6,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::login::rfc3339;
+use super::openapi::{NoSession, Unavailable};
 use super::{AppState, live_session};
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::token;
 
 /// A live session.
@@ -36,10 +37,8 @@ pub struct Revoked {
     security(("session" = [])),
     responses(
         (status = 200, description = "The session is live", body = SessionInfo),
-        (status = 401, description = "`unauthenticated`: no live session token", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 503, description = "`unavailable`: the database (or the hashing queue) cannot answer now", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        NoSession,
+        Unavailable,
     )
 )]
 #[get("/v1/session")]
@@ -62,10 +61,8 @@ pub async fn introspect(
     security(("session" = [])),
     responses(
         (status = 204, description = "The session ended"),
-        (status = 401, description = "`unauthenticated`: no live session token", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 503, description = "`unavailable`: the database (or the hashing queue) cannot answer now", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        NoSession,
+        Unavailable,
     )
 )]
 #[post("/v1/logout")]
@@ -88,10 +85,8 @@ pub async fn logout(
     security(("session" = [])),
     responses(
         (status = 200, description = "Every session of the account ended", body = Revoked),
-        (status = 401, description = "`unauthenticated`: no live session token", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 503, description = "`unavailable`: the database (or the hashing queue) cannot answer now", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        NoSession,
+        Unavailable,
     )
 )]
 #[post("/v1/logout/all")]

@@ -155,6 +155,11 @@ async fn through_nginx_a_spoofed_forwarded_for_counts_against_the_real_client() 
     assert!(counted.iter().all(|ip| ip == "127.0.0.1"), "{counted:?}");
 }
 
+/// A Prometheus HTTP API answer.
+async fn prometheus_api(client: &reqwest::Client, url: String) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// Prometheus' answer to an instant query: the samples' values.
 async fn query(client: &reqwest::Client, prometheus: &str, promql: &str) -> Vec<f64> {
     let encoded: String = promql
@@ -166,14 +171,7 @@ async fn query(client: &reqwest::Client, prometheus: &str, promql: &str) -> Vec<
             _ => format!("%{b:02X}"),
         })
         .collect();
-    let answer: Value = client
-        .get(format!("{prometheus}/api/v1/query?query={encoded}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = prometheus_api(client, format!("{prometheus}/api/v1/query?query={encoded}")).await;
     answer["data"]["result"]
         .as_array()
         .map(|samples| {
@@ -192,14 +190,7 @@ async fn prometheus_scrapes_every_replica_with_the_alert_rules_loaded() {
     let prometheus = format!("http://127.0.0.1:{prometheus_port}");
     let client = reqwest::Client::new();
 
-    let rules: Value = client
-        .get(format!("{prometheus}/api/v1/rules"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rules = prometheus_api(&client, format!("{prometheus}/api/v1/rules")).await;
     let alerts: BTreeSet<&str> = rules["data"]["groups"][0]["rules"]
         .as_array()
         .unwrap()
