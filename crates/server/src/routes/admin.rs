@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use utoipa::{IntoParams, ToSchema};
 
-use super::openapi::{AdminRefused, BodyRefused};
+use super::openapi::{AdminRefused, BodyRefused, Throttled, Unavailable};
 use super::{AppState, client_address, parse_username};
 use crate::error::{ApiError, Problem};
 use crate::settings::parse_network;
@@ -165,6 +165,8 @@ impl Subject {
         (status = 200, description = "The subject's counters", body = SubjectCounters),
         (status = 400, description = "`bad_request`, `invalid_username`: not exactly one valid subject", body = Problem, content_type = "application/problem+json"),
         AdminRefused,
+        Throttled,
+        Unavailable,
     )
 )]
 #[get("/admin/v1/subjects")]
@@ -188,6 +190,8 @@ pub async fn subjects(
         (status = 400, description = "`bad_request`, `invalid_username`: not exactly one valid subject", body = Problem, content_type = "application/problem+json"),
         BodyRefused,
         AdminRefused,
+        Throttled,
+        Unavailable,
     )
 )]
 #[post("/admin/v1/unlock")]
@@ -236,6 +240,8 @@ pub struct Limit {
         (status = 200, description = "Current lockouts and bans", body = Restrictions),
         (status = 400, description = "`bad_request`: an unreadable query", body = Problem, content_type = "application/problem+json"),
         AdminRefused,
+        Throttled,
+        Unavailable,
     )
 )]
 #[get("/admin/v1/lockouts")]
@@ -279,6 +285,8 @@ fn listing(networks: Vec<IpNet>) -> Networks {
     responses(
         (status = 200, description = "The allowlist", body = Networks),
         AdminRefused,
+        Throttled,
+        Unavailable,
     )
 )]
 #[get("/admin/v1/allowlist")]
@@ -297,6 +305,8 @@ pub async fn allowlist(_: Admin, state: web::Data<AppState>) -> Result<HttpRespo
         (status = 400, description = "`bad_request`, `invalid_network`", body = Problem, content_type = "application/problem+json"),
         BodyRefused,
         AdminRefused,
+        Throttled,
+        Unavailable,
     )
 )]
 #[put("/admin/v1/allowlist")]
@@ -327,6 +337,8 @@ pub async fn allow(
         (status = 400, description = "`bad_request`, `invalid_network`", body = Problem, content_type = "application/problem+json"),
         BodyRefused,
         AdminRefused,
+        Throttled,
+        Unavailable,
     )
 )]
 #[delete("/admin/v1/allowlist")]

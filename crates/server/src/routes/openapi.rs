@@ -149,7 +149,8 @@ pub struct Unavailable(pub Problem<'static>);
 )]
 pub struct NoSession(pub Problem<'static>);
 
-/// What every admin call may answer besides its own.
+/// What every admin call may answer besides its own (with [`Throttled`] for wrong tokens and
+/// [`Unavailable`]).
 #[derive(utoipa::IntoResponses)]
 pub enum AdminRefused {
     /// `unauthenticated`: a missing or wrong admin token (counted against the source's limits).
@@ -159,18 +160,4 @@ pub enum AdminRefused {
     /// listener; for `DELETE /admin/v1/allowlist`, also a network that was not listed.
     #[response(status = 404, content_type = "application/problem+json")]
     Off(Problem<'static>),
-    /// `throttled`: too many wrong admin tokens from this source.
-    #[response(
-        status = 429,
-        content_type = "application/problem+json",
-        headers(("Retry-After" = u64, description = "Seconds until an attempt would be admitted"))
-    )]
-    Throttled(Problem<'static>),
-    /// `unavailable`: the attempt store or the database cannot answer now.
-    #[response(
-        status = 503,
-        content_type = "application/problem+json",
-        headers(("Retry-After" = u64, description = "Seconds to wait"))
-    )]
-    Unavailable(Problem<'static>),
 }
