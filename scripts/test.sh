@@ -6,6 +6,8 @@
 # - nginx (local-stack and drill smoke tests), prometheus and promtool (metrics, alert rules,
 #   the local stack's Prometheus), redis-tools, postgresql-client and openssl (fixtures): Debian
 #   packages.
+# - The browser suite (crates/server/tests/browser): Debian's chromium, and npm
+#   `playwright-core` pinned by its package-lock.json, installed there with `npm ci`.
 # - Independent implementations for the interop tests, pinned, in target/interop-venv: PyPI
 #   `altcha` (challenges), `pyotp` (TOTP), `pyjwt` with `cryptography` (access tokens),
 #   `kubernetes-validate` with PyYAML (the Kubernetes manifests against the API schemas),
@@ -18,6 +20,7 @@ cd "$(dirname "$0")/.."
 INTEROP=(altcha==2.3.0 pyotp==2.9.0 PyJWT==2.15.1 cryptography==50.0.2 kubernetes-validate==1.37.0
   PyYAML==6.0.4 openapi-spec-validator==0.9.0 schemathesis==4.32.5)
 VENV=target/interop-venv
+BROWSER_SUITE=crates/server/tests/browser
 
 log() { printf '\n== %s\n' "$*"; }
 
@@ -28,6 +31,8 @@ ensure_packages() {
   command -v redis-cli >/dev/null || missing+=(redis-tools)
   command -v psql >/dev/null || missing+=(postgresql-client)
   command -v openssl >/dev/null || missing+=(openssl)
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v npm >/dev/null || missing+=(nodejs npm)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     apt-get update -qq
@@ -42,6 +47,15 @@ ensure_interop_venv() {
   log "installing ${INTEROP[*]} into $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check "${INTEROP[@]}"
+}
+
+ensure_browser_suite() {
+  local wanted installed
+  wanted=$(node -p "require('./$BROWSER_SUITE/package.json').dependencies['playwright-core']")
+  installed=$(node -p "require('./$BROWSER_SUITE/node_modules/playwright-core/package.json').version" 2>/dev/null || true)
+  if [ "$installed" = "$wanted" ]; then return; fi
+  log "installing playwright-core $wanted into $BROWSER_SUITE (npm ci)"
+  npm ci --prefix "$BROWSER_SUITE" --no-audit --no-fund --loglevel=error
 }
 
 ensure_redis() {
@@ -68,6 +82,7 @@ ensure_postgres() {
 
 ensure_packages
 ensure_interop_venv
+ensure_browser_suite
 ensure_redis
 ensure_postgres
 

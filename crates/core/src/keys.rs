@@ -81,6 +81,19 @@ impl Dimension {
             Dimension::Device => "device",
         }
     }
+
+    /// What its store keys start with (the global key is `g` itself).
+    fn key_prefix(self) -> &'static str {
+        match self {
+            Dimension::Global => "g",
+            Dimension::Ip => "ip:",
+            Dimension::Subnet => "net:",
+            Dimension::Network => "nw:",
+            Dimension::Username => "u:",
+            Dimension::UsernameIp => "ui:",
+            Dimension::Device => "dev:",
+        }
+    }
 }
 
 /// One counter an attempt touches.
@@ -90,6 +103,35 @@ pub struct AttemptKey {
     pub dimension: Dimension,
     /// The store key, without any deployment prefix.
     pub key: String,
+}
+
+impl AttemptKey {
+    fn new(dimension: Dimension, rest: impl std::fmt::Display) -> Self {
+        AttemptKey {
+            dimension,
+            key: format!("{}{rest}", dimension.key_prefix()),
+        }
+    }
+
+    /// The key a store key names (as `/admin/v1/lockouts` lists them), or `None` when it is
+    /// not one [`KeyDeriver`] makes.
+    pub fn from_store_key(key: &str) -> Option<AttemptKey> {
+        // Longest prefixes first: `u:` is a prefix of `ui:`.
+        let dimension = [
+            Dimension::UsernameIp,
+            Dimension::Username,
+            Dimension::Device,
+            Dimension::Network,
+            Dimension::Subnet,
+            Dimension::Ip,
+        ]
+        .into_iter()
+        .find(|d| key.len() > d.key_prefix().len() && key.starts_with(d.key_prefix()))?;
+        Some(AttemptKey {
+            dimension,
+            key: key.to_owned(),
+        })
+    }
 }
 
 /// Refused subnet prefix lengths.
@@ -174,26 +216,17 @@ impl KeyDeriver {
 
     /// The key counting one client address.
     pub fn ip_key(&self, ip: IpAddr) -> AttemptKey {
-        AttemptKey {
-            dimension: Dimension::Ip,
-            key: format!("ip:{}", counted_address(ip)),
-        }
+        AttemptKey::new(Dimension::Ip, counted_address(ip))
     }
 
     /// The key counting one subnet (given as any network; it is truncated to its prefix).
     pub fn subnet_key(&self, net: IpNet) -> AttemptKey {
-        AttemptKey {
-            dimension: Dimension::Subnet,
-            key: format!("net:{}", net.trunc()),
-        }
+        AttemptKey::new(Dimension::Subnet, net.trunc())
     }
 
     /// The key counting one IPv6 network (given as any network; it is truncated to its prefix).
     pub fn network_key(&self, net: IpNet) -> AttemptKey {
-        AttemptKey {
-            dimension: Dimension::Network,
-            key: format!("nw:{}", net.trunc()),
-        }
+        AttemptKey::new(Dimension::Network, net.trunc())
     }
 
     /// The keys of the source alone: address, subnet and, for IPv6, network (what a registration
@@ -227,14 +260,16 @@ impl KeyDeriver {
         device: Option<&DeviceId>,
     ) -> Vec<AttemptKey> {
         let ip = counted_address(ip);
-        let key = |dimension, key| AttemptKey { dimension, key };
-        let mut keys = vec![key(Dimension::Global, "g".to_owned())];
+        let mut keys = vec![AttemptKey::new(Dimension::Global, "")];
         match device {
-            Some(device) => keys.push(key(Dimension::Device, format!("dev:{}", device.as_str()))),
+            Some(device) => keys.push(AttemptKey::new(Dimension::Device, device.as_str())),
             None => {
                 keys.extend(self.source_keys(ip));
                 keys.push(username_key(user));
-                keys.push(key(Dimension::UsernameIp, format!("ui:{user}:{ip}")));
+                keys.push(AttemptKey::new(
+                    Dimension::UsernameIp,
+                    format_args!("{user}:{ip}"),
+                ));
             }
         }
         keys
@@ -268,10 +303,7 @@ fn truncate(ip: IpAddr, prefix: u8) -> IpNet {
 
 /// The username key from the username's keyed hash.
 fn username_key(digest: &str) -> AttemptKey {
-    AttemptKey {
-        dimension: Dimension::Username,
-        key: format!("u:{digest}"),
-    }
+    AttemptKey::new(Dimension::Username, digest)
 }
 
 #[cfg(test)]
@@ -284,6 +316,29 @@ mod tests {
 
     fn key(keys: &[AttemptKey], dimension: Dimension) -> &str {
         &keys.iter().find(|k| k.dimension == dimension).unwrap().key
+    }
+
+    #[test]
+    fn every_derived_key_but_the_global_one_is_read_back_from_its_store_key() {
+        let d = deriver();
+        let username = Username::parse("alice").unwrap();
+        let cookies = crate::DeviceCookies::new(b"device key");
+        let device = cookies
+            .verify(&cookies.issue(&username, [7; 16]), &username)
+            .unwrap();
+        let mut keys = d.keys("2001:db8::1".parse().unwrap(), &username, None);
+        keys.extend(d.keys("203.0.113.7".parse().unwrap(), &username, Some(&device)));
+        for key in keys {
+            let read = AttemptKey::from_store_key(&key.key);
+            if key.dimension == Dimension::Global {
+                assert_eq!(read, None);
+            } else {
+                assert_eq!(read, Some(key));
+            }
+        }
+        for not_a_key in ["", "u:", "x:1", "g", "ip"] {
+            assert_eq!(AttemptKey::from_store_key(not_a_key), None, "{not_a_key}");
+        }
     }
 
     #[test]

@@ -222,7 +222,8 @@ impl ApiError {
         }
     }
 
-    fn retry_after(&self) -> Option<u64> {
+    /// Seconds a client should wait, for a Retry-After header.
+    pub(crate) fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::Throttled { retry_after_secs }
             | ApiError::MfaThrottled {
@@ -236,7 +237,7 @@ impl ApiError {
     }
 
     /// Logs a server-side failure once, with its whole cause chain.
-    fn log(&self) {
+    pub(crate) fn log(&self) {
         match self {
             ApiError::Unavailable { cause, .. } => {
                 tracing::warn!(

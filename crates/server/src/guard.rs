@@ -22,6 +22,7 @@ use crate::challenge::Challenges;
 use crate::deny_cache::DenyCache;
 use crate::error::ApiError;
 use crate::instruments::{self, StoreOp};
+use crate::recent_decisions::{Counted, RecentDecisions};
 use crate::security_events::SecurityEvents;
 use crate::settings::UsernameLogging;
 
@@ -38,6 +39,8 @@ pub struct LoginGuard {
     deny_cache: Option<DenyCache>,
     /// How usernames appear in request logs.
     log_usernames: UsernameLogging,
+    /// This replica's decisions of the last minutes (the admin console's view).
+    recent: RecentDecisions,
 }
 
 /// An admitted attempt, counted provisionally as a lockout failure until it is settled.
@@ -63,7 +66,7 @@ impl LoginGuard {
     /// A guard applying `policy` with keys from `deriver`, counting in `store`, reporting
     /// lockouts and bans to `events`, asking `challenges` where the policy says, refusing what
     /// `deny_cache` remembers without asking the store, logging usernames as `log_usernames`
-    /// says.
+    /// says, counting its decisions in `recent`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         policy: Policy,
@@ -74,6 +77,7 @@ impl LoginGuard {
         challenges: Challenges,
         deny_cache: Option<DenyCache>,
         log_usernames: UsernameLogging,
+        recent: RecentDecisions,
     ) -> Self {
         Self {
             policy,
@@ -84,7 +88,13 @@ impl LoginGuard {
             challenges,
             deny_cache,
             log_usernames,
+            recent,
         }
+    }
+
+    /// This replica's decisions of the last minutes.
+    pub fn recent_decisions(&self) -> &RecentDecisions {
+        &self.recent
     }
 
     /// Forgets every refusal this replica remembers (an unlock or an allowlist change).
@@ -168,6 +178,24 @@ impl LoginGuard {
         Ok(())
     }
 
+    /// Reports a refusal (metrics, recent decisions, span, log) and answers it with 429.
+    fn refused(&self, denial: Denial) -> ApiError {
+        instruments::refused(&denial);
+        self.recent.count(Counted::Denied(denial.reason));
+        let span = tracing::Span::current();
+        span.record("outcome", "denied");
+        span.record("reason", denial.reason.as_str());
+        tracing::info!(
+            dimension = denial.dimension.as_str(),
+            reason = denial.reason.as_str(),
+            retry_after_ms = denial.retry_after_ms,
+            "attempt refused before verification"
+        );
+        ApiError::Throttled {
+            retry_after_secs: denial.retry_after_secs(),
+        }
+    }
+
     /// Asks the store, with the work the `altcha` payload proves (consumed once); returns the
     /// lockouts the attempt started provisionally.
     async fn decide(
@@ -178,7 +206,7 @@ impl LoginGuard {
         if let Some(denial) = self.deny_cache.as_ref().and_then(|c| c.refusal(keys)) {
             // The attempt call, and the proof's consumption, never happen.
             instruments::deny_cache_hit(1 + u64::from(altcha.is_some()));
-            return Err(refused(denial));
+            return Err(self.refused(denial));
         }
         let carried = self.challenges.prove(self.store.as_ref(), altcha).await?;
         let decision = self.store.attempt(keys, carried.work);
@@ -191,11 +219,13 @@ impl LoginGuard {
                 metrics::gauge!("portcullis_under_attack").set(f64::from(u8::from(under_attack)));
                 metrics::counter!("portcullis_decisions_total", "outcome" => "allowed")
                     .increment(1);
+                self.recent.count(Counted::Allowed { under_attack });
                 Ok(pending)
             }
             Decision::Challenge { work } => {
                 metrics::counter!("portcullis_decisions_total", "outcome" => "challenged")
                     .increment(1);
+                self.recent.count(Counted::Challenged);
                 let span = tracing::Span::current();
                 span.record("outcome", "challenged");
                 tracing::info!(work, "attempt challenged before verification");
@@ -208,26 +238,9 @@ impl LoginGuard {
                 if let Some(cache) = &self.deny_cache {
                     cache.remember(keys, &denial);
                 }
-                Err(refused(denial))
+                Err(self.refused(denial))
             }
         }
-    }
-}
-
-/// Reports a refusal (metrics, span, log) and answers it with 429.
-fn refused(denial: Denial) -> ApiError {
-    instruments::refused(&denial);
-    let span = tracing::Span::current();
-    span.record("outcome", "denied");
-    span.record("reason", denial.reason.as_str());
-    tracing::info!(
-        dimension = denial.dimension.as_str(),
-        reason = denial.reason.as_str(),
-        retry_after_ms = denial.retry_after_ms,
-        "attempt refused before verification"
-    );
-    ApiError::Throttled {
-        retry_after_secs: denial.retry_after_secs(),
     }
 }
 

@@ -4,7 +4,8 @@
 //! ([`client_ip`]); the [`login`] use case has the [`guard`] admit the attempt (the attempt
 //! store decides, see [`stores`]); only an admitted attempt reaches the database
 //! ([`accounts`]) and Argon2 ([`passwords`]); the admission is finished with the outcome (or
-//! abandoned); a success opens a session ([`sessions`], [`token`]). [`startup`] wires it from
+//! abandoned); a success opens a session ([`sessions`], [`token`]). The hosted pages and the
+//! admin console ([`web`]) are a second way in to the same use cases. [`startup`] wires it from
 //! [`settings`].
 
 pub mod access_tokens;
@@ -22,6 +23,8 @@ pub mod login_tokens;
 pub mod mfa;
 pub mod password_change;
 pub mod passwords;
+pub mod recent_decisions;
+pub mod registration;
 pub mod request_span;
 pub mod routes;
 pub mod security_events;
@@ -32,6 +35,7 @@ pub mod stores;
 pub mod telemetry;
 pub mod tls;
 pub mod token;
+pub mod web;
 
 pub use settings::Settings;
 pub use startup::Application;

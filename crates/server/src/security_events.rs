@@ -145,7 +145,10 @@ mod tests {
             Ok(())
         }
 
-        async fn recent(&self, _: usize) -> Result<Vec<SecurityEvent>, StoreError> {
+        async fn recent(
+            &self,
+            _: usize,
+        ) -> Result<Vec<portcullis_store::RecordedEvent>, StoreError> {
             Ok(Vec::new())
         }
     }

@@ -23,6 +23,17 @@ pub struct Session {
     pub password_change_required: bool,
 }
 
+/// A live session as its account sees it (the account page).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionSummary {
+    /// When it began.
+    pub created_at: UnixMillis,
+    /// When it ends.
+    pub expires_at: UnixMillis,
+    /// Whether it is the session asking.
+    pub current: bool,
+}
+
 /// The sessions table.
 #[derive(Clone)]
 pub struct Sessions {
@@ -41,6 +52,11 @@ impl Sessions {
             ttl_ms,
             max_per_account,
         }
+    }
+
+    /// Now, on the sessions' clock.
+    pub fn now(&self) -> UnixMillis {
+        self.clock.now()
     }
 
     /// Stores a new session for the account (flagged when its password must change); evicts
@@ -110,6 +126,33 @@ impl Sessions {
         })
         .transpose()
         .map_err(|e: sqlx::Error| anyhow::Error::new(e).context("reading a session row"))
+    }
+
+    /// The live sessions of the account, newest first, marking the one with `current_digest`.
+    pub async fn list(
+        &self,
+        account_id: &str,
+        current_digest: &str,
+    ) -> anyhow::Result<Vec<SessionSummary>> {
+        let rows = sqlx::query(
+            "SELECT token_digest, created_at, expires_at FROM sessions \
+             WHERE account_id = $1 AND expires_at > $2 ORDER BY id DESC",
+        )
+        .bind(account_id)
+        .bind(to_sql(self.clock.now()))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_error(e, "listing sessions"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(SessionSummary {
+                    created_at: from_sql(row.try_get("created_at")?),
+                    expires_at: from_sql(row.try_get("expires_at")?),
+                    current: row.try_get::<String, _>("token_digest")? == current_digest,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| anyhow::Error::new(e).context("reading a session row"))
     }
 
     /// Ends a session; returns whether it was live.

@@ -26,6 +26,7 @@ use crate::login_tokens::LoginTokens;
 use crate::mfa::SecondFactors;
 use crate::mfa::sealing::SecretSealer;
 use crate::passwords::{PasswordHasher, PasswordPolicy};
+use crate::recent_decisions::RecentDecisions;
 use crate::request_span::RequestSpan;
 use crate::routes::admin::AdminApi;
 use crate::routes::openapi::{ApiDoc, KnownPaths};
@@ -120,7 +121,7 @@ impl Application {
             AccessTokens::from_settings(&settings.tokens.access, &settings.secrets, clock.clone())?;
         let sessions = Sessions::new(
             accounts.pool(),
-            clock,
+            clock.clone(),
             settings.session.ttl_secs.saturating_mul(1_000),
             settings.session.max_per_account,
         );
@@ -158,6 +159,7 @@ impl Application {
                 challenges,
                 deny_cache,
                 settings.log.usernames,
+                RecentDecisions::new(clock.clone()),
             ),
             stores,
             allowlist,
@@ -196,6 +198,7 @@ impl Application {
                 .configure(routes::configure(max_body))
                 .split_for_parts();
             app.app_data(web::Data::new(KnownPaths::of(&api)))
+                .configure(crate::web::configure(max_body))
                 .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
                 .route(
                     "/docs",

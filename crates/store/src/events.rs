@@ -77,3 +77,13 @@ pub struct SecurityEvent {
     /// When the restriction ends, if it does.
     pub until: Option<UnixMillis>,
 }
+
+/// A security event as the log holds it: with the time it was appended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    /// When it was appended (Redis: the stream entry's id; memory: the store's clock).
+    pub at: UnixMillis,
+    /// The event.
+    #[serde(flatten)]
+    pub event: SecurityEvent,
+}

@@ -25,7 +25,7 @@ use portcullis_core::{AttemptKey, Decision, LockoutEvent, Outcome, UnixMillis};
 pub use admin::{AdminStore, Invalidation, KeyStatus, Listener, Restriction};
 pub use breaker::{Breaker, Transition};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use events::{EventKind, SecurityEvent};
+pub use events::{EventKind, RecordedEvent, SecurityEvent};
 pub use fallback::{FallbackStore, OnError};
 pub use memory::MemoryStore;
 pub use redis_store::{RedisConfig, RedisStore};
@@ -124,5 +124,5 @@ pub trait EventLog: Send + Sync + 'static {
     async fn append(&self, event: &SecurityEvent) -> Result<(), StoreError>;
 
     /// The newest `count` events, newest first.
-    async fn recent(&self, count: usize) -> Result<Vec<SecurityEvent>, StoreError>;
+    async fn recent(&self, count: usize) -> Result<Vec<RecordedEvent>, StoreError>;
 }

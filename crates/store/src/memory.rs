@@ -14,7 +14,7 @@ use portcullis_core::model::StateTable;
 use portcullis_core::{AttemptKey, Decision, LockoutEvent, Outcome, Policy, UnixMillis};
 
 use crate::admin::{AdminStore, KeyStatus, Restriction};
-use crate::events::{MEMORY_EVENTS, SecurityEvent};
+use crate::events::{MEMORY_EVENTS, RecordedEvent, SecurityEvent};
 use crate::{AttemptStore, Clock, EventLog, StoreError};
 
 /// Restrictions indexed before stale entries are pruned.
@@ -70,7 +70,7 @@ pub struct MemoryStore {
     /// Solved challenges already used, until they expire.
     used_proofs: Mutex<UsedProofs>,
     /// The newest security events, oldest dropped first.
-    events: Mutex<VecDeque<SecurityEvent>>,
+    events: Mutex<VecDeque<RecordedEvent>>,
 }
 
 /// Solved challenges' ids and when each expires.
@@ -221,11 +221,14 @@ impl EventLog for MemoryStore {
         if events.len() == MEMORY_EVENTS {
             events.pop_front();
         }
-        events.push_back(event.clone());
+        events.push_back(RecordedEvent {
+            at: self.clock.now(),
+            event: event.clone(),
+        });
         Ok(())
     }
 
-    async fn recent(&self, count: usize) -> Result<Vec<SecurityEvent>, StoreError> {
+    async fn recent(&self, count: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         Ok(lock(&self.events)
             .iter()
             .rev()
@@ -260,7 +263,7 @@ mod tests {
             store.append(&event).await.unwrap();
         }
         let recent = store.recent(2).await.unwrap();
-        let until: Vec<_> = recent.iter().map(|e| e.until).collect();
+        let until: Vec<_> = recent.iter().map(|e| e.event.until).collect();
         assert_eq!(
             until,
             [

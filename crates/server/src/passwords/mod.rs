@@ -36,6 +36,11 @@ impl PasswordPolicy {
         }
     }
 
+    /// The least number of characters a new password has (`passwords.min_length`).
+    pub fn min_length(&self) -> usize {
+        self.rules.min_length()
+    }
+
     /// The rules of `passwords.*` and, when `passwords.breached_filter` is set, the filter
     /// (a start-up error naming the setting when it cannot be loaded).
     pub fn from_settings(settings: &PasswordSettings) -> anyhow::Result<Self> {

@@ -84,6 +84,11 @@ pub struct PasswordRules {
 }
 
 impl PasswordRules {
+    /// The least number of code points a new password has.
+    pub fn min_length(&self) -> usize {
+        self.min_chars
+    }
+
     /// Rules from the settings, refusing ranges that cannot work.
     pub fn new(settings: &PasswordSettings) -> anyhow::Result<Self> {
         ensure!(

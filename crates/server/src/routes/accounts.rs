@@ -1,13 +1,14 @@
-//! `POST /v1/users`: registration.
+//! `POST /v1/users`: HTTP in and out of the registration use case (see
+//! [`crate::registration`]).
 
 use actix_web::{HttpResponse, post, web};
-use secrecy::ExposeSecret;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::openapi::{BodyRefused, Throttled, Unavailable};
 use super::{AppState, ClientIp, Credentials};
 use crate::error::{ApiError, Problem};
+use crate::registration;
 
 /// A new account.
 #[derive(Serialize, ToSchema)]
@@ -42,16 +43,14 @@ pub async fn register(
     ClientIp(ip): ClientIp,
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
-    let username = body.username()?;
-    let password = body.password()?;
-    state
-        .passwords
-        .check_new(password.expose_secret(), &username)?;
-    state.guard.log_username(&username, None);
-    state.guard.admit_source(ip, body.altcha()).await?;
-    let hash = state.hasher.hash(password).await?;
-    let account = state.accounts.create(&username, &hash).await?;
-    tracing::info!(target: "security", event = "account_created", subject = %account.id);
+    let account = registration::register(
+        &state,
+        ip,
+        &body.username()?,
+        body.password()?,
+        body.altcha(),
+    )
+    .await?;
     Ok(HttpResponse::Created().json(Registered {
         id: account.id,
         username: account.username,

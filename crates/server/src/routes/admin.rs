@@ -2,19 +2,23 @@
 //! replica.
 //!
 //! Off (404) unless `admin.token` is set, and only on the admin listener when `admin.listen` is
-//! set. Every call needs `Authorization: Bearer <token>`. The server keeps only the token's
-//! SHA-256 digest and compares digests in constant time. A wrong token is a `security` event
-//! (`admin_auth_failed`) and counts against the source's address limits, so guessing is
-//! throttled (429) like any other attempt.
+//! set. Every call needs `Authorization: Bearer <token>`, or the admin console's cookie (see
+//! [`AdminApi::console_cookie`]). The server keeps only the token's SHA-256 digest and compares
+//! digests in constant time. A wrong token is a `security` event (`admin_auth_failed`) and
+//! counts against the source's address limits, so guessing is throttled (429) like any other
+//! attempt.
 
 use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, delete, get, post, put, web};
 use futures_util::future::LocalBoxFuture;
 use ipnet::IpNet;
 use portcullis_core::AttemptKey;
-use portcullis_store::{EventKind, Invalidation, KeyStatus, Restriction, SecurityEvent};
+use portcullis_store::{
+    EventKind, Health, Invalidation, KeyStatus, RecordedEvent, Restriction, SecurityEvent,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -23,7 +27,14 @@ use utoipa::{IntoParams, ToSchema};
 use super::openapi::{AdminRefused, BodyRefused, Throttled, Unavailable};
 use super::{AppState, client_address, parse_username};
 use crate::error::{ApiError, Problem};
+use crate::recent_decisions::{AttackSignalSeen, MinuteOfDecisions};
 use crate::settings::parse_network;
+
+/// The admin console's cookie (`SameSite=Strict`, HttpOnly, path `/admin`).
+pub const CONSOLE_COOKIE: &str = "portcullis_admin";
+
+/// How long a console cookie is good for.
+pub const CONSOLE_COOKIE_SECS: u64 = 8 * 60 * 60;
 
 /// The admin API's credentials.
 pub struct AdminApi {
@@ -39,13 +50,91 @@ impl AdminApi {
         }
     }
 
-    fn accepts(&self, req: &HttpRequest) -> bool {
-        req.headers()
+    /// Whether `token` is the admin token.
+    pub fn is_token(&self, token: &str) -> bool {
+        let digest = Sha256::digest(token.trim().as_bytes());
+        bool::from(digest.as_slice().ct_eq(&self.token_digest))
+    }
+
+    /// The console cookie's value, good until `expires` (Unix seconds):
+    /// `<expires>.<HMAC-SHA256 keyed with the token's digest, hex>`. Stateless, so every replica
+    /// with the same token accepts it, and a new token ends every console session; never the
+    /// token itself.
+    pub fn console_cookie(&self, expires: u64) -> String {
+        format!("{expires}.{}", hex::encode(self.console_tag(expires)))
+    }
+
+    fn console_tag(&self, expires: u64) -> [u8; 32] {
+        let mut mac = <hmac::Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&self.token_digest)
+            .unwrap_or_else(|_| <hmac::Hmac<Sha256> as hmac::KeyInit>::new(&Default::default()));
+        hmac::Mac::update(&mut mac, format!("console:{expires}").as_bytes());
+        hmac::Mac::finalize(mac).into_bytes().into()
+    }
+
+    fn accepts_console_cookie(&self, value: &str, now_secs: u64) -> bool {
+        let Some((expires, tag)) = value.split_once('.') else {
+            return false;
+        };
+        let (Ok(expires), Ok(tag)) = (expires.parse::<u64>(), hex::decode(tag)) else {
+            return false;
+        };
+        expires > now_secs && bool::from(tag.as_slice().ct_eq(&self.console_tag(expires)))
+    }
+
+    /// Whether the request carries the token (`Authorization: Bearer`) or a live console cookie.
+    pub fn accepts(&self, req: &HttpRequest) -> bool {
+        let bearer = req
+            .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|token| Sha256::digest(token.trim().as_bytes()))
-            .is_some_and(|digest| bool::from(digest.as_slice().ct_eq(&self.token_digest)))
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match bearer {
+            Some(token) => self.is_token(token),
+            None => req
+                .cookie(CONSOLE_COOKIE)
+                .is_some_and(|c| self.accepts_console_cookie(c.value(), unix_now_secs())),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The admin API of a request that reached the admin listener (404 otherwise, and when the
+/// admin API is off).
+pub fn admin_api<'a>(state: &'a AppState, req: &HttpRequest) -> Result<&'a AdminApi, ApiError> {
+    let api = state.admin.as_ref().ok_or(ApiError::NotFound)?;
+    if !state.is_ops_request(req) {
+        return Err(ApiError::NotFound);
+    }
+    Ok(api)
+}
+
+/// Answers a wrong admin token: a `security` event, counted against the source's address
+/// limits (401, or 429 once they refuse).
+pub async fn refuse_admin(state: &AppState, req: &HttpRequest) -> ApiError {
+    let ip = match client_address(req) {
+        Ok(ip) => ip,
+        Err(error) => return error,
+    };
+    state
+        .events
+        .report(SecurityEvent {
+            kind: EventKind::AdminAuthFailed,
+            dimension: Some("ip".to_owned()),
+            key: Some(ip.to_string()),
+            subject: None,
+            until: None,
+        })
+        .await;
+    match state.guard.admit_source(ip, None).await {
+        // Counted; a wrong token is answered as one, never with a challenge.
+        Ok(()) | Err(ApiError::ChallengeRequired { .. }) => ApiError::Unauthenticated,
+        Err(refused) => refused,
     }
 }
 
@@ -62,34 +151,15 @@ impl FromRequest for Admin {
             let state = req
                 .app_data::<web::Data<AppState>>()
                 .ok_or(ApiError::NotFound)?;
-            let api = state.admin.as_ref().ok_or(ApiError::NotFound)?;
-            if !state.is_ops_request(&req) {
-                return Err(ApiError::NotFound);
-            }
-            if api.accepts(&req) {
+            if admin_api(state, &req)?.accepts(&req) {
                 return Ok(Admin);
             }
-            let ip = client_address(&req)?;
-            state
-                .events
-                .report(SecurityEvent {
-                    kind: EventKind::AdminAuthFailed,
-                    dimension: Some("ip".to_owned()),
-                    key: Some(ip.to_string()),
-                    subject: None,
-                    until: None,
-                })
-                .await;
-            match state.guard.admit_source(ip, None).await {
-                // Counted; a wrong token is answered as one, never with a challenge.
-                Ok(()) | Err(ApiError::ChallengeRequired { .. }) => Err(ApiError::Unauthenticated),
-                Err(refused) => Err(refused),
-            }
+            Err(refuse_admin(state, &req).await)
         })
     }
 }
 
-/// Exactly one of `username`, `ip`, `subnet`: whose counters to inspect or clear.
+/// Exactly one of `username`, `ip`, `subnet`, `key`: whose counters to inspect or clear.
 #[derive(Deserialize, ToSchema, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -100,6 +170,9 @@ pub struct Subject {
     ip: Option<String>,
     /// A CIDR network.
     subnet: Option<String>,
+    /// A store key as `GET /admin/v1/lockouts` lists it (`ip:...`, `u:...`, ...). Clearing an
+    /// account's key clears its counters; a permanent lock in the database needs `username`.
+    key: Option<String>,
 }
 
 /// A subject's counters.
@@ -136,27 +209,30 @@ impl Subject {
     fn keys(&self, state: &AppState) -> Result<Vec<AttemptKey>, ApiError> {
         let deriver = state.guard.deriver();
         let bad = |what: &str| ApiError::bad_request(what);
-        match (&self.username, &self.ip, &self.subnet) {
-            (Some(username), None, None) => {
+        match (&self.username, &self.ip, &self.subnet, &self.key) {
+            (Some(username), None, None, None) => {
                 let username = parse_username(username)?;
                 Ok(vec![deriver.username_key(&username)])
             }
-            (None, Some(ip), None) => {
+            (None, Some(ip), None, None) => {
                 let ip: IpAddr = ip.parse().map_err(|_| bad("ip is not an IP address"))?;
                 Ok(vec![deriver.ip_key(ip)])
             }
-            (None, None, Some(subnet)) => {
+            (None, None, Some(subnet), None) => {
                 let net: IpNet = subnet
                     .parse()
                     .map_err(|_| bad("subnet is not a CIDR network"))?;
                 Ok(vec![deriver.subnet_key(net)])
             }
-            _ => Err(bad("give exactly one of username, ip, subnet")),
+            (None, None, None, Some(key)) => AttemptKey::from_store_key(key)
+                .map(|key| vec![key])
+                .ok_or_else(|| bad("key is not a store key as /admin/v1/lockouts lists them")),
+            _ => Err(bad("give exactly one of username, ip, subnet, key")),
         }
     }
 }
 
-/// `GET /admin/v1/subjects?username=|ip=|subnet=`: the counters of one subject.
+/// `GET /admin/v1/subjects?username=|ip=|subnet=|key=`: the counters of one subject.
 #[utoipa::path(
     tag = "admin",
     security(("admin" = [])),
@@ -180,7 +256,7 @@ pub async fn subjects(
     Ok(HttpResponse::Ok().json(SubjectCounters { keys: status }))
 }
 
-/// `POST /admin/v1/unlock {"username"|"ip"|"subnet": ...}`: clears lockouts and bans.
+/// `POST /admin/v1/unlock {"username"|"ip"|"subnet"|"key": ...}`: clears lockouts and bans.
 #[utoipa::path(
     tag = "admin",
     security(("admin" = [])),
@@ -353,4 +429,80 @@ pub async fn disallow(
     } else {
         Err(ApiError::NotFound)
     }
+}
+
+/// How the service is, as this replica sees it.
+#[derive(Serialize, ToSchema)]
+pub struct ServiceStatus {
+    /// The service-wide under-attack signal with the last attempt this replica admitted (null
+    /// before the first).
+    attack_signal: Option<AttackSignalSeen>,
+    /// The attempt store: `ready`, `degraded` (a fallback serves while Redis fails) or
+    /// `unavailable`.
+    store: &'static str,
+    /// This replica's decisions over the last ten minutes, oldest first (the fleet's are
+    /// `portcullis_decisions_total`).
+    decisions: Vec<MinuteOfDecisions>,
+}
+
+/// `GET /admin/v1/status`: the under-attack signal, the store's health and the recent decisions
+/// by reason (what the admin console shows).
+#[utoipa::path(
+    tag = "admin",
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "The status", body = ServiceStatus),
+        AdminRefused,
+        Throttled,
+        Unavailable,
+    )
+)]
+#[get("/admin/v1/status")]
+pub async fn service_status(
+    _: Admin,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let recent = state.guard.recent_decisions();
+    let store = match state.stores.health().await {
+        Health::Ready => "ready",
+        Health::Degraded => "degraded",
+        Health::Unavailable => "unavailable",
+    };
+    Ok(HttpResponse::Ok().json(ServiceStatus {
+        attack_signal: recent.attack_signal(),
+        store,
+        decisions: recent.minutes(),
+    }))
+}
+
+/// The newest security events.
+#[derive(Serialize, ToSchema)]
+pub struct Events {
+    /// Newest first: `at` (Unix milliseconds), `kind`, and `dimension`, `key`, `subject`,
+    /// `until` where they apply.
+    #[schema(value_type = Vec<Object>)]
+    events: Vec<RecordedEvent>,
+}
+
+/// `GET /admin/v1/events?limit=`: the newest security events of the event stream.
+#[utoipa::path(
+    tag = "admin",
+    security(("admin" = [])),
+    params(Limit),
+    responses(
+        (status = 200, description = "The newest events", body = Events),
+        AdminRefused,
+        Throttled,
+        Unavailable,
+    )
+)]
+#[get("/admin/v1/events")]
+pub async fn recent_events(
+    _: Admin,
+    state: web::Data<AppState>,
+    query: web::Query<Limit>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(100).clamp(1, 1_000);
+    let events = state.stores.events.recent(limit).await?;
+    Ok(HttpResponse::Ok().json(Events { events }))
 }

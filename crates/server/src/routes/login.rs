@@ -151,7 +151,10 @@ fn logged_in_response(state: &AppState, logged_in: &LoggedIn) -> Result<HttpResp
 }
 
 /// A device cookie marking this browser as a trusted device of `username`.
-fn new_device_cookie(state: &AppState, username: &Username) -> Result<Cookie<'static>, ApiError> {
+pub(crate) fn new_device_cookie(
+    state: &AppState,
+    username: &Username,
+) -> Result<Cookie<'static>, ApiError> {
     let mut random = [0u8; 16];
     getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no entropy source: {e}"))?;
     Ok(Cookie::build(
@@ -167,6 +170,6 @@ fn new_device_cookie(state: &AppState, username: &Username) -> Result<Cookie<'st
 }
 
 /// Formats Unix milliseconds as an RFC 3339 UTC timestamp (second precision).
-pub(super) fn rfc3339(unix_ms: u64) -> String {
+pub(crate) fn rfc3339(unix_ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(unix_ms)).to_string()
 }

@@ -11,6 +11,8 @@ pub mod openapi;
 mod password;
 mod session;
 
+pub(crate) use login::{new_device_cookie, rfc3339};
+
 use std::net::{IpAddr, SocketAddr};
 
 use actix_web::dev::Payload;
@@ -153,6 +155,8 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut ServiceConfig) {
         .service(admin::subjects)
         .service(admin::unlock)
         .service(admin::lockouts)
+        .service(admin::service_status)
+        .service(admin::recent_events)
         .service(admin::allowlist)
         .service(admin::allow)
         .service(admin::disallow)

@@ -39,7 +39,9 @@ use serde::Deserialize;
 pub use connection::{Conn, Connections};
 
 use crate::admin::{AdminStore, Invalidation, KeyStatus, Listener, Restriction};
-use crate::{AttemptStore, Breaker, Clock, EventLog, SecurityEvent, StoreError, SystemClock};
+use crate::{
+    AttemptStore, Breaker, Clock, EventLog, RecordedEvent, SecurityEvent, StoreError, SystemClock,
+};
 
 const COMMON: &str = include_str!("lua/common.lua");
 /// The restrictions index: a sorted set of locked or banned keys, scored by when that ends.
@@ -618,7 +620,7 @@ impl EventLog for RedisStore {
         .await
     }
 
-    async fn recent(&self, count: usize) -> Result<Vec<SecurityEvent>, StoreError> {
+    async fn recent(&self, count: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let key = self.key("events");
         let entries: Vec<(String, Vec<(String, String)>)> = self
             .call("reading events", |mut conn| async move {
@@ -634,9 +636,12 @@ impl EventLog for RedisStore {
             .await?;
         Ok(entries
             .iter()
-            .filter_map(|(_, fields)| {
+            .filter_map(|(id, fields)| {
+                // A stream id is `<milliseconds>-<sequence>`.
+                let at = id.split('-').next()?.parse().ok()?;
                 let (_, payload) = fields.iter().find(|(name, _)| name == "event")?;
-                serde_json::from_str(payload).ok()
+                let event = serde_json::from_str(payload).ok()?;
+                Some(RecordedEvent { at, event })
             })
             .collect())
     }

@@ -1,0 +1,84 @@
+//! A session in a browser: the same durable session as the API's, its opaque token held in an
+//! HttpOnly `SameSite=Strict` cookie instead of an `Authorization` header.
+
+use actix_web::cookie::time::Duration as CookieDuration;
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::{HttpRequest, HttpResponse};
+
+use super::page::see_other;
+use crate::accounts::Account;
+use crate::error::ApiError;
+use crate::login::LoggedIn;
+use crate::routes::{AppState, new_device_cookie};
+use crate::sessions::Session;
+use crate::token;
+
+/// The cookie's name.
+pub const COOKIE: &str = "portcullis_session";
+
+/// The signed-in browser of a request.
+pub struct BrowserSession {
+    /// The session token's digest.
+    pub digest: String,
+    /// The live session.
+    pub session: Session,
+    /// Its account.
+    pub account: Account,
+}
+
+/// The request's live session and account, if its cookie carries one.
+pub async fn current(
+    state: &AppState,
+    request: &HttpRequest,
+) -> Result<Option<BrowserSession>, ApiError> {
+    let Some(digest) = request
+        .cookie(COOKIE)
+        .and_then(|c| token::digest_of_value(c.value()))
+    else {
+        return Ok(None);
+    };
+    let Some(session) = state.sessions.get(&digest).await? else {
+        return Ok(None);
+    };
+    let Some(account) = state.accounts.find_by_id(&session.subject).await? else {
+        return Ok(None);
+    };
+    Ok(Some(BrowserSession {
+        digest,
+        session,
+        account,
+    }))
+}
+
+/// The answer to a finished login: to the account page, with the session cookie and, for a
+/// new browser, a device cookie.
+pub fn signed_in(state: &AppState, logged_in: &LoggedIn) -> Result<HttpResponse, ApiError> {
+    let mut response = see_other("/account");
+    let lifetime = logged_in
+        .session
+        .expires_at
+        .saturating_sub(state.sessions.now())
+        .div_ceil(1_000);
+    response.cookie(
+        Cookie::build(COOKIE, logged_in.token.token.clone())
+            .path("/")
+            .http_only(true)
+            .secure(state.device.secure_cookie)
+            .same_site(SameSite::Strict)
+            .max_age(CookieDuration::seconds(
+                i64::try_from(lifetime).unwrap_or(i64::MAX),
+            ))
+            .finish(),
+    );
+    if logged_in.new_device {
+        response.cookie(new_device_cookie(state, &logged_in.username)?);
+    }
+    Ok(response.finish())
+}
+
+/// A cookie that makes the browser forget its session.
+pub fn forget() -> Cookie<'static> {
+    let mut cookie = Cookie::build(COOKIE, "").path("/").finish();
+    cookie.make_removal();
+    cookie
+}

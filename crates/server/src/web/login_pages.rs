@@ -1,0 +1,334 @@
+//! The login page (`/login`, with its second-factor step at `/login/mfa`), the registration
+//! page (`/register`) and the forced password change after a breached password (`/password`).
+//! Each form post goes through the use case the JSON API uses, so it is counted, throttled,
+//! challenged and locked out alike.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use askama::Template;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::browser_session;
+use super::page::{Notice, PageError, Refusal, forged_post, html, render};
+use super::{csrf, with_csrf_cookie};
+use crate::error::ApiError;
+use crate::login::{self as use_case, LoginRequest};
+use crate::mfa::Proof;
+use crate::password_change::{self, Authority};
+use crate::registration;
+use crate::routes::{AppState, ClientIp, checked_password, parse_username};
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    notice: Option<Notice>,
+    csrf: String,
+    username: String,
+    /// The challenge to solve, as JSON for the widget.
+    challenge: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "register.html")]
+struct RegisterPage {
+    notice: Option<Notice>,
+    csrf: String,
+    username: String,
+    challenge: Option<String>,
+    min_length: usize,
+}
+
+#[derive(Template)]
+#[template(path = "second_factor.html")]
+struct SecondFactorPage {
+    notice: Option<Notice>,
+    csrf: String,
+    mfa_token: String,
+}
+
+#[derive(Template)]
+#[template(path = "change_password.html")]
+struct ChangePasswordPage {
+    notice: Option<Notice>,
+    csrf: String,
+    password_change_token: String,
+    min_length: usize,
+}
+
+/// The login and registration forms' fields.
+#[derive(Deserialize)]
+pub struct CredentialsForm {
+    csrf: String,
+    username: String,
+    password: SecretString,
+    /// The widget's payload, once it solved a challenge.
+    #[serde(default)]
+    altcha: Option<String>,
+}
+
+impl CredentialsForm {
+    fn altcha(&self) -> Option<&str> {
+        self.altcha.as_deref().filter(|a| !a.is_empty())
+    }
+}
+
+/// The second-factor form's fields: a code or a recovery code.
+#[derive(Deserialize)]
+pub struct SecondFactorForm {
+    csrf: String,
+    mfa_token: String,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    recovery_code: Option<String>,
+}
+
+/// The forced password change's fields.
+#[derive(Deserialize)]
+pub struct TokenPasswordForm {
+    csrf: String,
+    password_change_token: String,
+    new_password: SecretString,
+}
+
+/// `GET /login`.
+#[get("/login")]
+pub async fn login_page(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, PageError> {
+    with_csrf_cookie(&state, &request, |csrf| {
+        let page = LoginPage {
+            notice: None,
+            csrf,
+            username: String::new(),
+            challenge: None,
+        };
+        render(html(StatusCode::OK), &page, None)
+    })
+}
+
+/// `POST /login`: the login use case; on to the account page, the second factor, a forced
+/// password change, or the form again with what went wrong.
+#[post("/login")]
+pub async fn login(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    ClientIp(ip): ClientIp,
+    form: web::Form<CredentialsForm>,
+) -> Result<HttpResponse, PageError> {
+    if !csrf::matches(&request, &form.csrf) {
+        return forged_post();
+    }
+    let attempt = async {
+        let username = parse_username(&form.username)?;
+        let password = checked_password(form.password.clone(), "password")?;
+        let device = request
+            .cookie(&state.device.cookie_name)
+            .and_then(|cookie| state.device_cookies.verify(cookie.value(), &username));
+        use_case::login(
+            &state,
+            LoginRequest {
+                ip,
+                username: &username,
+                password,
+                device,
+                altcha: form.altcha(),
+            },
+        )
+        .await
+    };
+    let error = match attempt.await {
+        Ok(logged_in) => return Ok(browser_session::signed_in(&state, &logged_in)?),
+        Err(error) => error,
+    };
+    match error {
+        ApiError::MfaRequired { mfa_token } => {
+            let page = SecondFactorPage {
+                notice: None,
+                csrf: form.csrf.clone(),
+                mfa_token,
+            };
+            render(html(StatusCode::OK), &page, None)
+        }
+        ApiError::PasswordChangeRequired {
+            password_change_token,
+        } => {
+            let page = ChangePasswordPage {
+                notice: None,
+                csrf: form.csrf.clone(),
+                password_change_token,
+                min_length: state.passwords.min_length(),
+            };
+            render(html(StatusCode::FORBIDDEN), &page, None)
+        }
+        error => {
+            let refusal = Refusal::of(&error)?;
+            let page = LoginPage {
+                notice: Some(refusal.notice),
+                csrf: form.csrf.clone(),
+                username: form.username.clone(),
+                challenge: refusal.challenge,
+            };
+            render(html(refusal.status), &page, refusal.retry_after)
+        }
+    }
+}
+
+/// `POST /login/mfa`: the second step, with a code or a recovery code.
+#[post("/login/mfa")]
+pub async fn login_second_factor(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    form: web::Form<SecondFactorForm>,
+) -> Result<HttpResponse, PageError> {
+    if !csrf::matches(&request, &form.csrf) {
+        return forged_post();
+    }
+    let cookie = request.cookie(&state.device.cookie_name);
+    let attempt = async {
+        let proof = Proof::parse(
+            form.code.as_deref().filter(|c| !c.is_empty()),
+            form.recovery_code.as_deref().filter(|c| !c.is_empty()),
+        )?;
+        use_case::login_second_factor(
+            &state,
+            &form.mfa_token,
+            proof,
+            cookie.as_ref().map(|c| c.value()),
+        )
+        .await
+    };
+    match attempt.await {
+        Ok(logged_in) => Ok(browser_session::signed_in(&state, &logged_in)?),
+        // Nothing left to try with this token: back to the password.
+        Err(
+            error @ (ApiError::InvalidLoginToken
+            | ApiError::MfaThrottled {
+                token_spent: true, ..
+            }),
+        ) => {
+            let refusal = Refusal::of(&error)?;
+            let page = LoginPage {
+                notice: Some(refusal.notice),
+                csrf: form.csrf.clone(),
+                username: String::new(),
+                challenge: None,
+            };
+            render(html(refusal.status), &page, refusal.retry_after)
+        }
+        Err(error) => {
+            let refusal = Refusal::of(&error)?;
+            let page = SecondFactorPage {
+                notice: Some(refusal.notice),
+                csrf: form.csrf.clone(),
+                mfa_token: form.mfa_token.clone(),
+            };
+            render(html(refusal.status), &page, refusal.retry_after)
+        }
+    }
+}
+
+/// `GET /register`.
+#[get("/register")]
+pub async fn register_page(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, PageError> {
+    with_csrf_cookie(&state, &request, |csrf| {
+        let page = RegisterPage {
+            notice: None,
+            csrf,
+            username: String::new(),
+            challenge: None,
+            min_length: state.passwords.min_length(),
+        };
+        render(html(StatusCode::OK), &page, None)
+    })
+}
+
+/// `POST /register`: the registration use case; on to the login page, or the form again.
+#[post("/register")]
+pub async fn register(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    ClientIp(ip): ClientIp,
+    form: web::Form<CredentialsForm>,
+) -> Result<HttpResponse, PageError> {
+    if !csrf::matches(&request, &form.csrf) {
+        return forged_post();
+    }
+    let attempt = async {
+        let username = parse_username(&form.username)?;
+        let password = checked_password(form.password.clone(), "password")?;
+        registration::register(&state, ip, &username, password, form.altcha()).await
+    };
+    match attempt.await {
+        Ok(account) => {
+            let page = LoginPage {
+                notice: Some(Notice::info(format!(
+                    "Account {} created: log in.",
+                    account.username
+                ))),
+                csrf: form.csrf.clone(),
+                username: account.username,
+                challenge: None,
+            };
+            render(html(StatusCode::CREATED), &page, None)
+        }
+        Err(error) => {
+            let refusal = Refusal::of(&error)?;
+            let page = RegisterPage {
+                notice: Some(refusal.notice),
+                csrf: form.csrf.clone(),
+                username: form.username.clone(),
+                challenge: refusal.challenge,
+                min_length: state.passwords.min_length(),
+            };
+            render(html(refusal.status), &page, refusal.retry_after)
+        }
+    }
+}
+
+/// `POST /password`: the forced change of a breached password, with its single-use token.
+#[post("/password")]
+pub async fn change_breached_password(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    form: web::Form<TokenPasswordForm>,
+) -> Result<HttpResponse, PageError> {
+    if !csrf::matches(&request, &form.csrf) {
+        return forged_post();
+    }
+    let attempt = async {
+        let new_password = checked_password(form.new_password.clone(), "new_password")?;
+        password_change::change_password(
+            &state,
+            Authority::Token(&form.password_change_token),
+            new_password,
+        )
+        .await
+    };
+    match attempt.await {
+        Ok(_) => {
+            let page = LoginPage {
+                notice: Some(Notice::info("Password changed: log in with the new one.")),
+                csrf: form.csrf.clone(),
+                username: String::new(),
+                challenge: None,
+            };
+            render(html(StatusCode::OK), &page, None)
+        }
+        Err(error) => {
+            let refusal = Refusal::of(&error)?;
+            let page = ChangePasswordPage {
+                notice: Some(refusal.notice),
+                csrf: form.csrf.clone(),
+                password_change_token: form.password_change_token.clone(),
+                min_length: state.passwords.min_length(),
+            };
+            render(html(refusal.status), &page, refusal.retry_after)
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The hosted pages: login (with the challenge widget and the second-factor step),
+//! registration and the account page on the public listener, and the admin console on the
+//! admin listener.
+//!
+//! Server-rendered HTML (askama templates in `crates/server/templates`) and plain form posts:
+//! everything but the challenge widget and the console's polling works without JavaScript.
+//! Each post goes through the use case the JSON API uses ([`crate::login`],
+//! [`crate::registration`], [`crate::password_change`], [`crate::mfa`]), so a page counts,
+//! throttles, challenges and locks out exactly as the API does. Posts carry a CSRF token
+//! ([`csrf`]); session and console cookies are HttpOnly and `SameSite=Strict`.
+
+mod account_page;
+mod admin_console;
+mod assets;
+mod browser_session;
+mod csrf;
+mod login_pages;
+mod page;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::error::ApiError;
+use crate::routes::AppState;
+use page::PageError;
+
+/// Registers the pages, the console and their static files; a form body over `max_body_bytes`
+/// or one that does not parse is a 400 page.
+pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(
+            web::FormConfig::default()
+                .limit(max_body_bytes)
+                .error_handler(|error, _| {
+                    PageError(ApiError::bad_request(format!(
+                        "the form could not be read: {error}"
+                    )))
+                    .into()
+                }),
+        )
+        .service(assets::asset)
+        .service(login_pages::login_page)
+        .service(login_pages::login)
+        .service(login_pages::login_second_factor)
+        .service(login_pages::register_page)
+        .service(login_pages::register)
+        .service(login_pages::change_breached_password)
+        .service(account_page::show)
+        .service(account_page::logout)
+        .service(account_page::logout_everywhere)
+        .service(account_page::change_password)
+        .service(account_page::enrol)
+        .service(account_page::confirm)
+        .service(account_page::remove)
+        .service(admin_console::to_console)
+        .service(admin_console::console)
+        .service(admin_console::sign_in)
+        .service(admin_console::sign_out);
+    }
+}
+
+/// Renders a page with forms: `page` gets the browser's CSRF token, and a browser without one
+/// gets its cookie.
+fn with_csrf_cookie(
+    state: &AppState,
+    request: &HttpRequest,
+    page: impl FnOnce(String) -> Result<HttpResponse, PageError>,
+) -> Result<HttpResponse, PageError> {
+    let token = csrf::token(request, state.device.secure_cookie)?;
+    let mut response = page(token.value)?;
+    if let Some(cookie) = token.new_cookie {
+        response
+            .add_cookie(&cookie)
+            .map_err(|e| anyhow::anyhow!("setting the CSRF cookie: {e}"))?;
+    }
+    Ok(response)
+}

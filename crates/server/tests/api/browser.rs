@@ -1,0 +1,69 @@
+//! The hosted pages and the admin console in Debian's Chromium, driven by Playwright
+//! (`tests/browser/suite.mjs`; `scripts/test.sh` installs chromium, and playwright-core with
+//! `npm ci`). Screenshots of every step go to `target/screenshots/`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use portcullis_store::{Clock, SystemClock};
+use portcullis_testkit::{TestApp, test_settings};
+
+const TOKEN: &str = "admin-token-for-the-browser-suite-0123456789";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_registers_logs_in_with_totp_is_throttled_solves_a_challenge_and_is_unlocked() {
+    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        suite.join("node_modules/playwright-core").is_dir(),
+        "{}: playwright-core is not installed (scripts/test.sh runs `npm ci` there)",
+        suite.display()
+    );
+    let mut settings = test_settings();
+    settings.admin.token = Some(TOKEN.into());
+    settings.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+    // A person's browser solves in well under a second; the suite needs no more.
+    settings.policy.challenge.min_work = 5_000;
+    settings.policy.challenge.max_work = 50_000;
+    let (app, ops_port) = TestApp::spawn_with_ops(settings).await;
+    // The browser's clock and pyotp's are the system's: the application's follows it.
+    let clock = app.clock.clone();
+    let follower = tokio::spawn(async move {
+        loop {
+            clock.advance(SystemClock.now().saturating_sub(clock.now()));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+
+    let screenshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
+    let python = std::env::var("PORTCULLIS_TEST_PYTHON").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../target/interop-venv/bin/python"
+        )
+        .to_owned()
+    });
+    let address = app.address.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(suite.join("suite.mjs"))
+            .env("PORTCULLIS_URL", address)
+            .env("PORTCULLIS_ADMIN", format!("http://127.0.0.1:{ops_port}"))
+            .env("PORTCULLIS_TOKEN", TOKEN)
+            .env("PORTCULLIS_PYTHON", python)
+            .env("SCREENSHOTS", screenshots)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("node: {e} (Node.js runs the browser suite)"));
+    follower.abort();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "the browser suite failed (screenshots in target/screenshots):\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stdout.matches("ok - ").count(), 8, "every step ran");
+}
