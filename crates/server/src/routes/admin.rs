@@ -491,6 +491,7 @@ pub struct Events {
     params(Limit),
     responses(
         (status = 200, description = "The newest events", body = Events),
+        (status = 400, description = "`bad_request`: an unreadable query", body = Problem, content_type = "application/problem+json"),
         AdminRefused,
         Throttled,
         Unavailable,
