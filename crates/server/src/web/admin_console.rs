@@ -9,13 +9,14 @@ use actix_web::cookie::time::Duration as CookieDuration;
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::StatusCode;
 use actix_web::web::Redirect;
-use actix_web::{HttpRequest, HttpResponse, Responder, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, Responder, ResponseError, get, post, web};
 use askama::Template;
 use portcullis_core::Reason;
 use serde::Deserialize;
 
 use super::page::{Notice, PageError, forged_post, html, notice_of, render, see_other};
 use super::{csrf, with_csrf_cookie};
+use crate::error::ApiError;
 use crate::routes::AppState;
 use crate::routes::admin::{
     CONSOLE_COOKIE, CONSOLE_COOKIE_SECS, admin_api, refuse_admin, unix_now_secs,
@@ -110,12 +111,9 @@ pub async fn sign_in(
     if !api.is_token(&form.token) {
         let error = refuse_admin(&state, &request).await;
         let notice = match &error {
-            crate::error::ApiError::Unauthenticated => {
-                Notice::error("That is not the admin token.")
-            }
+            ApiError::Unauthenticated => Notice::error("That is not the admin token."),
             other => notice_of(other),
         };
-        use actix_web::ResponseError;
         let page = login_page(form.csrf.clone(), Some(notice));
         return render(html(error.status_code()), &page, error.retry_after());
     }
