@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::openapi::{BodyRefused, MfaThrottled, Throttled, Unavailable};
-use super::{AppState, ClientIp, Credentials};
+use super::{AppState, ClientIp, Credentials, trusted_device};
 use crate::error::{ApiError, Problem};
 use crate::login::{self as use_case, LoggedIn, LoginRequest};
 use crate::mfa::Proof;
@@ -66,9 +66,7 @@ pub async fn login(
 ) -> Result<HttpResponse, ApiError> {
     let username = body.username()?;
     let password = body.password()?;
-    let device = request
-        .cookie(&state.device.cookie_name)
-        .and_then(|cookie| state.device_cookies.verify(cookie.value(), &username));
+    let device = trusted_device(&state, &request, &username);
     let logged_in = use_case::login(
         &state,
         LoginRequest {

@@ -244,6 +244,17 @@ pub async fn session_account(state: &AppState, request: &HttpRequest) -> Result<
         .ok_or(ApiError::Unauthenticated)
 }
 
+/// The trusted device the request's device cookie proves for `username`, if any.
+pub fn trusted_device(
+    state: &AppState,
+    request: &HttpRequest,
+    username: &Username,
+) -> Option<portcullis_core::DeviceId> {
+    request
+        .cookie(&state.device.cookie_name)
+        .and_then(|cookie| state.device_cookies.verify(cookie.value(), username))
+}
+
 /// Parses a username from a request, refusing it with `invalid_username`.
 pub fn parse_username(raw: &str) -> Result<Username, ApiError> {
     Username::parse(raw).map_err(|e| ApiError::BadRequest {

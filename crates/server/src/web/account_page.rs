@@ -9,8 +9,10 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::browser_session::{self, BrowserSession};
-use super::csrf;
-use super::page::{Notice, PageError, Refusal, forged_post, html, message, render, see_other};
+use super::page::{
+    Notice, PageError, Refusal, add_cookie, forged_post, html, message, render, see_other,
+};
+use super::{csrf, with_csrf_cookie};
 use crate::error::ApiError;
 use crate::mfa::{Enrolment, Proof};
 use crate::password_change::{self, Authority};
@@ -140,15 +142,10 @@ pub async fn show(
     let Some(browser) = browser_session::current(&state, &request).await? else {
         return Ok(see_other("/login").finish());
     };
-    // Rendered before the cookie is known: the page needs the sessions query first.
-    let token = csrf::token(&request, state.device.secure_cookie)?;
-    let mut response = account_page(&state, &browser, token.value, None, None).await?;
-    if let Some(cookie) = token.new_cookie {
-        response
-            .add_cookie(&cookie)
-            .map_err(|e| anyhow::anyhow!("setting the CSRF cookie: {e}"))?;
-    }
-    Ok(response)
+    with_csrf_cookie(&state, &request, |csrf| {
+        account_page(&state, &browser, csrf, None, None)
+    })
+    .await
 }
 
 /// `POST /account/logout`: ends this browser's session.
@@ -198,9 +195,7 @@ pub async fn logout_everywhere(
         "/login",
         "Log in again",
     )?;
-    response
-        .add_cookie(&browser_session::forget())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    add_cookie(&mut response, &browser_session::forget())?;
     Ok(response)
 }
 

@@ -78,7 +78,7 @@ pub async fn console(
     request: HttpRequest,
 ) -> Result<HttpResponse, PageError> {
     let signed_in = admin_api(&state, &request)?.accepts(&request);
-    with_csrf_cookie(&state, &request, |csrf| {
+    with_csrf_cookie(&state, &request, |csrf| async move {
         if signed_in {
             let page = ConsolePage {
                 notice: None,
@@ -94,6 +94,7 @@ pub async fn console(
             render(html(StatusCode::OK), &login_page(csrf, None), None)
         }
     })
+    .await
 }
 
 /// `POST /admin/session`: checks the token once and sets the console cookie; a wrong token is

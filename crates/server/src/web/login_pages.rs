@@ -17,7 +17,7 @@ use crate::login::{self as use_case, LoginRequest};
 use crate::mfa::Proof;
 use crate::password_change::{self, Authority};
 use crate::registration;
-use crate::routes::{AppState, ClientIp, checked_password, parse_username};
+use crate::routes::{AppState, ClientIp, checked_password, parse_username, trusted_device};
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -98,7 +98,7 @@ pub async fn login_page(
     state: web::Data<AppState>,
     request: HttpRequest,
 ) -> Result<HttpResponse, PageError> {
-    with_csrf_cookie(&state, &request, |csrf| {
+    with_csrf_cookie(&state, &request, |csrf| async {
         let page = LoginPage {
             notice: None,
             csrf,
@@ -107,6 +107,7 @@ pub async fn login_page(
         };
         render(html(StatusCode::OK), &page, None)
     })
+    .await
 }
 
 /// `POST /login`: the login use case; on to the account page, the second factor, a forced
@@ -124,9 +125,7 @@ pub async fn login(
     let attempt = async {
         let username = parse_username(&form.username)?;
         let password = checked_password(form.password.clone(), "password")?;
-        let device = request
-            .cookie(&state.device.cookie_name)
-            .and_then(|cookie| state.device_cookies.verify(cookie.value(), &username));
+        let device = trusted_device(&state, &request, &username);
         use_case::login(
             &state,
             LoginRequest {
@@ -236,7 +235,7 @@ pub async fn register_page(
     state: web::Data<AppState>,
     request: HttpRequest,
 ) -> Result<HttpResponse, PageError> {
-    with_csrf_cookie(&state, &request, |csrf| {
+    with_csrf_cookie(&state, &request, |csrf| async {
         let page = RegisterPage {
             notice: None,
             csrf,
@@ -246,6 +245,7 @@ pub async fn register_page(
         };
         render(html(StatusCode::OK), &page, None)
     })
+    .await
 }
 
 /// `POST /register`: the registration use case; on to the login page, or the form again.

@@ -60,17 +60,18 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut web::ServiceConfig) 
 
 /// Renders a page with forms: `page` gets the browser's CSRF token, and a browser without one
 /// gets its cookie.
-fn with_csrf_cookie(
+async fn with_csrf_cookie<Page>(
     state: &AppState,
     request: &HttpRequest,
-    page: impl FnOnce(String) -> Result<HttpResponse, PageError>,
-) -> Result<HttpResponse, PageError> {
+    page: impl FnOnce(String) -> Page,
+) -> Result<HttpResponse, PageError>
+where
+    Page: Future<Output = Result<HttpResponse, PageError>>,
+{
     let token = csrf::token(request, state.device.secure_cookie)?;
-    let mut response = page(token.value)?;
+    let mut response = page(token.value).await?;
     if let Some(cookie) = token.new_cookie {
-        response
-            .add_cookie(&cookie)
-            .map_err(|e| anyhow::anyhow!("setting the CSRF cookie: {e}"))?;
+        page::add_cookie(&mut response, &cookie)?;
     }
     Ok(response)
 }

@@ -2,6 +2,7 @@
 //! person what happened (the pages' counterpart of the API's problem `code`s), and the error
 //! answer of a page that cannot be shown.
 
+use actix_web::cookie::Cookie;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
@@ -171,6 +172,13 @@ pub fn render(
         .render()
         .map_err(|e| PageError(ApiError::Internal(anyhow::anyhow!("rendering a page: {e}"))))?;
     Ok(response.body(body))
+}
+
+/// Adds a cookie to a rendered answer.
+pub fn add_cookie(response: &mut HttpResponse, cookie: &Cookie<'_>) -> Result<(), PageError> {
+    response
+        .add_cookie(cookie)
+        .map_err(|e| PageError::from(anyhow::anyhow!("setting cookie {}: {e}", cookie.name())))
 }
 
 /// A 303 to `location` (after a form post).
