@@ -14,13 +14,10 @@ use crate::helpers::{app_on_private_redis, retry_after};
 
 const TOKEN: &str = "admin-token-for-tests-0123456789abcdef";
 
-/// Script calls the private Redis has run (`INFO commandstats`).
+/// Counter function calls the private Redis has run (`INFO commandstats`).
 async fn script_calls(server: &RedisServer) -> u64 {
     let calls = command_calls(&server.url).await;
-    ["evalsha", "eval"]
-        .iter()
-        .filter_map(|c| calls.get(*c))
-        .sum()
+    ["fcall"].iter().filter_map(|c| calls.get(*c)).sum()
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use futures_util::future::join_all;
 use portcullis_core::{KeyDeriver, Username};
 use portcullis_server::settings::RedisSettings;
 use portcullis_store::OnError;
+use portcullis_store::redis_store::StoredState;
 use portcullis_testkit::process::wait_until;
 use portcullis_testkit::redis::{RedisServer, TestRedis};
 use portcullis_testkit::{PASSWORD, TestApp, test_settings};
@@ -45,7 +46,7 @@ async fn a_success_amid_concurrent_guesses_frees_at_most_one_more_verification()
     assert_eq!(app.register("grace", PASSWORD).await.status(), 201);
     let deriver = KeyDeriver::new(HMAC_KEY.as_bytes(), 24, 64, 48).unwrap();
     let account_key = format!(
-        "{{{}}}:{}",
+        "{{{}}}:c:{}",
         redis.prefix,
         deriver.username_key(&Username::parse("grace").unwrap()).key
     );
@@ -62,9 +63,10 @@ async fn a_success_amid_concurrent_guesses_frees_at_most_one_more_verification()
                 let mut conn = conn.clone();
                 let key = account_key.clone();
                 async move {
-                    let in_flight: Option<u32> =
-                        conn.hget(&key, "in_flight").await.unwrap_or_default();
-                    in_flight >= Some(1)
+                    let packed: Option<Vec<u8>> = conn.get(&key).await.unwrap_or_default();
+                    packed.is_some_and(|packed| {
+                        StoredState::from_packed(&packed).state.lockout.in_flight >= 1
+                    })
                 }
             },
         )

@@ -1,11 +1,15 @@
 //! The Redis store: every replica shares one view of every attempt.
 //!
-//! The counter logic is the core's, in Lua (`lua/*.lua`, embedded at build time) so each
-//! decision is one atomic script call: a refused attempt costs one EVALSHA, a verified one two.
-//! Scripts are called by SHA; after a `SCRIPT FLUSH` or a restart the client reloads them on
-//! NOSCRIPT. Scripts read Redis `TIME` once per call, so replicas' clocks do not matter.
+//! The counter logic is the core's, in Lua (`lua/*.lua`, embedded at build time), loaded as one
+//! Redis Functions library so each decision is one atomic `FCALL`: a refused attempt costs one
+//! call, a verified one two. The library is generated with the policy's numbers in it and named
+//! by its SHA-1, so the tables and functions are built once when it loads, not on every call,
+//! and replicas with another policy (a rolling deploy) use a library of their own. After a
+//! restart, a failover or a `FUNCTION FLUSH` the first call finds no function, and the store
+//! loads the library (on every primary) and calls again. Functions read Redis `TIME` once per
+//! call, so replicas' clocks do not matter. Functions need Redis 7.0 or later.
 //!
-//! The contract with Lua is by name: the policy reaches the scripts as a generated table with
+//! The contract with Lua is by name: the policy reaches the functions as a generated table with
 //! the core's field names ([`policy_lua`]), each key's dimension by name, and replies come back
 //! as JSON decoded into the structs below. Every call goes through [`RedisStore::call`]: one
 //! timeout, one circuit breaker, one classification of errors (unavailable vs. protocol).
@@ -14,16 +18,16 @@
 //! so it admits one attempt across every replica.
 //!
 //! Keys are `{prefix}:...`: the hash tag puts all of a deployment's keys in one Cluster slot,
-//! because one attempt's script touches its address, subnet and account counters together.
-//! Cluster then buys failover, not sharding. Usernames appear only as HMACs (see
-//! `portcullis_core::keys`); every key has a TTL (the security event stream `{prefix}:events` is
-//! also capped with `MAXLEN ~`).
+//! because one attempt's call touches its address, subnet and account counters together.
+//! Cluster then buys failover, not sharding. A counter is `{prefix}:c:<key>`, one packed string
+//! (`lua/common.lua`, [`state`]). Usernames appear only as HMACs (see `portcullis_core::keys`);
+//! every key has a TTL (the security event stream `{prefix}:events` is also capped with
+//! `MAXLEN ~`).
 
 mod connection;
 mod policy_lua;
 mod state;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,10 +37,11 @@ use portcullis_core::decision::started_on;
 use portcullis_core::{
     AttemptKey, Decision, Denial, KeyState, LockoutEvent, Outcome, Policy, Reason, UnixMillis,
 };
-use redis::{ErrorKind, RedisError, Script, ScriptInvocation, ServerErrorKind};
+use redis::{Cmd, ErrorKind, RedisError, ServerErrorKind};
 use serde::Deserialize;
 
 pub use connection::{Conn, Connections};
+pub use state::StoredState;
 
 use crate::admin::{AdminStore, Invalidation, KeyStatus, Listener, Restriction};
 use crate::{
@@ -60,22 +65,53 @@ pub struct RedisConfig {
     pub timeout: Duration,
 }
 
-struct Scripts {
-    attempt: Script,
-    record: Script,
-    restrictions: Script,
+/// Where counter keys start, after the prefix: `c` for the packed layout.
+const COUNTERS: &str = "c:";
+
+/// The counter functions, as one Redis Functions library generated for a policy.
+struct Library {
+    /// `#!lua name=portcullis_<sha>` and the code.
+    code: String,
+    attempt: String,
+    record: String,
+    restrictions: String,
 }
 
-impl Scripts {
+impl Library {
     fn new(policy: &Policy) -> Result<Self, StoreError> {
         let prelude = policy_lua::prelude(policy)?;
-        let script = |body: &str| Script::new(&format!("{prelude}{COMMON}\n{body}"));
+        let wrap =
+            |name: &str, body: &str| format!("local function {name}(KEYS, ARGV)\n{body}\nend\n");
+        let body = format!(
+            "{prelude}{COMMON}\n{}{}{}",
+            wrap("attempt", include_str!("lua/attempt.lua")),
+            wrap("record", include_str!("lua/record.lua")),
+            wrap("restrictions", include_str!("lua/restrictions.lua")),
+        );
+        // The library's name is the SHA-1 of everything in it: the policy included.
+        let sha = redis::Script::new(&body).get_hash().to_owned();
+        let sha = &sha[..16];
+        let name = |function: &str| format!("portcullis_{function}_{sha}");
+        let mut code = format!("#!lua name=portcullis_{sha}\n{body}");
+        for function in ["attempt", "record", "restrictions"] {
+            code.push_str(&format!(
+                "redis.register_function('{}', {function})\n",
+                name(function)
+            ));
+        }
         Ok(Self {
-            attempt: script(include_str!("lua/attempt.lua")),
-            record: script(include_str!("lua/record.lua")),
-            restrictions: script(include_str!("lua/restrictions.lua")),
+            code,
+            attempt: name("attempt"),
+            record: name("record"),
+            restrictions: name("restrictions"),
         })
     }
+}
+
+/// Whether Redis answered that a function does not exist (after a restart, a failover or a
+/// `FUNCTION FLUSH`: the library must be loaded again).
+fn is_missing_function(error: &RedisError) -> bool {
+    error.to_string().contains("Function not found")
 }
 
 /// Attempt counters, the restrictions index and security events in Redis or Redis Cluster.
@@ -83,7 +119,7 @@ pub struct RedisStore {
     connections: Connections,
     /// The nodes to subscribe to for announced changes (any node hears a Cluster's PUBLISH).
     urls: Vec<String>,
-    scripts: Scripts,
+    library: Library,
     /// `{prefix}:`, the start of every key.
     key_prefix: String,
     /// The policy the scripts apply (also: when a state read back has expired).
@@ -115,7 +151,7 @@ impl RedisStore {
         Ok(Self {
             connections: Connections::new(&config.urls, config.cluster)?,
             urls: config.urls.clone(),
-            scripts: Scripts::new(policy)?,
+            library: Library::new(policy)?,
             policy: *policy,
             key_prefix: format!("{{{}}}:", config.prefix),
             timeout: config.timeout,
@@ -135,6 +171,11 @@ impl RedisStore {
         format!("{}{key}", self.key_prefix)
     }
 
+    /// The full Redis key of a counter.
+    pub fn counter_key(&self, key: &AttemptKey) -> String {
+        format!("{}{COUNTERS}{}", self.key_prefix, key.key)
+    }
+
     /// Whether the breaker is open (calls fail fast).
     pub fn is_degraded(&self) -> bool {
         self.breaker.is_open()
@@ -147,38 +188,56 @@ impl RedisStore {
             .unwrap_or_default()
     }
 
-    /// Runs a counter script: the keys, then `now` and the restrictions index, then `args`,
-    /// then each key's dimension (and what `per_key` adds for it). One EVALSHA; the JSON reply
+    /// Runs a counter function: the keys, then `now` and the restrictions index, then `args`,
+    /// then each key's dimension (and what `per_key` adds for it). One FCALL; the JSON reply
     /// decoded by name.
     async fn run_counters<T: for<'de> Deserialize<'de>>(
         &self,
         doing: &'static str,
-        script: &Script,
+        function: &str,
         keys: &[AttemptKey],
         args: &[&str],
         per_key: impl Fn(&AttemptKey) -> Option<&'static str>,
     ) -> Result<T, StoreError> {
-        let mut invocation: ScriptInvocation<'_> = script.prepare_invoke();
+        let mut call = redis::cmd("FCALL");
+        call.arg(function).arg(keys.len());
         for key in keys {
-            invocation.key(self.key(&key.key));
+            call.arg(self.counter_key(key));
         }
-        invocation.arg(self.now_arg()).arg(self.key(RESTRICTIONS));
+        call.arg(self.now_arg()).arg(self.key(RESTRICTIONS));
         for arg in args {
-            invocation.arg(*arg);
+            call.arg(*arg);
         }
         for key in keys {
-            invocation.arg(key.dimension.as_str());
+            call.arg(key.dimension.as_str());
             if let Some(extra) = per_key(key) {
-                invocation.arg(extra);
+                call.arg(extra);
             }
         }
-        let reply: String = self
-            .call(doing, |mut conn| async move {
-                invocation.invoke_async(&mut conn).await
-            })
-            .await?;
+        let reply: String = self.call_function(doing, call).await?;
         serde_json::from_str(&reply)
             .map_err(|e| StoreError::Protocol(format!("{doing}: reply {reply:?}: {e}")))
+    }
+
+    /// One FCALL; when the function is missing, loads the library (on every primary) and calls
+    /// again, in the same round of the breaker.
+    async fn call_function(&self, doing: &'static str, call: Cmd) -> Result<String, StoreError> {
+        let code = &self.library.code;
+        self.call(doing, |mut conn| async move {
+            match call.query_async(&mut conn).await {
+                Err(error) if is_missing_function(&error) => {
+                    redis::cmd("FUNCTION")
+                        .arg("LOAD")
+                        .arg("REPLACE")
+                        .arg(code)
+                        .query_async::<()>(&mut conn)
+                        .await?;
+                    call.query_async(&mut conn).await
+                }
+                answer => answer,
+            }
+        })
+        .await
     }
 
     /// Runs one Redis call through the breaker, with the timeout; drops the connection after
@@ -339,7 +398,7 @@ impl AttemptStore for RedisStore {
         let reply: AttemptReply = self
             .run_counters(
                 "deciding an attempt",
-                &self.scripts.attempt,
+                &self.library.attempt,
                 keys,
                 &[&proof_work.to_string()],
                 |_| None,
@@ -391,7 +450,7 @@ impl AttemptStore for RedisStore {
         let reply: RecordReply = self
             .run_counters(
                 "recording an outcome",
-                &self.scripts.record,
+                &self.library.record,
                 keys,
                 &[outcome, username],
                 |key| started_arg(pending, key),
@@ -417,7 +476,7 @@ impl AttemptStore for RedisStore {
         let _: RecordReply = self
             .run_counters(
                 "abandoning an attempt",
-                &self.scripts.record,
+                &self.library.record,
                 keys,
                 &["abandoned", ""],
                 |key| started_arg(pending, key),
@@ -456,9 +515,9 @@ impl AdminStore for RedisStore {
     async fn status(&self, keys: &[AttemptKey]) -> Result<Vec<KeyStatus>, StoreError> {
         let mut pipe = redis::pipe();
         for key in keys {
-            pipe.cmd("HGETALL").arg(self.key(&key.key));
+            pipe.cmd("GET").arg(self.counter_key(key));
         }
-        let (rows, now): (Vec<HashMap<String, u64>>, u64) = self
+        let (rows, now): (Vec<Option<Vec<u8>>>, u64) = self
             .call("reading key status", |mut conn| async move {
                 let rows = pipe.query_async(&mut conn).await?;
                 let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await?;
@@ -469,8 +528,8 @@ impl AdminStore for RedisStore {
         Ok(keys
             .iter()
             .zip(rows)
-            .map(|(key, fields)| {
-                let stored = state::StoredState::from_fields(&fields);
+            .map(|(key, packed)| {
+                let stored = state::StoredState::from_packed(packed.as_deref().unwrap_or_default());
                 // Past its expiry a state reads as fresh, as in the reference model, whether or
                 // not Redis has dropped the key yet (its TTL runs on Redis' own clock).
                 let expires_at = stored.expires_at(self.policy.for_dimension(key.dimension));
@@ -486,7 +545,7 @@ impl AdminStore for RedisStore {
     async fn clear(&self, keys: &[AttemptKey]) -> Result<u64, StoreError> {
         let mut pipe = redis::pipe();
         for key in keys {
-            let full = self.key(&key.key);
+            let full = self.counter_key(key);
             pipe.cmd("DEL").arg(&full);
             pipe.cmd("DEL").arg(format!("{full}:sp")).ignore();
             pipe.cmd("ZREM")
@@ -503,16 +562,13 @@ impl AdminStore for RedisStore {
     }
 
     async fn restrictions(&self, limit: usize) -> Result<Vec<Restriction>, StoreError> {
-        let mut invocation = self.scripts.restrictions.prepare_invoke();
-        invocation
-            .key(self.key(RESTRICTIONS))
+        let mut call = redis::cmd("FCALL");
+        call.arg(&self.library.restrictions)
+            .arg(1)
+            .arg(self.key(RESTRICTIONS))
             .arg(self.now_arg())
             .arg(limit.max(1));
-        let reply: String = self
-            .call("listing restrictions", |mut conn| async move {
-                invocation.invoke_async(&mut conn).await
-            })
-            .await?;
+        let reply: String = self.call_function("listing restrictions", call).await?;
         let reply: RestrictionsReply = serde_json::from_str(&reply)
             .map_err(|e| StoreError::Protocol(format!("restrictions reply {reply:?}: {e}")))?;
         Ok(reply
@@ -522,6 +578,7 @@ impl AdminStore for RedisStore {
                 key: r
                     .key
                     .strip_prefix(&self.key_prefix)
+                    .and_then(|k| k.strip_prefix(COUNTERS))
                     .map_or(r.key.clone(), str::to_owned),
                 until: r.until,
             })

@@ -45,15 +45,15 @@ async fn every_key_a_scenario_writes_has_a_ttl_and_no_plain_username() {
 }
 
 #[tokio::test]
-async fn scripts_are_reloaded_transparently_after_script_flush() {
-    // A private server: SCRIPT FLUSH must not disturb anyone else.
+async fn the_functions_are_reloaded_transparently_after_function_flush() {
+    // A private server: FUNCTION FLUSH must not disturb anyone else.
     let server = RedisServer::spawn().await;
     let policy = Policy::default();
     let store = redis_store(vec![server.url.clone()], false, "flush", &policy, None);
     let k = keys(&policy, "192.0.2.1", "alice");
     assert!(store.attempt(&k, 0).await.unwrap().is_allowed());
     let mut conn = connect(&server.url).await;
-    let _: () = redis::cmd("SCRIPT")
+    let _: () = redis::cmd("FUNCTION")
         .arg("FLUSH")
         .query_async(&mut conn)
         .await
@@ -62,11 +62,11 @@ async fn scripts_are_reloaded_transparently_after_script_flush() {
     store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
 }
 
-/// Commands the scripts run inside Redis: `INFO commandstats` counts them too, but they cost
+/// Commands the functions run inside Redis: `INFO commandstats` counts them too, but they cost
 /// no round trip.
 const INSIDE_SCRIPTS: [&str; 8] = [
-    "hmget",
-    "hset",
+    "get",
+    "set",
     "pexpire",
     "time",
     "del",
@@ -105,11 +105,11 @@ async fn a_denied_attempt_costs_one_command_and_a_verified_one_two_with_no_ping(
     let verified = sent(&before, &command_calls(&server.url).await);
     assert_eq!(
         verified,
-        HashMap::from([("evalsha".to_owned(), 2)]),
+        HashMap::from([("fcall".to_owned(), 2)]),
         "verified attempt"
     );
 
-    // Lock the account out, then a refused attempt: one EVALSHA and nothing else.
+    // Lock the account out, then a refused attempt: one FCALL and nothing else.
     for _ in 0..5 {
         if store.attempt(&fresh, 0).await.unwrap().is_allowed() {
             store
@@ -124,7 +124,7 @@ async fn a_denied_attempt_costs_one_command_and_a_verified_one_two_with_no_ping(
     let denied = sent(&before, &command_calls(&server.url).await);
     assert_eq!(
         denied,
-        HashMap::from([("evalsha".to_owned(), 1)]),
+        HashMap::from([("fcall".to_owned(), 1)]),
         "refused attempt"
     );
 }

@@ -16,16 +16,8 @@ for i, key in ipairs(KEYS) do
   dims[i] = ARGV[3 + i]
   local p = policy_of(dims[i])
   local s = load(key, p, now)
-  if p.attack then
-    local rolled = {
-      attack_window = s.attack_window, attack_attempts = s.attack_attempts,
-      attack_failures = s.attack_failures, previous_attempts = s.previous_attempts,
-      previous_failures = s.previous_failures,
-    }
-    attack_roll(rolled, p.attack, now)
-    if attack_under(rolled, p.attack, now) then
-      under_attack, factor = true, p.attack.tighten_factor
-    end
+  if p.attack and attack_under_at(s, p.attack, now) then
+    under_attack, factor = true, p.attack.tighten_factor
   end
   states[i], policies[i] = s, p
 end
@@ -37,30 +29,34 @@ for i, _ in ipairs(KEYS) do
     attempts, throttle, failures = tightened(attempts, factor), tightened(throttle, factor),
       tightened(failures, factor)
   end
+  -- The key's longest wait and its reason (no closure: one per key per call adds up).
   local reason, wait = nil, 0
-  local function refuse(r, w)
-    if reason == nil or w > wait then
-      reason, wait = r, w
-    end
-  end
   if p.spray and s.banned_until > now then
-    refuse('banned', s.banned_until - now)
+    reason, wait = 'banned', s.banned_until - now
   end
   if p.lockout then
     local w = locked_for(s, p.lockout, now)
-    if w then refuse('locked_out', w) end
+    if w and (reason == nil or w > wait) then reason, wait = 'locked_out', w end
   end
   if failures then
     local ok, w = gcra_check(s.failure_tat, now, failures)
-    if not ok then refuse('too_many_failures', w) end
+    if not ok and (reason == nil or w > wait) then reason, wait = 'too_many_failures', w end
   end
   if attempts then
     local ok, v = gcra_check(s.attempt_tat, now, attempts)
-    if ok then s.attempt_tat = v else refuse('rate_limited', v) end
+    if ok then
+      s.attempt_tat = v
+    elseif reason == nil or v > wait then
+      reason, wait = 'rate_limited', v
+    end
   end
   if throttle then
     local ok, v = gcra_check(s.throttle_tat, now, throttle)
-    if ok then s.throttle_tat = v else refuse('throttled', v) end
+    if ok then
+      s.throttle_tat = v
+    elseif reason == nil or v > wait then
+      reason, wait = 'throttled', v
+    end
   end
   if reason ~= nil and (refused == nil or wait > refused.retry_after_ms) then
     refused = {key = i, reason = reason, retry_after_ms = math.max(wait, 1)}

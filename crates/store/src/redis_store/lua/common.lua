@@ -1,17 +1,21 @@
--- Shared by the counter scripts (prepended to each at load time, after the generated POLICIES
+-- Shared by the counter functions (in one Redis Functions library, after the generated POLICIES
 -- table: each dimension's policy by the field names of portcullis-core's `KeyPolicy`, plus
 -- `resets_on_success`, `tightens_under_attack` and `is_source`; a limit that is off is absent;
--- and the CHALLENGE table, portcullis-core's `ChallengePolicy`).
+-- and the CHALLENGE table, portcullis-core's `ChallengePolicy`). All of this runs once, when
+-- the library loads; a call runs only its function.
 -- The same maths as portcullis-core (gcra.rs, backoff.rs, decision.rs, challenge.rs); where they
 -- disagree, the core is right and a differential test fails.
 --
--- A key's state is one hash whose fields are named in FIELDS below; plus, while a spray window
--- is open, the set `<key>:sp` of those usernames' keyed hashes (at most the threshold of them).
+-- A key's state is one string, PACKED below: a format byte, then the FIELDS in order as
+-- big-endian doubles (every value is an integer below 2^53, so exact); plus, while a spray
+-- window is open, the set `<key>:sp` of those usernames' keyed hashes (at most the threshold of
+-- them). One GET and one SET PX a key: far cheaper than a hash's 20 fields.
 
 -- A permanently locked key still expires from Redis after this long (30 days).
 local PERMANENT_RETENTION_MS = 2592000000
 
--- The state hash's fields (Rust reads them by the same names: see `redis_store::state`).
+-- The state's fields, in their packed order (Rust decodes the same order: see
+-- `redis_store::state`).
 local FIELDS = {
   'attempt_tat', 'throttle_tat', 'failure_tat',
   'failures', 'last_failure', 'locked_until', 'temporary_lockouts', 'permanent', 'in_flight',
@@ -19,6 +23,10 @@ local FIELDS = {
   'attack_window', 'attack_attempts', 'attack_failures', 'previous_attempts', 'previous_failures',
   'success_counted_until',
 }
+
+local PACKED_FORMAT = 1
+-- A format byte and 20 doubles (library code runs with no `string` while it loads: a literal).
+local PACKED = '>Bdddddddddddddddddddd'
 
 -- Integers as exact decimal strings (Lua numbers are doubles; never let them print as 1.7e+12).
 local function int(n)
@@ -78,17 +86,37 @@ end
 
 -- A key's state at `now`. As in the reference model (StateTable::state), a state past its
 -- expiry reads as fresh, whether or not Redis has dropped the key yet.
-local function load(key, p, now)
-  local v = redis.call('HMGET', key, unpack(FIELDS))
-  local s = {}
-  for i, name in ipairs(FIELDS) do
-    s[name] = tonumber(v[i]) or 0
+-- A key's state as stored (all zeros when absent), expired or not. Spelled out field by field:
+-- one table built at its final size costs half of filling one in a loop.
+local function read(key)
+  local raw = redis.call('GET', key)
+  if raw then
+    local format, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, v17,
+      v18, v19, v20 = struct.unpack(PACKED, raw)
+    if format == PACKED_FORMAT then
+      return {
+        attempt_tat = v1, throttle_tat = v2, failure_tat = v3, failures = v4, last_failure = v5,
+        locked_until = v6, temporary_lockouts = v7, permanent = v8, in_flight = v9,
+        spray_count = v10, spray_window_end = v11, banned_until = v12, bans = v13, last_ban = v14,
+        attack_window = v15, attack_attempts = v16, attack_failures = v17, previous_attempts = v18,
+        previous_failures = v19, success_counted_until = v20
+      }
+    end
   end
+  return {
+    attempt_tat = 0, throttle_tat = 0, failure_tat = 0, failures = 0, last_failure = 0,
+    locked_until = 0, temporary_lockouts = 0, permanent = 0, in_flight = 0, spray_count = 0,
+    spray_window_end = 0, banned_until = 0, bans = 0, last_ban = 0, attack_window = 0,
+    attack_attempts = 0, attack_failures = 0, previous_attempts = 0, previous_failures = 0,
+    success_counted_until = 0
+  }
+end
+
+local function load(key, p, now)
+  local s = read(key)
   local at = expires_at(s, p)
   if at ~= nil and at <= now then
-    for _, name in ipairs(FIELDS) do
-      s[name] = 0
-    end
+    for _, name in ipairs(FIELDS) do s[name] = 0 end
   end
   return s
 end
@@ -99,14 +127,13 @@ local function save(key, s, p, now)
     redis.call('DEL', key, key .. ':sp')
     return
   end
-  local args = {}
-  for _, name in ipairs(FIELDS) do
-    args[#args + 1] = name
-    args[#args + 1] = int(s[name])
-  end
-  redis.call('HSET', key, unpack(args))
   -- Relative, so a test's injected clock and Redis' own clock need not agree.
-  redis.call('PEXPIRE', key, int(at - now))
+  local packed = struct.pack(PACKED,
+    PACKED_FORMAT, s.attempt_tat, s.throttle_tat, s.failure_tat, s.failures, s.last_failure,
+    s.locked_until, s.temporary_lockouts, s.permanent, s.in_flight, s.spray_count,
+    s.spray_window_end, s.banned_until, s.bans, s.last_ban, s.attack_window, s.attack_attempts,
+    s.attack_failures, s.previous_attempts, s.previous_failures, s.success_counted_until)
+  redis.call('SET', key, packed, 'PX', int(at - now))
   if s.spray_count > 0 then
     redis.call('PEXPIRE', key .. ':sp', int(at - now))
   end
@@ -274,14 +301,30 @@ local function attack_roll(s, a, now)
   s.attack_window, s.attack_attempts, s.attack_failures = window, 0, 0
 end
 
--- AttackSignal::under_attack (on a rolled state)
-local function attack_under(s, a, now)
+-- AttackSignal::under_attack, on a rolled state's counts
+local function attack_under(attempts, failures, previous_attempts, previous_failures, a, now)
   local window = a.window_ms
   local overlap = window - now % window
-  local attempts = s.attack_attempts * window + s.previous_attempts * overlap
-  local failures = s.attack_failures * window + s.previous_failures * overlap
-  return attempts >= a.min_attempts * window and attempts > 0
-    and failures * 100 >= a.failure_percent * attempts
+  local weighted = attempts * window + previous_attempts * overlap
+  local failed = failures * window + previous_failures * overlap
+  return weighted >= a.min_attempts * window and weighted > 0
+    and failed * 100 >= a.failure_percent * weighted
+end
+
+-- AttackSignal::roll then under_attack, on a copy: the state itself is not moved.
+local function attack_under_at(s, a, now)
+  local window = math.floor(now / a.window_ms)
+  local attempts, failures = s.attack_attempts, s.attack_failures
+  local previous_attempts, previous_failures = s.previous_attempts, s.previous_failures
+  if window ~= s.attack_window then
+    if window == s.attack_window + 1 then
+      previous_attempts, previous_failures = attempts, failures
+    else
+      previous_attempts, previous_failures = 0, 0
+    end
+    attempts, failures = 0, 0
+  end
+  return attack_under(attempts, failures, previous_attempts, previous_failures, a, now)
 end
 
 -- AttackSignal::tighten on one rate limit (nil stays nil)

@@ -6,8 +6,8 @@ local now = now_ms(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', int(now))
 local out = {}
 for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)) do
-  local v = redis.call('HMGET', key, 'locked_until', 'permanent', 'banned_until')
-  local lu, p, sb = tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0
+  local s = read(key)
+  local lu, p, sb = s.locked_until, s.permanent, s.banned_until
   if p == 1 then
     out[#out + 1] = {key = key}
   elseif lu > now or sb > now then
