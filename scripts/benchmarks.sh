@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Regenerates BENCHMARKS.md: the machine, then every measurement, each with the command that
 # made it, all from one run on one machine (so the ratios compare like with like).
-#   1. criterion: the core's decision function; one attempt through the memory store and Redis
+#   1. criterion: the core's decision function; one attempt through the memory store and Redis;
+#      what attempts cost Redis (benches/redis_cost.rs: INFO commandstats on one Redis and on a
+#      private 3-primary Cluster)
 #   2. scripts/bench-http.sh: bare endpoint vs throttled vs verified login path
 #   3. the attack drill: every scenario in drill/scenarios (but the CI smoke tests), policy on
 #      and off, each against a fresh local 3-replica stack (needs nginx: apt-get install
@@ -19,6 +21,7 @@ criterion="-- --warm-up-time 1 --measurement-time 3"
 cargo build --release --quiet -p portcullis-server -p portcullis-drill
 cargo bench --quiet -p portcullis-core --bench decision $criterion >"$out/criterion-core.txt"
 cargo bench --quiet -p portcullis-store --bench round_trip $criterion >"$out/criterion-store.txt"
+cargo bench --quiet -p portcullis-store --bench redis_cost >"$out/redis-cost.md"
 scripts/bench-http.sh >"$out/http.md"
 scenarios=()
 for scenario in drill/scenarios/*.toml; do
@@ -64,7 +67,17 @@ for root, _, files in sorted(os.walk("target/criterion")):
 memory_rt, redis_rt = means.get("attempt round trip/memory"), means.get("attempt round trip/redis")
 if memory_rt and redis_rt:
     print(f"\nOne attempt through Redis costs {redis_rt / memory_rt:.0f}× one through the memory store: the")
-    print("network round trip dominates; the Lua script itself is cheap.\n")
+    print("network round trip dominates.\n")
+
+print("## What attempts cost Redis\n")
+print("`cargo bench -p portcullis-store --bench redis_cost` (20 000 attempts, 32 at a time, default")
+print("policy, the store alone with no HTTP): `INFO commandstats` of every primary after")
+print("`CONFIG RESETSTAT`, on a private `redis-server` and on a private 3-primary Cluster. *fresh")
+print("address*: a new address, /24 and username for every attempt (residential proxies), each")
+print("admitted; *record a failure*: the second call of each of those, after a wrong password;")
+print("*refused*: one address over its limits. *usec_per_call* is Redis' own figure for the FCALLs;")
+print("*Redis CPU per attempt* sums them over the primaries.\n")
+print(open(os.path.join(out, "redis-cost.md")).read().strip() + "\n")
 
 print("## HTTP: what a refusal costs next to a bare endpoint and a password check\n")
 print("`scripts/bench-http.sh` (wrk, 1 thread, 32 connections, 10 s per path; one release replica on a")
