@@ -107,8 +107,8 @@ for path in bare throttled throttled-uncached throttled-memory verified; do
   stats=$(redis-cli -p "$redis_port" info commandstats | tr -d '\r')
   commands=$(echo "$stats" |
     sed -n 's/^cmdstat_\([a-z|]*\):calls=\([0-9]*\),.*/\1 \2/p' | { grep -vE '^(info|config)' || true; } | sort)
-  # Redis CPU time per attempt script (the script's own commands included).
-  script_usec=$(echo "$stats" | sed -n 's/^cmdstat_evalsha:.*,usec_per_call=\([0-9.]*\).*/\1/p')
+  # Redis CPU time per counter function call (its own commands included).
+  script_usec=$(echo "$stats" | sed -n 's/^cmdstat_fcall:.*,usec_per_call=\([0-9.]*\).*/\1/p')
   python3 - "$result" "$commands" "${script_usec:-}" >>"$out/http.jsonl" <<'PY'
 import json, sys
 result = json.loads(sys.argv[1])
