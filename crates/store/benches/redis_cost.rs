@@ -11,50 +11,13 @@
 // Benchmark set-up fails loudly; the no-panic lints guard request paths only.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, stream};
 use portcullis_core::{AttemptKey, Decision, KeyDeriver, Outcome, Policy, Username};
 use portcullis_store::{AttemptStore, Breaker, RedisConfig, RedisStore};
-use portcullis_testkit::redis::{RedisCluster, RedisServer, connect};
-
-/// One command's figures on one primary.
-#[derive(Clone, Copy, Default)]
-struct CommandStat {
-    calls: u64,
-    usec: u64,
-}
-
-/// `INFO commandstats` of one node, by command name.
-async fn command_stats(url: &str) -> HashMap<String, CommandStat> {
-    let mut conn = connect(url).await;
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    info.lines()
-        .filter_map(|line| {
-            let (name, fields) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-            let field = |key: &str| -> u64 {
-                fields
-                    .split(',')
-                    .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0)
-            };
-            Some((
-                name.to_owned(),
-                CommandStat {
-                    calls: field("calls"),
-                    usec: field("usec"),
-                },
-            ))
-        })
-        .collect()
-}
+use portcullis_testkit::redis::{CommandStat, RedisCluster, RedisServer, command_stats, connect};
 
 async fn reset_stats(urls: &[String]) {
     for url in urls {

@@ -100,8 +100,17 @@ pub async fn connect(url: &str) -> MultiplexedConnection {
         })
 }
 
-/// Calls per command name from `INFO commandstats`.
-pub async fn command_calls(url: &str) -> std::collections::HashMap<String, u64> {
+/// One command's figures in `INFO commandstats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommandStat {
+    /// Calls since the last `CONFIG RESETSTAT`.
+    pub calls: u64,
+    /// Microseconds Redis spent in them.
+    pub usec: u64,
+}
+
+/// `INFO commandstats` by command name.
+pub async fn command_stats(url: &str) -> std::collections::HashMap<String, CommandStat> {
     let mut conn = connect(url).await;
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
@@ -110,10 +119,31 @@ pub async fn command_calls(url: &str) -> std::collections::HashMap<String, u64> 
         .unwrap();
     info.lines()
         .filter_map(|line| {
-            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = stats.split(',').find_map(|f| f.strip_prefix("calls="))?;
-            Some((name.to_owned(), calls.parse().ok()?))
+            let (name, fields) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |key: &str| -> Option<u64> {
+                fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))?
+                    .parse()
+                    .ok()
+            };
+            Some((
+                name.to_owned(),
+                CommandStat {
+                    calls: field("calls")?,
+                    usec: field("usec")?,
+                },
+            ))
         })
+        .collect()
+}
+
+/// Calls per command name from `INFO commandstats`.
+pub async fn command_calls(url: &str) -> std::collections::HashMap<String, u64> {
+    command_stats(url)
+        .await
+        .into_iter()
+        .map(|(name, stat)| (name, stat.calls))
         .collect()
 }
 
