@@ -26,7 +26,7 @@ pub struct Stores {
 impl Stores {
     /// The stores the settings name: Redis if configured (every call through one circuit
     /// breaker), else memory. Time is `injected` (tests), else the system's (and Redis' own
-    /// `TIME` in the scripts).
+    /// `TIME` in the counter functions).
     pub fn build(settings: &Settings, injected: Option<Arc<dyn Clock>>) -> anyhow::Result<Self> {
         let clock = injected.clone().unwrap_or_else(|| Arc::new(SystemClock));
         let Some(redis) = &settings.store.redis else {

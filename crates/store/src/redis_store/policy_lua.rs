@@ -1,7 +1,7 @@
-//! The policy as the Lua scripts read it: Lua table literals generated from the core's `Policy`
+//! The policy as the Lua functions read it: Lua table literals generated from the core's `Policy`
 //! through serde, so every field reaches Lua by the name it has in Rust (and in the
-//! configuration): `POLICIES` (per dimension) and `CHALLENGE`. The literals open every script,
-//! so a script's SHA names its policy too.
+//! configuration): `POLICIES` (per dimension) and `CHALLENGE`. The literals open the library,
+//! so the library's SHA-1 (its name) names its policy too.
 
 use portcullis_core::{Dimension, Policy};
 use serde_json::Value;
