@@ -3,8 +3,9 @@
 //! admin console shows (`GET /admin/v1/status`). The fleet's figures are Prometheus'
 //! `portcullis_decisions_total` and `portcullis_under_attack`, over every replica.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use portcullis_core::{Reason, UnixMillis};
 use portcullis_store::Clock;
@@ -29,15 +30,16 @@ pub enum Counted {
     Denied(Reason),
 }
 
-/// The counts of one minute.
-#[derive(Clone, Copy, Debug, Default)]
-struct Minute {
-    /// Minutes since the Unix epoch.
-    index: u64,
-    allowed: u64,
-    challenged: u64,
-    /// By position in [`Reason::ALL`].
-    denied: [u64; Reason::ALL.len()],
+/// Counters a minute keeps: allowed, challenged, then refused by position in [`Reason::ALL`].
+const COUNTERS: usize = 2 + Reason::ALL.len();
+
+/// One minute's counters, reused every [`MINUTES`] minutes. Lock-free, since every attempt
+/// counts here (refusals from the deny cache included): a count that races the minute's reset
+/// may be lost, which a dashboard can afford and the hot path is spared a lock for.
+struct Slot {
+    /// The minute (since the Unix epoch) plus one; 0 for a slot never used.
+    minute: AtomicU64,
+    counts: [AtomicU64; COUNTERS],
 }
 
 /// One minute's decisions, as the admin API answers them.
@@ -63,17 +65,17 @@ pub struct AttackSignalSeen {
     pub as_of: UnixMillis,
 }
 
-#[derive(Default)]
 struct Window {
-    minutes: VecDeque<Minute>,
-    signal: Option<AttackSignalSeen>,
+    slots: [Slot; MINUTES],
+    /// The last signal seen: `(as_of << 1 | under_attack) + 1`, 0 before any.
+    signal: AtomicU64,
 }
 
 /// This replica's recent decisions.
 #[derive(Clone)]
 pub struct RecentDecisions {
     clock: Arc<dyn Clock>,
-    window: Arc<Mutex<Window>>,
+    window: Arc<Window>,
 }
 
 impl RecentDecisions {
@@ -81,66 +83,78 @@ impl RecentDecisions {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
             clock,
-            window: Arc::default(),
+            window: Arc::new(Window {
+                slots: std::array::from_fn(|_| Slot {
+                    minute: AtomicU64::new(0),
+                    counts: std::array::from_fn(|_| AtomicU64::new(0)),
+                }),
+                signal: AtomicU64::new(0),
+            }),
         }
+    }
+
+    fn slot(&self, index: u64) -> &Slot {
+        &self.window.slots[(index % MINUTES as u64) as usize]
     }
 
     /// Counts one decision in the current minute.
     pub fn count(&self, decision: Counted) {
         let now = self.clock.now();
         let index = now / MINUTE_MS;
-        let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
-        if window.minutes.back().is_none_or(|m| m.index != index) {
-            if window.minutes.len() == MINUTES {
-                window.minutes.pop_front();
+        let slot = self.slot(index);
+        let seen = slot.minute.load(Ordering::Acquire);
+        // The first count of a new minute takes the slot over from ten minutes ago.
+        if seen < index + 1
+            && slot
+                .minute
+                .compare_exchange(seen, index + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            for count in &slot.counts {
+                count.store(0, Ordering::Relaxed);
             }
-            window.minutes.push_back(Minute {
-                index,
-                ..Minute::default()
-            });
         }
-        let Some(minute) = window.minutes.back_mut() else {
-            return;
-        };
-        match decision {
+        let at = match decision {
             Counted::Allowed { under_attack } => {
-                minute.allowed += 1;
-                window.signal = Some(AttackSignalSeen {
-                    under_attack,
-                    as_of: now,
-                });
+                let signal = (now << 1 | u64::from(under_attack)) + 1;
+                self.window.signal.store(signal, Ordering::Relaxed);
+                0
             }
-            Counted::Challenged => minute.challenged += 1,
+            Counted::Challenged => 1,
             Counted::Denied(reason) => {
-                if let Some(at) = Reason::ALL.iter().position(|r| *r == reason) {
-                    minute.denied[at] += 1;
-                }
+                2 + Reason::ALL
+                    .iter()
+                    .position(|r| *r == reason)
+                    .unwrap_or_default()
             }
-        }
+        };
+        slot.counts[at].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The last [`MINUTES`] minutes, oldest first, the current one included (minutes without
     /// a decision are zeros).
     pub fn minutes(&self) -> Vec<MinuteOfDecisions> {
         let current = self.clock.now() / MINUTE_MS;
-        let window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
         let first = current.saturating_sub(MINUTES as u64 - 1);
         (first..=current)
             .map(|index| {
-                let minute = window
-                    .minutes
-                    .iter()
-                    .find(|m| m.index == index)
-                    .copied()
-                    .unwrap_or_default();
+                let slot = self.slot(index);
+                let kept = slot.minute.load(Ordering::Acquire) == index + 1;
+                let count = |at: usize| {
+                    if kept {
+                        slot.counts[at].load(Ordering::Relaxed)
+                    } else {
+                        0
+                    }
+                };
                 MinuteOfDecisions {
                     start: index * MINUTE_MS,
-                    allowed: minute.allowed,
-                    challenged: minute.challenged,
+                    allowed: count(0),
+                    challenged: count(1),
                     denied: Reason::ALL
                         .iter()
-                        .zip(minute.denied)
-                        .map(|(reason, n)| (reason.as_str(), n))
+                        .enumerate()
+                        .map(|(i, reason)| (reason.as_str(), count(2 + i)))
                         .collect(),
                 }
             })
@@ -149,10 +163,11 @@ impl RecentDecisions {
 
     /// The under-attack signal with the last admitted attempt, if any was admitted since start.
     pub fn attack_signal(&self) -> Option<AttackSignalSeen> {
-        self.window
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .signal
+        let signal = self.window.signal.load(Ordering::Relaxed).checked_sub(1)?;
+        Some(AttackSignalSeen {
+            under_attack: signal & 1 == 1,
+            as_of: signal >> 1,
+        })
     }
 }
 

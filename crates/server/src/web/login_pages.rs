@@ -6,6 +6,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use askama::Template;
+use portcullis_core::Username;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -71,6 +72,15 @@ impl CredentialsForm {
     fn altcha(&self) -> Option<&str> {
         self.altcha.as_deref().filter(|a| !a.is_empty())
     }
+
+    /// The normalised username and the length-checked password, refused as the API refuses
+    /// them.
+    fn parsed(&self) -> Result<(Username, SecretString), ApiError> {
+        Ok((
+            parse_username(&self.username)?,
+            checked_password(self.password.clone(), "password")?,
+        ))
+    }
 }
 
 /// The second-factor form's fields: a code or a recovery code.
@@ -123,8 +133,7 @@ pub async fn login(
         return forged_post();
     }
     let attempt = async {
-        let username = parse_username(&form.username)?;
-        let password = checked_password(form.password.clone(), "password")?;
+        let (username, password) = form.parsed()?;
         let device = trusted_device(&state, &request, &username);
         use_case::login(
             &state,
@@ -260,8 +269,7 @@ pub async fn register(
         return forged_post();
     }
     let attempt = async {
-        let username = parse_username(&form.username)?;
-        let password = checked_password(form.password.clone(), "password")?;
+        let (username, password) = form.parsed()?;
         registration::register(&state, ip, &username, password, form.altcha()).await
     };
     match attempt.await {
