@@ -94,6 +94,26 @@ impl ChallengePolicy {
         Ok(())
     }
 
+    /// The work an attempt must prove, if any, given its highest `risk` over its keys, whether
+    /// it comes from a trusted device, and the under-attack signal. The work grows with the
+    /// risk, so a store deciding part of an attempt's keys may ask for a challenge on its own.
+    pub fn required(
+        &self,
+        risk: Permille,
+        trusted_device: bool,
+        under_attack: bool,
+    ) -> Option<u64> {
+        let risky = risk >= Permille::from(self.risk_percent) * 10;
+        let challenged = match self.mode {
+            ChallengeMode::Off => false,
+            ChallengeMode::Always => true,
+            // A trusted device is judged on its own failures alone, under attack or not.
+            ChallengeMode::Risk if trusted_device => risky,
+            ChallengeMode::Risk => under_attack || risky,
+        };
+        challenged.then(|| self.work_at(risk))
+    }
+
     /// The work asked at `risk`.
     pub fn work_at(&self, risk: Permille) -> u64 {
         let span = self.max_work - self.min_work.min(self.max_work);
@@ -136,15 +156,7 @@ pub fn required_work(
             }
         }
     }
-    let risky = risk >= Permille::from(settings.risk_percent) * 10;
-    let challenged = match settings.mode {
-        ChallengeMode::Off => false,
-        ChallengeMode::Always => true,
-        // A trusted device is judged on its own failures alone, under attack or not.
-        ChallengeMode::Risk if trusted_device => risky,
-        ChallengeMode::Risk => under_attack || risky,
-    };
-    challenged.then(|| settings.work_at(risk))
+    settings.required(risk, trusted_device, under_attack)
 }
 
 /// `part` of `whole`, in thousandths, capped at the whole.

@@ -32,7 +32,8 @@ pub enum Dimension {
     Username,
     /// One username from one client address.
     UsernameIp,
-    /// One device that proved a past login to the username (a device cookie).
+    /// One device that proved a past login to the username (a device cookie); its key names
+    /// the account too, so it lives with the account's other keys.
     Device,
 }
 
@@ -110,6 +111,19 @@ impl AttemptKey {
         AttemptKey {
             dimension,
             key: format!("{}{rest}", dimension.key_prefix()),
+        }
+    }
+
+    /// What the key counts attempts of: the account's username digest for the account's own
+    /// keys (username, username and address, device), so they can be kept together (one Redis
+    /// Cluster slot decides them atomically); the whole key for an address or a network.
+    pub fn subject(&self) -> &str {
+        match self.dimension {
+            Dimension::Username | Dimension::UsernameIp | Dimension::Device => {
+                let rest = &self.key[self.dimension.key_prefix().len()..];
+                rest.split(':').next().unwrap_or(rest)
+            }
+            _ => &self.key,
         }
     }
 
@@ -262,7 +276,10 @@ impl KeyDeriver {
         let ip = counted_address(ip);
         let mut keys = vec![AttemptKey::new(Dimension::Global, "")];
         match device {
-            Some(device) => keys.push(AttemptKey::new(Dimension::Device, device.as_str())),
+            Some(device) => keys.push(AttemptKey::new(
+                Dimension::Device,
+                format_args!("{user}:{}", device.as_str()),
+            )),
             None => {
                 keys.extend(self.source_keys(ip));
                 keys.push(username_key(user));
@@ -438,5 +455,26 @@ mod tests {
         let keys = d.keys("198.51.100.1".parse().unwrap(), &name, Some(&device));
         let dimensions: Vec<_> = keys.iter().map(|k| k.dimension).collect();
         assert_eq!(dimensions, [Dimension::Global, Dimension::Device]);
+    }
+
+    #[test]
+    fn an_accounts_keys_share_its_subject_and_each_source_is_its_own() {
+        let d = deriver();
+        let name = Username::parse("alice").unwrap();
+        let cookies = crate::DeviceCookies::new(b"device-key");
+        let device = cookies
+            .verify(&cookies.issue(&name, [7; 16]), &name)
+            .unwrap();
+        let ip = "2001:db8::1".parse().unwrap();
+        let mut keys = d.keys(ip, &name, None);
+        keys.extend(d.keys(ip, &name, Some(&device)));
+        let digest = d.username_digest(&name);
+        for key in &keys {
+            let expected = match key.dimension {
+                Dimension::Username | Dimension::UsernameIp | Dimension::Device => &digest,
+                _ => &key.key,
+            };
+            assert_eq!(key.subject(), expected, "{key:?}");
+        }
     }
 }

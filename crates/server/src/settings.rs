@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::Context;
 use ipnet::IpNet;
 use portcullis_core::Policy;
-use portcullis_store::OnError;
+use portcullis_store::{OnError, Sharding};
 
 use crate::client_ip::ForwardedHeader;
 use secrecy::{ExposeSecret, SecretString};
@@ -352,8 +352,12 @@ pub struct RedisSettings {
     pub url: String,
     /// Whether `url` names Redis Cluster nodes.
     pub cluster: bool,
-    /// Key prefix (and Cluster hash tag), so deployments can share one Redis.
+    /// Key prefix, so deployments can share one Redis.
     pub prefix: String,
+    /// How keys spread over Cluster slots: `single_slot` (one slot: a Cluster adds failover,
+    /// not capacity) or `per_subject` (each address, network and account in a slot of its
+    /// own). Unset: `per_subject` with `cluster`, else `single_slot`.
+    pub sharding: Option<Sharding>,
     /// Longest wait for one Redis call, in milliseconds.
     pub timeout_ms: u64,
 }
@@ -364,12 +368,22 @@ impl Default for RedisSettings {
             url: String::new(),
             cluster: false,
             prefix: "portcullis".to_owned(),
+            sharding: None,
             timeout_ms: 50,
         }
     }
 }
 
 impl RedisSettings {
+    /// How keys spread: as set, else per subject on a Cluster and in one slot on one server.
+    pub fn sharding(&self) -> Sharding {
+        self.sharding.unwrap_or(if self.cluster {
+            Sharding::PerSubject
+        } else {
+            Sharding::SingleSlot
+        })
+    }
+
     /// The URLs to connect to (several seed nodes for a cluster).
     pub fn urls(&self) -> Vec<String> {
         self.url

@@ -272,7 +272,7 @@ fn describe(settings: &Settings, accounts: &Accounts) -> String {
             format!("with an in-memory attempt store (one replica only), accounts at {database}")
         }
         (Some(redis), _) => format!(
-            "with the Redis {} store at {} (prefix {}), accounts at {database}",
+            "with the Redis {} store at {} (prefix {}, {:?} sharding), accounts at {database}",
             if redis.cluster { "Cluster" } else { "" },
             redis
                 .urls()
@@ -280,7 +280,8 @@ fn describe(settings: &Settings, accounts: &Accounts) -> String {
                 .map(|u| redact(u))
                 .collect::<Vec<_>>()
                 .join(","),
-            redis.prefix
+            redis.prefix,
+            redis.sharding(),
         ),
     }
 }

@@ -41,6 +41,7 @@ impl Stores {
             urls: redis.urls(),
             cluster: redis.cluster,
             prefix: redis.prefix.clone(),
+            sharding: redis.sharding(),
             timeout: Duration::from_millis(redis.timeout_ms),
         };
         let breaker = Breaker::new(

@@ -184,6 +184,11 @@ fn store(urls: Vec<String>, cluster: bool) -> RedisStore {
         urls,
         cluster,
         prefix: "cost".to_owned(),
+        sharding: if cluster {
+            portcullis_store::Sharding::PerSubject
+        } else {
+            portcullis_store::Sharding::SingleSlot
+        },
         timeout: Duration::from_secs(2),
     };
     RedisStore::new(

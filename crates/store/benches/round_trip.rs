@@ -33,6 +33,7 @@ fn round_trip(c: &mut Criterion) {
         urls: vec![url],
         cluster: false,
         prefix: "bench".to_owned(),
+        sharding: portcullis_store::Sharding::SingleSlot,
         timeout: Duration::from_secs(1),
     };
     let redis = RedisStore::new(

@@ -28,7 +28,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{EventKind, RecordedEvent, SecurityEvent};
 pub use fallback::{FallbackStore, OnError};
 pub use memory::MemoryStore;
-pub use redis_store::{RedisConfig, RedisStore};
+pub use redis_store::{RedisConfig, RedisStore, Sharding};
 
 /// Boxed cause of an unavailable store.
 pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -274,17 +274,24 @@ fn redis_server(port: u16, dir: &std::path::Path, extra: &[&str]) -> std::proces
         })
 }
 
-/// A Redis Cluster of `primaries` private servers, no replicas.
+/// A Redis Cluster of private servers: primaries and, optionally, a replica of each.
 pub struct RedisCluster {
     /// The nodes, in the order given to `redis-cli --cluster create`.
     pub nodes: Vec<RedisServer>,
 }
 
 impl RedisCluster {
-    /// Starts the servers in cluster mode, creates the cluster and waits until it is ok.
+    /// Starts `primaries` servers in cluster mode, creates the cluster and waits until it is
+    /// ok.
     pub async fn spawn(primaries: usize) -> Self {
+        Self::spawn_with_replicas(primaries, 0).await
+    }
+
+    /// [`RedisCluster::spawn`] with `replicas` replicas of each primary (for failover), waiting
+    /// until every replica has synced.
+    pub async fn spawn_with_replicas(primaries: usize, replicas: usize) -> Self {
         let mut nodes = Vec::new();
-        for _ in 0..primaries {
+        for _ in 0..primaries * (1 + replicas) {
             nodes.push(
                 RedisServer::spawn_with(&[
                     "--cluster-enabled",
@@ -302,7 +309,7 @@ impl RedisCluster {
         let created = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -322,8 +329,72 @@ impl RedisCluster {
                 }
             })
             .await;
+            wait_until(Duration::from_secs(20), "replica in sync", || {
+                let url = url.clone();
+                async move {
+                    let mut conn = connect(&url).await;
+                    redis::cmd("INFO")
+                        .arg("replication")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .is_ok_and(|info| {
+                            info.contains("role:master") || info.contains("master_link_status:up")
+                        })
+                }
+            })
+            .await;
         }
         Self { nodes }
+    }
+
+    /// The port of the primary that serves `key`'s slot now.
+    pub async fn primary_of(&self, key: &str) -> u16 {
+        let mut conn = self.any_live_node().await;
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .expect("CLUSTER KEYSLOT");
+        // Each entry: first slot, last slot, the primary (host, port, id, ...), its replicas.
+        let ranges: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut conn)
+            .await
+            .expect("CLUSTER SLOTS");
+        ranges
+            .iter()
+            .find_map(|range| {
+                let (start, end): (u16, u16) = (
+                    redis::from_redis_value_ref(range.first()?).ok()?,
+                    redis::from_redis_value_ref(range.get(1)?).ok()?,
+                );
+                let (_, port): (String, u16) = match range.get(2)? {
+                    redis::Value::Array(node) => (
+                        redis::from_redis_value_ref(node.first()?).ok()?,
+                        redis::from_redis_value_ref(node.get(1)?).ok()?,
+                    ),
+                    _ => return None,
+                };
+                (start..=end).contains(&slot).then_some(port)
+            })
+            .expect("every slot is served")
+    }
+
+    /// A connection to the first node that answers a PING.
+    async fn any_live_node(&self) -> MultiplexedConnection {
+        for node in &self.nodes {
+            if let Ok(client) = redis::Client::open(node.url.as_str())
+                && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
+            {
+                return conn;
+            }
+        }
+        panic!("no cluster node answers");
     }
 
     /// The seed URLs of every node.

@@ -1,56 +1,73 @@
 //! The Redis store: every replica shares one view of every attempt.
 //!
 //! The counter logic is the core's, in Lua (`lua/*.lua`, embedded at build time), loaded as one
-//! Redis Functions library so each decision is one atomic `FCALL`: a refused attempt costs one
-//! call, a verified one two. The library is generated with the policy's numbers in it and named
+//! Redis Functions library. The library is generated with the policy's numbers in it and named
 //! by its SHA-1, so the tables and functions are built once when it loads, not on every call,
 //! and replicas with another policy (a rolling deploy) use a library of their own. After a
 //! restart, a failover or a `FUNCTION FLUSH` the first call finds no function, and the store
-//! loads the library (on every primary) and calls again. Functions read Redis `TIME` once per
-//! call, so replicas' clocks do not matter. Functions need Redis 7.0 or later.
+//! loads the library and calls again. Functions read Redis `TIME` once per call, so replicas'
+//! clocks do not matter. Functions need Redis 7.0 or later.
+//!
+//! Where keys live is [`keyspace`]'s: in one slot (`single_slot`), or each subject's keys in a
+//! slot of their own (`per_subject`). An attempt's keys are grouped by slot and each group is
+//! one `FCALL`, all sent at once (about one round trip however many slots):
+//! - each call decides its keys and, unless one refuses, counts the attempt on them at once
+//!   (rate limits, and lockout admissions held by the attempt's stamp);
+//! - the store combines the answers: the longest refusal wins; the work asked follows the
+//!   highest risk. If a call refused, or the attempt turns out to need a challenge that a call
+//!   did not see, a compensating `release` call takes back what the other calls counted, so a
+//!   refused attempt changes no counter. Until it lands (one round trip) those keys show the
+//!   attempt counted: a concurrent attempt on them may be refused that would not have been,
+//!   never admitted that should not be, so the lockout guarantee holds (`docs/failure-modes.md`).
+//!
+//! A refused attempt costs one call per slot; a verified one adds one per slot its outcome
+//! touches. The under-attack signal is off this path ([`signal`]).
 //!
 //! The contract with Lua is by name: the policy reaches the functions as a generated table with
 //! the core's field names ([`policy_lua`]), each key's dimension by name, and replies come back
-//! as JSON decoded into the structs below. Every call goes through [`RedisStore::call`]: one
-//! timeout, one circuit breaker, one classification of errors (unavailable vs. protocol).
+//! as JSON decoded into the structs below. Every call goes through [`calls::Calls`].
 //!
-//! A solved challenge is consumed with `SET {prefix}:proof:<nonce> NX PX <its remaining life>`,
-//! so it admits one attempt across every replica.
-//!
-//! Keys are `{prefix}:...`: the hash tag puts all of a deployment's keys in one Cluster slot,
-//! because one attempt's call touches its address, subnet and account counters together.
-//! Cluster then buys failover, not sharding. A counter is `{prefix}:c:<key>`, one packed string
-//! (`lua/common.lua`, [`state`]). Usernames appear only as HMACs (see `portcullis_core::keys`);
-//! every key has a TTL (the security event stream `{prefix}:events` is also capped with
-//! `MAXLEN ~`).
+//! A solved challenge is consumed with `SET <proof key> NX PX <its remaining life>`, so it
+//! admits one attempt across every replica. A counter is one packed string (`lua/common.lua`,
+//! [`state`]). Usernames appear only as HMACs (see `portcullis_core::keys`); every key has a
+//! TTL (the security event stream is also capped with `MAXLEN ~`).
 
+mod calls;
 mod connection;
+pub mod keyspace;
 mod policy_lua;
+mod signal;
 mod state;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::future::join_all;
 use portcullis_core::backoff::Lockout;
 use portcullis_core::decision::started_on;
 use portcullis_core::{
-    AttemptKey, Decision, Denial, KeyState, LockoutEvent, Outcome, Policy, Reason, UnixMillis,
+    AttemptKey, Decision, Denial, Dimension, KeyPolicy, KeyState, LockoutEvent, Outcome, Policy,
+    Reason, UnixMillis,
 };
-use redis::{Cmd, ErrorKind, RedisError, ServerErrorKind};
+use redis::{Cmd, RedisError};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
+pub use calls::{BreakerOpen, TimedOut};
 pub use connection::{Conn, Connections};
+pub use keyspace::{Keyspace, Sharding};
 pub use state::StoredState;
 
 use crate::admin::{AdminStore, Invalidation, KeyStatus, Listener, Restriction};
 use crate::{
     AttemptStore, Breaker, Clock, EventLog, RecordedEvent, SecurityEvent, StoreError, SystemClock,
 };
+use calls::Calls;
+use signal::SharedSignal;
 
 const COMMON: &str = include_str!("lua/common.lua");
-/// The restrictions index: a sorted set of locked or banned keys, scored by when that ends.
-const RESTRICTIONS: &str = "restrictions";
 
 /// Where and how to reach Redis.
 #[derive(Clone, Debug)]
@@ -59,14 +76,13 @@ pub struct RedisConfig {
     pub urls: Vec<String>,
     /// Whether `urls` are Redis Cluster nodes.
     pub cluster: bool,
-    /// Key prefix (becomes the hash tag), so deployments can share a Redis.
+    /// Key prefix, so deployments can share a Redis.
     pub prefix: String,
+    /// How keys spread over Cluster slots.
+    pub sharding: Sharding,
     /// Longest wait for one Redis call.
     pub timeout: Duration,
 }
-
-/// Where counter keys start, after the prefix: `c` for the packed layout.
-const COUNTERS: &str = "c:";
 
 /// The counter functions, as one Redis Functions library generated for a policy.
 struct Library {
@@ -74,7 +90,8 @@ struct Library {
     code: String,
     attempt: String,
     record: String,
-    restrictions: String,
+    release: String,
+    restrict: String,
 }
 
 impl Library {
@@ -83,17 +100,18 @@ impl Library {
         let wrap =
             |name: &str, body: &str| format!("local function {name}(KEYS, ARGV)\n{body}\nend\n");
         let body = format!(
-            "{prelude}{COMMON}\n{}{}{}",
+            "{prelude}{COMMON}\n{}{}{}{}",
             wrap("attempt", include_str!("lua/attempt.lua")),
             wrap("record", include_str!("lua/record.lua")),
-            wrap("restrictions", include_str!("lua/restrictions.lua")),
+            wrap("release", include_str!("lua/release.lua")),
+            wrap("restrict", include_str!("lua/restrict.lua")),
         );
         // The library's name is the SHA-1 of everything in it: the policy included.
         let sha = redis::Script::new(&body).get_hash().to_owned();
         let sha = &sha[..16];
         let name = |function: &str| format!("portcullis_{function}_{sha}");
         let mut code = format!("#!lua name=portcullis_{sha}\n{body}");
-        for function in ["attempt", "record", "restrictions"] {
+        for function in ["attempt", "record", "release", "restrict"] {
             code.push_str(&format!(
                 "redis.register_function('{}', {function})\n",
                 name(function)
@@ -103,7 +121,8 @@ impl Library {
             code,
             attempt: name("attempt"),
             record: name("record"),
-            restrictions: name("restrictions"),
+            release: name("release"),
+            restrict: name("restrict"),
         })
     }
 }
@@ -114,32 +133,27 @@ fn is_missing_function(error: &RedisError) -> bool {
     error.to_string().contains("Function not found")
 }
 
+/// The restrictions index: a sorted set of locked or banned counters, scored by when that ends.
+const RESTRICTIONS: &str = "restrictions";
+
 /// Attempt counters, the restrictions index and security events in Redis or Redis Cluster.
 pub struct RedisStore {
-    connections: Connections,
+    calls: Arc<Calls>,
     /// The nodes to subscribe to for announced changes (any node hears a Cluster's PUBLISH).
     urls: Vec<String>,
     library: Library,
-    /// `{prefix}:`, the start of every key.
-    key_prefix: String,
-    /// The policy the scripts apply (also: when a state read back has expired).
+    keyspace: Keyspace,
+    /// The policy the functions apply (also: when a state read back has expired).
     policy: Policy,
-    timeout: Duration,
-    /// Every call passes it: one view of whether Redis answers, for every trait served.
-    breaker: Breaker,
-    /// Tests move time with this; production leaves it unset and scripts read Redis `TIME`.
+    /// The under-attack signal (none when the policy has none).
+    signal: Option<Arc<SharedSignal>>,
+    /// Whether the signal's flush task runs (started by the first attempt).
+    sharing: AtomicBool,
+    /// The next attempt's stamp (random start, so replicas' stamps do not meet).
+    stamps: AtomicU64,
+    /// Tests move time with this; production leaves it unset and functions read Redis `TIME`.
     clock: Option<Arc<dyn Clock>>,
 }
-
-/// The breaker is open: the call was not tried.
-#[derive(Debug, thiserror::Error)]
-#[error("circuit breaker open")]
-pub struct BreakerOpen;
-
-/// The call did not answer within the timeout.
-#[derive(Debug, thiserror::Error)]
-#[error("redis call timed out")]
-pub struct TimedOut;
 
 impl RedisStore {
     /// A store applying `policy`, calling through `breaker`; connects on first use.
@@ -148,14 +162,24 @@ impl RedisStore {
         policy: &Policy,
         breaker: Breaker,
     ) -> Result<Self, StoreError> {
+        let seed = random_seed();
         Ok(Self {
-            connections: Connections::new(&config.urls, config.cluster)?,
+            calls: Arc::new(Calls {
+                connections: Connections::new(&config.urls, config.cluster)?,
+                timeout: config.timeout,
+                breaker,
+            }),
             urls: config.urls.clone(),
             library: Library::new(policy)?,
+            keyspace: Keyspace::new(&config.prefix, config.sharding),
             policy: *policy,
-            key_prefix: format!("{{{}}}:", config.prefix),
-            timeout: config.timeout,
-            breaker,
+            signal: policy
+                .global
+                .attack
+                .map(|attack| Arc::new(SharedSignal::new(attack, seed))),
+            sharing: AtomicBool::new(false),
+            // Stamps travel as Lua numbers: below 2^53, with room to count up.
+            stamps: AtomicU64::new(seed % (1 << 52) + 1),
             clock: None,
         })
     }
@@ -166,19 +190,30 @@ impl RedisStore {
         self
     }
 
-    /// The full Redis key of a store key.
-    pub fn key(&self, key: &str) -> String {
-        format!("{}{key}", self.key_prefix)
-    }
-
-    /// The full Redis key of a counter.
-    pub fn counter_key(&self, key: &AttemptKey) -> String {
-        format!("{}{COUNTERS}{}", self.key_prefix, key.key)
+    /// Where this store's keys live.
+    pub fn keyspace(&self) -> &Keyspace {
+        &self.keyspace
     }
 
     /// Whether the breaker is open (calls fail fast).
     pub fn is_degraded(&self) -> bool {
-        self.breaker.is_open()
+        self.calls.breaker.is_open()
+    }
+
+    /// Adds this replica's signal counts and reads the service's back now, instead of at the
+    /// next flush (tests that compare decisions step by step).
+    pub async fn flush_signal(&self) -> Result<(), StoreError> {
+        match &self.signal {
+            Some(signal) => signal.flush(&self.calls, &self.keyspace, self.now()).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The time the store's side of the signal goes by: the injected clock, else the system's.
+    fn now(&self) -> UnixMillis {
+        self.clock
+            .as_ref()
+            .map_or_else(|| SystemClock.now(), |c| c.now())
     }
 
     fn now_arg(&self) -> String {
@@ -188,23 +223,34 @@ impl RedisStore {
             .unwrap_or_default()
     }
 
-    /// Runs a counter function: the keys, then `now` and the restrictions index, then `args`,
-    /// then each key's dimension (and what `per_key` adds for it). One FCALL; the JSON reply
-    /// decoded by name.
-    async fn run_counters<T: for<'de> Deserialize<'de>>(
+    /// Starts the signal's flush task once, from the first attempt (in the runtime, with the
+    /// clock the store ended up with).
+    fn share_signal(&self) {
+        if let Some(signal) = &self.signal
+            && !self.sharing.swap(true, Ordering::Relaxed)
+        {
+            let clock = self.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
+            SharedSignal::share(signal, &self.calls, self.keyspace.clone(), clock);
+        }
+    }
+
+    /// Runs a counter function on `keys` (one slot's): the keys, then `now`, then `args`, then
+    /// each key's dimension (and what `per_key` adds for it). One FCALL; the JSON reply decoded
+    /// by name.
+    async fn run_counters<T: DeserializeOwned>(
         &self,
         doing: &'static str,
         function: &str,
-        keys: &[AttemptKey],
+        keys: &[&AttemptKey],
         args: &[&str],
         per_key: impl Fn(&AttemptKey) -> Option<&'static str>,
     ) -> Result<T, StoreError> {
         let mut call = redis::cmd("FCALL");
         call.arg(function).arg(keys.len());
         for key in keys {
-            call.arg(self.counter_key(key));
+            call.arg(self.keyspace.counter(key));
         }
-        call.arg(self.now_arg()).arg(self.key(RESTRICTIONS));
+        call.arg(self.now_arg());
         for arg in args {
             call.arg(*arg);
         }
@@ -214,104 +260,241 @@ impl RedisStore {
                 call.arg(extra);
             }
         }
-        let reply: String = self.call_function(doing, call).await?;
+        self.call_function(doing, call).await
+    }
+
+    /// One FCALL, its JSON reply decoded; when the function is missing, loads the library and
+    /// calls again, in the same round of the breaker.
+    async fn call_function<T: DeserializeOwned>(
+        &self,
+        doing: &'static str,
+        call: Cmd,
+    ) -> Result<T, StoreError> {
+        let code = &self.library.code;
+        let reply: String = self
+            .calls
+            .call(doing, |mut conn| async move {
+                match call.query_async(&mut conn).await {
+                    Err(error) if is_missing_function(&error) => {
+                        // A Cluster sends FUNCTION LOAD to every primary.
+                        redis::cmd("FUNCTION")
+                            .arg("LOAD")
+                            .arg("REPLACE")
+                            .arg(code)
+                            .query_async::<()>(&mut conn)
+                            .await?;
+                        call.query_async(&mut conn).await
+                    }
+                    answer => answer,
+                }
+            })
+            .await?;
         serde_json::from_str(&reply)
             .map_err(|e| StoreError::Protocol(format!("{doing}: reply {reply:?}: {e}")))
     }
 
-    /// One FCALL; when the function is missing, loads the library (on every primary) and calls
-    /// again, in the same round of the breaker.
-    async fn call_function(&self, doing: &'static str, call: Cmd) -> Result<String, StoreError> {
-        let code = &self.library.code;
-        self.call(doing, |mut conn| async move {
-            match call.query_async(&mut conn).await {
-                Err(error) if is_missing_function(&error) => {
-                    redis::cmd("FUNCTION")
-                        .arg("LOAD")
-                        .arg("REPLACE")
-                        .arg(code)
-                        .query_async::<()>(&mut conn)
-                        .await?;
-                    call.query_async(&mut conn).await
-                }
-                answer => answer,
-            }
-        })
-        .await
-    }
-
-    /// Runs one Redis call through the breaker, with the timeout; drops the connection after
-    /// an I/O failure. Only unavailability counts against the breaker.
-    async fn call<T, F, Fut>(&self, doing: &'static str, f: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(Conn) -> Fut,
-        Fut: Future<Output = Result<T, RedisError>>,
-    {
-        if !self.breaker.permits() {
-            return Err(StoreError::unavailable(doing, BreakerOpen));
-        }
-        let result = self.try_call(doing, f).await;
-        match &result {
-            Err(StoreError::Unavailable { .. }) => self.breaker.failed(),
-            Err(error @ StoreError::Protocol(_)) => {
-                self.breaker.succeeded();
-                tracing::error!(error = %error, "redis answered something this code does not understand");
-            }
-            Ok(_) | Err(StoreError::Misconfigured(_)) => self.breaker.succeeded(),
-        }
-        result
-    }
-
-    async fn try_call<T, F, Fut>(&self, doing: &'static str, f: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(Conn) -> Fut,
-        Fut: Future<Output = Result<T, RedisError>>,
-    {
-        let conn = match tokio::time::timeout(self.timeout, self.connections.get()).await {
-            Ok(conn) => conn?,
-            Err(_) => return Err(StoreError::unavailable(doing, TimedOut)),
-        };
-        match tokio::time::timeout(self.timeout, f(conn)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) if is_protocol_error(&error) => {
-                Err(StoreError::Protocol(format!("{doing}: {error}")))
-            }
-            Ok(Err(error)) => {
-                if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
-                    self.connections.reset();
-                }
-                Err(StoreError::unavailable(doing, error))
-            }
-            Err(_) => {
-                self.connections.reset();
-                Err(StoreError::unavailable(doing, TimedOut))
-            }
-        }
-    }
-
     /// Whether Redis answers a PING (for readiness; never per request).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.call("pinging", |mut conn| async move {
-            redis::cmd("PING").query_async::<String>(&mut conn).await
-        })
-        .await
-        .map(drop)
+        self.calls
+            .call("pinging", |mut conn| async move {
+                redis::cmd("PING").query_async::<String>(&mut conn).await
+            })
+            .await
+            .map(drop)
+    }
+
+    /// The attempt's keys the functions count, grouped by slot: indices into `keys`, in order.
+    /// The global key is among them only for a limit besides the signal (which is shared off
+    /// the attempt path), so by default no key is written by every attempt.
+    fn groups(&self, keys: &[AttemptKey], counts: impl Fn(&AttemptKey) -> bool) -> Vec<Vec<usize>> {
+        let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let p = self.policy.for_dimension(key.dimension);
+            let limits = p.attempts.is_some()
+                || p.throttle.is_some()
+                || p.failures.is_some()
+                || p.lockout.is_some()
+                || p.spray.is_some();
+            if !limits || !counts(key) {
+                continue;
+            }
+            let group = self.keyspace.group(key);
+            match groups.iter_mut().find(|(g, _)| *g == group) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((group, vec![i])),
+            }
+        }
+        groups.into_iter().map(|(_, members)| members).collect()
+    }
+
+    /// Adds restricted counters to the restrictions index (an admin view: a failure is logged,
+    /// and the decision stands).
+    async fn index_restrictions(&self, restricted: &[LockoutEvent]) {
+        if restricted.is_empty() {
+            return;
+        }
+        let mut call = redis::cmd("FCALL");
+        call.arg(&self.library.restrict)
+            .arg(1)
+            .arg(self.keyspace.single(RESTRICTIONS))
+            .arg(self.now_arg());
+        for event in restricted {
+            call.arg(self.keyspace.counter(&event.key));
+            match event.lockout {
+                Lockout::Temporary { until } | Lockout::Ban { until } => call.arg(until),
+                Lockout::Permanent => call.arg("permanent"),
+            };
+        }
+        if let Err(error) = self
+            .call_function::<Empty>("indexing a restriction", call)
+            .await
+        {
+            tracing::warn!(%error, "a restriction was not indexed; /admin/v1/lockouts will miss it");
+        }
+    }
+
+    /// Takes back what `attempt` counted in the calls that did not refuse: all of it when
+    /// `refused`, else (a challenge) the lockout admissions.
+    async fn release(
+        &self,
+        keys: &[AttemptKey],
+        counted: &[(Vec<usize>, AttemptReply)],
+        refused: bool,
+        under_attack: bool,
+        stamp: &str,
+    ) -> Result<(), StoreError> {
+        let calls = counted.iter().filter_map(|(group, reply)| {
+            let (admitted, pending) = match reply {
+                AttemptReply::Admitted { pending, .. } => (true, pending.as_slice()),
+                AttemptReply::Challenged { .. } if refused => (false, &[][..]),
+                _ => return None,
+            };
+            let members: Vec<&AttemptKey> = group.iter().map(|&i| &keys[i]).collect();
+            // The lockout each member's admission started ('' for none), by position.
+            let started: Vec<&'static str> = (1..=members.len())
+                .map(|at| match pending.iter().find(|p| p.key == at) {
+                    Some(PendingReply {
+                        lockout: LockoutKind::Temporary,
+                        ..
+                    }) => "temporary",
+                    Some(PendingReply {
+                        lockout: LockoutKind::Permanent,
+                        ..
+                    }) => "permanent",
+                    None => "",
+                })
+                .collect();
+            let args = [
+                if refused { "refused" } else { "challenged" },
+                flag(under_attack),
+                stamp,
+                flag(admitted),
+            ];
+            Some(async move {
+                self.run_counters::<Empty>(
+                    "releasing an attempt",
+                    &self.library.release,
+                    &members,
+                    &args,
+                    |key| {
+                        let at = members.iter().position(|m| *m == key)?;
+                        started.get(at).copied()
+                    },
+                )
+                .await
+            })
+        });
+        join_all(calls)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(())
+    }
+
+    /// Settles an admitted attempt (`outcome`: 'success', 'failure' or 'abandoned') on every
+    /// slot it touches; returns the bans it started and, for a success, whether it is the
+    /// account's first in the signal's window (`None`: no username key said).
+    async fn settle(
+        &self,
+        doing: &'static str,
+        keys: &[AttemptKey],
+        outcome: &str,
+        username: &str,
+        pending: &[LockoutEvent],
+    ) -> Result<(Vec<LockoutEvent>, Option<bool>), StoreError> {
+        let failed = outcome == "failure";
+        let success = outcome == "success";
+        let signal = self.signal.is_some();
+        let touches = |key: &AttemptKey| {
+            let p: &KeyPolicy = self.policy.for_dimension(key.dimension);
+            p.lockout.is_some()
+                || (failed && (p.failures.is_some() || p.spray.is_some()))
+                || (success && signal && key.dimension == Dimension::Username)
+        };
+        let calls = self
+            .groups(keys, touches)
+            .into_iter()
+            .map(|group| async move {
+                let members: Vec<&AttemptKey> = group.iter().map(|&i| &keys[i]).collect();
+                let reply: RecordReply = self
+                    .run_counters(
+                        doing,
+                        &self.library.record,
+                        &members,
+                        &[outcome, username],
+                        |key| started_arg(pending, key),
+                    )
+                    .await?;
+                let bans = reply
+                    .bans
+                    .into_iter()
+                    .map(|ban| {
+                        Ok(LockoutEvent {
+                            key: (*key_at(&members, ban.key)?).clone(),
+                            lockout: Lockout::Ban { until: ban.until },
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                Ok::<_, StoreError>((bans, reply.first_success))
+            });
+        let mut bans = Vec::new();
+        let mut first_success = None;
+        for result in join_all(calls).await {
+            let (started, first) = result?;
+            bans.extend(started);
+            first_success = first_success.or(first);
+        }
+        self.index_restrictions(&bans).await;
+        Ok((bans, first_success))
+    }
+
+    /// Counts a finished attempt in the signal, unless it came from a trusted device (stuffing
+    /// never has one).
+    fn count_in_signal(&self, keys: &[AttemptKey], failed: bool) {
+        if let Some(signal) = &self.signal
+            && !keys.iter().any(|k| k.dimension == Dimension::Device)
+        {
+            signal.count(self.now(), failed);
+        }
     }
 }
 
-/// A reply this code does not understand (a script error, a type mismatch): a bug to fix, not
-/// an outage to wait out.
-fn is_protocol_error(error: &RedisError) -> bool {
-    matches!(
-        error.kind(),
-        ErrorKind::Parse
-            | ErrorKind::UnexpectedReturnType
-            | ErrorKind::Extension
-            | ErrorKind::Server(ServerErrorKind::ResponseError)
-    )
+fn flag(on: bool) -> &'static str {
+    if on { "1" } else { "0" }
 }
 
-/// The attempt script's reply (see `lua/attempt.lua`).
+/// A seed from the process's random hasher keys (no extra dependency for two numbers).
+fn random_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::process::id())
+}
+
+/// A reply with nothing in it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+/// The attempt function's reply (see `lua/attempt.lua`).
 #[derive(Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 enum AttemptReply {
@@ -321,10 +504,10 @@ enum AttemptReply {
         retry_after_ms: u64,
     },
     Challenged {
-        work: u64,
+        risk: u64,
     },
     Admitted {
-        under_attack: bool,
+        risk: u64,
         #[serde(default)]
         pending: Vec<PendingReply>,
     },
@@ -345,12 +528,13 @@ struct PendingReply {
     until: u64,
 }
 
-/// The record script's reply (see `lua/record.lua`).
+/// The record function's reply (see `lua/record.lua`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RecordReply {
     #[serde(default)]
     bans: Vec<BanReply>,
+    first_success: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -360,30 +544,16 @@ struct BanReply {
     until: u64,
 }
 
-/// The restrictions script's reply (see `lua/restrictions.lua`).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RestrictionsReply {
-    #[serde(default)]
-    restrictions: Vec<RestrictionReply>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RestrictionReply {
-    key: String,
-    until: Option<u64>,
-}
-
-/// The attempt key a script names by its 1-based position in KEYS.
-fn key_at(keys: &[AttemptKey], index: usize) -> Result<&AttemptKey, StoreError> {
+/// The attempt key a function names by its 1-based position in KEYS.
+fn key_at<'k>(keys: &[&'k AttemptKey], index: usize) -> Result<&'k AttemptKey, StoreError> {
     index
         .checked_sub(1)
         .and_then(|i| keys.get(i))
+        .copied()
         .ok_or_else(|| StoreError::Protocol(format!("reply names key {index} of {}", keys.len())))
 }
 
-/// The lockout kind a script is told an admission started on `key`.
+/// The lockout kind a function is told an admission started on `key`.
 fn started_arg(pending: &[LockoutEvent], key: &AttemptKey) -> Option<&'static str> {
     Some(match started_on(pending, key) {
         Some(Lockout::Temporary { .. }) => "temporary",
@@ -395,45 +565,76 @@ fn started_arg(pending: &[LockoutEvent], key: &AttemptKey) -> Option<&'static st
 #[async_trait]
 impl AttemptStore for RedisStore {
     async fn attempt(&self, keys: &[AttemptKey], proof_work: u64) -> Result<Decision, StoreError> {
-        let reply: AttemptReply = self
-            .run_counters(
-                "deciding an attempt",
-                &self.library.attempt,
-                keys,
-                &[&proof_work.to_string()],
-                |_| None,
-            )
-            .await?;
-        Ok(match reply {
-            AttemptReply::Refused {
-                key,
-                reason,
-                retry_after_ms,
-            } => Decision::Deny(Denial {
-                dimension: key_at(keys, key)?.dimension,
-                reason,
-                retry_after_ms,
-            }),
-            AttemptReply::Challenged { work } => Decision::Challenge { work },
-            AttemptReply::Admitted {
-                under_attack,
-                pending,
-            } => Decision::Allow {
-                pending: pending
-                    .into_iter()
-                    .map(|p| {
-                        Ok(LockoutEvent {
-                            key: key_at(keys, p.key)?.clone(),
-                            lockout: match p.lockout {
-                                LockoutKind::Temporary => Lockout::Temporary { until: p.until },
-                                LockoutKind::Permanent => Lockout::Permanent,
-                            },
-                        })
-                    })
-                    .collect::<Result<_, StoreError>>()?,
-                under_attack,
-            },
-        })
+        self.share_signal();
+        let under_attack = self
+            .signal
+            .as_ref()
+            .is_some_and(|signal| signal.under_attack(self.now()));
+        let trusted = keys.iter().any(|k| k.dimension == Dimension::Device);
+        let stamp = self.stamps.fetch_add(1, Ordering::Relaxed).to_string();
+        let proof = proof_work.to_string();
+        let args = [
+            proof.as_str(),
+            flag(under_attack),
+            flag(trusted),
+            stamp.as_str(),
+        ];
+        let groups = self.groups(keys, |_| true);
+        let replies = join_all(groups.iter().map(|group| {
+            let members: Vec<&AttemptKey> = group.iter().map(|&i| &keys[i]).collect();
+            async move {
+                self.run_counters::<AttemptReply>(
+                    "deciding an attempt",
+                    &self.library.attempt,
+                    &members,
+                    &args,
+                    |_| None,
+                )
+                .await
+            }
+        }))
+        .await;
+        let mut counted = Vec::new();
+        let mut failure = None;
+        for (group, reply) in groups.into_iter().zip(replies) {
+            match reply {
+                Ok(reply) => counted.push((group, reply)),
+                Err(error) => failure = Some(error),
+            }
+        }
+        if let Some(error) = failure {
+            // A slot did not answer: what the others counted is taken back (as far as Redis
+            // answers), and the error decides (the fallback counts the attempt locally).
+            if let Err(also) = self
+                .release(keys, &counted, true, under_attack, &stamp)
+                .await
+            {
+                tracing::warn!(error = %also, "an unfinished attempt was not taken back");
+            }
+            return Err(error);
+        }
+        let decision = combine(
+            &self.policy,
+            keys,
+            &counted,
+            proof_work,
+            trusted,
+            under_attack,
+        )?;
+        match &decision {
+            Decision::Deny(_) => {
+                self.release(keys, &counted, true, under_attack, &stamp)
+                    .await?;
+            }
+            Decision::Challenge { .. } => {
+                self.release(keys, &counted, false, under_attack, &stamp)
+                    .await?;
+                // An unanswered challenge counts as a failed attempt.
+                self.count_in_signal(keys, true);
+            }
+            Decision::Allow { pending, .. } => self.index_restrictions(pending).await,
+        }
+        Ok(decision)
     }
 
     async fn record(
@@ -443,29 +644,20 @@ impl AttemptStore for RedisStore {
         username: &str,
         pending: &[LockoutEvent],
     ) -> Result<Vec<LockoutEvent>, StoreError> {
-        let outcome = match outcome {
+        let name = match outcome {
             Outcome::Failure => "failure",
             Outcome::Success => "success",
         };
-        let reply: RecordReply = self
-            .run_counters(
-                "recording an outcome",
-                &self.library.record,
-                keys,
-                &[outcome, username],
-                |key| started_arg(pending, key),
-            )
+        let (bans, first_success) = self
+            .settle("recording an outcome", keys, name, username, pending)
             .await?;
-        reply
-            .bans
-            .into_iter()
-            .map(|ban| {
-                Ok(LockoutEvent {
-                    key: key_at(keys, ban.key)?.clone(),
-                    lockout: Lockout::Ban { until: ban.until },
-                })
-            })
-            .collect()
+        // A success counts once per account per window (the username key says which).
+        match outcome {
+            Outcome::Failure => self.count_in_signal(keys, true),
+            Outcome::Success if first_success.unwrap_or(true) => self.count_in_signal(keys, false),
+            Outcome::Success => {}
+        }
+        Ok(bans)
     }
 
     async fn abandon(
@@ -473,28 +665,19 @@ impl AttemptStore for RedisStore {
         keys: &[AttemptKey],
         pending: &[LockoutEvent],
     ) -> Result<(), StoreError> {
-        let _: RecordReply = self
-            .run_counters(
-                "abandoning an attempt",
-                &self.library.record,
-                keys,
-                &["abandoned", ""],
-                |key| started_arg(pending, key),
-            )
+        self.settle("abandoning an attempt", keys, "abandoned", "", pending)
             .await?;
+        self.count_in_signal(keys, true);
         Ok(())
     }
 
     async fn consume_proof(&self, id: &str, expires_at: UnixMillis) -> Result<bool, StoreError> {
-        let now = match &self.clock {
-            Some(clock) => clock.now(),
-            None => SystemClock.now(),
-        };
-        let Some(ttl) = expires_at.checked_sub(now).filter(|&ttl| ttl > 0) else {
+        let Some(ttl) = expires_at.checked_sub(self.now()).filter(|&ttl| ttl > 0) else {
             return Ok(false);
         };
-        let key = self.key(&format!("proof:{id}"));
+        let key = self.keyspace.proof(id);
         let set: Option<String> = self
+            .calls
             .call("consuming a solved challenge", |mut conn| async move {
                 redis::cmd("SET")
                     .arg(&key)
@@ -510,26 +693,105 @@ impl AttemptStore for RedisStore {
     }
 }
 
+/// The decision the slots' answers make together (`counted`: each answering group and its
+/// reply): the longest refusal (the first key on a tie, as in the core), else a challenge if
+/// any slot asked for one or the highest risk asks for more work than the proof carries, else
+/// admitted with every lockout the admissions started.
+fn combine(
+    policy: &Policy,
+    keys: &[AttemptKey],
+    counted: &[(Vec<usize>, AttemptReply)],
+    proof_work: u64,
+    trusted: bool,
+    under_attack: bool,
+) -> Result<Decision, StoreError> {
+    let mut refusal: Option<(usize, Denial)> = None;
+    let mut risk = 0;
+    let mut challenged = false;
+    let mut pending = Vec::new();
+    for (group, reply) in counted {
+        let at = |index: usize| {
+            index
+                .checked_sub(1)
+                .and_then(|i| group.get(i))
+                .copied()
+                .ok_or_else(|| StoreError::Protocol(format!("reply names key {index}")))
+        };
+        match reply {
+            AttemptReply::Refused {
+                key,
+                reason,
+                retry_after_ms,
+            } => {
+                let index = at(*key)?;
+                let longer = refusal.as_ref().is_none_or(|(first, denial)| {
+                    *retry_after_ms > denial.retry_after_ms
+                        || (*retry_after_ms == denial.retry_after_ms && index < *first)
+                });
+                if longer {
+                    let denial = Denial {
+                        dimension: keys[index].dimension,
+                        reason: *reason,
+                        retry_after_ms: *retry_after_ms,
+                    };
+                    refusal = Some((index, denial));
+                }
+            }
+            AttemptReply::Challenged { risk: r } => {
+                challenged = true;
+                risk = risk.max(*r);
+            }
+            AttemptReply::Admitted {
+                risk: r,
+                pending: p,
+            } => {
+                risk = risk.max(*r);
+                for started in p {
+                    pending.push(LockoutEvent {
+                        key: keys[at(started.key)?].clone(),
+                        lockout: match started.lockout {
+                            LockoutKind::Temporary => Lockout::Temporary {
+                                until: started.until,
+                            },
+                            LockoutKind::Permanent => Lockout::Permanent,
+                        },
+                    });
+                }
+            }
+        }
+    }
+    if let Some((_, denial)) = refusal {
+        return Ok(Decision::Deny(denial));
+    }
+    let work = policy.challenge.required(risk, trusted, under_attack);
+    match work {
+        Some(work) if challenged || proof_work < work => Ok(Decision::Challenge { work }),
+        None if challenged => Err(StoreError::Protocol(
+            "a slot asked for a challenge the policy does not".to_owned(),
+        )),
+        _ => Ok(Decision::Allow {
+            pending,
+            under_attack,
+        }),
+    }
+}
+
 #[async_trait]
 impl AdminStore for RedisStore {
     async fn status(&self, keys: &[AttemptKey]) -> Result<Vec<KeyStatus>, StoreError> {
-        let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.cmd("GET").arg(self.counter_key(key));
-        }
-        let (rows, now): (Vec<Option<Vec<u8>>>, u64) = self
-            .call("reading key status", |mut conn| async move {
-                let rows = pipe.query_async(&mut conn).await?;
-                let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await?;
-                Ok((rows, secs * 1_000 + micros / 1_000))
+        let counters: Vec<String> = keys.iter().map(|k| self.keyspace.counter(k)).collect();
+        let (rows, now) = self
+            .calls
+            .call("reading key status", |conn| async move {
+                let rows = read_counters(&conn, &counters).await?;
+                Ok((rows, redis_time(conn).await?))
             })
             .await?;
         let now = self.clock.as_ref().map_or(now, |c| c.now());
         Ok(keys
             .iter()
             .zip(rows)
-            .map(|(key, packed)| {
-                let stored = state::StoredState::from_packed(packed.as_deref().unwrap_or_default());
+            .map(|(key, stored)| {
                 // Past its expiry a state reads as fresh, as in the reference model, whether or
                 // not Redis has dropped the key yet (its TTL runs on Redis' own clock).
                 let expires_at = stored.expires_at(self.policy.for_dimension(key.dimension));
@@ -543,51 +805,103 @@ impl AdminStore for RedisStore {
     }
 
     async fn clear(&self, keys: &[AttemptKey]) -> Result<u64, StoreError> {
-        let mut pipe = redis::pipe();
-        for key in keys {
-            let full = self.counter_key(key);
-            pipe.cmd("DEL").arg(&full);
-            pipe.cmd("DEL").arg(format!("{full}:sp")).ignore();
-            pipe.cmd("ZREM")
-                .arg(self.key(RESTRICTIONS))
-                .arg(&full)
-                .ignore();
-        }
-        let deleted: Vec<u64> = self
-            .call("clearing keys", |mut conn| async move {
-                pipe.query_async(&mut conn).await
+        let counters: Vec<String> = keys.iter().map(|k| self.keyspace.counter(k)).collect();
+        let index = self.keyspace.single(RESTRICTIONS);
+        self.calls
+            .call("clearing keys", |conn| async move {
+                // A counter and its spray set share a slot; the index has its own.
+                let deleted = join_all(counters.iter().map(|counter| {
+                    let mut conn = conn.clone();
+                    async move {
+                        redis::pipe()
+                            .cmd("DEL")
+                            .arg(counter)
+                            .cmd("DEL")
+                            .arg(format!("{counter}:sp"))
+                            .ignore()
+                            .query_async::<(u64,)>(&mut conn)
+                            .await
+                    }
+                }))
+                .await
+                .into_iter()
+                .map(|deleted| deleted.map(|(n,)| n))
+                .sum::<Result<u64, RedisError>>()?;
+                let mut conn = conn;
+                redis::cmd("ZREM")
+                    .arg(&index)
+                    .arg(&counters)
+                    .query_async::<()>(&mut conn)
+                    .await?;
+                Ok(deleted)
             })
-            .await?;
-        Ok(deleted.iter().sum())
+            .await
     }
 
     async fn restrictions(&self, limit: usize) -> Result<Vec<Restriction>, StoreError> {
-        let mut call = redis::cmd("FCALL");
-        call.arg(&self.library.restrictions)
-            .arg(1)
-            .arg(self.key(RESTRICTIONS))
-            .arg(self.now_arg())
-            .arg(limit.max(1));
-        let reply: String = self.call_function("listing restrictions", call).await?;
-        let reply: RestrictionsReply = serde_json::from_str(&reply)
-            .map_err(|e| StoreError::Protocol(format!("restrictions reply {reply:?}: {e}")))?;
-        Ok(reply
-            .restrictions
+        let index = self.keyspace.single(RESTRICTIONS);
+        let clock = self.clock.clone();
+        let restricted = self
+            .calls
+            .call("listing restrictions", |mut conn| async move {
+                let now = match clock {
+                    Some(clock) => clock.now(),
+                    None => redis_time(conn.clone()).await?,
+                };
+                let counters: Vec<String> = redis::pipe()
+                    .cmd("ZREMRANGEBYSCORE")
+                    .arg(&index)
+                    .arg("-inf")
+                    .arg(now)
+                    .ignore()
+                    .cmd("ZRANGE")
+                    .arg(&index)
+                    .arg(0)
+                    .arg(limit.max(1) - 1)
+                    .query_async::<(Vec<String>,)>(&mut conn)
+                    .await?
+                    .0;
+                let states = read_counters(&conn, &counters).await?;
+                let mut restricted = Vec::new();
+                let mut cleared = Vec::new();
+                for (counter, stored) in counters.into_iter().zip(states) {
+                    let (lockout, spray) = (&stored.state.lockout, &stored.state.spray);
+                    if lockout.permanent {
+                        restricted.push((counter, None));
+                    } else if lockout.locked_until > now || spray.banned_until > now {
+                        let until = lockout.locked_until.max(spray.banned_until);
+                        restricted.push((counter, Some(until)));
+                    } else {
+                        // Unlocked, or cleared by a success, before its time.
+                        cleared.push(counter);
+                    }
+                }
+                if !cleared.is_empty() {
+                    redis::cmd("ZREM")
+                        .arg(&index)
+                        .arg(&cleared)
+                        .query_async::<()>(&mut conn)
+                        .await?;
+                }
+                Ok(restricted)
+            })
+            .await?;
+        Ok(restricted
             .into_iter()
-            .map(|r| Restriction {
-                key: r
-                    .key
-                    .strip_prefix(&self.key_prefix)
-                    .and_then(|k| k.strip_prefix(COUNTERS))
-                    .map_or(r.key.clone(), str::to_owned),
-                until: r.until,
+            .map(|(counter, until)| Restriction {
+                key: self
+                    .keyspace
+                    .store_key(&counter)
+                    .map_or_else(|| counter.clone(), str::to_owned),
+                until,
             })
             .collect())
     }
 
     async fn announce(&self, change: Invalidation) -> Result<(), StoreError> {
-        let channel = self.key(INVALIDATE);
+        let channel = self.keyspace.single(INVALIDATE);
         let _receivers: u64 = self
+            .calls
             .call("announcing a change", |mut conn| async move {
                 redis::cmd("PUBLISH")
                     .arg(&channel)
@@ -600,7 +914,7 @@ impl AdminStore for RedisStore {
     }
 
     fn listen(&self, listener: Listener) {
-        let channel = self.key(INVALIDATE);
+        let channel = self.keyspace.single(INVALIDATE);
         let urls = self.urls.clone();
         tokio::spawn(async move {
             // Round the seed nodes, one subscription at a time, for the life of the process.
@@ -651,35 +965,37 @@ impl EventLog for RedisStore {
     async fn append(&self, event: &SecurityEvent) -> Result<(), StoreError> {
         let payload = serde_json::to_string(event)
             .map_err(|e| StoreError::Protocol(format!("encoding an event: {e}")))?;
-        let key = self.key("events");
+        let key = self.keyspace.single("events");
         let kind = event.kind.as_str();
-        self.call("appending an event", |mut conn| async move {
-            // One round trip: the entry, then the stream's TTL.
-            redis::pipe()
-                .cmd("XADD")
-                .arg(&key)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(STREAM_EVENTS)
-                .arg("*")
-                .arg("kind")
-                .arg(kind)
-                .arg("event")
-                .arg(payload)
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&key)
-                .arg(STREAM_TTL_MS)
-                .ignore()
-                .query_async::<()>(&mut conn)
-                .await
-        })
-        .await
+        self.calls
+            .call("appending an event", |mut conn| async move {
+                // One round trip: the entry, then the stream's TTL.
+                redis::pipe()
+                    .cmd("XADD")
+                    .arg(&key)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(STREAM_EVENTS)
+                    .arg("*")
+                    .arg("kind")
+                    .arg(kind)
+                    .arg("event")
+                    .arg(payload)
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(&key)
+                    .arg(STREAM_TTL_MS)
+                    .ignore()
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await
     }
 
     async fn recent(&self, count: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        let key = self.key("events");
+        let key = self.keyspace.single("events");
         let entries: Vec<(String, Vec<(String, String)>)> = self
+            .calls
             .call("reading events", |mut conn| async move {
                 redis::cmd("XREVRANGE")
                     .arg(key)
@@ -702,4 +1018,29 @@ impl EventLog for RedisStore {
             })
             .collect())
     }
+}
+
+/// Every counter's state (fresh where absent), each GET routed to its own slot.
+async fn read_counters(conn: &Conn, counters: &[String]) -> Result<Vec<StoredState>, RedisError> {
+    join_all(counters.iter().map(|counter| {
+        let mut conn = conn.clone();
+        async move {
+            let packed: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(counter)
+                .query_async(&mut conn)
+                .await?;
+            Ok(StoredState::from_packed(
+                packed.as_deref().unwrap_or_default(),
+            ))
+        }
+    }))
+    .await
+    .into_iter()
+    .collect()
+}
+
+/// Redis' own time, in Unix milliseconds.
+async fn redis_time(mut conn: Conn) -> Result<UnixMillis, RedisError> {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await?;
+    Ok(secs * 1_000 + micros / 1_000)
 }

@@ -1,10 +1,13 @@
 //! A key's packed state read back: a format byte, then the fields `lua/common.lua` lists in
-//! `FIELDS`, in that order, as big-endian doubles.
+//! `FIELDS`, in that order, as big-endian doubles. The `held_*` fields are what an attempt's
+//! lockout admission changed, kept so a compensating release can take it back exactly; they are
+//! not part of the core's state. (The global key's signal counts are not kept here: see
+//! `signal`.)
 
 use portcullis_core::{KeyPolicy, KeyState, UnixMillis};
 
 /// The packed layout's format byte (`PACKED_FORMAT` in `lua/common.lua`).
-const PACKED_FORMAT: u8 = 1;
+const PACKED_FORMAT: u8 = 2;
 
 /// The fields in their packed order (`FIELDS` in `lua/common.lua`).
 const FIELDS: [&str; 20] = [
@@ -22,11 +25,11 @@ const FIELDS: [&str; 20] = [
     "banned_until",
     "bans",
     "last_ban",
-    "attack_window",
-    "attack_attempts",
-    "attack_failures",
-    "previous_attempts",
-    "previous_failures",
+    "held_by",
+    "held_failures",
+    "held_last_failure",
+    "held_locked_until",
+    "held_temporary_lockouts",
     "success_counted_until",
 ];
 
@@ -81,12 +84,6 @@ impl StoredState {
         spray.banned_until = field("banned_until");
         spray.bans = small("bans");
         spray.last_ban = field("last_ban");
-        let attack = &mut state.attack;
-        attack.window = field("attack_window");
-        attack.attempts = small("attack_attempts");
-        attack.failures = small("attack_failures");
-        attack.previous_attempts = small("previous_attempts");
-        attack.previous_failures = small("previous_failures");
         Self {
             state,
             distinct_usernames: small("spray_count"),
@@ -137,8 +134,8 @@ mod tests {
         assert_eq!(stored.state.lockout.locked_until, 1_764_400_000_123);
         assert_eq!(stored.state.throttle_tat, 1);
         assert_eq!(stored.distinct_usernames, 9);
-        assert_eq!(stored.state.attack.previous_failures, 18);
-        for other in [&[][..], &packed[..10], &[2u8; 161][..]] {
+        assert_eq!(stored.state.success_counted_until, 19);
+        for other in [&[][..], &packed[..10], &[1u8; 161][..]] {
             assert_eq!(StoredState::from_packed(other), StoredState::default());
         }
     }

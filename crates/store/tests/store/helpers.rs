@@ -12,7 +12,7 @@ use portcullis_core::{
     AttemptKey, ChallengeMode, ChallengePolicy, DeviceCookies, KeyDeriver, KeyPolicy, Policy,
     Username,
 };
-use portcullis_store::{Breaker, Clock, RedisConfig, RedisStore};
+use portcullis_store::{Breaker, Clock, RedisConfig, RedisStore, Sharding};
 
 pub const T0: u64 = 1_700_000_000_000;
 
@@ -157,7 +157,8 @@ pub fn device_keys(policy: &Policy, ip: &str, user: &str, device: Option<u8>) ->
     policy.active_keys(deriver.keys(ip, &username, device.as_ref()))
 }
 
-/// A Redis store on `urls` with `prefix`, reading time from Redis unless a clock is given.
+/// A Redis store on `urls` with `prefix`, reading time from Redis unless a clock is given; keys
+/// sharded per subject on a cluster, as the server's default.
 pub fn redis_store(
     urls: Vec<String>,
     cluster: bool,
@@ -166,13 +167,19 @@ pub fn redis_store(
     clock: Option<Arc<dyn Clock>>,
 ) -> RedisStore {
     let breaker = Breaker::silent(3, Duration::from_secs(1));
-    redis_store_with(urls, cluster, prefix, policy, clock, breaker)
+    let sharding = if cluster {
+        Sharding::PerSubject
+    } else {
+        Sharding::SingleSlot
+    };
+    redis_store_with(urls, cluster, sharding, prefix, policy, clock, breaker)
 }
 
 /// [`redis_store`] calling through `breaker`.
 pub fn redis_store_with(
     urls: Vec<String>,
     cluster: bool,
+    sharding: Sharding,
     prefix: &str,
     policy: &Policy,
     clock: Option<Arc<dyn Clock>>,
@@ -182,6 +189,7 @@ pub fn redis_store_with(
         urls,
         cluster,
         prefix: prefix.to_owned(),
+        sharding,
         timeout: Duration::from_secs(2),
     };
     let store = RedisStore::new(&config, policy, breaker).unwrap();

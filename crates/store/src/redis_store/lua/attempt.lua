@@ -1,25 +1,30 @@
--- Decides an attempt (decision::decide). KEYS: the attempt's counter keys.
--- ARGV[1]: now in ms, or '' to read Redis TIME. ARGV[2]: the restrictions index key.
--- ARGV[3]: the work of the solved challenge it carries (0: none).
--- ARGV[3 + i]: the dimension of KEYS[i].
--- Returns JSON: {"refused": {"key": i, "reason": <Reason>, "retry_after_ms": n}} (i the refusing
--- key with the longest wait), {"challenged": {"work": n}}, or {"admitted": {"under_attack": b,
--- "pending": [{"key": i, "lockout": "temporary"|"permanent", "until": ms}]}} with the lockouts
--- the admission started.
+-- Decides an attempt on the keys of one call: all of them (single_slot), or one slot's
+-- (per_subject: the store combines the calls, see redis_store/mod.rs). decision::decide.
+-- KEYS: counter keys. ARGV[1]: now in ms, or '' to read Redis TIME. ARGV[2]: the work of the
+-- solved challenge it carries (0: none). ARGV[3]: '1' while the service is under attack.
+-- ARGV[4]: '1' if the attempt comes from a trusted device (whichever call holds its key).
+-- ARGV[5]: the attempt's stamp (its admissions are held by it, for release). ARGV[5 + i]: the
+-- dimension of KEYS[i].
+-- Returns JSON:
+-- - {"refused": {"key": i, "reason": <Reason>, "retry_after_ms": n}}: i the refusing key with the
+--   longest wait; nothing changed;
+-- - {"challenged": {"risk": r}}: these keys alone ask for more work than the proof carries;
+--   counted against the rate limits only;
+-- - {"admitted": {"risk": r, "pending": [{"key": i, "lockout": "temporary"|"permanent",
+--   "until": ms}]}}: counted, lockout admissions made (and the lockouts they started).
+-- r: the risk these keys see, in thousandths.
 local now = now_ms(ARGV[1])
-local index = ARGV[2]
-local proof_work = tonumber(ARGV[3])
+local proof_work = tonumber(ARGV[2])
+local under_attack = ARGV[3] == '1'
+local trusted = ARGV[4] == '1'
+local stamp = tonumber(ARGV[5])
+local factor = 1
+if under_attack then factor = POLICIES.global.attack.tighten_factor end
 local states, policies, dims = {}, {}, {}
--- First the service-wide signal: it decides how tight per-address limits are.
-local under_attack, factor = false, 1
 for i, key in ipairs(KEYS) do
-  dims[i] = ARGV[3 + i]
+  dims[i] = ARGV[5 + i]
   local p = policy_of(dims[i])
-  local s = load(key, p, now)
-  if p.attack and attack_under_at(s, p.attack, now) then
-    under_attack, factor = true, p.attack.tighten_factor
-  end
-  states[i], policies[i] = s, p
+  states[i], policies[i] = load(key, p, now), p
 end
 local refused = nil
 for i, _ in ipairs(KEYS) do
@@ -66,34 +71,32 @@ if refused then
   return cjson.encode({refused = refused})
 end
 -- The risk reads no field the rate checks above moved (attempt_tat, throttle_tat): it is judged
--- on the states from before this attempt, as in the core.
-local work = required_work(dims, states, policies, under_attack, now)
+-- on the states from before this attempt, as in the core. The work grows with the risk, so if
+-- these keys alone ask for more than the proof, the whole attempt does.
+local risk = risk_of(dims, states, policies, now)
+local work = work_for(risk, trusted, under_attack)
 if work ~= nil and proof_work < work then
   for i, key in ipairs(KEYS) do
-    local s, p = states[i], policies[i]
-    count_in_signal(s, p.attack, dims, true, now)
-    if p.attempts or p.throttle or p.attack then
-      save(key, s, p, now)
+    local p = policies[i]
+    if p.attempts or p.throttle then
+      save(key, states[i], p, now)
     end
   end
-  return cjson.encode({challenged = {work = work}})
+  return cjson.encode({challenged = {risk = risk}})
 end
 local pending = {}
 for i, key in ipairs(KEYS) do
   local s, p = states[i], policies[i]
   if p.lockout then
-    local kind = on_admission(s, p.lockout, now)
+    local kind = on_admission(s, p.lockout, now, stamp)
     if kind then
       pending[#pending + 1] = {key = i, lockout = kind, ['until'] = s.locked_until}
-      local until_ms = s.locked_until
-      if kind == 'permanent' then until_ms = now + PERMANENT_RETENTION_MS end
-      index_restriction(index, key, until_ms, now)
     end
   end
   if p.attempts or p.throttle or p.lockout then
     save(key, s, p, now)
   end
 end
-local admitted = {under_attack = under_attack}
+local admitted = {risk = risk}
 if #pending > 0 then admitted.pending = pending end
 return cjson.encode({admitted = admitted})

@@ -20,11 +20,11 @@ local FIELDS = {
   'attempt_tat', 'throttle_tat', 'failure_tat',
   'failures', 'last_failure', 'locked_until', 'temporary_lockouts', 'permanent', 'in_flight',
   'spray_count', 'spray_window_end', 'banned_until', 'bans', 'last_ban',
-  'attack_window', 'attack_attempts', 'attack_failures', 'previous_attempts', 'previous_failures',
+  'held_by', 'held_failures', 'held_last_failure', 'held_locked_until', 'held_temporary_lockouts',
   'success_counted_until',
 }
 
-local PACKED_FORMAT = 1
+local PACKED_FORMAT = 2
 -- A format byte and 20 doubles (library code runs with no `string` while it loads: a literal).
 local PACKED = '>Bdddddddddddddddddddd'
 
@@ -76,11 +76,7 @@ local function expires_at(s, p)
     if s.bans > 0 then spray = math.max(spray, s.last_ban + p.spray.level_reset_ms) end
     spray = math.max(spray, s.banned_until)
   end
-  local attack = 0
-  if p.attack and (s.attack_attempts > 0 or s.previous_attempts > 0) then
-    attack = (s.attack_window + 2) * p.attack.window_ms
-  end
-  return math.max(s.attempt_tat, s.throttle_tat, s.failure_tat, lock, spray, attack,
+  return math.max(s.attempt_tat, s.throttle_tat, s.failure_tat, lock, spray,
     s.success_counted_until)
 end
 
@@ -98,16 +94,16 @@ local function read(key)
         attempt_tat = v1, throttle_tat = v2, failure_tat = v3, failures = v4, last_failure = v5,
         locked_until = v6, temporary_lockouts = v7, permanent = v8, in_flight = v9,
         spray_count = v10, spray_window_end = v11, banned_until = v12, bans = v13, last_ban = v14,
-        attack_window = v15, attack_attempts = v16, attack_failures = v17, previous_attempts = v18,
-        previous_failures = v19, success_counted_until = v20
+        held_by = v15, held_failures = v16, held_last_failure = v17, held_locked_until = v18,
+        held_temporary_lockouts = v19, success_counted_until = v20
       }
     end
   end
   return {
     attempt_tat = 0, throttle_tat = 0, failure_tat = 0, failures = 0, last_failure = 0,
     locked_until = 0, temporary_lockouts = 0, permanent = 0, in_flight = 0, spray_count = 0,
-    spray_window_end = 0, banned_until = 0, bans = 0, last_ban = 0, attack_window = 0,
-    attack_attempts = 0, attack_failures = 0, previous_attempts = 0, previous_failures = 0,
+    spray_window_end = 0, banned_until = 0, bans = 0, last_ban = 0, held_by = 0, held_failures = 0,
+    held_last_failure = 0, held_locked_until = 0, held_temporary_lockouts = 0,
     success_counted_until = 0
   }
 end
@@ -131,8 +127,8 @@ local function save(key, s, p, now)
   local packed = struct.pack(PACKED,
     PACKED_FORMAT, s.attempt_tat, s.throttle_tat, s.failure_tat, s.failures, s.last_failure,
     s.locked_until, s.temporary_lockouts, s.permanent, s.in_flight, s.spray_count,
-    s.spray_window_end, s.banned_until, s.bans, s.last_ban, s.attack_window, s.attack_attempts,
-    s.attack_failures, s.previous_attempts, s.previous_failures, s.success_counted_until)
+    s.spray_window_end, s.banned_until, s.bans, s.last_ban, s.held_by, s.held_failures,
+    s.held_last_failure, s.held_locked_until, s.held_temporary_lockouts, s.success_counted_until)
   redis.call('SET', key, packed, 'PX', int(at - now))
   if s.spray_count > 0 then
     redis.call('PEXPIRE', key .. ':sp', int(at - now))
@@ -179,8 +175,11 @@ local function locked_for(s, b, now)
   return nil
 end
 
--- Backoff::on_admission: updates s; returns nil, or 'temporary' / 'permanent'.
-local function on_admission(s, b, now)
+-- Backoff::on_admission: updates s; returns nil, or 'temporary' / 'permanent'. Remembers what
+-- it changed, held by `stamp` (the attempt's), so release can take it back exactly.
+local function on_admission(s, b, now, stamp)
+  s.held_by, s.held_failures, s.held_last_failure = stamp, s.failures, s.last_failure
+  s.held_locked_until, s.held_temporary_lockouts = s.locked_until, s.temporary_lockouts
   if s.permanent == 1 then
     s.in_flight = s.in_flight + 1
     return nil
@@ -224,6 +223,20 @@ local function on_abandon(s, started)
   elseif started == 'permanent' then
     s.permanent = 0
   end
+end
+
+-- Takes back the admission held by `stamp` (another slot refused the attempt or asked for a
+-- challenge): exactly, when no admission has come since; as an abandoned attempt otherwise.
+local function release_admission(s, stamp, started)
+  if s.held_by ~= stamp then
+    on_abandon(s, started)
+    return
+  end
+  s.failures, s.last_failure = s.held_failures, s.held_last_failure
+  s.locked_until, s.temporary_lockouts = s.held_locked_until, s.held_temporary_lockouts
+  s.in_flight = math.max(s.in_flight - 1, 0)
+  if started == 'permanent' then s.permanent = 0 end
+  s.held_by = 0
 end
 
 -- Backoff::on_success
@@ -278,78 +291,10 @@ local function spray_on_failure(key, s, sp, username, now)
   return s.banned_until
 end
 
--- Adds a restricted key to the restrictions index (a sorted set scored by when the
--- restriction ends), which lives as long as its longest entry.
-local function index_restriction(index, key, until_ms, now)
-  redis.call('ZADD', index, int(until_ms), key)
-  if redis.call('PTTL', index) < until_ms - now then
-    redis.call('PEXPIRE', index, int(until_ms - now))
-  end
-end
-
--- AttackSignal::roll
-local function attack_roll(s, a, now)
-  local window = math.floor(now / a.window_ms)
-  if window == s.attack_window then
-    return
-  end
-  if window == s.attack_window + 1 then
-    s.previous_attempts, s.previous_failures = s.attack_attempts, s.attack_failures
-  else
-    s.previous_attempts, s.previous_failures = 0, 0
-  end
-  s.attack_window, s.attack_attempts, s.attack_failures = window, 0, 0
-end
-
--- AttackSignal::under_attack, on a rolled state's counts
-local function attack_under(attempts, failures, previous_attempts, previous_failures, a, now)
-  local window = a.window_ms
-  local overlap = window - now % window
-  local weighted = attempts * window + previous_attempts * overlap
-  local failed = failures * window + previous_failures * overlap
-  return weighted >= a.min_attempts * window and weighted > 0
-    and failed * 100 >= a.failure_percent * weighted
-end
-
--- AttackSignal::roll then under_attack, on a copy: the state itself is not moved.
-local function attack_under_at(s, a, now)
-  local window = math.floor(now / a.window_ms)
-  local attempts, failures = s.attack_attempts, s.attack_failures
-  local previous_attempts, previous_failures = s.previous_attempts, s.previous_failures
-  if window ~= s.attack_window then
-    if window == s.attack_window + 1 then
-      previous_attempts, previous_failures = attempts, failures
-    else
-      previous_attempts, previous_failures = 0, 0
-    end
-    attempts, failures = 0, 0
-  end
-  return attack_under(attempts, failures, previous_attempts, previous_failures, a, now)
-end
-
 -- AttackSignal::tighten on one rate limit (nil stays nil)
 local function tightened(g, factor)
   if g == nil then return nil end
   return {burst = math.max(math.floor(g.burst / factor), 1), interval_ms = g.interval_ms * factor}
-end
-
--- Whether the attempt with these dimensions came from a trusted device.
-local function trusted(dims)
-  for _, dimension in ipairs(dims) do
-    if dimension == 'device' then return true end
-  end
-  return false
-end
-
--- decision::count_in_signal, on the global key's state (nil when the policy has no signal);
--- `dims`: the attempt's dimensions (a trusted device's attempts are not counted).
-local function count_in_signal(s, a, dims, failed, now)
-  if s == nil or a == nil or trusted(dims) then return end
-  attack_roll(s, a, now)
-  s.attack_attempts = s.attack_attempts + 1
-  if failed then
-    s.attack_failures = s.attack_failures + 1
-  end
 end
 
 -- challenge::share: part of whole in thousandths, capped at 1000.
@@ -357,9 +302,10 @@ local function share(part, whole)
   return math.min(math.floor(part * 1000 / math.max(whole, 1)), 1000)
 end
 
--- challenge::required_work: the work the attempt must prove, or nil.
-local function required_work(dims, states, policies, under_attack, now)
-  local risk, trusted = 0, false
+-- The risk of the attempt as these keys see it (challenge::required_work's maximum, over the
+-- keys of this call).
+local function risk_of(dims, states, policies, now)
+  local risk = 0
   for i, p in ipairs(policies) do
     local s = states[i]
     if p.is_source then
@@ -374,7 +320,6 @@ local function required_work(dims, states, policies, under_attack, now)
       end
     end
     if dims[i] == 'device' then
-      trusted = true
       local b = p.lockout
       if b then
         local failed = math.max(s.failures - s.in_flight, 0)
@@ -383,6 +328,11 @@ local function required_work(dims, states, policies, under_attack, now)
       end
     end
   end
+  return risk
+end
+
+-- ChallengePolicy::required: the work to prove at this risk, or nil.
+local function work_for(risk, trusted, under_attack)
   local c = CHALLENGE
   local risky = risk >= c.risk_percent * 10
   local challenged

@@ -1,0 +1,90 @@
+//! The one way to call Redis: one timeout, one circuit breaker, one classification of errors
+//! (unavailable vs. protocol). Shared by the store and the signal's flush task.
+
+use std::time::Duration;
+
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+use super::connection::{Conn, Connections};
+use crate::{Breaker, StoreError};
+
+/// The breaker is open: the call was not tried.
+#[derive(Debug, thiserror::Error)]
+#[error("circuit breaker open")]
+pub struct BreakerOpen;
+
+/// The call did not answer within the timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("redis call timed out")]
+pub struct TimedOut;
+
+/// Connections, the timeout and the breaker every call passes.
+pub struct Calls {
+    pub connections: Connections,
+    pub timeout: Duration,
+    /// One view of whether Redis answers, for every trait served.
+    pub breaker: Breaker,
+}
+
+impl Calls {
+    /// Runs one Redis call through the breaker, with the timeout; drops the connection after
+    /// an I/O failure. Only unavailability counts against the breaker.
+    pub async fn call<T, F, Fut>(&self, doing: &'static str, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        if !self.breaker.permits() {
+            return Err(StoreError::unavailable(doing, BreakerOpen));
+        }
+        let result = self.try_call(doing, f).await;
+        match &result {
+            Err(StoreError::Unavailable { .. }) => self.breaker.failed(),
+            Err(error @ StoreError::Protocol(_)) => {
+                self.breaker.succeeded();
+                tracing::error!(error = %error, "redis answered something this code does not understand");
+            }
+            Ok(_) | Err(StoreError::Misconfigured(_)) => self.breaker.succeeded(),
+        }
+        result
+    }
+
+    async fn try_call<T, F, Fut>(&self, doing: &'static str, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let conn = match tokio::time::timeout(self.timeout, self.connections.get()).await {
+            Ok(conn) => conn?,
+            Err(_) => return Err(StoreError::unavailable(doing, TimedOut)),
+        };
+        match tokio::time::timeout(self.timeout, f(conn)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) if is_protocol_error(&error) => {
+                Err(StoreError::Protocol(format!("{doing}: {error}")))
+            }
+            Ok(Err(error)) => {
+                if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
+                    self.connections.reset();
+                }
+                Err(StoreError::unavailable(doing, error))
+            }
+            Err(_) => {
+                self.connections.reset();
+                Err(StoreError::unavailable(doing, TimedOut))
+            }
+        }
+    }
+}
+
+/// A reply this code does not understand (a script error, a type mismatch): a bug to fix, not
+/// an outage to wait out.
+fn is_protocol_error(error: &RedisError) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::Parse
+            | ErrorKind::UnexpectedReturnType
+            | ErrorKind::Extension
+            | ErrorKind::Server(ServerErrorKind::ResponseError)
+    )
+}

@@ -1,0 +1,146 @@
+//! Where each fact lives in Redis: every key name the store uses, and so which Cluster slot
+//! holds it.
+//!
+//! Redis Cluster places a key by its hash tag (the part in `{}`), and a function call may only
+//! touch keys of one slot. Two layouts:
+//! - `single_slot`: every key is `{prefix}:...`, so one call decides a whole attempt, and a
+//!   Cluster buys failover but no capacity (one primary serves the deployment);
+//! - `per_subject`: a counter is tagged with its subject ([`AttemptKey::subject`]: an address,
+//!   a subnet, a network, an account's username digest), so an attempt's keys fall into a few
+//!   slots that Cluster spreads over its primaries. The account's keys share one slot, so its
+//!   lockout stays atomic. The challenge proofs and the signal's counters are spread too; the
+//!   restrictions index, the event stream and the change channel stay single keys (they see a
+//!   call per lockout or event, not per attempt).
+
+use portcullis_core::AttemptKey;
+use serde::{Deserialize, Serialize};
+
+/// How the store's keys are spread over Cluster slots (`store.redis.sharding`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sharding {
+    /// Every key in the slot of the prefix.
+    SingleSlot,
+    /// Each subject's keys in a slot of their own.
+    PerSubject,
+}
+
+/// How many counters the under-attack signal is spread over (`per_subject`: as many slots).
+pub const SIGNAL_SHARDS: u64 = 8;
+
+/// The names of a deployment's keys.
+#[derive(Clone, Debug)]
+pub struct Keyspace {
+    /// The deployment's prefix, without braces.
+    prefix: String,
+    sharding: Sharding,
+}
+
+impl Keyspace {
+    /// The keyspace of `prefix` under `sharding`.
+    pub fn new(prefix: &str, sharding: Sharding) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            sharding,
+        }
+    }
+
+    /// How keys are spread.
+    pub fn sharding(&self) -> Sharding {
+        self.sharding
+    }
+
+    /// A key tagged with `subject` (`per_subject`) or with the prefix (`single_slot`).
+    fn tagged(&self, kind: &str, subject: &str, rest: &str) -> String {
+        match self.sharding {
+            Sharding::SingleSlot => format!("{{{}}}:{kind}:{subject}{rest}", self.prefix),
+            Sharding::PerSubject => format!("{}:{kind}:{{{subject}}}{rest}", self.prefix),
+        }
+    }
+
+    /// A single key of the deployment (in the prefix's slot either way).
+    pub fn single(&self, name: &str) -> String {
+        format!("{{{}}}:{name}", self.prefix)
+    }
+
+    /// The slot-group of a counter: keys with the same group are decided by one call.
+    pub fn group<'k>(&self, key: &'k AttemptKey) -> &'k str {
+        match self.sharding {
+            Sharding::SingleSlot => "",
+            Sharding::PerSubject => key.subject(),
+        }
+    }
+
+    /// A counter: one packed string (`lua/common.lua`).
+    pub fn counter(&self, key: &AttemptKey) -> String {
+        match self.sharding {
+            Sharding::SingleSlot => self.tagged("c", "", &key.key),
+            Sharding::PerSubject => self.tagged("c", key.subject(), &format!(":{}", key.key)),
+        }
+    }
+
+    /// The store key (as [`AttemptKey::key`]) of a counter's Redis key, if it is one.
+    pub fn store_key<'a>(&self, counter: &'a str) -> Option<&'a str> {
+        let rest = match self.sharding {
+            Sharding::SingleSlot => counter.strip_prefix(&format!("{{{}}}:c:", self.prefix))?,
+            Sharding::PerSubject => {
+                let tagged = counter.strip_prefix(&format!("{}:c:{{", self.prefix))?;
+                tagged.split_once("}:")?.1
+            }
+        };
+        Some(rest)
+    }
+
+    /// The marker of a consumed challenge proof.
+    pub fn proof(&self, nonce: &str) -> String {
+        self.tagged("proof", nonce, "")
+    }
+
+    /// One shard of the under-attack signal's counts for one window.
+    pub fn signal(&self, shard: u64, window: u64) -> String {
+        self.tagged("signal", &shard.to_string(), &format!(":{window}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_core::{KeyDeriver, Username};
+
+    fn keys() -> Vec<AttemptKey> {
+        let deriver = KeyDeriver::new(b"k", 24, 64, 48).unwrap();
+        let name = Username::parse("alice").unwrap();
+        deriver.keys("2001:db8::1".parse().unwrap(), &name, None)
+    }
+
+    #[test]
+    fn single_slot_keys_all_carry_the_prefix_tag() {
+        let space = Keyspace::new("p", Sharding::SingleSlot);
+        for key in keys() {
+            let counter = space.counter(&key);
+            assert!(counter.starts_with("{p}:c:"), "{counter}");
+            assert_eq!(space.store_key(&counter), Some(key.key.as_str()));
+            assert_eq!(space.group(&key), "");
+        }
+        assert_eq!(space.proof("n1"), "{p}:proof:n1");
+        assert_eq!(space.signal(3, 7), "{p}:signal:3:7");
+    }
+
+    #[test]
+    fn per_subject_keys_carry_their_subject_and_read_back() {
+        let space = Keyspace::new("p", Sharding::PerSubject);
+        for key in keys() {
+            let counter = space.counter(&key);
+            assert!(
+                counter.starts_with(&format!("p:c:{{{}}}:", key.subject())),
+                "{counter}"
+            );
+            assert_eq!(space.store_key(&counter), Some(key.key.as_str()));
+            assert_eq!(space.group(&key), key.subject());
+        }
+        assert_eq!(space.proof("n1"), "p:proof:{n1}");
+        assert_eq!(space.signal(3, 7), "p:signal:{3}:7");
+        assert_eq!(space.store_key("{p}:c:ip:x"), None);
+        assert_eq!(space.single("events"), "{p}:events");
+    }
+}

@@ -1,0 +1,193 @@
+//! The under-attack signal, shared by every replica off the attempt path.
+//!
+//! Each replica counts finished attempts and failures (what `decision` counts, and how) in its
+//! own memory, by signal window. Every [`FLUSH_EVERY`] it adds them to its shard of a sharded
+//! counter (`SIGNAL_SHARDS` hashes per window, each in a slot of its own under `per_subject`)
+//! and, in the same round trip, reads every shard of the current and the previous window back:
+//! the service-wide counts, which `AttackSignal::under_attack` judges. So no attempt waits on
+//! the signal, no key is written by every attempt, and a replica sees the others' attempts
+//! within two flushes (0.5 s), a small lag against a window of a minute. A flush that fails
+//! keeps its counts for the next one.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use futures_util::future::{join_all, try_join_all};
+use portcullis_core::UnixMillis;
+use portcullis_core::attack::{AttackSignal, AttackState};
+
+use super::calls::Calls;
+use super::keyspace::{Keyspace, SIGNAL_SHARDS};
+use crate::{Clock, StoreError};
+
+/// How often a replica adds its counts and reads the service's back.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
+
+/// Attempts and failures counted in one window.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    attempts: u64,
+    failures: u64,
+}
+
+/// This replica's side of the shared signal.
+pub struct SharedSignal {
+    signal: AttackSignal,
+    /// The shard this replica adds to.
+    shard: u64,
+    /// Counted here, not yet added, by window.
+    pending: Mutex<BTreeMap<u64, Counts>>,
+    /// The service-wide counts as last read back.
+    seen: Mutex<AttackState>,
+    /// One flush at a time (the background task's and a test's), so none reads back before
+    /// another's counts are added.
+    flushing: tokio::sync::Mutex<()>,
+}
+
+impl SharedSignal {
+    /// The signal of `signal`'s settings, adding to the shard `seed` picks.
+    pub fn new(signal: AttackSignal, seed: u64) -> Self {
+        Self {
+            signal,
+            shard: seed % SIGNAL_SHARDS,
+            pending: Mutex::new(BTreeMap::new()),
+            seen: Mutex::new(AttackState::default()),
+            flushing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Counts one finished attempt (`failed`: as a failure) at `now`.
+    pub fn count(&self, now: UnixMillis, failed: bool) {
+        let window = now / self.signal.window_ms.max(1);
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let counts = pending.entry(window).or_default();
+        counts.attempts += 1;
+        counts.failures += u64::from(failed);
+    }
+
+    /// Whether the service-wide counts last read back show an attack at `now`.
+    pub fn under_attack(&self, now: UnixMillis) -> bool {
+        let mut seen = *self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        self.signal.roll(&mut seen, now);
+        self.signal.under_attack(&seen, now)
+    }
+
+    /// Adds the pending counts to this replica's shard and reads every shard back.
+    pub async fn flush(
+        &self,
+        calls: &Calls,
+        keyspace: &Keyspace,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let _one = self.flushing.lock().await;
+        let taken =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        let window_ms = self.signal.window_ms.max(1);
+        let window = now / window_ms;
+        // A window's counts matter for two windows; a third covers clocks a little apart.
+        let ttl_ms = 3 * window_ms;
+        let writes: Vec<_> = taken
+            .iter()
+            .filter(|&(&counted, _)| counted + 1 >= window)
+            .map(|(&counted, counts)| {
+                let mut pipe = redis::pipe();
+                let key = keyspace.signal(self.shard, counted);
+                pipe.cmd("HINCRBY")
+                    .arg(&key)
+                    .arg("a")
+                    .arg(counts.attempts)
+                    .ignore();
+                pipe.cmd("HINCRBY")
+                    .arg(&key)
+                    .arg("f")
+                    .arg(counts.failures)
+                    .ignore();
+                pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms).ignore();
+                pipe
+            })
+            .collect();
+        let reads: Vec<String> = [window, window.saturating_sub(1)]
+            .into_iter()
+            .flat_map(|w| (0..SIGNAL_SHARDS).map(move |shard| (shard, w)))
+            .map(|(shard, w)| keyspace.signal(shard, w))
+            .collect();
+        let result = calls
+            .call("sharing the attack signal", |conn| async move {
+                try_join_all(writes.iter().map(|pipe| {
+                    let mut conn = conn.clone();
+                    async move { pipe.query_async::<()>(&mut conn).await }
+                }))
+                .await?;
+                let read = join_all(reads.iter().map(|key| {
+                    let mut conn = conn.clone();
+                    async move {
+                        redis::cmd("HMGET")
+                            .arg(key)
+                            .arg("a")
+                            .arg("f")
+                            .query_async::<(Option<u64>, Option<u64>)>(&mut conn)
+                            .await
+                    }
+                }))
+                .await;
+                read.into_iter().collect::<Result<Vec<_>, _>>()
+            })
+            .await;
+        let counts = match result {
+            Ok(counts) => counts,
+            Err(error) => {
+                // Kept for the next flush.
+                let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+                for (counted, counts) in taken {
+                    let kept = pending.entry(counted).or_default();
+                    kept.attempts += counts.attempts;
+                    kept.failures += counts.failures;
+                }
+                return Err(error);
+            }
+        };
+        let sum = |of: &[(Option<u64>, Option<u64>)]| {
+            of.iter().fold((0u64, 0u64), |(a, f), (ra, rf)| {
+                (a + ra.unwrap_or(0), f + rf.unwrap_or(0))
+            })
+        };
+        let shards = usize::try_from(SIGNAL_SHARDS).unwrap_or(usize::MAX);
+        let (current, previous) = counts.split_at(shards.min(counts.len()));
+        let (attempts, failures) = sum(current);
+        let (previous_attempts, previous_failures) = sum(previous);
+        let small = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = AttackState {
+            window,
+            attempts: small(attempts),
+            failures: small(failures),
+            previous_attempts: small(previous_attempts),
+            previous_failures: small(previous_failures),
+        };
+        Ok(())
+    }
+
+    /// Flushes every [`FLUSH_EVERY`] until the store is dropped.
+    pub fn share(
+        signal: &Arc<SharedSignal>,
+        calls: &Arc<Calls>,
+        keyspace: Keyspace,
+        clock: Arc<dyn Clock>,
+    ) {
+        let (signal, calls): (Weak<SharedSignal>, Weak<Calls>) =
+            (Arc::downgrade(signal), Arc::downgrade(calls));
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(FLUSH_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let (Some(signal), Some(calls)) = (signal.upgrade(), calls.upgrade()) else {
+                    return;
+                };
+                if let Err(error) = signal.flush(&calls, &keyspace, clock.now()).await {
+                    tracing::debug!(%error, "the attack signal was not shared; counts kept");
+                }
+            }
+        });
+    }
+}
