@@ -8,7 +8,8 @@ use futures_util::future::join_all;
 use portcullis_core::{KeyDeriver, Username};
 use portcullis_server::settings::RedisSettings;
 use portcullis_store::OnError;
-use portcullis_store::redis_store::StoredState;
+use portcullis_store::Sharding;
+use portcullis_store::redis_store::{Keyspace, StoredState};
 use portcullis_testkit::process::wait_until;
 use portcullis_testkit::redis::{RedisServer, TestRedis};
 use portcullis_testkit::{PASSWORD, TestApp, test_settings};
@@ -45,11 +46,8 @@ async fn a_success_amid_concurrent_guesses_frees_at_most_one_more_verification()
     let app = TestApp::spawn_with(settings).await;
     assert_eq!(app.register("grace", PASSWORD).await.status(), 201);
     let deriver = KeyDeriver::new(HMAC_KEY.as_bytes(), 24, 64, 48).unwrap();
-    let account_key = format!(
-        "{{{}}}:c:{}",
-        redis.prefix,
-        deriver.username_key(&Username::parse("grace").unwrap()).key
-    );
+    let account_key = Keyspace::new(&redis.prefix, Sharding::SingleSlot)
+        .counter(&deriver.username_key(&Username::parse("grace").unwrap()));
     let mut conn = redis.connection().await;
 
     // The right password is admitted first (the guesses wait until the store counts it in
