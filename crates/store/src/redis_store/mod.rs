@@ -424,7 +424,7 @@ impl RedisStore {
     ) -> Result<(Vec<LockoutEvent>, Option<bool>), StoreError> {
         let failed = outcome == "failure";
         let success = outcome == "success";
-        let signal = self.signal.is_some();
+        let signal = self.signal_of(keys).is_some();
         let touches = |key: &AttemptKey| {
             let p: &KeyPolicy = self.policy.for_dimension(key.dimension);
             p.lockout.is_some()
@@ -468,10 +468,17 @@ impl RedisStore {
         Ok((bans, first_success))
     }
 
+    /// The signal, if the attempt counts in it: as in the core, where the signal is the global
+    /// key's, only an attempt with that key does (none while the policy is disabled).
+    fn signal_of(&self, keys: &[AttemptKey]) -> Option<&SharedSignal> {
+        let global = keys.iter().any(|k| k.dimension == Dimension::Global);
+        self.signal.as_deref().filter(|_| global)
+    }
+
     /// Counts a finished attempt in the signal, unless it came from a trusted device (stuffing
     /// never has one).
     fn count_in_signal(&self, keys: &[AttemptKey], failed: bool) {
-        if let Some(signal) = &self.signal
+        if let Some(signal) = self.signal_of(keys)
             && !keys.iter().any(|k| k.dimension == Dimension::Device)
         {
             signal.count(self.now(), failed);
@@ -567,8 +574,7 @@ impl AttemptStore for RedisStore {
     async fn attempt(&self, keys: &[AttemptKey], proof_work: u64) -> Result<Decision, StoreError> {
         self.share_signal();
         let under_attack = self
-            .signal
-            .as_ref()
+            .signal_of(keys)
             .is_some_and(|signal| signal.under_attack(self.now()));
         let trusted = keys.iter().any(|k| k.dimension == Dimension::Device);
         let stamp = self.stamps.fetch_add(1, Ordering::Relaxed).to_string();
