@@ -1,6 +1,6 @@
 //! What attempts cost Redis, read from every primary's `INFO commandstats` after
-//! `CONFIG RESETSTAT`: on a private `redis-server` and on a private 3-primary Redis Cluster,
-//! each under a residential-style load (a fresh address, subnet and username for every attempt,
+//! `CONFIG RESETSTAT`: on a private `redis-server` and on a private 3-primary Redis Cluster
+//! (keys in one slot, then sharded per subject), each under a residential-style load (a fresh address, subnet and username for every attempt,
 //! verified and failed: one attempt call, then one record call) and under a refused load (one
 //! address over its limit).
 //!
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, stream};
 use portcullis_core::{AttemptKey, Decision, KeyDeriver, Outcome, Policy, Username};
-use portcullis_store::{AttemptStore, Breaker, RedisConfig, RedisStore};
+use portcullis_store::{AttemptStore, Breaker, RedisConfig, RedisStore, Sharding};
 use portcullis_testkit::redis::{CommandStat, RedisCluster, RedisServer, command_stats, connect};
 
 async fn reset_stats(urls: &[String]) {
@@ -179,16 +179,12 @@ async fn measure(label: &str, store: &RedisStore, primaries: &[String]) -> Vec<P
     phases
 }
 
-fn store(urls: Vec<String>, cluster: bool) -> RedisStore {
+fn store(urls: Vec<String>, cluster: bool, sharding: Sharding) -> RedisStore {
     let config = RedisConfig {
         urls,
         cluster,
         prefix: "cost".to_owned(),
-        sharding: if cluster {
-            portcullis_store::Sharding::PerSubject
-        } else {
-            portcullis_store::Sharding::SingleSlot
-        },
+        sharding,
         timeout: Duration::from_secs(2),
     };
     RedisStore::new(
@@ -205,28 +201,27 @@ async fn main() {
     let single_urls = vec![single.url.clone()];
     let single_phases = measure(
         "one redis",
-        &store(single_urls.clone(), false),
+        &store(single_urls.clone(), false, Sharding::SingleSlot),
         &single_urls,
     )
     .await;
 
     let cluster = RedisCluster::spawn(3).await;
     let cluster_urls = cluster.urls();
-    let cluster_phases = measure(
-        "3-primary cluster",
-        &store(cluster_urls.clone(), true),
-        &cluster_urls,
-    )
-    .await;
+    let mut clustered = Vec::new();
+    for (label, sharding) in [
+        ("3-primary Cluster, single_slot", Sharding::SingleSlot),
+        ("3-primary Cluster, per_subject", Sharding::PerSubject),
+    ] {
+        let store = store(cluster_urls.clone(), true, sharding);
+        clustered.push((label, measure(label, &store, &cluster_urls).await));
+    }
 
     println!(
         "| Redis | load | calls | usec_per_call | Redis CPU per attempt (µs, all primaries) | calls per primary | attempts/s |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for (label, phases) in [
-        ("one primary", single_phases),
-        ("3-primary Cluster", cluster_phases),
-    ] {
+    for (label, phases) in [("one primary", single_phases)].into_iter().chain(clustered) {
         for phase in phases {
             println!(
                 "| {label} | {} | {} | {:.1} | {:.1} | {} | {:.0} |",

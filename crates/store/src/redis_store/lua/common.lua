@@ -80,25 +80,9 @@ local function expires_at(s, p)
     s.success_counted_until)
 end
 
--- A key's state at `now`. As in the reference model (StateTable::state), a state past its
--- expiry reads as fresh, whether or not Redis has dropped the key yet.
--- A key's state as stored (all zeros when absent), expired or not. Spelled out field by field:
--- one table built at its final size costs half of filling one in a loop.
-local function read(key)
-  local raw = redis.call('GET', key)
-  if raw then
-    local format, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, v17,
-      v18, v19, v20 = struct.unpack(PACKED, raw)
-    if format == PACKED_FORMAT then
-      return {
-        attempt_tat = v1, throttle_tat = v2, failure_tat = v3, failures = v4, last_failure = v5,
-        locked_until = v6, temporary_lockouts = v7, permanent = v8, in_flight = v9,
-        spray_count = v10, spray_window_end = v11, banned_until = v12, bans = v13, last_ban = v14,
-        held_by = v15, held_failures = v16, held_last_failure = v17, held_locked_until = v18,
-        held_temporary_lockouts = v19, success_counted_until = v20
-      }
-    end
-  end
+-- A fresh state: every field 0. Spelled out field by field: one table built at its final size
+-- costs half of filling one in a loop.
+local function fresh()
   return {
     attempt_tat = 0, throttle_tat = 0, failure_tat = 0, failures = 0, last_failure = 0,
     locked_until = 0, temporary_lockouts = 0, permanent = 0, in_flight = 0, spray_count = 0,
@@ -108,12 +92,24 @@ local function read(key)
   }
 end
 
+-- A key's state at `now`. As in the reference model (StateTable::state), a state past its
+-- expiry reads as fresh, whether or not Redis has dropped the key yet; so does an absent key
+-- or one in another format.
 local function load(key, p, now)
-  local s = read(key)
+  local raw = redis.call('GET', key)
+  if not raw then return fresh() end
+  local format, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, v17,
+    v18, v19, v20 = struct.unpack(PACKED, raw)
+  if format ~= PACKED_FORMAT then return fresh() end
+  local s = {
+    attempt_tat = v1, throttle_tat = v2, failure_tat = v3, failures = v4, last_failure = v5,
+    locked_until = v6, temporary_lockouts = v7, permanent = v8, in_flight = v9,
+    spray_count = v10, spray_window_end = v11, banned_until = v12, bans = v13, last_ban = v14,
+    held_by = v15, held_failures = v16, held_last_failure = v17, held_locked_until = v18,
+    held_temporary_lockouts = v19, success_counted_until = v20
+  }
   local at = expires_at(s, p)
-  if at ~= nil and at <= now then
-    for _, name in ipairs(FIELDS) do s[name] = 0 end
-  end
+  if at ~= nil and at <= now then return fresh() end
   return s
 end
 

@@ -46,5 +46,9 @@ for i, key in ipairs(KEYS) do
   end
   save(key, s, p, now)
 end
-if #bans > 0 then reply.bans = bans end
-return cjson.encode(reply)
+if #bans > 0 then
+  reply.bans = bans
+  return cjson.encode(reply)
+end
+if reply.first_success == nil then return '{}' end
+return '{"first_success":' .. tostring(reply.first_success) .. '}'
