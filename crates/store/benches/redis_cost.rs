@@ -221,7 +221,10 @@ async fn main() {
         "| Redis | load | calls | usec_per_call | Redis CPU per attempt (µs, all primaries) | calls per primary | attempts/s |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for (label, phases) in [("one primary", single_phases)].into_iter().chain(clustered) {
+    for (label, phases) in [("one primary", single_phases)]
+        .into_iter()
+        .chain(clustered)
+    {
         for phase in phases {
             println!(
                 "| {label} | {} | {} | {:.1} | {:.1} | {} | {:.0} |",

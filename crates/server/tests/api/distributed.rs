@@ -112,7 +112,10 @@ async fn on_a_cluster_sharded_per_subject_concurrent_guesses_verify_exactly_the_
     let store = [
         ("PORTCULLIS__STORE__REDIS__URL", cluster.urls().join(",")),
         ("PORTCULLIS__STORE__REDIS__CLUSTER", "true".to_owned()),
-        ("PORTCULLIS__STORE__REDIS__SHARDING", "per_subject".to_owned()),
+        (
+            "PORTCULLIS__STORE__REDIS__SHARDING",
+            "per_subject".to_owned(),
+        ),
     ];
     let (replicas, _database) = three_replicas_on(&store, &[]).await;
     guesses_verify_exactly_the_lockout(&replicas).await;
@@ -156,7 +159,7 @@ async fn guesses_verify_exactly_the_lockout(replicas: &Replicas) {
         statuses.iter().all(|s| [401, 429].contains(s)),
         "{statuses:?}"
     );
-    logged(&replicas, 200).await;
+    logged(replicas, 200).await;
     // Counted from the replicas' own logs: requests whose password was actually verified.
     let warnings: Vec<String> = replicas
         .logs()
