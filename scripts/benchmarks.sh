@@ -3,7 +3,7 @@
 # made it, all from one run on one machine (so the ratios compare like with like).
 #   1. criterion: the core's decision function; one attempt through the memory store and Redis;
 #      what attempts cost Redis (benches/redis_cost.rs: INFO commandstats on one Redis and on a
-#      private 3-primary Cluster)
+#      private 3-primary Cluster, keys in one slot and sharded per subject)
 #   2. scripts/bench-http.sh: bare endpoint vs throttled vs verified login path
 #   3. the attack drill: every scenario in drill/scenarios (but the CI smoke tests), policy on
 #      and off, each against a fresh local 3-replica stack (needs nginx: apt-get install
@@ -72,11 +72,14 @@ if memory_rt and redis_rt:
 print("## What attempts cost Redis\n")
 print("`cargo bench -p portcullis-store --bench redis_cost` (20 000 attempts, 32 at a time, default")
 print("policy, the store alone with no HTTP): `INFO commandstats` of every primary after")
-print("`CONFIG RESETSTAT`, on a private `redis-server` and on a private 3-primary Cluster. *fresh")
-print("address*: a new address, /24 and username for every attempt (residential proxies), each")
-print("admitted; *record a failure*: the second call of each of those, after a wrong password;")
-print("*refused*: one address over its limits. *usec_per_call* is Redis' own figure for the FCALLs;")
-print("*Redis CPU per attempt* sums them over the primaries.\n")
+print("`CONFIG RESETSTAT`, on a private `redis-server` and on a private 3-primary Cluster with the")
+print("keys in one slot (`single_slot`) and sharded per subject (`per_subject`: one call per slot,")
+print("sent at once). *fresh address*: a new address, /24 and username for every attempt")
+print("(residential proxies), each admitted; *record a failure*: what settles each of those after a")
+print("wrong password; *refused*: one address over its limits (sharded, the account's slot counted")
+print("it too and is released). *usec_per_call* is Redis' own figure for the FCALLs; *Redis CPU per")
+print("attempt* sums them over the primaries; *calls per primary* is the spread. The deny cache")
+print("(not in this bench) answers repeated refusals with no call.\n")
 print(open(os.path.join(out, "redis-cost.md")).read().strip() + "\n")
 
 print("## HTTP: what a refusal costs next to a bare endpoint and a password check\n")

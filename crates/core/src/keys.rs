@@ -331,6 +331,16 @@ mod tests {
         KeyDeriver::new(b"secret", 24, 64, 48).unwrap()
     }
 
+    /// alice, and a device that proved a past login to her account.
+    fn alice_and_her_device() -> (Username, DeviceId) {
+        let name = Username::parse("alice").unwrap();
+        let cookies = crate::DeviceCookies::new(b"device key");
+        let device = cookies
+            .verify(&cookies.issue(&name, [7; 16]), &name)
+            .unwrap();
+        (name, device)
+    }
+
     fn key(keys: &[AttemptKey], dimension: Dimension) -> &str {
         &keys.iter().find(|k| k.dimension == dimension).unwrap().key
     }
@@ -338,11 +348,7 @@ mod tests {
     #[test]
     fn every_derived_key_but_the_global_one_is_read_back_from_its_store_key() {
         let d = deriver();
-        let username = Username::parse("alice").unwrap();
-        let cookies = crate::DeviceCookies::new(b"device key");
-        let device = cookies
-            .verify(&cookies.issue(&username, [7; 16]), &username)
-            .unwrap();
+        let (username, device) = alice_and_her_device();
         let mut keys = d.keys("2001:db8::1".parse().unwrap(), &username, None);
         keys.extend(d.keys("203.0.113.7".parse().unwrap(), &username, Some(&device)));
         for key in keys {
@@ -447,11 +453,7 @@ mod tests {
     #[test]
     fn a_trusted_device_is_counted_per_device_alone() {
         let d = deriver();
-        let name = Username::parse("alice").unwrap();
-        let cookies = crate::DeviceCookies::new(b"device-key");
-        let device = cookies
-            .verify(&cookies.issue(&name, [7; 16]), &name)
-            .unwrap();
+        let (name, device) = alice_and_her_device();
         let keys = d.keys("198.51.100.1".parse().unwrap(), &name, Some(&device));
         let dimensions: Vec<_> = keys.iter().map(|k| k.dimension).collect();
         assert_eq!(dimensions, [Dimension::Global, Dimension::Device]);
@@ -460,11 +462,7 @@ mod tests {
     #[test]
     fn an_accounts_keys_share_its_subject_and_each_source_is_its_own() {
         let d = deriver();
-        let name = Username::parse("alice").unwrap();
-        let cookies = crate::DeviceCookies::new(b"device-key");
-        let device = cookies
-            .verify(&cookies.issue(&name, [7; 16]), &name)
-            .unwrap();
+        let (name, device) = alice_and_her_device();
         let ip = "2001:db8::1".parse().unwrap();
         let mut keys = d.keys(ip, &name, None);
         keys.extend(d.keys(ip, &name, Some(&device)));

@@ -5,7 +5,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::join_all;
 use portcullis_core::gcra::Gcra;
 use portcullis_core::{Decision, Dimension, Outcome, Policy, Reason};
 use portcullis_store::{
@@ -17,7 +16,7 @@ use portcullis_testkit::redis::RedisCluster;
 use proptest::test_runner::{Config, TestRunner};
 
 use crate::differential::{agree, events, policies};
-use crate::helpers::{keys, redis_store, redis_store_with};
+use crate::helpers::{admitted_of_200_concurrent_guesses, keys, redis_store, redis_store_with};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sharded_per_subject_the_store_decides_like_the_core_across_primaries() {
@@ -75,22 +74,7 @@ async fn replicas_hammering_one_account_on_a_sharded_cluster_admit_exactly_the_l
         })
         .collect();
     // 200 guesses from 200 addresses (each its own slot), over three replicas at once.
-    let attempts = (0..200).map(|i| {
-        let store = replicas[i % 3].clone();
-        let k = keys(
-            &policy,
-            &format!("198.51.{}.{}", i / 100, i % 100),
-            "target",
-        );
-        async move {
-            let decision = store.attempt(&k, 0).await.unwrap();
-            if decision.is_allowed() {
-                store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
-            }
-            decision.is_allowed()
-        }
-    });
-    let admitted = join_all(attempts).await.into_iter().filter(|a| *a).count();
+    let admitted = admitted_of_200_concurrent_guesses(&policy, &replicas).await;
     assert_eq!(admitted, 5, "the default lockout admits exactly 5 failures");
 }
 

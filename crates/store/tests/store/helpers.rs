@@ -9,10 +9,10 @@ use portcullis_core::backoff::{Backoff, Strategy};
 use portcullis_core::gcra::Gcra;
 use portcullis_core::spray::Spray;
 use portcullis_core::{
-    AttemptKey, ChallengeMode, ChallengePolicy, DeviceCookies, KeyDeriver, KeyPolicy, Policy,
-    Username,
+    AttemptKey, ChallengeMode, ChallengePolicy, DeviceCookies, KeyDeriver, KeyPolicy, Outcome,
+    Policy, Username,
 };
-use portcullis_store::{Breaker, Clock, RedisConfig, RedisStore, Sharding};
+use portcullis_store::{AttemptStore, Breaker, Clock, RedisConfig, RedisStore, Sharding};
 
 pub const T0: u64 = 1_700_000_000_000;
 
@@ -197,4 +197,28 @@ pub fn redis_store_with(
         Some(clock) => store.with_clock(clock),
         None => store,
     }
+}
+
+/// 200 wrong guesses at one account ("target") from 200 addresses, spread over `replicas` all
+/// at once; how many were admitted (each verified and failed).
+pub async fn admitted_of_200_concurrent_guesses(
+    policy: &Policy,
+    replicas: &[Arc<dyn AttemptStore>],
+) -> usize {
+    let attempts = (0..200).map(|i| {
+        let store = replicas[i % replicas.len()].clone();
+        let k = keys(policy, &format!("198.51.{}.{}", i / 100, i % 100), "target");
+        async move {
+            let decision = store.attempt(&k, 0).await.unwrap();
+            if decision.is_allowed() {
+                store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
+            }
+            decision.is_allowed()
+        }
+    });
+    futures_util::future::join_all(attempts)
+        .await
+        .into_iter()
+        .filter(|a| *a)
+        .count()
 }
