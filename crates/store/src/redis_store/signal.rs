@@ -4,10 +4,10 @@
 //! own memory, by signal window. Every [`FLUSH_EVERY`] it adds them to its shard of a sharded
 //! counter (`SIGNAL_SHARDS` hashes per window, each in a slot of its own under `per_subject`)
 //! and, in the same round trip, reads every shard of the current and the previous window back:
-//! the service-wide counts, which `AttackSignal::under_attack` judges. So no attempt waits on
-//! the signal, no key is written by every attempt, and a replica sees the others' attempts
-//! within two flushes (0.5 s), a small lag against a window of a minute. A flush that fails
-//! keeps its counts for the next one.
+//! the service-wide counts, which `AttackSignal::under_attack` judges together with the counts
+//! the replica has not added yet. So no attempt waits on the signal, no key is written by every
+//! attempt, a replica's own attempts count at once, and it sees the others' within two flushes
+//! (0.5 s), against a window of minutes. A flush that fails keeps its counts for the next one.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -66,10 +66,27 @@ impl SharedSignal {
         counts.failures += u64::from(failed);
     }
 
-    /// Whether the service-wide counts last read back show an attack at `now`.
+    /// Whether the service-wide counts last read back, with this replica's own counts not yet
+    /// added, show an attack at `now` (so a replica's own attempts count at once; only the
+    /// others' wait for a flush).
     pub fn under_attack(&self, now: UnixMillis) -> bool {
         let mut seen = *self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         self.signal.roll(&mut seen, now);
+        let window = now / self.signal.window_ms.max(1);
+        let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let small = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        if let Some(counts) = pending.get(&window) {
+            seen.attempts = seen.attempts.saturating_add(small(counts.attempts));
+            seen.failures = seen.failures.saturating_add(small(counts.failures));
+        }
+        if let Some(counts) = window.checked_sub(1).and_then(|w| pending.get(&w)) {
+            seen.previous_attempts = seen
+                .previous_attempts
+                .saturating_add(small(counts.attempts));
+            seen.previous_failures = seen
+                .previous_failures
+                .saturating_add(small(counts.failures));
+        }
         self.signal.under_attack(&seen, now)
     }
 
@@ -189,5 +206,36 @@ impl SharedSignal {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The start of a signal window (60 s).
+    const NOW: UnixMillis = 1_700_000_040_000;
+
+    #[test]
+    fn a_replicas_own_counts_tell_before_they_are_shared() {
+        let shared = SharedSignal::new(
+            AttackSignal {
+                window_ms: 60_000,
+                min_attempts: 5,
+                failure_percent: 50,
+                tighten_factor: 2,
+            },
+            7,
+        );
+        assert!(!shared.under_attack(NOW));
+        for _ in 0..4 {
+            shared.count(NOW, true);
+        }
+        assert!(!shared.under_attack(NOW), "fewer than min_attempts");
+        shared.count(NOW, true);
+        assert!(shared.under_attack(NOW));
+        // At the start of the next window they weigh in full as the previous one's.
+        assert!(shared.under_attack(NOW + 60_000));
+        assert!(!shared.under_attack(NOW + 180_000));
     }
 }
