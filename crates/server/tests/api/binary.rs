@@ -103,6 +103,15 @@ fn an_unknown_setting_fails_start_up_naming_it() {
 }
 
 #[test]
+fn an_unknown_sharding_fails_start_up_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = portcullis(&dir);
+    command.env("PORTCULLIS__STORE__REDIS__SHARDING", "per_tenant");
+    let stderr = startup_error(command);
+    assert!(stderr.contains("store.redis.sharding"), "{stderr}");
+}
+
+#[test]
 fn a_trusted_proxy_network_wider_than_a_slash_8_fails_start_up_naming_the_setting() {
     for network in ["0.0.0.0/0", "::/0"] {
         let dir = tempfile::tempdir().unwrap();
