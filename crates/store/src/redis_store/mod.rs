@@ -354,36 +354,24 @@ impl RedisStore {
     }
 
     /// Takes back what `attempt` counted in the calls that did not refuse: all of it when
-    /// `refused`, else (a challenge) the lockout admissions.
+    /// `refused`, else (a challenge) the lockout admissions (`started`: the lockouts they
+    /// started).
     async fn release(
         &self,
         keys: &[AttemptKey],
         counted: &[(Vec<usize>, AttemptReply)],
+        started: &[LockoutEvent],
         refused: bool,
         under_attack: bool,
         stamp: &str,
     ) -> Result<(), StoreError> {
         let calls = counted.iter().filter_map(|(group, reply)| {
-            let (admitted, pending) = match reply {
-                AttemptReply::Admitted { pending, .. } => (true, pending.as_slice()),
-                AttemptReply::Challenged { .. } if refused => (false, &[][..]),
+            let admitted = match reply {
+                AttemptReply::Admitted { .. } => true,
+                AttemptReply::Challenged { .. } if refused => false,
                 _ => return None,
             };
             let members: Vec<&AttemptKey> = group.iter().map(|&i| &keys[i]).collect();
-            // The lockout each member's admission started ('' for none), by position.
-            let started: Vec<&'static str> = (1..=members.len())
-                .map(|at| match pending.iter().find(|p| p.key == at) {
-                    Some(PendingReply {
-                        lockout: LockoutKind::Temporary,
-                        ..
-                    }) => "temporary",
-                    Some(PendingReply {
-                        lockout: LockoutKind::Permanent,
-                        ..
-                    }) => "permanent",
-                    None => "",
-                })
-                .collect();
             let args = [
                 if refused { "refused" } else { "challenged" },
                 flag(under_attack),
@@ -396,10 +384,7 @@ impl RedisStore {
                     &self.library.release,
                     &members,
                     &args,
-                    |key| {
-                        let at = members.iter().position(|m| *m == key)?;
-                        started.get(at).copied()
-                    },
+                    |key| started_arg(started, key),
                 )
                 .await
             })
@@ -608,13 +593,12 @@ impl AttemptStore for RedisStore {
                 Err(error) => failure = Some(error),
             }
         }
+        let started = started_lockouts(keys, &counted)?;
         if let Some(error) = failure {
             // A slot did not answer: what the others counted is taken back (as far as Redis
             // answers), and the error decides (the fallback counts the attempt locally).
-            if let Err(also) = self
-                .release(keys, &counted, true, under_attack, &stamp)
-                .await
-            {
+            let release = self.release(keys, &counted, &started, true, under_attack, &stamp);
+            if let Err(also) = release.await {
                 tracing::warn!(error = %also, "an unfinished attempt was not taken back");
             }
             return Err(error);
@@ -623,17 +607,18 @@ impl AttemptStore for RedisStore {
             &self.policy,
             keys,
             &counted,
+            started.clone(),
             proof_work,
             trusted,
             under_attack,
         )?;
         match &decision {
             Decision::Deny(_) => {
-                self.release(keys, &counted, true, under_attack, &stamp)
+                self.release(keys, &counted, &started, true, under_attack, &stamp)
                     .await?;
             }
             Decision::Challenge { .. } => {
-                self.release(keys, &counted, false, under_attack, &stamp)
+                self.release(keys, &counted, &started, false, under_attack, &stamp)
                     .await?;
                 // An unanswered challenge counts as a failed attempt.
                 self.count_in_signal(keys, true);
@@ -699,14 +684,41 @@ impl AttemptStore for RedisStore {
     }
 }
 
+/// The lockouts the slots' admissions started (`counted`: each answering group and its reply).
+fn started_lockouts(
+    keys: &[AttemptKey],
+    counted: &[(Vec<usize>, AttemptReply)],
+) -> Result<Vec<LockoutEvent>, StoreError> {
+    let mut started = Vec::new();
+    for (group, reply) in counted {
+        let AttemptReply::Admitted { pending, .. } = reply else {
+            continue;
+        };
+        let members: Vec<&AttemptKey> = group.iter().map(|&i| &keys[i]).collect();
+        for lockout in pending {
+            started.push(LockoutEvent {
+                key: key_at(&members, lockout.key)?.clone(),
+                lockout: match lockout.lockout {
+                    LockoutKind::Temporary => Lockout::Temporary {
+                        until: lockout.until,
+                    },
+                    LockoutKind::Permanent => Lockout::Permanent,
+                },
+            });
+        }
+    }
+    Ok(started)
+}
+
 /// The decision the slots' answers make together (`counted`: each answering group and its
-/// reply): the longest refusal (the first key on a tie, as in the core), else a challenge if
+/// reply; `started`: the lockouts their admissions started): the longest refusal (the first key on a tie, as in the core), else a challenge if
 /// any slot asked for one or the highest risk asks for more work than the proof carries, else
 /// admitted with every lockout the admissions started.
 fn combine(
     policy: &Policy,
     keys: &[AttemptKey],
     counted: &[(Vec<usize>, AttemptReply)],
+    started: Vec<LockoutEvent>,
     proof_work: u64,
     trusted: bool,
     under_attack: bool,
@@ -714,7 +726,6 @@ fn combine(
     let mut refusal: Option<(usize, Denial)> = None;
     let mut risk = 0;
     let mut challenged = false;
-    let mut pending = Vec::new();
     for (group, reply) in counted {
         let at = |index: usize| {
             index
@@ -747,23 +758,7 @@ fn combine(
                 challenged = true;
                 risk = risk.max(*r);
             }
-            AttemptReply::Admitted {
-                risk: r,
-                pending: p,
-            } => {
-                risk = risk.max(*r);
-                for started in p {
-                    pending.push(LockoutEvent {
-                        key: keys[at(started.key)?].clone(),
-                        lockout: match started.lockout {
-                            LockoutKind::Temporary => Lockout::Temporary {
-                                until: started.until,
-                            },
-                            LockoutKind::Permanent => Lockout::Permanent,
-                        },
-                    });
-                }
-            }
+            AttemptReply::Admitted { risk: r, .. } => risk = risk.max(*r),
         }
     }
     if let Some((_, denial)) = refusal {
@@ -776,7 +771,7 @@ fn combine(
             "a slot asked for a challenge the policy does not".to_owned(),
         )),
         _ => Ok(Decision::Allow {
-            pending,
+            pending: started,
             under_attack,
         }),
     }
