@@ -45,11 +45,6 @@ impl Keyspace {
         }
     }
 
-    /// How keys are spread.
-    pub fn sharding(&self) -> Sharding {
-        self.sharding
-    }
-
     /// A key tagged with `subject` (`per_subject`) or with the prefix (`single_slot`).
     fn tagged(&self, kind: &str, subject: &str, rest: &str) -> String {
         match self.sharding {
