@@ -224,9 +224,11 @@ impl RedisStore {
     }
 
     /// Starts the signal's flush task once, from the first attempt (in the runtime, with the
-    /// clock the store ended up with).
+    /// clock the store ended up with). Every attempt asks, so the common answer is a read, not
+    /// a write every core would contend for.
     fn share_signal(&self) {
         if let Some(signal) = &self.signal
+            && !self.sharing.load(Ordering::Relaxed)
             && !self.sharing.swap(true, Ordering::Relaxed)
         {
             let clock = self.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
