@@ -38,18 +38,26 @@ impl Calls {
             return Err(StoreError::unavailable(doing, BreakerOpen));
         }
         let result = self.try_call(doing, f).await;
-        match &result {
-            Err(StoreError::Unavailable { .. }) => self.breaker.failed(),
-            Err(error @ StoreError::Protocol(_)) => {
-                self.breaker.succeeded();
-                tracing::error!(error = %error, "redis answered something this code does not understand");
-            }
-            Ok(_) | Err(StoreError::Misconfigured(_)) => self.breaker.succeeded(),
-        }
+        self.report(result.as_ref().err());
         result
     }
 
-    async fn try_call<T, F, Fut>(&self, doing: &'static str, f: F) -> Result<T, StoreError>
+    /// Tells the breaker how a call (or several, as one) went: `None` when Redis answered.
+    /// Calls that belong together report once, so the successes of some cannot hide the
+    /// failure of another (an attempt whose slots live on a dead primary and live ones).
+    pub fn report(&self, error: Option<&StoreError>) {
+        match error {
+            Some(StoreError::Unavailable { .. }) => self.breaker.failed(),
+            Some(error @ StoreError::Protocol(_)) => {
+                self.breaker.succeeded();
+                tracing::error!(error = %error, "redis answered something this code does not understand");
+            }
+            None | Some(StoreError::Misconfigured(_)) => self.breaker.succeeded(),
+        }
+    }
+
+    /// [`Calls::call`] without the breaker: the caller checks `breaker.permits()` and reports.
+    pub async fn try_call<T, F, Fut>(&self, doing: &'static str, f: F) -> Result<T, StoreError>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,

@@ -246,6 +246,7 @@ impl RedisStore {
         keys: &[&AttemptKey],
         args: &[&str],
         per_key: impl Fn(&AttemptKey) -> Option<&'static str>,
+        breaker: Breaking,
     ) -> Result<T, StoreError> {
         let mut call = redis::cmd("FCALL");
         call.arg(function).arg(keys.len());
@@ -262,7 +263,7 @@ impl RedisStore {
                 call.arg(extra);
             }
         }
-        self.call_function(doing, call).await
+        self.call_function(doing, call, breaker).await
     }
 
     /// One FCALL, its JSON reply decoded; when the function is missing, loads the library and
@@ -271,26 +272,28 @@ impl RedisStore {
         &self,
         doing: &'static str,
         call: Cmd,
+        breaker: Breaking,
     ) -> Result<T, StoreError> {
         let code = &self.library.code;
-        let reply: String = self
-            .calls
-            .call(doing, |mut conn| async move {
-                match call.query_async(&mut conn).await {
-                    Err(error) if is_missing_function(&error) => {
-                        // A Cluster sends FUNCTION LOAD to every primary.
-                        redis::cmd("FUNCTION")
-                            .arg("LOAD")
-                            .arg("REPLACE")
-                            .arg(code)
-                            .query_async::<()>(&mut conn)
-                            .await?;
-                        call.query_async(&mut conn).await
-                    }
-                    answer => answer,
+        let run = |mut conn: Conn| async move {
+            match call.query_async(&mut conn).await {
+                Err(error) if is_missing_function(&error) => {
+                    // A Cluster sends FUNCTION LOAD to every primary.
+                    redis::cmd("FUNCTION")
+                        .arg("LOAD")
+                        .arg("REPLACE")
+                        .arg(code)
+                        .query_async::<()>(&mut conn)
+                        .await?;
+                    call.query_async(&mut conn).await
                 }
-            })
-            .await?;
+                answer => answer,
+            }
+        };
+        let reply: String = match breaker {
+            Breaking::Reported => self.calls.call(doing, run).await?,
+            Breaking::Unreported => self.calls.try_call(doing, run).await?,
+        };
         serde_json::from_str(&reply)
             .map_err(|e| StoreError::Protocol(format!("{doing}: reply {reply:?}: {e}")))
     }
@@ -348,7 +351,7 @@ impl RedisStore {
             };
         }
         if let Err(error) = self
-            .call_function::<Empty>("indexing a restriction", call)
+            .call_function::<Empty>("indexing a restriction", call, Breaking::Reported)
             .await
         {
             tracing::warn!(%error, "a restriction was not indexed; /admin/v1/lockouts will miss it");
@@ -360,13 +363,17 @@ impl RedisStore {
     /// started).
     async fn release(
         &self,
-        keys: &[AttemptKey],
-        counted: &[(Vec<usize>, AttemptReply)],
-        started: &[LockoutEvent],
+        attempt: &Counted<'_>,
         refused: bool,
-        under_attack: bool,
-        stamp: &str,
+        breaker: Breaking,
     ) -> Result<(), StoreError> {
+        let Counted {
+            keys,
+            counted,
+            started,
+            under_attack,
+            stamp,
+        } = *attempt;
         let calls = counted.iter().filter_map(|(group, reply)| {
             let admitted = match reply {
                 AttemptReply::Admitted { .. } => true,
@@ -387,6 +394,7 @@ impl RedisStore {
                     &members,
                     &args,
                     |key| started_arg(started, key),
+                    breaker,
                 )
                 .await
             })
@@ -430,6 +438,7 @@ impl RedisStore {
                         &members,
                         &[outcome, username],
                         |key| started_arg(pending, key),
+                        Breaking::Reported,
                     )
                     .await?;
                 let bans = reply
@@ -471,6 +480,25 @@ impl RedisStore {
             signal.count(self.now(), failed);
         }
     }
+}
+
+/// What an attempt's calls counted, for a release to take back.
+#[derive(Clone, Copy)]
+struct Counted<'a> {
+    keys: &'a [AttemptKey],
+    /// Each slot that answered (its keys' indices) and its reply.
+    counted: &'a [(Vec<usize>, AttemptReply)],
+    /// The lockouts their admissions started.
+    started: &'a [LockoutEvent],
+    under_attack: bool,
+    stamp: &'a str,
+}
+
+/// Whether a call tells the breaker how it went, or its caller does for several at once.
+#[derive(Clone, Copy)]
+enum Breaking {
+    Reported,
+    Unreported,
 }
 
 fn flag(on: bool) -> &'static str {
@@ -572,6 +600,10 @@ impl AttemptStore for RedisStore {
             flag(trusted),
             stamp.as_str(),
         ];
+        // The slots' calls tell the breaker once, as one call: below.
+        if !self.calls.breaker.permits() {
+            return Err(StoreError::unavailable("deciding an attempt", BreakerOpen));
+        }
         let groups = self.groups(keys, |_| true);
         let replies = join_all(groups.iter().map(|group| {
             let members: Vec<&AttemptKey> = group.iter().map(|&i| &keys[i]).collect();
@@ -582,6 +614,7 @@ impl AttemptStore for RedisStore {
                     &members,
                     &args,
                     |_| None,
+                    Breaking::Unreported,
                 )
                 .await
             }
@@ -592,19 +625,34 @@ impl AttemptStore for RedisStore {
         for (group, reply) in groups.into_iter().zip(replies) {
             match reply {
                 Ok(reply) => counted.push((group, reply)),
-                Err(error) => failure = Some(error),
+                // Unavailability first: it is what the breaker must hear.
+                Err(error)
+                    if failure.is_none() || matches!(error, StoreError::Unavailable { .. }) =>
+                {
+                    failure = Some(error)
+                }
+                Err(_) => {}
             }
         }
         let started = started_lockouts(keys, &counted)?;
+        let attempt = Counted {
+            keys,
+            counted: &counted,
+            started: &started,
+            under_attack,
+            stamp: &stamp,
+        };
         if let Some(error) = failure {
             // A slot did not answer: what the others counted is taken back (as far as Redis
             // answers), and the error decides (the fallback counts the attempt locally).
-            let release = self.release(keys, &counted, &started, true, under_attack, &stamp);
+            let release = self.release(&attempt, true, Breaking::Unreported);
             if let Err(also) = release.await {
                 tracing::warn!(error = %also, "an unfinished attempt was not taken back");
             }
+            self.calls.report(Some(&error));
             return Err(error);
         }
+        self.calls.report(None);
         let decision = combine(
             &self.policy,
             keys,
@@ -616,12 +664,10 @@ impl AttemptStore for RedisStore {
         )?;
         match &decision {
             Decision::Deny(_) => {
-                self.release(keys, &counted, &started, true, under_attack, &stamp)
-                    .await?;
+                self.release(&attempt, true, Breaking::Reported).await?;
             }
             Decision::Challenge { .. } => {
-                self.release(keys, &counted, &started, false, under_attack, &stamp)
-                    .await?;
+                self.release(&attempt, false, Breaking::Reported).await?;
                 // An unanswered challenge counts as a failed attempt.
                 self.count_in_signal(keys, true);
             }
