@@ -23,8 +23,10 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 wait_for() { # description, command...
   local what=$1; shift
-  for _ in $(seq 200); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "local-stack: $what did not come up (logs in $state)" >&2
+  # A minute: a machine busy building and testing can be slow to start Prometheus.
+  for _ in $(seq 600); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "local-stack: $what did not come up; the last lines of its logs:" >&2
+  tail -n 20 "$state"/*.log >&2
   return 1
 }
 

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 use super::connection::{Conn, Connections};
@@ -12,6 +13,14 @@ use crate::{Breaker, StoreError};
 #[derive(Debug, thiserror::Error)]
 #[error("circuit breaker open")]
 pub struct BreakerOpen;
+
+/// Whether calls tell the breaker how they went: a compensating call after a slot failed does
+/// not, since the attempt already told it.
+#[derive(Clone, Copy)]
+pub enum Breaking {
+    Reported,
+    Unreported,
+}
 
 /// The call did not answer within the timeout.
 #[derive(Debug, thiserror::Error)]
@@ -42,10 +51,33 @@ impl Calls {
         result
     }
 
-    /// Tells the breaker how a call (or several, as one) went: `None` when Redis answered.
-    /// Calls that belong together report once, so the successes of some cannot hide the
-    /// failure of another (an attempt whose slots live on a dead primary and live ones).
-    pub fn report(&self, error: Option<&StoreError>) {
+    /// Runs calls that belong together (one per slot of an attempt) at once, as one call for
+    /// the breaker when `breaking` says so: checked once before, told once after, with an
+    /// unavailable slot outweighing every answer, so the slots on live primaries cannot hide a
+    /// dead one. Each call's own result comes back, in order.
+    pub async fn together<T>(
+        &self,
+        doing: &'static str,
+        breaking: Breaking,
+        calls: impl IntoIterator<Item = impl Future<Output = Result<T, StoreError>>>,
+    ) -> Result<Vec<Result<T, StoreError>>, StoreError> {
+        let reported = matches!(breaking, Breaking::Reported);
+        if reported && !self.breaker.permits() {
+            return Err(StoreError::unavailable(doing, BreakerOpen));
+        }
+        let results = join_all(calls).await;
+        if reported {
+            let worst = results
+                .iter()
+                .filter_map(|result| result.as_ref().err())
+                .max_by_key(|error| matches!(error, StoreError::Unavailable { .. }));
+            self.report(worst);
+        }
+        Ok(results)
+    }
+
+    /// Tells the breaker how a call went: `None` when Redis answered.
+    fn report(&self, error: Option<&StoreError>) {
         match error {
             Some(StoreError::Unavailable { .. }) => self.breaker.failed(),
             Some(error @ StoreError::Protocol(_)) => {
@@ -56,7 +88,7 @@ impl Calls {
         }
     }
 
-    /// [`Calls::call`] without the breaker: the caller checks `breaker.permits()` and reports.
+    /// [`Calls::call`] without the breaker, for [`Calls::together`].
     pub async fn try_call<T, F, Fut>(&self, doing: &'static str, f: F) -> Result<T, StoreError>
     where
         F: FnOnce(Conn) -> Fut,

@@ -64,7 +64,7 @@ use crate::admin::{AdminStore, Invalidation, KeyStatus, Listener, Restriction};
 use crate::{
     AttemptStore, Breaker, Clock, EventLog, RecordedEvent, SecurityEvent, StoreError, SystemClock,
 };
-use calls::Calls;
+use calls::{Breaking, Calls};
 use signal::SharedSignal;
 
 const COMMON: &str = include_str!("lua/common.lua");
@@ -236,7 +236,7 @@ impl RedisStore {
         }
     }
 
-    /// Runs a counter function on `keys` (one slot's): the keys, then `now`, then `args`, then
+    /// Runs a counter function on `keys` (one slot's, through [`Calls::together`]): the keys, then `now`, then `args`, then
     /// each key's dimension (and what `per_key` adds for it). One FCALL; the JSON reply decoded
     /// by name.
     async fn run_counters<T: DeserializeOwned>(
@@ -246,7 +246,6 @@ impl RedisStore {
         keys: &[&AttemptKey],
         args: &[&str],
         per_key: impl Fn(&AttemptKey) -> Option<&'static str>,
-        breaker: Breaking,
     ) -> Result<T, StoreError> {
         let mut call = redis::cmd("FCALL");
         call.arg(function).arg(keys.len());
@@ -263,7 +262,8 @@ impl RedisStore {
                 call.arg(extra);
             }
         }
-        self.call_function(doing, call, breaker).await
+        // The caller runs a slot's call with the others, for the breaker as one.
+        self.call_function(doing, call, Breaking::Unreported).await
     }
 
     /// One FCALL, its JSON reply decoded; when the function is missing, loads the library and
@@ -394,15 +394,13 @@ impl RedisStore {
                     &members,
                     &args,
                     |key| started_arg(started, key),
-                    breaker,
                 )
                 .await
             })
         });
-        join_all(calls)
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?;
+        let doing = "releasing an attempt";
+        let released = self.calls.together(doing, breaker, calls).await?;
+        released.into_iter().collect::<Result<Vec<_>, _>>()?;
         Ok(())
     }
 
@@ -426,36 +424,37 @@ impl RedisStore {
                 || (failed && (p.failures.is_some() || p.spray.is_some()))
                 || (success && signal && key.dimension == Dimension::Username)
         };
-        let calls = self
-            .groups(keys, touches)
-            .into_iter()
-            .map(|group| async move {
-                let members: Vec<&AttemptKey> = group.iter().map(|&i| &keys[i]).collect();
-                let reply: RecordReply = self
-                    .run_counters(
-                        doing,
-                        &self.library.record,
-                        &members,
-                        &[outcome, username],
-                        |key| started_arg(pending, key),
-                        Breaking::Reported,
-                    )
-                    .await?;
-                let bans = reply
-                    .bans
-                    .into_iter()
-                    .map(|ban| {
-                        Ok(LockoutEvent {
-                            key: (*key_at(&members, ban.key)?).clone(),
-                            lockout: Lockout::Ban { until: ban.until },
-                        })
+        let groups = self.groups(keys, touches);
+        let calls = groups.iter().map(|group| async move {
+            let members: Vec<&AttemptKey> = group.iter().map(|&i| &keys[i]).collect();
+            let reply: RecordReply = self
+                .run_counters(
+                    doing,
+                    &self.library.record,
+                    &members,
+                    &[outcome, username],
+                    |key| started_arg(pending, key),
+                )
+                .await?;
+            let bans = reply
+                .bans
+                .into_iter()
+                .map(|ban| {
+                    Ok(LockoutEvent {
+                        key: (*key_at(&members, ban.key)?).clone(),
+                        lockout: Lockout::Ban { until: ban.until },
                     })
-                    .collect::<Result<Vec<_>, StoreError>>()?;
-                Ok::<_, StoreError>((bans, reply.first_success))
-            });
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            Ok::<_, StoreError>((bans, reply.first_success))
+        });
         let mut bans = Vec::new();
         let mut first_success = None;
-        for result in join_all(calls).await {
+        let settled = self
+            .calls
+            .together(doing, Breaking::Reported, calls)
+            .await?;
+        for result in settled {
             let (started, first) = result?;
             bans.extend(started);
             first_success = first_success.or(first);
@@ -492,13 +491,6 @@ struct Counted<'a> {
     started: &'a [LockoutEvent],
     under_attack: bool,
     stamp: &'a str,
-}
-
-/// Whether a call tells the breaker how it went, or its caller does for several at once.
-#[derive(Clone, Copy)]
-enum Breaking {
-    Reported,
-    Unreported,
 }
 
 fn flag(on: bool) -> &'static str {
@@ -600,12 +592,8 @@ impl AttemptStore for RedisStore {
             flag(trusted),
             stamp.as_str(),
         ];
-        // The slots' calls tell the breaker once, as one call: below.
-        if !self.calls.breaker.permits() {
-            return Err(StoreError::unavailable("deciding an attempt", BreakerOpen));
-        }
         let groups = self.groups(keys, |_| true);
-        let replies = join_all(groups.iter().map(|group| {
+        let calls = groups.iter().map(|group| {
             let members: Vec<&AttemptKey> = group.iter().map(|&i| &keys[i]).collect();
             async move {
                 self.run_counters::<AttemptReply>(
@@ -614,18 +602,20 @@ impl AttemptStore for RedisStore {
                     &members,
                     &args,
                     |_| None,
-                    Breaking::Unreported,
                 )
                 .await
             }
-        }))
-        .await;
+        });
+        let replies = self
+            .calls
+            .together("deciding an attempt", Breaking::Reported, calls)
+            .await?;
         let mut counted = Vec::new();
         let mut failure = None;
         for (group, reply) in groups.into_iter().zip(replies) {
             match reply {
                 Ok(reply) => counted.push((group, reply)),
-                // Unavailability first: it is what the breaker must hear.
+                // Unavailability first: it is what the fallback answers.
                 Err(error)
                     if failure.is_none() || matches!(error, StoreError::Unavailable { .. }) =>
                 {
@@ -649,10 +639,8 @@ impl AttemptStore for RedisStore {
             if let Err(also) = release.await {
                 tracing::warn!(error = %also, "an unfinished attempt was not taken back");
             }
-            self.calls.report(Some(&error));
             return Err(error);
         }
-        self.calls.report(None);
         let decision = combine(
             &self.policy,
             keys,

@@ -8,15 +8,15 @@ use std::time::Duration;
 use portcullis_core::gcra::Gcra;
 use portcullis_core::{Decision, Dimension, Outcome, Policy, Reason};
 use portcullis_store::{
-    AdminStore, AttemptStore, Breaker, Clock, FallbackStore, MemoryStore, OnError, Sharding,
-    SystemClock,
+    AdminStore, AttemptStore, Breaker, Clock, FallbackStore, MemoryStore, OnError, RedisConfig,
+    RedisStore, Sharding, SystemClock,
 };
 use portcullis_testkit::process::wait_until;
 use portcullis_testkit::redis::RedisCluster;
 use proptest::test_runner::{Config, TestRunner};
 
 use crate::differential::{agree, events, policies};
-use crate::helpers::{admitted_of_200_concurrent_guesses, keys, redis_store, redis_store_with};
+use crate::helpers::{admitted_of_200_concurrent_guesses, keys, redis_store};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sharded_per_subject_the_store_decides_like_the_core_across_primaries() {
@@ -167,16 +167,17 @@ async fn a_challenge_asked_by_one_slot_takes_back_the_account_admission_of_anoth
 async fn a_killed_primary_opens_the_breaker_and_the_store_recovers_after_failover() {
     let mut cluster = RedisCluster::spawn_with_replicas(3, 1).await;
     let policy = Policy::default();
-    let cool_down = Duration::from_millis(200);
-    let redis = Arc::new(redis_store_with(
-        cluster.urls(),
-        true,
-        Sharding::PerSubject,
-        "killed",
-        &policy,
-        None,
-        Breaker::silent(2, cool_down),
-    ));
+    // Two calls time out well before the replica takes over (after the nodes' 2 s timeout),
+    // and the breaker stays open while the loop below runs.
+    let config = RedisConfig {
+        urls: cluster.urls(),
+        cluster: true,
+        prefix: "killed".to_owned(),
+        sharding: Sharding::PerSubject,
+        timeout: Duration::from_millis(300),
+    };
+    let breaker = Breaker::silent(2, Duration::from_secs(1));
+    let redis = Arc::new(RedisStore::new(&config, &policy, breaker).unwrap());
     let store = FallbackStore::new(
         redis.clone(),
         MemoryStore::new(policy, Arc::new(SystemClock)),
