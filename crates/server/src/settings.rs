@@ -355,7 +355,7 @@ pub struct RedisSettings {
     /// Key prefix, so deployments can share one Redis.
     pub prefix: String,
     /// How keys spread over Cluster slots: `single_slot` (one slot: a Cluster adds failover,
-    /// not capacity) or `per_subject` (each address, network and account in a slot of its
+    /// not capacity) or `per_subject` (each address block and each account in a slot of its
     /// own). Unset: `per_subject` with `cluster`, else `single_slot`.
     pub sharding: Option<Sharding>,
     /// Longest wait for one Redis call, in milliseconds.

@@ -2,7 +2,10 @@
 //! `CONFIG RESETSTAT`: on a private `redis-server` and on a private 3-primary Redis Cluster
 //! (keys in one slot, then sharded per subject), each under a residential-style load (a fresh address, subnet and username for every attempt,
 //! verified and failed: one attempt call, then one record call) and under a refused load (one
-//! address over its limit).
+//! address over its limit). Next to the fresh-address attempts, Redis' own floor for the same
+//! calls: a function that reads `TIME` and, for each of the same keys, does a `GET` and a
+//! `SET PX` of a counter's size and nothing else (what one counter per subject costs however
+//! cheap the logic).
 //!
 //! `cargo bench -p portcullis-store --bench redis_cost` prints a markdown table
 //! (`scripts/benchmarks.sh` puts it in BENCHMARKS.md). Env: `ATTEMPTS` (default 20000),
@@ -11,11 +14,13 @@
 // Benchmark set-up fails loudly; the no-panic lints guard request paths only.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, stream};
-use portcullis_core::{AttemptKey, Decision, KeyDeriver, Outcome, Policy, Username};
+use portcullis_core::{AttemptKey, Decision, Dimension, KeyDeriver, Outcome, Policy, Username};
+use portcullis_store::redis_store::{Connections, Keyspace};
 use portcullis_store::{AttemptStore, Breaker, RedisConfig, RedisStore, Sharding};
 use portcullis_testkit::redis::{CommandStat, RedisCluster, RedisServer, command_stats, connect};
 
@@ -77,14 +82,17 @@ impl Phase {
     }
 }
 
-/// A fresh address (in its own /24) and username for attempt `i`.
+/// A fresh address (in its own /24, the /24s scattered over the address space as a botnet's
+/// are) and username for attempt `i`.
 fn residential(
     deriver: &KeyDeriver,
     policy: &Policy,
     run: u32,
     i: u32,
 ) -> (Vec<AttemptKey>, String) {
-    let ip = IpAddr::V4(Ipv4Addr::from(0x0A00_0001 + (i << 8)));
+    // An odd multiplier permutes the 2^24 /24s: distinct for every i, in every /16.
+    let subnet = i.wrapping_mul(0x9E37_79B1) & 0x00FF_FFFF;
+    let ip = IpAddr::V4(Ipv4Addr::from((subnet << 8) | 1));
     let username = Username::parse(&format!("r{run}u{i}")).unwrap();
     let digest = deriver.username_digest(&username);
     (
@@ -93,7 +101,91 @@ fn residential(
     )
 }
 
-async fn measure(label: &str, store: &RedisStore, primaries: &[String]) -> Vec<Phase> {
+/// A function doing what any design with one counter per subject must: `TIME`, then a `GET`
+/// and a `SET PX` of 161 bytes (a packed counter) per key.
+fn floor_library() -> String {
+    // Library code has no `string` while it loads: the counter is a literal.
+    let counter = "x".repeat(161);
+    format!(
+        "#!lua name=portcullis_floor
+redis.register_function('portcullis_floor', function(KEYS, ARGV)
+  redis.call('TIME')
+  for _, key in ipairs(KEYS) do
+    redis.call('GET', key)
+    redis.call('SET', key, '{counter}', 'PX', 600000)
+  end
+  return '{{}}'
+end)"
+    )
+}
+
+/// The floor under the fresh-address attempts: the same keys (under another prefix, so they
+/// are as fresh), one `FCALL` of [`floor_library`]'s function per slot the store calls, sent at once.
+async fn floor(
+    config: &RedisConfig,
+    primaries: &[String],
+    attempts: u32,
+    concurrency: usize,
+) -> Phase {
+    for url in primaries {
+        let _: () = redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg("REPLACE")
+            .arg(floor_library())
+            .query_async(&mut connect(url).await)
+            .await
+            .unwrap();
+    }
+    let conn = Connections::new(&config.urls, config.cluster)
+        .unwrap()
+        .get()
+        .await
+        .unwrap();
+    let keyspace = Keyspace::new("floor", config.sharding);
+    let policy = Policy::default();
+    let deriver = KeyDeriver::new(b"redis-cost", 24, 64, 48).unwrap();
+    let run = std::process::id();
+    reset_stats(primaries).await;
+    let started = Instant::now();
+    stream::iter(0..attempts)
+        .map(|i| {
+            let (keys, _) = residential(&deriver, &policy, run, i);
+            let (keyspace, conn) = (&keyspace, conn.clone());
+            async move {
+                // The signal's key is off the attempt path (as in the store).
+                let mut groups: HashMap<_, Vec<String>> = HashMap::new();
+                for key in keys.iter().filter(|k| k.dimension != Dimension::Global) {
+                    let group = groups.entry(keyspace.group(key)).or_default();
+                    group.push(keyspace.counter(key));
+                }
+                futures_util::future::try_join_all(groups.into_values().map(|counters| {
+                    let mut conn = conn.clone();
+                    async move {
+                        redis::cmd("FCALL")
+                            .arg("portcullis_floor")
+                            .arg(counters.len())
+                            .arg(&counters)
+                            .query_async::<String>(&mut conn)
+                            .await
+                    }
+                }))
+                .await
+                .unwrap();
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<()>>()
+        .await;
+    Phase {
+        name: "floor: TIME + GET + SET PX per key, same calls",
+        attempts: attempts.into(),
+        per_primary: script_cost(primaries).await,
+        wall: started.elapsed(),
+    }
+}
+
+async fn measure(label: &str, config: &RedisConfig, primaries: &[String]) -> Vec<Phase> {
+    let store = &store(config);
     let attempts: u32 = std::env::var("ATTEMPTS").map_or(20_000, |v| v.parse().unwrap());
     let concurrency: usize = std::env::var("CONCURRENCY").map_or(32, |v| v.parse().unwrap());
     let policy = Policy::default();
@@ -133,6 +225,7 @@ async fn measure(label: &str, store: &RedisStore, primaries: &[String]) -> Vec<P
         per_primary: script_cost(primaries).await,
         wall: started.elapsed(),
     });
+    phases.push(floor(config, primaries, attempts, concurrency).await);
 
     reset_stats(primaries).await;
     let started = Instant::now();
@@ -179,16 +272,19 @@ async fn measure(label: &str, store: &RedisStore, primaries: &[String]) -> Vec<P
     phases
 }
 
-fn store(urls: Vec<String>, cluster: bool, sharding: Sharding) -> RedisStore {
-    let config = RedisConfig {
+fn config(urls: Vec<String>, cluster: bool, sharding: Sharding) -> RedisConfig {
+    RedisConfig {
         urls,
         cluster,
         prefix: "cost".to_owned(),
         sharding,
         timeout: Duration::from_secs(2),
-    };
+    }
+}
+
+fn store(config: &RedisConfig) -> RedisStore {
     RedisStore::new(
-        &config,
+        config,
         &Policy::default(),
         Breaker::silent(1_000, Duration::from_secs(1)),
     )
@@ -201,7 +297,7 @@ async fn main() {
     let single_urls = vec![single.url.clone()];
     let single_phases = measure(
         "one redis",
-        &store(single_urls.clone(), false, Sharding::SingleSlot),
+        &config(single_urls.clone(), false, Sharding::SingleSlot),
         &single_urls,
     )
     .await;
@@ -213,8 +309,8 @@ async fn main() {
         ("3-primary Cluster, single_slot", Sharding::SingleSlot),
         ("3-primary Cluster, per_subject", Sharding::PerSubject),
     ] {
-        let store = store(cluster_urls.clone(), true, sharding);
-        clustered.push((label, measure(label, &store, &cluster_urls).await));
+        let config = config(cluster_urls.clone(), true, sharding);
+        clustered.push((label, measure(label, &config, &cluster_urls).await));
     }
 
     println!(

@@ -119,10 +119,13 @@ async fn on_a_cluster_sharded_per_subject_concurrent_guesses_verify_exactly_the_
     ];
     let (replicas, _database) = three_replicas_on(&store, &[]).await;
     guesses_verify_exactly_the_lockout(&replicas).await;
-    // The counters are tagged per subject: each address's, and the account's.
+    // The counters are tagged per subject: the guesses' address block (198.51.0.0/16), and the
+    // account.
     let sharded = cluster.keys("portcullis:c:{*").await;
     assert!(
-        sharded.iter().any(|k| k.starts_with("portcullis:c:{ip:"))
+        sharded
+            .iter()
+            .any(|k| k.starts_with("portcullis:c:{198.51}:ip:"))
             && sharded.iter().any(|k| k.contains("}:u:")),
         "{sharded:?}"
     );

@@ -5,12 +5,20 @@
 //! touch keys of one slot. Two layouts:
 //! - `single_slot`: every key is `{prefix}:...`, so one call decides a whole attempt, and a
 //!   Cluster buys failover but no capacity (one primary serves the deployment);
-//! - `per_subject`: a counter is tagged with its subject ([`AttemptKey::subject`]: an address,
-//!   a subnet, a network, an account's username digest), so an attempt's keys fall into a few
-//!   slots that Cluster spreads over its primaries. The account's keys share one slot, so its
-//!   lockout stays atomic. The challenge proofs and the signal's counters are spread too; the
-//!   restrictions index, the event stream and the change channel stay single keys (they see a
-//!   call per lockout or event, not per attempt).
+//! - `per_subject`: a counter is tagged with its subject: the account's keys with its username
+//!   digest ([`AttemptKey::subject`]), so its lockout stays atomic in one slot; an address, a
+//!   subnet or a network with the address block it lies in (an IPv4 /16, an IPv6 /32), so an
+//!   attempt's source counters share a slot too. An attempt is then two calls (source and
+//!   account), and a botnet's addresses, spread over many blocks, spread over every primary.
+//!   A subnet or network wider than its block (an IPv4 subnet shorter than /16) lands in a
+//!   slot of its own: one call more, the same decisions.
+//!
+//! The challenge proofs and the signal's counters are spread too; the restrictions index, the
+//! event stream and the change channel stay single keys (they see a call per lockout or event,
+//! not per attempt).
+
+use std::borrow::Cow;
+use std::net::IpAddr;
 
 use portcullis_core::AttemptKey;
 use serde::{Deserialize, Serialize};
@@ -59,10 +67,10 @@ impl Keyspace {
     }
 
     /// The slot-group of a counter: keys with the same group are decided by one call.
-    pub fn group<'k>(&self, key: &'k AttemptKey) -> &'k str {
+    pub fn group<'k>(&self, key: &'k AttemptKey) -> Cow<'k, str> {
         match self.sharding {
-            Sharding::SingleSlot => "",
-            Sharding::PerSubject => key.subject(),
+            Sharding::SingleSlot => Cow::Borrowed(""),
+            Sharding::PerSubject => tag(key),
         }
     }
 
@@ -70,7 +78,7 @@ impl Keyspace {
     pub fn counter(&self, key: &AttemptKey) -> String {
         match self.sharding {
             Sharding::SingleSlot => self.tagged("c", "", &key.key),
-            Sharding::PerSubject => self.tagged("c", key.subject(), &format!(":{}", key.key)),
+            Sharding::PerSubject => self.tagged("c", &tag(key), &format!(":{}", key.key)),
         }
     }
 
@@ -94,6 +102,29 @@ impl Keyspace {
     /// One shard of the under-attack signal's counts for one window.
     pub fn signal(&self, shard: u64, window: u64) -> String {
         self.tagged("signal", &shard.to_string(), &format!(":{window}"))
+    }
+}
+
+/// A counter's hash tag under `per_subject`: the account's digest for the account's keys; the
+/// address block (IPv4 /16, IPv6 /32) of an address, a subnet or a network.
+fn tag(key: &AttemptKey) -> Cow<'_, str> {
+    if !key.dimension.is_source() {
+        return Cow::Borrowed(key.subject());
+    }
+    // `ip:<address>`, `net:<address>/<length>`, `nw:<address>/<length>`.
+    let address = key.key.split_once(':').map_or(key.key.as_str(), |(_, a)| a);
+    let address = address.split_once('/').map_or(address, |(a, _)| a);
+    match address.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => {
+            let [a, b, ..] = v4.octets();
+            Cow::Owned(format!("{a}.{b}"))
+        }
+        Ok(IpAddr::V6(v6)) => {
+            let [a, b, ..] = v6.segments();
+            Cow::Owned(format!("{a:x}:{b:x}"))
+        }
+        // Not a key the core derives: a slot of its own.
+        Err(_) => Cow::Borrowed(&key.key),
     }
 }
 
@@ -126,13 +157,27 @@ mod tests {
         let space = Keyspace::new("p", Sharding::PerSubject);
         for key in keys() {
             let counter = space.counter(&key);
-            assert!(
-                counter.starts_with(&format!("p:c:{{{}}}:", key.subject())),
-                "{counter}"
-            );
+            let tag = if key.dimension.is_source() {
+                "2001:db8" // the address's /32
+            } else {
+                key.subject()
+            };
+            assert!(counter.starts_with(&format!("p:c:{{{tag}}}:")), "{counter}");
             assert_eq!(space.store_key(&counter), Some(key.key.as_str()));
-            assert_eq!(space.group(&key), key.subject());
+            assert_eq!(space.group(&key), tag);
         }
+        let deriver = KeyDeriver::new(b"k", 24, 64, 48).unwrap();
+        let source = deriver.source_keys("198.51.100.7".parse().unwrap());
+        let groups: Vec<_> = source.iter().map(|k| space.group(k)).collect();
+        assert_eq!(groups, ["198.51", "198.51"], "an IPv4 address and its /24");
+        let wide = KeyDeriver::new(b"k", 8, 64, 48).unwrap();
+        let source = wide.source_keys("198.51.100.7".parse().unwrap());
+        let groups: Vec<_> = source.iter().map(|k| space.group(k)).collect();
+        assert_eq!(
+            groups,
+            ["198.51", "198.0"],
+            "a /8 subnet wider than the block"
+        );
         assert_eq!(space.proof("n1"), "p:proof:{n1}");
         assert_eq!(space.signal(3, 7), "p:signal:{3}:7");
         assert_eq!(space.store_key("{p}:c:ip:x"), None);

@@ -8,9 +8,10 @@
 //! loads the library and calls again. Functions read Redis `TIME` once per call, so replicas'
 //! clocks do not matter. Functions need Redis 7.0 or later.
 //!
-//! Where keys live is [`keyspace`]'s: in one slot (`single_slot`), or each subject's keys in a
-//! slot of their own (`per_subject`). An attempt's keys are grouped by slot and each group is
-//! one `FCALL`, all sent at once (about one round trip however many slots):
+//! Where keys live is [`keyspace`]'s: in one slot (`single_slot`), or an address block's keys
+//! and an account's keys each in a slot of their own (`per_subject`). An attempt's keys are
+//! grouped by slot and each group is one `FCALL`, all sent at once (one round trip however
+//! many slots):
 //! - each call decides its keys and, unless one refuses, counts the attempt on them at once
 //!   (rate limits, and lockout admissions held by the attempt's stamp);
 //! - the store combines the answers: the longest refusal wins; the work asked follows the
@@ -39,6 +40,7 @@ mod policy_lua;
 mod signal;
 mod state;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -312,7 +314,7 @@ impl RedisStore {
     /// The global key is among them only for a limit besides the signal (which is shared off
     /// the attempt path), so by default no key is written by every attempt.
     fn groups(&self, keys: &[AttemptKey], counts: impl Fn(&AttemptKey) -> bool) -> Vec<Vec<usize>> {
-        let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+        let mut groups: Vec<(Cow<'_, str>, Vec<usize>)> = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let p = self.policy.for_dimension(key.dimension);
             let limits = p.attempts.is_some()

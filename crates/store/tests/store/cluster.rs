@@ -73,7 +73,7 @@ async fn replicas_hammering_one_account_on_a_sharded_cluster_admit_exactly_the_l
                 as Arc<dyn AttemptStore>
         })
         .collect();
-    // 200 guesses from 200 addresses (each its own slot), over three replicas at once.
+    // 200 guesses from 200 addresses (in one address block), over three replicas at once.
     let admitted = admitted_of_200_concurrent_guesses(&policy, &replicas).await;
     assert_eq!(admitted, 5, "the default lockout admits exactly 5 failures");
 }
