@@ -128,3 +128,55 @@ fn is_protocol_error(error: &RedisError) -> bool {
             | ErrorKind::Server(ServerErrorKind::ResponseError)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Calls on an unused pool (nothing connects) through a breaker that opens on one failure.
+    fn calls() -> Calls {
+        Calls {
+            connections: Connections::new(&["redis://127.0.0.1:1".to_owned()], false).unwrap(),
+            timeout: Duration::from_secs(1),
+            breaker: Breaker::silent(1, Duration::from_secs(60)),
+        }
+    }
+
+    fn answered() -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn dead() -> Result<(), StoreError> {
+        Err(StoreError::unavailable("testing", TimedOut))
+    }
+
+    #[tokio::test]
+    async fn one_dead_slot_opens_the_breaker_whatever_the_others_answer_and_in_any_order() {
+        for slots in [[dead(), answered()], [answered(), dead()]] {
+            let calls = calls();
+            let slots = slots.map(std::future::ready);
+            let results = calls.together("testing", Breaking::Reported, slots).await;
+            let results = results.unwrap();
+            assert!(
+                results[0].is_ok() != results[1].is_ok(),
+                "each call's own result"
+            );
+            assert!(calls.breaker.is_open());
+            let refused = calls.together(
+                "testing",
+                Breaking::Reported,
+                [std::future::ready(answered())],
+            );
+            assert!(matches!(refused.await, Err(StoreError::Unavailable { .. })));
+        }
+    }
+
+    #[tokio::test]
+    async fn unreported_calls_leave_the_breaker_alone() {
+        let calls = calls();
+        let slots = [dead(), dead()].map(std::future::ready);
+        let results = calls.together("testing", Breaking::Unreported, slots).await;
+        assert_eq!(results.unwrap().len(), 2);
+        assert!(!calls.breaker.is_open());
+    }
+}

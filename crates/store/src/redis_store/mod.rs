@@ -238,9 +238,9 @@ impl RedisStore {
         }
     }
 
-    /// Runs a counter function on `keys` (one slot's, through [`Calls::together`]): the keys, then `now`, then `args`, then
-    /// each key's dimension (and what `per_key` adds for it). One FCALL; the JSON reply decoded
-    /// by name.
+    /// Runs a counter function on `keys` (one slot's, through [`Calls::together`]): the keys,
+    /// then `now`, then `args`, then each key's dimension (and what `per_key` adds for it). One
+    /// FCALL; the JSON reply decoded by name.
     async fn run_counters<T: DeserializeOwned>(
         &self,
         doing: &'static str,
