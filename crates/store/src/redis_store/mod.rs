@@ -5,7 +5,7 @@
 //! by its SHA-1, so the tables and functions are built once when it loads, not on every call,
 //! and replicas with another policy (a rolling deploy) use a library of their own. After a
 //! restart, a failover or a `FUNCTION FLUSH` the first call finds no function, and the store
-//! loads the library and calls again. Functions read Redis `TIME` once per call, so replicas'
+//! loads the library and calls again (once for a burst of calls that found it missing). Functions read Redis `TIME` once per call, so replicas'
 //! clocks do not matter. Functions need Redis 7.0 or later.
 //!
 //! Where keys live is [`keyspace`]'s: in one slot (`single_slot`), or an address block's keys
@@ -95,6 +95,10 @@ struct Library {
     record: String,
     release: String,
     restrict: String,
+    /// How many times this store has loaded the library, and the lock a load holds: calls that
+    /// find it missing together (after a restart) load it once, not once each.
+    loads: AtomicU64,
+    loading: tokio::sync::Mutex<()>,
 }
 
 impl Library {
@@ -126,7 +130,26 @@ impl Library {
             record: name("record"),
             release: name("release"),
             restrict: name("restrict"),
+            loads: AtomicU64::new(0),
+            loading: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Loads the library, unless another call has loaded it since this one read `seen` from
+    /// `loads` (before it was sent). A Cluster sends `FUNCTION LOAD` to every primary.
+    async fn load(&self, conn: &mut Conn, seen: u64) -> Result<(), RedisError> {
+        let _loading = self.loading.lock().await;
+        if self.loads.load(Ordering::Acquire) != seen {
+            return Ok(());
+        }
+        redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg("REPLACE")
+            .arg(&self.code)
+            .query_async::<()>(conn)
+            .await?;
+        self.loads.fetch_add(1, Ordering::Release);
+        Ok(())
     }
 }
 
@@ -277,17 +300,12 @@ impl RedisStore {
         call: Cmd,
         breaker: Breaking,
     ) -> Result<T, StoreError> {
-        let code = &self.library.code;
+        let library = &self.library;
         let run = |mut conn: Conn| async move {
+            let seen = library.loads.load(Ordering::Acquire);
             match call.query_async(&mut conn).await {
                 Err(error) if is_missing_function(&error) => {
-                    // A Cluster sends FUNCTION LOAD to every primary.
-                    redis::cmd("FUNCTION")
-                        .arg("LOAD")
-                        .arg("REPLACE")
-                        .arg(code)
-                        .query_async::<()>(&mut conn)
-                        .await?;
+                    library.load(&mut conn, seen).await?;
                     call.query_async(&mut conn).await
                 }
                 answer => answer,
