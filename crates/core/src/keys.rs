@@ -6,6 +6,7 @@
 //! and the whole service. 6to4 and Teredo addresses count as the IPv4 address they carry. Usernames enter keys only as a keyed hash
 //! (HMAC-SHA-256 with a server secret, truncated to 128 bits), so a store dump reveals no names.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use hmac::{Hmac, Mac};
@@ -114,16 +115,37 @@ impl AttemptKey {
         }
     }
 
-    /// What the key counts attempts of: the account's username digest for the account's own
-    /// keys (username, username and address, device), so they can be kept together (one Redis
-    /// Cluster slot decides them atomically); the whole key for an address or a network.
-    pub fn subject(&self) -> &str {
+    /// What the key counts attempts of, so that related keys can be kept together (one Redis
+    /// Cluster slot decides them atomically): the account's username digest for the account's
+    /// own keys (username, username and address, device); the address block an address, a
+    /// subnet or a network lies in (an IPv4 /16 as `a.b`, an IPv6 /32 as `x:y`), so an
+    /// attempt's source keys share one too (a subnet or network wider than a block is the block
+    /// of its first address); the whole key otherwise.
+    pub fn subject(&self) -> Cow<'_, str> {
+        let rest = self
+            .key
+            .strip_prefix(self.dimension.key_prefix())
+            .unwrap_or(&self.key);
         match self.dimension {
             Dimension::Username | Dimension::UsernameIp | Dimension::Device => {
-                let rest = &self.key[self.dimension.key_prefix().len()..];
-                rest.split(':').next().unwrap_or(rest)
+                Cow::Borrowed(rest.split(':').next().unwrap_or(rest))
             }
-            _ => &self.key,
+            Dimension::Ip | Dimension::Subnet | Dimension::Network => {
+                let address = rest.split_once('/').map_or(rest, |(address, _)| address);
+                match address.parse::<IpAddr>() {
+                    Ok(IpAddr::V4(v4)) => {
+                        let [a, b, ..] = v4.octets();
+                        Cow::Owned(format!("{a}.{b}"))
+                    }
+                    Ok(IpAddr::V6(v6)) => {
+                        let [a, b, ..] = v6.segments();
+                        Cow::Owned(format!("{a:x}:{b:x}"))
+                    }
+                    // Not a key the deriver makes: a subject of its own.
+                    Err(_) => Cow::Borrowed(&self.key),
+                }
+            }
+            Dimension::Global => Cow::Borrowed(&self.key),
         }
     }
 
@@ -460,7 +482,7 @@ mod tests {
     }
 
     #[test]
-    fn an_accounts_keys_share_its_subject_and_each_source_is_its_own() {
+    fn an_accounts_keys_share_its_subject_and_a_sources_its_address_block() {
         let d = deriver();
         let (name, device) = alice_and_her_device();
         let ip = "2001:db8::1".parse().unwrap();
@@ -470,9 +492,16 @@ mod tests {
         for key in &keys {
             let expected = match key.dimension {
                 Dimension::Username | Dimension::UsernameIp | Dimension::Device => &digest,
-                _ => &key.key,
+                Dimension::Ip | Dimension::Subnet | Dimension::Network => "2001:db8",
+                Dimension::Global => &key.key,
             };
             assert_eq!(key.subject(), expected, "{key:?}");
         }
+        let v4: Vec<_> = d
+            .source_keys("198.51.100.7".parse().unwrap())
+            .iter()
+            .map(|k| k.subject().into_owned())
+            .collect();
+        assert_eq!(v4, ["198.51", "198.51"], "an IPv4 address and its /24");
     }
 }

@@ -5,10 +5,10 @@
 //! touch keys of one slot. Two layouts:
 //! - `single_slot`: every key is `{prefix}:...`, so one call decides a whole attempt, and a
 //!   Cluster buys failover but no capacity (one primary serves the deployment);
-//! - `per_subject`: a counter is tagged with its subject: the account's keys with its username
-//!   digest ([`AttemptKey::subject`]), so its lockout stays atomic in one slot; an address, a
-//!   subnet or a network with the address block it lies in (an IPv4 /16, an IPv6 /32), so an
-//!   attempt's source counters share a slot too. An attempt is then two calls (source and
+//! - `per_subject`: a counter is tagged with its subject ([`AttemptKey::subject`]): the
+//!   account's keys with its username digest, so its lockout stays atomic in one slot; an
+//!   address, a subnet or a network with the address block it lies in (an IPv4 /16, an IPv6
+//!   /32), so an attempt's source counters share a slot too. An attempt is then two calls (source and
 //!   account), and a botnet's addresses, spread over many blocks, spread over every primary.
 //!   A subnet or network wider than its block (an IPv4 subnet shorter than /16) lands in a
 //!   slot of its own: one call more, the same decisions.
@@ -18,7 +18,6 @@
 //! not per attempt).
 
 use std::borrow::Cow;
-use std::net::IpAddr;
 
 use portcullis_core::AttemptKey;
 use serde::{Deserialize, Serialize};
@@ -70,7 +69,7 @@ impl Keyspace {
     pub fn group<'k>(&self, key: &'k AttemptKey) -> Cow<'k, str> {
         match self.sharding {
             Sharding::SingleSlot => Cow::Borrowed(""),
-            Sharding::PerSubject => tag(key),
+            Sharding::PerSubject => key.subject(),
         }
     }
 
@@ -78,7 +77,7 @@ impl Keyspace {
     pub fn counter(&self, key: &AttemptKey) -> String {
         match self.sharding {
             Sharding::SingleSlot => self.tagged("c", "", &key.key),
-            Sharding::PerSubject => self.tagged("c", &tag(key), &format!(":{}", key.key)),
+            Sharding::PerSubject => self.tagged("c", &key.subject(), &format!(":{}", key.key)),
         }
     }
 
@@ -102,29 +101,6 @@ impl Keyspace {
     /// One shard of the under-attack signal's counts for one window.
     pub fn signal(&self, shard: u64, window: u64) -> String {
         self.tagged("signal", &shard.to_string(), &format!(":{window}"))
-    }
-}
-
-/// A counter's hash tag under `per_subject`: the account's digest for the account's keys; the
-/// address block (IPv4 /16, IPv6 /32) of an address, a subnet or a network.
-fn tag(key: &AttemptKey) -> Cow<'_, str> {
-    if !key.dimension.is_source() {
-        return Cow::Borrowed(key.subject());
-    }
-    // `ip:<address>`, `net:<address>/<length>`, `nw:<address>/<length>`.
-    let address = key.key.split_once(':').map_or(key.key.as_str(), |(_, a)| a);
-    let address = address.split_once('/').map_or(address, |(a, _)| a);
-    match address.parse::<IpAddr>() {
-        Ok(IpAddr::V4(v4)) => {
-            let [a, b, ..] = v4.octets();
-            Cow::Owned(format!("{a}.{b}"))
-        }
-        Ok(IpAddr::V6(v6)) => {
-            let [a, b, ..] = v6.segments();
-            Cow::Owned(format!("{a:x}:{b:x}"))
-        }
-        // Not a key the core derives: a slot of its own.
-        Err(_) => Cow::Borrowed(&key.key),
     }
 }
 
@@ -158,7 +134,7 @@ mod tests {
         for key in keys() {
             let counter = space.counter(&key);
             let tag = if key.dimension.is_source() {
-                "2001:db8" // the address's /32
+                Cow::Borrowed("2001:db8") // the address's /32
             } else {
                 key.subject()
             };
