@@ -73,7 +73,7 @@ impl Keyspace {
         }
     }
 
-    /// A counter: one packed string (`lua/common.lua`).
+    /// A counter: one packed string (`state`).
     pub fn counter(&self, key: &AttemptKey) -> String {
         match self.sharding {
             Sharding::SingleSlot => self.tagged("c", "", &key.key),

@@ -70,6 +70,7 @@ use crate::{AttemptStore, Breaker, Clock, StoreError, SystemClock};
 use calls::{Breaking, Calls};
 use signal::SharedSignal;
 
+const BIND: &str = include_str!("lua/bind.lua");
 const COMMON: &str = include_str!("lua/common.lua");
 
 /// Where and how to reach Redis.
@@ -104,10 +105,13 @@ struct Library {
 impl Library {
     fn new(policy: &Policy) -> Result<Self, StoreError> {
         let prelude = policy_lua::prelude(policy)?;
-        let wrap =
-            |name: &str, body: &str| format!("local function {name}(KEYS, ARGV)\n{body}\nend\n");
+        let wrap = |name: &str, body: &str| {
+            format!(
+                "local function {name}(KEYS, ARGV)\nif not bound then bind() end\n{body}\nend\n"
+            )
+        };
         let body = format!(
-            "{prelude}{COMMON}\n{}{}{}{}",
+            "{BIND}{prelude}{COMMON}\n{}{}{}{}",
             wrap("attempt", include_str!("lua/attempt.lua")),
             wrap("record", include_str!("lua/record.lua")),
             wrap("release", include_str!("lua/release.lua")),

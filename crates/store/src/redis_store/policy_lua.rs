@@ -1,18 +1,33 @@
 //! The policy as the Lua functions read it: Lua table literals generated from the core's `Policy`
 //! through serde, so every field reaches Lua by the name it has in Rust (and in the
-//! configuration): `POLICIES` (per dimension) and `CHALLENGE`. The literals open the library,
-//! so the library's SHA-1 (its name) names its policy too.
+//! configuration): `POLICIES` (per dimension, each with the codec of its states' layout) and
+//! `CHALLENGE`; and the packed layout itself (`GROUPS`, `FORMAT_TAG`), from [`super::state`].
+//! The literals open the library, so the library's SHA-1 (its name) names its policy too.
 
 use portcullis_core::{Dimension, Policy};
 use serde_json::Value;
 
+use super::state::{self, Layout};
 use crate::StoreError;
 
-/// `local POLICIES = { <dimension> = { attempts = { burst = 30, ... }, ... }, ... }` and
-/// `local CHALLENGE = { mode = 'risk', ... }`.
+/// `local GROUPS = ...`, `local POLICIES = { <dimension> = { attempts = { burst = 30, ... },
+/// ..., layout = { ... } }, ... }` and `local CHALLENGE = { mode = 'risk', ... }`.
 pub fn prelude(policy: &Policy) -> Result<String, StoreError> {
-    let mut out = String::from("local POLICIES = {");
+    let mut out = format!(
+        "local FORMAT_TAG = {}\nlocal GROUPS = {{{}}}\n",
+        state::FORMAT_TAG,
+        state::GROUPS
+            .iter()
+            .map(|(bit, fields)| {
+                let names: Vec<String> = fields.iter().map(|f| format!("'{f}'")).collect();
+                format!("{{{bit}, {{{}}}}}", names.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    out.push_str("local POLICIES = {");
     for dimension in Dimension::ALL {
+        let layout = Layout::of(policy, dimension);
         let mut value = serde_json::to_value(policy.for_dimension(dimension))
             .map_err(|e| StoreError::Misconfigured(format!("encoding the policy: {e}")))?;
         if let Value::Object(fields) = &mut value {
@@ -25,10 +40,20 @@ pub fn prelude(policy: &Policy) -> Result<String, StoreError> {
                 Value::Bool(dimension.tightens_under_attack()),
             );
             fields.insert("is_source".to_owned(), Value::Bool(dimension.is_source()));
+            fields.insert("rate".to_owned(), Value::Bool(layout.has_rate()));
+            fields.insert("success".to_owned(), Value::Bool(layout.has_success()));
         }
         out.push_str(&format!("{} = {}, ", dimension.as_str(), literal(&value)?));
     }
     out.push_str("}\n");
+    // The codecs are Lua code, not data: set after the literals.
+    for dimension in Dimension::ALL {
+        out.push_str(&format!(
+            "POLICIES.{}.layout = {}\n",
+            dimension.as_str(),
+            Layout::of(policy, dimension).lua()
+        ));
+    }
     let challenge = serde_json::to_value(policy.challenge)
         .map_err(|e| StoreError::Misconfigured(format!("encoding the policy: {e}")))?;
     out.push_str(&format!("local CHALLENGE = {}\n", literal(&challenge)?));
@@ -72,7 +97,12 @@ mod tests {
     #[test]
     fn the_prelude_names_every_dimension_and_field() {
         let lua = prelude(&Policy::default()).unwrap();
-        assert!(lua.starts_with("local POLICIES = {global = {"), "{lua}");
+        assert!(
+            lua.starts_with("local FORMAT_TAG = 48\nlocal GROUPS = {{1, {'attempt_tat', "),
+            "{lua}"
+        );
+        assert!(lua.contains("\nlocal POLICIES = {global = {"), "{lua}");
+        assert!(lua.contains("POLICIES.ip.layout = {format = 53, "), "{lua}");
         assert!(lua.contains("username = {"), "{lua}");
         assert!(lua.contains("lockout = {"), "{lua}");
         assert!(lua.contains("max_failures = 5"), "{lua}");

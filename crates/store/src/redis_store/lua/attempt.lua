@@ -14,20 +14,22 @@
 --   "until": ms}]}}: counted, lockout admissions made (and the lockouts they started).
 -- r: the risk these keys see, in thousandths.
 local now = now_ms(ARGV[1])
-local proof_work = tonumber(ARGV[2])
+local proof_work = tonum(ARGV[2])
 local under_attack = ARGV[3] == '1'
 local trusted = ARGV[4] == '1'
-local stamp = tonumber(ARGV[5])
+local stamp = tonum(ARGV[5])
 local factor = 1
 if under_attack then factor = POLICIES.global.attack.tighten_factor end
+local n = #KEYS
 local states, policies, dims = {}, {}, {}
-for i, key in ipairs(KEYS) do
-  dims[i] = ARGV[5 + i]
-  local p = policy_of(dims[i])
-  states[i], policies[i] = load(key, p, now), p
+for i = 1, n do
+  local dim = ARGV[5 + i]
+  local p = policy_of(dim)
+  dims[i], policies[i], states[i] = dim, p, load(KEYS[i], p, now)
 end
-local refused = nil
-for i, _ in ipairs(KEYS) do
+-- The refusing key with the longest wait (the first on a tie), its reason and wait.
+local refused_key, refused_reason, refused_wait = nil, nil, 0
+for i = 1, n do
   local p, s = policies[i], states[i]
   local attempts, throttle, failures = p.attempts, p.throttle, p.failures
   if under_attack and p.tightens_under_attack then
@@ -63,43 +65,46 @@ for i, _ in ipairs(KEYS) do
       reason, wait = 'throttled', v
     end
   end
-  if reason ~= nil and (refused == nil or wait > refused.retry_after_ms) then
-    refused = {key = i, reason = reason, retry_after_ms = math.max(wait, 1)}
+  if reason ~= nil and (refused_key == nil or wait > refused_wait) then
+    if wait < 1 then wait = 1 end
+    refused_key, refused_reason, refused_wait = i, reason, wait
   end
 end
 -- Replies are spelled out: cjson and its tables cost more than the decision on a key.
-if refused then
-  return '{"refused":{"key":' .. refused.key .. ',"reason":"' .. refused.reason ..
-    '","retry_after_ms":' .. int(refused.retry_after_ms) .. '}}'
+if refused_key then
+  return '{"refused":{"key":' .. refused_key .. ',"reason":"' .. refused_reason ..
+    '","retry_after_ms":' .. int(refused_wait) .. '}}'
 end
 -- The risk reads no field the rate checks above moved (attempt_tat, throttle_tat): it is judged
 -- on the states from before this attempt, as in the core. The work grows with the risk, so if
--- these keys alone ask for more than the proof, the whole attempt does.
+-- these keys alone ask for more than the proof, the whole attempt does. (A risk is a whole
+-- number of thousandths: it prints exactly.)
 local risk = risk_of(dims, states, policies, now)
 local work = work_for(risk, trusted, under_attack)
 if work ~= nil and proof_work < work then
-  for i, key in ipairs(KEYS) do
+  for i = 1, n do
     local p = policies[i]
     if p.attempts or p.throttle then
-      save(key, states[i], p, now)
+      save(KEYS[i], states[i], p, now)
     end
   end
-  return '{"challenged":{"risk":' .. int(risk) .. '}}'
+  return '{"challenged":{"risk":' .. risk .. '}}'
 end
-local pending = {}
-for i, key in ipairs(KEYS) do
+local pending = nil
+for i = 1, n do
   local s, p = states[i], policies[i]
   if p.lockout then
     local kind = on_admission(s, p.lockout, now, stamp)
     if kind then
+      pending = pending or {}
       pending[#pending + 1] = {key = i, lockout = kind, ['until'] = s.locked_until}
     end
   end
   if p.attempts or p.throttle or p.lockout then
-    save(key, s, p, now)
+    save(KEYS[i], s, p, now)
   end
 end
-if #pending > 0 then
-  return cjson.encode({admitted = {risk = risk, pending = pending}})
+if pending then
+  return encode_json({admitted = {risk = risk, pending = pending}})
 end
-return '{"admitted":{"risk":' .. int(risk) .. '}}'
+return '{"admitted":{"risk":' .. risk .. '}}'

@@ -14,7 +14,8 @@ local failed = outcome == 'failure'
 local signal = POLICIES.global.attack
 local reply = {}
 local bans = {}
-for i, key in ipairs(KEYS) do
+for i = 1, #KEYS do
+  local key = KEYS[i]
   local dimension = ARGV[2 + 2 * i]
   local started = ARGV[3 + 2 * i]
   local p = policy_of(dimension)
@@ -23,7 +24,7 @@ for i, key in ipairs(KEYS) do
     reply.first_success = s.success_counted_until <= now
     if reply.first_success then
       local window = signal.window_ms
-      s.success_counted_until = (math.floor(now / window) + 1) * window
+      s.success_counted_until = (floor(now / window) + 1) * window
     end
   end
   if p.lockout then
@@ -36,7 +37,9 @@ for i, key in ipairs(KEYS) do
     end
   end
   if failed and p.failures then
-    s.failure_tat = math.max(s.failure_tat, now) + p.failures.interval_ms
+    local tat = s.failure_tat
+    if now > tat then tat = now end
+    s.failure_tat = tat + p.failures.interval_ms
   end
   if failed and p.spray then
     local until_ms = spray_on_failure(key, s, p.spray, username, now)
@@ -48,7 +51,7 @@ for i, key in ipairs(KEYS) do
 end
 if #bans > 0 then
   reply.bans = bans
-  return cjson.encode(reply)
+  return encode_json(reply)
 end
 if reply.first_success == nil then return '{}' end
 return '{"first_success":' .. tostring(reply.first_success) .. '}'

@@ -10,11 +10,12 @@
 local now = now_ms(ARGV[1])
 local refused = ARGV[2] == 'refused'
 local under_attack = ARGV[3] == '1'
-local stamp = tonumber(ARGV[4])
+local stamp = tonum(ARGV[4])
 local admitted = ARGV[5] == '1'
 local factor = 1
 if under_attack then factor = POLICIES.global.attack.tighten_factor end
-for i, key in ipairs(KEYS) do
+for i = 1, #KEYS do
+  local key = KEYS[i]
   local p = policy_of(ARGV[4 + 2 * i])
   local s = load(key, p, now)
   if refused then
@@ -22,8 +23,14 @@ for i, key in ipairs(KEYS) do
     if under_attack and p.tightens_under_attack then
       attempts, throttle = tightened(attempts, factor), tightened(throttle, factor)
     end
-    if attempts then s.attempt_tat = math.max(s.attempt_tat - attempts.interval_ms, 0) end
-    if throttle then s.throttle_tat = math.max(s.throttle_tat - throttle.interval_ms, 0) end
+    if attempts then
+      s.attempt_tat = s.attempt_tat - attempts.interval_ms
+      if s.attempt_tat < 0 then s.attempt_tat = 0 end
+    end
+    if throttle then
+      s.throttle_tat = s.throttle_tat - throttle.interval_ms
+      if s.throttle_tat < 0 then s.throttle_tat = 0 end
+    end
   end
   if admitted and p.lockout then
     release_admission(s, stamp, ARGV[5 + 2 * i])

@@ -9,11 +9,11 @@ for i = 2, #ARGV, 2 do
   if until_ms == 'permanent' then
     until_ms = now + PERMANENT_RETENTION_MS
   else
-    until_ms = tonumber(until_ms)
+    until_ms = tonum(until_ms)
   end
-  redis.call('ZADD', index, int(until_ms), ARGV[i])
-  if redis.call('PTTL', index) < until_ms - now then
-    redis.call('PEXPIRE', index, int(until_ms - now))
+  call('ZADD', index, until_ms, ARGV[i])
+  if call('PTTL', index) < until_ms - now then
+    call('PEXPIRE', index, until_ms - now)
   end
 end
 return '{}'
