@@ -4,11 +4,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::future::join_all;
-use portcullis_core::{Decision, Outcome, Policy, Reason};
-use portcullis_store::AttemptStore;
+use portcullis_core::{Decision, Dimension, Outcome, Policy, Reason};
+use portcullis_store::{AttemptStore, Clock, ManualClock};
 use portcullis_testkit::redis::{RedisServer, TestRedis, command_calls, connect};
 
-use crate::helpers::{keys, redis_store, tight_policy};
+use crate::helpers::{T0, keys, redis_store, tight_policy};
 
 #[tokio::test]
 async fn every_key_a_scenario_writes_has_a_ttl_and_no_plain_username() {
@@ -40,6 +40,37 @@ async fn every_key_a_scenario_writes_has_a_ttl_and_no_plain_username() {
             key.starts_with(&format!("{{{}}}:", redis.prefix)),
             "{key} lacks the hash tag"
         );
+    }
+    redis.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_counter_written_under_another_policy_keeps_its_history() {
+    // A rolling deploy: replicas without the address's spray limit (so another layout for its
+    // counters) read what replicas with it wrote, and go on counting from there.
+    let redis = TestRedis::start().await;
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(T0));
+    let before = Policy::default();
+    let mut after = before;
+    after.ip.spray = None;
+    let url = || vec![redis.url.clone()];
+    let old = redis_store(url(), false, &redis.prefix, &before, Some(clock.clone()));
+    let new = redis_store(url(), false, &redis.prefix, &after, Some(clock));
+    let burst = before.ip.attempts.unwrap().burst;
+    for i in 0..burst {
+        let k = keys(&before, "198.51.100.9", &format!("u{i}"));
+        assert!(
+            old.attempt(&k, 0).await.unwrap().is_allowed(),
+            "attempt {i}"
+        );
+    }
+    let k = keys(&after, "198.51.100.9", "one-more");
+    match new.attempt(&k, 0).await.unwrap() {
+        Decision::Deny(denial) => {
+            assert_eq!(denial.dimension, Dimension::Ip);
+            assert_eq!(denial.reason, Reason::RateLimited);
+        }
+        other => panic!("the address's burst was spent under the old layout: {other:?}"),
     }
     redis.cleanup().await;
 }
