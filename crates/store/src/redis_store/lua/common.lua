@@ -17,8 +17,8 @@
 -- A permanently locked key still expires from Redis after this long (30 days).
 local PERMANENT_RETENTION_MS = 2592000000
 
--- Integers as exact decimal strings (Lua numbers are doubles; never let them print as 1.7e+12).
--- (redis.call sends a number argument exactly already.)
+-- Integers as exact decimal strings in reply text (Lua numbers are doubles; never let them print
+-- as 1.7e+12). Not needed for redis.call's arguments: it sends a number exactly.
 local function int(n)
   return string.format('%d', n)
 end
