@@ -26,8 +26,15 @@ pub fn prelude(policy: &Policy) -> Result<String, StoreError> {
             .join(", ")
     );
     out.push_str("local POLICIES = {");
+    // The codecs are Lua code, not data: set after the literals.
+    let mut codecs = String::new();
     for dimension in Dimension::ALL {
         let layout = Layout::of(policy, dimension);
+        codecs.push_str(&format!(
+            "POLICIES.{}.layout = {}\n",
+            dimension.as_str(),
+            layout.lua()
+        ));
         let mut value = serde_json::to_value(policy.for_dimension(dimension))
             .map_err(|e| StoreError::Misconfigured(format!("encoding the policy: {e}")))?;
         if let Value::Object(fields) = &mut value {
@@ -46,14 +53,7 @@ pub fn prelude(policy: &Policy) -> Result<String, StoreError> {
         out.push_str(&format!("{} = {}, ", dimension.as_str(), literal(&value)?));
     }
     out.push_str("}\n");
-    // The codecs are Lua code, not data: set after the literals.
-    for dimension in Dimension::ALL {
-        out.push_str(&format!(
-            "POLICIES.{}.layout = {}\n",
-            dimension.as_str(),
-            Layout::of(policy, dimension).lua()
-        ));
-    }
+    out.push_str(&codecs);
     let challenge = serde_json::to_value(policy.challenge)
         .map_err(|e| StoreError::Misconfigured(format!("encoding the policy: {e}")))?;
     out.push_str(&format!("local CHALLENGE = {}\n", literal(&challenge)?));

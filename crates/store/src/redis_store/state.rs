@@ -16,8 +16,10 @@
 
 use portcullis_core::{Dimension, KeyPolicy, KeyState, Policy, UnixMillis};
 
-/// The high bits of the first byte; the low four are the groups present.
+/// The high bits of the first byte; the low ones ([`GROUP_BITS`]) are the groups present.
 pub const FORMAT_TAG: u8 = 0x30;
+/// The bits of the first byte that name the groups (one per entry of [`GROUPS`]).
+const GROUP_BITS: u8 = 0x0F;
 
 /// The field groups, in their packed order: a mask bit and the fields.
 pub const GROUPS: [(u8, &[&str]); 4] = [
@@ -203,11 +205,11 @@ impl StoredState {
 /// The named values of a packed state, or `None` if it is not one.
 fn unpack(packed: &[u8]) -> Option<Vec<(&'static str, u64)>> {
     let (&format, rest) = packed.split_first()?;
-    if format & !0x0F != FORMAT_TAG {
+    if format & !GROUP_BITS != FORMAT_TAG {
         return None;
     }
     let layout = Layout {
-        mask: format & 0x0F,
+        mask: format & GROUP_BITS,
     };
     let fields: Vec<&str> = layout.fields().collect();
     if rest.len() != fields.len() * 8 {
@@ -282,7 +284,10 @@ mod tests {
             _ => 0.0,
         });
         policy.ip.spray = None;
-        assert_ne!(Layout::of(&policy, Dimension::Ip).mask, before[0] & 0x0F);
+        assert_ne!(
+            Layout::of(&policy, Dimension::Ip).mask,
+            before[0] & GROUP_BITS
+        );
         let stored = StoredState::from_packed(&before);
         assert_eq!(stored.state.attempt_tat, 7);
         assert_eq!(stored.state.spray.bans, 2);

@@ -71,7 +71,7 @@ end
 local function decode_other(raw, layout)
   if #raw == 0 then return nil end
   local format = sunpack('>B', raw)
-  local mask = format % 16
+  local mask = format % 16 -- the low four bits (GROUP_BITS in state.rs)
   if format - mask ~= FORMAT_TAG then return nil end
   local size = 1
   for g = 1, #GROUPS do
