@@ -4,8 +4,13 @@
 //! verified and failed: one attempt call, then one record call) and under a refused load (one
 //! address over its limit). Next to the fresh-address attempts, Redis' own floor for the same
 //! calls: a function that reads `TIME` and, for each of the same keys, does a `GET` and a
-//! `SET PX` of a counter's size and nothing else (what one counter per subject costs however
+//! `SET PXAT` of a counter's size and nothing else (what one counter per subject costs however
 //! cheap the logic).
+//!
+//! `INFO commandstats` times a call by the wall clock. On a machine with fewer cores than
+//! processes, a server preempted mid-call by the load generator would report the wait as its
+//! cost, so once the servers run the generator lowers its own priority (nice 10): the figures
+//! are then the servers' work, and attempts/s what the slowed generator sent.
 //!
 //! `cargo bench -p portcullis-store --bench redis_cost` prints a markdown table
 //! (`scripts/benchmarks.sh` puts it in BENCHMARKS.md). Env: `ATTEMPTS` (default 20000),
@@ -102,17 +107,23 @@ fn residential(
 }
 
 /// A function doing what any design with one counter per subject must: `TIME`, then a `GET`
-/// and a `SET PX` of 161 bytes (a packed counter) per key.
+/// and a `SET` of 161 bytes (a packed counter) per key, expiring as the store's do (`PXAT`, an
+/// absolute deadline given as text: ten minutes from now).
 fn floor_library() -> String {
-    // Library code has no `string` while it loads: the counter is a literal.
+    // Library code has no `string` while it loads: the counter and deadline are literals.
     let counter = "x".repeat(161);
+    let deadline = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 600_000;
     format!(
         "#!lua name=portcullis_floor
 redis.register_function('portcullis_floor', function(KEYS, ARGV)
   redis.call('TIME')
   for _, key in ipairs(KEYS) do
     redis.call('GET', key)
-    redis.call('SET', key, '{counter}', 'PX', 600000)
+    redis.call('SET', key, '{counter}', 'PXAT', '{deadline}')
   end
   return '{{}}'
 end)"
@@ -177,7 +188,7 @@ async fn floor(
         .collect::<Vec<()>>()
         .await;
     Phase {
-        name: "floor: TIME + GET + SET PX per key, same calls",
+        name: "floor: TIME + GET + SET PXAT per key, same calls",
         attempts: attempts.into(),
         per_primary: script_cost(primaries).await,
         wall: started.elapsed(),
@@ -291,9 +302,25 @@ fn store(config: &RedisConfig) -> RedisStore {
     .unwrap()
 }
 
+/// Lowers every thread of this process to nice 10 (the servers it spawned keep theirs).
+fn yield_to_the_servers() {
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let tid = task.unwrap().file_name();
+        let status = std::process::Command::new("renice")
+            .args(["-n", "10", "-p"])
+            .arg(&tid)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "renice {tid:?}");
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let single = RedisServer::spawn().await;
+    let cluster = RedisCluster::spawn(3).await;
+    yield_to_the_servers();
     let single_urls = vec![single.url.clone()];
     let single_phases = measure(
         "one redis",
@@ -302,7 +329,6 @@ async fn main() {
     )
     .await;
 
-    let cluster = RedisCluster::spawn(3).await;
     let cluster_urls = cluster.urls();
     let mut clustered = Vec::new();
     for (label, sharding) in [

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 use portcullis_core::{Decision, Dimension, Outcome, Policy, Reason};
+use portcullis_store::redis_store::StoredState;
 use portcullis_store::{AttemptStore, Clock, ManualClock};
 use portcullis_testkit::redis::{RedisServer, TestRedis, command_calls, connect};
 
@@ -41,6 +42,46 @@ async fn every_key_a_scenario_writes_has_a_ttl_and_no_plain_username() {
             "{key} lacks the hash tag"
         );
     }
+    redis.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_counter_expires_from_redis_within_a_second_after_its_state() {
+    // Redis' clock (no injected one): the functions set absolute deadlines (PXAT), rounded up
+    // to the second. Too early would forget a limit; much later would keep dead keys.
+    let redis = TestRedis::start().await;
+    let policy = Policy::default();
+    let store = redis_store(vec![redis.url.clone()], false, &redis.prefix, &policy, None);
+    let k = keys(&policy, "203.0.113.7", "expiring");
+    assert!(store.attempt(&k, 0).await.unwrap().is_allowed());
+    store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
+    let mut conn = redis.connection().await;
+    let mut checked = 0;
+    for key in k.iter().filter(|k| k.dimension != Dimension::Global) {
+        let counter = store.keyspace().counter(key);
+        let packed: Vec<u8> = redis::cmd("GET")
+            .arg(&counter)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let state = StoredState::from_packed(&packed);
+        let expires_at = state
+            .expires_at(policy.for_dimension(key.dimension))
+            .expect("not permanently locked");
+        let deadline: u64 = redis::cmd("PEXPIRETIME")
+            .arg(&counter)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            deadline >= expires_at
+                && deadline < expires_at + 1_000
+                && deadline.is_multiple_of(1_000),
+            "{counter}: expires from Redis at {deadline}, its state at {expires_at}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 4, "the address, its /24, the account and the pair");
     redis.cleanup().await;
 }
 
@@ -114,10 +155,11 @@ async fn the_functions_are_reloaded_once_by_a_burst_after_function_flush() {
 
 /// Commands the functions run inside Redis: `INFO commandstats` counts them too, but they cost
 /// no round trip.
-const INSIDE_SCRIPTS: [&str; 8] = [
+const INSIDE_SCRIPTS: [&str; 9] = [
     "get",
     "set",
     "pexpire",
+    "pexpireat",
     "time",
     "del",
     "sismember",

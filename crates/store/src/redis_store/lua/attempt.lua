@@ -21,7 +21,7 @@ local stamp = tonum(ARGV[5])
 local factor = 1
 if under_attack then factor = POLICIES.global.attack.tighten_factor end
 local n = #KEYS
-local states, policies, dims = {}, {}, {}
+local dims, policies, states = attempt_dims, attempt_policies, attempt_states
 for i = 1, n do
   local dim = ARGV[5 + i]
   local p = policy_of(dim)
@@ -72,14 +72,14 @@ for i = 1, n do
 end
 -- Replies are spelled out: cjson and its tables cost more than the decision on a key.
 if refused_key then
-  return '{"refused":{"key":' .. refused_key .. ',"reason":"' .. refused_reason ..
+  return '{"refused":{"key":' .. count_text(refused_key) .. ',"reason":"' .. refused_reason ..
     '","retry_after_ms":' .. int(refused_wait) .. '}}'
 end
 -- The risk reads no field the rate checks above moved (attempt_tat, throttle_tat): it is judged
 -- on the states from before this attempt, as in the core. The work grows with the risk, so if
 -- these keys alone ask for more than the proof, the whole attempt does. (A risk is a whole
 -- number of thousandths: it prints exactly.)
-local risk = risk_of(dims, states, policies, now)
+local risk = risk_of(n, dims, states, policies, now)
 local work = work_for(risk, trusted, under_attack)
 if work ~= nil and proof_work < work then
   for i = 1, n do
@@ -88,7 +88,7 @@ if work ~= nil and proof_work < work then
       save(KEYS[i], states[i], p, now)
     end
   end
-  return '{"challenged":{"risk":' .. risk .. '}}'
+  return '{"challenged":{"risk":' .. count_text(risk) .. '}}'
 end
 local pending = nil
 for i = 1, n do
@@ -107,4 +107,4 @@ end
 if pending then
   return encode_json({admitted = {risk = risk, pending = pending}})
 end
-return '{"admitted":{"risk":' .. risk .. '}}'
+return '{"admitted":{"risk":' .. count_text(risk) .. '}}'

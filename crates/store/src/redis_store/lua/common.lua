@@ -11,7 +11,7 @@
 -- A key's state is one string: the field groups its dimension uses, packed by the layout's codec
 -- (`redis_store::state` owns the layout); plus, while a spray window is open, the set
 -- `<key>:sp` of those usernames' keyed hashes (at most the threshold of them). One GET and one
--- SET PX a key. A state table holds only its layout's fields: code touches a group's fields only
+-- SET (with its expiry) a key. A state table holds only its layout's fields: code touches a group's fields only
 -- where the policy has that group.
 
 -- A permanently locked key still expires from Redis after this long (30 days).
@@ -23,12 +23,49 @@ local function int(n)
   return string.format('%d', n)
 end
 
+-- Whether this call's `now` is a test's injected clock (see now_ms and expiry).
+local clock_injected = false
+
 local function now_ms(arg)
   if arg ~= '' then
+    clock_injected = true
     return tonum(arg)
   end
+  clock_injected = false
   local t = call('TIME')
   return t[1] * 1000 + floor(t[2] / 1000)
+end
+
+-- A whole number's text, kept: for the small counts replies carry (a risk is 0 to 1000), so
+-- most replies format nothing (printing a number costs more than a key's decision).
+local count_texts = {}
+local function count_text(n)
+  local text = count_texts[n]
+  if text == nil then
+    text = int(n)
+    if n >= 0 and n <= 1000 then count_texts[n] = text end
+  end
+  return text
+end
+
+-- When a key expires from Redis, as the option and argument of SET (and, with 'PEXPIRE' for
+-- 'PX', of the expire command): `at` rounded up to the second, absolute in Redis time (PXAT,
+-- which is what Redis replicates a relative expiry as: SET PX costs a rewrite more), its text
+-- kept for the other keys expiring in that second. Under a test's injected clock, relative (PX),
+-- since that clock and Redis' need not agree. A key outliving its state by under a second
+-- changes nothing: load reads the state's own expiry.
+local expiry_texts, expiry_count = {}, 0
+local function expiry(at, now)
+  if clock_injected then return 'PX', at - now end
+  local second = ceil(at / 1000)
+  local text = expiry_texts[second]
+  if text == nil then
+    -- Deadlines move on with the clock: start over rather than keep every second seen.
+    if expiry_count >= 256 then expiry_texts, expiry_count = {}, 0 end
+    text = int(second) .. '000'
+    expiry_texts[second], expiry_count = text, expiry_count + 1
+  end
+  return 'PXAT', text
 end
 
 local function policy_of(dimension)
@@ -113,10 +150,10 @@ local function save(key, s, p, now)
     if p.spray then call('DEL', key, key .. ':sp') else call('DEL', key) end
     return
   end
-  -- Relative, so a test's injected clock and Redis' own clock need not agree.
-  call('SET', key, p.layout.encode(s), 'PX', at - now)
+  local option, when = expiry(at, now)
+  call('SET', key, p.layout.encode(s), option, when)
   if p.spray and s.spray_count > 0 then
-    call('PEXPIRE', key .. ':sp', at - now)
+    call(option == 'PXAT' and 'PEXPIREAT' or 'PEXPIRE', key .. ':sp', when)
   end
 end
 
@@ -300,10 +337,10 @@ local function share(part, whole)
 end
 
 -- The risk of the attempt as these keys see it (challenge::required_work's maximum, over the
--- keys of this call).
-local function risk_of(dims, states, policies, now)
+-- first n keys of this call).
+local function risk_of(n, dims, states, policies, now)
   local risk = 0
-  for i = 1, #policies do
+  for i = 1, n do
     local p, s = policies[i], states[i]
     if p.is_source then
       local sp, f = p.spray, p.failures
@@ -353,3 +390,8 @@ local function work_for(risk, trusted, under_attack)
   if not challenged then return nil end
   return c.min_work + floor((c.max_work - c.min_work) * risk / 1000)
 end
+
+-- attempt.lua's per-key arrays (dimension, policy, state), reused by every call rather than
+-- built and collected per call: entries past a call's key count are an earlier call's, so
+-- their readers loop to that count, never to `#`.
+local attempt_dims, attempt_policies, attempt_states = {}, {}, {}
