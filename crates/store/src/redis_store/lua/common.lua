@@ -11,8 +11,8 @@
 -- A key's state is one string: the field groups its dimension uses, packed by the layout's codec
 -- (`redis_store::state` owns the layout); plus, while a spray window is open, the set
 -- `<key>:sp` of those usernames' keyed hashes (at most the threshold of them). One GET and one
--- SET (with its expiry) a key. A state table holds only its layout's fields: code touches a group's fields only
--- where the policy has that group.
+-- SET (with its expiry) a key. A state table holds only its layout's fields: code touches a
+-- group's fields only where the policy has that group.
 
 -- A permanently locked key still expires from Redis after this long (30 days).
 local PERMANENT_RETENTION_MS = 2592000000
