@@ -6,6 +6,10 @@
 #   throttled-uncached  the same with `store.deny_cache_entries = 0`: every refusal asks Redis
 #   throttled-memory    the same on the embedded default, the in-memory store (no Redis)
 #   verified   Portcullis checking a wrong password (401: admission, Argon2id, record)
+#   challenged the verified path's traffic (a new username from a new /24 every request, as a
+#              botnet on residential proxies) on a replica that challenges every attempt
+#              (`policy.challenge.mode = always`, what the service does under attack): answered
+#              401 challenge_required before hashing, counted against the address's limits
 #   raw-argon2 Argon2id verifications alone on as many threads as the hashing pool
 #              (`portcullis passwords throughput`), the ceiling of the verified path
 # Portcullis runs as one release replica on a private Redis (the shared-store configuration)
@@ -42,10 +46,10 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-# One Portcullis with its own private Redis: `start NAME DENY_CACHE_ENTRIES` sets
-# NAME_port and NAME_redis.
+# One Portcullis with its own private Redis: `start NAME DENY_CACHE_ENTRIES CHALLENGE_MODE`
+# sets NAME_port and NAME_redis.
 start() {
-  local name=$1 cache=$2 redis port
+  local name=$1 cache=$2 challenges=$3 redis port
   redis=$(free_port)
   redis-server --port "$redis" --bind 127.0.0.1 --save "" --appendonly no --logfile "$work/$name-redis.log" &
   pids+=($!)
@@ -57,7 +61,7 @@ start() {
   PORTCULLIS__STORE__REDIS__URL="redis://127.0.0.1:$redis" \
   PORTCULLIS__STORE__DENY_CACHE_ENTRIES=$cache \
   PORTCULLIS__SECRETS__HMAC_KEY=$(openssl rand -hex 32) \
-  PORTCULLIS__POLICY__CHALLENGE__MODE=off \
+  PORTCULLIS__POLICY__CHALLENGE__MODE=$challenges \
   PORTCULLIS__LOG_LEVEL=warn \
     "$repo/target/release/portcullis" 2>"$work/$name.log" &
   pids+=($!)
@@ -65,9 +69,11 @@ start() {
   printf -v "${name}_port" %s "$port"
   printf -v "${name}_redis" %s "$redis"
 }
-start portcullis 100000
+start portcullis 100000 off
 # The same without the deny cache: every refusal asks Redis.
-start uncached 0
+start uncached 0 off
+# Challenging every attempt, as under attack.
+start challenging 100000 always
 # And the embedded default: the memory store, no Redis at all.
 memory_port=$(free_port)
 PORTCULLIS__SERVER__PORT=$memory_port \
@@ -93,10 +99,11 @@ for port in "$portcullis_port" "$uncached_port" "$memory_port"; do
 done
 
 : >"$out/http.jsonl"
-for path in bare throttled throttled-uncached throttled-memory verified; do
+for path in bare throttled throttled-uncached throttled-memory verified challenged; do
   case $path in
     bare) port=$bare_port redis_port=$portcullis_redis ;;
     throttled-uncached) port=$uncached_port redis_port=$uncached_redis ;;
+    challenged) port=$challenging_port redis_port=$challenging_redis ;;
     # (No Redis behind it: the row's Redis columns read an idle one.)
     throttled-memory) port=$memory_port redis_port=$uncached_redis ;;
     *) port=$portcullis_port redis_port=$portcullis_redis ;;

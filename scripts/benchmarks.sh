@@ -4,7 +4,7 @@
 #   1. criterion: the core's decision function; one attempt through the memory store and Redis;
 #      what attempts cost Redis (benches/redis_cost.rs: INFO commandstats on one Redis and on a
 #      private 3-primary Cluster, keys in one slot and sharded per subject)
-#   2. scripts/bench-http.sh: bare endpoint vs throttled vs verified login path
+#   2. scripts/bench-http.sh: bare endpoint vs throttled vs verified vs challenged login path
 #   3. the attack drill: every scenario in drill/scenarios (but the CI smoke tests), policy on
 #      and off, each against a fresh local 3-replica stack (needs nginx: apt-get install
 #      nginx-light)
@@ -79,7 +79,9 @@ print("and username for every attempt, the /24s scattered over the address space
 print("proxies), each admitted; *floor*: Redis' own cost of the same calls on the same (fresh) keys")
 print("doing nothing but `TIME` and a `GET` and a `SET PXAT` per key, what one counter per subject")
 print("costs however cheap the logic; *record a failure*: what settles each admitted attempt after a")
-print("wrong password; *refused*: one address over its limits (sharded, the account's slot counted")
+print("wrong password; *under attack (challenged)*: fresh addresses again once those failures have put")
+print("the service under attack, each challenged before hashing (what a botnet that does not solve")
+print("costs from then on); *refused*: one address over its limits (sharded, the account's slot counted")
 print("it too and is released). *usec_per_call* is Redis' own figure for the FCALLs; *Redis CPU per")
 print("attempt* sums them over the primaries; *calls per primary* is the spread. The load generator")
 print("runs at nice 10 once the servers are up, so a server is not timed waiting for it; its")
@@ -94,7 +96,9 @@ print("request is a password check). *throttled*: a client already over its limi
 print("from the replica's deny cache; *throttled-uncached*: the same with `store.deny_cache_entries = 0`,")
 print("every refusal a Redis round trip; *throttled-memory*: the same on the in-memory store (the embedded")
 print("default, no Redis). *verified*: a new username from a new /24 each time, so every")
-print("request is admitted and hashed (401). *raw-argon2*: `portcullis passwords throughput`, Argon2id")
+print("request is admitted and hashed (401). *challenged*: the same traffic on a replica with")
+print("`policy.challenge.mode = always` (as under attack), every request answered 401 challenge_required")
+print("before hashing. *raw-argon2*: `portcullis passwords throughput`, Argon2id")
 print("verifications alone on as many threads as the replica hashes on, the verified path's ceiling.\n")
 print(open(os.path.join(out, "http.md")).read().strip() + "\n")
 

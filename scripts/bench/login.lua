@@ -2,7 +2,8 @@
 --   bare, throttled: the same username and address every time (for the throttled path an
 --                    address already over its limit);
 --   verified:        a new username from a new /24 every time, so that nothing is refused and
---                    every request pays for a password check.
+--                    every request pays for a password check;
+--   challenged:      the same traffic, sent to a replica that challenges every attempt.
 -- It counts answers by status and prints one JSON line at the end.
 
 local path = os.getenv("BENCH_PATH") or "bare"
@@ -21,7 +22,7 @@ local sent = 0
 statuses = {}
 
 function request()
-  if path ~= "verified" then
+  if path ~= "verified" and path ~= "challenged" then
     return wrk.format()
   end
   sent = sent + 1

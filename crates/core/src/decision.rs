@@ -269,7 +269,7 @@ pub fn decide(
     let mut counted = Vec::with_capacity(states.len());
     let mut denial: Option<Denial> = None;
     for (key, state) in keys.iter().zip(states.iter()) {
-        let limits = effective(policy, key.dimension, under_attack);
+        let limits = policy.effective(key.dimension, under_attack);
         match check_key(&limits, state, now) {
             Ok(next) => counted.push(next),
             Err((reason, wait)) => {
@@ -356,25 +356,6 @@ fn first_success_in_window(
     }
     state.success_counted_until = window_end;
     true
-}
-
-/// A dimension's limits, tightened while the service is under attack where the dimension
-/// allows it.
-fn effective(policy: &Policy, dimension: Dimension, under_attack: bool) -> KeyPolicy {
-    let limits = *policy.for_dimension(dimension);
-    let signal = policy
-        .global
-        .attack
-        .filter(|_| under_attack && dimension.tightens_under_attack());
-    match signal {
-        Some(signal) => KeyPolicy {
-            attempts: limits.attempts.map(|g| signal.tighten(g)),
-            throttle: limits.throttle.map(|g| signal.tighten(g)),
-            failures: limits.failures.map(|g| signal.tighten(g)),
-            ..limits
-        },
-        None => limits,
-    }
 }
 
 /// The lockout that an admission started on `key`, among its `pending` lockouts.

@@ -254,6 +254,25 @@ impl Policy {
         }
     }
 
+    /// A dimension's limits as an attempt meets them: tightened while the service is under
+    /// attack, where the dimension allows it.
+    pub fn effective(&self, dimension: Dimension, under_attack: bool) -> KeyPolicy {
+        let limits = *self.for_dimension(dimension);
+        let signal = self
+            .global
+            .attack
+            .filter(|_| under_attack && dimension.tightens_under_attack());
+        match signal {
+            Some(signal) => KeyPolicy {
+                attempts: limits.attempts.map(|g| signal.tighten(g)),
+                throttle: limits.throttle.map(|g| signal.tighten(g)),
+                failures: limits.failures.map(|g| signal.tighten(g)),
+                ..limits
+            },
+            None => limits,
+        }
+    }
+
     /// Keeps the keys whose dimension limits anything (none when the policy is disabled).
     pub fn active_keys(&self, mut keys: Vec<AttemptKey>) -> Vec<AttemptKey> {
         keys.retain(|k| self.enabled && self.for_dimension(k.dimension).is_active());

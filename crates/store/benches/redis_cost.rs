@@ -1,8 +1,9 @@
 //! What attempts cost Redis, read from every primary's `INFO commandstats` after
 //! `CONFIG RESETSTAT`: on a private `redis-server` and on a private 3-primary Redis Cluster
-//! (keys in one slot, then sharded per subject), each under a residential-style load (a fresh address, subnet and username for every attempt,
-//! verified and failed: one attempt call, then one record call) and under a refused load (one
-//! address over its limit). Next to the fresh-address attempts, Redis' own floor for the same
+//! (keys in one slot, then sharded per subject), each under a residential-style load (a fresh
+//! address, subnet and username for every attempt, verified and failed: one attempt call, then
+//! one record call), the same once those failures have put the service under attack (every
+//! attempt challenged before hashing) and under a refused load (one address over its limit). Next to the fresh-address attempts, Redis' own floor for the same
 //! calls: a function that reads `TIME` and, for each of the same keys, does a `GET` and a
 //! `SET PXAT` of a counter's size and nothing else (what one counter per subject costs however
 //! cheap the logic).
@@ -252,6 +253,32 @@ async fn measure(label: &str, config: &RedisConfig, primaries: &[String]) -> Vec
         .await;
     phases.push(Phase {
         name: "record a failure",
+        attempts: attempts.into(),
+        per_primary: script_cost(primaries).await,
+        wall: started.elapsed(),
+    });
+
+    // Those failures put the service under attack: from now on a fresh address without a
+    // proof is challenged before any password is checked (as a botnet that does not solve
+    // meets the service once the signal is on), counted against the address's limits alone.
+    reset_stats(primaries).await;
+    let started = Instant::now();
+    stream::iter(0..attempts)
+        .map(|i| {
+            let (keys, _) = residential(&deriver, &policy, run, 2 * attempts + i);
+            async move {
+                let decision = store.attempt(&keys, 0).await.unwrap();
+                assert!(
+                    matches!(decision, Decision::Challenge { .. }),
+                    "under attack, a fresh address is challenged: {decision:?}"
+                );
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<()>>()
+        .await;
+    phases.push(Phase {
+        name: "attempt, fresh address, under attack (challenged)",
         attempts: attempts.into(),
         per_primary: script_cost(primaries).await,
         wall: started.elapsed(),

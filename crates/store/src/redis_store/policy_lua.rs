@@ -1,7 +1,7 @@
 //! The policy as the Lua functions read it: Lua table literals generated from the core's `Policy`
 //! through serde, so every field reaches Lua by the name it has in Rust (and in the
-//! configuration): `POLICIES` (per dimension, each with the codec of its states' layout) and
-//! `CHALLENGE`; and the packed layout itself (`GROUPS`, `FORMAT_TAG`), from [`super::state`].
+//! configuration): `POLICIES` (per dimension, each with the codec of its states' layout and,
+//! where the signal tightens it, its rate limits under attack) and `CHALLENGE`; and the packed layout itself (`GROUPS`, `FORMAT_TAG`), from [`super::state`].
 //! The literals open the library, so the library's SHA-1 (its name) names its policy too.
 
 use portcullis_core::{Dimension, Policy};
@@ -42,10 +42,17 @@ pub fn prelude(policy: &Policy) -> Result<String, StoreError> {
                 "resets_on_success".to_owned(),
                 Value::Bool(dimension.resets_on_success()),
             );
-            fields.insert(
-                "tightens_under_attack".to_owned(),
-                Value::Bool(dimension.tightens_under_attack()),
-            );
+            // The rate limits while under attack, as the core tightens them (absent where
+            // nothing tightens), so the functions pick a table instead of computing one.
+            let tightened = policy.effective(dimension, true);
+            if tightened != *policy.for_dimension(dimension) {
+                let limits = serde_json::json!({
+                    "attempts": tightened.attempts,
+                    "throttle": tightened.throttle,
+                    "failures": tightened.failures,
+                });
+                fields.insert("tightened".to_owned(), limits);
+            }
             fields.insert("is_source".to_owned(), Value::Bool(dimension.is_source()));
             fields.insert("rate".to_owned(), Value::Bool(layout.has_rate()));
             fields.insert("success".to_owned(), Value::Bool(layout.has_success()));
@@ -108,6 +115,16 @@ mod tests {
         assert!(lua.contains("max_failures = 5"), "{lua}");
         assert!(lua.contains("strategy = 'multiple'"), "{lua}");
         assert!(lua.contains("resets_on_success = true"), "{lua}");
+        // The address's limits under attack, tightened by the default factor of 4.
+        assert!(
+            lua.contains("tightened = {attempts = {burst = 7, interval_ms = 4000}"),
+            "{lua}"
+        );
+        assert_eq!(
+            lua.matches("tightened = ").count(),
+            1,
+            "only the address tightens"
+        );
         assert!(lua.contains("network = {"), "{lua}");
         assert!(
             lua.contains(

@@ -155,8 +155,9 @@ async fn the_functions_are_reloaded_once_by_a_burst_after_function_flush() {
 
 /// Commands the functions run inside Redis: `INFO commandstats` counts them too, but they cost
 /// no round trip.
-const INSIDE_SCRIPTS: [&str; 9] = [
+const INSIDE_SCRIPTS: [&str; 10] = [
     "get",
+    "mget",
     "set",
     "pexpire",
     "pexpireat",

@@ -18,24 +18,22 @@ local proof_work = tonum(ARGV[2])
 local under_attack = ARGV[3] == '1'
 local trusted = ARGV[4] == '1'
 local stamp = tonum(ARGV[5])
-local factor = 1
-if under_attack then factor = POLICIES.global.attack.tighten_factor end
 local n = #KEYS
 local dims, policies, states = attempt_dims, attempt_policies, attempt_states
+-- One MGET for every key: each command a function sends costs about as much as decoding a state.
+local raws = call('MGET', unpack_list(KEYS))
 for i = 1, n do
   local dim = ARGV[5 + i]
   local p = policy_of(dim)
-  dims[i], policies[i], states[i] = dim, p, load(KEYS[i], p, now)
+  dims[i], policies[i], states[i] = dim, p, state_of(raws[i], p, now)
 end
 -- The refusing key with the longest wait (the first on a tie), its reason and wait.
 local refused_key, refused_reason, refused_wait = nil, nil, 0
 for i = 1, n do
   local p, s = policies[i], states[i]
-  local attempts, throttle, failures = p.attempts, p.throttle, p.failures
-  if under_attack and p.tightens_under_attack then
-    attempts, throttle, failures = tightened(attempts, factor), tightened(throttle, factor),
-      tightened(failures, factor)
-  end
+  local limits = p
+  if under_attack and p.tightened then limits = p.tightened end
+  local attempts, throttle, failures = limits.attempts, limits.throttle, limits.failures
   -- The key's longest wait and its reason (no closure: one per key per call adds up).
   local reason, wait = nil, 0
   if p.spray and s.banned_until > now then

@@ -1,8 +1,8 @@
 -- Shared by the counter functions (in one Redis Functions library, after the bound globals of
 -- bind.lua and the generated tables: POLICIES, each dimension's policy by the field names of
--- portcullis-core's `KeyPolicy`, plus `resets_on_success`, `tightens_under_attack`, `is_source`,
--- `rate` and `success` (which field groups its states hold) and `layout` (its codec); a limit
--- that is off is absent; CHALLENGE, portcullis-core's `ChallengePolicy`; GROUPS and FORMAT_TAG,
+-- portcullis-core's `KeyPolicy`, plus `resets_on_success`, `is_source`, `tightened` (the rate
+-- limits under attack, `Policy::effective`, where they tighten), `rate` and `success` (which
+-- field groups its states hold) and `layout` (its codec); a limit that is off is absent; CHALLENGE, portcullis-core's `ChallengePolicy`; GROUPS and FORMAT_TAG,
 -- the packed layout of `redis_store::state`). All of this runs once, when the library loads; a
 -- call runs only its function.
 -- The same maths as portcullis-core (gcra.rs, backoff.rs, decision.rs, challenge.rs); where they
@@ -10,8 +10,8 @@
 --
 -- A key's state is one string: the field groups its dimension uses, packed by the layout's codec
 -- (`redis_store::state` owns the layout); plus, while a spray window is open, the set
--- `<key>:sp` of those usernames' keyed hashes (at most the threshold of them). One GET and one
--- SET (with its expiry) a key. A state table holds only its layout's fields: code touches a
+-- `<key>:sp` of those usernames' keyed hashes (at most the threshold of them). One GET (an
+-- attempt's one MGET) and one SET (with its expiry) a key. A state table holds only its layout's fields: code touches a
 -- group's fields only where the policy has that group.
 
 -- A permanently locked key still expires from Redis after this long (30 days).
@@ -130,11 +130,10 @@ local function decode_other(raw, layout)
   return s
 end
 
--- A key's state at `now`. As in the reference model (StateTable::state), a state past its
--- expiry reads as fresh, whether or not Redis has dropped the key yet; so does an absent key
--- or one in another format.
-local function load(key, p, now)
-  local raw = call('GET', key)
+-- The state a key's value (`raw`, false if the key is absent) holds at `now`. As in the
+-- reference model (StateTable::state), a state past its expiry reads as fresh, whether or not
+-- Redis has dropped the key yet; so does an absent key or one in another format.
+local function state_of(raw, p, now)
   local layout = p.layout
   if not raw then return layout.fresh() end
   local s = layout.decode(raw) or decode_other(raw, layout)
@@ -142,6 +141,11 @@ local function load(key, p, now)
   local at = expires_at(s, p)
   if at ~= nil and at <= now then return layout.fresh() end
   return s
+end
+
+-- A key's state at `now` (state_of its value).
+local function load(key, p, now)
+  return state_of(call('GET', key), p, now)
 end
 
 local function save(key, s, p, now)
@@ -318,14 +322,6 @@ local function spray_on_failure(key, s, sp, username, now)
   s.spray_count = 0
   s.spray_window_end = 0
   return s.banned_until
-end
-
--- AttackSignal::tighten on one rate limit (nil stays nil)
-local function tightened(g, factor)
-  if g == nil then return nil end
-  local burst = floor(g.burst / factor)
-  if burst < 1 then burst = 1 end
-  return {burst = burst, interval_ms = g.interval_ms * factor}
 end
 
 -- challenge::share: part of whole in thousandths, capped at 1000.

@@ -12,17 +12,14 @@ local refused = ARGV[2] == 'refused'
 local under_attack = ARGV[3] == '1'
 local stamp = tonum(ARGV[4])
 local admitted = ARGV[5] == '1'
-local factor = 1
-if under_attack then factor = POLICIES.global.attack.tighten_factor end
 for i = 1, #KEYS do
   local key = KEYS[i]
   local p = policy_of(ARGV[4 + 2 * i])
   local s = load(key, p, now)
   if refused then
-    local attempts, throttle = p.attempts, p.throttle
-    if under_attack and p.tightens_under_attack then
-      attempts, throttle = tightened(attempts, factor), tightened(throttle, factor)
-    end
+    local limits = p
+    if under_attack and p.tightened then limits = p.tightened end
+    local attempts, throttle = limits.attempts, limits.throttle
     if attempts then
       s.attempt_tat = s.attempt_tat - attempts.interval_ms
       if s.attempt_tat < 0 then s.attempt_tat = 0 end
