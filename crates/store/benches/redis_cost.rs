@@ -1,12 +1,12 @@
-//! What attempts cost Redis, read from every primary's `INFO commandstats` after
-//! `CONFIG RESETSTAT`: on a private `redis-server` and on a private 3-primary Redis Cluster
-//! (keys in one slot, then sharded per subject), each under a residential-style load (a fresh
-//! address, subnet and username for every attempt, verified and failed: one attempt call, then
-//! one record call), the same once those failures have put the service under attack (every
-//! attempt challenged before hashing) and under a refused load (one address over its limit). Next to the fresh-address attempts, Redis' own floor for the same
-//! calls: a function that reads `TIME` and, for each of the same keys, does a `GET` and a
-//! `SET PXAT` of a counter's size and nothing else (what one counter per subject costs however
-//! cheap the logic).
+//! What attempts cost Redis, read from every primary's `INFO commandstats` after `CONFIG
+//! RESETSTAT`: on a private `redis-server` and on a private 3-primary Redis Cluster (keys in one
+//! slot, then sharded per subject), each under a residential-style load (a fresh address, subnet
+//! and username for every attempt, verified and failed: one attempt call, then one record call),
+//! the same once those failures have put the service under attack (every attempt challenged before
+//! hashing) and under a refused load (one address over its limit). Next to the fresh-address
+//! attempts, Redis' own floor for the same calls: a function that reads `TIME` and, for each of the
+//! same keys, does a `GET` and a `SET PXAT` of a counter's size and nothing else (what one counter
+//! per subject costs however cheap the logic).
 //!
 //! `INFO commandstats` times a call by the wall clock. On a machine with fewer cores than
 //! processes, a server preempted mid-call by the load generator would report the wait as its

@@ -1,8 +1,9 @@
 //! The policy as the Lua functions read it: Lua table literals generated from the core's `Policy`
-//! through serde, so every field reaches Lua by the name it has in Rust (and in the
-//! configuration): `POLICIES` (per dimension, each with the codec of its states' layout and,
-//! where the signal tightens it, its rate limits under attack) and `CHALLENGE`; and the packed layout itself (`GROUPS`, `FORMAT_TAG`), from [`super::state`].
-//! The literals open the library, so the library's SHA-1 (its name) names its policy too.
+//! through serde, so every field reaches Lua by the name it has in Rust (and in the configuration):
+//! `POLICIES` (per dimension, each with the codec of its states' layout and, where the signal
+//! tightens it, its rate limits under attack) and `CHALLENGE`; and the packed layout itself
+//! (`GROUPS`, `FORMAT_TAG`), from [`super::state`]. The literals open the library, so the library's
+//! SHA-1 (its name) names its policy too.
 
 use portcullis_core::{Dimension, Policy};
 use serde_json::Value;

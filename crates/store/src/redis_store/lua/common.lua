@@ -1,17 +1,18 @@
 -- Shared by the counter functions (in one Redis Functions library, after the bound globals of
 -- bind.lua and the generated tables: POLICIES, each dimension's policy by the field names of
 -- portcullis-core's `KeyPolicy`, plus `resets_on_success`, `is_source`, `tightened` (the rate
--- limits under attack, `Policy::effective`, where they tighten), `rate` and `success` (which
--- field groups its states hold) and `layout` (its codec); a limit that is off is absent; CHALLENGE, portcullis-core's `ChallengePolicy`; GROUPS and FORMAT_TAG,
--- the packed layout of `redis_store::state`). All of this runs once, when the library loads; a
--- call runs only its function.
+-- limits under attack, `Policy::effective`, where they tighten), `rate` and `success` (which field
+-- groups its states hold) and `layout` (its codec); a limit that is off is absent; CHALLENGE,
+-- portcullis-core's `ChallengePolicy`; GROUPS and FORMAT_TAG, the packed layout of
+-- `redis_store::state`). All of this runs once, when the library loads; a call runs only its
+-- function.
 -- The same maths as portcullis-core (gcra.rs, backoff.rs, decision.rs, challenge.rs); where they
 -- disagree, the core is right and a differential test fails.
 --
 -- A key's state is one string: the field groups its dimension uses, packed by the layout's codec
--- (`redis_store::state` owns the layout); plus, while a spray window is open, the set
--- `<key>:sp` of those usernames' keyed hashes (at most the threshold of them). One GET (an
--- attempt's one MGET) and one SET (with its expiry) a key. A state table holds only its layout's fields: code touches a
+-- (`redis_store::state` owns the layout); plus, while a spray window is open, the set `<key>:sp` of
+-- those usernames' keyed hashes (at most the threshold of them). One GET (an attempt's one MGET)
+-- and one SET (with its expiry) a key. A state table holds only its layout's fields: code touches a
 -- group's fields only where the policy has that group.
 
 -- A permanently locked key still expires from Redis after this long (30 days).
