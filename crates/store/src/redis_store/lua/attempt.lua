@@ -20,8 +20,7 @@ local trusted = ARGV[4] == '1'
 local stamp = tonum(ARGV[5])
 local n = #KEYS
 local dims, policies, states = attempt_dims, attempt_policies, attempt_states
--- One MGET for every key: each command a function sends costs about as much as decoding a state.
-local raws = call('MGET', unpack_list(KEYS))
+local raws = values_of(KEYS)
 for i = 1, n do
   local dim = ARGV[5 + i]
   local p = policy_of(dim)

@@ -11,8 +11,8 @@
 --
 -- A key's state is one string: the field groups its dimension uses, packed by the layout's codec
 -- (`redis_store::state` owns the layout); plus, while a spray window is open, the set `<key>:sp` of
--- those usernames' keyed hashes (at most the threshold of them). One GET (an attempt's one MGET)
--- and one SET (with its expiry) a key. A state table holds only its layout's fields: code touches a
+-- those usernames' keyed hashes (at most the threshold of them). One MGET for a call's keys, and
+-- one SET (with its expiry) a key. A state table holds only its layout's fields: code touches a
 -- group's fields only where the policy has that group.
 
 -- A permanently locked key still expires from Redis after this long (30 days).
@@ -144,9 +144,11 @@ local function state_of(raw, p, now)
   return s
 end
 
--- A key's state at `now` (state_of its value).
-local function load(key, p, now)
-  return state_of(call('GET', key), p, now)
+-- The values of a call's keys, by index (false where absent): one MGET for them all, as each
+-- command a function sends costs about as much as decoding a state.
+local function values_of(keys)
+  if #keys == 0 then return {} end -- (MGET needs a key)
+  return call('MGET', unpack_list(keys))
 end
 
 local function save(key, s, p, now)

@@ -14,12 +14,13 @@ local failed = outcome == 'failure'
 local signal = POLICIES.global.attack
 local reply = {}
 local bans = {}
+local raws = values_of(KEYS)
 for i = 1, #KEYS do
   local key = KEYS[i]
   local dimension = ARGV[2 + 2 * i]
   local started = ARGV[3 + 2 * i]
   local p = policy_of(dimension)
-  local s = load(key, p, now)
+  local s = state_of(raws[i], p, now)
   if dimension == 'username' and outcome == 'success' and signal then
     reply.first_success = s.success_counted_until <= now
     if reply.first_success then

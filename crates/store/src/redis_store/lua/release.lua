@@ -12,10 +12,11 @@ local refused = ARGV[2] == 'refused'
 local under_attack = ARGV[3] == '1'
 local stamp = tonum(ARGV[4])
 local admitted = ARGV[5] == '1'
+local raws = values_of(KEYS)
 for i = 1, #KEYS do
   local key = KEYS[i]
   local p = policy_of(ARGV[4 + 2 * i])
-  local s = load(key, p, now)
+  local s = state_of(raws[i], p, now)
   if refused then
     local limits = p
     if under_attack and p.tightened then limits = p.tightened end
