@@ -43,15 +43,12 @@ pub fn prelude(policy: &Policy) -> Result<String, StoreError> {
                 "resets_on_success".to_owned(),
                 Value::Bool(dimension.resets_on_success()),
             );
-            // The rate limits while under attack, as the core tightens them (absent where
-            // nothing tightens), so the functions pick a table instead of computing one.
+            // The limits while under attack, as the core tightens them (absent where nothing
+            // tightens), so the functions pick a table instead of computing one.
             let tightened = policy.effective(dimension, true);
             if tightened != *policy.for_dimension(dimension) {
-                let limits = serde_json::json!({
-                    "attempts": tightened.attempts,
-                    "throttle": tightened.throttle,
-                    "failures": tightened.failures,
-                });
+                let limits = serde_json::to_value(tightened)
+                    .map_err(|e| StoreError::Misconfigured(format!("encoding the policy: {e}")))?;
                 fields.insert("tightened".to_owned(), limits);
             }
             fields.insert("is_source".to_owned(), Value::Bool(dimension.is_source()));

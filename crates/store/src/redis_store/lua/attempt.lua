@@ -30,8 +30,7 @@ end
 local refused_key, refused_reason, refused_wait = nil, nil, 0
 for i = 1, n do
   local p, s = policies[i], states[i]
-  local limits = p
-  if under_attack and p.tightened then limits = p.tightened end
+  local limits = limits_of(p, under_attack)
   local attempts, throttle, failures = limits.attempts, limits.throttle, limits.failures
   -- The key's longest wait and its reason (no closure: one per key per call adds up).
   local reason, wait = nil, 0

@@ -1,6 +1,6 @@
 -- Shared by the counter functions (in one Redis Functions library, after the bound globals of
 -- bind.lua and the generated tables: POLICIES, each dimension's policy by the field names of
--- portcullis-core's `KeyPolicy`, plus `resets_on_success`, `is_source`, `tightened` (the rate
+-- portcullis-core's `KeyPolicy`, plus `resets_on_success`, `is_source`, `tightened` (its
 -- limits under attack, `Policy::effective`, where they tighten), `rate` and `success` (which field
 -- groups its states hold) and `layout` (its codec); a limit that is off is absent; CHALLENGE,
 -- portcullis-core's `ChallengePolicy`; GROUPS and FORMAT_TAG, the packed layout of
@@ -325,6 +325,13 @@ local function spray_on_failure(key, s, sp, username, now)
   s.spray_count = 0
   s.spray_window_end = 0
   return s.banned_until
+end
+
+-- The limits a key's policy `p` applies: tightened while under attack, where they tighten
+-- (`Policy::effective`, generated as `p.tightened`).
+local function limits_of(p, under_attack)
+  if under_attack and p.tightened then return p.tightened end
+  return p
 end
 
 -- challenge::share: part of whole in thousandths, capped at 1000.

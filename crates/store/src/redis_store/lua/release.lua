@@ -18,8 +18,7 @@ for i = 1, #KEYS do
   local p = policy_of(ARGV[4 + 2 * i])
   local s = state_of(raws[i], p, now)
   if refused then
-    local limits = p
-    if under_attack and p.tightened then limits = p.tightened end
+    local limits = limits_of(p, under_attack)
     local attempts, throttle = limits.attempts, limits.throttle
     if attempts then
       s.attempt_tat = s.attempt_tat - attempts.interval_ms
