@@ -1,42 +1,56 @@
 #!/usr/bin/env bash
 # The test command (README.md, and what .ci/run runs): installs what a fresh machine lacks,
-# makes sure the services the tests use are up, then runs `cargo test --workspace` and
-# Schemathesis against a release binary (scripts/schemathesis.sh).
+# builds the local container images, then runs `cargo test --workspace` and Schemathesis
+# against a release binary (scripts/schemathesis.sh). Idempotent: what is there is kept.
 #
-# - nginx (local-stack and drill smoke tests), prometheus and promtool (metrics, alert rules,
-#   the local stack's Prometheus), redis-tools, postgresql-client and openssl (fixtures): Debian
-#   packages.
-# - The browser suite (crates/server/tests/browser): Debian's chromium, and npm
-#   `playwright-core` pinned by its package-lock.json, installed there with `npm ci`.
+# - Debian packages: redis-server and postgresql (the shared servers below, and the binaries
+#   the fixtures fall back to without Docker); nginx-light (local-stack and drill smoke tests);
+#   prometheus and promtool (metrics, alert rules, the local stack's Prometheus); chromium (the
+#   browser suite); openssl (fixtures); debootstrap (scripts/images.sh).
 # - Independent implementations for the interop tests, pinned, in target/interop-venv: PyPI
 #   `altcha` (challenges), `pyotp` (TOTP), `pyjwt` with `cryptography` (access tokens),
 #   `kubernetes-validate` with PyYAML (the Kubernetes manifests against the API schemas),
-#   `openapi-spec-validator` (the OpenAPI document) and `schemathesis` (fuzzing the API).
-# - Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432, started if they are down; the
-#   tests take their own key prefix or database on them.
+#   `openapi-spec-validator` (the OpenAPI document), `schemathesis` (fuzzing the API) and
+#   `playwright` (driving Debian's chromium in the browser suite; its wheel carries its driver).
+# - The local images (scripts/images.sh: no registry here). The integration suites run with no
+#   PORTCULLIS_TEST_REDIS_URL / PORTCULLIS_TEST_DATABASE_URL, so every Redis, Redis Cluster and
+#   PostgreSQL they use is a container a test started and removed; each start is logged to
+#   target/test-containers.log and counted by image at the end, and a container left behind
+#   fails the run. The compose test brings the whole stack up from the same images.
+# - Shared Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 (roles postgres and root,
+#   trusted on loopback), started if they are down: no suite uses them (every test has servers
+#   of its own); they are there for the benches (scripts/benchmarks.sh) and for looking at
+#   things by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 INTEROP=(altcha==2.3.0 pyotp==2.9.0 PyJWT==2.15.1 cryptography==50.0.2 kubernetes-validate==1.37.0
-  PyYAML==6.0.4 openapi-spec-validator==0.9.0 schemathesis==4.32.5)
+  PyYAML==6.0.4 openapi-spec-validator==0.9.0 schemathesis==4.32.5 playwright==1.65.2)
 VENV=target/interop-venv
-BROWSER_SUITE=crates/server/tests/browser
+CONTAINER_LOG=$PWD/target/test-containers.log
+COMPOSE_PROJECT=portcullis-compose-test
 
 log() { printf '\n== %s\n' "$*"; }
 
 ensure_packages() {
   local missing=()
+  command -v redis-server >/dev/null && command -v redis-cli >/dev/null || missing+=(redis-server)
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v pg_ctlcluster >/dev/null ||
+    missing+=(postgresql)
+  command -v psql >/dev/null || missing+=(postgresql-client)
   command -v nginx >/dev/null || missing+=(nginx-light)
   command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
-  command -v redis-cli >/dev/null || missing+=(redis-tools)
-  command -v psql >/dev/null || missing+=(postgresql-client)
-  command -v openssl >/dev/null || missing+=(openssl)
   command -v chromium >/dev/null || missing+=(chromium)
-  command -v npm >/dev/null || missing+=(nodejs npm)
+  command -v openssl >/dev/null || missing+=(openssl)
+  command -v debootstrap >/dev/null || missing+=(debootstrap)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    # policy-rc.d: the packages' own service starts are not wanted (the script starts what it
+    # needs, where it needs it).
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    rm -f /usr/sbin/policy-rc.d
   fi
 }
 
@@ -49,50 +63,75 @@ ensure_interop_venv() {
   "$VENV/bin/pip" install -q --disable-pip-version-check "${INTEROP[@]}"
 }
 
-ensure_browser_suite() {
-  local wanted installed
-  wanted=$(node -p "require('./$BROWSER_SUITE/package.json').dependencies['playwright-core']")
-  installed=$(node -p "require('./$BROWSER_SUITE/node_modules/playwright-core/package.json').version" 2>/dev/null || true)
-  if [ "$installed" = "$wanted" ]; then return; fi
-  log "installing playwright-core $wanted into $BROWSER_SUITE (npm ci)"
-  npm ci --prefix "$BROWSER_SUITE" --no-audit --no-fund --loglevel=error
-}
-
 ensure_redis() {
   if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then return; fi
   log "starting redis on 127.0.0.1:6379"
-  if ! command -v redis-server >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq redis-server
-  fi
   redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no
   for _ in $(seq 50); do redis-cli ping >/dev/null 2>&1 && return; sleep 0.1; done
   echo "redis did not start" >&2; exit 1
 }
 
 ensure_postgres() {
-  if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then return; fi
-  log "starting postgresql on 127.0.0.1:5432"
-  if ! ls /etc/postgresql >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq postgresql
+  local version
+  version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+  if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+    log "starting postgresql $version on 127.0.0.1:5432"
+    [ -d "/etc/postgresql/$version/main" ] || pg_createcluster "$version" main >/dev/null
+    # Loopback connections are trusted: a test machine's server, never a production one.
+    local hba="/etc/postgresql/$version/main/pg_hba.conf"
+    grep -q '^host all all 127.0.0.1/32 trust' "$hba" ||
+      sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start
+    for _ in $(seq 100); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 0.1; done
+    pg_isready -h 127.0.0.1 -p 5432 -q || { echo "postgresql did not start" >&2; exit 1; }
   fi
-  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
-  for _ in $(seq 100); do pg_isready -h 127.0.0.1 -p 5432 -q && return; sleep 0.1; done
-  echo "postgresql did not start" >&2; exit 1
+  local as_postgres=(runuser -u postgres -- psql -X -q -h /var/run/postgresql)
+  "${as_postgres[@]}" -tAc "SELECT 1 FROM pg_roles WHERE rolname = 'root'" | grep -q 1 ||
+    "${as_postgres[@]}" -c 'CREATE ROLE root SUPERUSER LOGIN'
+}
+
+# What the suites started and whether they removed it.
+report_containers() {
+  log "containers the suites started, by image"
+  if [ -s "$CONTAINER_LOG" ]; then
+    awk '{ print $2 }' "$CONTAINER_LOG" | sort | uniq -c
+  else
+    echo "none"
+  fi
+  local left
+  left=$(docker ps -aq --filter label=portcullis.testkit)
+  if [ -n "$left" ]; then
+    echo "containers left behind by the suites (removing them):" >&2
+    docker ps -a --filter label=portcullis.testkit --format '{{.ID}} {{.Image}} {{.Status}}' >&2
+    docker rm -f -v $left >/dev/null
+    return 1
+  fi
 }
 
 ensure_packages
 ensure_interop_venv
-ensure_browser_suite
 ensure_redis
 ensure_postgres
 
-# Without these the fixtures would spawn private servers from the local binaries.
-export PORTCULLIS_TEST_REDIS_URL=${PORTCULLIS_TEST_REDIS_URL:-redis://127.0.0.1:6379}
-export PORTCULLIS_TEST_DATABASE_URL=${PORTCULLIS_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+log "local container images (scripts/images.sh)"
+bash scripts/images.sh
+
+# Every Redis and PostgreSQL of the suites is a container of their own (see above).
+unset PORTCULLIS_TEST_REDIS_URL PORTCULLIS_TEST_DATABASE_URL
 export PORTCULLIS_TEST_PYTHON=${PORTCULLIS_TEST_PYTHON:-$PWD/$VENV/bin/python}
+export PORTCULLIS_TEST_CONTAINER_LOG=$CONTAINER_LOG
+export PORTCULLIS_TEST_COMPOSE_PROJECT=$COMPOSE_PROJECT
+: >"$CONTAINER_LOG"
+# Should the compose test be killed before its own clean-up, its stack still goes.
+# (down reads docker-compose.yml, whose secrets must be set, to any value.)
+trap 'POSTGRES_PASSWORD=- PORTCULLIS_HMAC_KEY=- PORTCULLIS_ADMIN_TOKEN=- \
+  docker-compose -p "$COMPOSE_PROJECT" down -v --remove-orphans >/dev/null 2>&1 || true' EXIT
 
 log "cargo test --workspace"
-cargo test --workspace "$@"
+status=0
+cargo test --workspace "$@" || status=$?
+report_containers || status=1
+[ "$status" = 0 ] || exit "$status"
 
 log "schemathesis against a release binary"
 bash scripts/schemathesis.sh

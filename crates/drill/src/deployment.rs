@@ -44,7 +44,8 @@ pub struct Deployment {
     url: String,
     /// The stack's state directory and script, when the drill brought it up.
     stack: Option<(TempDir, PathBuf)>,
-    /// The replicas' `PORTCULLIS__*` settings, for seeding (empty: the caller's environment).
+    /// `PORTCULLIS__*` settings for seeding, on top of the caller's environment (a local
+    /// stack's are its replicas').
     env: Vec<(String, String)>,
 }
 
@@ -102,12 +103,13 @@ impl Deployment {
         Ok(deployment)
     }
 
-    /// A deployment running elsewhere; seeding uses the caller's `PORTCULLIS__*` environment.
-    pub fn external(url: &str) -> Self {
+    /// A deployment running elsewhere; seeding uses the caller's `PORTCULLIS__*` environment
+    /// with `env` on top.
+    pub fn external(url: &str, env: &[(String, String)]) -> Self {
         Self {
             url: url.trim_end_matches('/').to_owned(),
             stack: None,
-            env: Vec::new(),
+            env: env.to_vec(),
         }
     }
 

@@ -46,6 +46,9 @@ pub enum Target {
         url: String,
         /// The same deployment with the defences off.
         policy_off_url: Option<String>,
+        /// `PORTCULLIS__*` settings for seeding (the deployment's database), on top of this
+        /// process's environment.
+        seed_env: Vec<(String, String)>,
     },
 }
 
@@ -106,13 +109,14 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
             Target::Running {
                 url,
                 policy_off_url,
+                seed_env,
             } => {
                 let url = if policy {
                     url
                 } else {
                     policy_off_url.as_ref().context(MISSING_POLICY_OFF_URL)?
                 };
-                (Deployment::external(url), options.source)
+                (Deployment::external(url, seed_env), options.source)
             }
         };
         seeding_time += deployment.seed(

@@ -83,6 +83,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(url) => Target::Running {
             url,
             policy_off_url: args.policy_off_url,
+            seed_env: Vec::new(),
         },
         None => Target::LocalStack {
             script: args.stack_script.unwrap_or_else(|| {

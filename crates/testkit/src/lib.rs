@@ -1,20 +1,22 @@
 //! Test fixtures for Portcullis.
 //!
 //! - [`app`]: a real application on port 0, with a clock the test moves.
-//! - [`redis`]: a Redis to test against, a private `redis-server`, a local Redis Cluster.
-//! - [`postgres`]: a fresh PostgreSQL database per test.
+//! - [`redis`]: a Redis to test against, a private Redis server, a private Redis Cluster.
+//! - [`postgres`]: a fresh PostgreSQL database per test, a private PostgreSQL server.
 //! - [`replicas`]: N `portcullis` processes sharing one Redis and one database.
+//! - [`container`]: containers of the local images (`scripts/images.sh`) through the docker CLI.
 //!
 //! Services come, in order, from an env-provided URL (`PORTCULLIS_TEST_REDIS_URL`,
-//! `PORTCULLIS_TEST_DATABASE_URL`), else testcontainers where a Docker engine answers, else a
-//! server spawned from local binaries in a temp dir. Each test gets its own key prefix or
-//! database, and removes only what it created.
+//! `PORTCULLIS_TEST_DATABASE_URL`), else a container of the local images where a Docker engine
+//! answers, else a server spawned from local binaries in a temp dir. Each test gets its own key
+//! prefix, database or server, and removes only what it created.
 
 // Fixtures exist to fail the test that uses them, loudly: the workspace's no-panic lints guard
 // request paths, which this crate has none of.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod app;
+pub mod container;
 pub mod postgres;
 pub mod process;
 pub mod redis;

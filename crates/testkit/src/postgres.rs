@@ -1,4 +1,5 @@
-//! A fresh PostgreSQL database per test, dropped afterwards (only the one the test created).
+//! A fresh PostgreSQL database per test, dropped afterwards (only the one the test created),
+//! and PostgreSQL servers of a test's own (a container, else the local binaries).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -6,11 +7,9 @@ use std::time::Duration;
 
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
-use testcontainers::core::{IntoContainerPort, WaitFor};
-use testcontainers::runners::AsyncRunner;
-use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
-use crate::process::{ChildGuard, docker_answers, free_port, wait_until};
+use crate::container::{Container, POSTGRES_IMAGE, docker_answers};
+use crate::process::{ChildGuard, free_port, wait_until};
 use crate::random_hex;
 
 /// The environment variable naming a PostgreSQL server URL to create test databases on.
@@ -23,31 +22,17 @@ pub struct TestDatabase {
     server_url: String,
     name: String,
     _server: Option<PostgresServer>,
-    _container: Option<ContainerAsync<GenericImage>>,
 }
 
 impl TestDatabase {
-    /// Creates a database on `PORTCULLIS_TEST_DATABASE_URL`'s server, else in a PostgreSQL
-    /// container where Docker answers, else on a server spawned from local binaries.
+    /// Creates a database on `PORTCULLIS_TEST_DATABASE_URL`'s server, else on a private
+    /// [`PostgresServer`].
     pub async fn create() -> Self {
-        let (server_url, server, container) = if let Ok(url) = std::env::var(DATABASE_URL_ENV) {
-            (url, None, None)
-        } else if docker_answers() {
-            let container = GenericImage::new("postgres", "16-alpine")
-                .with_exposed_port(5432.tcp())
-                .with_wait_for(WaitFor::message_on_stderr(
-                    "database system is ready to accept connections",
-                ))
-                .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
-                .start()
-                .await
-                .expect("starting a PostgreSQL container");
-            let port = container.get_host_port_ipv4(5432).await.expect("port");
-            let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
-            (url, None, Some(container))
+        let (server_url, server) = if let Ok(url) = std::env::var(DATABASE_URL_ENV) {
+            (url, None)
         } else {
             let server = PostgresServer::spawn().await;
-            (server.url.clone(), Some(server), None)
+            (server.url.clone(), Some(server))
         };
         let name = format!("portcullis_test_{}", random_hex(6));
         let mut admin = PgConnection::connect(&server_url)
@@ -64,7 +49,6 @@ impl TestDatabase {
             server_url,
             name,
             _server: server,
-            _container: container,
         }
     }
 }
@@ -108,11 +92,86 @@ fn with_database(url: &str, name: &str) -> String {
     }
 }
 
-/// A PostgreSQL server of the test's own, from the local binaries, in a temp dir: for fault
-/// tests that stop and start it, and as the fallback when no server is provided.
+/// A PostgreSQL server of the test's own, gone when dropped: a container of the local image
+/// where a Docker engine answers, else the local binaries in a temp dir. For fault tests that
+/// stop and start it, and behind [`TestDatabase`] when no server is named.
 pub struct PostgresServer {
     /// `postgres://postgres@127.0.0.1:port/postgres`.
     pub url: String,
+    backend: Backend,
+}
+
+/// Where a [`PostgresServer`] runs.
+enum Backend {
+    Container(Container),
+    Process(LocalServer),
+}
+
+impl PostgresServer {
+    /// Starts a server that trusts every connection, on a loopback port.
+    pub async fn spawn() -> Self {
+        let port = free_port();
+        let backend = if docker_answers() {
+            // A fixed host port, so that a restarted container answers where it did.
+            let publish = format!("127.0.0.1:{port}:5432");
+            Backend::Container(Container::run(
+                POSTGRES_IMAGE,
+                &[
+                    "--publish",
+                    &publish,
+                    "--env",
+                    "POSTGRES_HOST_AUTH_METHOD=trust",
+                ],
+                &[],
+            ))
+        } else {
+            Backend::Process(LocalServer::init(port))
+        };
+        let mut server = Self {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            backend,
+        };
+        server.start().await;
+        server
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    pub async fn start(&mut self) {
+        match &mut self.backend {
+            Backend::Container(container) => {
+                if !container_running(container) {
+                    container.start();
+                }
+            }
+            Backend::Process(local) => local.start(),
+        }
+        let probe = self.url.clone();
+        wait_until(Duration::from_secs(30), "postgres", || {
+            let probe = probe.clone();
+            async move { PgConnection::connect(&probe).await.is_ok() }
+        })
+        .await;
+    }
+
+    /// Stops the server at once, as a crash would.
+    pub fn stop(&mut self) {
+        match &mut self.backend {
+            Backend::Container(container) => container.kill(),
+            Backend::Process(local) => local.stop(),
+        }
+    }
+}
+
+/// Whether the container runs (a new one does; a killed one does not).
+fn container_running(container: &Container) -> bool {
+    Command::new("docker")
+        .args(["inspect", "--format", "{{.State.Running}}", container.id()])
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"true"))
+}
+
+/// PostgreSQL from the local binaries, with its cluster in a temp dir.
+struct LocalServer {
     port: u16,
     bin: PathBuf,
     as_root: bool,
@@ -120,11 +179,11 @@ pub struct PostgresServer {
     dir: tempfile::TempDir,
 }
 
-impl PostgresServer {
-    /// Initialises a cluster in a temp dir and starts it on a free port.
-    pub async fn spawn() -> Self {
+impl LocalServer {
+    /// Initialises a cluster in a temp dir.
+    fn init(port: u16) -> Self {
         let bin = local_binaries().unwrap_or_else(|| {
-            panic!("no PostgreSQL: set {DATABASE_URL_ENV} or install postgresql")
+            panic!("no PostgreSQL: build scripts/images.sh's images, set {DATABASE_URL_ENV} or install postgresql")
         });
         let dir = tempfile::tempdir().expect("temp dir");
         // PostgreSQL refuses to run as root: run it as the `postgres` user then.
@@ -138,9 +197,7 @@ impl PostgresServer {
                 .arg(dir.path())
                 .status();
         }
-        let port = free_port();
-        let mut server = Self {
-            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        let server = Self {
             port,
             bin,
             as_root,
@@ -154,7 +211,6 @@ impl PostgresServer {
             .status()
             .expect("initdb");
         assert!(initialised.success(), "initdb failed");
-        server.start().await;
         server
     }
 
@@ -171,8 +227,7 @@ impl PostgresServer {
         command
     }
 
-    /// Starts the server (again) and waits until it accepts connections.
-    pub async fn start(&mut self) {
+    fn start(&mut self) {
         let child = self
             .command("postgres")
             .arg("-D")
@@ -188,16 +243,10 @@ impl PostgresServer {
             .spawn()
             .expect("postgres");
         self.child = Some(ChildGuard(child));
-        let probe = self.url.clone();
-        wait_until(Duration::from_secs(30), "postgres", || {
-            let probe = probe.clone();
-            async move { PgConnection::connect(&probe).await.is_ok() }
-        })
-        .await;
     }
 
-    /// Stops the server at once (`pg_ctl stop -m immediate`), as a crash would.
-    pub fn stop(&mut self) {
+    /// `pg_ctl stop -m immediate`, as a crash would.
+    fn stop(&mut self) {
         let _ = self
             .command("pg_ctl")
             .args(["stop", "-m", "immediate", "-w", "-D"])

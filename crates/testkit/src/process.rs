@@ -44,11 +44,3 @@ where
     }
     panic!("{what} not ready after {timeout:?}");
 }
-
-/// Whether a Docker engine answers on its default socket (or `DOCKER_HOST` is set).
-pub fn docker_answers() -> bool {
-    if std::env::var_os("DOCKER_HOST").is_some() {
-        return true;
-    }
-    std::os::unix::net::UnixStream::connect("/var/run/docker.sock").is_ok()
-}

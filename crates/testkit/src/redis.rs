@@ -1,15 +1,13 @@
-//! Redis for tests: a shared one with a private key prefix, a private `redis-server`, or a
-//! local Redis Cluster of private servers.
+//! Redis for tests: a Redis with a private key prefix, a private server (a container, else a
+//! local `redis-server`), or a Redis Cluster of private servers.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use testcontainers::core::{IntoContainerPort, WaitFor};
-use testcontainers::runners::AsyncRunner;
-use testcontainers::{ContainerAsync, GenericImage};
 
-use crate::process::{ChildGuard, docker_answers, free_port, wait_until};
+use crate::container::{Container, Network, REDIS_IMAGE, docker_answers};
+use crate::process::{ChildGuard, free_port, wait_until};
 use crate::random_hex;
 
 /// The environment variable naming a Redis to test against.
@@ -22,12 +20,10 @@ pub struct TestRedis {
     /// The store prefix for this test (keys are `{prefix}:...`).
     pub prefix: String,
     _server: Option<RedisServer>,
-    _container: Option<ContainerAsync<GenericImage>>,
 }
 
 impl TestRedis {
-    /// `PORTCULLIS_TEST_REDIS_URL`, else a Redis container where Docker answers, else a
-    /// `redis-server` spawned from the local binary.
+    /// `PORTCULLIS_TEST_REDIS_URL`, else a private [`RedisServer`].
     pub async fn start() -> Self {
         let prefix = format!("test-{}", random_hex(6));
         if let Ok(url) = std::env::var(REDIS_URL_ENV) {
@@ -35,25 +31,6 @@ impl TestRedis {
                 url,
                 prefix,
                 _server: None,
-                _container: None,
-            };
-        }
-        if docker_answers() {
-            let container = GenericImage::new("redis", "7-alpine")
-                .with_exposed_port(6379.tcp())
-                .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"))
-                .start()
-                .await
-                .expect("starting a Redis container");
-            let port = container
-                .get_host_port_ipv4(6379)
-                .await
-                .expect("Redis container port");
-            return Self {
-                url: format!("redis://127.0.0.1:{port}"),
-                prefix,
-                _server: None,
-                _container: Some(container),
             };
         }
         let server = RedisServer::spawn().await;
@@ -61,7 +38,6 @@ impl TestRedis {
             url: server.url.clone(),
             prefix,
             _server: Some(server),
-            _container: None,
         }
     }
 
@@ -169,15 +145,29 @@ pub async fn scan(conn: &mut MultiplexedConnection, pattern: &str) -> Vec<String
     }
 }
 
-/// A `redis-server` of the test's own, on a free loopback port, killed when dropped.
+/// A Redis of the test's own, gone when dropped: a container of the local image where a Docker
+/// engine answers, else a `redis-server` from the local binary on a loopback port.
 pub struct RedisServer {
-    /// `redis://127.0.0.1:port`.
+    /// `redis://host:port`.
     pub url: String,
-    /// The port it listens on.
-    pub port: u16,
-    child: ChildGuard,
-    dir: tempfile::TempDir,
+    /// `host:port`, as Redis Cluster names the node.
+    pub address: String,
+    backend: Backend,
 }
+
+/// Where a [`RedisServer`] runs.
+enum Backend {
+    Container(Container),
+    Process {
+        child: ChildGuard,
+        port: u16,
+        dir: tempfile::TempDir,
+    },
+}
+
+/// What every test server runs with: no persistence, and no protected mode (the container's
+/// clients come from another network, with no password).
+const SERVER_ARGS: [&str; 6] = ["--save", "", "--appendonly", "no", "--protected-mode", "no"];
 
 impl RedisServer {
     /// Starts a non-persistent server.
@@ -185,66 +175,63 @@ impl RedisServer {
         Self::spawn_with(&[]).await
     }
 
-    /// Starts a non-persistent server with extra arguments (e.g. cluster mode).
+    /// Starts a non-persistent server with extra arguments, reachable on loopback.
     pub async fn spawn_with(extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let child = redis_server(port, dir.path(), extra);
-        let url = format!("redis://127.0.0.1:{port}");
-        let server = Self {
-            url: url.clone(),
-            port,
-            child: ChildGuard(child),
-            dir,
+        let server = if docker_answers() {
+            // A fixed host port, so that a restarted container answers where it did.
+            let publish = format!("127.0.0.1:{port}:6379");
+            let container = redis_container(&["--publish", &publish], extra);
+            Self::new(format!("127.0.0.1:{port}"), Backend::Container(container))
+        } else {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let child = ChildGuard(redis_server(port, dir.path(), extra));
+            Self::new(
+                format!("127.0.0.1:{port}"),
+                Backend::Process { child, port, dir },
+            )
         };
-        wait_until(Duration::from_secs(10), "redis-server", || async {
-            let Ok(client) = redis::Client::open(url.as_str()) else {
-                return false;
-            };
-            match client.get_multiplexed_async_connection().await {
-                Ok(mut conn) => redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok(),
-                Err(_) => false,
-            }
-        })
-        .await;
+        server.wait_ready("redis-server").await;
         server
     }
 
-    /// The server's process id (for SIGSTOP/SIGKILL in fault tests).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// Starts a cluster-mode node: on `network`, at its address there, in a container; else a
+    /// local process.
+    async fn cluster_node(network: Option<&Network>) -> Self {
+        let cluster = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"];
+        let Some(network) = network else {
+            return Self::spawn_with(&cluster).await;
+        };
+        let container = redis_container(&["--network", &network.name], &cluster);
+        let node = Self::new(
+            format!("{}:6379", container.ip()),
+            Backend::Container(container),
+        );
+        node.wait_ready("cluster node").await;
+        node
     }
 
-    /// Sends a signal (`STOP`, `CONT`, `KILL`, ...) to the server.
-    pub fn signal(&self, signal: &str) {
-        let sent = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -{signal} failed");
+    fn new(address: String, backend: Backend) -> Self {
+        Self {
+            url: format!("redis://{address}"),
+            address,
+            backend,
+        }
     }
 
-    /// Kills the server; `restart` brings an empty one back on the same port.
-    pub fn kill(&mut self) {
-        let _ = self.child.0.kill();
-        let _ = self.child.0.wait();
-    }
-
-    /// Starts an empty server on the same port (after `kill`), as a restart without
-    /// persistence does.
-    pub async fn restart(&mut self) {
-        self.kill();
-        self.child = ChildGuard(redis_server(self.port, self.dir.path(), &[]));
+    async fn wait_ready(&self, what: &str) {
         let url = self.url.clone();
-        wait_until(Duration::from_secs(10), "restarted redis-server", || {
+        wait_until(Duration::from_secs(10), what, || {
             let url = url.clone();
             async move {
-                match redis::Client::open(url.as_str()) {
-                    Ok(client) => client.get_multiplexed_async_connection().await.is_ok(),
+                let Ok(client) = redis::Client::open(url.as_str()) else {
+                    return false;
+                };
+                match client.get_multiplexed_async_connection().await {
+                    Ok(mut conn) => redis::cmd("PING")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .is_ok(),
                     Err(_) => false,
                 }
             }
@@ -252,17 +239,73 @@ impl RedisServer {
         .await;
     }
 
-    /// Its data directory.
-    pub fn dir(&self) -> &std::path::Path {
-        self.dir.path()
+    /// Freezes the server: connections stay open, nothing is answered (a hung primary).
+    pub fn pause(&self) {
+        match &self.backend {
+            Backend::Container(container) => container.pause(),
+            Backend::Process { child, .. } => signal(child.id(), "STOP"),
+        }
     }
+
+    /// Lets a paused server answer again.
+    pub fn resume(&self) {
+        match &self.backend {
+            Backend::Container(container) => container.unpause(),
+            Backend::Process { child, .. } => signal(child.id(), "CONT"),
+        }
+    }
+
+    /// Kills the server; `restart` brings an empty one back at the same address.
+    pub fn kill(&mut self) {
+        match &mut self.backend {
+            Backend::Container(container) => container.kill(),
+            Backend::Process { child, .. } => {
+                let _ = child.0.kill();
+                let _ = child.0.wait();
+            }
+        }
+    }
+
+    /// Starts an empty server at the same address (after `kill`), as a restart without
+    /// persistence does.
+    pub async fn restart(&mut self) {
+        match &mut self.backend {
+            Backend::Container(container) => container.start(),
+            Backend::Process { child, port, dir } => {
+                let _ = child.0.kill();
+                let _ = child.0.wait();
+                *child = ChildGuard(redis_server(*port, dir.path(), &[]));
+            }
+        }
+        self.wait_ready("restarted redis-server").await;
+    }
+}
+
+/// Sends a signal (`STOP`, `CONT`) to a process.
+fn signal(pid: u32, name: &str) {
+    let sent = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -{name} failed");
+}
+
+/// A container of the local Redis image running `redis-server` with [`SERVER_ARGS`] and `extra`.
+fn redis_container(options: &[&str], extra: &[&str]) -> Container {
+    let command: Vec<&str> = ["redis-server"]
+        .into_iter()
+        .chain(SERVER_ARGS)
+        .chain(extra.iter().copied())
+        .collect();
+    Container::run(REDIS_IMAGE, options, &command)
 }
 
 /// Starts a non-persistent `redis-server` on a loopback port.
 fn redis_server(port: u16, dir: &std::path::Path, extra: &[&str]) -> std::process::Child {
     Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
+        .args(SERVER_ARGS)
         .arg("--dir")
         .arg(dir)
         .args(extra)
@@ -270,14 +313,18 @@ fn redis_server(port: u16, dir: &std::path::Path, extra: &[&str]) -> std::proces
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| {
-            panic!("cannot run redis-server ({e}): install it or set {REDIS_URL_ENV}")
+            panic!("cannot run redis-server ({e}): build scripts/images.sh's images, install redis-server or set {REDIS_URL_ENV}")
         })
 }
 
-/// A Redis Cluster of private servers: primaries and, optionally, a replica of each.
+/// A Redis Cluster of private servers: primaries and, optionally, a replica of each. With a
+/// Docker engine, containers on a network of their own, each announcing its address there
+/// (which the test process reaches through the bridge); else local processes.
 pub struct RedisCluster {
     /// The nodes, in the order given to `redis-cli --cluster create`.
     pub nodes: Vec<RedisServer>,
+    /// Removed after the nodes (fields drop in order).
+    _network: Option<Network>,
 }
 
 impl RedisCluster {
@@ -290,25 +337,23 @@ impl RedisCluster {
     /// [`RedisCluster::spawn`] with `replicas` replicas of each primary (for failover), waiting
     /// until every replica has synced.
     pub async fn spawn_with_replicas(primaries: usize, replicas: usize) -> Self {
+        let network = docker_answers().then(Network::create);
         let mut nodes = Vec::new();
         for _ in 0..primaries * (1 + replicas) {
-            nodes.push(
-                RedisServer::spawn_with(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-node-timeout",
-                    "2000",
-                ])
-                .await,
-            );
+            nodes.push(RedisServer::cluster_node(network.as_ref()).await);
         }
-        let addresses: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
-        let created = Command::new("redis-cli")
+        // redis-cli from the first node's container where there is one, so the host needs none.
+        let mut create = match &nodes[0].backend {
+            Backend::Container(container) => {
+                let mut c = Command::new("docker");
+                c.args(["exec", container.id(), "redis-cli"]);
+                c
+            }
+            Backend::Process { .. } => Command::new("redis-cli"),
+        };
+        let created = create
             .args(["--cluster", "create"])
-            .args(&addresses)
+            .args(nodes.iter().map(|n| n.address.as_str()))
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -344,11 +389,14 @@ impl RedisCluster {
             })
             .await;
         }
-        Self { nodes }
+        Self {
+            nodes,
+            _network: network,
+        }
     }
 
-    /// The port of the primary that serves `key`'s slot now.
-    pub async fn primary_of(&self, key: &str) -> u16 {
+    /// The address (`host:port`) of the primary that serves `key`'s slot now.
+    pub async fn primary_of(&self, key: &str) -> String {
         let mut conn = self.any_live_node().await;
         let slot: u16 = redis::cmd("CLUSTER")
             .arg("KEYSLOT")
@@ -369,14 +417,16 @@ impl RedisCluster {
                     redis::from_redis_value_ref(range.first()?).ok()?,
                     redis::from_redis_value_ref(range.get(1)?).ok()?,
                 );
-                let (_, port): (String, u16) = match range.get(2)? {
+                let (host, port): (String, u16) = match range.get(2)? {
                     redis::Value::Array(node) => (
                         redis::from_redis_value_ref(node.first()?).ok()?,
                         redis::from_redis_value_ref(node.get(1)?).ok()?,
                     ),
                     _ => return None,
                 };
-                (start..=end).contains(&slot).then_some(port)
+                (start..=end)
+                    .contains(&slot)
+                    .then(|| format!("{host}:{port}"))
             })
             .expect("every slot is served")
     }

@@ -1,6 +1,6 @@
-//! The hosted pages and the admin console in Debian's Chromium, driven by Playwright
-//! (`tests/browser/suite.mjs`; `scripts/test.sh` installs chromium, and playwright-core with
-//! `npm ci`). Screenshots of every step go to `target/screenshots/`.
+//! The hosted pages and the admin console in Debian's Chromium, driven by Playwright for Python
+//! (`tests/browser/suite.py`; `scripts/test.sh` installs chromium, and PyPI `playwright` into
+//! the interop virtualenv). Screenshots of every step go to `target/screenshots/`.
 
 use std::path::Path;
 use std::process::Command;
@@ -13,12 +13,7 @@ const TOKEN: &str = "admin-token-for-the-browser-suite-0123456789";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_registers_logs_in_with_totp_is_throttled_solves_a_challenge_and_is_unlocked() {
-    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    assert!(
-        suite.join("node_modules/playwright-core").is_dir(),
-        "{}: playwright-core is not installed (scripts/test.sh runs `npm ci` there)",
-        suite.display()
-    );
+    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/suite.py");
     let mut settings = test_settings();
     settings.admin.token = Some(TOKEN.into());
     settings.admin.listen = Some("127.0.0.1:0".parse().unwrap());
@@ -45,18 +40,18 @@ async fn a_person_registers_logs_in_with_totp_is_throttled_solves_a_challenge_an
     });
     let address = app.address.clone();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(suite.join("suite.mjs"))
+        Command::new(&python)
+            .arg(suite)
             .env("PORTCULLIS_URL", address)
             .env("PORTCULLIS_ADMIN", format!("http://127.0.0.1:{ops_port}"))
             .env("PORTCULLIS_TOKEN", TOKEN)
-            .env("PORTCULLIS_PYTHON", python)
             .env("SCREENSHOTS", screenshots)
             .output()
+            .map_err(|e| format!("{python}: {e} (scripts/test.sh installs the interop venv)"))
     })
     .await
     .unwrap()
-    .unwrap_or_else(|e| panic!("node: {e} (Node.js runs the browser suite)"));
+    .unwrap_or_else(|e| panic!("{e}"));
     follower.abort();
     let stdout = String::from_utf8_lossy(&output.stdout);
     println!("{stdout}");

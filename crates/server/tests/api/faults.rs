@@ -85,7 +85,7 @@ async fn a_frozen_redis_costs_a_timeout_then_nothing_until_it_thaws() {
     let server = RedisServer::spawn().await;
     let app = app_on_private_redis(&server, OnError::Local).await;
     app.register("bob", PASSWORD).await;
-    server.signal("STOP");
+    server.pause();
     // Requests still answer: the first ones after the call timeout, then the open breaker
     // skips Redis. (The client's own timeout only guards against a hang.)
     let client = reqwest::Client::builder()
@@ -101,7 +101,7 @@ async fn a_frozen_redis_costs_a_timeout_then_nothing_until_it_thaws() {
             .unwrap_or_else(|e| panic!("request {i} did not answer: {e}"));
         assert_eq!(response.status(), 401, "request {i}");
     }
-    server.signal("CONT");
+    server.resume();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.login("bob", PASSWORD).await.status(), 200);
 }

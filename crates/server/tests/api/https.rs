@@ -9,7 +9,7 @@ use portcullis_server::settings::TlsSettings;
 use portcullis_testkit::{TestApp, test_settings};
 
 /// A CA and a localhost certificate in a temp dir, made by the repository's script.
-fn dev_certs() -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn dev_certs() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/dev-cert.sh");
     let status = Command::new("bash")
@@ -24,7 +24,7 @@ fn dev_certs() -> (tempfile::TempDir, PathBuf) {
 }
 
 /// `curl` against `url`, trusting only `ca`: the status line and headers, or curl's error.
-fn curl(url: &str, ca: &Path) -> (bool, String) {
+pub(crate) fn curl(url: &str, ca: &Path) -> (bool, String) {
     let output = Command::new("curl")
         .args([
             "-sS",

@@ -10,6 +10,7 @@ mod binary;
 mod browser;
 mod challenge;
 mod client_ip;
+mod compose;
 mod deny_cache;
 mod devices;
 mod distributed;

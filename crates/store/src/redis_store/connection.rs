@@ -3,8 +3,14 @@
 //! deadpool-redis health-checks a connection (UNWATCH + PING) every time it is checked out. A
 //! multiplexed connection already serves any number of concurrent calls, so the store checks one
 //! out once, keeps it, and goes back to the pool only after an error: no PING per request.
+//!
+//! Connecting runs in a task of its own, which every waiting call shares: a call that gives up
+//! at its timeout leaves it to finish. A cluster client connects to every seed node first, and
+//! a dead host's address answers nothing at all (no refusal) until the connect times out;
+//! bounded by each call's timeout, such a connect would be cancelled forever, and the store
+//! would never come back after a failover.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use deadpool_redis::Runtime;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -57,11 +63,25 @@ enum Pool {
 
 /// The pool and the connection currently checked out of it.
 pub struct Connections {
+    shared: Arc<Shared>,
+}
+
+/// What the connecting task and the calls share.
+struct Shared {
     pool: Pool,
     current: Mutex<Option<Conn>>,
-    /// Held while a connection is being made, so a burst of calls makes one, not hundreds.
-    connecting: tokio::sync::Mutex<()>,
+    /// The connect under way, if any: every call that needs a connection waits for this one,
+    /// so a burst of calls makes one, not hundreds.
+    pending: Mutex<Option<Pending>>,
 }
+
+/// The outcome of a connect, once it is known.
+type Pending = tokio::sync::watch::Receiver<Option<Result<Conn, Arc<ConnectError>>>>;
+
+/// Why a connect failed (shared by every call that waited for it).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConnectError(String);
 
 impl Connections {
     /// A pool for `urls` (one URL, or a cluster's seed nodes). Connects lazily.
@@ -85,44 +105,76 @@ impl Connections {
             )
         };
         Ok(Self {
-            pool,
-            current: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
+            shared: Arc::new(Shared {
+                pool,
+                current: Mutex::new(None),
+                pending: Mutex::new(None),
+            }),
         })
     }
 
-    /// The kept connection, or a fresh one from the pool.
+    /// The kept connection, or the one being made (starting to make one if none is).
     pub async fn get(&self) -> Result<Conn, StoreError> {
-        if let Some(conn) = self.lock().clone() {
+        if let Some(conn) = lock(&self.shared.current).clone() {
             return Ok(conn);
         }
-        let _connecting = self.connecting.lock().await;
-        // Another call may have connected while this one waited.
-        if let Some(conn) = self.lock().clone() {
-            return Ok(conn);
-        }
-        let conn = match &self.pool {
-            Pool::Single(pool) => {
-                let object = pool.get().await.map_err(unavailable)?;
-                Conn::Single(deadpool_redis::Connection::take(object))
-            }
-            Pool::Cluster(pool) => {
-                let object = pool.get().await.map_err(unavailable)?;
-                Conn::Cluster(deadpool_redis::cluster::Connection::take(object))
+        let mut pending = {
+            let mut slot = lock(&self.shared.pending);
+            match &*slot {
+                Some(pending) => pending.clone(),
+                None => {
+                    let pending = self.spawn_connect();
+                    *slot = Some(pending.clone());
+                    pending
+                }
             }
         };
-        *self.lock() = Some(conn.clone());
-        Ok(conn)
+        let outcome = pending
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| unavailable(ConnectError("the connecting task ended".to_owned())))?
+            .clone();
+        match outcome {
+            Some(Ok(conn)) => Ok(conn),
+            Some(Err(error)) => Err(unavailable(error)),
+            None => Err(unavailable(ConnectError("no connection".to_owned()))),
+        }
+    }
+
+    /// Starts a task that checks a connection out of the pool, keeps it, and tells the waiters.
+    fn spawn_connect(&self) -> Pending {
+        let (tell, pending) = tokio::sync::watch::channel(None);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let outcome = match &shared.pool {
+                Pool::Single(pool) => pool
+                    .get()
+                    .await
+                    .map(|object| Conn::Single(deadpool_redis::Connection::take(object)))
+                    .map_err(|e| Arc::new(ConnectError(e.to_string()))),
+                Pool::Cluster(pool) => pool
+                    .get()
+                    .await
+                    .map(|object| Conn::Cluster(deadpool_redis::cluster::Connection::take(object)))
+                    .map_err(|e| Arc::new(ConnectError(e.to_string()))),
+            };
+            if let Ok(conn) = &outcome {
+                *lock(&shared.current) = Some(conn.clone());
+            }
+            *lock(&shared.pending) = None;
+            let _ = tell.send(Some(outcome));
+        });
+        pending
     }
 
     /// Forgets the kept connection after an error, so the next call gets a fresh one.
     pub fn reset(&self) {
-        *self.lock() = None;
+        *lock(&self.shared.current) = None;
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Conn>> {
-        self.current.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {

@@ -197,7 +197,7 @@ async fn a_killed_primary_opens_the_breaker_and_the_store_recovers_after_failove
     cluster
         .nodes
         .iter_mut()
-        .find(|n| n.port == owner)
+        .find(|n| n.address == owner)
         .unwrap()
         .kill();
 

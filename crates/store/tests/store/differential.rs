@@ -11,6 +11,7 @@ use portcullis_store::{AdminStore, AttemptStore, Clock, ManualClock, MemoryStore
 use portcullis_testkit::random_hex;
 use portcullis_testkit::redis::TestRedis;
 use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
 
 use crate::helpers::{T0, device_keys, digest, redis_store, tight_policy};
 
@@ -128,23 +129,48 @@ pub async fn agree(policy: Policy, events: &[Event], make: impl Fn(Arc<dyn Clock
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
-
-    #[test]
-    fn the_redis_store_decides_exactly_like_the_core(policy in policies(), events in events()) {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(async {
-            let redis = TestRedis::start().await;
-            let prefix = format!("{}-{}", redis.prefix, random_hex(4));
-            agree(policy, &events, |clock| {
-                redis_store(vec![redis.url.clone()], false, &prefix, &policy, Some(clock))
-            })
-            .await;
-            let mut conn = redis.connection().await;
-            for key in portcullis_testkit::redis::scan(&mut conn, &format!("{{{prefix}}}:*")).await {
-                let _: () = redis::cmd("DEL").arg(key).query_async(&mut conn).await.unwrap();
-            }
+/// One Redis for every case (cases are cheap; starting a server is not), each case under a
+/// prefix of its own, removed after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_redis_store_decides_exactly_like_the_core() {
+    let redis = TestRedis::start().await;
+    let handle = tokio::runtime::Handle::current();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut runner = TestRunner::new(Config {
+            cases: 48,
+            // Replays the seeds in proptest-regressions/, as the proptest! macro would.
+            source_file: Some(file!()),
+            ..Config::default()
         });
-    }
+        runner
+            .run(&(policies(), events()), |(policy, events)| {
+                let prefix = format!("{}-{}", redis.prefix, random_hex(4));
+                handle.block_on(async {
+                    agree(policy, &events, |clock| {
+                        redis_store(
+                            vec![redis.url.clone()],
+                            false,
+                            &prefix,
+                            &policy,
+                            Some(clock),
+                        )
+                    })
+                    .await;
+                    let mut conn = redis.connection().await;
+                    let pattern = format!("{{{prefix}}}:*");
+                    for key in portcullis_testkit::redis::scan(&mut conn, &pattern).await {
+                        let _: () = redis::cmd("DEL")
+                            .arg(key)
+                            .query_async(&mut conn)
+                            .await
+                            .unwrap();
+                    }
+                });
+                Ok(())
+            })
+            .map_err(|failure| failure.to_string())
+    })
+    .await
+    .unwrap();
+    assert!(result.is_ok(), "{result:?}");
 }
