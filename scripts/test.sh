@@ -108,6 +108,14 @@ report_containers() {
   fi
 }
 
+# What the compose test saw (crates/server/tests/api/compose.rs writes it).
+report_compose() {
+  local dir=target/compose-test
+  [ -d "$dir" ] || return 0
+  log "the compose stack: up, the drill through nginx, the checks"
+  cat "$dir/up.log" "$dir/drill.txt" "$dir/checks.txt" 2>/dev/null || true
+}
+
 ensure_packages
 ensure_interop_venv
 ensure_redis
@@ -130,6 +138,7 @@ trap 'POSTGRES_PASSWORD=- PORTCULLIS_HMAC_KEY=- PORTCULLIS_ADMIN_TOKEN=- \
 log "cargo test --workspace"
 status=0
 cargo test --workspace "$@" || status=$?
+report_compose
 report_containers || status=1
 [ "$status" = 0 ] || exit "$status"
 
