@@ -130,6 +130,7 @@ export PORTCULLIS_TEST_PYTHON=${PORTCULLIS_TEST_PYTHON:-$PWD/$VENV/bin/python}
 export PORTCULLIS_TEST_CONTAINER_LOG=$CONTAINER_LOG
 export PORTCULLIS_TEST_COMPOSE_PROJECT=$COMPOSE_PROJECT
 : >"$CONTAINER_LOG"
+rm -rf target/compose-test
 # Should the compose test be killed before its own clean-up, its stack still goes.
 # (down reads docker-compose.yml, whose secrets must be set, to any value.)
 trap 'POSTGRES_PASSWORD=- PORTCULLIS_HMAC_KEY=- PORTCULLIS_ADMIN_TOKEN=- \
