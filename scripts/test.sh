@@ -92,8 +92,9 @@ ensure_postgres() {
 
 # What the suites started and whether they removed it.
 report_containers() {
-  log "containers the suites started, by image"
+  log "containers the suites started (image, id), then their count by image"
   if [ -s "$CONTAINER_LOG" ]; then
+    cat "$CONTAINER_LOG"
     awk '{ print $2 }' "$CONTAINER_LOG" | sort | uniq -c
   else
     echo "none"

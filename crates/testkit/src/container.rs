@@ -6,18 +6,20 @@
 //! answers 1.41 at most; the CLI negotiates. Images are never pulled: there is no registry, and
 //! a missing local image fails the test with the command that builds it.
 //!
-//! Every container and network carries the label [`LABEL`] and is removed (with its volumes)
-//! when its handle drops. Each start is appended to the file named by [`LOG_ENV`], when set, so
+//! The images are the ones `scripts/images.sh` built and named in `.env.local-images` (the
+//! variables docker-compose.yml reads), so that script alone names them. Every container and
+//! network carries the label [`LABEL`] and is removed (with its volumes) when its handle drops. Each start is appended to the file named by [`LOG_ENV`], when set, so
 //! a run can show what it started (`scripts/test.sh` counts them by image).
 
 use std::io::Write;
+use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The local Redis image.
-pub const REDIS_IMAGE: &str = "portcullis-local/redis:7.0";
-/// The local PostgreSQL image.
-pub const POSTGRES_IMAGE: &str = "portcullis-local/postgres:15";
+/// The variable naming the local Redis image.
+pub const REDIS_IMAGE: &str = "REDIS_IMAGE";
+/// The variable naming the local PostgreSQL image.
+pub const POSTGRES_IMAGE: &str = "POSTGRES_IMAGE";
 /// The label on everything the fixtures create.
 pub const LABEL: &str = "portcullis.testkit";
 /// The environment variable naming the log of started containers.
@@ -34,15 +36,41 @@ pub fn docker_answers() -> bool {
     })
 }
 
+/// The compose variables that select the local images, as `scripts/images.sh` wrote them to
+/// `.env.local-images` at the repository's root.
+pub fn local_images() -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.env.local-images");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{} ({e}): build the local images with scripts/images.sh",
+            path.display()
+        )
+    });
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// The local image a variable of `.env.local-images` names ([`REDIS_IMAGE`], ...).
+pub fn local_image(variable: &str) -> String {
+    local_images()
+        .into_iter()
+        .find_map(|(k, v)| (k == variable).then_some(v))
+        .unwrap_or_else(|| panic!("{variable} is not in .env.local-images: run scripts/images.sh"))
+}
+
 /// A running container of the test's own, removed when dropped.
 pub struct Container {
     id: String,
 }
 
 impl Container {
-    /// `docker run -d` of a local `image` with `options` (ports, network, environment) and,
-    /// when not empty, `command` instead of the image's.
-    pub fn run(image: &str, options: &[&str], command: &[&str]) -> Self {
+    /// `docker run -d` of the local image `variable` names ([`REDIS_IMAGE`], ...), with
+    /// `options` (ports, network, environment) and, when not empty, `command` instead of the
+    /// image's.
+    pub fn run(variable: &str, options: &[&str], command: &[&str]) -> Self {
+        let image = &local_image(variable);
         assert!(
             docker(&["image", "inspect", "--format", "{{.Id}}", image]).is_ok(),
             "the image {image} is missing: build the local images with scripts/images.sh"

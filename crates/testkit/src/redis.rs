@@ -176,7 +176,7 @@ impl RedisServer {
     }
 
     /// Starts a non-persistent server with extra arguments, reachable on loopback.
-    pub async fn spawn_with(extra: &[&str]) -> Self {
+    async fn spawn_with(extra: &[&str]) -> Self {
         let port = free_port();
         let server = if docker_answers() {
             // A fixed host port, so that a restarted container answers where it did.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use portcullis_drill::scenario::Scenario;
 use portcullis_drill::{Options, Target};
-use portcullis_testkit::container::docker_answers;
+use portcullis_testkit::container::{docker_answers, local_images};
 use portcullis_testkit::process::wait_until;
 use portcullis_testkit::random_hex;
 
@@ -34,14 +34,8 @@ struct Stack {
 impl Stack {
     fn up(out: &Path) -> Self {
         assert!(docker_answers(), "the compose test needs a Docker engine");
-        let images = std::fs::read_to_string(repo().join(".env.local-images"))
-            .expect(".env.local-images is missing: build the local images with scripts/images.sh");
         let (certs, cert_dir) = dev_certs();
-        let mut env: Vec<(String, String)> = images
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+        let mut env = local_images();
         env.extend(
             [
                 ("POSTGRES_PASSWORD", random_hex(16)),
