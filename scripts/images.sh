@@ -67,7 +67,7 @@ trimmed() { # a file list on stdin, less what TRIM names
 }
 
 build_base() {
-  local sources inputs
+  local sources mirror inputs
   sources=$(mirrors)
   [ -n "$sources" ] || { echo "images.sh: apt has no $SUITE source (run apt-get update)" >&2; exit 1; }
   inputs=$(printf '%s\n' "$SUITE" "$BASE_PACKAGES" "${TRIM[*]}" "$sources" | digest)
@@ -75,10 +75,11 @@ build_base() {
   command -v debootstrap >/dev/null || {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
   }
-  log "building $BASE (debootstrap from $(echo "$sources" | head -n 1 | cut -d' ' -f2))"
+  mirror=$(echo "$sources" | grep " $SUITE main$" | head -n 1 | cut -d' ' -f2)
+  log "building $BASE (debootstrap from $mirror)"
   rm -rf "$work/rootfs" && mkdir -p "$work"
-  debootstrap --variant=minbase --include="$BASE_PACKAGES" "$SUITE" "$work/rootfs" \
-    "$(echo "$sources" | head -n 1 | cut -d' ' -f2)" >"$work/debootstrap.log"
+  debootstrap --variant=minbase --include="$BASE_PACKAGES" "$SUITE" "$work/rootfs" "$mirror" \
+    >"$work/debootstrap.log"
   echo "$sources" >"$work/rootfs/etc/apt/sources.list"
   in_chroot "$work/rootfs" apt-get update -qq
   in_chroot "$work/rootfs" apt-get upgrade -y -qq >/dev/null
@@ -110,10 +111,9 @@ layer() {
 }
 
 build_image() { # recipe directory
-  local dir=$1 name tag image packages context inputs
+  local dir=$1 name image packages context inputs
   name=$(basename "$dir")
-  tag=${TAGS[$name]:?no tag for $name in scripts/images.sh}
-  image=portcullis-local/$name:$tag
+  image=portcullis-local/$name:${TAGS[$name]:?no tag for $name in scripts/images.sh}
   packages=$(sed -n 's/^# packages:[[:space:]]*//p' "$dir/Dockerfile")
   context=$work/context/$name
   rm -rf "$context" && mkdir -p "$context"
@@ -137,19 +137,15 @@ build_image() { # recipe directory
   docker build -q --label "$LABEL=$inputs" -t "$image" "$context" >/dev/null
 }
 
-image_of() { echo "portcullis-local/$1:${TAGS[$1]}"; }
-
 started=$(date +%s)
 build_base
-for dir in deploy/images/*/; do build_image "${dir%/}"; done
-
-# The compose variables that select these images (docker-compose.yml names the public ones).
-cat >.env.local-images <<ENV
-PORTCULLIS_IMAGE=$(image_of portcullis)
-REDIS_IMAGE=$(image_of redis)
-POSTGRES_IMAGE=$(image_of postgres)
-NGINX_IMAGE=$(image_of nginx)
-PROMETHEUS_IMAGE=$(image_of prometheus)
-ENV
+# Each image's compose variable (docker-compose.yml defaults it to the public image): NAME_IMAGE.
+variables=
+for dir in deploy/images/*/; do
+  name=$(basename "$dir")
+  build_image "${dir%/}"
+  variables+="${name^^}_IMAGE=portcullis-local/$name:${TAGS[$name]}"$'\n'
+done
+printf '%s' "$variables" >.env.local-images
 log "images ready in $(($(date +%s) - started)) s; compose variables in .env.local-images"
 docker images --filter reference='portcullis-local/*' --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' >&2

@@ -18,9 +18,9 @@
 #   target/test-containers.log and counted by image at the end, and a container left behind
 #   fails the run. The compose test brings the whole stack up from the same images.
 # - Shared Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 (roles postgres and root,
-#   trusted on loopback), started if they are down: no suite uses them (every test has servers
-#   of its own); they are there for the benches (scripts/benchmarks.sh) and for looking at
-#   things by hand.
+#   trusted on loopback), started if they are down. No suite here uses them: every test has
+#   servers of its own, so none needs a shared one. They serve the benches
+#   (scripts/benchmarks.sh), a developer's PORTCULLIS_TEST_*_URL, and looking at things by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,11 +46,15 @@ ensure_packages() {
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     apt-get update -qq
-    # policy-rc.d: the packages' own service starts are not wanted (the script starts what it
-    # needs, where it needs it).
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    # A policy-rc.d of ours, unless the machine has one: the packages' own service starts are
+    # not wanted (the script starts what it needs, where it needs it).
+    local policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      policy=/usr/sbin/policy-rc.d
+      printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy"
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    rm -f /usr/sbin/policy-rc.d
+    [ -z "$policy" ] || rm -f "$policy"
   fi
 }
 
@@ -77,7 +81,9 @@ ensure_postgres() {
   if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
     log "starting postgresql $version on 127.0.0.1:5432"
     [ -d "/etc/postgresql/$version/main" ] || pg_createcluster "$version" main >/dev/null
-    # Loopback connections are trusted: a test machine's server, never a production one.
+    # Loopback connections are trusted, so PORTCULLIS_TEST_DATABASE_URL can name this server
+    # as postgres://postgres@127.0.0.1:5432/postgres: a test machine's cluster (the one apt
+    # made, which this script starts), never a production one.
     local hba="/etc/postgresql/$version/main/pg_hba.conf"
     grep -q '^host all all 127.0.0.1/32 trust' "$hba" ||
       sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"

@@ -78,6 +78,19 @@ impl Stack {
             .expect("docker-compose (Docker Compose)")
     }
 
+    /// `NAME STATUS` of every running container of the project.
+    fn statuses(&self) -> Vec<String> {
+        let output = Command::new("docker")
+            .args(["ps", "--format", "{{.Names}} {{.Status}}", "--filter"])
+            .arg(format!("label=com.docker.compose.project={}", self.project))
+            .output()
+            .expect("docker ps");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     fn secret(&self, name: &str) -> &str {
         let (_, value) = self.env.iter().find(|(k, _)| k == name).unwrap();
         value
@@ -187,6 +200,14 @@ async fn the_compose_stack_holds_a_drill_is_scraped_by_prometheus_and_serves_htt
     )
     .await;
 
+    // Every image's own healthcheck passes: the seven long-running services (the migration
+    // has exited) all say healthy.
+    wait_until(Duration::from_secs(60), "every service healthy", || async {
+        let statuses = stack.statuses();
+        statuses.len() == 7 && statuses.iter().all(|s| s.ends_with("(healthy)"))
+    })
+    .await;
+
     // nginx's HTTPS port answers with the dev certificate, trusted through its CA only.
     let ca = stack.certs.path().join("ca.pem");
     let (ok, answer) =
@@ -197,7 +218,10 @@ async fn the_compose_stack_holds_a_drill_is_scraped_by_prometheus_and_serves_htt
     assert!(answer.contains("strict-transport-security"), "{answer}");
     std::fs::write(
         out.join("checks.txt"),
-        "prometheus: up{job=\"portcullis\"} = 1 on 3 replicas\nhttps://localhost:8443/healthz: 200 with the dev certificate\n",
+        format!(
+            "prometheus: up{{job=\"portcullis\"}} = 1 on 3 replicas\nhealthchecks:\n  {}\nhttps://localhost:8443/healthz: 200 with the dev certificate\n",
+            stack.statuses().join("\n  ")
+        ),
     )
     .unwrap();
 }
