@@ -84,24 +84,17 @@ impl Container {
         Self { id }
     }
 
-    /// The container's id.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
     /// The address the container has on its (only) network.
     pub fn ip(&self) -> String {
         let format = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}";
         self.docker(&["inspect", "--format", format, &self.id])
     }
 
-    /// The loopback port published for the container's TCP `port`.
-    pub fn host_port(&self, port: u16) -> u16 {
-        let published = self.docker(&["port", &self.id, &format!("{port}/tcp")]);
-        published
-            .lines()
-            .find_map(|l| l.strip_prefix("127.0.0.1:")?.parse().ok())
-            .unwrap_or_else(|| panic!("no loopback port for {port} in {published:?}"))
+    /// `program` run inside the container (`docker exec`), for the caller to add arguments to.
+    pub fn exec(&self, program: &str) -> Command {
+        let mut command = Command::new("docker");
+        command.args(["exec", &self.id, program]);
+        command
     }
 
     /// Kills the container at once (SIGKILL), as a crash would; its files stay.

@@ -125,32 +125,25 @@ impl PostgresServer {
                 &[],
             ))
         } else {
-            Backend::Process(LocalServer::init(port))
+            let mut local = LocalServer::init(port);
+            local.start();
+            Backend::Process(local)
         };
-        let mut server = Self {
+        let server = Self {
             url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             backend,
         };
-        server.start().await;
+        server.wait_ready().await;
         server
     }
 
-    /// Starts the server (again) and waits until it accepts connections.
+    /// Starts the server again (after `stop`) and waits until it accepts connections.
     pub async fn start(&mut self) {
         match &mut self.backend {
-            Backend::Container(container) => {
-                if !container_running(container) {
-                    container.start();
-                }
-            }
+            Backend::Container(container) => container.start(),
             Backend::Process(local) => local.start(),
         }
-        let probe = self.url.clone();
-        wait_until(Duration::from_secs(30), "postgres", || {
-            let probe = probe.clone();
-            async move { PgConnection::connect(&probe).await.is_ok() }
-        })
-        .await;
+        self.wait_ready().await;
     }
 
     /// Stops the server at once, as a crash would.
@@ -160,14 +153,15 @@ impl PostgresServer {
             Backend::Process(local) => local.stop(),
         }
     }
-}
 
-/// Whether the container runs (a new one does; a killed one does not).
-fn container_running(container: &Container) -> bool {
-    Command::new("docker")
-        .args(["inspect", "--format", "{{.State.Running}}", container.id()])
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"true"))
+    async fn wait_ready(&self) {
+        let probe = self.url.clone();
+        wait_until(Duration::from_secs(30), "postgres", || {
+            let probe = probe.clone();
+            async move { PgConnection::connect(&probe).await.is_ok() }
+        })
+        .await;
+    }
 }
 
 /// PostgreSQL from the local binaries, with its cluster in a temp dir.

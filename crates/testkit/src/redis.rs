@@ -344,11 +344,7 @@ impl RedisCluster {
         }
         // redis-cli from the first node's container where there is one, so the host needs none.
         let mut create = match &nodes[0].backend {
-            Backend::Container(container) => {
-                let mut c = Command::new("docker");
-                c.args(["exec", container.id(), "redis-cli"]);
-                c
-            }
+            Backend::Container(container) => container.exec("redis-cli"),
             Backend::Process { .. } => Command::new("redis-cli"),
         };
         let created = create
