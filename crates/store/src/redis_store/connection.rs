@@ -8,7 +8,8 @@
 //! at its timeout leaves it to finish. A cluster client connects to every seed node first, and
 //! a dead host's address answers nothing at all (no refusal) until the connect times out;
 //! bounded by each call's timeout, such a connect would be cancelled forever, and the store
-//! would never come back after a failover.
+//! would never come back after a failover. The task itself is bounded by the client's own
+//! timeouts (redis 1.x: 1 s to connect to a node, 0.5 s for each reply of the handshake).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -129,11 +130,14 @@ impl Connections {
                 }
             }
         };
-        let outcome = pending
-            .wait_for(Option::is_some)
-            .await
-            .map_err(|_| unavailable(ConnectError("the connecting task ended".to_owned())))?
-            .clone();
+        let Ok(outcome) = pending.wait_for(Option::is_some).await.map(|o| o.clone()) else {
+            // The task ended without a word (it cannot, short of a panic): let the next call
+            // start another.
+            *lock(&self.shared.pending) = None;
+            return Err(unavailable(ConnectError(
+                "the connecting task ended".to_owned(),
+            )));
+        };
         match outcome {
             Some(Ok(conn)) => Ok(conn),
             Some(Err(error)) => Err(unavailable(error)),
