@@ -17,6 +17,7 @@ use portcullis_testkit::process::wait_until;
 use portcullis_testkit::random_hex;
 
 use crate::https::{curl, dev_certs};
+use crate::local_stack::query;
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
@@ -114,27 +115,6 @@ impl Drop for Stack {
     }
 }
 
-/// `up{job="portcullis"}` as Prometheus answers it: one value per scraped replica.
-async fn replicas_up(client: &reqwest::Client) -> Vec<String> {
-    let answer: serde_json::Value = match client
-        .get("http://127.0.0.1:9091/api/v1/query?query=up%7Bjob%3D%22portcullis%22%7D")
-        .send()
-        .await
-    {
-        Ok(response) => response.json().await.unwrap_or_default(),
-        Err(_) => return Vec::new(),
-    };
-    answer["data"]["result"]
-        .as_array()
-        .map(|samples| {
-            samples
-                .iter()
-                .filter_map(|s| s["value"][1].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_compose_stack_holds_a_drill_is_scraped_by_prometheus_and_serves_https() {
     let out = repo().join("target/compose-test");
@@ -196,7 +176,10 @@ async fn the_compose_stack_holds_a_drill_is_scraped_by_prometheus_and_serves_htt
     wait_until(
         Duration::from_secs(60),
         "three replicas scraped",
-        || async { replicas_up(&client).await == ["1", "1", "1"] },
+        || async {
+            query(&client, "http://127.0.0.1:9091", r#"up{job="portcullis"}"#).await
+                == [1.0, 1.0, 1.0]
+        },
     )
     .await;
 

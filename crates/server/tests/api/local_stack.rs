@@ -156,12 +156,17 @@ async fn through_nginx_a_spoofed_forwarded_for_counts_against_the_real_client() 
 }
 
 /// A Prometheus HTTP API answer.
+/// A Prometheus HTTP API answer; `null` while Prometheus does not answer yet (callers poll).
 async fn prometheus_api(client: &reqwest::Client, url: String) -> Value {
-    client.get(url).send().await.unwrap().json().await.unwrap()
+    match client.get(url).send().await {
+        Ok(response) => response.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
 }
 
-/// Prometheus' answer to an instant query: the samples' values.
-async fn query(client: &reqwest::Client, prometheus: &str, promql: &str) -> Vec<f64> {
+/// Prometheus' answer to an instant query: the samples' values (none while it does not
+/// answer).
+pub(crate) async fn query(client: &reqwest::Client, prometheus: &str, promql: &str) -> Vec<f64> {
     let encoded: String = promql
         .bytes()
         .map(|b| match b {
