@@ -13,12 +13,16 @@
 #   raw-argon2 Argon2id verifications alone on as many threads as the hashing pool
 #              (`portcullis passwords throughput`), the ceiling of the verified path
 # Portcullis runs as one release replica on a private Redis (the shared-store configuration)
-# and SQLite, with default Argon2 parameters and challenges off: the verified path's failures
+# and SQLite, at the default configuration (the default `log_level`, info, writing to a file:
+# refusals are summarised, not a line each) with default Argon2 parameters and challenges off: the verified path's failures
 # would otherwise put the service under attack within seconds, and it would measure challenges
 # (401 challenge_required) instead of password checks. For each path the script reports requests/s,
 # p50/p99 latency, the answers' statuses and Redis commands per request (INFO commandstats
 # deltas on the private Redis), and writes them as JSON lines to target/bench/http.jsonl.
 #
+# With BENCH_BASELINE_BIN=path/to/an/older/portcullis, the two throttled paths run on that binary
+# too, in the same run (`throttled-baseline`, `throttled-memory-baseline`): a change measured
+# side by side with what it changed.
 # Settings (env): BENCH_DURATION (wrk -d, default 10s), BENCH_CONNECTIONS (default 32),
 # BENCH_THREADS (default 1, as the issues measured: one core for the client; with 2 the client's
 # threads take CPU from the server in proportion to its speed). Installs wrk (Debian's package)
@@ -46,10 +50,10 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-# One Portcullis with its own private Redis: `start NAME DENY_CACHE_ENTRIES CHALLENGE_MODE`
+# One Portcullis with its own private Redis: `start NAME DENY_CACHE_ENTRIES CHALLENGE_MODE [BIN]`
 # sets NAME_port and NAME_redis.
 start() {
-  local name=$1 cache=$2 challenges=$3 redis port
+  local name=$1 cache=$2 challenges=$3 bin=${4:-$repo/target/release/portcullis} redis port
   redis=$(free_port)
   redis-server --port "$redis" --bind 127.0.0.1 --save "" --appendonly no --logfile "$work/$name-redis.log" &
   pids+=($!)
@@ -62,8 +66,7 @@ start() {
   PORTCULLIS__STORE__DENY_CACHE_ENTRIES=$cache \
   PORTCULLIS__SECRETS__HMAC_KEY=$(openssl rand -hex 32) \
   PORTCULLIS__POLICY__CHALLENGE__MODE=$challenges \
-  PORTCULLIS__LOG_LEVEL=warn \
-    "$repo/target/release/portcullis" 2>"$work/$name.log" &
+    "$bin" 2>"$work/$name.log" &
   pids+=($!)
   wait_for curl -fs "http://127.0.0.1:$port/healthz"
   printf -v "${name}_port" %s "$port"
@@ -74,16 +77,29 @@ start portcullis 100000 off
 start uncached 0 off
 # Challenging every attempt, as under attack.
 start challenging 100000 always
-# And the embedded default: the memory store, no Redis at all.
-memory_port=$(free_port)
-PORTCULLIS__SERVER__PORT=$memory_port \
-PORTCULLIS__SERVER__TRUSTED_PROXIES=127.0.0.1 \
-PORTCULLIS__DATABASE__URL="sqlite://$work/memory.db" \
-PORTCULLIS__POLICY__CHALLENGE__MODE=off \
-PORTCULLIS__LOG_LEVEL=warn \
-  "$repo/target/release/portcullis" 2>"$work/memory.log" &
-pids+=($!)
-wait_for curl -fs "http://127.0.0.1:$memory_port/healthz"
+# And the embedded default: the memory store, no Redis at all. `start_memory NAME [BIN]` sets
+# NAME_port.
+start_memory() {
+  local name=$1 bin=${2:-$repo/target/release/portcullis} port
+  port=$(free_port)
+  PORTCULLIS__SERVER__PORT=$port \
+  PORTCULLIS__SERVER__TRUSTED_PROXIES=127.0.0.1 \
+  PORTCULLIS__DATABASE__URL="sqlite://$work/$name.db" \
+  PORTCULLIS__POLICY__CHALLENGE__MODE=off \
+    "$bin" 2>"$work/$name.log" &
+  pids+=($!)
+  wait_for curl -fs "http://127.0.0.1:$port/healthz"
+  printf -v "${name}_port" %s "$port"
+}
+start_memory memory
+paths=(bare throttled throttled-uncached throttled-memory verified challenged)
+throttled_ports=("$portcullis_port" "$uncached_port" "$memory_port")
+if [ -n "${BENCH_BASELINE_BIN:-}" ]; then
+  start baseline 100000 off "$BENCH_BASELINE_BIN"
+  start_memory baseline_memory "$BENCH_BASELINE_BIN"
+  paths=(bare throttled throttled-baseline throttled-memory throttled-memory-baseline throttled-uncached verified challenged)
+  throttled_ports+=("$baseline_port" "$baseline_memory_port")
+fi
 
 bare_port=$(free_port)
 "$repo/target/release/bare-login" "127.0.0.1:$bare_port" &
@@ -91,7 +107,7 @@ pids+=($!)
 wait_for curl -s -o /dev/null "http://127.0.0.1:$bare_port/v1/login"
 
 # The throttled paths' client goes over its limits before the measurement starts.
-for port in "$portcullis_port" "$uncached_port" "$memory_port"; do
+for port in "${throttled_ports[@]}"; do
   for _ in $(seq 40); do
     curl -s -o /dev/null -H 'content-type: application/json' -H 'x-forwarded-for: 203.0.113.7' \
       -d '{"username":"bench-user","password":"not-the-password"}' "http://127.0.0.1:$port/v1/login"
@@ -99,8 +115,10 @@ for port in "$portcullis_port" "$uncached_port" "$memory_port"; do
 done
 
 : >"$out/http.jsonl"
-for path in bare throttled throttled-uncached throttled-memory verified challenged; do
+for path in "${paths[@]}"; do
   case $path in
+    throttled-baseline) port=$baseline_port redis_port=$baseline_redis ;;
+    throttled-memory-baseline) port=$baseline_memory_port redis_port=$uncached_redis ;;
     bare) port=$bare_port redis_port=$portcullis_redis ;;
     throttled-uncached) port=$uncached_port redis_port=$uncached_redis ;;
     challenged) port=$challenging_port redis_port=$challenging_redis ;;

@@ -6,10 +6,12 @@
 #      private 3-primary Cluster, keys in one slot and sharded per subject)
 #   2. scripts/bench-http.sh: bare endpoint vs throttled vs verified vs challenged login path
 #   3. the attack drill: every scenario in drill/scenarios (but the CI smoke tests), policy on
-#      and off, each against a fresh local 3-replica stack (needs nginx: apt-get install
-#      nginx-light)
+#      and off (a scenario without an attacker: on only), each against a fresh local 3-replica
+#      stack (needs nginx: apt-get install nginx-light). The days that warm the detectors'
+#      baseline first (busy, surge, quiet: 11 minutes of legitimate traffic and more, light on
+#      CPU) run side by side, after the others.
 # Needs Redis on 127.0.0.1:6379 (or PORTCULLIS_TEST_REDIS_URL) for the store bench. Takes
-# about 25 minutes on 2 cores.
+# about an hour on 2 cores.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,12 +26,27 @@ cargo bench --quiet -p portcullis-store --bench round_trip $criterion >"$out/cri
 cargo bench --quiet -p portcullis-store --bench redis_cost >"$out/redis-cost.md"
 scripts/bench-http.sh >"$out/http.md"
 scenarios=()
+long=(busy surge quiet)
+drill() {
+  local name=$1 compare=--policy-off
+  # A day without an attacker has nothing to compare.
+  grep -q '^attempts = 0' "drill/scenarios/$name.toml" && compare=
+  target/release/portcullis-drill run "drill/scenarios/$name.toml" $compare --out "$out/drill" >"$out/drill/$name.txt"
+}
 for scenario in drill/scenarios/*.toml; do
-  case "$(basename "$scenario")" in smoke*.toml) continue ;; esac
   name=$(basename "$scenario" .toml)
-  target/release/portcullis-drill run "$scenario" --policy-off --out "$out/drill" >"$out/drill/$name.txt"
+  case " smoke ${long[*]} " in *" $name "*) continue ;; esac
+  case "$name" in smoke*) continue ;; esac
+  drill "$name"
   scenarios+=("$name")
 done
+pids=()
+for name in "${long[@]}"; do
+  drill "$name" &
+  pids+=($!)
+  scenarios+=("$name")
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
 
 python3 - "$out" "${scenarios[@]}" >BENCHMARKS.md <<'PY'
 import json, os, platform, subprocess, sys
@@ -83,7 +100,10 @@ print("wrong password; *under attack (challenged)*: fresh addresses again once t
 print("the service under attack, each challenged before hashing (what a botnet that does not solve")
 print("costs from then on); *refused*: one address over its limits (sharded, the account's slot counted")
 print("it too and is released). *usec_per_call* is Redis' own figure for the FCALLs; *Redis CPU per")
-print("attempt* sums them over the primaries; *calls per primary* is the spread. The load generator")
+print("attempt* sums them over the primaries; *signal sharing µs per attempt* is what the")
+print("under-attack signal's flushes (off the attempt path: counts, HyperLogLogs, the shared history)")
+print("cost Redis per attempt, each recorded failure carrying a password of its own (the fan-out's")
+print("worst case); *calls per primary* is the spread. The load generator")
 print("runs at nice 10 once the servers are up, so a server is not timed waiting for it; its")
 print("attempts/s is what that slowed generator sent. The deny cache (not in this bench) answers")
 print("repeated refusals with no call.\n")
@@ -108,8 +128,11 @@ print("each scenario against a fresh local stack (`scripts/local-stack.sh`: Redi
 print("3 replicas behind nginx) with the default policy, then the same traffic against a stack with")
 print("`policy.enabled = false`. *verified* = attacker requests that reached the password hash;")
 print("*held by 2FA* = accounts whose right password met their TOTP second factor (never compromised).\n")
-print("| scenario | policy | pairs tried | challenged | denied before hashing | verified | compromised / held by 2FA / hits in list | attacker CPU s (solving) | CPU s per compromised | legit success (locked out) | legit challenged (known device) | legit solve p50 ms | legit p99 ms before / during (known devices) | attacker req/s |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("*tripped after s*: from the attacker's first pair to the first challenge a clean source got")
+print("(one whose subnet had not failed yet: only the under-attack signal asks those), as the clients")
+print("see it; *false trips*: legitimate logins challenged that way with no attack under way.\n")
+print("| scenario | policy | pairs tried | challenged | denied before hashing | verified | compromised / held by 2FA / hits in list | tripped after s | false trips | attacker CPU s (solving) | CPU s per compromised | legit success (locked out) | legit challenged (known device) | legit solve p50 ms | legit p99 ms before / during (known devices) | attacker req/s |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 seeding = None
 for name in scenarios:
     report = json.load(open(os.path.join(out, "drill", f"{name}.json")))
@@ -119,14 +142,22 @@ for name in scenarios:
         per = a["cpu_secs_per_compromised"]
         per = f"{per:.3f}" if per is not None else "– (none)"
         solve = f"{l['solve_ms_p50']:.0f}" if l["challenged"] else "–"
+        sig = run["signal"]
+        tripped = f"{sig['trip_after_secs']:.1f}" if sig["trip_after_secs"] is not None else ("never" if a["pairs"] else "–")
         print(f"| {name} | {'on' if run['policy'] else 'off'} | {a['pairs']} | {a['challenged']} | {a['denied']} | {a['failed'] + a['succeeded'] + a['second_factor']} | "
-              f"{a['compromised_accounts']} / {a['second_factor_held_accounts']} / {a['hits_in_list']} | {a['cpu_secs']:.1f} ({a['solving_cpu_secs']:.1f}) | {per} | "
+              f"{a['compromised_accounts']} / {a['second_factor_held_accounts']} / {a['hits_in_list']} | {tripped} | {sig['false_trip_challenges']} | {a['cpu_secs']:.1f} ({a['solving_cpu_secs']:.1f}) | {per} | "
               f"{l['success_rate'] * 100:.1f}% of {l['logins']} ({l['locked_out']}) | {l['challenged']} ({l['challenged_known_device']}) | {solve} | "
               f"{l['p99_before_attack_ms']:.0f} / {l['p99_during_attack_ms']:.0f} ({l['p99_known_device_before_attack_ms']:.0f} / {l['p99_known_device_during_attack_ms']:.0f}) | {run['attacker_requests_per_sec']:.0f} |")
 print()
 for name in scenarios:
     report = json.load(open(os.path.join(out, "drill", f"{name}.json")))
     c = report["comparison"]
+    if c is None:
+        l = report["runs"][0]["legit"]
+        print(f"- **{name}** ({report['description']}): legitimate logins {l['logins']}, "
+              f"{l['success_rate'] * 100:.1f}% in; challenged {l['challenged']}; false trips "
+              f"{report['runs'][0]['signal']['false_trip_challenges']}.")
+        continue
     verified = f"{c['verified_reduction']:.1f}× fewer" if c["verified_reduction"] else f"all {c['verified_off']} stopped"
     compromised = (f"{c['compromise_reduction']:.1f}× fewer" if c["compromise_reduction"]
                    else (f"all {c['compromised_off']} prevented" if c["compromised_off"] else "none either way"))
@@ -155,10 +186,18 @@ further; one that does (botnet-solver) pays CPU time for every guess, more as it
 failing. Legitimate users on a known device are never challenged; from a new device they solve
 one challenge while the attack lasts ("legit solve p50": one core, the drill's own solver).
 The guesses verified with the defences on against a spread-thin list are those sent before the
-signal could tell the attack from a normal day (it needs 20 attempts without a trusted device,
-30% of them failing); a reused password among them gets through. A second factor (botnet-mfa)
+signal could tell the attack from a normal day: against a warm baseline (ten minutes of
+history), a few pairs' failures and unknown usernames; on a service with no history, the floor
+of 20 attempts without a trusted device, 30% of them failing. A reused password among them gets
+through. A second factor (botnet-mfa)
 takes the accounts it covers out of the compromised column with the policy on or off: their
 right passwords stop at `mfa_required`.""")
+calm = [(name, report["runs"][0]["signal"]["false_trip_challenges"]) for name, report in
+        ((name, json.load(open(os.path.join(out, "drill", f"{name}.json")))) for name in scenarios)
+        if report["comparison"] is None]
+if calm:
+    print("\nDays without an attacker, false trips (legitimate logins challenged with no attack under way): "
+          + ", ".join(f"{name} {n}" for name, n in calm) + ".")
 refused = sum(run["legit"]["locked_out"] for name in scenarios
               for run in json.load(open(os.path.join(out, "drill", f"{name}.json")))["runs"] if run["policy"])
 print(f"\nLegitimate logins refused with the defences on, all scenarios together: {refused}.")

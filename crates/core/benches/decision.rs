@@ -29,7 +29,7 @@ fn decision(c: &mut Criterion) {
                 .attempt(&policy, black_box(&keys), 0, now)
                 .is_allowed()
             {
-                table.record(&policy, &keys, Outcome::Failure, &digest, &[], now);
+                table.record(&policy, &keys, Outcome::Failure.into(), &digest, &[], now);
             }
         })
     });

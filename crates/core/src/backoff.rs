@@ -97,9 +97,15 @@ impl Backoff {
         )
     }
 
-    /// Whether the state forgets its failures at `now` (the reset time passed since the last).
+    /// Whether the state is as good as fresh at `now`: the reset time passed since its last
+    /// failure, or it has no failure left and no lockout running (an abandoned attempt's
+    /// `last_failure` and an earlier `temporary_lockouts` then count for nothing, so a state
+    /// kept for another field behaves as one the store already dropped; see `expires_at`).
     fn forgets(&self, state: &LockoutState, now: UnixMillis) -> bool {
-        state.failures > 0 && now.saturating_sub(state.last_failure) >= self.failure_reset_ms
+        if state.failures == 0 {
+            return state.locked_until <= now;
+        }
+        now.saturating_sub(state.last_failure) >= self.failure_reset_ms
     }
 
     /// Records a failure at `now`; returns the new state and the lockout it started, if any.
@@ -432,19 +438,39 @@ mod tests {
             }
         }
 
-        /// Any state that has expired behaves like a fresh one on the next failure.
+        /// Any state that has expired behaves like a fresh one on the next admission, whatever
+        /// history made it (admissions verified, abandoned or successful, quick failures,
+        /// lockouts): a store may drop it then, or keep it for another field.
         #[test]
         fn an_expired_state_behaves_like_a_fresh_one(
-            failures in 1u32..4, gap in 0u64..10_000, later in 0u64..10_000,
+            steps in proptest::collection::vec((0u8..3, 0u64..3_000), 1..12), later in 0u64..10_000,
         ) {
-            let policy = Backoff { failure_reset_ms: 5_000, ..keycloak_like(super::Strategy::Multiple) };
-            let (state, _) = fail_n(&policy, failures, 1_000, gap);
-            let expiry = policy.expires_at(&state).unwrap();
-            let now = expiry + later;
-            prop_assert_eq!(
-                policy.on_failure(&state, now),
-                policy.on_failure(&LockoutState::default(), now)
-            );
+            let policy = Backoff {
+                failure_reset_ms: 5_000,
+                quick_login_check_ms: 1_000,
+                permanent_after: Some(2),
+                ..keycloak_like(super::Strategy::Multiple)
+            };
+            let (mut state, mut now) = (LockoutState::default(), 1_000);
+            for (settle, gap) in steps {
+                now += gap;
+                if policy.locked_for(&state, now).is_some() {
+                    continue;
+                }
+                let (admitted, started) = policy.on_admission(&state, now);
+                state = match settle {
+                    0 => Backoff::on_verified(&admitted),
+                    1 => Backoff::on_abandon(&admitted, started),
+                    _ => Backoff::on_success(&admitted, started),
+                };
+            }
+            if let Some(expiry) = policy.expires_at(&state) {
+                let at = expiry.max(now) + later;
+                prop_assert_eq!(
+                    policy.on_admission(&state, at),
+                    policy.on_admission(&LockoutState::default(), at)
+                );
+            }
         }
     }
 }

@@ -23,15 +23,15 @@
 //! challenges does not help a flood, but not against lockouts or failure limits.
 //!
 //! The under-attack signal counts outcomes, so that it cannot be steered: a failure, an
-//! abandoned attempt (shed at the peak of a flood) and an unanswered challenge each count as a
-//! failed attempt; a success counts once per account per signal window (an attacker logging into
-//! its own account over and over does not dilute the failure share). Attempts from trusted
+//! abandoned attempt (shed at the peak of a flood) and a challenge no attempt answers each count
+//! as a failed attempt; a success counts once per account per signal bucket (an attacker logging
+//! into its own account over and over does not dilute the failure share). Attempts from trusted
 //! devices are not counted: stuffing never has one.
 
 use serde::{Deserialize, Serialize};
 
 use crate::UnixMillis;
-use crate::attack::AttackState;
+use crate::attack::{AttackSignal, AttackState, ChallengeStep, Detector, Sign};
 use crate::backoff::{Backoff, Lockout, LockoutState};
 use crate::challenge;
 use crate::gcra::GcraVerdict;
@@ -55,8 +55,11 @@ pub struct KeyState {
     /// Service-wide attempts and failures (the global key only).
     pub attack: AttackState,
     /// Until when this account's successes are already counted by the under-attack signal (the
-    /// end of the signal window of its last counted success; account keys only).
+    /// end of the signal's bucket of its last counted success; account keys only).
     pub success_counted_until: UnixMillis,
+    /// Until when this account's failures are already counted among the signal's distinct
+    /// failed accounts (the end of the bucket of its last counted failure; account keys only).
+    pub failure_counted_until: UnixMillis,
 }
 
 impl KeyState {
@@ -78,6 +81,7 @@ impl KeyState {
         Some(
             attack
                 .max(self.success_counted_until)
+                .max(self.failure_counted_until)
                 .max(self.attempt_tat)
                 .max(self.throttle_tat)
                 .max(self.failure_tat)
@@ -248,7 +252,8 @@ fn check_key(
 /// Decides an attempt touching `keys` whose current states are `states` (same order), carrying
 /// a solved challenge of `proof_work` (0: none). When allowed, `states` are updated to count the
 /// attempt (on lockouts, as a failure); when challenged, to count it against the rate limits and
-/// as a failure of the under-attack signal; when refused, they are unchanged.
+/// as a challenge of the under-attack signal (a failure until answered); when refused, they are
+/// unchanged.
 pub fn decide(
     policy: &Policy,
     keys: &[AttemptKey],
@@ -256,16 +261,15 @@ pub fn decide(
     proof_work: u64,
     now: UnixMillis,
 ) -> Decision {
-    let under_attack = keys.iter().zip(states.iter()).any(|(key, state)| {
-        policy
-            .for_dimension(key.dimension)
-            .attack
-            .is_some_and(|signal| {
-                let mut rolled = state.attack;
-                signal.roll(&mut rolled, now);
-                signal.under_attack(&rolled, now)
-            })
+    // The signal as it stands with this attempt: judged now, kept if the attempt counts.
+    let judged = keys.iter().zip(states.iter()).find_map(|(key, state)| {
+        let signal = policy.for_dimension(key.dimension).attack?;
+        let mut attack = state.attack;
+        signal.roll(&mut attack, now);
+        signal.judge(&mut attack, now);
+        Some(attack)
     });
+    let under_attack = judged.is_some_and(|attack| attack.tripped(now).is_some());
     let mut counted = Vec::with_capacity(states.len());
     let mut denial: Option<Denial> = None;
     for (key, state) in keys.iter().zip(states.iter()) {
@@ -288,8 +292,22 @@ pub fn decide(
     }
     let required = challenge::required_work(policy, keys, states, under_attack, now);
     states.clone_from_slice(&counted);
+    if let Some(attack) = judged {
+        for (key, state) in keys.iter().zip(states.iter_mut()) {
+            if policy.for_dimension(key.dimension).attack.is_some() {
+                state.attack = attack;
+            }
+        }
+    }
+    if proof_work > 0 {
+        count_in_signal(policy, keys, states, |signal, attack| {
+            signal.count_challenge(attack, ChallengeStep::Answered, now)
+        });
+    }
     if let Some(work) = required.filter(|&work| proof_work < work) {
-        count_in_signal(policy, keys, states, true, now);
+        count_in_signal(policy, keys, states, |signal, attack| {
+            signal.count_challenge(attack, ChallengeStep::Issued, now)
+        });
         return Decision::Challenge { work };
     }
     let mut pending = Vec::new();
@@ -311,50 +329,67 @@ pub fn decide(
     }
 }
 
-/// Counts one finished attempt in the under-attack signal (on the global key), unless it came
+/// Counts what an attempt tells in the under-attack signal (on the global key), unless it came
 /// from a trusted device: stuffing never carries a device cookie, and the owners' own logins
 /// must not dilute what it does carry.
 fn count_in_signal(
     policy: &Policy,
     keys: &[AttemptKey],
     states: &mut [KeyState],
-    failed: bool,
-    now: UnixMillis,
+    count: impl Fn(&AttackSignal, &mut AttackState),
 ) {
     if keys.iter().any(|k| k.dimension == Dimension::Device) {
         return;
     }
     for (key, state) in keys.iter().zip(states.iter_mut()) {
         if let Some(signal) = &policy.for_dimension(key.dimension).attack {
-            signal.roll(&mut state.attack, now);
-            state.attack.attempts = state.attack.attempts.saturating_add(1);
-            if failed {
-                state.attack.failures = state.attack.failures.saturating_add(1);
-            }
+            count(signal, &mut state.attack);
         }
     }
 }
 
-/// Whether a success is the account's first in the signal window of `now`; if so, marks it
-/// counted on the account's username key. Without that key in the store every success counts.
-fn first_success_in_window(
-    policy: &Policy,
+/// A verified attempt: its outcome, and what verifying found for the under-attack signal (the
+/// guard's to tell the store).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The outcome.
+    pub outcome: Outcome,
+    /// It named no account here.
+    pub unknown_username: bool,
+    /// The keyed digest of a wrong password (see `KeyDeriver::password_digest`), for the
+    /// password fan-out, which the store keeps ([`crate::attack::FanOut`]).
+    pub password: Option<u64>,
+}
+
+impl From<Outcome> for Verified {
+    fn from(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            unknown_username: false,
+            password: None,
+        }
+    }
+}
+
+/// Whether this is the account's first outcome of its kind in the period of `now` that
+/// `period_ms` cuts (`counted_until`: the field of the account's username key that remembers the
+/// end of the last period it counted in); if so, marks it. Without that key every one counts.
+fn first_in_period(
     keys: &[AttemptKey],
     states: &mut [KeyState],
+    counted_until: fn(&mut KeyState) -> &mut UnixMillis,
+    period_ms: u64,
     now: UnixMillis,
 ) -> bool {
-    let Some(signal) = policy.global.attack else {
-        return false;
-    };
-    let window_end = (now / signal.window_ms.max(1) + 1).saturating_mul(signal.window_ms);
     let account = keys.iter().position(|k| k.dimension == Dimension::Username);
     let Some(state) = account.and_then(|i| states.get_mut(i)) else {
         return true;
     };
-    if state.success_counted_until > now {
+    let until = counted_until(state);
+    if *until > now {
         return false;
     }
-    state.success_counted_until = window_end;
+    *until = (now / period_ms.max(1) + 1).saturating_mul(period_ms);
     true
 }
 
@@ -367,20 +402,55 @@ pub fn started_on(pending: &[LockoutEvent], key: &AttemptKey) -> Option<Lockout>
 /// admission started): a failure charges the failure limits (its lockout count was taken at
 /// admission) and adds `username` (its keyed hash) to each source's distinct usernames; a
 /// success settles the account's lockouts (see the module doc); both count in the under-attack
-/// signal. Returns the bans the failure started.
+/// signal, with what verifying found. Returns the bans the failure started.
 pub fn record(
     policy: &Policy,
     keys: &[AttemptKey],
     states: &mut [KeyState],
-    outcome: Outcome,
+    verified: Verified,
     username: &str,
     pending: &[LockoutEvent],
     now: UnixMillis,
 ) -> Vec<LockoutEvent> {
+    let Verified {
+        outcome,
+        unknown_username,
+        ..
+    } = verified;
     let failed = outcome == Outcome::Failure;
-    if failed || first_success_in_window(policy, keys, states, now) {
-        count_in_signal(policy, keys, states, failed, now);
+    // A success counts once per account per bucket (logging into one's own account again and
+    // again dilutes nothing, and a busy hour's repeat logins count as a quiet hour's do, so the
+    // shares the detectors judge do not move with the volume); a failure counts among the
+    // distinct failed accounts once per bucket.
+    if let Some(signal) = policy.global.attack
+        && (failed
+            || first_in_period(
+                keys,
+                states,
+                |s| &mut s.success_counted_until,
+                signal.bucket_ms,
+                now,
+            ))
+    {
+        let first_failure = |states: &mut [KeyState]| {
+            first_in_period(
+                keys,
+                states,
+                |s| &mut s.failure_counted_until,
+                signal.bucket_ms,
+                now,
+            )
+        };
+        let sign = Sign {
+            failed,
+            unknown_username,
+            first_failure_of_account: failed && first_failure(states),
+        };
+        count_in_signal(policy, keys, states, |signal, attack| {
+            signal.count(attack, sign, now)
+        });
     }
+
     let mut bans = Vec::new();
     for (key, state) in keys.iter().zip(states.iter_mut()) {
         let limits = policy.for_dimension(key.dimension);
@@ -409,6 +479,29 @@ pub fn record(
     bans
 }
 
+/// Trips the under-attack signal by the password fan-out: a failed password has now failed on
+/// `usernames` distinct usernames (the store's [`crate::attack::FanOut`] said so).
+pub fn trip_fan_out(
+    policy: &Policy,
+    keys: &[AttemptKey],
+    states: &mut [KeyState],
+    usernames: u32,
+    now: UnixMillis,
+) {
+    for (key, state) in keys.iter().zip(states.iter_mut()) {
+        if let Some(signal) = &policy.for_dimension(key.dimension).attack {
+            let at = u64::from(signal.fan_out_usernames) * 1_000;
+            signal.trip(
+                &mut state.attack,
+                Detector::PasswordFanOut,
+                usernames,
+                at,
+                now,
+            );
+        }
+    }
+}
+
 /// Settles an admission that was never verified (`pending`: the lockouts it started): its
 /// provisional lockout failures and those lockouts are taken back; the rate limits keep counting
 /// it, and the under-attack signal counts it as a failure (shedding must not hide a flood).
@@ -419,7 +512,9 @@ pub fn abandon(
     pending: &[LockoutEvent],
     now: UnixMillis,
 ) {
-    count_in_signal(policy, keys, states, true, now);
+    count_in_signal(policy, keys, states, |signal, attack| {
+        signal.count(attack, Sign::FAILED, now)
+    });
     for (key, state) in keys.iter().zip(states.iter_mut()) {
         if policy.for_dimension(key.dimension).lockout.is_some() {
             state.lockout = Backoff::on_abandon(&state.lockout, started_on(pending, key));

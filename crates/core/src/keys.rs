@@ -108,6 +108,11 @@ pub struct AttemptKey {
 }
 
 impl AttemptKey {
+    /// The one key of the whole service (the under-attack signal's).
+    pub fn global() -> Self {
+        Self::new(Dimension::Global, "")
+    }
+
     fn new(dimension: Dimension, rest: impl std::fmt::Display) -> Self {
         AttemptKey {
             dimension,
@@ -245,6 +250,19 @@ impl KeyDeriver {
         hex::encode(&digest[..16])
     }
 
+    /// The keyed 64-bit digest that stands for a failed password in the signal's password
+    /// fan-out (domain-separated from usernames' hashes, so the two never meet). Never logged;
+    /// stores keep it only for the fan-out's window.
+    pub fn password_digest(&self, password: &str) -> u64 {
+        let mut mac = self.mac.clone();
+        mac.update(b"password fan-out\0");
+        mac.update(password.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_be_bytes(first)
+    }
+
     /// The key counting one username from anywhere.
     pub fn username_key(&self, username: &Username) -> AttemptKey {
         username_key(&self.username_digest(username))
@@ -296,7 +314,7 @@ impl KeyDeriver {
         device: Option<&DeviceId>,
     ) -> Vec<AttemptKey> {
         let ip = counted_address(ip);
-        let mut keys = vec![AttemptKey::new(Dimension::Global, "")];
+        let mut keys = vec![AttemptKey::global()];
         match device {
             Some(device) => keys.push(AttemptKey::new(
                 Dimension::Device,

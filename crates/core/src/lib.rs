@@ -45,7 +45,7 @@ fn keyed_mac(key: &[u8]) -> hmac::Hmac<sha2::Sha256> {
 }
 
 pub use challenge::{ChallengeMode, ChallengePolicy};
-pub use decision::{Decision, Denial, KeyState, LockoutEvent, Outcome, Reason};
+pub use decision::{Decision, Denial, KeyState, LockoutEvent, Outcome, Reason, Verified};
 pub use device::{DeviceCookies, DeviceId};
 pub use keys::{AttemptKey, Dimension, KeyDeriver};
 pub use policy::{KeyPolicy, Policy};

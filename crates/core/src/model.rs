@@ -8,8 +8,9 @@
 use std::collections::HashMap;
 
 use crate::UnixMillis;
-use crate::decision::{self, Decision, KeyState, LockoutEvent, Outcome};
-use crate::keys::AttemptKey;
+use crate::attack::{FanOut, FanOutState};
+use crate::decision::{self, Decision, KeyState, LockoutEvent, Outcome, Verified};
+use crate::keys::{AttemptKey, Dimension};
 use crate::policy::Policy;
 
 /// The fewest entries before sweeping for size is worth it.
@@ -34,6 +35,8 @@ impl Entry {
 #[derive(Debug)]
 pub struct StateTable {
     entries: HashMap<String, Entry>,
+    /// The password fan-out's failed passwords (keyed digests), until their windows end.
+    fan_out: FanOutTable,
     /// Sweep expired entries when the table reaches this length...
     sweep_at: usize,
     /// ...or when a write comes after this time.
@@ -44,6 +47,7 @@ impl Default for StateTable {
     fn default() -> Self {
         Self {
             entries: HashMap::new(),
+            fan_out: FanOutTable::default(),
             sweep_at: MIN_SWEEP_LEN,
             sweep_after: 0,
         }
@@ -88,6 +92,7 @@ impl StateTable {
 
     /// Forgets every expired entry and gives their memory back.
     pub fn sweep(&mut self, now: UnixMillis) {
+        self.fan_out.sweep(now);
         self.entries.retain(|_, e| e.is_live(now));
         self.entries.shrink_to(self.entries.len() * 2);
         self.sweep_at = (self.entries.len() * 2).max(MIN_SWEEP_LEN);
@@ -127,13 +132,23 @@ impl StateTable {
         &mut self,
         policy: &Policy,
         keys: &[AttemptKey],
-        outcome: Outcome,
+        verified: Verified,
         username: &str,
         pending: &[LockoutEvent],
         now: UnixMillis,
     ) -> Vec<LockoutEvent> {
         let mut states = self.load(keys, now);
-        let bans = decision::record(policy, keys, &mut states, outcome, username, pending, now);
+        let bans = decision::record(policy, keys, &mut states, verified, username, pending, now);
+        let signal = policy
+            .global
+            .attack
+            .filter(|_| keys.iter().any(|k| k.dimension == Dimension::Global));
+        if let (Some(signal), Some(password), Outcome::Failure) =
+            (signal, verified.password, verified.outcome)
+            && let Some(usernames) = self.fan_out.fail(signal.fan_out(), password, username, now)
+        {
+            decision::trip_fan_out(policy, keys, &mut states, usernames, now);
+        }
         self.save(policy, keys, states, now);
         bans
     }
@@ -154,6 +169,38 @@ impl StateTable {
     /// Forgets a key entirely (an administrator's unlock).
     pub fn clear(&mut self, key: &str) -> bool {
         self.entries.remove(key).is_some()
+    }
+}
+
+/// Failed passwords' distinct usernames, by the passwords' keyed digests.
+#[derive(Debug, Default)]
+struct FanOutTable {
+    passwords: HashMap<u64, FanOutState>,
+    /// Sweep passwords whose window ended when this many are held (twice what the last kept).
+    sweep_at: usize,
+}
+
+impl FanOutTable {
+    /// Counts `password` failing on `username`; the distinct usernames when that trips.
+    fn fail(
+        &mut self,
+        fan_out: FanOut,
+        password: u64,
+        username: &str,
+        now: UnixMillis,
+    ) -> Option<u32> {
+        let tripped =
+            fan_out.on_failure(self.passwords.entry(password).or_default(), username, now);
+        if self.passwords.len() >= self.sweep_at.max(MIN_SWEEP_LEN) {
+            self.sweep(now);
+        }
+        tripped
+    }
+
+    fn sweep(&mut self, now: UnixMillis) {
+        self.passwords.retain(|_, state| state.window_end > now);
+        self.passwords.shrink_to(self.passwords.len() * 2);
+        self.sweep_at = self.passwords.len() * 2;
     }
 }
 
@@ -202,7 +249,7 @@ mod tests {
         now: UnixMillis,
     ) {
         if let Decision::Allow { pending, .. } = decision {
-            table.record(policy, keys, outcome, user_of(keys), pending, now);
+            table.record(policy, keys, outcome.into(), user_of(keys), pending, now);
         }
     }
 
@@ -335,16 +382,7 @@ mod tests {
         };
         for i in 0..10 {
             let decision = attempt(&mut table, &format!("10.0.{i}.1"), &format!("u{i}"), T0);
-            assert!(
-                matches!(
-                    decision,
-                    Decision::Allow {
-                        under_attack: false,
-                        ..
-                    }
-                ),
-                "{i}"
-            );
+            assert!(admitted_calm(&decision), "{i}");
         }
         // Now 10 of 10 failed: a fresh address gets a quarter of its usual burst of 30.
         let admitted: Vec<Decision> = (0..8)
@@ -359,6 +397,17 @@ mod tests {
         ));
         assert_eq!(admitted.iter().filter(|d| d.is_allowed()).count(), 7);
         assert!(matches!(admitted[7], Decision::Deny(d) if d.reason == Reason::RateLimited));
+    }
+
+    /// Whether an attempt was admitted while the service was not under attack.
+    fn admitted_calm(decision: &Decision) -> bool {
+        matches!(
+            decision,
+            Decision::Allow {
+                under_attack: false,
+                ..
+            }
+        )
     }
 
     /// The default policy with a signal that needs only 10 attempts.
@@ -476,6 +525,39 @@ mod tests {
     }
 
     #[test]
+    fn people_answering_their_challenges_do_not_keep_the_signal_on() {
+        let mut table = StateTable::default();
+        let policy = sensitive();
+        ten_failures(&mut table, &policy);
+        let hold = policy.global.attack.unwrap().hold_ms;
+        // After the attack, a person every 2 s: challenged, answering, getting in.
+        let work = policy.challenge.min_work;
+        let mut now = T0;
+        for i in 0..u32::try_from((hold + 2 * 60_000) / 2_000).unwrap() {
+            now = T0 + 2_000 * u64::from(i + 1);
+            let person = keys(
+                &format!("10.{}.{}.1", 100 + i / 250, i % 250),
+                &format!("p{i}"),
+            );
+            assert!(matches!(
+                table.attempt(&policy, &person, 0, now),
+                Decision::Challenge { .. } | Decision::Allow { .. }
+            ));
+            let answered = table.attempt(&policy, &person, work, now);
+            assert!(answered.is_allowed(), "{answered:?}");
+            settle(
+                &mut table,
+                &policy,
+                &person,
+                &answered,
+                Outcome::Success,
+                now,
+            );
+        }
+        assert!(!under_attack(&mut table, &policy, now + 1));
+    }
+
+    #[test]
     fn shed_attempts_count_as_failures_of_the_signal() {
         let mut table = StateTable::default();
         let policy = sensitive();
@@ -490,34 +572,64 @@ mod tests {
 
     #[test]
     fn an_accounts_repeated_successes_count_once_per_window() {
-        let mut table = StateTable::default();
         let policy = sensitive();
-        let own = keys("198.51.100.9", "mallory");
-        for i in 0..9 {
-            login(
-                &mut table,
-                &policy,
-                &keys(&format!("10.0.{i}.1"), &format!("u{i}")),
-                Outcome::Failure,
-                T0,
-            );
-        }
+        let nine_failures = |table: &mut StateTable| {
+            for i in 0..9 {
+                let from = keys(&format!("10.0.{i}.1"), &format!("u{i}"));
+                login(table, &policy, &from, Outcome::Failure, T0);
+            }
+        };
         // Logging into its own account 100 times adds one success, not 100: 9 of 10 failed.
+        let mut table = StateTable::default();
+        let own = keys("198.51.100.9", "mallory");
         for i in 0..100 {
             login(&mut table, &policy, &own, Outcome::Success, T0 + i);
         }
+        nine_failures(&mut table);
         assert!(under_attack(&mut table, &policy, T0 + 200));
-        // Distinct accounts each count: 10 of 51 failed (the probe's abandoned attempt too).
+        // Distinct accounts each count: 9 of 50 failed (and the probe's abandoned attempt).
+        let mut table = StateTable::default();
         for i in 0..40 {
-            login(
-                &mut table,
+            let from = keys(&format!("192.0.2.{}", i + 1), &format!("w{i}"));
+            login(&mut table, &policy, &from, Outcome::Success, T0);
+        }
+        nine_failures(&mut table);
+        assert!(!under_attack(&mut table, &policy, T0 + 200));
+    }
+
+    #[test]
+    fn one_password_failing_on_ten_accounts_trips_the_signal_whatever_the_sources() {
+        let mut table = StateTable::default();
+        let policy = Policy::default();
+        let sprayed = KeyDeriver::new(b"test", 24, 64, 48)
+            .unwrap()
+            .password_digest("Summer2024!");
+        for i in 0..10u32 {
+            // Each from an address and a /24 of its own, far below every floor.
+            let from = keys(&format!("10.{i}.0.1"), &format!("u{i}"));
+            let decision = table.attempt(&policy, &from, 0, T0 + u64::from(i));
+            assert!(admitted_calm(&decision), "{i}");
+            let verified = Verified {
+                outcome: Outcome::Failure,
+                unknown_username: false,
+                password: Some(sprayed),
+            };
+            table.record(
                 &policy,
-                &keys(&format!("192.0.2.{}", i + 1), &format!("w{i}")),
-                Outcome::Success,
-                T0 + 300,
+                &from,
+                verified,
+                user_of(&from),
+                &pending_of(&decision),
+                T0 + u64::from(i),
             );
         }
-        assert!(!under_attack(&mut table, &policy, T0 + 400));
+        assert!(under_attack(&mut table, &policy, T0 + 10));
+        let global = key_of(&keys("192.0.2.1", "x"), Dimension::Global).to_owned();
+        let trip = table.state(&global, T0 + 10).unwrap().attack.trip.unwrap();
+        assert_eq!(
+            (trip.detector, trip.observed),
+            (crate::attack::Detector::PasswordFanOut, 10)
+        );
     }
 
     #[test]

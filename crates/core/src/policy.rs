@@ -144,6 +144,21 @@ impl Default for Policy {
                     min_attempts: 20,
                     failure_percent: 30,
                     tighten_factor: 4,
+                    // Ten seconds: a list at a few pairs a second shows within its first
+                    // handful, and the recent estimate still holds a busy minute's sixth.
+                    bucket_ms: 10 * SECOND,
+                    // Half an hour: long enough that a surge or an attack of minutes barely
+                    // moves it, short enough to follow the day.
+                    baseline_half_life_ms: 30 * MINUTE,
+                    warm_up_ms: 10 * MINUTE,
+                    // Five standard deviations and three counts above the baseline: ordinary
+                    // days do not get there, a list's first handful of pairs does.
+                    min_z: 5,
+                    min_excess: 3,
+                    hold_ms: 5 * MINUTE,
+                    // As one address's distinct-username ban: 10 in 10 minutes.
+                    fan_out_usernames: 10,
+                    fan_out_window_ms: 10 * MINUTE,
                 }),
                 ..KeyPolicy::default()
             },
@@ -322,12 +337,17 @@ impl Policy {
                         "is only for the global dimension",
                     ));
                 }
-                if attack.window_ms == 0 || attack.tighten_factor == 0 {
-                    let setting = format!("{name}.attack");
-                    return Err(PolicyError::new(
-                        setting,
-                        "window_ms and tighten_factor must be at least 1",
-                    ));
+                let at_least_one = [
+                    ("window_ms", attack.window_ms),
+                    ("tighten_factor", u64::from(attack.tighten_factor)),
+                    ("bucket_ms", attack.bucket_ms),
+                    ("baseline_half_life_ms", attack.baseline_half_life_ms),
+                    ("fan_out_usernames", u64::from(attack.fan_out_usernames)),
+                    ("fan_out_window_ms", attack.fan_out_window_ms),
+                ];
+                if let Some((field, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
+                    let setting = format!("{name}.attack.{field}");
+                    return Err(PolicyError::new(setting, "must be at least 1"));
                 }
             }
             if let Some(spray) = limits.spray {

@@ -37,6 +37,8 @@ pub struct StackOptions {
     pub bin: PathBuf,
     /// Whether the replicas apply the policy (`--policy-off` runs with `false`).
     pub policy_enabled: bool,
+    /// `PORTCULLIS__*` settings of the scenario's, for the replicas.
+    pub settings: Vec<(String, String)>,
 }
 
 /// A deployment the drill sends to.
@@ -79,6 +81,7 @@ impl Deployment {
                 options.policy_enabled.to_string(),
             )
             .env("PORTCULLIS__LOG_LEVEL", "warn")
+            .envs(options.settings.iter().map(|(k, v)| (k, v)))
             .output()
             .with_context(|| format!("running {}", options.script.display()))?;
         let mut deployment = Self {

@@ -83,6 +83,15 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
     {
         anyhow::ensure!(!options.policy_off, MISSING_POLICY_OFF_URL);
     }
+    if let Target::Running { .. } = &options.target {
+        anyhow::ensure!(
+            scenario.settings.is_empty(),
+            "scenario {} sets [settings] for the drill's own stacks; a running deployment cannot \
+             take them (run it against a local stack, or set them on the deployment and drop them \
+             from the scenario)",
+            scenario.name
+        );
+    }
     std::fs::create_dir_all(&options.out_dir)
         .with_context(|| format!("creating {}", options.out_dir.display()))?;
     let plan = Arc::new(Plan::new(scenario));
@@ -100,6 +109,7 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
                     script: script.clone(),
                     bin: options.bin.clone(),
                     policy_enabled: policy,
+                    settings: scenario.settings_env(),
                 };
                 (
                     Deployment::local(&stack)?,

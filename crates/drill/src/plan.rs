@@ -190,6 +190,7 @@ mod tests {
                 users: 10,
                 ..Legit::default()
             },
+            settings: Default::default(),
         }
     }
 

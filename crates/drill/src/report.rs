@@ -44,10 +44,68 @@ pub struct RunReport {
     pub attacker: AttackerSummary,
     /// The legitimate users' side.
     pub legit: LegitSummary,
+    /// The under-attack signal, as the clients saw it.
+    pub signal: SignalSeen,
     /// Latency by class of answer.
     pub latency_ms: Vec<ClassLatency>,
     /// Requests per second of the run, by outcome.
     pub timeline: Vec<TimelineSecond>,
+}
+
+/// The under-attack signal as the clients saw it: a challenge answered to a request from a
+/// clean source (no earlier request from its subnet failed, was challenged or refused) can only
+/// come from the signal, since a source's own risk needs failures.
+#[derive(Debug, Default, Serialize)]
+pub struct SignalSeen {
+    /// Seconds from the attacker's first pair to the first such challenge (none: never).
+    pub trip_after_secs: Option<f64>,
+    /// Legitimate logins challenged from clean sources with no attack under way (before the
+    /// attacker started, or in a scenario without one): false trips, as people feel them.
+    pub false_trip_challenges: usize,
+}
+
+/// The subnet a source is judged with: its /24, or its /64.
+fn subnet_of(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            std::net::Ipv4Addr::new(a, b, c, 0).into()
+        }
+        std::net::IpAddr::V6(v6) => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            std::net::Ipv6Addr::from(segments).into()
+        }
+    }
+}
+
+impl SignalSeen {
+    /// Reads the signal off `samples` (in the order sent); `attack_started`: `None` without an
+    /// attacker.
+    fn new(samples: &[Sample], attack_started: Option<Duration>) -> Self {
+        let mut seen = SignalSeen::default();
+        let mut dirty = std::collections::HashSet::new();
+        for sample in samples {
+            let subnet = subnet_of(sample.source);
+            let clean = !dirty.contains(&subnet);
+            if clean && sample.outcome == Outcome::Challenged {
+                match attack_started {
+                    Some(start) if sample.sent_at >= start => {
+                        let after = (sample.sent_at - start).as_secs_f64();
+                        seen.trip_after_secs.get_or_insert(after);
+                    }
+                    _ if matches!(sample.sender, Sender::Legit(_)) => {
+                        seen.false_trip_challenges += 1;
+                    }
+                    _ => {}
+                }
+            }
+            if !matches!(sample.outcome, Outcome::Succeeded | Outcome::SecondFactor) {
+                dirty.insert(subnet);
+            }
+        }
+        seen
+    }
 }
 
 /// The attacker's requests by outcome.
@@ -105,8 +163,6 @@ pub struct LegitSummary {
     pub new_device: usize,
     /// Logins with a typo first.
     pub typos: usize,
-    /// Users who got no device cookie before the run.
-    pub warm_up_failures: usize,
     /// Logins asked to solve a challenge.
     pub challenged: usize,
     /// Of those, from a known device (with its device cookie).
@@ -232,7 +288,6 @@ impl RunReport {
             locked_out_known_device: count(&|i| i.refused && !i.new_device),
             new_device: count(&|i| i.new_device),
             typos: count(&|i| i.typo),
-            warm_up_failures: traffic.warm_up_failures,
             challenged: count(&|i| i.challenges > 0),
             challenged_known_device: count(&|i| i.challenges > 0 && !i.new_device),
             ..LegitSummary::default()
@@ -270,6 +325,10 @@ impl RunReport {
             attacker_requests_per_sec: attacker.attempts as f64 / attack_secs,
             attacker,
             legit,
+            signal: SignalSeen::new(
+                &traffic.samples,
+                (!plan.attacks.is_empty()).then_some(traffic.attack_started),
+            ),
             latency_ms: latencies(&traffic.samples),
             timeline: timeline(&traffic.samples),
         }
@@ -443,6 +502,17 @@ impl DrillReport {
         row("  CPU s per compromised account", &|r| {
             secs(r.attacker.cpu_secs_per_compromised)
         });
+        row(
+            "signal tripped after s (clients' view)",
+            &|r| match r.signal.trip_after_secs {
+                Some(after) => format!("{after:.3}"),
+                None if r.attacker.pairs > 0 => "never".to_owned(),
+                None => "-".to_owned(),
+            },
+        );
+        row("legit challenged with no attack (false trips)", &|r| {
+            r.signal.false_trip_challenges.to_string()
+        });
         row("legit logins", &|r| r.legit.logins.to_string());
         row("  success rate", &|r| {
             format!("{:.1}%", r.legit.success_rate * 100.0)
@@ -546,6 +616,7 @@ mod tests {
             sent_at: Duration::from_millis(sent_ms),
             latency: Duration::from_millis(latency_ms),
             known_device: false,
+            source: "10.0.0.1".parse().unwrap(),
         }
     }
 
@@ -570,6 +641,32 @@ mod tests {
                 roaming: "172.16.0.20".parse().unwrap(),
             }],
         }
+    }
+
+    #[test]
+    fn the_signal_is_read_off_challenges_to_clean_sources() {
+        let from = |ip: &str, sender, outcome, sent_ms| Sample {
+            source: ip.parse().unwrap(),
+            ..sample(sender, outcome, sent_ms, 1)
+        };
+        let samples = [
+            // Before the attack: a typo makes its /24 dirty; a challenge there says nothing.
+            from("172.16.0.5", Sender::Legit(0), Outcome::Failed, 100),
+            from("172.16.0.9", Sender::Legit(0), Outcome::Challenged, 200),
+            // A clean source challenged with no attack under way: a false trip.
+            from("172.16.1.5", Sender::Legit(1), Outcome::Challenged, 300),
+            // The attack starts at 1 s; its first clean challenge at 1.5 s is the trip.
+            from("10.0.0.1", Sender::Attacker(0), Outcome::Failed, 1_000),
+            from("10.0.0.2", Sender::Attacker(1), Outcome::Challenged, 1_200),
+            from("10.0.1.1", Sender::Attacker(2), Outcome::Challenged, 1_500),
+            from("10.0.2.1", Sender::Attacker(3), Outcome::Challenged, 1_700),
+        ];
+        let seen = SignalSeen::new(&samples, Some(Duration::from_secs(1)));
+        assert_eq!(seen.trip_after_secs, Some(0.5));
+        assert_eq!(seen.false_trip_challenges, 1);
+        let without_attack = SignalSeen::new(&samples[..3], None);
+        assert_eq!(without_attack.trip_after_secs, None);
+        assert_eq!(without_attack.false_trip_challenges, 1);
     }
 
     #[test]
@@ -634,7 +731,6 @@ mod tests {
                     ..Intent::default()
                 },
             ],
-            warm_up_failures: 0,
             elapsed: Duration::from_millis(2500),
             attack_elapsed: Duration::from_millis(2000),
             attack_started: Duration::from_millis(1000),

@@ -2,6 +2,7 @@
 //! legitimate users logging in meanwhile. Read from TOML (`drill/scenarios/*.toml`); every
 //! section rejects unknown keys and every bad value is refused with the setting's name.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, ensure};
@@ -26,6 +27,11 @@ pub struct Scenario {
     /// Real users logging in while the attack runs.
     #[serde(default)]
     pub legit: Legit,
+    /// Settings the drill's own stacks run with, by their path (`"policy.global.attack.
+    /// warm_up_ms" = 20000`), for short forms of long scenarios; a running target cannot take
+    /// them, so the drill refuses to send such a scenario there.
+    #[serde(default)]
+    pub settings: BTreeMap<String, toml::Value>,
 }
 
 /// The accounts seeded before the run.
@@ -43,7 +49,8 @@ pub struct Accounts {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Attacker {
-    /// Pairs in the credential list (M), one login attempt each.
+    /// Pairs in the credential list (M), one login attempt each; 0 for no attacker (a day of
+    /// legitimate traffic alone).
     pub attempts: usize,
     /// Distinct existing accounts the list names (1 for a brute force on one account); pair `i`
     /// names account `i % targets`.
@@ -97,6 +104,31 @@ pub struct Legit {
     pub min_secs: f64,
     /// Seconds legitimate logins go on before the attacker starts (latency before the attack).
     pub lead_secs: f64,
+    /// A surge of legitimate logins (a marketing mail): none by default.
+    pub surge: Option<Surge>,
+}
+
+/// Legitimate logins rising from `legit.rate` to `factor` times it.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Surge {
+    /// When the rise starts, from the first legitimate login.
+    pub at_secs: f64,
+    /// The rate it rises to, as a multiple of `legit.rate`.
+    pub factor: f64,
+    /// How long the rise takes (linear).
+    pub ramp_secs: f64,
+}
+
+impl Legit {
+    /// Logins per second `secs` after the first.
+    pub fn rate_at(&self, secs: f64) -> f64 {
+        let Some(surge) = self.surge else {
+            return self.rate;
+        };
+        let risen = ((secs - surge.at_secs) / surge.ramp_secs.max(1e-3)).clamp(0.0, 1.0);
+        self.rate * (1.0 + (surge.factor - 1.0) * risen)
+    }
 }
 
 impl Default for Legit {
@@ -108,6 +140,7 @@ impl Default for Legit {
             typo: 0.05,
             min_secs: 10.0,
             lead_secs: 3.0,
+            surge: None,
         }
     }
 }
@@ -136,6 +169,21 @@ pub const MAX_IPV4_SUBNETS: usize = 65_536;
 pub const MAX_IPV4_HOSTS: usize = 254;
 
 impl Scenario {
+    /// The scenario's settings as the `PORTCULLIS__*` environment of a stack.
+    pub fn settings_env(&self) -> Vec<(String, String)> {
+        self.settings
+            .iter()
+            .map(|(path, value)| {
+                let name = format!("PORTCULLIS__{}", path.replace('.', "__").to_uppercase());
+                let value = match value {
+                    toml::Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                };
+                (name, value)
+            })
+            .collect()
+    }
+
     /// Reads and validates a scenario file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text =
@@ -163,10 +211,6 @@ impl Scenario {
             "accounts.count: must be at least 1"
         );
         let attacker = &self.attacker;
-        ensure!(
-            attacker.attempts >= 1,
-            "attacker.attempts: must be at least 1"
-        );
         ensure!(
             (1..=self.accounts.count).contains(&attacker.targets),
             "attacker.targets: must be between 1 and accounts.count"
@@ -238,6 +282,31 @@ impl Scenario {
         ] {
             ensure!((0.0..=3600.0).contains(&secs), "{name}: between 0 and 3600");
         }
+        if let Some(surge) = self.legit.surge {
+            ensure!(
+                (0.0..=3600.0).contains(&surge.at_secs)
+                    && (0.0..=3600.0).contains(&surge.ramp_secs),
+                "legit.surge: at_secs and ramp_secs between 0 and 3600"
+            );
+            ensure!(
+                (0.1..=100.0).contains(&surge.factor),
+                "legit.surge.factor: between 0.1 and 100"
+            );
+        }
+        for (path, value) in &self.settings {
+            ensure!(
+                !path.is_empty()
+                    && path.split('.').all(|part| !part.is_empty()
+                        && part
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')),
+                "settings.{path}: a setting's path, lowercase words joined by dots"
+            );
+            ensure!(
+                !matches!(value, toml::Value::Table(_) | toml::Value::Array(_)),
+                "settings.{path}: one value, not a table or a list"
+            );
+        }
         Ok(())
     }
 }
@@ -291,6 +360,42 @@ mod tests {
             let error = parse(&MINIMAL.replace(from, to)).unwrap_err().to_string();
             assert!(error.starts_with(setting), "{to}: {error}");
         }
+    }
+
+    #[test]
+    fn settings_become_the_stacks_environment() {
+        let text = format!("{MINIMAL}\n[settings]\n\"policy.global.attack.warm_up_ms\" = 20000\n");
+        let scenario = parse(&text).unwrap();
+        assert_eq!(
+            scenario.settings_env(),
+            [(
+                "PORTCULLIS__POLICY__GLOBAL__ATTACK__WARM_UP_MS".to_owned(),
+                "20000".to_owned()
+            )]
+        );
+        let bad = format!("{MINIMAL}\n[settings]\n\"policy..x\" = 1\n");
+        assert!(
+            parse(&bad)
+                .unwrap_err()
+                .to_string()
+                .starts_with("settings.")
+        );
+    }
+
+    #[test]
+    fn a_surge_rises_linearly_to_its_factor() {
+        let legit = Legit {
+            rate: 4.0,
+            surge: Some(Surge {
+                at_secs: 10.0,
+                factor: 5.0,
+                ramp_secs: 20.0,
+            }),
+            ..Legit::default()
+        };
+        assert_eq!(legit.rate_at(5.0), 4.0);
+        assert_eq!(legit.rate_at(20.0), 12.0);
+        assert_eq!(legit.rate_at(60.0), 20.0);
     }
 
     #[test]

@@ -13,17 +13,21 @@ use cpu_time::ThreadTime;
 use indicatif::ProgressBar;
 use portcullis_core::altcha::Challenge;
 use reqwest::StatusCode;
-use reqwest::header::{COOKIE, SET_COOKIE};
+use reqwest::header::{COOKIE, RETRY_AFTER, SET_COOKIE};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::plan::{Plan, SplitMix64};
 use crate::scenario::Scenario;
-use crate::solver::{self, SolverHandle, SolverPool};
+use crate::solver::{Priority, SolverHandle, SolverPool};
 use crate::totp;
 
 /// Challenges one pair or login answers at most, each harder, before the sender gives up.
 const MAX_CHALLENGES_PER_TRY: usize = 3;
+/// Warm-up logins in flight at once: what a hash queue absorbs without shedding.
+const WARM_UP_CONCURRENCY: usize = 8;
+/// Times a warm-up login shed with 503 is sent again, after the wait its `Retry-After` asks.
+const WARM_UP_RETRIES: usize = 10;
 
 /// What the server did with one login request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -80,6 +84,8 @@ pub struct Sample {
     pub latency: Duration,
     /// Whether it carried a device cookie (a user on a known device).
     pub known_device: bool,
+    /// The client address it was sent for.
+    pub source: IpAddr,
 }
 
 /// One legitimate login: a user wanting in, perhaps after a typo.
@@ -106,8 +112,6 @@ pub struct Traffic {
     pub samples: Vec<Sample>,
     /// Legitimate users' logins.
     pub intents: Vec<Intent>,
-    /// Legitimate users who got no device cookie in the warm-up.
-    pub warm_up_failures: usize,
     /// From the first request to the last answer.
     pub elapsed: Duration,
     /// From the first request to the attacker's last answer.
@@ -147,9 +151,10 @@ enum Solving<'a> {
     /// It does not: the try ends there.
     Never,
     /// On the attacker's solving threads.
-    OnPool(&'a SolverHandle),
-    /// As a person's browser: on one core, timed by its CPU time.
-    OnOneCore,
+    Attacker(&'a SolverHandle),
+    /// As a person's browser: on one core of the legitimate users' idle-priority pool, timed by
+    /// its CPU time.
+    Person(&'a SolverHandle),
 }
 
 /// What sending one try came to.
@@ -166,6 +171,8 @@ struct Sent {
 struct Answer {
     outcome: Outcome,
     latency: Duration,
+    /// The wait a 503 or 429 asked for (`Retry-After`).
+    retry_after: Option<Duration>,
     /// `name=value` of the cookie a successful login set (the device cookie).
     cookie: Option<String>,
     /// The challenge a challenge answer carries.
@@ -224,6 +231,7 @@ impl Client {
                 sent_at,
                 latency: answer.latency,
                 known_device: login.cookie.is_some(),
+                source: login.from,
             });
             sent.outcome = answer.outcome;
             let Some(challenge) = answer.challenge else {
@@ -231,12 +239,9 @@ impl Client {
             };
             altcha = match solving {
                 Solving::Never => None,
-                Solving::OnPool(pool) => pool.solve(challenge).await,
-                Solving::OnOneCore => {
-                    let (payload, took) =
-                        tokio::task::spawn_blocking(move || solver::solve_timed(challenge))
-                            .await
-                            .unwrap_or((None, Duration::ZERO));
+                Solving::Attacker(pool) => pool.solve(challenge).await.0,
+                Solving::Person(pool) => {
+                    let (payload, took) = pool.solve(challenge).await;
                     sent.challenges += 1;
                     sent.solving += took;
                     payload
@@ -293,12 +298,19 @@ impl Client {
         let mut answer = Answer {
             outcome: Outcome::Error,
             latency: Duration::ZERO,
+            retry_after: None,
             cookie: None,
             challenge: None,
             mfa_token: None,
         };
         if let Ok(response) = request.send().await {
             let status = response.status();
+            answer.retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_secs);
             answer.cookie = response
                 .headers()
                 .get(SET_COOKIE)
@@ -331,7 +343,18 @@ pub async fn run(
     progress: &ProgressBar,
 ) -> anyhow::Result<Traffic> {
     let cookies = warm_up(client, &plan).await;
-    let warm_up_failures = cookies.iter().filter(|c| c.is_none()).count();
+    let missing = cookies.iter().filter(|c| c.is_none()).count();
+    anyhow::ensure!(
+        missing == 0,
+        "{missing} of {} legitimate users got no device cookie in the warm-up (their logins \
+         failed or were shed after {WARM_UP_RETRIES} retries): the run would count them as \
+         known devices",
+        cookies.len()
+    );
+    // People solve on their own devices: here on every core, but only when the service and
+    // the attacker leave one idle.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let people = SolverPool::start(cores, Priority::Idle);
     let start = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
     let legit = tokio::spawn(legit_users(
@@ -339,6 +362,7 @@ pub async fn run(
         scenario.clone(),
         plan.clone(),
         Arc::new(cookies),
+        people.handle(),
         start,
         done.clone(),
     ));
@@ -359,13 +383,13 @@ pub async fn run(
     tokio::time::sleep_until(start + Duration::from_secs_f64(scenario.legit.min_secs)).await;
     done.store(true, Ordering::Relaxed);
     let (legit_samples, intents) = legit.await.unwrap_or_default();
+    people.finish();
     let elapsed = start.elapsed();
     samples.extend(legit_samples);
     samples.sort_by_key(|s| s.sent_at);
     Ok(Traffic {
         samples,
         intents,
-        warm_up_failures,
         elapsed,
         attack_elapsed,
         attack_started,
@@ -375,13 +399,16 @@ pub async fn run(
 }
 
 /// Each legitimate user logs in once from their known device, with its second factor if it has
-/// one, which sets its device cookie.
+/// one, which sets its device cookie. At most [`WARM_UP_CONCURRENCY`] at once, as people do not
+/// all arrive in the same second; a login shed with 503 is sent again after its `Retry-After`.
 async fn warm_up(client: &Client, plan: &Plan) -> Vec<Option<String>> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(WARM_UP_CONCURRENCY));
     let mut logins = JoinSet::new();
     for (index, user) in plan.legit.iter().enumerate() {
         let (client, account) = (client.clone(), plan.accounts[user.account].clone());
-        let home = user.home;
+        let (home, slots) = (user.home, slots.clone());
         logins.spawn(async move {
+            let _slot = slots.acquire_owned().await;
             let login = Login {
                 username: &account.username,
                 password: &account.password,
@@ -389,6 +416,13 @@ async fn warm_up(client: &Client, plan: &Plan) -> Vec<Option<String>> {
                 cookie: None,
             };
             let mut answer = client.login(login, None).await;
+            for _ in 0..WARM_UP_RETRIES {
+                if answer.outcome != Outcome::Shed {
+                    break;
+                }
+                tokio::time::sleep(answer.retry_after.unwrap_or(Duration::from_secs(1))).await;
+                answer = client.login(login, None).await;
+            }
             if let (Some(token), Some(secret)) = (&answer.mfa_token, &account.totp_secret) {
                 answer = client.second_factor(home, token, secret).await;
             }
@@ -425,7 +459,7 @@ impl AttackRun {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let pool = SolverPool::start(self.scenario.attacker.solver_threads);
+        let pool = SolverPool::start(self.scenario.attacker.solver_threads, Priority::Normal);
         let solver = pool
             .handle()
             .filter(|_| self.scenario.attacker.solves_challenges);
@@ -480,7 +514,7 @@ async fn attacker(run: AttackRun, solver: Option<SolverHandle>) -> Vec<Sample> {
                     from: attempt.source,
                     cookie: None,
                 };
-                let solving = solver.as_ref().map_or(Solving::Never, Solving::OnPool);
+                let solving = solver.as_ref().map_or(Solving::Never, Solving::Attacker);
                 client
                     .send_solving(login, Sender::Attacker(n), start, solving, &mut samples)
                     .await;
@@ -496,22 +530,24 @@ async fn attacker(run: AttackRun, solver: Option<SolverHandle>) -> Vec<Sample> {
     samples
 }
 
-/// Legitimate logins at `legit.rate` per second, user after user, until `done`.
+/// Legitimate logins at `legit.rate` per second (rising in a surge), user after user, until
+/// `done`.
 async fn legit_users(
     client: Client,
     scenario: Scenario,
     plan: Arc<Plan>,
     cookies: Arc<Vec<Option<String>>>,
+    people: Option<SolverHandle>,
     start: Instant,
     done: Arc<AtomicBool>,
 ) -> (Vec<Sample>, Vec<Intent>) {
     let mut intents = JoinSet::new();
     if !plan.legit.is_empty() {
+        // Each login is due one interval of the rate at the last one after it (a surge rises).
+        let mut due = 0.0;
         for n in 0usize.. {
-            tokio::time::sleep_until(
-                start + Duration::from_secs_f64(n as f64 / scenario.legit.rate),
-            )
-            .await;
+            tokio::time::sleep_until(start + Duration::from_secs_f64(due)).await;
+            due += 1.0 / scenario.legit.rate_at(due);
             if done.load(Ordering::Relaxed) {
                 break;
             }
@@ -526,6 +562,7 @@ async fn legit_users(
                 client.clone(),
                 plan.clone(),
                 cookies.clone(),
+                people.clone(),
                 n % plan.legit.len(),
                 intent,
                 start,
@@ -545,6 +582,7 @@ async fn log_in(
     client: Client,
     plan: Arc<Plan>,
     cookies: Arc<Vec<Option<String>>>,
+    people: Option<SolverHandle>,
     user: usize,
     mut intent: Intent,
     start: Instant,
@@ -576,7 +614,7 @@ async fn log_in(
                 login,
                 Sender::Legit(user),
                 start,
-                Solving::OnOneCore,
+                people.as_ref().map_or(Solving::Never, Solving::Person),
                 &mut samples,
             )
             .await;

@@ -8,7 +8,8 @@
 //! hold goes to the store. Deadlines are absolute, so it keeps working while Redis is down.
 //! Entries are bounded (`store.deny_cache_entries`, least recently used go first) and read as
 //! absent from their deadline on. An administrator's unlock or an allowlist change, announced
-//! through the store to every replica, clears it.
+//! through the store to every replica, clears it; so does the store's recovery from an outage
+//! (see `stores`).
 
 use std::sync::Arc;
 

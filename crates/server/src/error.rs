@@ -329,7 +329,9 @@ impl ResponseError for ApiError {
         if let ApiError::MethodNotAllowed { allow } = self {
             response.insert_header((header::ALLOW, allow.as_str()));
         }
-        response.body(serde_json::to_string(&problem).unwrap_or_default())
+        let mut response = response.body(serde_json::to_string(&problem).unwrap_or_default());
+        crate::refusal_log::mark(self, &mut response);
+        response
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use portcullis_core::backoff::Lockout;
 use portcullis_core::{
     AttemptKey, Decision, Denial, DeviceId, Dimension, KeyDeriver, LockoutEvent, Outcome, Policy,
-    Username,
+    Username, Verified,
 };
 use portcullis_store::AttemptStore;
 
@@ -23,6 +23,7 @@ use crate::deny_cache::DenyCache;
 use crate::error::ApiError;
 use crate::instruments::{self, StoreOp};
 use crate::recent_decisions::{Counted, RecentDecisions};
+use crate::refusal_log::{Refusal, RefusalLog};
 use crate::security_events::SecurityEvents;
 use crate::settings::UsernameLogging;
 
@@ -41,6 +42,8 @@ pub struct LoginGuard {
     log_usernames: UsernameLogging,
     /// This replica's decisions of the last minutes (the admin console's view).
     recent: RecentDecisions,
+    /// Refusals not yet written to the log (summarised per key and interval).
+    refusals: RefusalLog,
 }
 
 /// An admitted attempt, counted provisionally as a lockout failure until it is settled.
@@ -89,6 +92,7 @@ impl LoginGuard {
             deny_cache,
             log_usernames,
             recent,
+            refusals: RefusalLog::default(),
         }
     }
 
@@ -178,14 +182,18 @@ impl LoginGuard {
         Ok(())
     }
 
-    /// Reports a refusal (metrics, recent decisions, span, log) and answers it with 429.
-    fn refused(&self, denial: Denial) -> ApiError {
+    /// Reports a refusal of `keys` (metrics, recent decisions, span, the summarised log) and
+    /// answers it with 429.
+    fn refused(&self, keys: &[AttemptKey], denial: Denial) -> ApiError {
         instruments::refused(&denial);
         self.recent.count(Counted::Denied(denial.reason));
+        if let Some(key) = keys.iter().find(|k| k.dimension == denial.dimension) {
+            self.refusals.count(key, Refusal::Denied(denial.reason));
+        }
         let span = tracing::Span::current();
         span.record("outcome", "denied");
         span.record("reason", denial.reason.as_str());
-        tracing::info!(
+        tracing::debug!(
             dimension = denial.dimension.as_str(),
             reason = denial.reason.as_str(),
             retry_after_ms = denial.retry_after_ms,
@@ -206,7 +214,7 @@ impl LoginGuard {
         if let Some(denial) = self.deny_cache.as_ref().and_then(|c| c.refusal(keys)) {
             // The attempt call, and the proof's consumption, never happen.
             instruments::deny_cache_hit(1 + u64::from(altcha.is_some()));
-            return Err(self.refused(denial));
+            return Err(self.refused(keys, denial));
         }
         let carried = self.challenges.prove(self.store.as_ref(), altcha).await?;
         let decision = self.store.attempt(keys, carried.work);
@@ -219,16 +227,24 @@ impl LoginGuard {
                 metrics::gauge!("portcullis_under_attack").set(f64::from(u8::from(under_attack)));
                 metrics::counter!("portcullis_decisions_total", "outcome" => "allowed")
                     .increment(1);
-                self.recent.count(Counted::Allowed { under_attack });
+                self.recent.count(Counted::Allowed);
                 Ok(pending)
             }
             Decision::Challenge { work } => {
                 metrics::counter!("portcullis_decisions_total", "outcome" => "challenged")
                     .increment(1);
                 self.recent.count(Counted::Challenged);
+                // Counted against the source (its address), the one a challenge answers to.
+                let source = keys
+                    .iter()
+                    .find(|k| k.dimension.is_source())
+                    .or(keys.first());
+                if let Some(key) = source {
+                    self.refusals.count(key, Refusal::Challenged);
+                }
                 let span = tracing::Span::current();
                 span.record("outcome", "challenged");
-                tracing::info!(work, "attempt challenged before verification");
+                tracing::debug!(work, "attempt challenged before verification");
                 Err(ApiError::ChallengeRequired {
                     challenge: Box::new(self.challenges.issue(work)?),
                     failed: carried.presented,
@@ -238,22 +254,34 @@ impl LoginGuard {
                 if let Some(cache) = &self.deny_cache {
                     cache.remember(keys, &denial);
                 }
-                Err(self.refused(denial))
+                Err(self.refused(keys, denial))
             }
         }
     }
 }
 
 impl Admission<'_> {
-    /// Settles a verified attempt with its outcome; reports the lockouts and bans a failure
-    /// started.
-    pub async fn finish(self, outcome: Outcome) -> Result<Finished, ApiError> {
+    /// Settles a verified attempt with its outcome (`known_account`: the username names an
+    /// account; `password`: the one tried, whose keyed digest feeds the password fan-out when it
+    /// was wrong); reports the lockouts and bans a failure started.
+    pub async fn finish(
+        self,
+        outcome: Outcome,
+        known_account: bool,
+        password: &str,
+    ) -> Result<Finished, ApiError> {
         let guard = self.guard;
+        let verified = Verified {
+            outcome,
+            unknown_username: !known_account,
+            password: (outcome == Outcome::Failure)
+                .then(|| guard.deriver.password_digest(password)),
+        };
         let bans = instruments::store_call(
             StoreOp::Record,
             guard
                 .store
-                .record(&self.keys, outcome, &self.digest, &self.pending),
+                .record(&self.keys, verified, &self.digest, &self.pending),
         )
         .await?;
         tracing::Span::current().record("outcome", outcome_name(outcome));

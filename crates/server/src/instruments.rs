@@ -15,6 +15,10 @@
 //!   calls.
 //! - `portcullis_under_attack`, `portcullis_store_degraded`: the service-wide signal and the
 //!   Redis breaker.
+//! - `portcullis_attack_detector_z{detector}`, `portcullis_attack_detector_observed{detector}`,
+//!   `portcullis_attack_tripped{detector}`: each detector of the signal as of the scrape, and
+//!   which one's trip is in force.
+//! - `portcullis_log_lines_dropped_total`: log lines the non-blocking writer dropped.
 //!
 //! [`METRICS`] lists them with their help text, which [`install`] registers, so every metric
 //! carries `# HELP` text.
@@ -25,6 +29,7 @@ use std::time::Instant;
 
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use portcullis_core::attack::{Assessment, Detector};
 use portcullis_core::{Denial, Dimension, Reason};
 
 /// Latency buckets in seconds, from a Redis round trip to an Argon2 hash under load.
@@ -70,7 +75,7 @@ pub struct Metric {
 
 /// Every metric the service exports (dashboards and alert rules may use these and no others;
 /// a test holds them to it).
-pub const METRICS: [Metric; 14] = [
+pub const METRICS: [Metric; 18] = [
     Metric {
         name: "portcullis_decisions_total",
         kind: Kind::Counter,
@@ -134,7 +139,27 @@ pub const METRICS: [Metric; 14] = [
     Metric {
         name: "portcullis_under_attack",
         kind: Kind::Gauge,
-        help: "1 while the service-wide failure ratio says the service is under attack (as of this replica's last admitted attempt).",
+        help: "1 while the under-attack signal is tripped (as of this replica's last admitted attempt).",
+    },
+    Metric {
+        name: "portcullis_attack_detector_z",
+        kind: Kind::Gauge,
+        help: "Standard deviations above the baseline each detector of the under-attack signal reads, as of the scrape.",
+    },
+    Metric {
+        name: "portcullis_attack_detector_observed",
+        kind: Kind::Gauge,
+        help: "What each detector of the under-attack signal counts over its recent estimate, as of the scrape.",
+    },
+    Metric {
+        name: "portcullis_attack_tripped",
+        kind: Kind::Gauge,
+        help: "1 for the detector whose trip of the under-attack signal is in force, 0 for the others.",
+    },
+    Metric {
+        name: "portcullis_log_lines_dropped_total",
+        kind: Kind::Counter,
+        help: "Log lines dropped because the log writer's buffer was full (workers never wait on the log).",
     },
     Metric {
         name: "portcullis_store_degraded",
@@ -142,6 +167,26 @@ pub const METRICS: [Metric; 14] = [
         help: "1 while the Redis circuit breaker is open and store.on_error applies.",
     },
 ];
+
+/// Sets the signal's per-detector gauges from `assessment`.
+pub fn attack_signal(assessment: &Assessment) {
+    for reading in &assessment.readings {
+        let detector = reading.detector.as_str();
+        metrics::gauge!("portcullis_attack_detector_z", "detector" => detector).set(reading.z);
+        metrics::gauge!("portcullis_attack_detector_observed", "detector" => detector)
+            .set(reading.observed);
+    }
+    for detector in Detector::ALL {
+        let tripped = assessment.trip.is_some_and(|t| t.detector == detector);
+        metrics::gauge!("portcullis_attack_tripped", "detector" => detector.as_str())
+            .set(f64::from(u8::from(tripped)));
+    }
+}
+
+/// Sets the count of log lines the writer dropped.
+pub fn log_lines_dropped(lines: u64) {
+    metrics::counter!("portcullis_log_lines_dropped_total").absolute(lines);
+}
 
 /// Installs the recorder (once) and describes every metric the service exports.
 pub fn install() {

@@ -24,6 +24,7 @@ pub mod mfa;
 pub mod password_change;
 pub mod passwords;
 pub mod recent_decisions;
+pub mod refusal_log;
 pub mod registration;
 pub mod request_span;
 pub mod routes;

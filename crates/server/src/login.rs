@@ -180,7 +180,9 @@ pub async fn verify_password(
     } else {
         Outcome::Failure
     };
-    let finished = admission.finish(outcome).await?;
+    let finished = admission
+        .finish(outcome, account.is_some(), password.expose_secret())
+        .await?;
     if finished.permanently_locked {
         state.accounts.lock(username).await?;
     }

@@ -90,7 +90,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
-    telemetry::init(settings.log_format, &settings.log_level);
+    let _log_writer = telemetry::init(settings.log_format, &settings.log_level);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             Application::build(settings)

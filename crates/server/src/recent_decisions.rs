@@ -1,7 +1,7 @@
 //! This replica's decisions over the last minutes, minute by minute, by outcome and refusal
-//! reason, and the service-wide under-attack signal as the store last answered it: what the
-//! admin console shows (`GET /admin/v1/status`). The fleet's figures are Prometheus'
-//! `portcullis_decisions_total` and `portcullis_under_attack`, over every replica.
+//! reason: what the admin console shows (`GET /admin/v1/status`, beside the store's
+//! under-attack signal). The fleet's figures are Prometheus' `portcullis_decisions_total`, over
+//! every replica.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,11 +19,8 @@ const MINUTE_MS: u64 = 60_000;
 /// What the guard decided for one attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counted {
-    /// Admitted, while the store said the service was (or was not) under attack.
-    Allowed {
-        /// The service-wide signal with this admission.
-        under_attack: bool,
-    },
+    /// Admitted.
+    Allowed,
     /// Asked for a solved challenge.
     Challenged,
     /// Refused, for this reason.
@@ -56,19 +53,8 @@ pub struct MinuteOfDecisions {
     pub denied: BTreeMap<&'static str, u64>,
 }
 
-/// The service-wide signal as the store last answered it on this replica.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct AttackSignalSeen {
-    /// Whether the service was under attack.
-    pub under_attack: bool,
-    /// When (Unix milliseconds): the last admitted attempt.
-    pub as_of: UnixMillis,
-}
-
 struct Window {
     slots: [Slot; MINUTES],
-    /// The last signal seen: `(as_of << 1 | under_attack) + 1`, 0 before any.
-    signal: AtomicU64,
 }
 
 /// This replica's recent decisions.
@@ -88,7 +74,6 @@ impl RecentDecisions {
                     minute: AtomicU64::new(0),
                     counts: std::array::from_fn(|_| AtomicU64::new(0)),
                 }),
-                signal: AtomicU64::new(0),
             }),
         }
     }
@@ -115,11 +100,7 @@ impl RecentDecisions {
             }
         }
         let at = match decision {
-            Counted::Allowed { under_attack } => {
-                let signal = (now << 1 | u64::from(under_attack)) + 1;
-                self.window.signal.store(signal, Ordering::Relaxed);
-                0
-            }
+            Counted::Allowed => 0,
             Counted::Challenged => 1,
             Counted::Denied(reason) => {
                 2 + Reason::ALL
@@ -160,15 +141,6 @@ impl RecentDecisions {
             })
             .collect()
     }
-
-    /// The under-attack signal with the last admitted attempt, if any was admitted since start.
-    pub fn attack_signal(&self) -> Option<AttackSignalSeen> {
-        let signal = self.window.signal.load(Ordering::Relaxed).checked_sub(1)?;
-        Some(AttackSignalSeen {
-            under_attack: signal & 1 == 1,
-            as_of: signal >> 1,
-        })
-    }
 }
 
 #[cfg(test)]
@@ -180,14 +152,12 @@ mod tests {
     fn counts_fall_into_their_minute_and_old_minutes_leave_the_window() {
         let clock = Arc::new(ManualClock::new(1_700_000_000_000));
         let recent = RecentDecisions::new(clock.clone());
-        recent.count(Counted::Allowed {
-            under_attack: false,
-        });
+        recent.count(Counted::Allowed);
         recent.count(Counted::Denied(Reason::Banned));
         recent.count(Counted::Denied(Reason::Banned));
         clock.advance(MINUTE_MS);
         recent.count(Counted::Challenged);
-        recent.count(Counted::Allowed { under_attack: true });
+        recent.count(Counted::Allowed);
 
         let minutes = recent.minutes();
         assert_eq!(minutes.len(), MINUTES);
@@ -197,13 +167,6 @@ mod tests {
         assert_eq!(before.denied["rate_limited"], 0);
         assert_eq!((now.allowed, now.challenged), (1, 1));
         assert_eq!(now.start - before.start, MINUTE_MS);
-        assert_eq!(
-            recent.attack_signal(),
-            Some(AttackSignalSeen {
-                under_attack: true,
-                as_of: clock.now(),
-            })
-        );
 
         clock.advance(MINUTES as u64 * MINUTE_MS);
         assert!(

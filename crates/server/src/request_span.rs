@@ -3,7 +3,8 @@
 //! per-client limits), and `Strict-Transport-Security` when the listener speaks HTTPS.
 //!
 //! Handlers record `client_ip`, `username`, `outcome` and `reason` into the span once known (through
-//! `tracing::Span::current()`), so one line per request tells what happened. Nothing here
+//! `tracing::Span::current()`), so one line per request tells what happened; a request refused
+//! before verification tells it at DEBUG, since [`crate::refusal_log`] summarises those. Nothing here
 //! records bodies or headers: they may carry passwords and tokens. One middleware does both
 //! jobs: it runs on every request, refused floods included, so it is kept to one layer.
 
@@ -16,6 +17,8 @@ use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forwar
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use futures_util::future::LocalBoxFuture;
 use tracing::Instrument;
+
+use crate::refusal_log::Summarised;
 
 /// The response header carrying the request id.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -81,11 +84,15 @@ where
         Box::pin(async move {
             let mut response = call.instrument(span.clone()).await?;
             span.record("status", response.status().as_u16());
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            // A refusal before verification is summarised (`refusal_log`): its own line is DEBUG.
+            let summarised = response.response().extensions().contains::<Summarised>();
             span.in_scope(|| {
-                tracing::info!(
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "request finished"
-                )
+                if summarised {
+                    tracing::debug!(elapsed_ms, "request finished");
+                } else {
+                    tracing::info!(elapsed_ms, "request finished");
+                }
             });
             let headers = response.headers_mut();
             if let Ok(value) = HeaderValue::from_str(&request_id) {

@@ -20,7 +20,6 @@ use crate::access_tokens::AccessTokens;
 use crate::accounts::{Accounts, Dialect, redact};
 use crate::allowlist::Allowlist;
 use crate::challenge::Challenges;
-use crate::deny_cache::DenyCache;
 use crate::guard::LoginGuard;
 use crate::login_tokens::LoginTokens;
 use crate::mfa::SecondFactors;
@@ -114,9 +113,7 @@ impl Application {
         );
         mfa.check_sealing_key().await?;
         let login_tokens = LoginTokens::new(accounts.pool(), clock.clone());
-        let deny_cache = (settings.store.redis.is_some() && settings.store.deny_cache_entries > 0)
-            .then(|| DenyCache::new(settings.store.deny_cache_entries, clock.clone()));
-        listen_for_changes(&stores, deny_cache.clone(), allowlist.clone());
+        listen_for_changes(&stores, allowlist.clone());
         let access_tokens =
             AccessTokens::from_settings(&settings.tokens.access, &settings.secrets, clock.clone())?;
         let sessions = Sessions::new(
@@ -157,7 +154,7 @@ impl Application {
                 events.clone(),
                 allowlist.clone(),
                 challenges,
-                deny_cache,
+                stores.deny_cache.clone(),
                 settings.log.usernames,
                 RecentDecisions::new(clock.clone()),
             ),
@@ -289,7 +286,8 @@ fn describe(settings: &Settings, accounts: &Accounts) -> String {
 /// Hears every replica's announced changes: an unlock or an allowlist change clears this
 /// replica's deny cache, and an allowlist change reloads the allowlist now rather than at the
 /// next periodic refresh.
-fn listen_for_changes(stores: &Stores, deny_cache: Option<DenyCache>, allowlist: Allowlist) {
+fn listen_for_changes(stores: &Stores, allowlist: Allowlist) {
+    let deny_cache = stores.deny_cache.clone();
     stores.admin.listen(Arc::new(move |change| {
         if let Some(cache) = &deny_cache {
             cache.clear();

@@ -1,5 +1,6 @@
 //! The stores a deployment runs on, held together: built once from the settings, asked for
-//! their health by `/readyz`.
+//! their health by `/readyz`; with Redis, the replica's deny cache of its refusals too, which
+//! the breaker's recovery clears.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use portcullis_store::{
     RedisConfig, RedisStore, SystemClock, Transition,
 };
 
+use crate::deny_cache::DenyCache;
 use crate::settings::Settings;
 
 /// The attempt store, the security event log and the admin view of the counters.
@@ -21,6 +23,8 @@ pub struct Stores {
     pub events: Arc<dyn EventLog>,
     /// Inspection and unlocks.
     pub admin: Arc<dyn AdminStore>,
+    /// The shared store's refusals this replica remembers (Redis only, unless turned off).
+    pub deny_cache: Option<DenyCache>,
 }
 
 impl Stores {
@@ -35,6 +39,7 @@ impl Stores {
                 attempts: store.clone(),
                 events: store.clone(),
                 admin: store,
+                deny_cache: None,
             });
         };
         let config = RedisConfig {
@@ -44,10 +49,12 @@ impl Stores {
             sharding: redis.sharding(),
             timeout: Duration::from_millis(redis.timeout_ms),
         };
+        let deny_cache = (settings.store.deny_cache_entries > 0)
+            .then(|| DenyCache::new(settings.store.deny_cache_entries, clock.clone()));
         let breaker = Breaker::new(
             settings.store.breaker_failures,
             Duration::from_millis(settings.store.breaker_cool_down_ms),
-            Box::new(report_transition),
+            on_transition(deny_cache.clone()),
         );
         let mut store =
             RedisStore::new(&config, &settings.policy, breaker).context("store.redis")?;
@@ -64,6 +71,7 @@ impl Stores {
             attempts: Arc::new(attempts),
             events: store.clone(),
             admin: store,
+            deny_cache,
         })
     }
 
@@ -73,12 +81,49 @@ impl Stores {
     }
 }
 
-/// Reports the breaker's changes: a `security` event and the `portcullis_store_degraded` gauge.
-fn report_transition(transition: Transition) {
-    let (event, degraded) = match transition {
-        Transition::Degraded => ("store_degraded", 1.0),
-        Transition::Recovered => ("store_recovered", 0.0),
-    };
-    metrics::gauge!("portcullis_store_degraded").set(degraded);
-    tracing::warn!(target: "security", event, "shared store {event}");
+/// What the breaker's changes do: a `security` event and the `portcullis_store_degraded`
+/// gauge; a recovery also empties `deny_cache`, since what it learnt while Redis was away are
+/// the local fallback's refusals, and the shared count goes on without them.
+fn on_transition(deny_cache: Option<DenyCache>) -> Box<dyn Fn(Transition) + Send + Sync> {
+    Box::new(move |transition| {
+        let (event, degraded) = match transition {
+            Transition::Degraded => ("store_degraded", 1.0),
+            Transition::Recovered => ("store_recovered", 0.0),
+        };
+        if let (Transition::Recovered, Some(cache)) = (transition, &deny_cache) {
+            cache.clear();
+        }
+        metrics::gauge!("portcullis_store_degraded").set(degraded);
+        tracing::warn!(target: "security", event, "shared store {event}");
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use portcullis_core::{AttemptKey, Denial, Dimension, Reason};
+    use portcullis_store::ManualClock;
+
+    use super::*;
+
+    #[test]
+    fn a_recovery_forgets_the_refusals_the_outage_cached_and_a_degradation_keeps_them() {
+        let cache = DenyCache::new(10, Arc::new(ManualClock::default()));
+        let keys = [AttemptKey {
+            dimension: Dimension::Username,
+            key: "u:alice".to_owned(),
+        }];
+        cache.remember(
+            &keys,
+            &Denial {
+                dimension: Dimension::Username,
+                reason: Reason::LockedOut,
+                retry_after_ms: 60_000,
+            },
+        );
+        let report = on_transition(Some(cache.clone()));
+        report(Transition::Degraded);
+        assert!(cache.refusal(&keys).is_some(), "kept while degraded");
+        report(Transition::Recovered);
+        assert!(cache.refusal(&keys).is_none(), "forgotten on recovery");
+    }
 }

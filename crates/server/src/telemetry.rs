@@ -1,20 +1,37 @@
 //! Logging: human-readable by default, JSON lines with `log_format = "json"`.
 //!
 //! Lockouts and other security-relevant events go to the `security` target, so they can be
-//! routed separately (`RUST_LOG=security=info,warn`).
+//! routed separately (`RUST_LOG=security=info,warn`). Lines are written by a thread of their own
+//! (tracing-appender's non-blocking writer), so a slow log collector never blocks a worker: when
+//! its buffer is full, lines are dropped and counted ([`dropped_lines`], the metric
+//! `portcullis_log_lines_dropped_total`).
 
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+use tracing_appender::non_blocking::{ErrorCounter, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::settings::LogFormat;
 
-/// Installs the global subscriber; a second call (tests start many apps) changes nothing.
-pub fn init(format: LogFormat, level: &str) {
+/// The installed writer's count of dropped lines.
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Installs the global subscriber; a second call (tests start many apps) changes nothing and
+/// returns `None`. Keep the guard for the life of the process: dropping it flushes and stops
+/// the writer.
+#[must_use = "the writer stops when the guard is dropped"]
+pub fn init(format: LogFormat, level: &str) -> Option<WorkerGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let dropped = writer.error_counter();
+    // Colours only for a person at a terminal: escapes in a file are noise, and cost a refused
+    // request's span a share of its time.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // Ignored error: a subscriber is already installed, which is fine.
-    let _ = match format {
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer);
+    let installed = match format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder
             .json()
@@ -22,4 +39,15 @@ pub fn init(format: LogFormat, level: &str) {
             .with_current_span(true)
             .try_init(),
     };
+    // An error: a subscriber is already installed, which is fine.
+    installed.ok()?;
+    let _ = DROPPED.set(dropped);
+    Some(guard)
+}
+
+/// Lines the writer dropped because its buffer was full (0 before [`init`]).
+pub fn dropped_lines() -> u64 {
+    DROPPED
+        .get()
+        .map_or(0, |counter| counter.dropped_lines() as u64)
 }

@@ -49,11 +49,16 @@ function renderStatus(status) {
   const signal = document.getElementById("attack-signal");
   const seen = status.attack_signal;
   if (!seen) {
-    signal.textContent = "No attempt admitted on this replica yet.";
+    signal.textContent = "The policy has no under-attack signal.";
     signal.className = "signal";
   } else {
-    signal.textContent = (seen.under_attack ? "Yes: under attack" : "No") +
-      " (as of " + utc(seen.as_of) + " UTC)";
+    const trip = seen.tripped_by;
+    const by = trip ? ": " + trip.detector + " counted " + trip.observed + " against " +
+      trip.expected + ", until " + utc(trip.until) + " UTC" : "";
+    const readings = seen.detectors.map((d) => d.detector + " z=" + d.z).join(", ");
+    signal.textContent = (seen.under_attack ? "Yes: under attack" + by : "No") +
+      " (as of " + utc(seen.as_of) + " UTC; " + (seen.warm ? "" : "baseline warming up; ") +
+      readings + ")";
     signal.className = seen.under_attack ? "signal alarm" : "signal calm";
   }
   document.getElementById("store-health").textContent = status.store;

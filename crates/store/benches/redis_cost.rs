@@ -6,7 +6,10 @@
 //! hashing) and under a refused load (one address over its limit). Next to the fresh-address
 //! attempts, Redis' own floor for the same calls: a function that reads `TIME` and, for each of the
 //! same keys, does a `GET` and a `SET PXAT` of a counter's size and nothing else (what one counter
-//! per subject costs however cheap the logic).
+//! per subject costs however cheap the logic). Beside each store phase, what sharing the
+//! under-attack signal cost (its flushes' commands, off the attempt path: counts, HyperLogLogs,
+//! the shared history), per attempt; the failures recorded each carry a password of their own,
+//! the fan-out's worst case (a key per password).
 //!
 //! `INFO commandstats` times a call by the wall clock. On a machine with fewer cores than
 //! processes, a server preempted mid-call by the load generator would report the wait as its
@@ -25,7 +28,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, stream};
-use portcullis_core::{AttemptKey, Decision, Dimension, KeyDeriver, Outcome, Policy, Username};
+use portcullis_core::{
+    AttemptKey, Decision, Dimension, KeyDeriver, Outcome, Policy, Username, Verified,
+};
 use portcullis_store::redis_store::{Connections, Keyspace};
 use portcullis_store::{AttemptStore, Breaker, RedisConfig, RedisStore, Sharding};
 use portcullis_testkit::redis::{CommandStat, RedisCluster, RedisServer, command_stats, connect};
@@ -43,6 +48,25 @@ async fn reset_stats(urls: &[String]) {
 
 /// The commands a client sends (the scripts' own calls are counted inside them too).
 const TOP_LEVEL: [&str; 4] = ["evalsha", "eval", "fcall", "fcall_ro"];
+
+/// The commands the signal's flushes send (`redis_store::signal`).
+const SIGNAL: [&str; 7] = [
+    "hincrby", "pexpire", "hmget", "pfadd", "pfcount", "hset", "hgetall",
+];
+
+/// Microseconds of the signal's flushes on every primary.
+async fn signal_cost(urls: &[String]) -> u64 {
+    let mut usec = 0;
+    for url in urls {
+        let stats = command_stats(url).await;
+        usec += SIGNAL
+            .iter()
+            .filter_map(|name| stats.get(*name))
+            .map(|stat| stat.usec)
+            .sum::<u64>();
+    }
+    usec
+}
 
 /// Per primary: top-level calls and their microseconds.
 async fn script_cost(urls: &[String]) -> Vec<CommandStat> {
@@ -66,6 +90,8 @@ struct Phase {
     name: &'static str,
     attempts: u64,
     per_primary: Vec<CommandStat>,
+    /// Microseconds of the signal's flushes (`None`: the phase does not go through the store).
+    signal_usec: Option<u64>,
     wall: Duration,
 }
 
@@ -192,6 +218,7 @@ async fn floor(
         name: "floor: TIME + GET + SET PXAT per key, same calls",
         attempts: attempts.into(),
         per_primary: script_cost(primaries).await,
+        signal_usec: None,
         wall: started.elapsed(),
     }
 }
@@ -235,18 +262,21 @@ async fn measure(label: &str, config: &RedisConfig, primaries: &[String]) -> Vec
         name: "attempt, fresh address",
         attempts: attempts.into(),
         per_primary: script_cost(primaries).await,
+        signal_usec: Some(signal_cost(primaries).await),
         wall: started.elapsed(),
     });
     phases.push(floor(config, primaries, attempts, concurrency).await);
 
     reset_stats(primaries).await;
     let started = Instant::now();
-    stream::iter(admitted)
-        .map(|(keys, digest, pending)| async move {
-            store
-                .record(&keys, Outcome::Failure, &digest, &pending)
-                .await
-                .unwrap();
+    stream::iter(admitted.into_iter().enumerate())
+        .map(|(i, (keys, digest, pending))| async move {
+            let wrong = Verified {
+                outcome: Outcome::Failure,
+                unknown_username: false,
+                password: Some(i as u64),
+            };
+            store.record(&keys, wrong, &digest, &pending).await.unwrap();
         })
         .buffer_unordered(concurrency)
         .collect::<Vec<()>>()
@@ -255,6 +285,7 @@ async fn measure(label: &str, config: &RedisConfig, primaries: &[String]) -> Vec
         name: "record a failure",
         attempts: attempts.into(),
         per_primary: script_cost(primaries).await,
+        signal_usec: Some(signal_cost(primaries).await),
         wall: started.elapsed(),
     });
 
@@ -281,6 +312,7 @@ async fn measure(label: &str, config: &RedisConfig, primaries: &[String]) -> Vec
         name: "attempt, fresh address, under attack (challenged)",
         attempts: attempts.into(),
         per_primary: script_cost(primaries).await,
+        signal_usec: Some(signal_cost(primaries).await),
         wall: started.elapsed(),
     });
 
@@ -304,6 +336,7 @@ async fn measure(label: &str, config: &RedisConfig, primaries: &[String]) -> Vec
         name: "attempt, refused",
         attempts: attempts.into(),
         per_primary: script_cost(primaries).await,
+        signal_usec: Some(signal_cost(primaries).await),
         wall: started.elapsed(),
     });
     eprintln!("{label}: measured");
@@ -314,7 +347,9 @@ fn config(urls: Vec<String>, cluster: bool, sharding: Sharding) -> RedisConfig {
     RedisConfig {
         urls,
         cluster,
-        prefix: "cost".to_owned(),
+        // A prefix per layout: the two Cluster runs share the servers, and one's signal (its
+        // trip in the shared history) must not carry into the other's.
+        prefix: format!("cost-{sharding:?}").to_lowercase(),
         sharding,
         timeout: Duration::from_secs(2),
     }
@@ -367,16 +402,19 @@ async fn main() {
     }
 
     println!(
-        "| Redis | load | calls | usec_per_call | Redis CPU per attempt (µs, all primaries) | calls per primary | attempts/s |"
+        "| Redis | load | calls | usec_per_call | Redis CPU per attempt (µs, all primaries) | signal sharing µs per attempt | calls per primary | attempts/s |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for (label, phases) in [("one primary", single_phases)]
         .into_iter()
         .chain(clustered)
     {
         for phase in phases {
+            let signal = phase.signal_usec.map_or("–".to_owned(), |usec| {
+                format!("{:.2}", usec as f64 / phase.attempts as f64)
+            });
             println!(
-                "| {label} | {} | {} | {:.1} | {:.1} | {} | {:.0} |",
+                "| {label} | {} | {} | {:.1} | {:.1} | {signal} | {} | {:.0} |",
                 phase.name,
                 phase.calls(),
                 phase.usec() as f64 / phase.calls().max(1) as f64,

@@ -10,7 +10,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use portcullis_core::{AttemptKey, Decision, LockoutEvent, Outcome, UnixMillis};
+use portcullis_core::attack::Assessment;
+use portcullis_core::{AttemptKey, Decision, LockoutEvent, UnixMillis, Verified};
 use serde::{Deserialize, Serialize};
 
 use crate::{AttemptStore, Health, MemoryStore, RedisStore, StoreError};
@@ -92,12 +93,12 @@ impl AttemptStore for FallbackStore {
     async fn record(
         &self,
         keys: &[AttemptKey],
-        outcome: Outcome,
+        verified: Verified,
         username: &str,
         pending: &[LockoutEvent],
     ) -> Result<Vec<LockoutEvent>, StoreError> {
-        let primary = self.primary.record(keys, outcome, username, pending).await;
-        let local = self.local.record(keys, outcome, username, pending);
+        let primary = self.primary.record(keys, verified, username, pending).await;
+        let local = self.local.record(keys, verified, username, pending);
         self.or_fallback(primary, local, Vec::new()).await
     }
 
@@ -109,6 +110,15 @@ impl AttemptStore for FallbackStore {
         let primary = self.primary.abandon(keys, pending).await;
         self.or_fallback(primary, self.local.abandon(keys, pending), ())
             .await
+    }
+
+    /// The shared signal while Redis answers; the local one while the fallback counts.
+    fn attack_signal(&self) -> Option<Assessment> {
+        if self.primary.is_degraded() && self.mode == OnError::Local {
+            self.local.attack_signal()
+        } else {
+            self.primary.attack_signal()
+        }
     }
 
     async fn health(&self) -> Health {

@@ -20,7 +20,8 @@ pub mod memory;
 pub mod redis_store;
 
 use async_trait::async_trait;
-use portcullis_core::{AttemptKey, Decision, LockoutEvent, Outcome, UnixMillis};
+use portcullis_core::attack::Assessment;
+use portcullis_core::{AttemptKey, Decision, LockoutEvent, UnixMillis, Verified};
 
 pub use admin::{AdminStore, Invalidation, KeyStatus, Listener, Restriction};
 pub use breaker::{Breaker, Transition};
@@ -94,12 +95,12 @@ pub trait AttemptStore: Send + Sync + 'static {
     /// used before, here or on any other replica sharing the store. One atomic step.
     async fn consume_proof(&self, id: &str, expires_at: UnixMillis) -> Result<bool, StoreError>;
 
-    /// Records a verified attempt's outcome for the username with keyed hash `username`
-    /// (see `KeyDeriver::username_digest`); returns the bans it started.
+    /// Records a verified attempt (its outcome, and what verifying found) for the username with
+    /// keyed hash `username` (see `KeyDeriver::username_digest`); returns the bans it started.
     async fn record(
         &self,
         keys: &[AttemptKey],
-        outcome: Outcome,
+        verified: Verified,
         username: &str,
         pending: &[LockoutEvent],
     ) -> Result<Vec<LockoutEvent>, StoreError>;
@@ -115,6 +116,9 @@ pub trait AttemptStore: Send + Sync + 'static {
     async fn health(&self) -> Health {
         Health::Ready
     }
+
+    /// The under-attack signal as this replica sees it now (none when the policy has none).
+    fn attack_signal(&self) -> Option<Assessment>;
 }
 
 /// The security event log (see [`events`]).

@@ -10,8 +10,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
+use portcullis_core::attack::Assessment;
 use portcullis_core::model::StateTable;
-use portcullis_core::{AttemptKey, Decision, LockoutEvent, Outcome, Policy, UnixMillis};
+use portcullis_core::{AttemptKey, Decision, LockoutEvent, Policy, UnixMillis, Verified};
 
 use crate::admin::{AdminStore, KeyStatus, Restriction};
 use crate::events::{MEMORY_EVENTS, RecordedEvent, SecurityEvent};
@@ -134,7 +135,7 @@ impl AttemptStore for MemoryStore {
     async fn record(
         &self,
         keys: &[AttemptKey],
-        outcome: Outcome,
+        verified: Verified,
         username: &str,
         pending: &[LockoutEvent],
     ) -> Result<Vec<LockoutEvent>, StoreError> {
@@ -142,7 +143,7 @@ impl AttemptStore for MemoryStore {
         let mut counters = lock(&self.counters);
         let bans = counters
             .table
-            .record(&self.policy, keys, outcome, username, pending, now);
+            .record(&self.policy, keys, verified, username, pending, now);
         counters.index(&bans, now);
         Ok(bans)
     }
@@ -162,6 +163,17 @@ impl AttemptStore for MemoryStore {
     async fn consume_proof(&self, id: &str, expires_at: UnixMillis) -> Result<bool, StoreError> {
         let now = self.clock.now();
         Ok(lock(&self.used_proofs).consume(id, expires_at, now))
+    }
+
+    fn attack_signal(&self) -> Option<Assessment> {
+        let signal = self.policy.global.attack?;
+        let now = self.clock.now();
+        let global = AttemptKey::global();
+        let state = lock(&self.counters)
+            .table
+            .state(&global.key, now)
+            .unwrap_or_default();
+        Some(signal.assess(&state.attack, now))
     }
 }
 
@@ -328,7 +340,12 @@ mod tests {
             let keys = policy.active_keys(deriver.keys(ip, &user, None));
             if store.attempt(&keys, 0).await.unwrap().is_allowed() {
                 store
-                    .record(&keys, Outcome::Failure, &format!("user{i}"), &[])
+                    .record(
+                        &keys,
+                        portcullis_core::Outcome::Failure.into(),
+                        &format!("user{i}"),
+                        &[],
+                    )
                     .await
                     .unwrap();
             }

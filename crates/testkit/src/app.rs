@@ -6,6 +6,7 @@
 //! bounds are the production ones.
 
 use std::sync::Arc;
+use tracing_appender::non_blocking::WorkerGuard;
 
 use actix_web::dev::ServerHandle;
 use portcullis_server::{Application, Settings, telemetry};
@@ -58,7 +59,9 @@ impl TestApp {
 
     async fn start(mut settings: Settings) -> (Self, Option<u16>) {
         let level = std::env::var("TEST_LOG").unwrap_or_else(|_| "off".to_owned());
-        telemetry::init(settings.log_format, &level);
+        // The first application installs the log writer; it lives as long as the test binary.
+        static LOG_WRITER: std::sync::OnceLock<Option<WorkerGuard>> = std::sync::OnceLock::new();
+        LOG_WRITER.get_or_init(|| telemetry::init(settings.log_format, &level));
         settings.server.port = 0;
         let clock = Arc::new(ManualClock::default());
         let app = match Application::build_with_clock(settings, clock.clone()).await {

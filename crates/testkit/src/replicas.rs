@@ -68,6 +68,9 @@ impl Replicas {
     }
 }
 
+/// The log filter that keeps a line for every request, refused ones included.
+pub const REQUEST_LINES: &str = "info,portcullis_server::request_span=debug";
+
 async fn spawn_one(bin: &Path, env: &[(&str, String)]) -> Replica {
     let mut command = Command::new(bin);
     for (key, _) in std::env::vars() {
@@ -79,6 +82,8 @@ async fn spawn_one(bin: &Path, env: &[(&str, String)]) -> Replica {
         .env("PORTCULLIS__SERVER__PORT", "0")
         .env("PORTCULLIS__SERVER__WORKERS", "1")
         .env("PORTCULLIS__LOG_FORMAT", "json")
+        // Tests read every request's line, refusals' too (summarised at INFO, their own at DEBUG).
+        .env("PORTCULLIS__LOG_LEVEL", REQUEST_LINES)
         .env("PORTCULLIS__ARGON2__MEMORY_KIB", "256")
         .env("PORTCULLIS__ARGON2__ITERATIONS", "1");
     for (key, value) in env {

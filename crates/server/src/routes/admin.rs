@@ -15,7 +15,8 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, delete, get, post, put, web};
 use futures_util::future::LocalBoxFuture;
 use ipnet::IpNet;
-use portcullis_core::AttemptKey;
+use portcullis_core::attack::Assessment;
+use portcullis_core::{AttemptKey, UnixMillis};
 use portcullis_store::{
     EventKind, Health, Invalidation, KeyStatus, RecordedEvent, Restriction, SecurityEvent,
 };
@@ -27,7 +28,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::openapi::{AdminRefused, BodyRefused, Throttled, Unavailable};
 use super::{AppState, client_address, parse_username};
 use crate::error::{ApiError, Problem};
-use crate::recent_decisions::{AttackSignalSeen, MinuteOfDecisions};
+use crate::recent_decisions::MinuteOfDecisions;
 use crate::settings::parse_network;
 
 /// The admin console's cookie (`SameSite=Strict`, HttpOnly, path `/admin`).
@@ -431,12 +432,83 @@ pub async fn disallow(
     }
 }
 
+/// The under-attack signal as this replica sees it: the service-wide counts last shared,
+/// with this replica's own.
+#[derive(Serialize, ToSchema)]
+pub struct AttackSignalView {
+    /// Whether the service is under attack (attempts without a trusted device are challenged).
+    under_attack: bool,
+    /// When (Unix milliseconds).
+    as_of: UnixMillis,
+    /// The trip in force: which detector, what it counted against what, until when.
+    tripped_by: Option<TripView>,
+    /// Whether the baseline has enough history for its detectors to trip.
+    warm: bool,
+    /// Each detector's reading now (the password fan-out trips on an event and has none).
+    detectors: Vec<DetectorView>,
+}
+
+/// A trip of the signal.
+#[derive(Serialize, ToSchema)]
+pub struct TripView {
+    /// `failures`, `unknown_usernames`, `failed_accounts`, `password_fan_out` or `floor`.
+    detector: &'static str,
+    /// What the detector counted.
+    observed: u32,
+    /// What the baseline expected (the floor and the fan-out: what they trip at).
+    expected: f64,
+    /// The signal holds until then (Unix milliseconds), unless the detector shows it again.
+    until: UnixMillis,
+}
+
+/// One detector's reading.
+#[derive(Serialize, ToSchema)]
+pub struct DetectorView {
+    /// The detector.
+    detector: &'static str,
+    /// What it counts over the recent estimate (the floor: failures over its window).
+    observed: f64,
+    /// What the baseline expects of as many attempts (the floor: the failures it trips at).
+    expected: f64,
+    /// Standard deviations above the baseline (0 for the floor).
+    z: f64,
+    /// Whether this reading trips the signal.
+    trips: bool,
+}
+
+impl AttackSignalView {
+    fn of(assessment: Assessment) -> Self {
+        let round = |x: f64| (x * 100.0).round() / 100.0;
+        Self {
+            under_attack: assessment.trip.is_some(),
+            as_of: assessment.at,
+            tripped_by: assessment.trip.map(|trip| TripView {
+                detector: trip.detector.as_str(),
+                observed: trip.observed,
+                expected: trip.expected_milli as f64 / 1_000.0,
+                until: trip.until,
+            }),
+            warm: assessment.warm,
+            detectors: assessment
+                .readings
+                .iter()
+                .map(|r| DetectorView {
+                    detector: r.detector.as_str(),
+                    observed: round(r.observed),
+                    expected: round(r.expected),
+                    z: round(r.z),
+                    trips: r.trips,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// How the service is, as this replica sees it.
 #[derive(Serialize, ToSchema)]
 pub struct ServiceStatus {
-    /// The service-wide under-attack signal with the last attempt this replica admitted (null
-    /// before the first).
-    attack_signal: Option<AttackSignalSeen>,
+    /// The under-attack signal (null when the policy has none).
+    attack_signal: Option<AttackSignalView>,
     /// The attempt store: `ready`, `degraded` (a fallback serves while Redis fails) or
     /// `unavailable`.
     store: &'static str,
@@ -468,8 +540,13 @@ pub async fn service_status(
         Health::Degraded => "degraded",
         Health::Unavailable => "unavailable",
     };
+    let attack_signal = state
+        .stores
+        .attempts
+        .attack_signal()
+        .map(AttackSignalView::of);
     Ok(HttpResponse::Ok().json(ServiceStatus {
-        attack_signal: recent.attack_signal(),
+        attack_signal,
         store,
         decisions: recent.minutes(),
     }))

@@ -74,6 +74,11 @@ pub async fn metrics(
         retry_after_secs: 60,
         cause: anyhow::anyhow!("no metrics recorder is installed"),
     })?;
+    // What is read as of the scrape: the signal's detectors, the log lines dropped.
+    if let Some(assessment) = state.stores.attempts.attack_signal() {
+        crate::instruments::attack_signal(&assessment);
+    }
+    crate::instruments::log_lines_dropped(crate::telemetry::dropped_lines());
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(handle.render()))

@@ -235,7 +235,9 @@ impl ResponseError for PageError {
         if let Some(secs) = self.0.retry_after() {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from(secs.max(1))));
         }
-        response.body(page.render().unwrap_or_default())
+        let mut response = response.body(page.render().unwrap_or_default());
+        crate::refusal_log::mark(&self.0, &mut response);
+        response
     }
 }
 

@@ -357,6 +357,12 @@ async fn a_surge_of_failures_across_replicas_tightens_every_address_and_is_repor
         .await
         .unwrap();
     assert!(metrics.contains("portcullis_under_attack 1"), "{metrics}");
+    // ...and which detector's trip is in force (one of them, read as of the scrape).
+    let tripped: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("portcullis_attack_tripped{") && l.ends_with(" 1"))
+        .collect();
+    assert_eq!(tripped.len(), 1, "{metrics}");
     redis.cleanup().await;
 }
 

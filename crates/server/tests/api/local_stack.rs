@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use portcullis_testkit::PASSWORD;
 use portcullis_testkit::process::{free_port, wait_until};
+use portcullis_testkit::replicas::REQUEST_LINES;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
@@ -37,6 +38,7 @@ impl Stack {
             .env("PORTCULLIS_BIN", BIN)
             .env("PORTCULLIS__ARGON2__MEMORY_KIB", "256")
             .env("PORTCULLIS__ARGON2__ITERATIONS", "1")
+            .env("PORTCULLIS__LOG_LEVEL", REQUEST_LINES)
             .envs(env.iter().copied());
         let output = command.output().expect("run scripts/local-stack.sh");
         let stack = Self {
@@ -140,17 +142,26 @@ async fn through_nginx_a_spoofed_forwarded_for_counts_against_the_real_client() 
         429
     );
 
-    let counted: Vec<String> = stack
-        .replica_logs()
-        .iter()
-        .filter(|l| l["span"]["path"] == "/v1/login" && l["message"] == "request finished")
-        .map(|l| {
-            l["span"]["client_ip"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
+    // The log writer is non-blocking: a line may reach the file just after its response.
+    let counted = || -> Vec<String> {
+        stack
+            .replica_logs()
+            .iter()
+            .filter(|l| l["span"]["path"] == "/v1/login" && l["message"] == "request finished")
+            .map(|l| {
+                l["span"]["client_ip"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    };
+    wait_until(Duration::from_secs(10), "four login lines", || {
+        let lines = counted().len();
+        async move { lines >= 4 }
+    })
+    .await;
+    let counted = counted();
     assert_eq!(counted.len(), 4, "{counted:?}");
     assert!(counted.iter().all(|ip| ip == "127.0.0.1"), "{counted:?}");
 }

@@ -375,6 +375,18 @@ async fn the_admin_api_shows_status_and_events_and_unlocks_by_listed_key() {
     );
     assert_eq!(now["denied"]["locked_out"], 1, "{status}");
     assert_eq!(status["attack_signal"]["under_attack"], false);
+    let detectors: Vec<&str> = status["attack_signal"]["detectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["detector"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        detectors,
+        ["failures", "unknown_usernames", "failed_accounts", "floor"],
+        "{status}"
+    );
+    assert_eq!(status["attack_signal"]["warm"], false, "a new service");
 
     let events: Value = admin(Method::GET, "/admin/v1/events?limit=5", None)
         .await

@@ -98,9 +98,26 @@ impl Keyspace {
         self.tagged("proof", nonce, "")
     }
 
-    /// One shard of the under-attack signal's counts for one window.
-    pub fn signal(&self, shard: u64, window: u64) -> String {
-        self.tagged("signal", &shard.to_string(), &format!(":{window}"))
+    /// One shard of the under-attack signal's counts for one window (the floor's, `w`) or
+    /// bucket (the detectors', `b`).
+    pub fn signal(&self, shard: u64, period: &str) -> String {
+        self.tagged("signal", &shard.to_string(), &format!(":{period}"))
+    }
+
+    /// The distinct failed accounts of one of the signal's buckets (a HyperLogLog).
+    pub fn failed_accounts(&self, bucket: u64) -> String {
+        self.tagged("failed", &bucket.to_string(), "")
+    }
+
+    /// The distinct usernames a failed password (its keyed digest) failed on in one fan-out
+    /// window (a HyperLogLog).
+    pub fn fan_out(&self, password: u64, window: u64) -> String {
+        self.tagged("fanout", &format!("{password:016x}"), &format!(":{window}"))
+    }
+
+    /// The signal's shared history: its baseline, and each replica's last trip.
+    pub fn signal_history(&self) -> String {
+        self.single("signal:history")
     }
 }
 
@@ -125,7 +142,7 @@ mod tests {
             assert_eq!(space.group(&key), "");
         }
         assert_eq!(space.proof("n1"), "{p}:proof:n1");
-        assert_eq!(space.signal(3, 7), "{p}:signal:3:7");
+        assert_eq!(space.signal(3, "w7"), "{p}:signal:3:w7");
     }
 
     #[test]
@@ -155,7 +172,8 @@ mod tests {
             "a /8 subnet wider than the block"
         );
         assert_eq!(space.proof("n1"), "p:proof:{n1}");
-        assert_eq!(space.signal(3, 7), "p:signal:{3}:7");
+        assert_eq!(space.signal(3, "w7"), "p:signal:{3}:w7");
+        assert_eq!(space.fan_out(255, 2), "p:fanout:{00000000000000ff}:2");
         assert_eq!(space.store_key("{p}:c:ip:x"), None);
         assert_eq!(space.single("events"), "{p}:events");
     }

@@ -51,11 +51,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use portcullis_core::attack::{Assessment, ChallengeStep, Sign};
 use portcullis_core::backoff::Lockout;
 use portcullis_core::decision::started_on;
 use portcullis_core::{
     AttemptKey, Decision, Denial, Dimension, KeyPolicy, LockoutEvent, Outcome, Policy, Reason,
-    UnixMillis,
+    UnixMillis, Verified,
 };
 use redis::{Cmd, RedisError};
 use serde::Deserialize;
@@ -495,13 +496,24 @@ impl RedisStore {
         self.signal.as_deref().filter(|_| global)
     }
 
-    /// Counts a finished attempt in the signal, unless it came from a trusted device (stuffing
+    /// The signal an attempt touching `keys` counts in: none from a trusted device (stuffing
     /// never has one).
-    fn count_in_signal(&self, keys: &[AttemptKey], failed: bool) {
-        if let Some(signal) = self.signal_of(keys)
-            && !keys.iter().any(|k| k.dimension == Dimension::Device)
-        {
-            signal.count(self.now(), failed);
+    fn counting_signal(&self, keys: &[AttemptKey]) -> Option<&SharedSignal> {
+        self.signal_of(keys)
+            .filter(|_| !keys.iter().any(|k| k.dimension == Dimension::Device))
+    }
+
+    /// Counts a finished attempt's `sign` in the signal (a verified failure with its account's
+    /// keyed hash and its password's digest).
+    fn count_in_signal(
+        &self,
+        keys: &[AttemptKey],
+        sign: Sign,
+        username: Option<&str>,
+        password: Option<u64>,
+    ) {
+        if let Some(signal) = self.counting_signal(keys) {
+            signal.count(self.now(), sign, username, password);
         }
     }
 }
@@ -605,9 +617,8 @@ fn started_arg(pending: &[LockoutEvent], key: &AttemptKey) -> Option<&'static st
 impl AttemptStore for RedisStore {
     async fn attempt(&self, keys: &[AttemptKey], proof_work: u64) -> Result<Decision, StoreError> {
         self.share_signal();
-        let under_attack = self
-            .signal_of(keys)
-            .is_some_and(|signal| signal.under_attack(self.now()));
+        let judged = self.signal_of(keys).map(|signal| signal.judge(self.now()));
+        let under_attack = judged.is_some_and(|judged| judged.under_attack);
         let trusted = keys.iter().any(|k| k.dimension == Dimension::Device);
         let stamp = self.stamps.fetch_add(1, Ordering::Relaxed).to_string();
         let proof = proof_work.to_string();
@@ -675,14 +686,25 @@ impl AttemptStore for RedisStore {
             trusted,
             under_attack,
         )?;
+        if let (Some(signal), Some(judged)) = (self.signal_of(keys), judged)
+            && decision.counts()
+        {
+            signal.keep(judged);
+        }
+        // A challenge counts as a failed attempt until an attempt answers it.
+        let signal = self.counting_signal(keys);
+        if let Some(signal) = signal.filter(|_| proof_work > 0 && decision.counts()) {
+            signal.count_challenge(self.now(), ChallengeStep::Answered);
+        }
         match &decision {
             Decision::Deny(_) => {
                 self.release(&attempt, true, Breaking::Reported).await?;
             }
             Decision::Challenge { .. } => {
                 self.release(&attempt, false, Breaking::Reported).await?;
-                // An unanswered challenge counts as a failed attempt.
-                self.count_in_signal(keys, true);
+                if let Some(signal) = signal {
+                    signal.count_challenge(self.now(), ChallengeStep::Issued);
+                }
             }
             Decision::Allow { pending, .. } => self.index_restrictions(pending).await,
         }
@@ -692,10 +714,11 @@ impl AttemptStore for RedisStore {
     async fn record(
         &self,
         keys: &[AttemptKey],
-        outcome: Outcome,
+        verified: Verified,
         username: &str,
         pending: &[LockoutEvent],
     ) -> Result<Vec<LockoutEvent>, StoreError> {
+        let outcome = verified.outcome;
         let name = match outcome {
             Outcome::Failure => "failure",
             Outcome::Success => "success",
@@ -703,10 +726,19 @@ impl AttemptStore for RedisStore {
         let (bans, first_success) = self
             .settle("recording an outcome", keys, name, username, pending)
             .await?;
-        // A success counts once per account per window (the username key says which).
+        // A success counts once per account per bucket (the username key says which).
         match outcome {
-            Outcome::Failure => self.count_in_signal(keys, true),
-            Outcome::Success if first_success.unwrap_or(true) => self.count_in_signal(keys, false),
+            Outcome::Failure => {
+                let sign = Sign {
+                    failed: true,
+                    unknown_username: verified.unknown_username,
+                    first_failure_of_account: false,
+                };
+                self.count_in_signal(keys, sign, Some(username), verified.password);
+            }
+            Outcome::Success if first_success.unwrap_or(true) => {
+                self.count_in_signal(keys, Sign::default(), None, None)
+            }
             Outcome::Success => {}
         }
         Ok(bans)
@@ -719,8 +751,12 @@ impl AttemptStore for RedisStore {
     ) -> Result<(), StoreError> {
         self.settle("abandoning an attempt", keys, "abandoned", "", pending)
             .await?;
-        self.count_in_signal(keys, true);
+        self.count_in_signal(keys, Sign::FAILED, None, None);
         Ok(())
+    }
+
+    fn attack_signal(&self) -> Option<Assessment> {
+        self.signal.as_ref().map(|signal| signal.assess(self.now()))
     }
 
     async fn consume_proof(&self, id: &str, expires_at: UnixMillis) -> Result<bool, StoreError> {

@@ -1,23 +1,28 @@
 //! The under-attack signal, shared by every replica off the attempt path.
 //!
-//! Each replica counts finished attempts and failures (what `decision` counts, and how) in its
-//! own memory, by signal window. Every [`FLUSH_EVERY`] it adds them to its shard of a sharded
-//! counter (`SIGNAL_SHARDS` hashes per window, each in a slot of its own under `per_subject`)
-//! and, in the same round trip, reads every shard of the current and the previous window back:
-//! the service-wide counts, which `AttackSignal::under_attack` judges together with the counts
-//! the replica has not added yet. So no attempt waits on the signal, no key is written by every
-//! attempt, a replica's own attempts count at once, and it sees the others' within two flushes
-//! (0.5 s), against a window of minutes; while failures pile up before an attack is seen,
-//! replicas flush every [`FLUSH_EARLY_EVERY`] instead, so an attack starting is seen within
-//! about 0.1 s. A flush that fails keeps its counts for the next one.
+//! Each replica counts what finished attempts tell (`portcullis_core::attack`: what counts, and
+//! how) in its own memory. Every [`FLUSH_EVERY`] it adds them to its shard of sharded counters
+//! (`SIGNAL_SHARDS` hashes per floor window and per detector bucket, each in a slot of its own
+//! under `per_subject`), the failed accounts' keyed hashes to a HyperLogLog per bucket, and the
+//! failed passwords' keyed digests to a HyperLogLog of usernames per password (the fan-out);
+//! in the same round trip it reads every shard of the current and the previous window and
+//! bucket back, and the shared history: the baseline, folded by whichever replica got there
+//! first, and each replica's last trip. Those are the service-wide counts, which the core judges
+//! together with the counts the replica has not added yet. So no attempt waits on the signal,
+//! no key is written by every attempt, a replica's own attempts count at once (the attempt
+//! that tips it is the one judged), and it sees the others' within two flushes (0.5 s); while
+//! failures pile up before an attack is seen, replicas flush every [`FLUSH_EARLY_EVERY`]
+//! instead. A flush that fails keeps its counts for the next one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use futures_util::future::{join_all, try_join_all};
+use futures_util::future::join_all;
 use portcullis_core::UnixMillis;
-use portcullis_core::attack::{AttackSignal, AttackState};
+use portcullis_core::attack::{
+    Assessment, AttackSignal, AttackState, Baseline, ChallengeStep, Counts, Detector, Sign, Trip,
+};
 
 use super::calls::Calls;
 use super::keyspace::{Keyspace, SIGNAL_SHARDS};
@@ -28,12 +33,40 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
 /// While failures pile up and the signal is still off, a replica flushes as often as this, so
 /// the others see an attack start sooner than [`FLUSH_EVERY`] allows.
 pub const FLUSH_EARLY_EVERY: Duration = Duration::from_millis(50);
+/// The fields of a floor window's shard hash, in the order read: attempts, failures, challenges
+/// issued and answered.
+const FLOOR_FIELDS: &[&str] = &["a", "f", "c", "n"];
+/// The fields of a bucket's shard hash: attempts, failures, unknown usernames, challenges issued
+/// and answered (distinct failed accounts are a HyperLogLog of their own).
+const BUCKET_FIELDS: &[&str] = &["a", "f", "u", "c", "n"];
+/// How long the shared history outlives the last flush that wrote it.
+const HISTORY_TTL_MS: u64 = 7 * 24 * 3_600_000;
+/// How much longer than the periods they count the counting keys live in Redis: a replica whose
+/// clock lags still reads them, and so does a test on an injected clock (which jumps and stands
+/// still while Redis' runs on). Readers name the periods they want, so a key that lingers
+/// changes nothing.
+const LINGER_MS: u64 = 60_000;
 
-/// Attempts and failures counted in one window.
-#[derive(Clone, Copy, Debug, Default)]
-struct Counts {
-    attempts: u64,
-    failures: u64,
+/// The signal as an attempt was judged.
+#[derive(Clone, Copy, Debug)]
+pub struct Judged {
+    /// The trip the judgement left (in force or not).
+    trip: Option<Trip>,
+    /// Whether the service is under attack.
+    pub under_attack: bool,
+}
+
+/// What a replica counted and has not added yet.
+#[derive(Default)]
+struct Pending {
+    /// The floor's counts, by window.
+    floor: BTreeMap<u64, Counts>,
+    /// The detectors' counts, by bucket (`failed_accounts`: those new to `failed`).
+    buckets: BTreeMap<u64, Counts>,
+    /// The failed accounts' keyed hashes, by bucket.
+    failed: BTreeMap<u64, BTreeSet<String>>,
+    /// Failed passwords' keyed digests and the usernames they failed on, by fan-out window.
+    passwords: HashMap<(u64, u64), BTreeSet<String>>,
 }
 
 /// This replica's side of the shared signal.
@@ -41,13 +74,24 @@ pub struct SharedSignal {
     signal: AttackSignal,
     /// The shard this replica adds to.
     shard: u64,
-    /// Counted here, not yet added, by window.
-    pending: Mutex<BTreeMap<u64, Counts>>,
-    /// The service-wide counts as last read back.
+    pending: Mutex<Pending>,
+    /// The service-wide state as last read back (and the trip this replica judged since).
     seen: Mutex<AttackState>,
     /// One flush at a time (the background task's and a test's), so none reads back before
     /// another's counts are added.
     flushing: tokio::sync::Mutex<()>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn small(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 impl SharedSignal {
@@ -56,46 +100,122 @@ impl SharedSignal {
         Self {
             signal,
             shard: seed % SIGNAL_SHARDS,
-            pending: Mutex::new(BTreeMap::new()),
-            seen: Mutex::new(AttackState::default()),
+            pending: Mutex::default(),
+            seen: Mutex::default(),
             flushing: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Counts one finished attempt (`failed`: as a failure) at `now`.
-    pub fn count(&self, now: UnixMillis, failed: bool) {
+    /// Counts one finished attempt's `sign` at `now`; a failure of a verified attempt names
+    /// its account (`username`, its keyed hash) and, for a wrong password, the password's keyed
+    /// digest. The sign's `first_failure_of_account` is this store's to find (the buckets'
+    /// HyperLogLogs).
+    pub fn count(
+        &self,
+        now: UnixMillis,
+        mut sign: Sign,
+        username: Option<&str>,
+        password: Option<u64>,
+    ) {
         let window = now / self.signal.window_ms.max(1);
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        let counts = pending.entry(window).or_default();
-        counts.attempts += 1;
-        counts.failures += u64::from(failed);
+        let bucket = now / self.signal.bucket_ms.max(1);
+        let mut pending = lock(&self.pending);
+        pending.floor.entry(window).or_default().add(sign);
+        if let (true, Some(username)) = (sign.failed, username) {
+            sign.first_failure_of_account = pending
+                .failed
+                .entry(bucket)
+                .or_default()
+                .insert(username.to_owned());
+            if let Some(password) = password {
+                let fan_out = now / self.signal.fan_out_window_ms.max(1);
+                pending
+                    .passwords
+                    .entry((password, fan_out))
+                    .or_default()
+                    .insert(username.to_owned());
+            }
+        }
+        pending.buckets.entry(bucket).or_default().add(sign);
     }
 
-    /// Whether the service-wide counts last read back, with this replica's own counts not yet
-    /// added, show an attack at `now` (so a replica's own attempts count at once; only the
-    /// others' wait for a flush).
-    pub fn under_attack(&self, now: UnixMillis) -> bool {
-        let mut seen = *self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        self.signal.roll(&mut seen, now);
+    /// Counts a challenge's step at `now`.
+    pub fn count_challenge(&self, now: UnixMillis, step: ChallengeStep) {
         let window = now / self.signal.window_ms.max(1);
-        let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        let small = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
-        if let Some(counts) = pending.get(&window) {
-            seen.attempts = seen.attempts.saturating_add(small(counts.attempts));
-            seen.failures = seen.failures.saturating_add(small(counts.failures));
-        }
-        if let Some(counts) = window.checked_sub(1).and_then(|w| pending.get(&w)) {
-            seen.previous_attempts = seen
-                .previous_attempts
-                .saturating_add(small(counts.attempts));
-            seen.previous_failures = seen
-                .previous_failures
-                .saturating_add(small(counts.failures));
-        }
-        self.signal.under_attack(&seen, now)
+        let bucket = now / self.signal.bucket_ms.max(1);
+        let mut pending = lock(&self.pending);
+        pending.floor.entry(window).or_default().add_challenge(step);
+        pending
+            .buckets
+            .entry(bucket)
+            .or_default()
+            .add_challenge(step);
     }
 
-    /// Adds the pending counts to this replica's shard and reads every shard back.
+    /// The service-wide state last read back, with this replica's counts not yet added, at
+    /// `now` (rolled: buckets that left the view folded).
+    fn view(&self, seen: &AttackState, now: UnixMillis) -> AttackState {
+        let mut view = *seen;
+        self.signal.roll(&mut view, now);
+        let window = now / self.signal.window_ms.max(1);
+        let pending = lock(&self.pending);
+        if let Some(counts) = pending.floor.get(&window) {
+            view.floor.merge(counts);
+        }
+        if let Some(counts) = window.checked_sub(1).and_then(|w| pending.floor.get(&w)) {
+            view.previous_floor.merge(counts);
+        }
+        if let Some(counts) = pending.buckets.get(&view.bucket) {
+            view.current.merge(counts);
+        }
+        if let Some(counts) = view
+            .bucket
+            .checked_sub(1)
+            .and_then(|b| pending.buckets.get(&b))
+        {
+            view.previous.merge(counts);
+        }
+        view
+    }
+
+    /// The trip in force at `now`, judged on the service-wide counts last read back with this
+    /// replica's own not yet added (so a replica's own attempts count at once; only the others'
+    /// wait for a flush). What it judged is kept once the attempt counts ([`Self::keep`]), as
+    /// the core keeps it.
+    pub fn judge(&self, now: UnixMillis) -> Judged {
+        let seen = lock(&self.seen);
+        let mut view = self.view(&seen, now);
+        let trip = self.signal.judge(&mut view, now);
+        Judged {
+            trip: view.trip,
+            under_attack: trip.is_some(),
+        }
+    }
+
+    /// Keeps (and shares) the trip an attempt that counted was judged with.
+    pub fn keep(&self, judged: Judged) {
+        let mut seen = lock(&self.seen);
+        if judged
+            .trip
+            .is_some_and(|trip| seen.trip.is_none_or(|own| trip.until > own.until))
+        {
+            seen.trip = judged.trip;
+        }
+    }
+
+    /// Whether the service is under attack at `now` (nothing kept).
+    fn under_attack(&self, now: UnixMillis) -> bool {
+        self.judge(now).under_attack
+    }
+
+    /// The signal at `now`, as the admin API shows it.
+    pub fn assess(&self, now: UnixMillis) -> Assessment {
+        let seen = lock(&self.seen);
+        self.signal.assess(&self.view(&seen, now), now)
+    }
+
+    /// Adds the pending counts to this replica's shards, and the baseline and trip it holds to
+    /// the shared history, and reads every shard and the history back.
     pub async fn flush(
         &self,
         calls: &Calls,
@@ -103,108 +223,221 @@ impl SharedSignal {
         now: UnixMillis,
     ) -> Result<(), StoreError> {
         let _one = self.flushing.lock().await;
-        let taken =
-            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
-        let window_ms = self.signal.window_ms.max(1);
-        let window = now / window_ms;
-        // A window's counts matter for two windows; a third covers clocks a little apart.
-        let ttl_ms = 3 * window_ms;
-        let writes: Vec<_> = taken
-            .iter()
-            .filter(|&(&counted, _)| counted + 1 >= window)
-            .map(|(&counted, counts)| {
+        let taken = std::mem::take(&mut *lock(&self.pending));
+        let signal = &self.signal;
+        let window = now / signal.window_ms.max(1);
+        let bucket = now / signal.bucket_ms.max(1);
+        let (baseline, trip, last) = {
+            let seen = lock(&self.seen);
+            (seen.baseline, seen.trip, seen.bucket)
+        };
+        // The buckets read back: the current and the previous, and those the last read saw, whose
+        // final counts fold into the baseline when the view moves past them.
+        let mut buckets_read = vec![bucket, bucket.saturating_sub(1)];
+        if last > 0 {
+            for b in [last, last.saturating_sub(1)] {
+                if !buckets_read.contains(&b) {
+                    buckets_read.push(b);
+                }
+            }
+        }
+        let mut writes = Vec::new();
+        // A period's counts matter for two periods; a third (and LINGER_MS) covers clocks apart.
+        for (&w, counts) in taken.floor.iter().filter(|&(&w, _)| w + 1 >= window) {
+            let key = keyspace.signal(self.shard, &format!("w{w}"));
+            let ttl = 3 * signal.window_ms + LINGER_MS;
+            writes.push(add_counts(&key, counts, FLOOR_FIELDS, ttl));
+        }
+        // Every bucket: those the view moves past fold into the baseline as they finally stand.
+        for (&b, counts) in &taken.buckets {
+            let key = keyspace.signal(self.shard, &format!("b{b}"));
+            let ttl = 3 * signal.bucket_ms + LINGER_MS;
+            writes.push(add_counts(&key, counts, BUCKET_FIELDS, ttl));
+            // The HyperLogLog lives in a slot of its own: a pipeline of its own.
+            if let Some(failed) = taken.failed.get(&b).filter(|f| !f.is_empty()) {
+                let key = keyspace.failed_accounts(b);
                 let mut pipe = redis::pipe();
-                let key = keyspace.signal(self.shard, counted);
-                pipe.cmd("HINCRBY")
+                pipe.cmd("PFADD").arg(&key).arg(failed).ignore();
+                pipe.cmd("PEXPIRE")
                     .arg(&key)
-                    .arg("a")
-                    .arg(counts.attempts)
+                    .arg(3 * signal.bucket_ms + LINGER_MS)
                     .ignore();
-                pipe.cmd("HINCRBY")
-                    .arg(&key)
-                    .arg("f")
-                    .arg(counts.failures)
-                    .ignore();
-                pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms).ignore();
-                pipe
-            })
+                writes.push(pipe);
+            }
+        }
+        let history = keyspace.signal_history();
+        // Each shard's field holds the baseline and the trip its replicas last knew; readers
+        // take the baseline folded furthest and the trip that lasts longest (`adopt`).
+        let mut fields = Vec::new();
+        if baseline.folded_through > 0 {
+            fields.push((format!("baseline:{}", self.shard), json(&baseline)));
+        }
+        if let Some(trip) = trip.filter(|trip| trip.until > now) {
+            fields.push((format!("trip:{}", self.shard), json(&trip)));
+        }
+        let mut shared = redis::pipe();
+        if !fields.is_empty() {
+            shared.cmd("HSET").arg(&history).arg(fields).ignore();
+        }
+        shared
+            .cmd("PEXPIRE")
+            .arg(&history)
+            .arg(HISTORY_TTL_MS)
+            .ignore();
+        writes.push(shared);
+        // The fan-out: each failed password's usernames added, and counted back.
+        let fan_outs: Vec<(String, &BTreeSet<String>)> = taken
+            .passwords
+            .iter()
+            .map(|(&(password, w), usernames)| (keyspace.fan_out(password, w), usernames))
             .collect();
-        let reads: Vec<String> = [window, window.saturating_sub(1)]
+        let floor_reads: Vec<String> = [window, window.saturating_sub(1)]
             .into_iter()
             .flat_map(|w| (0..SIGNAL_SHARDS).map(move |shard| (shard, w)))
-            .map(|(shard, w)| keyspace.signal(shard, w))
+            .map(|(shard, w)| keyspace.signal(shard, &format!("w{w}")))
             .collect();
+        let bucket_reads: Vec<String> = buckets_read
+            .iter()
+            .flat_map(|&b| (0..SIGNAL_SHARDS).map(move |shard| (shard, b)))
+            .map(|(shard, b)| keyspace.signal(shard, &format!("b{b}")))
+            .collect();
+        let failed_reads: Vec<String> = buckets_read
+            .iter()
+            .map(|&b| keyspace.failed_accounts(b))
+            .collect();
+        let fan_out_ttl = 2 * signal.fan_out_window_ms + LINGER_MS;
         let result = calls
             .call("sharing the attack signal", |conn| async move {
-                try_join_all(writes.iter().map(|pipe| {
+                let written = join_all(writes.iter().map(|pipe| {
                     let mut conn = conn.clone();
                     async move { pipe.query_async::<()>(&mut conn).await }
-                }))
-                .await?;
-                let read = join_all(reads.iter().map(|key| {
+                }));
+                let fanned = join_all(fan_outs.iter().map(|(key, usernames)| {
                     let mut conn = conn.clone();
                     async move {
-                        redis::cmd("HMGET")
+                        let mut pipe = redis::pipe();
+                        pipe.cmd("PFADD").arg(key).arg(*usernames).ignore();
+                        pipe.cmd("PEXPIRE").arg(key).arg(fan_out_ttl).ignore();
+                        pipe.cmd("PFCOUNT").arg(key);
+                        pipe.query_async::<(u64,)>(&mut conn).await.map(|(n,)| n)
+                    }
+                }));
+                let (written, fanned) = futures_util::future::join(written, fanned).await;
+                written.into_iter().collect::<Result<Vec<_>, _>>()?;
+                let fanned = fanned.into_iter().collect::<Result<Vec<_>, _>>()?;
+                let hmget = |key: &String, fields: &'static [&'static str]| {
+                    let mut conn = conn.clone();
+                    let mut cmd = redis::cmd("HMGET");
+                    cmd.arg(key).arg(fields);
+                    async move { cmd.query_async::<Vec<Option<u64>>>(&mut conn).await }
+                };
+                let floor = join_all(floor_reads.iter().map(|key| hmget(key, FLOOR_FIELDS)));
+                let buckets = join_all(bucket_reads.iter().map(|key| hmget(key, BUCKET_FIELDS)));
+                let failed = join_all(failed_reads.iter().map(|key| {
+                    let mut conn = conn.clone();
+                    async move {
+                        redis::cmd("PFCOUNT")
                             .arg(key)
-                            .arg("a")
-                            .arg("f")
-                            .query_async::<(Option<u64>, Option<u64>)>(&mut conn)
+                            .query_async::<u64>(&mut conn)
                             .await
                     }
-                }))
-                .await;
-                read.into_iter().collect::<Result<Vec<_>, _>>()
+                }));
+                let history = {
+                    let mut conn = conn.clone();
+                    async move {
+                        redis::cmd("HGETALL")
+                            .arg(&history)
+                            .query_async::<HashMap<String, String>>(&mut conn)
+                            .await
+                    }
+                };
+                let (floor, buckets, failed, history) =
+                    futures_util::future::join4(floor, buckets, failed, history).await;
+                Ok((
+                    fanned,
+                    floor.into_iter().collect::<Result<Vec<_>, _>>()?,
+                    buckets.into_iter().collect::<Result<Vec<_>, _>>()?,
+                    failed.into_iter().collect::<Result<Vec<_>, _>>()?,
+                    history?,
+                ))
             })
             .await;
-        let counts = match result {
-            Ok(counts) => counts,
+        let (fanned, floor, buckets, failed, history) = match result {
+            Ok(read) => read,
             Err(error) => {
-                // Kept for the next flush.
-                let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-                for (counted, counts) in taken {
-                    let kept = pending.entry(counted).or_default();
-                    kept.attempts += counts.attempts;
-                    kept.failures += counts.failures;
-                }
+                self.put_back(taken);
                 return Err(error);
             }
         };
-        let sum = |of: &[(Option<u64>, Option<u64>)]| {
-            of.iter().fold((0u64, 0u64), |(a, f), (ra, rf)| {
-                (a + ra.unwrap_or(0), f + rf.unwrap_or(0))
-            })
-        };
         let shards = usize::try_from(SIGNAL_SHARDS).unwrap_or(usize::MAX);
-        let (current, previous) = counts.split_at(shards.min(counts.len()));
-        let (attempts, failures) = sum(current);
-        let (previous_attempts, previous_failures) = sum(previous);
-        let small = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
-        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = AttackState {
-            window,
-            attempts: small(attempts),
-            failures: small(failures),
-            previous_attempts: small(previous_attempts),
-            previous_failures: small(previous_failures),
+        let (floor_now, floor_before) = floor.split_at(shards.min(floor.len()));
+        let counts_of = |b: u64| {
+            let Some(at) = buckets_read.iter().position(|&read| read == b) else {
+                return Counts::default();
+            };
+            let rows = buckets
+                .get(at * shards..(at + 1) * shards)
+                .unwrap_or_default();
+            Counts {
+                failed_accounts: small(failed.get(at).copied().unwrap_or(0)),
+                ..counts_read(rows, BUCKET_FIELDS)
+            }
         };
+        let mut seen = lock(&self.seen);
+        if seen.bucket == last && last > 0 {
+            // The buckets the view moves past, as they finally stand.
+            seen.current = counts_of(last);
+            seen.previous = counts_of(last - 1);
+        }
+        signal.roll(&mut seen, now);
+        adopt(&mut seen, &history);
+        seen.window = window;
+        seen.floor = counts_read(floor_now, FLOOR_FIELDS);
+        seen.previous_floor = counts_read(floor_before, FLOOR_FIELDS);
+        if seen.bucket == bucket {
+            seen.current = counts_of(bucket);
+            seen.previous = counts_of(bucket.saturating_sub(1));
+        }
+        if let Some(&most) = fanned.iter().max()
+            && most >= u64::from(signal.fan_out_usernames)
+        {
+            let at = u64::from(signal.fan_out_usernames) * 1_000;
+            signal.trip(&mut seen, Detector::PasswordFanOut, small(most), at, now);
+        }
         Ok(())
     }
 
+    /// Puts counts a failed flush took back into the pending ones, for the next flush.
+    fn put_back(&self, taken: Pending) {
+        let mut pending = lock(&self.pending);
+        for (w, counts) in taken.floor {
+            pending.floor.entry(w).or_default().merge(&counts);
+        }
+        for (b, counts) in taken.buckets {
+            pending.buckets.entry(b).or_default().merge(&counts);
+        }
+        for (b, failed) in taken.failed {
+            pending.failed.entry(b).or_default().extend(failed);
+        }
+        for (at, usernames) in taken.passwords {
+            pending.passwords.entry(at).or_default().extend(usernames);
+        }
+    }
+
     /// Whether failures not yet shared are worth a flush before [`FLUSH_EVERY`]: a quarter of
-    /// the failures that could start an attack, while this replica does not see one yet.
+    /// the failures that could start an attack at the floor, while this replica does not see
+    /// one yet.
     fn worth_flushing_early(&self, now: UnixMillis) -> bool {
         let enough = (u64::from(self.signal.min_attempts) * u64::from(self.signal.failure_percent))
             .div_ceil(400)
             .max(1);
-        let failures: u64 = self
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let failures: u64 = lock(&self.pending)
+            .floor
             .values()
-            .map(|counts| counts.failures)
+            .map(|counts| u64::from(counts.failures))
             .sum();
         failures >= enough && !self.under_attack(now)
     }
-
     /// Flushes every [`FLUSH_EVERY`] (every [`FLUSH_EARLY_EVERY`] while failures pile up before
     /// an attack is seen) until the store is dropped.
     pub fn share(
@@ -237,56 +470,126 @@ impl SharedSignal {
     }
 }
 
+/// A pipeline adding `counts` to the shard hash `key` (those of `fields` that are not zero),
+/// which expires `ttl_ms` on.
+fn add_counts(key: &str, counts: &Counts, fields: &[&str], ttl_ms: u64) -> redis::Pipeline {
+    let mut counts = *counts;
+    let mut pipe = redis::pipe();
+    for &field in fields {
+        let value = field_of(&mut counts, field).map_or(0, |count| *count);
+        if value > 0 {
+            pipe.cmd("HINCRBY").arg(key).arg(field).arg(value).ignore();
+        }
+    }
+    pipe.cmd("PEXPIRE").arg(key).arg(ttl_ms).ignore();
+    pipe
+}
+
+/// The counts every shard's hash holds, summed: `rows` are the shards' HMGETs of `fields`.
+fn counts_read(rows: &[Vec<Option<u64>>], fields: &[&str]) -> Counts {
+    let mut counts = Counts::default();
+    for (at, &field) in fields.iter().enumerate() {
+        let total: u64 = rows
+            .iter()
+            .map(|row| row.get(at).copied().flatten().unwrap_or(0))
+            .sum();
+        if let Some(count) = field_of(&mut counts, field) {
+            *count = small(total);
+        }
+    }
+    counts
+}
+
+/// The count a shard hash's field holds (the one place the field names are spelt).
+fn field_of<'a>(counts: &'a mut Counts, field: &str) -> Option<&'a mut u32> {
+    match field {
+        "a" => Some(&mut counts.attempts),
+        "f" => Some(&mut counts.failures),
+        "u" => Some(&mut counts.unknown),
+        "c" => Some(&mut counts.challenged),
+        "n" => Some(&mut counts.answered),
+        _ => None,
+    }
+}
+
+/// Takes from the shared history what is newer than this replica's: the baseline folded
+/// furthest, and the trip that lasts longest. A baseline of another shape (written by another
+/// version, during a rolling upgrade) does not parse and is passed over: the history restarts.
+fn adopt(seen: &mut AttackState, history: &HashMap<String, String>) {
+    for (field, json) in history {
+        if field.starts_with("baseline:")
+            && let Ok(baseline) = serde_json::from_str::<Baseline>(json)
+            && baseline.folded_through > seen.baseline.folded_through
+        {
+            seen.baseline = baseline;
+        }
+        if field.starts_with("trip:")
+            && let Ok(trip) = serde_json::from_str::<Trip>(json)
+            && seen.trip.is_none_or(|own| trip.until > own.until)
+        {
+            seen.trip = Some(trip);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The start of a signal window (60 s).
-    const NOW: UnixMillis = 1_700_000_040_000;
+    /// The start of a floor window and of a bucket.
+    const NOW: UnixMillis = 1_700_000_100_000;
+
+    fn signal(min_attempts: u32, failure_percent: u32) -> AttackSignal {
+        let mut signal = portcullis_core::Policy::default().global.attack.unwrap();
+        signal.min_attempts = min_attempts;
+        signal.failure_percent = failure_percent;
+        signal
+    }
 
     #[test]
     fn a_replicas_own_counts_tell_before_they_are_shared() {
-        let shared = SharedSignal::new(
-            AttackSignal {
-                window_ms: 60_000,
-                min_attempts: 5,
-                failure_percent: 50,
-                tighten_factor: 2,
-            },
-            7,
-        );
+        let shared = SharedSignal::new(signal(5, 50), 7);
         assert!(!shared.under_attack(NOW));
         for _ in 0..4 {
-            shared.count(NOW, true);
+            shared.count(NOW, Sign::FAILED, None, None);
         }
         assert!(!shared.under_attack(NOW), "fewer than min_attempts");
-        shared.count(NOW, true);
-        assert!(shared.under_attack(NOW));
-        // At the start of the next window they weigh in full as the previous one's.
-        assert!(shared.under_attack(NOW + 60_000));
-        assert!(!shared.under_attack(NOW + 180_000));
+        shared.count(NOW, Sign::FAILED, None, None);
+        let judged = shared.judge(NOW);
+        assert!(judged.under_attack);
+        assert_eq!(
+            shared.assess(NOW).trip,
+            None,
+            "kept once the attempt counts"
+        );
+        shared.keep(judged);
+        assert_eq!(shared.assess(NOW).trip.unwrap().detector, Detector::Floor);
+    }
+
+    #[test]
+    fn an_accounts_failures_count_once_per_bucket_among_failed_accounts() {
+        let shared = SharedSignal::new(signal(20, 30), 7);
+        for name in ["a", "a", "b"] {
+            shared.count(NOW, Sign::FAILED, Some(name), None);
+        }
+        let pending = lock(&shared.pending);
+        let bucket = NOW / shared.signal.bucket_ms;
+        assert_eq!(pending.buckets[&bucket].failed_accounts, 2);
+        assert_eq!(pending.buckets[&bucket].failures, 3);
     }
 
     #[test]
     fn failures_piling_up_before_an_attack_is_seen_are_flushed_early() {
         // A quarter of the 6 failures that could start an attack (20 attempts, 30%): 2.
-        let shared = SharedSignal::new(
-            AttackSignal {
-                window_ms: 60_000,
-                min_attempts: 20,
-                failure_percent: 30,
-                tighten_factor: 4,
-            },
-            7,
-        );
-        shared.count(NOW, false);
-        shared.count(NOW, true);
+        let shared = SharedSignal::new(signal(20, 30), 7);
+        shared.count(NOW, Sign::default(), None, None);
+        shared.count(NOW, Sign::FAILED, None, None);
         assert!(!shared.worth_flushing_early(NOW));
-        shared.count(NOW, true);
+        shared.count(NOW, Sign::FAILED, None, None);
         assert!(shared.worth_flushing_early(NOW));
         // Once this replica sees the attack, the usual pace will do.
         for _ in 0..20 {
-            shared.count(NOW, true);
+            shared.count(NOW, Sign::FAILED, None, None);
         }
         assert!(shared.under_attack(NOW));
         assert!(!shared.worth_flushing_early(NOW));

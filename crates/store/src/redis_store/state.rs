@@ -82,7 +82,7 @@ impl Layout {
         if p.spray.is_some() {
             mask |= SPRAY;
         }
-        // The record function marks an account's first success in the signal's window.
+        // The record function marks an account's first success in the signal's bucket.
         if dimension == Dimension::Username && policy.global.attack.is_some() {
             mask |= SUCCESS;
         }
@@ -94,7 +94,7 @@ impl Layout {
         self.mask & RATE != 0
     }
 
-    /// Whether the states hold the signal's success window.
+    /// Whether the states hold the signal's success bucket.
     pub fn has_success(self) -> bool {
         self.mask & SUCCESS != 0
     }

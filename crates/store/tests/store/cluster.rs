@@ -28,7 +28,10 @@ async fn sharded_per_subject_the_store_decides_like_the_core_across_primaries() 
     let k = keys(&policy, "198.51.100.4", "alice");
     for _ in 0..5 {
         assert!(store.attempt(&k, 0).await.unwrap().is_allowed());
-        store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
+        store
+            .record(&k, Outcome::Failure.into(), "u", &[])
+            .await
+            .unwrap();
     }
     assert!(!store.attempt(&k, 0).await.unwrap().is_allowed());
     let mut primaries = HashSet::new();
@@ -96,7 +99,10 @@ async fn a_refusal_on_one_slot_takes_back_what_the_others_counted() {
         .clone();
     for _ in 0..2 {
         assert!(store.attempt(&k, 0).await.unwrap().is_allowed());
-        store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
+        store
+            .record(&k, Outcome::Failure.into(), "u", &[])
+            .await
+            .unwrap();
     }
     // The address refuses; the account's slot had counted a provisional failure, and the
     // compensating call took it back.
@@ -118,7 +124,7 @@ async fn a_refusal_on_one_slot_takes_back_what_the_others_counted() {
         let other = keys(&policy, &format!("192.0.2.{i}"), "carol");
         if store.attempt(&other, 0).await.unwrap().is_allowed() {
             store
-                .record(&other, Outcome::Failure, "u", &[])
+                .record(&other, Outcome::Failure.into(), "u", &[])
                 .await
                 .unwrap();
             admitted += 1;
@@ -137,7 +143,12 @@ async fn a_challenge_asked_by_one_slot_takes_back_the_account_admission_of_anoth
         let k = keys(&policy, "203.0.113.77", user);
         assert!(store.attempt(&k, u64::MAX).await.unwrap().is_allowed());
         store
-            .record(&k, Outcome::Failure, &crate::helpers::digest(user), &[])
+            .record(
+                &k,
+                Outcome::Failure.into(),
+                &crate::helpers::digest(user),
+                &[],
+            )
             .await
             .unwrap();
     }
@@ -207,7 +218,10 @@ async fn a_killed_primary_opens_the_breaker_and_the_store_recovers_after_failove
             .await
             .expect("answered from the local fallback");
         if decision.is_allowed() {
-            store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
+            store
+                .record(&k, Outcome::Failure.into(), "u", &[])
+                .await
+                .unwrap();
         }
         assert!(
             i < 2 || redis.is_degraded(),

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use portcullis_core::attack::Assessment;
 use portcullis_core::{ChallengeMode, Decision, Outcome, Policy};
 use portcullis_store::{AdminStore, AttemptStore, Clock, ManualClock, MemoryStore, RedisStore};
 use portcullis_testkit::random_hex;
@@ -105,8 +106,14 @@ pub async fn agree(policy: Policy, events: &[Event], make: impl Fn(Arc<dyn Clock
                         Settle::Abandon => None,
                     };
                     if let Some(outcome) = outcome {
-                        let expected = memory.record(&k, outcome, &user, pending).await.unwrap();
-                        let actual = redis.record(&k, outcome, &user, pending).await.unwrap();
+                        let expected = memory
+                            .record(&k, outcome.into(), &user, pending)
+                            .await
+                            .unwrap();
+                        let actual = redis
+                            .record(&k, outcome.into(), &user, pending)
+                            .await
+                            .unwrap();
                         assert_eq!(actual, expected, "step {step}: bans of {event:?}");
                     } else {
                         memory.abandon(&k, pending).await.unwrap();
@@ -116,6 +123,18 @@ pub async fn agree(policy: Policy, events: &[Event], make: impl Fn(Arc<dyn Clock
                 let expected = memory.status(&k).await.unwrap();
                 let actual = redis.status(&k).await.unwrap();
                 assert_eq!(actual, expected, "step {step}: status after {event:?}");
+                // The signal as the admin API shows it: every detector's reading (so every
+                // count, challenges issued and answered too, and the baseline's shares) and when
+                // the trip started and ends. (Not the trip's detector and figures: those of
+                // whichever judgement extended it last, which the stores make at moments of their
+                // own; nor `warm`: they start the history's clock at different moments.)
+                redis.flush_signal().await.unwrap();
+                let shown = |signal: Option<Assessment>| {
+                    signal.map(|a| (a.readings, a.trip.map(|t| (t.since, t.until))))
+                };
+                let expected = shown(memory.attack_signal());
+                let actual = shown(redis.attack_signal());
+                assert_eq!(actual, expected, "step {step}: the signal after {event:?}");
                 let mut expected = memory.restrictions(1_000).await.unwrap();
                 let mut actual = redis.restrictions(1_000).await.unwrap();
                 expected.sort_by(|a, b| a.key.cmp(&b.key));

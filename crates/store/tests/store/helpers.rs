@@ -93,11 +93,21 @@ pub fn tight_policy() -> Policy {
                 burst: 40,
                 interval_ms: 100,
             }),
+            // The detectors on a short clock, so the generated runs warm the baseline and trip
+            // them: the stores must agree on the baseline, the buckets and the trips too.
             attack: Some(AttackSignal {
                 window_ms: 3_000,
                 min_attempts: 5,
                 failure_percent: 60,
                 tighten_factor: 2,
+                bucket_ms: 500,
+                baseline_half_life_ms: 5_000,
+                warm_up_ms: 2_000,
+                min_z: 3,
+                min_excess: 2,
+                hold_ms: 1_500,
+                fan_out_usernames: 3,
+                fan_out_window_ms: 10_000,
             }),
             throttle: None,
             failures: None,
@@ -211,7 +221,10 @@ pub async fn admitted_of_200_concurrent_guesses(
         async move {
             let decision = store.attempt(&k, 0).await.unwrap();
             if decision.is_allowed() {
-                store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
+                store
+                    .record(&k, Outcome::Failure.into(), "u", &[])
+                    .await
+                    .unwrap();
             }
             decision.is_allowed()
         }

@@ -23,7 +23,10 @@ async fn every_key_a_scenario_writes_has_a_ttl_and_no_plain_username() {
             &format!("victim{}", i % 3),
         );
         if store.attempt(&k, 0).await.unwrap().is_allowed() {
-            store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
+            store
+                .record(&k, Outcome::Failure.into(), "u", &[])
+                .await
+                .unwrap();
         }
     }
     let written = redis.keys().await;
@@ -54,7 +57,10 @@ async fn a_counter_expires_from_redis_within_a_second_after_its_state() {
     let store = redis_store(vec![redis.url.clone()], false, &redis.prefix, &policy, None);
     let k = keys(&policy, "203.0.113.7", "expiring");
     assert!(store.attempt(&k, 0).await.unwrap().is_allowed());
-    store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
+    store
+        .record(&k, Outcome::Failure.into(), "u", &[])
+        .await
+        .unwrap();
     let mut conn = redis.connection().await;
     let mut checked = 0;
     for key in k.iter().filter(|k| k.dimension != Dimension::Global) {
@@ -150,7 +156,10 @@ async fn the_functions_are_reloaded_once_by_a_burst_after_function_flush() {
     }
     let loads = sent(&before, &command_calls(&server.url).await);
     assert_eq!(loads.get("function|load"), Some(&1), "{loads:?}");
-    store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
+    store
+        .record(&k, Outcome::Failure.into(), "u", &[])
+        .await
+        .unwrap();
 }
 
 /// Commands the functions run inside Redis: `INFO commandstats` counts them too, but they cost
@@ -185,14 +194,17 @@ async fn a_denied_attempt_costs_one_command_and_a_verified_one_two_with_no_ping(
     let k = keys(&policy, "192.0.2.1", "alice");
     // Warm up: connect and load the scripts, so the deltas below are the steady state.
     assert!(store.attempt(&k, 0).await.unwrap().is_allowed());
-    store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
+    store
+        .record(&k, Outcome::Failure.into(), "u", &[])
+        .await
+        .unwrap();
 
     // A verified attempt: attempt + record.
     let fresh = keys(&policy, "192.0.2.2", "bob");
     let before = command_calls(&server.url).await;
     assert!(store.attempt(&fresh, 0).await.unwrap().is_allowed());
     store
-        .record(&fresh, Outcome::Failure, "u", &[])
+        .record(&fresh, Outcome::Failure.into(), "u", &[])
         .await
         .unwrap();
     let verified = sent(&before, &command_calls(&server.url).await);
@@ -206,7 +218,7 @@ async fn a_denied_attempt_costs_one_command_and_a_verified_one_two_with_no_ping(
     for _ in 0..5 {
         if store.attempt(&fresh, 0).await.unwrap().is_allowed() {
             store
-                .record(&fresh, Outcome::Failure, "u", &[])
+                .record(&fresh, Outcome::Failure.into(), "u", &[])
                 .await
                 .unwrap();
         }
@@ -250,7 +262,10 @@ async fn without_an_injected_clock_scripts_use_redis_time() {
     let k = keys(&policy, "192.0.2.7", "timed");
     for _ in 0..5 {
         assert!(store.attempt(&k, 0).await.unwrap().is_allowed());
-        store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
+        store
+            .record(&k, Outcome::Failure.into(), "u", &[])
+            .await
+            .unwrap();
     }
     let Decision::Deny(denial) = store.attempt(&k, 0).await.unwrap() else {
         panic!("sixth attempt admitted");
@@ -273,7 +288,10 @@ async fn lockouts_and_bans_are_listed_from_the_index_and_cleared_by_an_unlock() 
     for _ in 0..3 {
         // With an ample proof: the failing address is challenged, and this client solves.
         if store.attempt(&k, u64::MAX).await.unwrap().is_allowed() {
-            store.record(&k, Outcome::Failure, "u", &[]).await.unwrap();
+            store
+                .record(&k, Outcome::Failure.into(), "u", &[])
+                .await
+                .unwrap();
         }
     }
     let listed = store.restrictions(100).await.unwrap();
@@ -403,7 +421,7 @@ async fn with_the_policy_disabled_the_scripts_admit_everything_and_write_nothing
         assert!(store.attempt(&k, 0).await.unwrap().is_allowed());
         assert!(
             store
-                .record(&k, Outcome::Failure, "u", &[])
+                .record(&k, Outcome::Failure.into(), "u", &[])
                 .await
                 .unwrap()
                 .is_empty()

@@ -5,7 +5,7 @@
 -- KEYS[i] ('temporary', 'permanent' or '').
 -- Returns JSON: {"bans": [{"key": i, "until": ms}], "first_success": b}: the bans the outcome
 -- started (absent when none); for a success on the account's username key, whether it is the
--- account's first in the under-attack signal's window (decision::first_success_in_window), so
+-- account's first in the under-attack signal's bucket (decision::record), so
 -- the store counts it there.
 local now = now_ms(ARGV[1])
 local outcome = ARGV[2]
@@ -24,7 +24,7 @@ for i = 1, #KEYS do
   if dimension == 'username' and outcome == 'success' and signal then
     reply.first_success = s.success_counted_until <= now
     if reply.first_success then
-      local window = signal.window_ms
+      local window = signal.bucket_ms
       s.success_counted_until = (floor(now / window) + 1) * window
     end
   end

@@ -12,8 +12,9 @@ for i = 2, #ARGV, 2 do
     until_ms = tonum(until_ms)
   end
   call('ZADD', index, until_ms, ARGV[i])
-  if call('PTTL', index) < until_ms - now then
-    call('PEXPIRE', index, until_ms - now)
+  local ttl = redis_ttl(until_ms - now)
+  if call('PTTL', index) < ttl then
+    call('PEXPIRE', index, ttl)
   end
 end
 return '{}'
