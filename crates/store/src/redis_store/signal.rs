@@ -4,7 +4,8 @@
 //! how) in its own memory. Every [`FLUSH_EVERY`] it adds them to its shard of sharded counters
 //! (`SIGNAL_SHARDS` hashes per floor window and per detector bucket, each in a slot of its own
 //! under `per_subject`), the failed accounts' keyed hashes to a HyperLogLog per bucket, and the
-//! failed passwords' keyed digests to a HyperLogLog of usernames per password (the fan-out);
+//! failed passwords' keyed digests to a HyperLogLog of usernames per password (the fan-out:
+//! a password's first username waits in the replica until a second follows, [`Held`]);
 //! in the same round trip it reads every shard of the current and the previous window and
 //! bucket back, and the shared history: the baseline, folded by whichever replica got there
 //! first, and each replica's last trip. Those are the service-wide counts, which the core judges
@@ -14,6 +15,7 @@
 //! failures pile up before an attack is seen, replicas flush every [`FLUSH_EARLY_EVERY`]
 //! instead. A flush that fails keeps its counts for the next one.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
@@ -47,6 +49,54 @@ const HISTORY_TTL_MS: u64 = 7 * 24 * 3_600_000;
 /// changes nothing.
 const LINGER_MS: u64 = 60_000;
 
+/// Passwords held back per fan-out window, at most: beyond, a password's first username is
+/// shared at once (as every one was before the hold).
+const MAX_HELD: usize = 100_000;
+
+/// The fan-out's passwords this replica saw fail in the current window.
+///
+/// Most failed passwords fail once, on one account: a typo, or a leaked list's pair. Sharing
+/// each would cost Redis a key per failure. So a password's first username stays here until
+/// another username fails with it; then both are shared, and every one after. One replica's
+/// count is then exact from two usernames on; a fleet of R replicas may hold one first username
+/// each, so a fan-out of `fan_out_usernames` trips by `fan_out_usernames + R - 1` at most.
+#[derive(Default)]
+struct Held {
+    /// The fan-out window held.
+    window: u64,
+    /// Each password's first username, or `None` once it is shared.
+    passwords: HashMap<u64, Option<String>>,
+}
+
+impl Held {
+    /// The usernames to share now for `password` failing on `username` in `window` (a later
+    /// window starts afresh: a fan-out counts within its window).
+    fn failed(&mut self, window: u64, password: u64, username: &str) -> Vec<String> {
+        if window > self.window {
+            self.window = window;
+            self.passwords.clear();
+        }
+        let full = self.passwords.len() >= MAX_HELD;
+        match self.passwords.entry(password) {
+            // A window already left (a clock behind), or a full hold: shared at once.
+            _ if window < self.window => vec![username.to_owned()],
+            Entry::Vacant(_) if full => vec![username.to_owned()],
+            Entry::Vacant(slot) => {
+                slot.insert(Some(username.to_owned()));
+                Vec::new()
+            }
+            Entry::Occupied(mut slot) => match slot.get() {
+                Some(first) if first == username => Vec::new(),
+                Some(_) => {
+                    let first = slot.insert(None).unwrap_or_default();
+                    vec![first, username.to_owned()]
+                }
+                None => vec![username.to_owned()],
+            },
+        }
+    }
+}
+
 /// The signal as an attempt was judged.
 #[derive(Clone, Copy, Debug)]
 pub struct Judged {
@@ -75,6 +125,8 @@ pub struct SharedSignal {
     /// The shard this replica adds to.
     shard: u64,
     pending: Mutex<Pending>,
+    /// Failed passwords' first usernames, not shared yet.
+    held: Mutex<Held>,
     /// The service-wide state as last read back (and the trip this replica judged since).
     seen: Mutex<AttackState>,
     /// One flush at a time (the background task's and a test's), so none reads back before
@@ -101,6 +153,7 @@ impl SharedSignal {
             signal,
             shard: seed % SIGNAL_SHARDS,
             pending: Mutex::default(),
+            held: Mutex::default(),
             seen: Mutex::default(),
             flushing: tokio::sync::Mutex::new(()),
         }
@@ -129,11 +182,14 @@ impl SharedSignal {
                 .insert(username.to_owned());
             if let Some(password) = password {
                 let fan_out = now / self.signal.fan_out_window_ms.max(1);
-                pending
-                    .passwords
-                    .entry((password, fan_out))
-                    .or_default()
-                    .insert(username.to_owned());
+                let shared = lock(&self.held).failed(fan_out, password, username);
+                if !shared.is_empty() {
+                    pending
+                        .passwords
+                        .entry((password, fan_out))
+                        .or_default()
+                        .extend(shared);
+                }
             }
         }
         pending.buckets.entry(bucket).or_default().add(sign);
@@ -538,6 +594,26 @@ mod tests {
 
     /// The start of a floor window and of a bucket.
     const NOW: UnixMillis = 1_700_000_100_000;
+
+    #[test]
+    fn a_password_is_held_until_a_second_username_fails_with_it_and_forgotten_with_its_window() {
+        let mut held = Held::default();
+        assert!(held.failed(5, 1, "a").is_empty());
+        assert!(held.failed(5, 1, "a").is_empty(), "the same account again");
+        assert_eq!(held.failed(5, 1, "b"), ["a", "b"]);
+        assert_eq!(held.failed(5, 1, "c"), ["c"]);
+        // A fan-out counts within its window: the next one starts afresh, and a failure
+        // counted with a clock still in the last one is shared at once.
+        assert!(held.failed(6, 1, "b").is_empty());
+        assert_eq!(held.failed(5, 1, "c"), ["c"]);
+        assert_eq!(held.failed(6, 1, "d"), ["b", "d"]);
+        // Beyond MAX_HELD passwords in a window, a new one is shared at once.
+        for password in 0..MAX_HELD as u64 {
+            held.failed(9, password, "x");
+        }
+        assert_eq!(held.failed(9, u64::MAX, "y"), ["y"]);
+        assert_eq!(held.passwords.len(), MAX_HELD);
+    }
 
     fn signal(min_attempts: u32, failure_percent: u32) -> AttackSignal {
         let mut signal = portcullis_core::Policy::default().global.attack.unwrap();

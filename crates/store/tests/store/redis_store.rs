@@ -4,12 +4,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::future::join_all;
-use portcullis_core::{Decision, Dimension, Outcome, Policy, Reason};
+use portcullis_core::attack::Detector;
+use portcullis_core::{Decision, Dimension, Outcome, Policy, Reason, Verified};
 use portcullis_store::redis_store::StoredState;
 use portcullis_store::{AttemptStore, Clock, ManualClock};
 use portcullis_testkit::redis::{RedisServer, TestRedis, command_calls, connect};
 
-use crate::helpers::{T0, keys, redis_store, tight_policy};
+use crate::helpers::{T0, digest, keys, redis_store, tight_policy};
 
 #[tokio::test]
 async fn every_key_a_scenario_writes_has_a_ttl_and_no_plain_username() {
@@ -459,5 +460,100 @@ async fn a_reply_the_code_cannot_read_is_a_protocol_error_and_never_trips_the_br
     assert!(!store.is_degraded(), "a bug is not an outage");
     let k = keys(&policy, "198.51.100.40", "proto");
     assert!(store.attempt(&k, 0).await.unwrap().is_allowed());
+    redis.cleanup().await;
+}
+
+/// The password fan-out across two replicas: a password failing on one account each time stays
+/// in its replica (no key in Redis); one failing on `fan_out_usernames` (here 3) distinct accounts
+/// trips once the replicas have shared them, which may take one more account per replica
+/// holding a first one back.
+#[tokio::test]
+async fn a_password_failing_across_accounts_and_replicas_trips_the_fan_out() {
+    let redis = TestRedis::start().await;
+    let mut policy = Policy::default();
+    // Only the fan-out may trip: the floor needs more attempts than this test makes.
+    if let Some(attack) = policy.global.attack.as_mut() {
+        attack.min_attempts = 1_000;
+        attack.fan_out_usernames = 3;
+    }
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(T0));
+    let replicas: Vec<_> = (0..2)
+        .map(|_| {
+            redis_store(
+                vec![redis.url.clone()],
+                false,
+                &redis.prefix,
+                &policy,
+                Some(clock.clone()),
+            )
+        })
+        .collect();
+    // Each from an address and network of its own: no source looks risky.
+    let sources = std::sync::atomic::AtomicU8::new(0);
+    let fail = |replica: usize, user: String, password: u64| {
+        let store = &replicas[replica];
+        let policy = &policy;
+        let source = sources.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async move {
+            let k = keys(policy, &format!("10.{source}.0.1"), &user);
+            let decision = store.attempt(&k, 0).await.unwrap();
+            let Decision::Allow { pending, .. } = decision else {
+                panic!("{user} refused: {decision:?}");
+            };
+            let wrong = Verified {
+                outcome: Outcome::Failure,
+                unknown_username: false,
+                password: Some(password),
+            };
+            store
+                .record(&k, wrong, &digest(&user), &pending)
+                .await
+                .unwrap();
+            store.flush_signal().await.unwrap();
+        }
+    };
+    let tripped_by_fan_out = |replica: usize| {
+        replicas[replica]
+            .attack_signal()
+            .and_then(|a| a.trip)
+            .is_some_and(|t| t.detector == Detector::PasswordFanOut)
+    };
+    let fan_out_keys = || async {
+        redis
+            .keys()
+            .await
+            .into_iter()
+            .filter(|k| k.contains(":fanout:"))
+            .count()
+    };
+
+    // Typos: each password fails once, or again on its own account.
+    for i in 0..5 {
+        fail(0, format!("typist{i}"), 1_000 + i).await;
+        fail(0, format!("typist{i}"), 1_000 + i).await;
+    }
+    assert_eq!(
+        fan_out_keys().await,
+        0,
+        "a password failing on one account stays local"
+    );
+
+    // One password on two accounts at replica 0 (shared: 2), then a third at replica 1, which
+    // holds it back as its own first: 3 distinct accounts, 2 seen.
+    fail(0, "victim0".to_owned(), 7).await;
+    fail(0, "victim1".to_owned(), 7).await;
+    fail(1, "victim2".to_owned(), 7).await;
+    assert_eq!(fan_out_keys().await, 1);
+    for replica in [0, 1] {
+        replicas[replica].flush_signal().await.unwrap();
+        assert!(
+            !tripped_by_fan_out(replica),
+            "replica {replica}: 2 of 3 shared"
+        );
+    }
+    // A fourth at replica 1 shares both of its own.
+    fail(1, "victim3".to_owned(), 7).await;
+    assert!(tripped_by_fan_out(1));
+    replicas[0].flush_signal().await.unwrap();
     redis.cleanup().await;
 }
