@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README.md, and what .ci/run runs): installs what a fresh machine lacks,
-# builds the local container images, then runs `cargo test --workspace` and Schemathesis
-# against a release binary (scripts/schemathesis.sh). Idempotent: what is there is kept.
+# builds the local container images, checks that the use cases (portcullis-accounts) depend on
+# no web framework, then runs `cargo test --workspace` and Schemathesis against a release
+# binary (scripts/schemathesis.sh). Idempotent: what is there is kept.
 #
 # - Debian packages: redis-server and postgresql (the shared servers below, and the binaries
 #   the fixtures fall back to without Docker); nginx-light (local-stack and drill smoke tests);
@@ -142,6 +143,12 @@ rm -rf target/compose-test
 # (down reads docker-compose.yml, whose secrets must be set, to any value.)
 trap 'POSTGRES_PASSWORD=- PORTCULLIS_HMAC_KEY=- PORTCULLIS_ADMIN_TOKEN=- \
   docker-compose -p "$COMPOSE_PROJECT" down -v --remove-orphans >/dev/null 2>&1 || true' EXIT
+
+log "the use cases stand on no web framework (cargo tree -p portcullis-accounts)"
+if cargo tree -p portcullis-accounts -e normal,build --prefix none | grep -E '^(actix|askama|utoipa)'; then
+  echo "portcullis-accounts depends on a web framework (above): it must not" >&2
+  exit 1
+fi
 
 log "cargo test --workspace"
 status=0

@@ -15,12 +15,12 @@ use std::path::Path;
 
 use anyhow::Context;
 use futures_util::stream::{self, StreamExt};
+use portcullis_accounts::accounts::{Accounts, CreateError};
+use portcullis_accounts::mfa::{self, sealing::SecretSealer};
+use portcullis_accounts::passwords::{MAX_PASSWORD_BYTES, PasswordHasher, PasswordPolicy};
 use portcullis_core::Username;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::accounts::{Accounts, CreateError};
-use crate::mfa::{self, sealing::SecretSealer};
-use crate::passwords::{MAX_PASSWORD_BYTES, PasswordHasher, PasswordPolicy};
 use crate::settings::Settings;
 
 /// What an import did.

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use portcullis_server::accounts::Accounts;
-use portcullis_server::passwords::{PasswordHasher, breached};
+use portcullis_accounts::accounts::Accounts;
+use portcullis_accounts::passwords::{PasswordHasher, breached};
 use portcullis_server::{Application, Settings, import, telemetry};
 
 /// The Portcullis login service.

@@ -2,11 +2,12 @@
 //! no-store` on every answer that does not set its own (they carry tokens, challenges and
 //! per-client limits), and `Strict-Transport-Security` when the listener speaks HTTPS.
 //!
-//! Handlers record `client_ip`, `username`, `outcome` and `reason` into the span once known (through
-//! `tracing::Span::current()`), so one line per request tells what happened; a request refused
-//! before verification tells it at DEBUG, since [`crate::refusal_log`] summarises those. Nothing here
-//! records bodies or headers: they may carry passwords and tokens. One middleware does both
-//! jobs: it runs on every request, refused floods included, so it is kept to one layer.
+//! Handlers record `client_ip`, `username`, `outcome` and `reason` into the span once known
+//! (through `tracing::Span::current()`), so one line per request tells what happened; a request
+//! refused before verification tells it at DEBUG, since the guard's refusal log summarises
+//! those. Nothing here records bodies or headers: they may carry passwords and tokens. One
+//! middleware does both jobs: it runs on every request, refused floods included, so it is kept
+//! to one layer.
 
 use std::future::{Ready, ready};
 use std::sync::OnceLock;
@@ -18,7 +19,7 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use futures_util::future::LocalBoxFuture;
 use tracing::Instrument;
 
-use crate::refusal_log::Summarised;
+use crate::error::Summarised;
 
 /// The response header carrying the request id.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -85,7 +86,7 @@ where
             let mut response = call.instrument(span.clone()).await?;
             span.record("status", response.status().as_u16());
             let elapsed_ms = started.elapsed().as_millis() as u64;
-            // A refusal before verification is summarised (`refusal_log`): its own line is DEBUG.
+            // A refusal before verification is summarised (the guard's refusal log): its own line is DEBUG.
             let summarised = response.response().extensions().contains::<Summarised>();
             span.in_scope(|| {
                 if summarised {

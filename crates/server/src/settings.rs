@@ -8,12 +8,15 @@ use std::path::Path;
 
 use anyhow::Context;
 use ipnet::IpNet;
+use portcullis_accounts::settings::{
+    AccessTokenSettings, Argon2Settings, DatabaseSettings, PasswordSettings, SecretSettings,
+    StoreSettings, UsernameLogging, secret,
+};
 use portcullis_core::Policy;
-use portcullis_store::{OnError, Sharding};
-
-use crate::client_ip::ForwardedHeader;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::client_ip::ForwardedHeader;
 
 /// Everything the service can be told.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -61,32 +64,6 @@ pub struct TokenSettings {
     pub access: AccessTokenSettings,
 }
 
-/// JWT access tokens (see [`crate::access_tokens`]).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AccessTokenSettings {
-    /// Whether a login also returns an `access_token` (needs `secrets.signing_key`).
-    pub enabled: bool,
-    /// Its lifetime: short, since it cannot be revoked.
-    pub ttl_secs: u64,
-    /// Its `iss` claim.
-    pub issuer: String,
-    /// Public keys (a PEM bundle) published in the JWKS beside the signing key's: the next key
-    /// before a rotation, the previous one after it.
-    pub extra_public_keys: String,
-}
-
-impl Default for AccessTokenSettings {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            ttl_secs: 300,
-            issuer: "portcullis".to_owned(),
-            extra_public_keys: String::new(),
-        }
-    }
-}
-
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -104,17 +81,6 @@ pub struct LogSettings {
     /// `digest` (the default: the username's keyed hash, as in counter keys) or `plain`.
     /// People type passwords into username fields, so plain names are opt-in.
     pub usernames: UsernameLogging,
-}
-
-/// How a username appears in request logs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UsernameLogging {
-    /// The keyed hash (HMAC with `secrets.hmac_key`).
-    #[default]
-    Digest,
-    /// The normalised name.
-    Plain,
 }
 
 /// The HTTP listener.
@@ -159,87 +125,6 @@ pub struct TlsSettings {
     pub cert: std::path::PathBuf,
     /// The private key (PKCS#8, SEC1 or PKCS#1).
     pub key: std::path::PathBuf,
-}
-
-/// The accounts database.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatabaseSettings {
-    /// `sqlite://path/file.db` (created if missing), `sqlite::memory:`, or
-    /// `postgres://user:password@host:port/database`.
-    pub url: String,
-    /// Apply pending migrations at start-up.
-    pub migrate_on_start: bool,
-    /// Pool size.
-    pub max_connections: u32,
-    /// Longest wait for a connection before a request answers 503 + Retry-After.
-    pub acquire_timeout_ms: u64,
-}
-
-/// Argon2id parameters and the hashing pool.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Argon2Settings {
-    /// Memory cost in KiB (OWASP: 19456 with 2 iterations).
-    pub memory_kib: u32,
-    /// Time cost (passes over memory).
-    pub iterations: u32,
-    /// Lanes.
-    pub parallelism: u32,
-    /// Threads hashing at once; 0 means one per core.
-    pub workers: usize,
-    /// Hash jobs allowed to wait for a thread; more are refused with 503 + Retry-After.
-    pub queue_depth: usize,
-    /// Optional secret mixed into every hash (Argon2's secret input); changing it invalidates
-    /// every stored password.
-    #[serde(skip_serializing, default, deserialize_with = "secret")]
-    pub pepper: Option<SecretString>,
-}
-
-/// What a new password must be (NIST SP 800-63B rev. 4), and breached-password screening.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PasswordSettings {
-    /// Fewest code points: 15, NIST's minimum for a password that is the only factor. Lower it
-    /// (NIST allows 8) where every account has a second factor.
-    pub min_length: usize,
-    /// Most code points, at least 64 (NIST); the hash also takes at most 1024 bytes.
-    pub max_length: usize,
-    /// The lowest zxcvbn score (0..=4) a new password may have; 0 turns the estimate off.
-    pub min_zxcvbn_score: u8,
-    /// Words a password must not contain besides the username: the service's name and the
-    /// like.
-    pub context_words: Vec<String>,
-    /// A filter built by `portcullis passwords build-filter` from a Have I Been Pwned download;
-    /// unset means no breached-password screening.
-    pub breached_filter: Option<std::path::PathBuf>,
-    /// What a login with a correct but breached password gets: `flag` (a session marked
-    /// `password_change_required`) or `block` (403 and a token only `POST /v1/password` takes).
-    pub breached_login: BreachedLogin,
-}
-
-impl Default for PasswordSettings {
-    fn default() -> Self {
-        Self {
-            min_length: 15,
-            max_length: 64,
-            min_zxcvbn_score: 3,
-            context_words: vec!["portcullis".to_owned()],
-            breached_filter: None,
-            breached_login: BreachedLogin::Flag,
-        }
-    }
-}
-
-/// What a login with a correct but breached password gets.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BreachedLogin {
-    /// A session, marked `password_change_required`.
-    #[default]
-    Flag,
-    /// No session: 403 `password_change_required` with a single-use password-change token.
-    Block,
 }
 
 /// Second factors.
@@ -312,103 +197,6 @@ impl Default for DeviceSettings {
             max_age_days: 180,
         }
     }
-}
-
-/// Where attempt counters and sessions live: in this process unless Redis is configured.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StoreSettings {
-    /// Redis shared by every replica; unset means the in-memory store (one replica only).
-    pub redis: Option<RedisSettings>,
-    /// What to do while Redis cannot answer: `local` (count in this process), `fail_closed`
-    /// (503 + Retry-After) or `fail_open` (admit unchecked).
-    pub on_error: OnError,
-    /// Consecutive Redis failures that open the circuit breaker.
-    pub breaker_failures: u32,
-    /// Milliseconds the open breaker skips Redis before probing it again.
-    pub breaker_cool_down_ms: u64,
-    /// Keys whose refusal each replica remembers until the store's deadline, so repeated
-    /// attempts on them cost no Redis call (with Redis only); 0 turns the cache off.
-    pub deny_cache_entries: usize,
-}
-
-impl Default for StoreSettings {
-    fn default() -> Self {
-        Self {
-            redis: None,
-            on_error: OnError::Local,
-            breaker_failures: 3,
-            breaker_cool_down_ms: 1_000,
-            deny_cache_entries: 100_000,
-        }
-    }
-}
-
-/// The Redis attempt and session store.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RedisSettings {
-    /// `redis://host:port`; with `cluster`, a comma-separated list of seed nodes.
-    pub url: String,
-    /// Whether `url` names Redis Cluster nodes.
-    pub cluster: bool,
-    /// Key prefix, so deployments can share one Redis.
-    pub prefix: String,
-    /// How keys spread over Cluster slots: `single_slot` (one slot: a Cluster adds failover,
-    /// not capacity) or `per_subject` (each address block and each account in a slot of its
-    /// own). Unset: `per_subject` with `cluster`, else `single_slot`.
-    pub sharding: Option<Sharding>,
-    /// Longest wait for one Redis call, in milliseconds.
-    pub timeout_ms: u64,
-}
-
-impl Default for RedisSettings {
-    fn default() -> Self {
-        Self {
-            url: String::new(),
-            cluster: false,
-            prefix: "portcullis".to_owned(),
-            sharding: None,
-            timeout_ms: 50,
-        }
-    }
-}
-
-impl RedisSettings {
-    /// How keys spread: as set, else per subject on a Cluster and in one slot on one server.
-    pub fn sharding(&self) -> Sharding {
-        self.sharding.unwrap_or(if self.cluster {
-            Sharding::PerSubject
-        } else {
-            Sharding::SingleSlot
-        })
-    }
-
-    /// The URLs to connect to (several seed nodes for a cluster).
-    pub fn urls(&self) -> Vec<String> {
-        self.url
-            .split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-/// Keys that must stay secret.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretSettings {
-    /// The instance's secret: hides usernames in counter keys, signs device cookies and
-    /// challenges, seals TOTP secrets (each under a label of its own). Every replica sharing a
-    /// store needs the same one; without it the instance makes one and keeps it in the
-    /// database.
-    #[serde(skip_serializing, default, deserialize_with = "secret")]
-    pub hmac_key: Option<SecretString>,
-    /// The Ed25519 private key (PKCS#8 PEM) that signs access tokens; the same on every
-    /// replica.
-    #[serde(skip_serializing, default, deserialize_with = "secret")]
-    pub signing_key: Option<SecretString>,
 }
 
 impl Default for Settings {
@@ -609,23 +397,4 @@ fn networks<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D:
         .iter()
         .map(|entry| parse_network(entry).map_err(serde::de::Error::custom))
         .collect()
-}
-
-/// Reads a secret as a string whatever its characters (an all-digit key from the environment
-/// stays the digits it was).
-fn secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SecretString>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Text(String),
-        Unsigned(u64),
-        Signed(i64),
-    }
-    Ok(Option::<Raw>::deserialize(deserializer)?.map(|raw| {
-        SecretString::from(match raw {
-            Raw::Text(text) => text,
-            Raw::Unsigned(n) => n.to_string(),
-            Raw::Signed(n) => n.to_string(),
-        })
-    }))
 }

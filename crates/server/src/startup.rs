@@ -9,6 +9,20 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::web::Redirect;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
+use portcullis_accounts::AppState;
+use portcullis_accounts::access_tokens::AccessTokens;
+use portcullis_accounts::accounts::{Accounts, Dialect, redact};
+use portcullis_accounts::allowlist::Allowlist;
+use portcullis_accounts::challenge::Challenges;
+use portcullis_accounts::guard::LoginGuard;
+use portcullis_accounts::login_tokens::LoginTokens;
+use portcullis_accounts::mfa::SecondFactors;
+use portcullis_accounts::mfa::sealing::SecretSealer;
+use portcullis_accounts::passwords::{PasswordHasher, PasswordPolicy};
+use portcullis_accounts::recent_decisions::RecentDecisions;
+use portcullis_accounts::security_events::SecurityEvents;
+use portcullis_accounts::sessions::Sessions;
+use portcullis_accounts::stores::Stores;
 use portcullis_core::{DeviceCookies, KeyDeriver};
 use portcullis_store::{Clock, Invalidation, SystemClock};
 use secrecy::ExposeSecret;
@@ -16,24 +30,11 @@ use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::access_tokens::AccessTokens;
-use crate::accounts::{Accounts, Dialect, redact};
-use crate::allowlist::Allowlist;
-use crate::challenge::Challenges;
-use crate::guard::LoginGuard;
-use crate::login_tokens::LoginTokens;
-use crate::mfa::SecondFactors;
-use crate::mfa::sealing::SecretSealer;
-use crate::passwords::{PasswordHasher, PasswordPolicy};
-use crate::recent_decisions::RecentDecisions;
 use crate::request_span::RequestSpan;
 use crate::routes::admin::AdminApi;
 use crate::routes::openapi::{ApiDoc, KnownPaths};
-use crate::routes::{self, AppState, Forwarding};
-use crate::security_events::SecurityEvents;
-use crate::sessions::Sessions;
+use crate::routes::{self, Forwarding, HttpState};
 use crate::settings::Settings;
-use crate::stores::Stores;
 
 /// A bound, not yet running server.
 pub struct Application {
@@ -70,7 +71,7 @@ impl Application {
         allowlist.spawn_refresh(Duration::from_secs(settings.server.allowlist_refresh_secs));
         let hasher = PasswordHasher::new(&settings.argon2)?;
         let passwords = PasswordPolicy::from_settings(&settings.passwords)?;
-        crate::instruments::install();
+        portcullis_accounts::instruments::install();
         if !settings.policy.enabled {
             tracing::warn!(
                 "policy.enabled = false: NO rate limits, lockouts or bans apply (for measuring \
@@ -87,7 +88,7 @@ impl Application {
             settings.policy.ipv6_subnet_prefix,
             settings.policy.ipv6_network_prefix,
         )?;
-        let stores = Stores::build(&settings, clock.clone())?;
+        let stores = Stores::build(&settings.store, &settings.policy, clock.clone())?;
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
         // And one for challenges, so a challenge signature is worth nothing anywhere else.
         let challenges = Challenges::new(
@@ -161,20 +162,22 @@ impl Application {
             stores,
             allowlist,
             events,
-            forwarding: Forwarding {
-                header: settings.server.forwarded_header,
-                trusted_proxies: settings.server.trusted_proxies.clone(),
-            },
             device_cookies,
-            device: settings.device.clone(),
-            admin,
-            ops_listener,
             disclose_lockouts: settings.responses.disclose_lockouts,
             locked_retry_after_secs: settings
                 .policy
                 .username
                 .lockout
                 .map_or(900, |b| b.max_wait_ms.div_ceil(1_000).max(1)),
+        });
+        let http = web::Data::new(HttpState {
+            forwarding: Forwarding {
+                header: settings.server.forwarded_header,
+                trusted_proxies: settings.server.trusted_proxies.clone(),
+            },
+            device: settings.device.clone(),
+            admin,
+            ops_listener,
         });
 
         let max_body = settings.server.max_body_bytes;
@@ -190,6 +193,7 @@ impl Application {
             let (app, api) = App::new()
                 .wrap(RequestSpan { hsts })
                 .app_data(state.clone())
+                .app_data(http.clone())
                 .into_utoipa_app()
                 .openapi(ApiDoc::openapi())
                 .configure(routes::configure(max_body))

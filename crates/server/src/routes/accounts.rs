@@ -1,14 +1,15 @@
 //! `POST /v1/users`: HTTP in and out of the registration use case (see
-//! [`crate::registration`]).
+//! [`portcullis_accounts::registration`]).
 
 use actix_web::{HttpResponse, post, web};
+use portcullis_accounts::AppState;
+use portcullis_accounts::registration;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::openapi::{BodyRefused, Throttled, Unavailable};
-use super::{AppState, ClientIp, Credentials};
+use super::{ClientIp, Credentials};
 use crate::error::{ApiError, Problem};
-use crate::registration;
 
 /// A new account.
 #[derive(Serialize, ToSchema)]

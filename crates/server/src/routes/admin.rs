@@ -8,6 +8,7 @@
 //! counts against the source's address limits, so guessing is throttled (429) like any other
 //! attempt.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,6 +16,8 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, delete, get, post, put, web};
 use futures_util::future::LocalBoxFuture;
 use ipnet::IpNet;
+use portcullis_accounts::recent_decisions::MinuteOfDecisions;
+use portcullis_accounts::{AppState, Error};
 use portcullis_core::attack::Assessment;
 use portcullis_core::{AttemptKey, UnixMillis};
 use portcullis_store::{
@@ -26,9 +29,8 @@ use subtle::ConstantTimeEq;
 use utoipa::{IntoParams, ToSchema};
 
 use super::openapi::{AdminRefused, BodyRefused, Throttled, Unavailable};
-use super::{AppState, client_address, parse_username};
+use super::{HttpState, client_address, parse_username};
 use crate::error::{ApiError, Problem};
-use crate::recent_decisions::MinuteOfDecisions;
 use crate::settings::parse_network;
 
 /// The admin console's cookie (`SameSite=Strict`, HttpOnly, path `/admin`).
@@ -107,9 +109,9 @@ pub fn unix_now_secs() -> u64 {
 
 /// The admin API of a request that reached the admin listener (404 otherwise, and when the
 /// admin API is off).
-pub fn admin_api<'a>(state: &'a AppState, req: &HttpRequest) -> Result<&'a AdminApi, ApiError> {
-    let api = state.admin.as_ref().ok_or(ApiError::NotFound)?;
-    if !state.is_ops_request(req) {
+pub fn admin_api<'a>(http: &'a HttpState, req: &HttpRequest) -> Result<&'a AdminApi, ApiError> {
+    let api = http.admin.as_ref().ok_or(ApiError::NotFound)?;
+    if !http.is_ops_request(req) {
         return Err(ApiError::NotFound);
     }
     Ok(api)
@@ -134,8 +136,8 @@ pub async fn refuse_admin(state: &AppState, req: &HttpRequest) -> ApiError {
         .await;
     match state.guard.admit_source(ip, None).await {
         // Counted; a wrong token is answered as one, never with a challenge.
-        Ok(()) | Err(ApiError::ChallengeRequired { .. }) => ApiError::Unauthenticated,
-        Err(refused) => refused,
+        Ok(()) | Err(Error::ChallengeRequired { .. }) => Error::Unauthenticated.into(),
+        Err(refused) => refused.into(),
     }
 }
 
@@ -149,10 +151,13 @@ impl FromRequest for Admin {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            let state = req
-                .app_data::<web::Data<AppState>>()
-                .ok_or(ApiError::NotFound)?;
-            if admin_api(state, &req)?.accepts(&req) {
+            let (Some(state), Some(http)) = (
+                req.app_data::<web::Data<AppState>>(),
+                req.app_data::<web::Data<HttpState>>(),
+            ) else {
+                return Err(ApiError::NotFound);
+            };
+            if admin_api(http, &req)?.accepts(&req) {
                 return Ok(Admin);
             }
             Err(refuse_admin(state, &req).await)
@@ -342,9 +347,12 @@ pub struct Network {
 
 impl Network {
     fn parse(&self) -> Result<IpNet, ApiError> {
-        parse_network(&self.network).map_err(|detail| ApiError::BadRequest {
-            code: "invalid_network",
-            detail,
+        parse_network(&self.network).map_err(|detail| {
+            Error::BadRequest {
+                code: "invalid_network",
+                detail,
+            }
+            .into()
         })
     }
 }
@@ -514,7 +522,38 @@ pub struct ServiceStatus {
     store: &'static str,
     /// This replica's decisions over the last ten minutes, oldest first (the fleet's are
     /// `portcullis_decisions_total`).
-    decisions: Vec<MinuteOfDecisions>,
+    decisions: Vec<DecisionsView>,
+}
+
+/// One minute's decisions on this replica.
+#[derive(Serialize, ToSchema)]
+pub struct DecisionsView {
+    /// The minute's start (Unix milliseconds).
+    start: u64,
+    /// Attempts admitted.
+    allowed: u64,
+    /// Attempts asked for a solved challenge.
+    challenged: u64,
+    /// Attempts refused, by reason (`rate_limited`, `throttled`, `too_many_failures`,
+    /// `locked_out`, `banned`).
+    denied: BTreeMap<&'static str, u64>,
+}
+
+impl From<MinuteOfDecisions> for DecisionsView {
+    fn from(minute: MinuteOfDecisions) -> Self {
+        let MinuteOfDecisions {
+            start,
+            allowed,
+            challenged,
+            denied,
+        } = minute;
+        Self {
+            start,
+            allowed,
+            challenged,
+            denied,
+        }
+    }
 }
 
 /// `GET /admin/v1/status`: the under-attack signal, the store's health and the recent decisions
@@ -548,7 +587,7 @@ pub async fn service_status(
     Ok(HttpResponse::Ok().json(ServiceStatus {
         attack_signal,
         store,
-        decisions: recent.minutes(),
+        decisions: recent.minutes().into_iter().map(Into::into).collect(),
     }))
 }
 

@@ -1,10 +1,10 @@
 //! `GET /v1/challenge`: a proof-of-work challenge of the least work, for a client (the ALTCHA
 //! widget's `challengeurl`) to solve before it posts. A login or registration whose source
-//! is riskier is answered with a harder one instead (see [`crate::challenge`]).
+//! is riskier is answered with a harder one instead (see [`portcullis_accounts::challenge`]).
 
 use actix_web::{HttpResponse, get, web};
+use portcullis_accounts::AppState;
 
-use super::AppState;
 use crate::error::ApiError;
 
 /// 200 with `{"parameters": {...}, "signature": "..."}`.

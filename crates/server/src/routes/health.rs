@@ -1,11 +1,12 @@
 //! Liveness and readiness for load balancers and orchestrators, and metrics for Prometheus.
 
 use actix_web::{HttpRequest, HttpResponse, get, web};
+use portcullis_accounts::{AppState, Error, instruments};
 use portcullis_store::Health;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::AppState;
+use super::HttpState;
 use super::openapi::Unavailable;
 use crate::error::{ApiError, Problem};
 
@@ -38,20 +39,21 @@ pub async fn healthz() -> HttpResponse {
 )]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state.accounts.ping().await.map_err(ApiError::unavailable)?;
+    state.accounts.ping().await.map_err(Error::unavailable)?;
     let status = match state.stores.health().await {
         Health::Ready => "ready",
         Health::Degraded => "degraded",
         Health::Unavailable => {
-            return Err(ApiError::unavailable(anyhow::anyhow!(
+            return Err(Error::unavailable(anyhow::anyhow!(
                 "the attempt store is unavailable (store.on_error = fail_closed)"
-            )));
+            ))
+            .into());
         }
     };
     Ok(HttpResponse::Ok().json(Status { status }))
 }
 
-/// `GET /metrics`: Prometheus text format (see [`crate::instruments`]); only on the admin
+/// `GET /metrics`: Prometheus text format (see [`portcullis_accounts::instruments`]); only on the admin
 /// listener when `admin.listen` is set.
 #[utoipa::path(
     tag = "operations",
@@ -65,20 +67,21 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 #[get("/metrics")]
 pub async fn metrics(
     state: web::Data<AppState>,
+    http: web::Data<HttpState>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    if !state.is_ops_request(&request) {
+    if !http.is_ops_request(&request) {
         return Err(ApiError::NotFound);
     }
-    let handle = crate::instruments::handle().ok_or_else(|| ApiError::Unavailable {
+    let handle = instruments::handle().ok_or_else(|| Error::Unavailable {
         retry_after_secs: 60,
         cause: anyhow::anyhow!("no metrics recorder is installed"),
     })?;
     // What is read as of the scrape: the signal's detectors, the log lines dropped.
     if let Some(assessment) = state.stores.attempts.attack_signal() {
-        crate::instruments::attack_signal(&assessment);
+        instruments::attack_signal(&assessment);
     }
-    crate::instruments::log_lines_dropped(crate::telemetry::dropped_lines());
+    instruments::log_lines_dropped(crate::telemetry::dropped_lines());
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(handle.render()))

@@ -3,8 +3,8 @@
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, get, web};
+use portcullis_accounts::AppState;
 
-use super::AppState;
 use crate::error::{ApiError, Problem};
 
 /// The JSON Web Key Set, cacheable for five minutes (a rotation publishes the next key longer

@@ -1,20 +1,18 @@
 //! `POST /v1/login` and `POST /v1/login/mfa`: HTTP in and out of the login use case (see
-//! [`crate::login`]).
+//! [`portcullis_accounts::login`]).
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use actix_web::cookie::time::Duration as CookieDuration;
-use actix_web::cookie::{Cookie, SameSite};
 use actix_web::{HttpRequest, HttpResponse, post, web};
-use portcullis_core::Username;
+use portcullis_accounts::AppState;
+use portcullis_accounts::login::{self as use_case, LoggedIn, LoginRequest};
+use portcullis_accounts::mfa::Proof;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::openapi::{BodyRefused, MfaThrottled, Throttled, Unavailable};
-use super::{AppState, ClientIp, Credentials, trusted_device};
+use super::{ClientIp, Credentials, HttpState};
 use crate::error::{ApiError, Problem};
-use crate::login::{self as use_case, LoggedIn, LoginRequest};
-use crate::mfa::Proof;
 
 /// A finished login.
 #[derive(Serialize, ToSchema)]
@@ -60,13 +58,14 @@ pub struct LoginAnswer {
 #[post("/v1/login")]
 pub async fn login(
     state: web::Data<AppState>,
+    http: web::Data<HttpState>,
     request: HttpRequest,
     ClientIp(ip): ClientIp,
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
     let username = body.username()?;
     let password = body.password()?;
-    let device = trusted_device(&state, &request, &username);
+    let device = http.trusted_device(&state, &request, &username);
     let logged_in = use_case::login(
         &state,
         LoginRequest {
@@ -78,7 +77,7 @@ pub async fn login(
         },
     )
     .await?;
-    logged_in_response(&state, &logged_in)
+    logged_in_response(&state, &http, &logged_in)
 }
 
 /// `{"mfa_token", "code"}` or `{"mfa_token", "recovery_code"}`.
@@ -111,11 +110,12 @@ pub struct SecondFactor {
 #[post("/v1/login/mfa")]
 pub async fn login_mfa(
     state: web::Data<AppState>,
+    http: web::Data<HttpState>,
     request: HttpRequest,
     body: web::Json<SecondFactor>,
 ) -> Result<HttpResponse, ApiError> {
     let proof = Proof::parse(body.code.as_deref(), body.recovery_code.as_deref())?;
-    let cookie = request.cookie(&state.device.cookie_name);
+    let cookie = request.cookie(&http.device.cookie_name);
     let logged_in = use_case::login_second_factor(
         &state,
         &body.mfa_token,
@@ -123,15 +123,19 @@ pub async fn login_mfa(
         cookie.as_ref().map(|c| c.value()),
     )
     .await?;
-    logged_in_response(&state, &logged_in)
+    logged_in_response(&state, &http, &logged_in)
 }
 
 /// The 200 answer of a finished login, with a device cookie for a new browser and, when
 /// `tokens.access.enabled`, a JWT access token.
-fn logged_in_response(state: &AppState, logged_in: &LoggedIn) -> Result<HttpResponse, ApiError> {
+fn logged_in_response(
+    state: &AppState,
+    http: &HttpState,
+    logged_in: &LoggedIn,
+) -> Result<HttpResponse, ApiError> {
     let mut response = HttpResponse::Ok();
     if logged_in.new_device {
-        response.cookie(new_device_cookie(state, &logged_in.username)?);
+        response.cookie(http.new_device_cookie(state, &logged_in.username)?);
     }
     let access = state
         .access_tokens
@@ -146,25 +150,6 @@ fn logged_in_response(state: &AppState, logged_in: &LoggedIn) -> Result<HttpResp
         access_token_expires_in: access.as_ref().map(|a| a.expires_in),
         access_token: access.map(|a| a.jwt),
     }))
-}
-
-/// A device cookie marking this browser as a trusted device of `username`.
-pub(crate) fn new_device_cookie(
-    state: &AppState,
-    username: &Username,
-) -> Result<Cookie<'static>, ApiError> {
-    let mut random = [0u8; 16];
-    getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no entropy source: {e}"))?;
-    Ok(Cookie::build(
-        state.device.cookie_name.clone(),
-        state.device_cookies.issue(username, random),
-    )
-    .path("/")
-    .http_only(true)
-    .secure(state.device.secure_cookie)
-    .same_site(SameSite::Strict)
-    .max_age(CookieDuration::days(i64::from(state.device.max_age_days)))
-    .finish())
 }
 
 /// Formats Unix milliseconds as an RFC 3339 UTC timestamp (second precision).

@@ -3,13 +3,14 @@
 //! needs a session (`Authorization: Bearer`).
 
 use actix_web::{HttpRequest, HttpResponse, delete, post, web};
+use portcullis_accounts::mfa::{self, Proof};
+use portcullis_accounts::{AppState, Error};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::openapi::{BodyRefused, MfaThrottled, NoSession, Unavailable};
-use super::{AppState, session_account};
+use super::session_account;
 use crate::error::{ApiError, Problem};
-use crate::mfa::{Enrolment, Proof};
 
 /// `{"code"}` or, to remove a factor, `{"recovery_code"}`.
 #[derive(Deserialize, ToSchema)]
@@ -26,6 +27,32 @@ pub struct CodeBody {
 pub struct RecoveryCodes {
     /// Ten single-use codes.
     recovery_codes: Vec<String>,
+}
+
+/// What an authenticator app needs to enrol (the answer of `POST /v1/mfa/totp`).
+#[derive(Serialize, ToSchema)]
+pub struct Enrolment {
+    /// The secret, base32 (RFC 4648, no padding).
+    secret: String,
+    /// `otpauth://totp/Issuer:account?secret=...&issuer=...`.
+    otpauth_uri: String,
+    /// The URI as a QR code, SVG.
+    qr_svg: String,
+}
+
+impl From<mfa::Enrolment> for Enrolment {
+    fn from(enrolment: mfa::Enrolment) -> Self {
+        let mfa::Enrolment {
+            secret,
+            otpauth_uri,
+            qr_svg,
+        } = enrolment;
+        Self {
+            secret,
+            otpauth_uri,
+            qr_svg,
+        }
+    }
 }
 
 /// Starts enrolment: 201 with the secret, its `otpauth://` URI and a QR code (SVG); 409
@@ -47,7 +74,7 @@ pub async fn enrol(
 ) -> Result<HttpResponse, ApiError> {
     let account = session_account(&state, &request).await?;
     let enrolment = state.mfa.enrol(&account.id, &account.username).await?;
-    Ok(HttpResponse::Created().json(enrolment))
+    Ok(HttpResponse::Created().json(Enrolment::from(enrolment)))
 }
 
 /// Confirms enrolment with a code: 200 with ten single-use recovery codes; 409
@@ -76,10 +103,11 @@ pub async fn confirm(
     let account = session_account(&state, &request).await?;
     let Proof::Code(code) = Proof::parse(body.code.as_deref(), body.recovery_code.as_deref())?
     else {
-        return Err(ApiError::BadRequest {
+        return Err(Error::BadRequest {
             code: "malformed_code",
             detail: "confirm with a `code` from the authenticator app".to_owned(),
-        });
+        }
+        .into());
     };
     let recovery_codes = state.mfa.confirm(&account.id, code).await?;
     Ok(HttpResponse::Ok().json(RecoveryCodes { recovery_codes }))

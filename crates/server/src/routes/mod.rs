@@ -11,67 +11,34 @@ pub mod openapi;
 mod password;
 mod session;
 
-pub(crate) use login::{new_device_cookie, rfc3339};
+pub(crate) use login::rfc3339;
 
 use std::net::{IpAddr, SocketAddr};
 
+use actix_web::cookie::time::Duration as CookieDuration;
+use actix_web::cookie::{Cookie, SameSite};
 use actix_web::dev::Payload;
 use actix_web::error::JsonPayloadError;
+use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, web};
 use ipnet::IpNet;
-use portcullis_core::{DeviceCookies, Username};
-use portcullis_store::Invalidation;
+use portcullis_accounts::accounts::Account;
+use portcullis_accounts::passwords::MAX_PASSWORD_BYTES;
+use portcullis_accounts::sessions::Session;
+use portcullis_accounts::{AppState, Error, token};
+use portcullis_core::Username;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use crate::access_tokens::AccessTokens;
-use crate::accounts::{Account, Accounts};
-use crate::allowlist::Allowlist;
 use crate::client_ip::{self, ForwardedHeader};
 use crate::error::ApiError;
-use crate::guard::LoginGuard;
-use crate::login_tokens::LoginTokens;
-use crate::mfa::SecondFactors;
-use crate::passwords::{MAX_PASSWORD_BYTES, PasswordHasher, PasswordPolicy};
-use crate::security_events::SecurityEvents;
-use crate::sessions::{Session, Sessions};
-use crate::settings::{BreachedLogin, DeviceSettings};
-use crate::stores::Stores;
-use crate::token;
+use crate::settings::DeviceSettings;
 
-/// What every handler can reach.
-pub struct AppState {
-    /// The accounts table.
-    pub accounts: Accounts,
-    /// Login sessions (in the accounts database).
-    pub sessions: Sessions,
-    /// JWT access tokens, when `tokens.access.enabled`.
-    pub access_tokens: Option<AccessTokens>,
-    /// Argon2id and its bounded pool.
-    pub hasher: PasswordHasher,
-    /// The rules for new passwords and the breached-password filter.
-    pub passwords: PasswordPolicy,
-    /// What a login with a breached password gets.
-    pub breached_login: BreachedLogin,
-    /// Tokens between a verified password and its second factor or forced change.
-    pub login_tokens: LoginTokens,
-    /// Second factors (TOTP, recovery codes).
-    pub mfa: SecondFactors,
-    /// How long an `mfa_token` lives, in milliseconds.
-    pub mfa_token_ttl_ms: u64,
-    /// Rate limits and lockouts around password checks.
-    pub guard: LoginGuard,
-    /// The attempt store, event log and admin view, for health and administration.
-    pub stores: Stores,
-    /// Security events (logs and the event log).
-    pub events: SecurityEvents,
-    /// Networks exempt from the address and subnet limits.
-    pub allowlist: Allowlist,
+/// What only the HTTP layer needs, beside the use cases' [`AppState`] (both are app data).
+pub struct HttpState {
     /// How the client address is found behind proxies.
     pub forwarding: Forwarding,
-    /// Signs and checks device cookies.
-    pub device_cookies: DeviceCookies,
     /// The device cookie's name and attributes.
     pub device: DeviceSettings,
     /// The admin API, when `admin.token` is set.
@@ -79,10 +46,6 @@ pub struct AppState {
     /// The operations listener (`admin.listen`): when set, the admin API and `/metrics` answer
     /// only there.
     pub ops_listener: Option<SocketAddr>,
-    /// Whether a permanently locked account says so (423) or answers like a throttle (429).
-    pub disclose_lockouts: bool,
-    /// Retry-After for a permanently locked account answered like a throttle.
-    pub locked_retry_after_secs: u64,
 }
 
 /// Which proxies are believed, and through which header.
@@ -93,33 +56,44 @@ pub struct Forwarding {
     pub trusted_proxies: Vec<IpNet>,
 }
 
-impl AppState {
-    /// The refusal for a permanently locked account (see `responses.disclose_lockouts`).
-    pub fn locked_error(&self) -> ApiError {
-        if self.disclose_lockouts {
-            ApiError::Locked
-        } else {
-            ApiError::Throttled {
-                retry_after_secs: self.locked_retry_after_secs,
-            }
-        }
-    }
-
-    /// Tells every replica (this one at once) that cached refusals went stale: an unlock or
-    /// an allowlist change. A store that cannot pass it on is logged; the change itself stands
-    /// and other replicas' caches expire at their deadlines.
-    pub async fn announce(&self, change: Invalidation) {
-        self.guard.forget_refusals();
-        if let Err(error) = self.stores.admin.announce(change).await {
-            tracing::warn!(%error, change = change.as_str(), "change not announced to other replicas");
-        }
-    }
-
+impl HttpState {
     /// Whether the request may reach operations endpoints (admin API, metrics): on the
     /// operations listener when one is configured, anywhere otherwise.
     pub fn is_ops_request(&self, request: &HttpRequest) -> bool {
         self.ops_listener
             .is_none_or(|ops| request.app_config().local_addr() == ops)
+    }
+
+    /// The trusted device the request's device cookie proves for `username`, if any.
+    pub fn trusted_device(
+        &self,
+        state: &AppState,
+        request: &HttpRequest,
+        username: &Username,
+    ) -> Option<portcullis_core::DeviceId> {
+        request
+            .cookie(&self.device.cookie_name)
+            .and_then(|cookie| state.device_cookies.verify(cookie.value(), username))
+    }
+
+    /// A device cookie marking this browser as a trusted device of `username`.
+    pub fn new_device_cookie(
+        &self,
+        state: &AppState,
+        username: &Username,
+    ) -> Result<Cookie<'static>, ApiError> {
+        let mut random = [0u8; 16];
+        getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no entropy source: {e}"))?;
+        Ok(Cookie::build(
+            self.device.cookie_name.clone(),
+            state.device_cookies.issue(username, random),
+        )
+        .path("/")
+        .http_only(true)
+        .secure(self.device.secure_cookie)
+        .same_site(SameSite::Strict)
+        .max_age(CookieDuration::days(i64::from(self.device.max_age_days)))
+        .finish())
     }
 }
 
@@ -199,65 +173,60 @@ impl Credentials {
     }
 
     /// The password, refused when empty or over [`MAX_PASSWORD_BYTES`] before any hashing.
-    fn password(&self) -> Result<SecretString, ApiError> {
+    fn password(&self) -> Result<SecretString, Error> {
         checked_password(self.password.clone(), "password")
     }
 
     /// The normalised username.
-    fn username(&self) -> Result<Username, ApiError> {
+    fn username(&self) -> Result<Username, Error> {
         parse_username(&self.username)
     }
 }
 
 /// A password from a request body's `field`, refused when empty or over
 /// [`MAX_PASSWORD_BYTES`] before any hashing.
-pub fn checked_password(password: SecretString, field: &str) -> Result<SecretString, ApiError> {
+pub fn checked_password(password: SecretString, field: &str) -> Result<SecretString, Error> {
     let len = password.expose_secret().len();
     if len == 0 {
-        return Err(ApiError::bad_request(format!("{field} is empty")));
+        return Err(Error::bad_request(format!("{field} is empty")));
     }
     if len > MAX_PASSWORD_BYTES {
-        return Err(ApiError::bad_request(format!(
+        return Err(Error::bad_request(format!(
             "{field} is longer than {MAX_PASSWORD_BYTES} bytes"
         )));
     }
     Ok(password)
 }
 
+/// The digest of the request's well-formed `Authorization: Bearer <token>`, if it has one.
+pub fn bearer_digest(request: &HttpRequest) -> Option<String> {
+    let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    token::bearer_digest(value)
+}
+
 /// The request's live session (401 without one).
 pub async fn live_session(state: &AppState, request: &HttpRequest) -> Result<Session, ApiError> {
-    let digest = token::bearer_digest(request.headers()).ok_or(ApiError::Unauthenticated)?;
-    state
+    let digest = bearer_digest(request).ok_or(Error::Unauthenticated)?;
+    Ok(state
         .sessions
         .get(&digest)
         .await?
-        .ok_or(ApiError::Unauthenticated)
+        .ok_or(Error::Unauthenticated)?)
 }
 
 /// The account of the request's session (401 without a live one).
 pub async fn session_account(state: &AppState, request: &HttpRequest) -> Result<Account, ApiError> {
     let session = live_session(state, request).await?;
-    state
+    Ok(state
         .accounts
         .find_by_id(&session.subject)
         .await?
-        .ok_or(ApiError::Unauthenticated)
-}
-
-/// The trusted device the request's device cookie proves for `username`, if any.
-pub fn trusted_device(
-    state: &AppState,
-    request: &HttpRequest,
-    username: &Username,
-) -> Option<portcullis_core::DeviceId> {
-    request
-        .cookie(&state.device.cookie_name)
-        .and_then(|cookie| state.device_cookies.verify(cookie.value(), username))
+        .ok_or(Error::Unauthenticated)?)
 }
 
 /// Parses a username from a request, refusing it with `invalid_username`.
-pub fn parse_username(raw: &str) -> Result<Username, ApiError> {
-    Username::parse(raw).map_err(|e| ApiError::BadRequest {
+pub fn parse_username(raw: &str) -> Result<Username, Error> {
+    Username::parse(raw).map_err(|e| Error::BadRequest {
         code: "invalid_username",
         detail: e.to_string(),
     })
@@ -278,12 +247,13 @@ impl FromRequest for ClientIp {
 /// Resolves the client address of a request (400 for an unreadable forwarding header from a
 /// trusted proxy).
 pub fn client_address(req: &HttpRequest) -> Result<IpAddr, ApiError> {
-    let (Some(peer), Some(state)) = (req.peer_addr(), req.app_data::<web::Data<AppState>>()) else {
-        return Err(ApiError::Internal(anyhow::anyhow!(
+    let (Some(peer), Some(http)) = (req.peer_addr(), req.app_data::<web::Data<HttpState>>()) else {
+        return Err(Error::Internal(anyhow::anyhow!(
             "request without a peer address or application state"
-        )));
+        ))
+        .into());
     };
-    let forwarding = &state.forwarding;
+    let forwarding = &http.forwarding;
     let values = req
         .headers()
         .get_all(forwarding.header.name())
@@ -295,7 +265,7 @@ pub fn client_address(req: &HttpRequest) -> Result<IpAddr, ApiError> {
         forwarding.header,
         &forwarding.trusted_proxies,
     )
-    .map_err(|e| ApiError::BadRequest {
+    .map_err(|e| Error::BadRequest {
         code: "invalid_forwarded_header",
         detail: e.to_string(),
     })?;

@@ -1,16 +1,16 @@
 //! `POST /v1/password`: HTTP in and out of the password change use case (see
-//! [`crate::password_change`]).
+//! [`portcullis_accounts::password_change`]).
 
 use actix_web::{HttpRequest, HttpResponse, post, web};
+use portcullis_accounts::password_change::{self, Authority};
+use portcullis_accounts::{AppState, Error};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::openapi::{BodyRefused, Throttled, Unavailable};
-use super::{AppState, ClientIp, checked_password};
+use super::{ClientIp, HttpState, bearer_digest, checked_password};
 use crate::error::{ApiError, Problem};
-use crate::password_change::{self, Authority};
-use crate::token;
 
 /// `{"current_password", "new_password", "altcha"?}` with a session, or
 /// `{"password_change_token", "new_password"}` without one.
@@ -56,17 +56,18 @@ pub struct PasswordChanged {
 #[post("/v1/password")]
 pub async fn change(
     state: web::Data<AppState>,
+    http: web::Data<HttpState>,
     request: HttpRequest,
     ClientIp(ip): ClientIp,
     body: web::Json<PasswordChange>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let new_password = checked_password(body.new_password, "new_password")?;
-    let cookie = request.cookie(&state.device.cookie_name);
+    let cookie = request.cookie(&http.device.cookie_name);
     let authority = match (body.password_change_token.as_deref(), body.current_password) {
         (Some(token), None) => Authority::Token(token),
         (None, Some(current)) => Authority::Session {
-            digest: token::bearer_digest(request.headers()).ok_or(ApiError::Unauthenticated)?,
+            digest: bearer_digest(&request).ok_or(Error::Unauthenticated)?,
             ip,
             current_password: checked_password(current, "current_password")?,
             device_cookie: cookie.as_ref().map(|c| c.value()),

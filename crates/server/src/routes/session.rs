@@ -2,14 +2,14 @@
 //! `POST /v1/logout/all` (every session of the account).
 
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use portcullis_accounts::{AppState, Error};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::login::rfc3339;
 use super::openapi::{NoSession, Unavailable};
-use super::{AppState, live_session};
+use super::{bearer_digest, live_session};
 use crate::error::ApiError;
-use crate::token;
 
 /// A live session.
 #[derive(Serialize, ToSchema)]
@@ -70,10 +70,10 @@ pub async fn logout(
     state: web::Data<AppState>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let digest = token::bearer_digest(request.headers()).ok_or(ApiError::Unauthenticated)?;
+    let digest = bearer_digest(&request).ok_or(Error::Unauthenticated)?;
     let revoked = state.sessions.revoke(&digest).await?;
     if !revoked {
-        return Err(ApiError::Unauthenticated);
+        return Err(Error::Unauthenticated.into());
     }
     Ok(HttpResponse::NoContent().finish())
 }
@@ -94,10 +94,10 @@ pub async fn logout_all(
     state: web::Data<AppState>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let digest = token::bearer_digest(request.headers()).ok_or(ApiError::Unauthenticated)?;
+    let digest = bearer_digest(&request).ok_or(Error::Unauthenticated)?;
     let revoked = state.sessions.revoke_all(&digest).await?;
     if revoked == 0 {
-        return Err(ApiError::Unauthenticated);
+        return Err(Error::Unauthenticated.into());
     }
     Ok(HttpResponse::Ok().json(Revoked { revoked }))
 }

@@ -5,6 +5,9 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use askama::Template;
+use portcullis_accounts::mfa::{Enrolment, Proof};
+use portcullis_accounts::password_change::{self, Authority};
+use portcullis_accounts::{AppState, Error};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -14,9 +17,7 @@ use super::page::{
 };
 use super::{csrf, with_csrf_cookie};
 use crate::error::ApiError;
-use crate::mfa::{Enrolment, Proof};
-use crate::password_change::{self, Authority};
-use crate::routes::{AppState, ClientIp, checked_password, rfc3339};
+use crate::routes::{ClientIp, HttpState, checked_password, rfc3339};
 
 /// One session, as the page lists it.
 struct SessionRow {
@@ -137,12 +138,13 @@ async fn signed_in_post(
 #[get("/account")]
 pub async fn show(
     state: web::Data<AppState>,
+    http: web::Data<HttpState>,
     request: HttpRequest,
 ) -> Result<HttpResponse, PageError> {
     let Some(browser) = browser_session::current(&state, &request).await? else {
         return Ok(see_other("/login").finish());
     };
-    with_csrf_cookie(&state, &request, |csrf| {
+    with_csrf_cookie(&http, &request, |csrf| {
         account_page(&state, &browser, csrf, None, None)
     })
     .await
@@ -204,6 +206,7 @@ pub async fn logout_everywhere(
 #[post("/account/password")]
 pub async fn change_password(
     state: web::Data<AppState>,
+    http: web::Data<HttpState>,
     request: HttpRequest,
     ClientIp(ip): ClientIp,
     form: web::Form<PasswordForm>,
@@ -212,7 +215,7 @@ pub async fn change_password(
         Ok(browser) => browser,
         Err(answer) => return Ok(answer),
     };
-    let device_cookie = request.cookie(&state.device.cookie_name);
+    let device_cookie = request.cookie(&http.device.cookie_name);
     let attempt = async {
         let new_password = checked_password(form.new_password.clone(), "new_password")?;
         let current_password = checked_password(form.current_password.clone(), "current_password")?;
@@ -241,9 +244,9 @@ pub async fn change_password(
             ));
             account_page(&state, &browser, form.csrf.clone(), None, Some(notice)).await
         }
-        Err(ApiError::Unauthenticated) => Ok(see_other("/login").finish()),
+        Err(Error::Unauthenticated) => Ok(see_other("/login").finish()),
         Err(error) => {
-            let refusal = Refusal::of(&error)?;
+            let refusal = Refusal::of(error)?;
             account_page(&state, &browser, form.csrf.clone(), Some(refusal), None).await
         }
     }
@@ -267,7 +270,7 @@ pub async fn enrol(
     {
         Ok(enrolment) => enrolment_page(&form.csrf, enrolment),
         Err(error) => {
-            let refusal = Refusal::of(&error)?;
+            let refusal = Refusal::of(error)?;
             account_page(&state, &browser, form.csrf.clone(), Some(refusal), None).await
         }
     }
@@ -299,7 +302,7 @@ pub async fn confirm(
     let attempt = async {
         match Proof::parse(Some(form.code.trim()), None)? {
             Proof::Code(code) => state.mfa.confirm(&browser.account.id, code).await,
-            Proof::RecoveryCode(_) => Err(ApiError::InvalidCode),
+            Proof::RecoveryCode(_) => Err(Error::InvalidCode),
         }
     };
     match attempt.await {
@@ -311,7 +314,7 @@ pub async fn confirm(
             render(html(StatusCode::OK), &page, None)
         }
         Err(error) => {
-            let refusal = Refusal::of(&error)?;
+            let refusal = Refusal::of(error)?;
             let notice = Notice::error(format!(
                 "{} Set up the authenticator app again.",
                 refusal.notice.text
@@ -350,7 +353,7 @@ pub async fn remove(
             account_page(&state, &browser, form.csrf.clone(), None, Some(notice)).await
         }
         Err(error) => {
-            let refusal = Refusal::of(&error)?;
+            let refusal = Refusal::of(error)?;
             account_page(&state, &browser, form.csrf.clone(), Some(refusal), None).await
         }
     }

@@ -11,13 +11,14 @@ use actix_web::http::StatusCode;
 use actix_web::web::Redirect;
 use actix_web::{HttpRequest, HttpResponse, Responder, ResponseError, get, post, web};
 use askama::Template;
+use portcullis_accounts::{AppState, Error};
 use portcullis_core::Reason;
 use serde::Deserialize;
 
 use super::page::{Notice, PageError, forged_post, html, notice_of, render, see_other};
 use super::{csrf, with_csrf_cookie};
 use crate::error::ApiError;
-use crate::routes::AppState;
+use crate::routes::HttpState;
 use crate::routes::admin::{
     CONSOLE_COOKIE, CONSOLE_COOKIE_SECS, admin_api, refuse_admin, unix_now_secs,
 };
@@ -74,11 +75,11 @@ pub async fn to_console() -> impl Responder {
 /// listener or without `admin.token`.
 #[get("/admin/")]
 pub async fn console(
-    state: web::Data<AppState>,
+    http: web::Data<HttpState>,
     request: HttpRequest,
 ) -> Result<HttpResponse, PageError> {
-    let signed_in = admin_api(&state, &request)?.accepts(&request);
-    with_csrf_cookie(&state, &request, |csrf| async move {
+    let signed_in = admin_api(&http, &request)?.accepts(&request);
+    with_csrf_cookie(&http, &request, |csrf| async move {
         if signed_in {
             let page = ConsolePage {
                 notice: None,
@@ -102,17 +103,20 @@ pub async fn console(
 #[post("/admin/session")]
 pub async fn sign_in(
     state: web::Data<AppState>,
+    http: web::Data<HttpState>,
     request: HttpRequest,
     form: web::Form<TokenForm>,
 ) -> Result<HttpResponse, PageError> {
-    let api = admin_api(&state, &request)?;
+    let api = admin_api(&http, &request)?;
     if !csrf::matches(&request, &form.csrf) {
         return forged_post();
     }
     if !api.is_token(&form.token) {
         let error = refuse_admin(&state, &request).await;
         let notice = match &error {
-            ApiError::Unauthenticated => Notice::error("That is not the admin token."),
+            ApiError::Accounts(Error::Unauthenticated) => {
+                Notice::error("That is not the admin token.")
+            }
             other => notice_of(other),
         };
         let page = login_page(form.csrf.clone(), Some(notice));
@@ -122,7 +126,7 @@ pub async fn sign_in(
     let cookie = Cookie::build(CONSOLE_COOKIE, api.console_cookie(expires))
         .path("/admin")
         .http_only(true)
-        .secure(state.device.secure_cookie)
+        .secure(http.device.secure_cookie)
         .same_site(SameSite::Strict)
         .max_age(CookieDuration::seconds(
             i64::try_from(CONSOLE_COOKIE_SECS).unwrap_or(i64::MAX),
@@ -134,11 +138,11 @@ pub async fn sign_in(
 /// `POST /admin/logout`: forgets the console cookie.
 #[post("/admin/logout")]
 pub async fn sign_out(
-    state: web::Data<AppState>,
+    http: web::Data<HttpState>,
     request: HttpRequest,
     form: web::Form<SignOutForm>,
 ) -> Result<HttpResponse, PageError> {
-    admin_api(&state, &request)?;
+    admin_api(&http, &request)?;
     if !csrf::matches(&request, &form.csrf) {
         return forged_post();
     }

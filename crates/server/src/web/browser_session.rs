@@ -4,14 +4,15 @@
 use actix_web::cookie::time::Duration as CookieDuration;
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::{HttpRequest, HttpResponse};
+use portcullis_accounts::AppState;
+use portcullis_accounts::accounts::Account;
+use portcullis_accounts::login::LoggedIn;
+use portcullis_accounts::sessions::Session;
+use portcullis_accounts::token;
 
 use super::page::see_other;
-use crate::accounts::Account;
 use crate::error::ApiError;
-use crate::login::LoggedIn;
-use crate::routes::{AppState, new_device_cookie};
-use crate::sessions::Session;
-use crate::token;
+use crate::routes::HttpState;
 
 /// The cookie's name.
 pub const COOKIE: &str = "portcullis_session";
@@ -52,7 +53,11 @@ pub async fn current(
 
 /// The answer to a finished login: to the account page, with the session cookie and, for a
 /// new browser, a device cookie.
-pub fn signed_in(state: &AppState, logged_in: &LoggedIn) -> Result<HttpResponse, ApiError> {
+pub fn signed_in(
+    state: &AppState,
+    http: &HttpState,
+    logged_in: &LoggedIn,
+) -> Result<HttpResponse, ApiError> {
     let mut response = see_other("/account");
     let lifetime = logged_in
         .session
@@ -63,7 +68,7 @@ pub fn signed_in(state: &AppState, logged_in: &LoggedIn) -> Result<HttpResponse,
         Cookie::build(COOKIE, logged_in.token.token.clone())
             .path("/")
             .http_only(true)
-            .secure(state.device.secure_cookie)
+            .secure(http.device.secure_cookie)
             .same_site(SameSite::Strict)
             .max_age(CookieDuration::seconds(
                 i64::try_from(lifetime).unwrap_or(i64::MAX),
@@ -71,7 +76,7 @@ pub fn signed_in(state: &AppState, logged_in: &LoggedIn) -> Result<HttpResponse,
             .finish(),
     );
     if logged_in.new_device {
-        response.cookie(new_device_cookie(state, &logged_in.username)?);
+        response.cookie(http.new_device_cookie(state, &logged_in.username)?);
     }
     Ok(response.finish())
 }

@@ -6,6 +6,11 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use askama::Template;
+use portcullis_accounts::login::{self as use_case, LoginRequest};
+use portcullis_accounts::mfa::Proof;
+use portcullis_accounts::password_change::{self, Authority};
+use portcullis_accounts::registration;
+use portcullis_accounts::{AppState, Error};
 use portcullis_core::Username;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -13,12 +18,7 @@ use serde::Deserialize;
 use super::browser_session;
 use super::page::{Notice, PageError, Refusal, forged_post, html, render};
 use super::{csrf, with_csrf_cookie};
-use crate::error::ApiError;
-use crate::login::{self as use_case, LoginRequest};
-use crate::mfa::Proof;
-use crate::password_change::{self, Authority};
-use crate::registration;
-use crate::routes::{AppState, ClientIp, checked_password, parse_username, trusted_device};
+use crate::routes::{ClientIp, HttpState, checked_password, parse_username};
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -75,7 +75,7 @@ impl CredentialsForm {
 
     /// The normalised username and the length-checked password, refused as the API refuses
     /// them.
-    fn parsed(&self) -> Result<(Username, SecretString), ApiError> {
+    fn parsed(&self) -> Result<(Username, SecretString), Error> {
         Ok((
             parse_username(&self.username)?,
             checked_password(self.password.clone(), "password")?,
@@ -105,10 +105,10 @@ pub struct TokenPasswordForm {
 /// `GET /login`.
 #[get("/login")]
 pub async fn login_page(
-    state: web::Data<AppState>,
+    http: web::Data<HttpState>,
     request: HttpRequest,
 ) -> Result<HttpResponse, PageError> {
-    with_csrf_cookie(&state, &request, |csrf| async {
+    with_csrf_cookie(&http, &request, |csrf| async {
         let page = LoginPage {
             notice: None,
             csrf,
@@ -125,6 +125,7 @@ pub async fn login_page(
 #[post("/login")]
 pub async fn login(
     state: web::Data<AppState>,
+    http: web::Data<HttpState>,
     request: HttpRequest,
     ClientIp(ip): ClientIp,
     form: web::Form<CredentialsForm>,
@@ -134,7 +135,7 @@ pub async fn login(
     }
     let attempt = async {
         let (username, password) = form.parsed()?;
-        let device = trusted_device(&state, &request, &username);
+        let device = http.trusted_device(&state, &request, &username);
         use_case::login(
             &state,
             LoginRequest {
@@ -148,11 +149,11 @@ pub async fn login(
         .await
     };
     let error = match attempt.await {
-        Ok(logged_in) => return Ok(browser_session::signed_in(&state, &logged_in)?),
+        Ok(logged_in) => return Ok(browser_session::signed_in(&state, &http, &logged_in)?),
         Err(error) => error,
     };
     match error {
-        ApiError::MfaRequired { mfa_token } => {
+        Error::MfaRequired { mfa_token } => {
             let page = SecondFactorPage {
                 notice: None,
                 csrf: form.csrf.clone(),
@@ -160,7 +161,7 @@ pub async fn login(
             };
             render(html(StatusCode::OK), &page, None)
         }
-        ApiError::PasswordChangeRequired {
+        Error::PasswordChangeRequired {
             password_change_token,
         } => {
             let page = ChangePasswordPage {
@@ -172,7 +173,7 @@ pub async fn login(
             render(html(StatusCode::FORBIDDEN), &page, None)
         }
         error => {
-            let refusal = Refusal::of(&error)?;
+            let refusal = Refusal::of(error)?;
             let page = LoginPage {
                 notice: Some(refusal.notice),
                 csrf: form.csrf.clone(),
@@ -188,13 +189,14 @@ pub async fn login(
 #[post("/login/mfa")]
 pub async fn login_second_factor(
     state: web::Data<AppState>,
+    http: web::Data<HttpState>,
     request: HttpRequest,
     form: web::Form<SecondFactorForm>,
 ) -> Result<HttpResponse, PageError> {
     if !csrf::matches(&request, &form.csrf) {
         return forged_post();
     }
-    let cookie = request.cookie(&state.device.cookie_name);
+    let cookie = request.cookie(&http.device.cookie_name);
     let attempt = async {
         let proof = Proof::parse(
             form.code.as_deref().filter(|c| !c.is_empty()),
@@ -209,15 +211,15 @@ pub async fn login_second_factor(
         .await
     };
     match attempt.await {
-        Ok(logged_in) => Ok(browser_session::signed_in(&state, &logged_in)?),
+        Ok(logged_in) => Ok(browser_session::signed_in(&state, &http, &logged_in)?),
         // Nothing left to try with this token: back to the password.
         Err(
-            error @ (ApiError::InvalidLoginToken
-            | ApiError::MfaThrottled {
+            error @ (Error::InvalidLoginToken
+            | Error::MfaThrottled {
                 token_spent: true, ..
             }),
         ) => {
-            let refusal = Refusal::of(&error)?;
+            let refusal = Refusal::of(error)?;
             let page = LoginPage {
                 notice: Some(refusal.notice),
                 csrf: form.csrf.clone(),
@@ -227,7 +229,7 @@ pub async fn login_second_factor(
             render(html(refusal.status), &page, refusal.retry_after)
         }
         Err(error) => {
-            let refusal = Refusal::of(&error)?;
+            let refusal = Refusal::of(error)?;
             let page = SecondFactorPage {
                 notice: Some(refusal.notice),
                 csrf: form.csrf.clone(),
@@ -242,9 +244,10 @@ pub async fn login_second_factor(
 #[get("/register")]
 pub async fn register_page(
     state: web::Data<AppState>,
+    http: web::Data<HttpState>,
     request: HttpRequest,
 ) -> Result<HttpResponse, PageError> {
-    with_csrf_cookie(&state, &request, |csrf| async {
+    with_csrf_cookie(&http, &request, |csrf| async {
         let page = RegisterPage {
             notice: None,
             csrf,
@@ -286,7 +289,7 @@ pub async fn register(
             render(html(StatusCode::CREATED), &page, None)
         }
         Err(error) => {
-            let refusal = Refusal::of(&error)?;
+            let refusal = Refusal::of(error)?;
             let page = RegisterPage {
                 notice: Some(refusal.notice),
                 csrf: form.csrf.clone(),
@@ -329,7 +332,7 @@ pub async fn change_breached_password(
             render(html(StatusCode::OK), &page, None)
         }
         Err(error) => {
-            let refusal = Refusal::of(&error)?;
+            let refusal = Refusal::of(error)?;
             let page = ChangePasswordPage {
                 notice: Some(refusal.notice),
                 csrf: form.csrf.clone(),

@@ -4,9 +4,10 @@
 //!
 //! Server-rendered HTML (askama templates in `crates/server/templates`) and plain form posts:
 //! everything but the challenge widget and the console's polling works without JavaScript.
-//! Each post goes through the use case the JSON API uses ([`crate::login`],
-//! [`crate::registration`], [`crate::password_change`], [`crate::mfa`]), so a page counts,
-//! throttles, challenges and locks out exactly as the API does. Posts carry a CSRF token
+//! Each post goes through the use case the JSON API uses ([`portcullis_accounts::login`],
+//! [`portcullis_accounts::registration`], [`portcullis_accounts::password_change`],
+//! [`portcullis_accounts::mfa`]), so a page counts, throttles, challenges and locks out exactly
+//! as the API does. Posts carry a CSRF token
 //! ([`csrf`]); session and console cookies are HttpOnly and `SameSite=Strict`.
 
 mod account_page;
@@ -20,7 +21,7 @@ mod page;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::error::ApiError;
-use crate::routes::AppState;
+use crate::routes::HttpState;
 use page::PageError;
 
 /// Registers the pages, the console and their static files; a form body over `max_body_bytes`
@@ -61,14 +62,14 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut web::ServiceConfig) 
 /// Renders a page with forms: `page` gets the browser's CSRF token, and a browser without one
 /// gets its cookie.
 async fn with_csrf_cookie<Page>(
-    state: &AppState,
+    http: &HttpState,
     request: &HttpRequest,
     page: impl FnOnce(String) -> Page,
 ) -> Result<HttpResponse, PageError>
 where
     Page: Future<Output = Result<HttpResponse, PageError>>,
 {
-    let token = csrf::token(request, state.device.secure_cookie)?;
+    let token = csrf::token(request, http.device.secure_cookie)?;
     let mut response = page(token.value).await?;
     if let Some(cookie) = token.new_cookie {
         page::add_cookie(&mut response, &cookie)?;

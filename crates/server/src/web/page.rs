@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
 use askama::Template;
-
+use portcullis_accounts::Error;
 use portcullis_core::altcha::Challenge;
 
 use crate::error::ApiError;
@@ -49,39 +49,42 @@ impl Notice {
 /// Errors a page answers in its own way (a challenge, the second factor) never get here; if
 /// one does, it gets the API's text.
 pub fn notice_of(error: &ApiError) -> Notice {
+    let ApiError::Accounts(error) = error else {
+        return Notice::error(error.to_string());
+    };
     let text = match error {
-        ApiError::InvalidCredentials => "Wrong username or password.".to_owned(),
-        ApiError::Throttled { retry_after_secs } => format!(
+        Error::InvalidCredentials => "Wrong username or password.".to_owned(),
+        Error::Throttled { retry_after_secs } => format!(
             "Too many attempts. Try again in {}.",
             wait(*retry_after_secs)
         ),
-        ApiError::Locked => {
+        Error::Locked => {
             "This account is locked after too many failed logins. Ask an administrator to \
              unlock it."
                 .to_owned()
         }
-        ApiError::WeakPassword(refusal) => format!("Choose another password: {refusal}."),
-        ApiError::UsernameTaken => {
+        Error::WeakPassword(refusal) => format!("Choose another password: {refusal}."),
+        Error::UsernameTaken => {
             "This username, or one that looks like it, is taken. Choose another.".to_owned()
         }
-        ApiError::MfaThrottled {
+        Error::MfaThrottled {
             token_spent: true, ..
         } => "This login has used all its tries: log in with your password again.".to_owned(),
-        ApiError::MfaThrottled {
+        Error::MfaThrottled {
             retry_after_secs, ..
         } => format!(
             "Too many wrong codes. Try again in {}.",
             wait(*retry_after_secs)
         ),
-        ApiError::InvalidCode => "That code is wrong.".to_owned(),
-        ApiError::CodeReplayed => "That code was used already: wait for the next one.".to_owned(),
-        ApiError::InvalidLoginToken => {
+        Error::InvalidCode => "That code is wrong.".to_owned(),
+        Error::CodeReplayed => "That code was used already: wait for the next one.".to_owned(),
+        Error::InvalidLoginToken => {
             "This login has expired: log in with your password again.".to_owned()
         }
-        ApiError::Unavailable { .. } => {
+        Error::Unavailable { .. } => {
             "The service is busy right now. Try again in a few seconds.".to_owned()
         }
-        ApiError::Internal(_) => "Something went wrong on our side. Try again later.".to_owned(),
+        Error::Internal(_) => "Something went wrong on our side. Try again later.".to_owned(),
         other => other.to_string(),
     };
     Notice::error(text)
@@ -118,10 +121,11 @@ pub struct Refusal {
 
 impl Refusal {
     /// How a form shows `error` (logged as the API would).
-    pub fn of(error: &ApiError) -> Result<Self, PageError> {
+    pub fn of(error: impl Into<ApiError>) -> Result<Self, PageError> {
+        let error = error.into();
         error.log();
-        let (notice, challenge) = match error {
-            ApiError::ChallengeRequired { challenge, failed } => (
+        let (notice, challenge) = match &error {
+            ApiError::Accounts(Error::ChallengeRequired { challenge, failed }) => (
                 Notice::info(format!(
                     "{} Enter your password again and send the form once the box says \
                      Verified.",
@@ -170,7 +174,7 @@ pub fn render(
     }
     let body = page
         .render()
-        .map_err(|e| PageError(ApiError::Internal(anyhow::anyhow!("rendering a page: {e}"))))?;
+        .map_err(|e| PageError::from(anyhow::anyhow!("rendering a page: {e}")))?;
     Ok(response.body(body))
 }
 
@@ -199,6 +203,12 @@ pub struct PageError(pub ApiError);
 impl From<ApiError> for PageError {
     fn from(error: ApiError) -> Self {
         PageError(error)
+    }
+}
+
+impl From<Error> for PageError {
+    fn from(error: Error) -> Self {
+        PageError(error.into())
     }
 }
 
@@ -236,7 +246,7 @@ impl ResponseError for PageError {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from(secs.max(1))));
         }
         let mut response = response.body(page.render().unwrap_or_default());
-        crate::refusal_log::mark(&self.0, &mut response);
+        self.0.mark(&mut response);
         response
     }
 }

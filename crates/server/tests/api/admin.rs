@@ -188,7 +188,7 @@ async fn an_allowlisted_network_skips_address_limits_but_never_account_lockouts(
 /// An app on Redis where the first lockout of an account is permanent.
 async fn permanent_lockouts(redis: &TestRedis, disclose: bool) -> TestApp {
     let mut settings = test_settings();
-    settings.store.redis = Some(portcullis_server::settings::RedisSettings {
+    settings.store.redis = Some(portcullis_accounts::settings::RedisSettings {
         url: redis.url.clone(),
         prefix: redis.prefix.clone(),
         timeout_ms: 2_000,

@@ -451,7 +451,7 @@ async fn accounts_live_in_postgresql_with_one_account_per_normalised_name() {
 async fn the_memory_store_app_also_runs_on_redis_with_an_injected_clock() {
     let redis = TestRedis::start().await;
     let mut settings = test_settings();
-    settings.store.redis = Some(portcullis_server::settings::RedisSettings {
+    settings.store.redis = Some(portcullis_accounts::settings::RedisSettings {
         url: redis.url.clone(),
         prefix: redis.prefix.clone(),
         timeout_ms: 2_000,

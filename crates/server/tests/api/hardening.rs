@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use portcullis_accounts::settings::RedisSettings;
 use portcullis_core::{KeyDeriver, Username};
-use portcullis_server::settings::RedisSettings;
 use portcullis_store::OnError;
 use portcullis_store::Sharding;
 use portcullis_store::redis_store::{Keyspace, StoredState};

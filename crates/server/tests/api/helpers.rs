@@ -1,7 +1,7 @@
 //! Small assertions shared by the API tests.
 
 use futures_util::future::join_all;
-use portcullis_server::settings::RedisSettings;
+use portcullis_accounts::settings::RedisSettings;
 use portcullis_store::OnError;
 use portcullis_testkit::redis::RedisServer;
 use portcullis_testkit::{PASSWORD, TestApp, test_settings};

@@ -112,7 +112,7 @@ async fn a_login_rehashes_a_password_stored_with_old_argon2_parameters() {
     let app = TestApp::spawn_with(new.clone()).await;
     assert_eq!(app.login("alice", PASSWORD).await.status(), 200);
 
-    let accounts = portcullis_server::accounts::Accounts::connect(&new.database)
+    let accounts = portcullis_accounts::accounts::Accounts::connect(&new.database)
         .await
         .unwrap();
     let username = portcullis_core::Username::parse("alice").unwrap();

@@ -344,7 +344,7 @@ async fn totp_secrets_are_sealed_at_rest_and_another_key_stops_start_up() {
     let alice = enrolled(&app, "alice").await;
     drop(app);
 
-    let accounts = portcullis_server::accounts::Accounts::connect(&settings.database)
+    let accounts = portcullis_accounts::accounts::Accounts::connect(&settings.database)
         .await
         .unwrap();
     let sealed: String = sqlx::query_scalar("SELECT sealed_secret FROM totp_factors")

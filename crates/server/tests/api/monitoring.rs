@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use portcullis_server::instruments::{Kind, METRICS};
+use portcullis_accounts::instruments::{Kind, METRICS};
 use serde_json::Value;
 
 fn deploy(path: &str) -> PathBuf {

@@ -7,8 +7,9 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 
-use portcullis_server::passwords::BreachedFilter;
-use portcullis_server::settings::{BreachedLogin, Settings};
+use portcullis_accounts::passwords::BreachedFilter;
+use portcullis_accounts::settings::BreachedLogin;
+use portcullis_server::settings::Settings;
 use portcullis_testkit::{PASSWORD, TestApp, test_settings};
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -30,8 +30,8 @@ async fn concurrent_registrations_of_one_name_create_exactly_one_account() {
 
 #[tokio::test]
 async fn accounts_made_before_skeletons_keep_working_and_still_block_their_look_alikes() {
+    use portcullis_accounts::accounts::{Accounts, CreateError};
     use portcullis_core::Username;
-    use portcullis_server::accounts::{Accounts, CreateError};
     let dir = tempfile::tempdir().unwrap();
     let mut settings = portcullis_testkit::test_settings().database;
     settings.url = format!("sqlite://{}/accounts.db", dir.path().display());

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use portcullis_core::Policy;
 use portcullis_store::{
     AdminStore, AttemptStore, Breaker, Clock, EventLog, FallbackStore, Health, MemoryStore,
     RedisConfig, RedisStore, SystemClock, Transition,
 };
 
 use crate::deny_cache::DenyCache;
-use crate::settings::Settings;
+use crate::settings::StoreSettings;
 
 /// The attempt store, the security event log and the admin view of the counters.
 #[derive(Clone)]
@@ -28,13 +29,17 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// The stores the settings name: Redis if configured (every call through one circuit
-    /// breaker), else memory. Time is `injected` (tests), else the system's (and Redis' own
-    /// `TIME` in the counter functions).
-    pub fn build(settings: &Settings, injected: Option<Arc<dyn Clock>>) -> anyhow::Result<Self> {
+    /// The stores `settings` name, counting by `policy`: Redis if configured (every call
+    /// through one circuit breaker), else memory. Time is `injected` (tests), else the
+    /// system's (and Redis' own `TIME` in the counter functions).
+    pub fn build(
+        settings: &StoreSettings,
+        policy: &Policy,
+        injected: Option<Arc<dyn Clock>>,
+    ) -> anyhow::Result<Self> {
         let clock = injected.clone().unwrap_or_else(|| Arc::new(SystemClock));
-        let Some(redis) = &settings.store.redis else {
-            let store = Arc::new(MemoryStore::new(settings.policy, clock));
+        let Some(redis) = &settings.redis else {
+            let store = Arc::new(MemoryStore::new(*policy, clock));
             return Ok(Self {
                 attempts: store.clone(),
                 events: store.clone(),
@@ -49,23 +54,22 @@ impl Stores {
             sharding: redis.sharding(),
             timeout: Duration::from_millis(redis.timeout_ms),
         };
-        let deny_cache = (settings.store.deny_cache_entries > 0)
-            .then(|| DenyCache::new(settings.store.deny_cache_entries, clock.clone()));
+        let deny_cache = (settings.deny_cache_entries > 0)
+            .then(|| DenyCache::new(settings.deny_cache_entries, clock.clone()));
         let breaker = Breaker::new(
-            settings.store.breaker_failures,
-            Duration::from_millis(settings.store.breaker_cool_down_ms),
+            settings.breaker_failures,
+            Duration::from_millis(settings.breaker_cool_down_ms),
             on_transition(deny_cache.clone()),
         );
-        let mut store =
-            RedisStore::new(&config, &settings.policy, breaker).context("store.redis")?;
+        let mut store = RedisStore::new(&config, policy, breaker).context("store.redis")?;
         if let Some(clock) = injected {
             store = store.with_clock(clock);
         }
         let store = Arc::new(store);
         let attempts = FallbackStore::new(
             store.clone(),
-            MemoryStore::new(settings.policy, clock),
-            settings.store.on_error,
+            MemoryStore::new(*policy, clock),
+            settings.on_error,
         );
         Ok(Self {
             attempts: Arc::new(attempts),

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use portcullis_core::{Reason, UnixMillis};
 use portcullis_store::Clock;
-use serde::Serialize;
 
 /// Minutes kept (the console's window).
 pub const MINUTES: usize = 10;
@@ -40,7 +39,7 @@ struct Slot {
 }
 
 /// One minute's decisions, as the admin API answers them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MinuteOfDecisions {
     /// The minute's start (Unix milliseconds).
     pub start: UnixMillis,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use portcullis_core::altcha::{Altcha, Challenge, ProofError};
 use portcullis_store::{AttemptStore, Clock};
 
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::instruments::{self, StoreOp};
 
 /// How long a challenge may be solved and used: long enough for a slow device at the highest
@@ -48,7 +48,7 @@ impl Challenges {
     }
 
     /// A fresh challenge of `work` (at least the minimum).
-    pub fn issue(&self, work: u64) -> Result<Challenge, ApiError> {
+    pub fn issue(&self, work: u64) -> Result<Challenge, Error> {
         let mut random = [0u8; 32];
         getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no entropy source: {e}"))?;
         let expires_at = self.clock.now() / 1_000 + LIFETIME_SECS;
@@ -63,7 +63,7 @@ impl Challenges {
         &self,
         store: &dyn AttemptStore,
         payload: Option<&str>,
-    ) -> Result<Carried, ApiError> {
+    ) -> Result<Carried, Error> {
         let Some(payload) = payload else {
             return Ok(Carried::default());
         };
@@ -88,7 +88,7 @@ impl Challenges {
         &self,
         store: &dyn AttemptStore,
         payload: &str,
-    ) -> Result<Result<u64, &'static str>, ApiError> {
+    ) -> Result<Result<u64, &'static str>, Error> {
         let opened = match self.altcha.open(payload, self.clock.now()) {
             Ok(opened) => opened,
             Err(error) => return Ok(Err(reason(error))),

@@ -5,8 +5,8 @@
 //! to whatever collects the logs, and cost the refusal path more than its decision. So the
 //! guard counts each refusal here, by the refusing key (its store key: an address, a network,
 //! an account's keyed hash, never a name) and reason, and every [`INTERVAL`] one INFO line per
-//! key tells the counts. The per-request line is DEBUG. Admitted attempts and security events
-//! keep their own lines.
+//! key tells the counts. The per-request line is DEBUG (the server marks those answers).
+//! Admitted attempts and security events keep their own lines.
 //!
 //! At most [`MAX_KEYS`] keys are told apart in one interval: a flood from more sources adds to
 //! one "other keys" line, so the summary stays bounded too. The lock is held for one map
@@ -17,26 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use actix_web::HttpResponse;
 use portcullis_core::{AttemptKey, Reason};
-
-use crate::error::ApiError;
-
-/// Marks the answer to a request the guard refused before verification (a 429, or a challenge
-/// asked): its line is summarised here, so the request's own line is DEBUG
-/// ([`crate::request_span`] reads the mark).
-#[derive(Clone, Copy, Debug)]
-pub struct Summarised;
-
-/// Marks `response` when `error` is a refusal before verification.
-pub fn mark(error: &ApiError, response: &mut HttpResponse) {
-    if matches!(
-        error,
-        ApiError::Throttled { .. } | ApiError::ChallengeRequired { .. }
-    ) {
-        response.extensions_mut().insert(Summarised);
-    }
-}
 
 /// How often the counts are written.
 pub const INTERVAL: Duration = Duration::from_secs(10);
@@ -204,23 +185,6 @@ mod tests {
         }
         assert_eq!(log.write(), 2);
         assert_eq!(log.write(), 0, "the next interval starts empty");
-    }
-
-    #[test]
-    fn only_refusals_before_verification_are_marked_summarised() {
-        let marked = |error: ApiError| {
-            let mut response = HttpResponse::Ok().finish();
-            mark(&error, &mut response);
-            response.extensions().contains::<Summarised>()
-        };
-        assert!(marked(ApiError::Throttled {
-            retry_after_secs: 1
-        }));
-        assert!(
-            !marked(ApiError::InvalidCredentials),
-            "a verified failure keeps its line"
-        );
-        assert!(!marked(ApiError::Locked));
     }
 
     #[tokio::test]

@@ -16,11 +16,11 @@ use portcullis_core::{DeviceId, Username};
 use portcullis_store::EventKind;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::AppState;
 use crate::accounts::Account;
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::login::{self, LoginRequest};
 use crate::login_tokens::Purpose;
-use crate::routes::AppState;
 
 /// What authorises a password change.
 pub enum Authority<'a> {
@@ -46,7 +46,7 @@ pub async fn change_password(
     state: &AppState,
     authority: Authority<'_>,
     new_password: SecretString,
-) -> Result<u64, ApiError> {
+) -> Result<u64, Error> {
     let (account, keep) = match authority {
         Authority::Session {
             digest,
@@ -59,12 +59,12 @@ pub async fn change_password(
                 .sessions
                 .get(&digest)
                 .await?
-                .ok_or(ApiError::Unauthenticated)?;
+                .ok_or(Error::Unauthenticated)?;
             let (account, username) = checked_change(
                 state,
                 &session.subject,
                 &new_password,
-                ApiError::Unauthenticated,
+                Error::Unauthenticated,
             )
             .await?;
             let device: Option<DeviceId> =
@@ -87,16 +87,16 @@ pub async fn change_password(
                 .login_tokens
                 .find(value, Purpose::PasswordChange)
                 .await?
-                .ok_or(ApiError::InvalidLoginToken)?;
+                .ok_or(Error::InvalidLoginToken)?;
             let (account, _) = checked_change(
                 state,
                 &token.account_id,
                 &new_password,
-                ApiError::InvalidLoginToken,
+                Error::InvalidLoginToken,
             )
             .await?;
             if !state.login_tokens.consume(&token).await? {
-                return Err(ApiError::InvalidLoginToken);
+                return Err(Error::InvalidLoginToken);
             }
             (account, None)
         }
@@ -120,8 +120,8 @@ async fn checked_change(
     state: &AppState,
     account_id: &str,
     new_password: &SecretString,
-    missing: ApiError,
-) -> Result<(Account, Username), ApiError> {
+    missing: Error,
+) -> Result<(Account, Username), Error> {
     let account = state
         .accounts
         .find_by_id(account_id)

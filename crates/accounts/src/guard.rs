@@ -20,7 +20,7 @@ use portcullis_store::AttemptStore;
 use crate::allowlist::Allowlist;
 use crate::challenge::Challenges;
 use crate::deny_cache::DenyCache;
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::instruments::{self, StoreOp};
 use crate::recent_decisions::{Counted, RecentDecisions};
 use crate::refusal_log::{Refusal, RefusalLog};
@@ -139,7 +139,7 @@ impl LoginGuard {
 
     /// Admits an attempt by `username` from `ip` (from a trusted `device`, if it presented
     /// one, carrying the `altcha` payload of a solved challenge, if any), or refuses it before
-    /// any password work: `ApiError::Throttled`, or `ApiError::ChallengeRequired` with a fresh
+    /// any password work: `Error::Throttled`, or `Error::ChallengeRequired` with a fresh
     /// challenge.
     pub async fn admit(
         &self,
@@ -147,7 +147,7 @@ impl LoginGuard {
         username: &Username,
         device: Option<&DeviceId>,
         altcha: Option<&str>,
-    ) -> Result<Admission<'_>, ApiError> {
+    ) -> Result<Admission<'_>, Error> {
         // One keyed hash per attempt, for the keys and for the store's distinct-username count.
         let digest = self.deriver.username_digest(username);
         self.log_username(username, Some(&digest));
@@ -169,7 +169,7 @@ impl LoginGuard {
     /// Counts an attempt that is not a password check (a registration, a failed admin
     /// authentication) against its source's address, subnet and network only; a risky source
     /// must carry a solved challenge (`altcha`), as a login must.
-    pub async fn admit_source(&self, ip: IpAddr, altcha: Option<&str>) -> Result<(), ApiError> {
+    pub async fn admit_source(&self, ip: IpAddr, altcha: Option<&str>) -> Result<(), Error> {
         let keys = self.limited(ip, self.deriver.source_keys(ip));
         let pending = self.decide(&keys, altcha).await?;
         let has_lockout = keys
@@ -184,7 +184,7 @@ impl LoginGuard {
 
     /// Reports a refusal of `keys` (metrics, recent decisions, span, the summarised log) and
     /// answers it with 429.
-    fn refused(&self, keys: &[AttemptKey], denial: Denial) -> ApiError {
+    fn refused(&self, keys: &[AttemptKey], denial: Denial) -> Error {
         instruments::refused(&denial);
         self.recent.count(Counted::Denied(denial.reason));
         if let Some(key) = keys.iter().find(|k| k.dimension == denial.dimension) {
@@ -199,7 +199,7 @@ impl LoginGuard {
             retry_after_ms = denial.retry_after_ms,
             "attempt refused before verification"
         );
-        ApiError::Throttled {
+        Error::Throttled {
             retry_after_secs: denial.retry_after_secs(),
         }
     }
@@ -210,7 +210,7 @@ impl LoginGuard {
         &self,
         keys: &[AttemptKey],
         altcha: Option<&str>,
-    ) -> Result<Vec<LockoutEvent>, ApiError> {
+    ) -> Result<Vec<LockoutEvent>, Error> {
         if let Some(denial) = self.deny_cache.as_ref().and_then(|c| c.refusal(keys)) {
             // The attempt call, and the proof's consumption, never happen.
             instruments::deny_cache_hit(1 + u64::from(altcha.is_some()));
@@ -245,7 +245,7 @@ impl LoginGuard {
                 let span = tracing::Span::current();
                 span.record("outcome", "challenged");
                 tracing::debug!(work, "attempt challenged before verification");
-                Err(ApiError::ChallengeRequired {
+                Err(Error::ChallengeRequired {
                     challenge: Box::new(self.challenges.issue(work)?),
                     failed: carried.presented,
                 })
@@ -269,7 +269,7 @@ impl Admission<'_> {
         outcome: Outcome,
         known_account: bool,
         password: &str,
-    ) -> Result<Finished, ApiError> {
+    ) -> Result<Finished, Error> {
         let guard = self.guard;
         let verified = Verified {
             outcome,

@@ -9,9 +9,10 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::accounts::db_error;
 use ipnet::IpNet;
 use sqlx::{AnyPool, Row};
+
+use crate::accounts::db_error;
 
 /// The allowlist and its cache.
 #[derive(Clone)]

@@ -28,12 +28,12 @@ use portcullis_core::{DeviceId, Outcome, Username};
 use portcullis_store::EventKind;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::AppState;
 use crate::accounts::Account;
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::login_tokens::Purpose;
 use crate::mfa::Proof;
 use crate::passwords::Priority;
-use crate::routes::AppState;
 use crate::sessions::Session;
 use crate::settings::BreachedLogin;
 use crate::token::{self, IssuedToken};
@@ -68,7 +68,7 @@ pub struct LoggedIn {
 }
 
 /// Runs a password login from admission to session (or to the second factor's step).
-pub async fn login(state: &AppState, request: LoginRequest<'_>) -> Result<LoggedIn, ApiError> {
+pub async fn login(state: &AppState, request: LoginRequest<'_>) -> Result<LoggedIn, Error> {
     let password = request.password.clone();
     let known_device = request.device.is_some();
     let account = verify_password(state, request).await?;
@@ -84,7 +84,7 @@ pub async fn login(state: &AppState, request: LoginRequest<'_>) -> Result<Logged
             .login_tokens
             .issue(&account.id, Purpose::Mfa, state.mfa_token_ttl_ms, breached)
             .await?;
-        return Err(ApiError::MfaRequired { mfa_token });
+        return Err(Error::MfaRequired { mfa_token });
     }
     open_session(state, &account, breached, known_device).await
 }
@@ -96,12 +96,12 @@ pub async fn login_second_factor(
     mfa_token: &str,
     proof: Proof<'_>,
     device_cookie: Option<&str>,
-) -> Result<LoggedIn, ApiError> {
+) -> Result<LoggedIn, Error> {
     let token = state
         .login_tokens
         .find(mfa_token, Purpose::Mfa)
         .await?
-        .ok_or(ApiError::InvalidLoginToken)?;
+        .ok_or(Error::InvalidLoginToken)?;
     state
         .mfa
         .verify(
@@ -112,13 +112,13 @@ pub async fn login_second_factor(
         .await?;
     // One code, one session: a second right code racing on the same token gets nothing.
     if !state.login_tokens.consume(&token).await? {
-        return Err(ApiError::InvalidLoginToken);
+        return Err(Error::InvalidLoginToken);
     }
     let account = state
         .accounts
         .find_by_id(&token.account_id)
         .await?
-        .ok_or(ApiError::InvalidLoginToken)?;
+        .ok_or(Error::InvalidLoginToken)?;
     if account.locked_at.is_some() {
         return Err(state.locked_error());
     }
@@ -140,7 +140,7 @@ pub async fn login_second_factor(
 pub async fn verify_password(
     state: &AppState,
     request: LoginRequest<'_>,
-) -> Result<Account, ApiError> {
+) -> Result<Account, Error> {
     let LoginRequest {
         ip,
         username,
@@ -165,7 +165,7 @@ pub async fn verify_password(
             .hasher
             .verify(password.clone(), stored, priority)
             .await?;
-        Ok::<_, ApiError>((account, matched))
+        Ok::<_, Error>((account, matched))
     }
     .await;
     let (account, matched) = match verified {
@@ -189,7 +189,7 @@ pub async fn verify_password(
     let account = match account {
         Some(account) if account.locked_at.is_some() => return Err(state.locked_error()),
         Some(account) if matched => account,
-        _ => return Err(ApiError::InvalidCredentials),
+        _ => return Err(Error::InvalidCredentials),
     };
     if state.hasher.needs_rehash(&account.password_hash) {
         rehash(state, &account, password).await;
@@ -204,7 +204,7 @@ async fn open_session(
     account: &Account,
     breached: bool,
     known_device: bool,
-) -> Result<LoggedIn, ApiError> {
+) -> Result<LoggedIn, Error> {
     if breached && state.breached_login == BreachedLogin::Block {
         let password_change_token = state
             .login_tokens
@@ -215,7 +215,7 @@ async fn open_session(
                 false,
             )
             .await?;
-        return Err(ApiError::PasswordChangeRequired {
+        return Err(Error::PasswordChangeRequired {
             password_change_token,
         });
     }
@@ -246,7 +246,7 @@ async fn rehash(state: &AppState, account: &Account, password: SecretString) {
     let result = async {
         let hash = state.hasher.hash(password).await?;
         state.accounts.update_hash(&account.id, &hash).await?;
-        Ok::<_, ApiError>(())
+        Ok::<_, Error>(())
     }
     .await;
     match result {

@@ -14,7 +14,7 @@ use super::MAX_PASSWORD_BYTES;
 use crate::settings::PasswordSettings;
 
 /// The common-password blocklist: 100 000 entries, lower-cased and sorted (see
-/// `crates/server/data/README.md` for its source and licence).
+/// `crates/accounts/data/README.md` for its source and licence).
 static BLOCKLIST: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     include_str!("../../data/common-passwords.txt")
         .lines()

@@ -8,9 +8,9 @@ use std::net::IpAddr;
 use portcullis_core::Username;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::AppState;
 use crate::accounts::Account;
-use crate::error::ApiError;
-use crate::routes::AppState;
+use crate::error::Error;
 
 /// Registers `username` with `password` from `ip`, carrying a solved challenge if any.
 pub async fn register(
@@ -19,7 +19,7 @@ pub async fn register(
     username: &Username,
     password: SecretString,
     altcha: Option<&str>,
-) -> Result<Account, ApiError> {
+) -> Result<Account, Error> {
     state
         .passwords
         .check_new(password.expose_secret(), username)?;

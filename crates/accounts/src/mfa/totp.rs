@@ -46,7 +46,6 @@ pub fn decode_secret(base32: &str) -> Result<Vec<u8>, SecretFormat> {
 }
 
 /// What an authenticator app needs to enrol (the answer of `POST /v1/mfa/totp`).
-#[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct Enrolment {
     /// The secret, base32 (RFC 4648, no padding).
     pub secret: String,
