@@ -105,32 +105,22 @@ impl ApiError {
         }
     }
 
-    /// A short, stable title per status, and whether the error's own text may be shown.
-    fn title(&self) -> (&'static str, bool) {
-        let error = match self {
-            ApiError::Accounts(error) => error,
-            ApiError::PayloadTooLarge => return ("Payload too large", true),
-            ApiError::UnsupportedMediaType => return ("Unsupported media type", true),
-            ApiError::NotFound => return ("Not found", true),
-            ApiError::MethodNotAllowed { .. } => return ("Method not allowed", true),
-        };
-        match error {
-            Error::BadRequest { .. } | Error::WeakPassword(_) => ("Bad request", true),
-            Error::InvalidCredentials
-            | Error::Unauthenticated
-            | Error::ChallengeRequired { .. }
-            | Error::MfaRequired { .. }
-            | Error::InvalidLoginToken
-            | Error::InvalidCode
-            | Error::CodeReplayed => ("Unauthorized", true),
-            Error::UsernameTaken | Error::MfaNotEnrolled | Error::MfaAlreadyEnabled => {
-                ("Conflict", true)
-            }
-            Error::Throttled { .. } | Error::MfaThrottled { .. } => ("Too many requests", true),
-            Error::PasswordChangeRequired { .. } => ("Forbidden", true),
-            Error::Locked => ("Locked", true),
-            Error::Unavailable { .. } => ("Service unavailable", false),
-            Error::Internal(_) => ("Internal server error", false),
+    /// A short, stable title per status (what the status says, so it follows from
+    /// `status_code`); a 5xx answer shows the title only, never the error's own text.
+    fn title(&self) -> &'static str {
+        match self.status_code() {
+            StatusCode::BAD_REQUEST => "Bad request",
+            StatusCode::UNAUTHORIZED => "Unauthorized",
+            StatusCode::FORBIDDEN => "Forbidden",
+            StatusCode::NOT_FOUND => "Not found",
+            StatusCode::METHOD_NOT_ALLOWED => "Method not allowed",
+            StatusCode::CONFLICT => "Conflict",
+            StatusCode::PAYLOAD_TOO_LARGE => "Payload too large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported media type",
+            StatusCode::LOCKED => "Locked",
+            StatusCode::TOO_MANY_REQUESTS => "Too many requests",
+            StatusCode::SERVICE_UNAVAILABLE => "Service unavailable",
+            _ => "Internal server error",
         }
     }
 
@@ -216,7 +206,7 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         self.log();
         let status = self.status_code();
-        let (title, show_detail) = self.title();
+        let title = self.title();
         let accounts = match self {
             ApiError::Accounts(error) => Some(error),
             _ => None,
@@ -226,7 +216,7 @@ impl ResponseError for ApiError {
             title,
             status: status.as_u16(),
             code: self.code(),
-            detail: show_detail.then(|| self.to_string()),
+            detail: (!status.is_server_error()).then(|| self.to_string()),
             challenge: match accounts {
                 Some(Error::ChallengeRequired { challenge, .. }) => Some(challenge),
                 _ => None,
