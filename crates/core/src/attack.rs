@@ -357,13 +357,19 @@ impl AttackSignal {
     /// Moves the state to `now`: the floor's windows, and the buckets (folding those that leave
     /// the view into the baseline, unless tripped).
     pub fn roll(&self, state: &mut AttackState, now: UnixMillis) {
+        // A state that holds nothing any more is forgotten, as a store forgets its key: a store
+        // that rolls in the quiet (or before the first attempt) keeps the same history as one
+        // that rolls only when attempts come.
+        if now >= self.expires_at(state) {
+            *state = AttackState::default();
+        }
         self.roll_floor(state, now);
         let bucket = now / self.bucket_ms.max(1);
         if bucket <= state.bucket {
             return;
         }
         if state.bucket == 0 {
-            // The first attempt: history starts here.
+            // The first count (or the first since the state was forgotten): history starts here.
             state.bucket = bucket;
             state.baseline.folded_through = bucket.saturating_sub(2);
             return;
@@ -727,6 +733,31 @@ mod tests {
         let trip = signal.judge(&mut state, T0).unwrap();
         assert_eq!(trip.detector, Detector::Floor);
         assert_eq!(trip.until, T0 + signal.hold_ms);
+    }
+
+    #[test]
+    fn history_starts_with_the_first_count_whenever_the_state_first_rolled() {
+        let signal = signal();
+        let later = T0 + 30 * MINUTE;
+        // One store rolled at start-up and in the quiet after; another only when attempts came.
+        let mut rolled_early = AttackState::default();
+        signal.roll(&mut rolled_early, T0);
+        signal.roll(&mut rolled_early, T0 + 10 * MINUTE);
+        steady(&signal, &mut rolled_early, later, 120, 5);
+        let mut on_time = AttackState::default();
+        steady(&signal, &mut on_time, later, 120, 5);
+        assert_eq!(rolled_early, on_time);
+        assert!(
+            !signal.is_warm(&on_time.baseline),
+            "two minutes of history, not thirty"
+        );
+        // Once its history has decayed to nothing (ten half-lives without an attempt), a state
+        // is forgotten as a store forgets the key: it starts afresh.
+        let quiet = signal.expires_at(&on_time);
+        signal.roll(&mut on_time, quiet);
+        let mut fresh = AttackState::default();
+        signal.roll(&mut fresh, quiet);
+        assert_eq!(on_time, fresh);
     }
 
     #[test]

@@ -81,9 +81,16 @@ pub async fn agree(policy: Policy, events: &[Event], make: impl Fn(Arc<dyn Clock
     let clock = Arc::new(ManualClock::new(T0));
     let memory = MemoryStore::new(policy, clock.clone());
     let redis = make(clock.clone());
+    // The store's background task flushes at start-up, before any attempt: so does this run.
+    redis.flush_signal().await.unwrap();
     for (step, event) in events.iter().enumerate() {
         match event {
-            Event::Wait(ms) => clock.advance(*ms),
+            Event::Wait(ms) => {
+                clock.advance(*ms);
+                // The store rolls its signal whenever it flushes, attempts or none (every
+                // 250 ms): so does this run, in the quiet too.
+                redis.flush_signal().await.unwrap();
+            }
             Event::Attempt {
                 ip,
                 user,
@@ -192,4 +199,39 @@ async fn the_redis_store_decides_exactly_like_the_core() {
     .await
     .unwrap();
     assert!(result.is_ok(), "{result:?}");
+}
+
+/// A store that rolled its signal before the first attempt (its start-up flush) and in the
+/// quiet after keeps the history the core keeps: the baseline is not warm on a quiet stretch
+/// before any attempt, so three failed accounts right after the first bucket trip neither.
+#[tokio::test(flavor = "multi_thread")]
+async fn quiet_before_the_first_attempt_is_no_history() {
+    let redis = TestRedis::start().await;
+    let attempt = |ip, user, settle| Event::Attempt {
+        ip,
+        user,
+        device: None,
+        proof: 3,
+        settle,
+    };
+    let events = [
+        Event::Wait(3_000),
+        attempt(0, 0, Settle::Abandon),
+        Event::Wait(1_000),
+        attempt(1, 0, Settle::Failure),
+        attempt(2, 1, Settle::Failure),
+        attempt(3, 2, Settle::Failure),
+    ];
+    let policy = tight_policy();
+    let prefix = format!("{}-{}", redis.prefix, random_hex(4));
+    agree(policy, &events, |clock| {
+        redis_store(
+            vec![redis.url.clone()],
+            false,
+            &prefix,
+            &policy,
+            Some(clock),
+        )
+    })
+    .await;
 }
