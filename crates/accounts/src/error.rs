@@ -49,7 +49,15 @@ pub enum Error {
         /// The single-use token that carries the login to its second step.
         mfa_token: String,
     },
-    /// The password was right but found in a breach, and `passwords.breached_login = "block"`.
+    /// The password was right but found in a breach, `passwords.breached_login = "block"`, and
+    /// nothing but the password proved the sender is the owner: no session, no token.
+    #[error(
+        "this password has appeared in a data breach and cannot sign in from a new device: \
+         sign in from a browser you have signed in with before to change it"
+    )]
+    PasswordResetRequired,
+    /// The password was right but found in a breach, `passwords.breached_login = "block"`, and
+    /// the login proved possession beyond it (the account's device cookie or second factor).
     #[error(
         "this password has appeared in a data breach: change it with the password_change_token"
     )]

@@ -16,8 +16,12 @@
 //!    [`login_second_factor`] takes the code; nothing before this step differs between accounts
 //!    with and without one, so a wrong password reveals nothing.
 //! 7. A success gets a session (durable, in the database; flagged `password_change_required`
-//!    for a breached password, or refused with a password-change token under
-//!    `passwords.breached_login = "block"`) and, from a new browser, a device cookie.
+//!    for a breached password) and, from a new browser, a device cookie. Under
+//!    `passwords.breached_login = "block"` a breached password gets no session: a login that
+//!    proved possession beyond it (the account's device cookie, or its second factor) gets a
+//!    single-use password-change token; one that proved nothing more gets 403
+//!    `password_reset_required` and nothing it could use, for whoever holds the leak can send
+//!    that password.
 //!
 //! Steps 1 to 4 are [`verify_password`], which every password check goes through (a password
 //! change checks the current password with it).
@@ -86,7 +90,24 @@ pub async fn login(state: &AppState, request: LoginRequest<'_>) -> Result<Logged
             .await?;
         return Err(Error::MfaRequired { mfa_token });
     }
-    open_session(state, &account, breached, known_device).await
+    let breach = match (breached, known_device) {
+        (false, _) => Breach::None,
+        (true, true) => Breach::WithPossession,
+        (true, false) => Breach::PasswordOnly,
+    };
+    open_session(state, &account, breach, known_device).await
+}
+
+/// Whether the password that logged in was found in a breach, and what else the login proved.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Breach {
+    /// Not found in the breached filter.
+    None,
+    /// Found, and the login proved possession beyond it: the account's device cookie, or its
+    /// second factor. Someone holding only the leak cannot be this sender.
+    WithPossession,
+    /// Found, and nothing but the password proved: anyone holding the leak could be the sender.
+    PasswordOnly,
 }
 
 /// The second step of a login whose account has a second factor: the `mfa_token` the first
@@ -126,13 +147,12 @@ pub async fn login_second_factor(
     let known_device = device_cookie
         .and_then(|cookie| state.device_cookies.verify(cookie, &username))
         .is_some();
-    open_session(
-        state,
-        &account,
-        token.password_change_required,
-        known_device,
-    )
-    .await
+    let breach = if token.password_change_required {
+        Breach::WithPossession
+    } else {
+        Breach::None
+    };
+    open_session(state, &account, breach, known_device).await
 }
 
 /// Checks a password through the guard: admission, verification, settling, permanent lock.
@@ -197,15 +217,19 @@ pub async fn verify_password(
     Ok(account)
 }
 
-/// Opens the session of a login that passed every step (`breached`: with a password found in
-/// a breach; `known_device`: from a browser with the account's device cookie).
+/// Opens the session of a login that passed every step (`known_device`: from a browser with
+/// the account's device cookie).
 async fn open_session(
     state: &AppState,
     account: &Account,
-    breached: bool,
+    breach: Breach,
     known_device: bool,
 ) -> Result<LoggedIn, Error> {
-    if breached && state.breached_login == BreachedLogin::Block {
+    let block = state.breached_login == BreachedLogin::Block;
+    if block && breach == Breach::PasswordOnly {
+        return Err(Error::PasswordResetRequired);
+    }
+    if block && breach == Breach::WithPossession {
         let password_change_token = state
             .login_tokens
             .issue(
@@ -223,7 +247,7 @@ async fn open_session(
     let token = token::issue()?;
     let session = state
         .sessions
-        .create(&token.digest, &account.id, breached)
+        .create(&token.digest, &account.id, breach != Breach::None)
         .await?;
     if !known_device {
         state

@@ -96,8 +96,21 @@ pub struct PasswordSettings {
     /// unset means no breached-password screening.
     pub breached_filter: Option<std::path::PathBuf>,
     /// What a login with a correct but breached password gets: `flag` (a session marked
-    /// `password_change_required`) or `block` (403 and a token only `POST /v1/password` takes).
-    pub breached_login: BreachedLogin,
+    /// `password_change_required`) or `block` (no session; see [`BreachedLogin::Block`]).
+    /// Unset: `block` with a filter configured.
+    pub breached_login: Option<BreachedLogin>,
+}
+
+impl PasswordSettings {
+    /// What a login with a correct but breached password gets, the default applied.
+    pub fn breached_login(&self) -> BreachedLogin {
+        self.breached_login
+            .unwrap_or(if self.breached_filter.is_some() {
+                BreachedLogin::Block
+            } else {
+                BreachedLogin::Flag
+            })
+    }
 }
 
 impl Default for PasswordSettings {
@@ -108,19 +121,20 @@ impl Default for PasswordSettings {
             min_zxcvbn_score: 3,
             context_words: vec!["portcullis".to_owned()],
             breached_filter: None,
-            breached_login: BreachedLogin::Flag,
+            breached_login: None,
         }
     }
 }
 
 /// What a login with a correct but breached password gets.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BreachedLogin {
     /// A session, marked `password_change_required`.
-    #[default]
     Flag,
-    /// No session: 403 `password_change_required` with a single-use password-change token.
+    /// No session. From a browser with the account's device cookie, or after its second factor:
+    /// 403 `password_change_required` with a single-use password-change token. Otherwise 403
+    /// `password_reset_required` and nothing else: the leak's holder may be the sender.
     Block,
 }
 

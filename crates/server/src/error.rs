@@ -93,6 +93,7 @@ impl ApiError {
             Error::WeakPassword(refusal) => refusal.code(),
             Error::MfaRequired { .. } => "mfa_required",
             Error::PasswordChangeRequired { .. } => "password_change_required",
+            Error::PasswordResetRequired => "password_reset_required",
             Error::InvalidLoginToken => "invalid_token",
             Error::InvalidCode => "invalid_code",
             Error::CodeReplayed => "code_replayed",
@@ -192,7 +193,9 @@ impl ResponseError for ApiError {
             | Error::InvalidLoginToken
             | Error::InvalidCode
             | Error::CodeReplayed => StatusCode::UNAUTHORIZED,
-            Error::PasswordChangeRequired { .. } => StatusCode::FORBIDDEN,
+            Error::PasswordChangeRequired { .. } | Error::PasswordResetRequired => {
+                StatusCode::FORBIDDEN
+            }
             Error::UsernameTaken | Error::MfaNotEnrolled | Error::MfaAlreadyEnabled => {
                 StatusCode::CONFLICT
             }

@@ -144,7 +144,7 @@ impl Application {
             access_tokens,
             hasher,
             passwords,
-            breached_login: settings.passwords.breached_login,
+            breached_login: settings.passwords.breached_login(),
             login_tokens,
             mfa,
             mfa_token_ttl_ms: settings.mfa.token_ttl_secs.saturating_mul(1_000),

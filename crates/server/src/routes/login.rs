@@ -38,8 +38,9 @@ pub struct LoginAnswer {
 /// are counted and hashed the same); 401 `challenge_required` / `challenge_failed` with a
 /// challenge when the policy asks for proof of work; 429 with Retry-After when it refuses;
 /// 401 `mfa_required` with an `mfa_token` after a right password when the account has a second
-/// factor; 403 `password_change_required` for a breached password under `breached_login =
-/// "block"`.
+/// factor; under `passwords.breached_login = "block"`, 403 for a breached password:
+/// `password_change_required` (with a change token) from the account's trusted browser,
+/// `password_reset_required` (nothing else) from any other.
 #[utoipa::path(
     tag = "login",
     request_body = Credentials,
@@ -48,7 +49,7 @@ pub struct LoginAnswer {
             headers(("Set-Cookie" = String, description = "The device cookie (`device.cookie_name`, HttpOnly, Secure, SameSite=Strict) for a new browser"))),
         (status = 400, description = "`bad_request`, `invalid_username`, `invalid_forwarded_header`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`invalid_credentials` (unknown user and wrong password alike), `challenge_required` / `challenge_failed` (with `challenge`), `mfa_required` (with `mfa_token`)", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`password_change_required` (with `password_change_token`): a breached password under `passwords.breached_login = \"block\"`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A breached password under `passwords.breached_login = \"block\"`: `password_change_required` (with `password_change_token`) from a browser with the account's device cookie; `password_reset_required` (no token) from any other", body = Problem, content_type = "application/problem+json"),
         BodyRefused,
         (status = 423, description = "`locked`: permanently locked (only with `responses.disclose_lockouts`)", body = Problem, content_type = "application/problem+json"),
         Throttled,
@@ -93,7 +94,9 @@ pub struct SecondFactor {
 }
 
 /// The second step of a login: 200 like a login; 400 `malformed_code`; 401 `invalid_token`,
-/// `invalid_code` or `code_replayed`; 429 `mfa_throttled` with Retry-After.
+/// `invalid_code` or `code_replayed`; 403 `password_change_required` for a breached password
+/// under `breached_login = "block"` (the second factor proves more than the leak); 429
+/// `mfa_throttled` with Retry-After.
 #[utoipa::path(
     tag = "login",
     request_body = SecondFactor,
@@ -102,6 +105,7 @@ pub struct SecondFactor {
             headers(("Set-Cookie" = String, description = "The device cookie for a new browser"))),
         (status = 400, description = "`bad_request`, `malformed_code` (not six digits, or both or neither of `code` and `recovery_code`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`invalid_token`, `invalid_code`, `code_replayed`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`password_change_required` (with `password_change_token`): a breached password under `passwords.breached_login = \"block\"`, after its second factor", body = Problem, content_type = "application/problem+json"),
         BodyRefused,
         MfaThrottled,
         Unavailable,

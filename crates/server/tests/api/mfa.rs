@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::distributed::{post, register, three_replicas};
 use crate::helpers::{assert_problem, device_cookie, pyotp_code, retry_after};
+use crate::passwords::{build_filter, hibp_line, on_file};
 
 const STEP_MS: u64 = 30_000;
 
@@ -93,6 +94,28 @@ async fn a_second_factor_enrolled_from_pyotp_guards_the_login_and_a_wrong_passwo
     assert_eq!(body["password_change_required"], false);
     let session = app.session(body["token"].as_str().unwrap()).await;
     assert_eq!(session.status(), 200);
+}
+
+#[tokio::test]
+async fn a_breached_password_may_be_changed_in_band_after_its_second_factor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (filter, _) = build_filter(dir.path(), [hibp_line(PASSWORD)].into_iter());
+    let mut settings = on_file(dir.path());
+    let before = TestApp::spawn_with(settings.clone()).await;
+    let alice = enrolled(&before, "alice").await;
+    drop(before);
+    // Block mode (the default with a filter): the password alone still gets only the second
+    // step, and the second factor proves what the leak cannot.
+    settings.passwords.breached_filter = Some(filter);
+    let app = TestApp::spawn_with(settings).await;
+    app.clock.advance(2 * STEP_MS);
+    let token = mfa_token(&app, "alice").await;
+    let code = pyotp_code(&alice.uri, app.clock.now());
+    let answer = second_step(&app, json!({ "mfa_token": token, "code": code })).await;
+    let body = assert_problem(answer, 403).await;
+    assert_eq!(body["code"], "password_change_required", "{body}");
+    assert!(body["password_change_token"].is_string(), "{body}");
+    assert!(body.get("token").is_none());
 }
 
 #[tokio::test]

@@ -15,13 +15,14 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sha1::{Digest, Sha1};
 
-use crate::helpers::{assert_problem, retry_after};
+use crate::helpers::{assert_problem, device_cookie, retry_after};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 const NEW_PASSWORD: &str = "quiet walrus under amber lanterns";
+const ADMIN_TOKEN: &str = "admin-token-for-the-password-tests-0123";
 
 /// A HIBP line for `password`.
-fn hibp_line(password: &str) -> String {
+pub(crate) fn hibp_line(password: &str) -> String {
     format!(
         "{}:42",
         hex::encode_upper(Sha1::digest(password.as_bytes()))
@@ -29,7 +30,10 @@ fn hibp_line(password: &str) -> String {
 }
 
 /// Runs `portcullis passwords build-filter` on `lines`; returns the filter's path and stdout.
-fn build_filter(dir: &Path, lines: impl Iterator<Item = String>) -> (std::path::PathBuf, String) {
+pub(crate) fn build_filter(
+    dir: &Path,
+    lines: impl Iterator<Item = String>,
+) -> (std::path::PathBuf, String) {
     let input = dir.join("pwned.txt");
     let mut file = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
     for line in lines {
@@ -54,7 +58,7 @@ fn build_filter(dir: &Path, lines: impl Iterator<Item = String>) -> (std::path::
 }
 
 /// Settings on a database file in `dir`, so apps with other settings can share it.
-fn on_file(dir: &Path) -> Settings {
+pub(crate) fn on_file(dir: &Path) -> Settings {
     let mut settings = test_settings();
     settings.database.url = format!("sqlite://{}/accounts.db", dir.display());
     settings.secrets.hmac_key = Some("0123456789abcdef0123456789abcdef-passwords".into());
@@ -145,19 +149,21 @@ async fn breached_passwords_are_refused_new_and_flag_or_block_a_login() {
         [hibp_line(breached), hibp_line("hunter2")].into_iter(),
     );
 
-    // An account made before the filter existed.
+    // Accounts made before the filter existed; bob logged in once from his browser.
     let before = TestApp::spawn_with(on_file(dir.path())).await;
     assert_eq!(before.register("alice", breached).await.status(), 201);
     assert_eq!(before.register("bob", breached).await.status(), 201);
+    let bobs_browser = device_cookie(&before.login("bob", breached).await).unwrap();
     drop(before);
 
     let mut settings = on_file(dir.path());
     settings.passwords.breached_filter = Some(filter.clone());
+    settings.passwords.breached_login = Some(BreachedLogin::Flag);
     let app = TestApp::spawn_with(settings.clone()).await;
     let body = assert_problem(app.register("carol", breached).await, 400).await;
     assert_eq!(body["code"], "breached_password");
 
-    // flag (the default): a session, marked, until the password changes.
+    // flag: a session, marked, until the password changes.
     let login: Value = app.login("alice", breached).await.json().await.unwrap();
     assert_eq!(login["password_change_required"], true);
     let token = login["token"].as_str().unwrap();
@@ -188,10 +194,43 @@ async fn breached_passwords_are_refused_new_and_flag_or_block_a_login() {
     assert_eq!(session["password_change_required"], false);
     drop(app);
 
-    // block: no session, a single-use token that only changes the password.
-    settings.passwords.breached_login = BreachedLogin::Block;
+    // block (the default with a filter): no session. From a new device, nothing the sender
+    // could use, for whoever holds the leak can send the password; the owner's event is kept.
+    settings.passwords.breached_login = None;
+    settings.admin.token = Some(ADMIN_TOKEN.into());
     let app = TestApp::spawn_with(settings).await;
     let body = assert_problem(app.login("bob", breached).await, 403).await;
+    assert_eq!(body["code"], "password_reset_required");
+    assert_eq!(
+        body.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["code", "detail", "status", "title", "type"],
+        "{body}"
+    );
+    let events: Value = app
+        .client
+        .get(app.url("/admin/v1/events?limit=1"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        events["events"][0]["kind"], "breached_password_login",
+        "{events}"
+    );
+    // From bob's browser (possession beyond the password): a single-use token that only
+    // changes the password.
+    let from_his_browser = app
+        .client
+        .post(app.url("/v1/login"))
+        .header("cookie", &bobs_browser)
+        .json(&json!({ "username": "bob", "password": breached }))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_problem(from_his_browser, 403).await;
     assert_eq!(body["code"], "password_change_required");
     let change_token = body["password_change_token"].as_str().unwrap().to_owned();
     assert!(body.get("token").is_none());
