@@ -1,7 +1,8 @@
-//! The registration use case (`POST /v1/users` and the register page): the new password must
-//! pass the rules before anything is counted; then the source is admitted like a login's
-//! (address, subnet and network limits, a challenge for a risky source), since each
-//! registration costs a hash; then the account is created.
+//! The registration use case (`POST /v1/users` and the register page). Every request counts,
+//! whatever comes of it: the source is admitted like a login's (address, subnet and network
+//! limits, a challenge for a risky source) before anything else, for checking a password costs
+//! CPU (zxcvbn, about 2.5 ms) and accepting one a hash. Then the username and the password
+//! rules are checked, the password hashed and the account created.
 
 use std::net::IpAddr;
 
@@ -12,21 +13,24 @@ use crate::AppState;
 use crate::accounts::Account;
 use crate::error::Error;
 
-/// Registers `username` with `password` from `ip`, carrying a solved challenge if any.
+/// Registers the request's `credentials` (its username and password as parsed, or why they
+/// could not be) from `ip`, carrying a solved challenge if any.
 pub async fn register(
     state: &AppState,
     ip: IpAddr,
-    username: &Username,
-    password: SecretString,
+    credentials: Result<(Username, SecretString), Error>,
     altcha: Option<&str>,
 ) -> Result<Account, Error> {
+    if let Ok((username, _)) = &credentials {
+        state.guard.log_username(username, None);
+    }
+    state.guard.admit_source(ip, altcha).await?;
+    let (username, password) = credentials?;
     state
         .passwords
-        .check_new(password.expose_secret(), username)?;
-    state.guard.log_username(username, None);
-    state.guard.admit_source(ip, altcha).await?;
+        .check_new(password.expose_secret(), &username)?;
     let hash = state.hasher.hash(password).await?;
-    let account = state.accounts.create(username, &hash).await?;
+    let account = state.accounts.create(&username, &hash).await?;
     tracing::info!(target: "security", event = "account_created", subject = %account.id);
     Ok(account)
 }

@@ -22,9 +22,10 @@ pub struct Registered {
 
 /// Registers an account: 201, 409 for a taken normalised username or a look-alike of one (same
 /// confusable skeleton), 400 for bad input or a password the rules refuse (`weak_password`,
-/// `breached_password`), checked before anything is counted.
-/// Registrations count against the client's address, subnet and network limits (each costs a
-/// hash), and a risky source must solve a challenge first, as for a login.
+/// `breached_password`). Every registration counts against the client's address, subnet and
+/// network limits before anything is checked, whatever its outcome (the password rules cost
+/// CPU, an accepted password a hash), and a risky source must solve a challenge first, as for
+/// a login.
 #[utoipa::path(
     tag = "accounts",
     request_body = Credentials,
@@ -44,14 +45,7 @@ pub async fn register(
     ClientIp(ip): ClientIp,
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
-    let account = registration::register(
-        &state,
-        ip,
-        &body.username()?,
-        body.password()?,
-        body.altcha(),
-    )
-    .await?;
+    let account = registration::register(&state, ip, body.parsed(), body.altcha()).await?;
     Ok(HttpResponse::Created().json(Registered {
         id: account.id,
         username: account.username,

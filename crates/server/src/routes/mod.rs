@@ -181,6 +181,11 @@ impl Credentials {
     fn username(&self) -> Result<Username, Error> {
         parse_username(&self.username)
     }
+
+    /// The normalised username and the checked password, or why they are refused.
+    fn parsed(&self) -> Result<(Username, SecretString), Error> {
+        Ok((self.username()?, self.password()?))
+    }
 }
 
 /// A password from a request body's `field`, refused when empty or over

@@ -271,10 +271,7 @@ pub async fn register(
     if !csrf::matches(&request, &form.csrf) {
         return forged_post();
     }
-    let attempt = async {
-        let (username, password) = form.parsed()?;
-        registration::register(&state, ip, &username, password, form.altcha()).await
-    };
+    let attempt = async { registration::register(&state, ip, form.parsed(), form.altcha()).await };
     match attempt.await {
         Ok(account) => {
             let page = LoginPage {
