@@ -49,7 +49,7 @@ pub fn db_error(error: sqlx::Error, doing: &'static str) -> anyhow::Error {
 macro_rules! select_account {
     ($condition:literal) => {
         concat!(
-            "SELECT id, username, password_hash, locked_at, (SELECT COUNT(*) FROM totp_factors t ",
+            "SELECT id, username, password_hash, locked_at, email, (SELECT COUNT(*) FROM totp_factors t ",
             "WHERE t.account_id = accounts.id AND t.confirmed_at > 0) AS second_factors ",
             "FROM accounts WHERE ",
             $condition
@@ -71,6 +71,8 @@ pub struct Account {
     pub locked_at: Option<i64>,
     /// Whether a confirmed second factor (TOTP) must follow the password.
     pub has_second_factor: bool,
+    /// The verified address, lower-cased, if any: the only one mail about the account goes to.
+    pub email: Option<String>,
 }
 
 impl Account {
@@ -140,6 +142,15 @@ impl Accounts {
         self.pool.clone()
     }
 
+    /// A transaction on the accounts database, for a change and what must commit with it (its
+    /// mail).
+    pub async fn begin(&self) -> anyhow::Result<sqlx::Transaction<'static, sqlx::Any>> {
+        self.pool
+            .begin()
+            .await
+            .map_err(|e| db_error(e, "starting a transaction"))
+    }
+
     /// Which dialect the database speaks.
     pub fn dialect(&self) -> Dialect {
         self.dialect
@@ -194,6 +205,7 @@ impl Accounts {
                 password_hash: row.try_get("password_hash")?,
                 locked_at: Some(row.try_get::<i64, _>("locked_at")?).filter(|&at| at > 0),
                 has_second_factor: row.try_get::<i64, _>("second_factors")? > 0,
+                email: row.try_get("email")?,
             })
         })
         .transpose()
@@ -226,6 +238,7 @@ impl Accounts {
                 password_hash: password_hash.to_owned(),
                 locked_at: None,
                 has_second_factor: false,
+                email: None,
             }),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(CreateError::Taken),
             Err(e) => Err(CreateError::Database(db_error(e, "inserting an account"))),

@@ -25,6 +25,9 @@ pub enum Error {
     /// The normalised username, or one that looks like it, is registered already.
     #[error("username is already taken")]
     UsernameTaken,
+    /// The address is another account's verified address already.
+    #[error("this address is verified for another account already")]
+    EmailTaken,
     /// The policy refuses the attempt for now.
     #[error("too many attempts")]
     Throttled {

@@ -19,6 +19,7 @@
 //!   `portcullis_attack_tripped{detector}`: each detector of the signal as of the scrape, and
 //!   which one's trip is in force.
 //! - `portcullis_log_lines_dropped_total`: log lines the non-blocking writer dropped.
+//! - `portcullis_mail_outbox{state}`, `portcullis_mail_send_failures_total`: the mail outbox.
 //!
 //! [`METRICS`] lists them with their help text, which [`install`] registers, so every metric
 //! carries `# HELP` text.
@@ -75,7 +76,7 @@ pub struct Metric {
 
 /// Every metric the service exports (dashboards and alert rules may use these and no others;
 /// a test holds them to it).
-pub const METRICS: [Metric; 18] = [
+pub const METRICS: [Metric; 20] = [
     Metric {
         name: "portcullis_decisions_total",
         kind: Kind::Counter,
@@ -166,6 +167,16 @@ pub const METRICS: [Metric; 18] = [
         kind: Kind::Gauge,
         help: "1 while the Redis circuit breaker is open and store.on_error applies.",
     },
+    Metric {
+        name: "portcullis_mail_outbox",
+        kind: Kind::Gauge,
+        help: "Messages in the mail outbox by state (queued, sent, failed), as of the sender's last pass.",
+    },
+    Metric {
+        name: "portcullis_mail_send_failures_total",
+        kind: Kind::Counter,
+        help: "Attempts to send a message that failed (each retried with back-off, or failed for good).",
+    },
 ];
 
 /// Sets the signal's per-detector gauges from `assessment`.
@@ -181,6 +192,22 @@ pub fn attack_signal(assessment: &Assessment) {
         metrics::gauge!("portcullis_attack_tripped", "detector" => detector.as_str())
             .set(f64::from(u8::from(tripped)));
     }
+}
+
+/// Sets the outbox's depth by state.
+pub fn mail_outbox(depth: &crate::mail::outbox::Depth) {
+    for (state, n) in [
+        ("queued", depth.queued),
+        ("sent", depth.sent),
+        ("failed", depth.failed),
+    ] {
+        metrics::gauge!("portcullis_mail_outbox", "state" => state).set(n as f64);
+    }
+}
+
+/// Counts a failed attempt to send a message.
+pub fn mail_send_failed() {
+    metrics::counter!("portcullis_mail_send_failures_total").increment(1);
 }
 
 /// Sets the count of log lines the writer dropped.

@@ -78,6 +78,42 @@ pub struct Argon2Settings {
     pub pepper: Option<SecretString>,
 }
 
+/// Mail to accounts' owners.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailSettings {
+    /// `log` (every message, link included, goes to the log: nothing is sent) or `smtp`.
+    pub transport: MailTransport,
+    /// With `smtp`: `smtp://host:port` (plain), `smtp://host:port?tls=required` (STARTTLS) or
+    /// `smtps://host:port` (implicit TLS); a user and password in the URL log in.
+    pub smtp_url: Option<String>,
+    /// The `From` of every message.
+    pub from: String,
+    /// Milliseconds between the sender's passes over the outbox.
+    pub poll_ms: u64,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        Self {
+            transport: MailTransport::Log,
+            smtp_url: None,
+            from: "Portcullis <portcullis@localhost>".to_owned(),
+            poll_ms: 1_000,
+        }
+    }
+}
+
+/// How mail leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailTransport {
+    /// Into the log (the embedded default).
+    Log,
+    /// To `mail.smtp_url`.
+    Smtp,
+}
+
 /// What a new password must be (NIST SP 800-63B rev. 4), and breached-password screening.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -10,6 +10,7 @@ use crate::allowlist::Allowlist;
 use crate::error::Error;
 use crate::guard::LoginGuard;
 use crate::login_tokens::LoginTokens;
+use crate::mail::outbox::Outbox;
 use crate::mfa::SecondFactors;
 use crate::passwords::{PasswordHasher, PasswordPolicy};
 use crate::security_events::SecurityEvents;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub events: SecurityEvents,
     /// Networks exempt from the address and subnet limits.
     pub allowlist: Allowlist,
+    /// Mail to accounts' owners, sent by every replica's sender.
+    pub outbox: Outbox,
     /// Signs and checks device cookies.
     pub device_cookies: DeviceCookies,
     /// Whether a permanently locked account says so (423) or answers like a throttle (429).

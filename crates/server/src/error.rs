@@ -87,6 +87,7 @@ impl ApiError {
             Error::InvalidCredentials => "invalid_credentials",
             Error::Unauthenticated => "unauthenticated",
             Error::UsernameTaken => "username_taken",
+            Error::EmailTaken => "email_taken",
             Error::Throttled { .. } => "throttled",
             Error::ChallengeRequired { failed: false, .. } => "challenge_required",
             Error::ChallengeRequired { failed: true, .. } => "challenge_failed",
@@ -196,9 +197,10 @@ impl ResponseError for ApiError {
             Error::PasswordChangeRequired { .. } | Error::PasswordResetRequired => {
                 StatusCode::FORBIDDEN
             }
-            Error::UsernameTaken | Error::MfaNotEnrolled | Error::MfaAlreadyEnabled => {
-                StatusCode::CONFLICT
-            }
+            Error::UsernameTaken
+            | Error::EmailTaken
+            | Error::MfaNotEnrolled
+            | Error::MfaAlreadyEnabled => StatusCode::CONFLICT,
             Error::Throttled { .. } | Error::MfaThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Locked => StatusCode::LOCKED,
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,

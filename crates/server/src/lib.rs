@@ -10,6 +10,7 @@
 pub mod client_ip;
 pub mod error;
 pub mod import;
+pub mod mail;
 pub mod request_span;
 pub mod routes;
 pub mod settings;

@@ -9,8 +9,8 @@ use std::path::Path;
 use anyhow::Context;
 use ipnet::IpNet;
 use portcullis_accounts::settings::{
-    AccessTokenSettings, Argon2Settings, DatabaseSettings, PasswordSettings, SecretSettings,
-    StoreSettings, UsernameLogging, secret,
+    AccessTokenSettings, Argon2Settings, DatabaseSettings, MailSettings, MailTransport,
+    PasswordSettings, SecretSettings, StoreSettings, UsernameLogging, secret,
 };
 use portcullis_core::Policy;
 use secrecy::{ExposeSecret, SecretString};
@@ -54,6 +54,8 @@ pub struct Settings {
     pub tokens: TokenSettings,
     /// Keys that must stay secret.
     pub secrets: SecretSettings,
+    /// Mail to accounts' owners.
+    pub mail: MailSettings,
 }
 
 /// Tokens other services can check on their own.
@@ -115,6 +117,11 @@ pub struct ServerSettings {
     /// HTTPS on this listener; unset, plain HTTP (behind a proxy that terminates TLS).
     #[serde(default)]
     pub tls: Option<TlsSettings>,
+    /// The URL people reach the service at (`https://login.example.com`): mail builds its
+    /// links from it, never from a request's `Host`. Required with `mail.transport = "smtp"`;
+    /// unset, links point at this listener.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 /// A certificate and its key, PEM files.
@@ -218,6 +225,7 @@ impl Default for Settings {
                 keep_alive_secs: 5,
                 max_connections: 10_000,
                 tls: None,
+                public_url: None,
             },
             database: DatabaseSettings {
                 url: "sqlite://data/portcullis.db".to_owned(),
@@ -246,6 +254,7 @@ impl Default for Settings {
             policy: Policy::default(),
             tokens: TokenSettings::default(),
             secrets: SecretSettings::default(),
+            mail: MailSettings::default(),
         }
     }
 }
@@ -308,6 +317,30 @@ impl Settings {
         anyhow::ensure!(
             (30..=3_600).contains(&self.mfa.token_ttl_secs),
             "mfa.token_ttl_secs: must be in 30..=3600"
+        );
+        if let Some(url) = &self.server.public_url {
+            anyhow::ensure!(
+                (url.starts_with("https://") || url.starts_with("http://"))
+                    && !url.contains(['?', '#', ' ']),
+                "server.public_url: must be an http(s) URL without query or fragment, like \
+                 https://login.example.com"
+            );
+        }
+        if self.mail.transport == MailTransport::Smtp {
+            anyhow::ensure!(
+                self.server.public_url.is_some(),
+                "server.public_url: must be set with mail.transport = \"smtp\": links in mail \
+                 are built from it"
+            );
+            anyhow::ensure!(
+                self.mail.smtp_url.is_some(),
+                "mail.smtp_url: must be set with mail.transport = \"smtp\" \
+                 (smtp://host:port, smtp://host:port?tls=required or smtps://host:port)"
+            );
+        }
+        anyhow::ensure!(
+            (50..=60_000).contains(&self.mail.poll_ms),
+            "mail.poll_ms: must be in 50..=60000"
         );
         if let Some(token) = &self.admin.token {
             anyhow::ensure!(

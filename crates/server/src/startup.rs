@@ -16,12 +16,16 @@ use portcullis_accounts::allowlist::Allowlist;
 use portcullis_accounts::challenge::Challenges;
 use portcullis_accounts::guard::LoginGuard;
 use portcullis_accounts::login_tokens::LoginTokens;
+use portcullis_accounts::mail::outbox::Outbox;
+use portcullis_accounts::mail::sender::Sender;
+use portcullis_accounts::mail::transport::Transport;
 use portcullis_accounts::mfa::SecondFactors;
 use portcullis_accounts::mfa::sealing::SecretSealer;
 use portcullis_accounts::passwords::{PasswordHasher, PasswordPolicy};
 use portcullis_accounts::recent_decisions::RecentDecisions;
 use portcullis_accounts::security_events::SecurityEvents;
 use portcullis_accounts::sessions::Sessions;
+use portcullis_accounts::settings::MailTransport;
 use portcullis_accounts::stores::Stores;
 use portcullis_core::{DeviceCookies, KeyDeriver};
 use portcullis_store::{Clock, Invalidation, SystemClock};
@@ -30,6 +34,7 @@ use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::mail::MailTemplates;
 use crate::request_span::RequestSpan;
 use crate::routes::admin::AdminApi;
 use crate::routes::openapi::{ApiDoc, KnownPaths};
@@ -138,6 +143,15 @@ impl Application {
             .as_ref()
             .map(|l| l.local_addr().context("reading the admin address"))
             .transpose()?;
+        let outbox = Outbox::new(accounts.pool(), accounts.dialect(), clock.clone());
+        let public_url = settings.server.public_url.clone().unwrap_or_else(|| {
+            let scheme = if settings.server.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{address}")
+        });
         let state = web::Data::new(AppState {
             accounts,
             sessions,
@@ -162,6 +176,7 @@ impl Application {
             stores,
             allowlist,
             events,
+            outbox,
             device_cookies,
             disclose_lockouts: settings.responses.disclose_lockouts,
             locked_retry_after_secs: settings
@@ -170,6 +185,15 @@ impl Application {
                 .lockout
                 .map_or(900, |b| b.max_wait_ms.div_ceil(1_000).max(1)),
         });
+        Sender::new(
+            state.outbox.clone(),
+            Transport::from_settings(&settings.mail)?,
+            Arc::new(MailTemplates::new(&public_url)),
+        )
+        .spawn(
+            Duration::from_millis(settings.mail.poll_ms),
+            Arc::downgrade(&state.clone().into_inner()),
+        );
         let http = web::Data::new(HttpState {
             forwarding: Forwarding {
                 header: settings.server.forwarded_header,
@@ -265,7 +289,11 @@ fn bind(
 /// What the start-up log says the deployment runs on.
 fn describe(settings: &Settings, accounts: &Accounts) -> String {
     let database = redact(&settings.database.url);
-    match (&settings.store.redis, accounts.dialect()) {
+    let mail = match (&settings.mail.transport, &settings.mail.smtp_url) {
+        (MailTransport::Smtp, Some(url)) => format!("mail by SMTP to {}", redact(url)),
+        _ => "mail to the log (mail.transport = \"log\")".to_owned(),
+    };
+    let stores = match (&settings.store.redis, accounts.dialect()) {
         (None, Dialect::Sqlite) => {
             format!("with embedded defaults: in-memory attempt store, accounts at {database}")
         }
@@ -284,7 +312,8 @@ fn describe(settings: &Settings, accounts: &Accounts) -> String {
             redis.prefix,
             redis.sharding(),
         ),
-    }
+    };
+    format!("{stores}; {mail}")
 }
 
 /// Hears every replica's announced changes: an unlock or an allowlist change clears this

@@ -4,12 +4,30 @@
 use actix_web::{HttpResponse, post, web};
 use portcullis_accounts::AppState;
 use portcullis_accounts::registration;
-use serde::Serialize;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::openapi::{BodyRefused, Throttled, Unavailable};
-use super::{ClientIp, Credentials};
+use super::{ClientIp, checked_password, parse_username};
 use crate::error::{ApiError, Problem};
+
+/// `{"username", "password", "email"?, "altcha"?}`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccount {
+    /// Normalised (NFKC, case-folded); at most 64 characters once normalised.
+    #[schema(min_length = 1, max_length = 256)]
+    username: String,
+    /// At most 1024 bytes.
+    #[schema(value_type = String, min_length = 1, max_length = 1024)]
+    password: SecretString,
+    /// An address to verify (a link is mailed to it); optional.
+    #[schema(min_length = 3, max_length = 254)]
+    email: Option<String>,
+    /// The payload of a solved challenge (base64, as the ALTCHA widget posts it).
+    altcha: Option<String>,
+}
 
 /// A new account.
 #[derive(Serialize, ToSchema)]
@@ -18,6 +36,9 @@ pub struct Registered {
     id: String,
     /// The normalised username.
     username: String,
+    /// The address a verification link went to, when one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<String>,
 }
 
 /// Registers an account: 201, 409 for a taken normalised username or a look-alike of one (same
@@ -28,10 +49,10 @@ pub struct Registered {
 /// a login.
 #[utoipa::path(
     tag = "accounts",
-    request_body = Credentials,
+    request_body = NewAccount,
     responses(
         (status = 201, description = "Registered", body = Registered),
-        (status = 400, description = "`bad_request`, `invalid_username`, `weak_password` / `breached_password` (with `reason`), `invalid_forwarded_header`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`bad_request`, `invalid_username`, `invalid_email`, `weak_password` / `breached_password` (with `reason`), `invalid_forwarded_header`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`challenge_required` / `challenge_failed` (with `challenge`): a risky source must solve one first", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`username_taken`: the normalised username, or a look-alike of one, is registered", body = Problem, content_type = "application/problem+json"),
         BodyRefused,
@@ -43,11 +64,25 @@ pub struct Registered {
 pub async fn register(
     state: web::Data<AppState>,
     ClientIp(ip): ClientIp,
-    body: web::Json<Credentials>,
+    body: web::Json<NewAccount>,
 ) -> Result<HttpResponse, ApiError> {
-    let account = registration::register(&state, ip, body.parsed(), body.altcha()).await?;
+    let credentials = parse_username(&body.username).and_then(|username| {
+        Ok((
+            username,
+            checked_password(body.password.clone(), "password")?,
+        ))
+    });
+    let registered = registration::register(
+        &state,
+        ip,
+        credentials,
+        body.email.as_deref(),
+        body.altcha.as_deref(),
+    )
+    .await?;
     Ok(HttpResponse::Created().json(Registered {
-        id: account.id,
-        username: account.username,
+        id: registered.account.id,
+        username: registered.account.username,
+        email: registered.email,
     }))
 }

@@ -3,6 +3,7 @@
 mod accounts;
 pub mod admin;
 mod challenge;
+mod email;
 mod health;
 mod jwks;
 mod login;
@@ -120,6 +121,8 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut ServiceConfig) {
         .service(login::login)
         .service(login::login_mfa)
         .service(password::change)
+        .service(email::set_address)
+        .service(email::verify_address)
         .service(mfa::enrol)
         .service(mfa::remove)
         .service(mfa::confirm)
@@ -131,6 +134,7 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut ServiceConfig) {
         .service(admin::lockouts)
         .service(admin::service_status)
         .service(admin::recent_events)
+        .service(admin::outbox)
         .service(admin::allowlist)
         .service(admin::allow)
         .service(admin::disallow)
@@ -152,7 +156,7 @@ fn json_error(error: JsonPayloadError) -> ApiError {
     }
 }
 
-/// `{"username": ..., "password": ..., "altcha"?: ...}`, the body of registration and login.
+/// `{"username": ..., "password": ..., "altcha"?: ...}`, the body of a login.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
@@ -180,11 +184,6 @@ impl Credentials {
     /// The normalised username.
     fn username(&self) -> Result<Username, Error> {
         parse_username(&self.username)
-    }
-
-    /// The normalised username and the checked password, or why they are refused.
-    fn parsed(&self) -> Result<(Username, SecretString), Error> {
-        Ok((self.username()?, self.password()?))
     }
 }
 

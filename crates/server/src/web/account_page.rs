@@ -1,10 +1,12 @@
 //! The account page (`/account`): the browser's sessions with sign-out and sign-out-everywhere,
-//! TOTP enrolment (QR code, confirmation, recovery codes) and removal, and password change.
+//! TOTP enrolment (QR code, confirmation, recovery codes) and removal, the verified address,
+//! and password change.
 //! Without a signed-in browser every route here leads to the login page.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use askama::Template;
+use portcullis_accounts::addresses::{self, AddressRequest};
 use portcullis_accounts::mfa::{Enrolment, Proof};
 use portcullis_accounts::password_change::{self, Authority};
 use portcullis_accounts::{AppState, Error};
@@ -35,6 +37,8 @@ struct AccountPage {
     password_change_required: bool,
     sessions: Vec<SessionRow>,
     has_second_factor: bool,
+    /// The verified address, if any.
+    email: Option<String>,
     /// A challenge the password form must solve, as JSON for the widget.
     challenge: Option<String>,
     min_length: usize,
@@ -80,6 +84,16 @@ pub struct PasswordForm {
     altcha: Option<String>,
 }
 
+/// The address form.
+#[derive(Deserialize)]
+pub struct AddressForm {
+    csrf: String,
+    email: String,
+    current_password: SecretString,
+    #[serde(default)]
+    altcha: Option<String>,
+}
+
 /// Renders the account page of `browser` with `status`, a `notice` and, for the password form,
 /// a `challenge`.
 async fn account_page(
@@ -112,6 +126,7 @@ async fn account_page(
         password_change_required: browser.session.password_change_required,
         sessions,
         has_second_factor: browser.account.has_second_factor,
+        email: browser.account.email.clone(),
         challenge,
         min_length: state.passwords.min_length(),
     };
@@ -241,6 +256,46 @@ pub async fn change_password(
             let notice = Notice::info(format!(
                 "Password changed. {revoked} other session{} ended.",
                 if revoked == 1 { "" } else { "s" }
+            ));
+            account_page(&state, &browser, form.csrf.clone(), None, Some(notice)).await
+        }
+        Err(Error::Unauthenticated) => Ok(see_other("/login").finish()),
+        Err(error) => {
+            let refusal = Refusal::of(error)?;
+            account_page(&state, &browser, form.csrf.clone(), Some(refusal), None).await
+        }
+    }
+}
+
+/// `POST /account/email`: sends a verification link to the address.
+#[post("/account/email")]
+pub async fn set_address(
+    state: web::Data<AppState>,
+    http: web::Data<HttpState>,
+    request: HttpRequest,
+    ClientIp(ip): ClientIp,
+    form: web::Form<AddressForm>,
+) -> Result<HttpResponse, PageError> {
+    let browser = match signed_in_post(&state, &request, &form.csrf).await? {
+        Ok(browser) => browser,
+        Err(answer) => return Ok(answer),
+    };
+    let device_cookie = request.cookie(&http.device.cookie_name);
+    let attempt = async {
+        let current_password = checked_password(form.current_password.clone(), "current_password")?;
+        let address_request = AddressRequest {
+            session_digest: browser.digest.clone(),
+            ip,
+            current_password,
+            device_cookie: device_cookie.as_ref().map(|c| c.value()),
+            altcha: form.altcha.as_deref().filter(|a| !a.is_empty()),
+        };
+        addresses::request(&state, address_request, &form.email).await
+    };
+    match attempt.await {
+        Ok(email) => {
+            let notice = Notice::info(format!(
+                "A link is on its way to {email}: follow it within 24 hours to verify the address."
             ));
             account_page(&state, &browser, form.csrf.clone(), None, Some(notice)).await
         }

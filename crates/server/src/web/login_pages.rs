@@ -66,6 +66,9 @@ pub struct CredentialsForm {
     /// The widget's payload, once it solved a challenge.
     #[serde(default)]
     altcha: Option<String>,
+    /// Registration only: an address to verify (empty: none).
+    #[serde(default)]
+    email: Option<String>,
 }
 
 impl CredentialsForm {
@@ -271,16 +274,20 @@ pub async fn register(
     if !csrf::matches(&request, &form.csrf) {
         return forged_post();
     }
-    let attempt = async { registration::register(&state, ip, form.parsed(), form.altcha()).await };
-    match attempt.await {
-        Ok(account) => {
+    let email = form.email.as_deref().filter(|e| !e.trim().is_empty());
+    match registration::register(&state, ip, form.parsed(), email, form.altcha()).await {
+        Ok(registered) => {
+            let link = match &registered.email {
+                Some(email) => format!(" A link to verify {email} is on its way."),
+                None => String::new(),
+            };
             let page = LoginPage {
                 notice: Some(Notice::info(format!(
-                    "Account {} created: log in.",
-                    account.username
+                    "Account {} created: log in.{link}",
+                    registered.account.username
                 ))),
                 csrf: form.csrf.clone(),
-                username: account.username,
+                username: registered.account.username,
                 challenge: None,
             };
             render(html(StatusCode::CREATED), &page, None)

@@ -11,6 +11,7 @@
 //! ([`csrf`]); session and console cookies are HttpOnly and `SameSite=Strict`.
 
 mod account_page;
+mod address_pages;
 mod admin_console;
 mod assets;
 mod browser_session;
@@ -45,10 +46,13 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut web::ServiceConfig) 
         .service(login_pages::register_page)
         .service(login_pages::register)
         .service(login_pages::change_breached_password)
+        .service(address_pages::verify_page)
+        .service(address_pages::verify)
         .service(account_page::show)
         .service(account_page::logout)
         .service(account_page::logout_everywhere)
         .service(account_page::change_password)
+        .service(account_page::set_address)
         .service(account_page::enrol)
         .service(account_page::confirm)
         .service(account_page::remove)

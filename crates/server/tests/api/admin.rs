@@ -40,6 +40,18 @@ async fn the_admin_api_is_off_without_a_token_and_refuses_wrong_tokens() {
     }
     let ok = admin_call(Method::GET, on.url("/admin/v1/lockouts"), None).await;
     assert_eq!(ok.status(), 200);
+    for path in ["lockouts", "events", "outbox"] {
+        for (limit, status) in [
+            ("1000", 200),
+            ("0", 400),
+            ("1001", 400),
+            ("99999999999999999999999", 400),
+        ] {
+            let url = on.url(&format!("/admin/v1/{path}?limit={limit}"));
+            let response = admin_call(Method::GET, url, None).await;
+            assert_eq!(response.status(), status, "{path}?limit={limit}");
+        }
+    }
     for query in [
         "",
         "?username=a&ip=1.2.3.4",

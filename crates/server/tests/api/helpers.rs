@@ -72,6 +72,19 @@ pub async fn metrics_text(app: &TestApp) -> String {
     response.text().await.unwrap()
 }
 
+/// The JSON answer of an admin API `GET` of `path` with `token`.
+pub async fn admin_get(app: &TestApp, token: &str, path: &str) -> Value {
+    let response = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "GET {path}");
+    response.json().await.unwrap()
+}
+
 /// The `name=value` of the device cookie a response sets, with its attributes checked.
 pub fn device_cookie(response: &reqwest::Response) -> Option<String> {
     let header = response
@@ -86,11 +99,8 @@ pub fn device_cookie(response: &reqwest::Response) -> Option<String> {
     header.split(';').next().map(str::to_owned)
 }
 
-/// Runs an interop script of `tests/interop` with the pinned independent implementations
-/// (`scripts/test.sh` installs them in `target/interop-venv`); returns its trimmed stdout.
-pub fn interop(script: &str, args: &[&str], stdin: &str) -> String {
-    use std::io::Write as _;
-    use std::process::{Command, Stdio};
+/// The interpreter of the interop venv and the path of `script` in `tests/interop`.
+pub fn interop_command(script: &str) -> (String, String) {
     let python = std::env::var("PORTCULLIS_TEST_PYTHON").unwrap_or_else(|_| {
         concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -99,6 +109,15 @@ pub fn interop(script: &str, args: &[&str], stdin: &str) -> String {
         .to_owned()
     });
     let script = format!("{}/tests/interop/{script}", env!("CARGO_MANIFEST_DIR"));
+    (python, script)
+}
+
+/// Runs an interop script of `tests/interop` with the pinned independent implementations
+/// (`scripts/test.sh` installs them in `target/interop-venv`); returns its trimmed stdout.
+pub fn interop(script: &str, args: &[&str], stdin: &str) -> String {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let (python, script) = interop_command(script);
     let mut child = Command::new(&python)
         .arg(&script)
         .args(args)

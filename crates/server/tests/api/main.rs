@@ -24,6 +24,7 @@ mod kubernetes;
 mod local_stack;
 mod lockout;
 mod login;
+mod mail;
 mod mfa;
 mod monitoring;
 mod openapi;

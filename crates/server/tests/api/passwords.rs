@@ -15,7 +15,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sha1::{Digest, Sha1};
 
-use crate::helpers::{assert_problem, device_cookie, retry_after};
+use crate::helpers::{admin_get, assert_problem, device_cookie, retry_after};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 const NEW_PASSWORD: &str = "quiet walrus under amber lanterns";
@@ -215,16 +215,7 @@ async fn breached_passwords_are_refused_new_and_flag_or_block_a_login() {
         ["code", "detail", "status", "title", "type"],
         "{body}"
     );
-    let events: Value = app
-        .client
-        .get(app.url("/admin/v1/events?limit=1"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let events = admin_get(&app, ADMIN_TOKEN, "/admin/v1/events?limit=1").await;
     assert_eq!(
         events["events"][0]["kind"], "breached_password_login",
         "{events}"

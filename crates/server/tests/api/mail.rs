@@ -1,0 +1,383 @@
+//! Mail to the account's owner through a real SMTP server (PyPI `aiosmtpd`, run as a process
+//! into a Maildir, read back with Python's `email`): verification links followed from the
+//! message, the old address told, a verified address kept to one account, mail waiting while
+//! SMTP is down, and three replicas on one PostgreSQL sending each message exactly once.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use portcullis_accounts::settings::MailTransport;
+use portcullis_server::settings::Settings;
+use portcullis_testkit::{PASSWORD, TestApp, test_settings};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::distributed::{post, three_replicas};
+use crate::helpers::{admin_get, assert_problem, interop, interop_command, metrics_text};
+
+const PUBLIC_URL: &str = "https://login.example.test";
+const ADMIN_TOKEN: &str = "admin-token-for-the-mail-tests-0123456789";
+
+/// An aiosmtpd process delivering into a Maildir of its own; killed when dropped.
+struct SmtpServer {
+    port: u16,
+    maildir: tempfile::TempDir,
+    process: Option<Child>,
+}
+
+impl SmtpServer {
+    /// A server on a free port, not started yet.
+    fn on_free_port() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self {
+            port,
+            maildir: tempfile::tempdir().unwrap(),
+            process: None,
+        }
+    }
+
+    /// A server listening.
+    fn running() -> Self {
+        let mut server = Self::on_free_port();
+        server.start();
+        server
+    }
+
+    fn start(&mut self) {
+        use std::io::BufRead as _;
+        let (python, script) = interop_command("smtp_server.py");
+        let mut child = Command::new(&python)
+            .arg(&script)
+            .args(["serve", &self.port.to_string()])
+            .arg(self.maildir())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{python}: {e} (scripts/test.sh installs the interop venv)")
+            });
+        let mut ready = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(ready.trim(), "ready", "the SMTP server did not start");
+        self.process = Some(child);
+    }
+
+    /// The Maildir (the script makes it).
+    fn maildir(&self) -> std::path::PathBuf {
+        self.maildir.path().join("Maildir")
+    }
+
+    fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// The delivered messages, oldest first.
+    fn messages(&self) -> Vec<Value> {
+        let maildir = self.maildir();
+        let maildir = maildir.to_str().unwrap();
+        serde_json::from_str(&interop("smtp_server.py", &["read", maildir], "")).unwrap()
+    }
+
+    /// Waits (up to 20 s) until `count` messages were delivered; returns them.
+    async fn wait_for(&self, count: usize) -> Vec<Value> {
+        for _ in 0..200 {
+            let messages = self.messages();
+            if messages.len() >= count {
+                return messages;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{count} messages never arrived: {:?}", self.messages());
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+}
+
+fn smtp_settings(smtp: &SmtpServer) -> Settings {
+    let mut settings = test_settings();
+    settings.mail.transport = MailTransport::Smtp;
+    settings.mail.smtp_url = Some(smtp.url());
+    settings.mail.from = "Portcullis <no-reply@example.test>".to_owned();
+    settings.mail.poll_ms = 50;
+    settings.server.public_url = Some(PUBLIC_URL.to_owned());
+    settings.admin.token = Some(ADMIN_TOKEN.into());
+    settings
+}
+
+/// The token of the verification link in `message`'s text, checked to be in its HTML too.
+fn link_token(message: &Value) -> String {
+    let text = message["text"].as_str().unwrap();
+    let prefix = format!("{PUBLIC_URL}/verify-email?token=");
+    let start = text
+        .find(&prefix)
+        .unwrap_or_else(|| panic!("no link in {text}"))
+        + prefix.len();
+    let token: String = text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    assert_eq!(token.len(), 43, "{text}");
+    let html = message["html"].as_str().unwrap();
+    assert!(html.contains(&format!("{prefix}{token}")), "{html}");
+    token
+}
+
+async fn set_address(
+    app: &TestApp,
+    session: &str,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    app.with_bearer(
+        Method::POST,
+        "/v1/email",
+        session,
+        &json!({ "email": email, "current_password": password }),
+    )
+    .await
+}
+
+async fn verify(app: &TestApp, token: &str) -> reqwest::Response {
+    app.post_json("/v1/email/verify", &json!({ "token": token }), None)
+        .await
+}
+
+#[tokio::test]
+async fn a_verification_link_by_smtp_verifies_once_and_a_change_tells_the_old_address() {
+    let smtp = SmtpServer::running();
+    let app = TestApp::spawn_with(smtp_settings(&smtp)).await;
+    app.register("alice", PASSWORD).await;
+    let alice = app.token("alice", PASSWORD).await;
+
+    // Bad input and a wrong password change nothing and send nothing.
+    let bad = assert_problem(
+        set_address(&app, &alice, "not an address", PASSWORD).await,
+        400,
+    )
+    .await;
+    assert_eq!(bad["code"], "invalid_email");
+    let wrong = set_address(&app, &alice, "alice@example.com", "not her password").await;
+    assert_eq!(
+        assert_problem(wrong, 401).await["code"],
+        "invalid_credentials"
+    );
+
+    let pending = set_address(&app, &alice, "  Alice@Example.COM ", PASSWORD).await;
+    assert_eq!(pending.status(), 202);
+    let pending: Value = pending.json().await.unwrap();
+    assert_eq!(pending["email"], "alice@example.com");
+    let messages = smtp.wait_for(1).await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let message = &messages[0];
+    assert_eq!(message["to"], "alice@example.com");
+    assert_eq!(message["from"], "Portcullis <no-reply@example.test>");
+    assert_eq!(message["subject"], "Verify your address for alice");
+    assert!(
+        message["headers"]["Content-Type"]
+            .as_str()
+            .unwrap()
+            .starts_with("multipart/alternative"),
+        "{message}"
+    );
+    let token = link_token(message);
+
+    // The link opens a page whose button posts the token (a scanner following links uses
+    // nothing up); the API takes it once.
+    let page = app
+        .client
+        .get(app.url(&format!("/verify-email?token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains(&token));
+    let verified = verify(&app, &token).await;
+    assert_eq!(verified.status(), 200);
+    let verified: Value = verified.json().await.unwrap();
+    assert_eq!(verified["email"], "alice@example.com");
+    let again = assert_problem(verify(&app, &token).await, 400).await;
+    assert_eq!(again["code"], "invalid_link");
+    let forged = assert_problem(verify(&app, &"A".repeat(43)).await, 400).await;
+    assert_eq!(forged["code"], "invalid_link");
+
+    // A new address: its own link, and once verified, the old address is told.
+    assert_eq!(
+        set_address(&app, &alice, "alice@new.example", PASSWORD)
+            .await
+            .status(),
+        202
+    );
+    let messages = smtp.wait_for(2).await;
+    assert_eq!(messages[1]["to"], "alice@new.example");
+    assert_eq!(verify(&app, &link_token(&messages[1])).await.status(), 200);
+    let messages = smtp.wait_for(3).await;
+    assert_eq!(messages[2]["to"], "alice@example.com");
+    assert_eq!(messages[2]["subject"], "The address of alice changed");
+    assert!(
+        messages[2]["text"]
+            .as_str()
+            .unwrap()
+            .contains("was changed")
+    );
+
+    // Another account may ask for it (the answer says nothing about who holds it), but the
+    // link cannot take it: a verified address belongs to one account.
+    app.register("bob", PASSWORD).await;
+    let bob = app.token("bob", PASSWORD).await;
+    assert_eq!(
+        set_address(&app, &bob, "alice@new.example", PASSWORD)
+            .await
+            .status(),
+        202
+    );
+    let messages = smtp.wait_for(4).await;
+    let taken = assert_problem(verify(&app, &link_token(&messages[3])).await, 409).await;
+    assert_eq!(taken["code"], "email_taken");
+    assert_eq!(smtp.messages().len(), 4, "nothing more was sent");
+}
+
+#[tokio::test]
+async fn an_address_given_at_registration_gets_its_link_and_a_bad_one_creates_nothing() {
+    let smtp = SmtpServer::running();
+    let app = TestApp::spawn_with(smtp_settings(&smtp)).await;
+    let with_email =
+        |email: &str| json!({ "username": "carol", "password": PASSWORD, "email": email });
+    let refused = app
+        .post_json("/v1/users", &with_email("carol at example.com"), None)
+        .await;
+    assert_eq!(assert_problem(refused, 400).await["code"], "invalid_email");
+    let created = app
+        .post_json("/v1/users", &with_email("Carol@Example.com"), None)
+        .await;
+    assert_eq!(created.status(), 201, "the refused one created nothing");
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(created["email"], "carol@example.com");
+    let messages = smtp.wait_for(1).await;
+    assert_eq!(messages[0]["to"], "carol@example.com");
+    assert_eq!(verify(&app, &link_token(&messages[0])).await.status(), 200);
+    // Without an address, the answer has none.
+    let plain: Value = app.register("dave", PASSWORD).await.json().await.unwrap();
+    assert!(plain.get("email").is_none(), "{plain}");
+}
+
+#[tokio::test]
+async fn mail_waits_while_smtp_is_down_and_goes_out_once_when_it_returns() {
+    let mut smtp = SmtpServer::on_free_port();
+    let app = TestApp::spawn_with(smtp_settings(&smtp)).await;
+    app.register("alice", PASSWORD).await;
+    let alice = app.token("alice", PASSWORD).await;
+    assert_eq!(
+        set_address(&app, &alice, "alice@example.com", PASSWORD)
+            .await
+            .status(),
+        202
+    );
+    // The sender tries, fails, and keeps the message, saying why.
+    let mut kept = Value::Null;
+    for _ in 0..100 {
+        kept = admin_get(&app, ADMIN_TOKEN, "/admin/v1/outbox").await;
+        if kept["unsent"][0]["attempts"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(kept["queued"], 1, "{kept}");
+    let unsent = &kept["unsent"][0];
+    assert_eq!(unsent["kind"], "verify_address", "{kept}");
+    assert_eq!(unsent["state"], "queued", "{kept}");
+    assert!(
+        unsent["last_error"].as_str().unwrap().contains("SMTP"),
+        "{kept}"
+    );
+    assert!(
+        metric(
+            &metrics_text(&app).await,
+            "portcullis_mail_send_failures_total"
+        ) >= 1.0
+    );
+    // Down for a minute, then back: the retry finds it.
+    app.clock.advance(60_000);
+    smtp.start();
+    let messages = smtp.wait_for(1).await;
+    assert_eq!(messages[0]["to"], "alice@example.com");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(smtp.messages().len(), 1, "sent once");
+    let after = admin_get(&app, ADMIN_TOKEN, "/admin/v1/outbox").await;
+    assert_eq!(
+        (&after["queued"], &after["sent"], &after["failed"]),
+        (&json!(0), &json!(1), &json!(0)),
+        "{after}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_replicas_on_one_postgresql_send_each_message_exactly_once() {
+    let smtp = SmtpServer::running();
+    let env = [
+        ("PORTCULLIS__MAIL__TRANSPORT", "smtp".to_owned()),
+        ("PORTCULLIS__MAIL__SMTP_URL", smtp.url()),
+        ("PORTCULLIS__MAIL__POLL_MS", "50".to_owned()),
+        ("PORTCULLIS__SERVER__PUBLIC_URL", PUBLIC_URL.to_owned()),
+    ];
+    let (replicas, _redis, _database) = three_replicas(&env).await;
+    const USERS: usize = 24;
+    for i in 0..USERS {
+        let credentials = json!({ "username": format!("user{i}"), "password": PASSWORD });
+        let from = format!("192.0.2.{}", i + 1);
+        let replica = i % replicas.len();
+        let registered = post(
+            replicas.url(replica, "/v1/users"),
+            credentials.clone(),
+            &from,
+        )
+        .await;
+        assert_eq!(registered.status(), 201);
+        let login: Value = post(replicas.url(replica, "/v1/login"), credentials, &from)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let set = reqwest::Client::new()
+            .post(replicas.url(replica, "/v1/email"))
+            .header("x-forwarded-for", &from)
+            .bearer_auth(login["token"].as_str().unwrap())
+            .json(&json!({ "email": format!("user{i}@example.com"), "current_password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(set.status(), 202);
+    }
+    smtp.wait_for(USERS).await;
+    // Every replica polls every 50 ms: give a double claim time to show.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut per_recipient: BTreeMap<String, usize> = BTreeMap::new();
+    for message in smtp.messages() {
+        *per_recipient
+            .entry(message["to"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(per_recipient.len(), USERS, "{per_recipient:?}");
+    assert!(per_recipient.values().all(|&n| n == 1), "{per_recipient:?}");
+}
+
+/// The value of the sample `name` (with its labels) in a metrics page (0 when absent).
+fn metric(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
