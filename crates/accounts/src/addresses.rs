@@ -136,11 +136,7 @@ pub async fn send_link(
 
 /// Follows a verification link: the address becomes the account's verified one; returns it.
 pub async fn verify(state: &AppState, link: &str) -> Result<String, Error> {
-    let invalid = || Error::BadRequest {
-        code: "invalid_link",
-        detail: "this link is unknown, expired or used: ask for a new one from your account"
-            .to_owned(),
-    };
+    let invalid = Error::invalid_link;
     let digest = token::digest_of_value(link.trim()).ok_or_else(invalid)?;
     let now = state.outbox.now();
     let mut tx = state.accounts.begin().await?;

@@ -55,8 +55,8 @@ pub enum Error {
     /// The password was right but found in a breach, `passwords.breached_login = "block"`, and
     /// nothing but the password proved the sender is the owner: no session, no token.
     #[error(
-        "this password has appeared in a data breach and cannot sign in from a new device: \
-         sign in from a browser you have signed in with before to change it"
+        "this password has appeared in a data breach and cannot sign in from a new device: if \
+         the account has a verified address, a link to reset it is on its way"
     )]
     PasswordResetRequired,
     /// The password was right but found in a breach, `passwords.breached_login = "block"`, and
@@ -114,6 +114,14 @@ impl Error {
         Error::BadRequest {
             code: "bad_request",
             detail: detail.into(),
+        }
+    }
+
+    /// A mailed link's token that is unknown, expired or used.
+    pub fn invalid_link() -> Self {
+        Error::BadRequest {
+            code: "invalid_link",
+            detail: "this link is unknown, expired or used: ask for a new one".to_owned(),
         }
     }
 

@@ -5,8 +5,9 @@
 //! store decides, see [`stores`]); only an admitted attempt reaches the database
 //! ([`accounts`]) and Argon2 ([`passwords`]); the admission is finished with the outcome (or
 //! abandoned); a success opens a session ([`sessions`], [`token`]), or hands the login to its
-//! second factor ([`mfa`], [`login_tokens`]). [`registration`], [`password_change`] and
-//! [`addresses`] are the other use cases; [`mail`] reaches the account's owner. Everything they reach is in the [`AppState`]; what goes wrong is an
+//! second factor ([`mfa`], [`login_tokens`]). [`registration`], [`password_change`],
+//! [`addresses`] and [`password_reset`] are the other use cases; [`mail`] reaches the account's
+//! owner. Everything they reach is in the [`AppState`]; what goes wrong is an
 //! [`Error`], which the server answers as problem+json.
 
 pub mod access_tokens;
@@ -23,6 +24,7 @@ pub mod login_tokens;
 pub mod mail;
 pub mod mfa;
 pub mod password_change;
+pub mod password_reset;
 pub mod passwords;
 pub mod recent_decisions;
 pub mod refusal_log;

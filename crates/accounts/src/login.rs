@@ -21,7 +21,7 @@
 //!    proved possession beyond it (the account's device cookie, or its second factor) gets a
 //!    single-use password-change token; one that proved nothing more gets 403
 //!    `password_reset_required` and nothing it could use, for whoever holds the leak can send
-//!    that password.
+//!    that password; a verified address gets a reset link instead.
 //!
 //! Steps 1 to 4 are [`verify_password`], which every password check goes through (a password
 //! change checks the current password with it).
@@ -37,6 +37,7 @@ use crate::accounts::Account;
 use crate::error::Error;
 use crate::login_tokens::Purpose;
 use crate::mfa::Proof;
+use crate::password_reset;
 use crate::passwords::Priority;
 use crate::sessions::Session;
 use crate::settings::BreachedLogin;
@@ -227,6 +228,11 @@ async fn open_session(
 ) -> Result<LoggedIn, Error> {
     let block = state.breached_login == BreachedLogin::Block;
     if block && breach == Breach::PasswordOnly {
+        // The owner hears of it at the verified address, with a way back in; the sender gets
+        // nothing to use.
+        if let Err(error) = password_reset::queue_link_for(state, account).await {
+            tracing::warn!(subject = %account.id, error = format!("{error:#}"), "reset link for a breached login not queued");
+        }
         return Err(Error::PasswordResetRequired);
     }
     if block && breach == Breach::WithPossession {

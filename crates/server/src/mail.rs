@@ -1,34 +1,25 @@
-//! The words of the mail the use cases send ([`portcullis_accounts::mail::Mail`]): askama
-//! templates in `templates/mail`, a text and an HTML body each, with links built from
-//! `server.public_url` (never from a request's `Host`, which its sender chooses).
+//! The words of the mail the use cases send ([`portcullis_accounts::mail::Mail`]): one askama
+//! template for the text bodies and one for the HTML bodies (`templates/mail`), by kind, with
+//! links built from `server.public_url` (never from a request's `Host`, which its sender
+//! chooses).
 
 use askama::Template;
 use portcullis_accounts::mail::{Compose, Composed, Mail};
 
 #[derive(Template)]
-#[template(path = "mail/verify_address.txt")]
-struct VerifyAddressText<'a> {
+#[template(path = "mail/message.txt")]
+struct Text<'a> {
+    kind: &'a str,
     username: &'a str,
     link: &'a str,
 }
 
 #[derive(Template)]
-#[template(path = "mail/verify_address.html")]
-struct VerifyAddressHtml<'a> {
+#[template(path = "mail/message.html")]
+struct Html<'a> {
+    kind: &'a str,
     username: &'a str,
     link: &'a str,
-}
-
-#[derive(Template)]
-#[template(path = "mail/address_changed.txt")]
-struct AddressChangedText<'a> {
-    username: &'a str,
-}
-
-#[derive(Template)]
-#[template(path = "mail/address_changed.html")]
-struct AddressChangedHtml<'a> {
-    username: &'a str,
 }
 
 /// The templates, with the service's public URL.
@@ -48,30 +39,45 @@ impl MailTemplates {
 
 impl Compose for MailTemplates {
     fn compose(&self, mail: &Mail) -> anyhow::Result<Composed> {
-        let composed = match mail {
-            Mail::VerifyAddress { username, token } => {
-                let link = format!("{}/verify-email?token={token}", self.public_url);
-                Composed {
-                    subject: format!("Verify your address for {username}"),
-                    text: VerifyAddressText {
-                        username,
-                        link: &link,
-                    }
-                    .render()?,
-                    html: VerifyAddressHtml {
-                        username,
-                        link: &link,
-                    }
-                    .render()?,
-                }
-            }
-            Mail::AddressChanged { username } => Composed {
-                subject: format!("The address of {username} changed"),
-                text: AddressChangedText { username }.render()?,
-                html: AddressChangedHtml { username }.render()?,
-            },
+        let page = |path: &str, token: &str| format!("{}{path}?token={token}", self.public_url);
+        let (username, subject, link) = match mail {
+            Mail::VerifyAddress { username, token } => (
+                username,
+                format!("Verify your address for {username}"),
+                page("/verify-email", token),
+            ),
+            Mail::AddressChanged { username } => (
+                username,
+                format!("The address of {username} changed"),
+                String::new(),
+            ),
+            Mail::ResetPassword { username, token } => (
+                username,
+                format!("Reset the password of {username}"),
+                page("/reset", token),
+            ),
+            Mail::PasswordReset { username } => (
+                username,
+                format!("The password of {username} was reset"),
+                String::new(),
+            ),
         };
-        Ok(composed)
+        let kind = mail.kind();
+        Ok(Composed {
+            subject,
+            text: Text {
+                kind,
+                username,
+                link: &link,
+            }
+            .render()?,
+            html: Html {
+                kind,
+                username,
+                link: &link,
+            }
+            .render()?,
+        })
     }
 }
 
@@ -90,6 +96,13 @@ mod tests {
         assert!(
             composed
                 .text
+                .starts_with("Hello <alice>,\n\nSomeone (we hope you) asked"),
+            "{}",
+            composed.text
+        );
+        assert!(
+            composed
+                .text
                 .contains("https://login.example.com/verify-email?token=abc"),
             "{}",
             composed.text
@@ -100,5 +113,48 @@ mod tests {
             composed.html
         );
         assert!(!composed.html.contains("<alice>"));
+    }
+
+    #[test]
+    fn every_kind_has_words_in_both_bodies() {
+        let templates = MailTemplates::new("https://login.example.com");
+        let username = "alice".to_owned();
+        let token = "abc".to_owned();
+        for mail in [
+            Mail::VerifyAddress {
+                username: username.clone(),
+                token: token.clone(),
+            },
+            Mail::AddressChanged {
+                username: username.clone(),
+            },
+            Mail::ResetPassword {
+                username: username.clone(),
+                token: token.clone(),
+            },
+            Mail::PasswordReset {
+                username: username.clone(),
+            },
+        ] {
+            let composed = templates.compose(&mail).unwrap();
+            assert!(
+                composed.text.starts_with("Hello alice,"),
+                "{mail:?}: {}",
+                composed.text
+            );
+            assert!(
+                composed.html.contains("<p>Hello alice,</p>"),
+                "{mail:?}: {}",
+                composed.html
+            );
+        }
+        let reset = templates
+            .compose(&Mail::ResetPassword { username, token })
+            .unwrap();
+        assert!(
+            reset
+                .text
+                .contains("https://login.example.com/reset?token=abc")
+        );
     }
 }

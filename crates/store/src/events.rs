@@ -30,6 +30,9 @@ pub enum EventKind {
     AdminAuthFailed,
     /// An account's password was changed (its other sessions were revoked).
     PasswordChanged,
+    /// An account's password was reset through a link mailed to its verified address (every
+    /// session revoked, its lockout lifted).
+    PasswordReset,
     /// A correct password found in the breached-password filter was used to log in.
     BreachedPasswordLogin,
     /// An account turned on a second factor (TOTP).
@@ -53,6 +56,7 @@ impl EventKind {
             EventKind::NewDeviceLogin => "new_device_login",
             EventKind::AdminAuthFailed => "admin_auth_failed",
             EventKind::PasswordChanged => "password_changed",
+            EventKind::PasswordReset => "password_reset",
             EventKind::BreachedPasswordLogin => "breached_password_login",
             EventKind::MfaEnabled => "mfa_enabled",
             EventKind::MfaDisabled => "mfa_disabled",

@@ -28,6 +28,18 @@ pub enum Mail {
         /// The account's username.
         username: String,
     },
+    /// A link that sets a new password.
+    ResetPassword {
+        /// The account's username.
+        username: String,
+        /// The link's single-use token (only its digest is stored elsewhere).
+        token: String,
+    },
+    /// The account's password was reset: every session ended.
+    PasswordReset {
+        /// The account's username.
+        username: String,
+    },
 }
 
 impl Mail {
@@ -36,6 +48,8 @@ impl Mail {
         match self {
             Mail::VerifyAddress { .. } => "verify_address",
             Mail::AddressChanged { .. } => "address_changed",
+            Mail::ResetPassword { .. } => "reset_password",
+            Mail::PasswordReset { .. } => "password_reset",
         }
     }
 }

@@ -9,7 +9,7 @@ mod jwks;
 mod login;
 mod mfa;
 pub mod openapi;
-mod password;
+pub mod password;
 mod session;
 
 pub(crate) use login::rfc3339;
@@ -121,6 +121,8 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut ServiceConfig) {
         .service(login::login)
         .service(login::login_mfa)
         .service(password::change)
+        .service(password::request_reset)
+        .service(password::confirm_reset)
         .service(email::set_address)
         .service(email::verify_address)
         .service(mfa::enrol)

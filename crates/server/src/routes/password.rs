@@ -1,15 +1,17 @@
-//! `POST /v1/password`: HTTP in and out of the password change use case (see
-//! [`portcullis_accounts::password_change`]).
+//! `POST /v1/password`, `POST /v1/password/reset` and `POST /v1/password/reset/confirm`: HTTP
+//! in and out of the password change and reset use cases (see
+//! [`portcullis_accounts::password_change`], [`portcullis_accounts::password_reset`]).
 
 use actix_web::{HttpRequest, HttpResponse, post, web};
 use portcullis_accounts::password_change::{self, Authority};
+use portcullis_accounts::password_reset;
 use portcullis_accounts::{AppState, Error};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::openapi::{BodyRefused, Throttled, Unavailable};
-use super::{ClientIp, HttpState, bearer_digest, checked_password};
+use super::{ClientIp, HttpState, bearer_digest, checked_password, parse_username};
 use crate::error::{ApiError, Problem};
 
 /// `{"current_password", "new_password", "altcha"?}` with a session, or
@@ -80,6 +82,94 @@ pub async fn change(
         }
     };
     let revoked = password_change::change_password(&state, authority, new_password).await?;
+    Ok(HttpResponse::Ok().json(PasswordChanged {
+        revoked_sessions: revoked,
+    }))
+}
+
+/// `{"username", "altcha"?}`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest {
+    /// The account's username.
+    #[schema(min_length = 1, max_length = 256)]
+    username: String,
+    /// The payload of a solved challenge, when one was asked.
+    altcha: Option<String>,
+}
+
+/// The one answer to every reset request.
+#[derive(Serialize, ToSchema)]
+pub struct ResetRequested {
+    /// What happens now, the same for every account and none.
+    detail: &'static str,
+}
+
+/// What every admitted reset request is told.
+pub const RESET_REQUESTED: &str =
+    "If this account has a verified address, a link to reset its password is on its way.";
+
+/// Asks for a password-reset link: 202, the same answer whether the account exists, has a
+/// verified address, or neither (the lookup and the mail happen after the answer). Counted
+/// against the source's limits like a registration; challengeable under attack.
+#[utoipa::path(
+    tag = "accounts",
+    request_body = ResetRequest,
+    responses(
+        (status = 202, description = "Accepted, whatever the account", body = ResetRequested),
+        (status = 400, description = "`bad_request`, `invalid_username`, `invalid_forwarded_header`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`challenge_required` / `challenge_failed` (with `challenge`)", body = Problem, content_type = "application/problem+json"),
+        BodyRefused,
+        Throttled,
+        Unavailable,
+    )
+)]
+#[post("/v1/password/reset")]
+pub async fn request_reset(
+    state: web::Data<AppState>,
+    ClientIp(ip): ClientIp,
+    body: web::Json<ResetRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let username = parse_username(&body.username);
+    password_reset::request(state.into_inner(), ip, username, body.altcha.as_deref()).await?;
+    Ok(HttpResponse::Accepted().json(ResetRequested {
+        detail: RESET_REQUESTED,
+    }))
+}
+
+/// `{"token", "new_password"}`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetConfirm {
+    /// The reset link's `token` parameter.
+    #[schema(min_length = 43, max_length = 43)]
+    token: String,
+    /// The new password (the rules of docs/defences.md).
+    #[schema(value_type = String, min_length = 1, max_length = 1024)]
+    new_password: SecretString,
+}
+
+/// Sets a new password with a reset link: 200 `{"revoked_sessions": n}` (every session ends;
+/// the account's lockout is lifted; nobody is logged in); 400 `weak_password` /
+/// `breached_password` (the link still works) or `invalid_link`.
+#[utoipa::path(
+    tag = "accounts",
+    request_body = ResetConfirm,
+    responses(
+        (status = 200, description = "Reset; every session of the account ended", body = PasswordChanged),
+        (status = 400, description = "`bad_request`, `weak_password` / `breached_password` (with `reason`), `invalid_link`", body = Problem, content_type = "application/problem+json"),
+        BodyRefused,
+        Unavailable,
+    )
+)]
+#[post("/v1/password/reset/confirm")]
+pub async fn confirm_reset(
+    state: web::Data<AppState>,
+    body: web::Json<ResetConfirm>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let new_password = checked_password(body.new_password, "new_password")?;
+    let revoked = password_reset::confirm(&state, &body.token, new_password).await?;
     Ok(HttpResponse::Ok().json(PasswordChanged {
         revoked_sessions: revoked,
     }))

@@ -18,6 +18,7 @@ mod browser_session;
 mod csrf;
 mod login_pages;
 mod page;
+mod reset_pages;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
@@ -46,6 +47,10 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut web::ServiceConfig) 
         .service(login_pages::register_page)
         .service(login_pages::register)
         .service(login_pages::change_breached_password)
+        .service(reset_pages::forgot_page)
+        .service(reset_pages::forgot)
+        .service(reset_pages::reset_page)
+        .service(reset_pages::reset)
         .service(address_pages::verify_page)
         .service(address_pages::verify)
         .service(account_page::show)

@@ -17,10 +17,10 @@ use crate::distributed::{post, three_replicas};
 use crate::helpers::{admin_get, assert_problem, interop, interop_command, metrics_text};
 
 const PUBLIC_URL: &str = "https://login.example.test";
-const ADMIN_TOKEN: &str = "admin-token-for-the-mail-tests-0123456789";
+pub(crate) const ADMIN_TOKEN: &str = "admin-token-for-the-mail-tests-0123456789";
 
 /// An aiosmtpd process delivering into a Maildir of its own; killed when dropped.
-struct SmtpServer {
+pub(crate) struct SmtpServer {
     port: u16,
     maildir: tempfile::TempDir,
     process: Option<Child>,
@@ -42,7 +42,7 @@ impl SmtpServer {
     }
 
     /// A server listening.
-    fn running() -> Self {
+    pub(crate) fn running() -> Self {
         let mut server = Self::on_free_port();
         server.start();
         server
@@ -79,14 +79,14 @@ impl SmtpServer {
     }
 
     /// The delivered messages, oldest first.
-    fn messages(&self) -> Vec<Value> {
+    pub(crate) fn messages(&self) -> Vec<Value> {
         let maildir = self.maildir();
         let maildir = maildir.to_str().unwrap();
         serde_json::from_str(&interop("smtp_server.py", &["read", maildir], "")).unwrap()
     }
 
     /// Waits (up to 20 s) until `count` messages were delivered; returns them.
-    async fn wait_for(&self, count: usize) -> Vec<Value> {
+    pub(crate) async fn wait_for(&self, count: usize) -> Vec<Value> {
         for _ in 0..200 {
             let messages = self.messages();
             if messages.len() >= count {
@@ -107,7 +107,7 @@ impl Drop for SmtpServer {
     }
 }
 
-fn smtp_settings(smtp: &SmtpServer) -> Settings {
+pub(crate) fn smtp_settings(smtp: &SmtpServer) -> Settings {
     let mut settings = test_settings();
     settings.mail.transport = MailTransport::Smtp;
     settings.mail.smtp_url = Some(smtp.url());
@@ -118,10 +118,10 @@ fn smtp_settings(smtp: &SmtpServer) -> Settings {
     settings
 }
 
-/// The token of the verification link in `message`'s text, checked to be in its HTML too.
-fn link_token(message: &Value) -> String {
+/// The token of the link to `page` in `message`'s text, checked to be in its HTML too.
+pub(crate) fn link_token(message: &Value, page: &str) -> String {
     let text = message["text"].as_str().unwrap();
-    let prefix = format!("{PUBLIC_URL}/verify-email?token=");
+    let prefix = format!("{PUBLIC_URL}{page}?token=");
     let start = text
         .find(&prefix)
         .unwrap_or_else(|| panic!("no link in {text}"))
@@ -151,7 +151,7 @@ async fn set_address(
     .await
 }
 
-async fn verify(app: &TestApp, token: &str) -> reqwest::Response {
+pub(crate) async fn verify(app: &TestApp, token: &str) -> reqwest::Response {
     app.post_json("/v1/email/verify", &json!({ "token": token }), None)
         .await
 }
@@ -193,7 +193,7 @@ async fn a_verification_link_by_smtp_verifies_once_and_a_change_tells_the_old_ad
             .starts_with("multipart/alternative"),
         "{message}"
     );
-    let token = link_token(message);
+    let token = link_token(message, "/verify-email");
 
     // The link opens a page whose button posts the token (a scanner following links uses
     // nothing up); the API takes it once.
@@ -223,7 +223,12 @@ async fn a_verification_link_by_smtp_verifies_once_and_a_change_tells_the_old_ad
     );
     let messages = smtp.wait_for(2).await;
     assert_eq!(messages[1]["to"], "alice@new.example");
-    assert_eq!(verify(&app, &link_token(&messages[1])).await.status(), 200);
+    assert_eq!(
+        verify(&app, &link_token(&messages[1], "/verify-email"))
+            .await
+            .status(),
+        200
+    );
     let messages = smtp.wait_for(3).await;
     assert_eq!(messages[2]["to"], "alice@example.com");
     assert_eq!(messages[2]["subject"], "The address of alice changed");
@@ -245,7 +250,11 @@ async fn a_verification_link_by_smtp_verifies_once_and_a_change_tells_the_old_ad
         202
     );
     let messages = smtp.wait_for(4).await;
-    let taken = assert_problem(verify(&app, &link_token(&messages[3])).await, 409).await;
+    let taken = assert_problem(
+        verify(&app, &link_token(&messages[3], "/verify-email")).await,
+        409,
+    )
+    .await;
     assert_eq!(taken["code"], "email_taken");
     assert_eq!(smtp.messages().len(), 4, "nothing more was sent");
 }
@@ -268,7 +277,12 @@ async fn an_address_given_at_registration_gets_its_link_and_a_bad_one_creates_no
     assert_eq!(created["email"], "carol@example.com");
     let messages = smtp.wait_for(1).await;
     assert_eq!(messages[0]["to"], "carol@example.com");
-    assert_eq!(verify(&app, &link_token(&messages[0])).await.status(), 200);
+    assert_eq!(
+        verify(&app, &link_token(&messages[0], "/verify-email"))
+            .await
+            .status(),
+        200
+    );
     // Without an address, the answer has none.
     let plain: Value = app.register("dave", PASSWORD).await.json().await.unwrap();
     assert!(plain.get("email").is_none(), "{plain}");

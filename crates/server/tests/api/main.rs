@@ -31,4 +31,5 @@ mod openapi;
 mod pages;
 mod passwords;
 mod registration;
+mod reset;
 mod session;

@@ -14,7 +14,7 @@ const TOKEN: &str = "admin-token-for-the-page-tests-0123456789";
 
 /// A browser without JavaScript: the cookies it was given, by name.
 #[derive(Default)]
-struct Browser {
+pub(crate) struct Browser {
     cookies: Vec<(String, String)>,
 }
 
@@ -53,7 +53,7 @@ impl Browser {
         headers
     }
 
-    async fn get(&mut self, app: &TestApp, url: &str) -> (u16, String) {
+    pub(crate) async fn get(&mut self, app: &TestApp, url: &str) -> (u16, String) {
         let response = app
             .client
             .get(url)
@@ -67,7 +67,7 @@ impl Browser {
     }
 
     /// Posts a form from the page at `page_url` (its CSRF token included).
-    async fn post(
+    pub(crate) async fn post(
         &mut self,
         app: &TestApp,
         page_url: &str,
@@ -102,7 +102,7 @@ fn field_value(page: &str, name: &str) -> String {
 }
 
 /// The text of the page's notice.
-fn notice(page: &str) -> &str {
+pub(crate) fn notice(page: &str) -> &str {
     let start = page.find("id=\"notice\">").expect("a notice") + "id=\"notice\">".len();
     &page[start..][..page[start..].find("</p>").unwrap()]
 }

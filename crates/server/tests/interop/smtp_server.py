@@ -31,7 +31,9 @@ def serve(port: int, maildir: str) -> None:
 def read(maildir: str) -> None:
     messages = []
     new = os.path.join(maildir, "new")
-    names = sorted(os.listdir(new)) if os.path.isdir(new) else []
+    names = os.listdir(new) if os.path.isdir(new) else []
+    # Delivery order: Maildir names do not sort by it (their microseconds are not padded).
+    names.sort(key=lambda name: (os.stat(os.path.join(new, name)).st_mtime_ns, name))
     for name in names:
         with open(os.path.join(new, name), "rb") as file:
             message = email.message_from_binary_file(file, policy=email.policy.default)
