@@ -182,6 +182,22 @@ impl Sessions {
         Ok(result.rows_affected())
     }
 
+    /// Ends every live session of the account on `conn` (the caller's transaction, so the
+    /// change that ends them commits with them); returns how many ended.
+    pub async fn end_all_in(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        account_id: &str,
+    ) -> anyhow::Result<u64> {
+        let result = sqlx::query("DELETE FROM sessions WHERE account_id = $1 AND expires_at > $2")
+            .bind(account_id)
+            .bind(to_sql(self.clock.now()))
+            .execute(conn)
+            .await
+            .map_err(|e| db_error(e, "ending every session of an account"))?;
+        Ok(result.rows_affected())
+    }
+
     /// After a password change: ends every session of the account but `keep` (the one that
     /// changed it, if any), and clears the change flag of `keep`; returns how many ended.
     pub async fn after_password_change(

@@ -15,10 +15,14 @@ use crate::passwords::{build_filter, hibp_line, on_file};
 
 const NEW_PASSWORD: &str = "quiet walrus under amber lanterns";
 
-/// An app on `smtp` that believes the test's forwarding header.
+/// An app on `smtp` that believes the test's forwarding header; an account's first lockout
+/// is permanent.
 async fn app_on(smtp: &SmtpServer) -> TestApp {
     let mut settings = smtp_settings(smtp);
     settings.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    if let Some(lockout) = settings.policy.username.lockout.as_mut() {
+        lockout.permanent_after = Some(0);
+    }
     TestApp::spawn_with(settings).await
 }
 
@@ -53,7 +57,7 @@ async fn a_reset_link_sets_a_password_once_ends_every_session_and_lifts_the_lock
     let app = app_on(&smtp).await;
     with_address(&app, &smtp, "alice", 0).await;
     let session = app.token("alice", PASSWORD).await;
-    // Someone else's guesses lock the account, whatever address the owner comes from.
+    // Someone else's guesses lock the account for good, whatever address the owner comes from.
     for i in 0..12 {
         app.login_from(Some(&format!("198.51.{i}.7")), "alice", "not her password")
             .await;
@@ -92,7 +96,7 @@ async fn a_reset_link_sets_a_password_once_ends_every_session_and_lifts_the_lock
         "every session ended"
     );
 
-    // The lockout went with the reset; the old password with it.
+    // The permanent lock went with the reset; the old password with it.
     let old = app
         .login_from(Some("203.0.113.10"), "alice", PASSWORD)
         .await;
@@ -132,15 +136,16 @@ async fn requests_answer_alike_whatever_the_account_three_links_an_hour_and_link
         headers.sort();
         (status, headers, response.text().await.unwrap())
     };
-    let mut medians = Vec::new();
+    let usernames = ["alice", "bob", "nobody"];
+    let mut times = vec![Vec::new(); usernames.len()];
     let mut first = None;
-    for (n, username) in ["alice", "bob", "nobody"].into_iter().enumerate() {
-        let mut times = Vec::new();
-        for i in 0..50 {
+    // Interleaved, so that warming up and the background's lookups weigh on each alike.
+    for i in 0..50 {
+        for (n, username) in usernames.into_iter().enumerate() {
             let from = format!("10.{n}.{i}.1");
             let started = Instant::now();
             let response = request_reset(&app, username, &from).await;
-            times.push(started.elapsed());
+            times[n].push(started.elapsed());
             let answer = answer(response).await;
             assert_eq!(answer.0, 202, "{username}: {answer:?}");
             match &first {
@@ -148,9 +153,15 @@ async fn requests_answer_alike_whatever_the_account_three_links_an_hour_and_link
                 Some(first) => assert_eq!(&answer, first, "{username}"),
             }
         }
-        times.sort();
-        medians.push((username, times[times.len() / 2]));
     }
+    let medians: Vec<_> = usernames
+        .iter()
+        .zip(&mut times)
+        .map(|(username, times)| {
+            times.sort();
+            (username, times[times.len() / 2])
+        })
+        .collect();
     // Reported, not asserted: this machine is shared.
     println!("reset request, median of 50: {medians:?}");
 
