@@ -212,23 +212,26 @@ impl Accounts {
         .map_err(|e: sqlx::Error| anyhow::Error::new(e).context("reading an account row"))
     }
 
-    /// Creates an account; refuses a taken username.
+    /// Creates an account, with `email` as its verified address if given (an operator's
+    /// import vouches for it); refuses a taken username or verified address.
     pub async fn create(
         &self,
         username: &Username,
         password_hash: &str,
+        email: Option<&str>,
     ) -> Result<Account, CreateError> {
         let id = new_account_id()?;
         let created_at = now_ms();
         let result = sqlx::query(
-            "INSERT INTO accounts (id, username, skeleton, password_hash, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO accounts (id, username, skeleton, password_hash, created_at, email) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(id.as_str())
         .bind(username.as_str())
         .bind(username.skeleton())
         .bind(password_hash)
         .bind(created_at)
+        .bind(email)
         .execute(&self.pool)
         .await;
         match result {
@@ -238,7 +241,7 @@ impl Accounts {
                 password_hash: password_hash.to_owned(),
                 locked_at: None,
                 has_second_factor: false,
-                email: None,
+                email: email.map(str::to_owned),
             }),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(CreateError::Taken),
             Err(e) => Err(CreateError::Database(db_error(e, "inserting an account"))),

@@ -42,7 +42,7 @@ pub async fn register(
         .passwords
         .check_new(password.expose_secret(), &username)?;
     let hash = state.hasher.hash(password).await?;
-    let account = state.accounts.create(&username, &hash).await?;
+    let account = state.accounts.create(&username, &hash, None).await?;
     tracing::info!(target: "security", event = "account_created", subject = %account.id);
     // The account stands whatever becomes of the link: its owner can ask for another.
     let email = match email {

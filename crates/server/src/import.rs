@@ -1,11 +1,13 @@
-//! `portcullis users import FILE`: bulk account creation from `username,password` lines; and
+//! `portcullis users import FILE`: bulk account creation from `username,password` lines (or,
+//! after a first line `username,email,password`, `username,email,password` lines whose address,
+//! if any, the operator vouches for: it is the account's verified one); and
 //! `portcullis users import-totp FILE`: their TOTP secrets, from `username,secret` lines.
 //!
 //! Seeding many accounts (for a drill, or a migration) is dominated by Argon2, so lines are
 //! hashed in parallel on the hashing pool, as many at once as it has workers. Usernames are
-//! normalised like registrations; a username that exists already is skipped, not overwritten.
-//! The password is everything after the first comma; a first line `username,password` is a
-//! header. Passwords meet the same rules as at registration (`passwords.*`); a line whose
+//! normalised like registrations; a username (or verified address) that exists already is
+//! skipped, not overwritten. The password is everything after the first comma (the second with
+//! addresses); a first line `username,password` is a header. Passwords meet the same rules as at registration (`passwords.*`); a line whose
 //! password does not is counted and skipped.
 //!
 //! TOTP secrets (base32, as authenticator apps and other identity providers export them) become
@@ -16,6 +18,7 @@ use std::path::Path;
 use anyhow::Context;
 use futures_util::stream::{self, StreamExt};
 use portcullis_accounts::accounts::{Accounts, CreateError};
+use portcullis_accounts::addresses;
 use portcullis_accounts::mfa::{self, sealing::SecretSealer};
 use portcullis_accounts::passwords::{MAX_PASSWORD_BYTES, PasswordHasher, PasswordPolicy};
 use portcullis_core::Username;
@@ -49,12 +52,16 @@ pub async fn import(settings: &Settings, file: &Path) -> anyhow::Result<ImportRe
     let parallel = hasher.workers();
     let mut report = ImportReport::default();
     let mut valid = Vec::new();
+    let with_addresses = text.lines().next().map(str::trim) == Some("username,email,password");
     for (number, line) in text.lines().enumerate() {
         if line.trim().is_empty() || (number == 0 && line.trim() == "username,password") {
             continue;
         }
-        match parse_line(line) {
-            Some((username, password))
+        if number == 0 && with_addresses {
+            continue;
+        }
+        match parse_line(line, with_addresses) {
+            Some((username, _, password))
                 if passwords
                     .check_new(password.expose_secret(), &username)
                     .is_err() =>
@@ -66,14 +73,14 @@ pub async fn import(settings: &Settings, file: &Path) -> anyhow::Result<ImportRe
         }
     }
     let outcomes: Vec<anyhow::Result<bool>> = stream::iter(valid)
-        .map(|(username, password)| {
+        .map(|(username, email, password)| {
             let (hasher, accounts) = (&hasher, &accounts);
             async move {
                 let hash = hasher
                     .hash(password)
                     .await
                     .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))?;
-                match accounts.create(&username, &hash).await {
+                match accounts.create(&username, &hash, email.as_deref()).await {
                     Ok(_) => Ok(true),
                     Err(CreateError::Taken) => Ok(false),
                     Err(CreateError::Database(e)) => Err(e),
@@ -142,14 +149,25 @@ pub async fn import_totp(settings: &Settings, file: &Path) -> anyhow::Result<Tot
     Ok(report)
 }
 
-/// `username,password` (the password may contain commas), normalised and checked.
-fn parse_line(line: &str) -> Option<(Username, SecretString)> {
-    let (username, password) = line.split_once(',')?;
+/// `username,password`, or with addresses `username,email,password` (the email may be empty;
+/// the password may contain commas), normalised and checked.
+fn parse_line(line: &str, with_address: bool) -> Option<(Username, Option<String>, SecretString)> {
+    let (username, rest) = line.split_once(',')?;
     let username = Username::parse(username).ok()?;
+    let (email, password) = if with_address {
+        let (email, password) = rest.split_once(',')?;
+        let email = match email.trim() {
+            "" => None,
+            email => Some(addresses::normalise(email).ok()?),
+        };
+        (email, password)
+    } else {
+        (None, rest)
+    };
     if password.is_empty() || password.len() > MAX_PASSWORD_BYTES {
         return None;
     }
-    Some((username, SecretString::from(password.to_owned())))
+    Some((username, email, SecretString::from(password.to_owned())))
 }
 
 #[cfg(test)]
@@ -158,10 +176,21 @@ mod tests {
 
     #[test]
     fn lines_are_normalised_and_passwords_may_hold_commas() {
-        let (username, _) = parse_line(" Alice ,pa,ss").unwrap();
-        assert_eq!(username.as_str(), "alice");
-        assert!(parse_line("no-comma").is_none());
-        assert!(parse_line("bob,").is_none());
-        assert!(parse_line(",password").is_none());
+        let (username, email, _) = parse_line(" Alice ,pa,ss", false).unwrap();
+        assert_eq!((username.as_str(), email), ("alice", None));
+        assert!(parse_line("no-comma", false).is_none());
+        assert!(parse_line("bob,", false).is_none());
+        assert!(parse_line(",password", false).is_none());
+    }
+
+    #[test]
+    fn with_addresses_the_second_column_is_an_address_or_empty() {
+        let (username, email, _) = parse_line("Carol, Carol@Example.com ,pa,ss", true).unwrap();
+        assert_eq!(username.as_str(), "carol");
+        assert_eq!(email.as_deref(), Some("carol@example.com"));
+        let (_, email, _) = parse_line("dave,,password", true).unwrap();
+        assert_eq!(email, None);
+        assert!(parse_line("erin,not an address,password", true).is_none());
+        assert!(parse_line("erin,erin@example.com", true).is_none());
     }
 }

@@ -268,6 +268,51 @@ async fn on_sigterm_in_flight_logins_finish_and_new_connections_are_refused() {
 }
 
 #[tokio::test]
+async fn users_import_with_an_email_column_takes_the_addresses_as_verified() {
+    use portcullis_accounts::accounts::Accounts;
+    use portcullis_core::Username;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = "username,email,password\n\
+               Erin, Erin@Example.com ,amber kettle, orbit 1\n\
+               frank,,amber kettle, orbit 2\n\
+               gina,not an address,amber kettle, orbit 3\n\
+               hank,erin@example.com,amber kettle, orbit 4\n";
+    std::fs::write(dir.path().join("users.csv"), csv).unwrap();
+    let mut command = portcullis(&dir);
+    command.args(["users", "import", "users.csv"]);
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // hank's address is erin's: a verified address belongs to one account.
+    assert!(
+        stdout.contains(
+            "imported 2, skipped 1 existing, rejected 1 invalid lines and 0 weak passwords"
+        ),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut database = portcullis_testkit::test_settings().database;
+    database.url = format!("sqlite://{}/data/portcullis.db", dir.path().display());
+    let accounts = Accounts::connect(&database).await.unwrap();
+    let email = |name: &'static str| {
+        let accounts = &accounts;
+        async move {
+            let account = accounts
+                .find(&Username::parse(name).unwrap())
+                .await
+                .unwrap();
+            account.map(|a| a.email)
+        }
+    };
+    assert_eq!(
+        email("erin").await,
+        Some(Some("erin@example.com".to_owned()))
+    );
+    assert_eq!(email("frank").await, Some(None));
+    assert_eq!(email("gina").await, None);
+    assert_eq!(email("hank").await, None);
+}
+
+#[tokio::test]
 async fn users_import_creates_accounts_in_parallel_skips_existing_ones_and_takes_totp_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let mut csv = String::from("username,password\n");

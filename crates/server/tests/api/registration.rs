@@ -39,7 +39,7 @@ async fn accounts_made_before_skeletons_keep_working_and_still_block_their_look_
     accounts.migrate().await.unwrap();
     // A row as an older release wrote it: no skeleton.
     let admin = Username::parse("admin").unwrap();
-    accounts.create(&admin, "hash").await.unwrap();
+    accounts.create(&admin, "hash", None).await.unwrap();
     sqlx::query("UPDATE accounts SET skeleton = NULL")
         .execute(&accounts.pool())
         .await
@@ -47,7 +47,7 @@ async fn accounts_made_before_skeletons_keep_working_and_still_block_their_look_
 
     accounts.fill_skeletons().await.unwrap();
     let look_alike = Username::parse("\u{430}dmin").unwrap();
-    let refused = accounts.create(&look_alike, "hash").await;
+    let refused = accounts.create(&look_alike, "hash", None).await;
     assert!(matches!(refused, Err(CreateError::Taken)), "{refused:?}");
     assert!(
         accounts.find(&admin).await.unwrap().is_some(),
