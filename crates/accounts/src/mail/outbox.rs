@@ -18,8 +18,9 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use super::Mail;
 use crate::accounts::{Dialect, db_error, from_sql, to_sql};
 
-/// How long a claimed message is held by its sender before another may take it.
-pub const CLAIM_LEASE_MS: u64 = 120_000;
+/// How long a claimed message is held by its sender before another may take it: longer than a
+/// batch can take to fail (16 messages, each up to the transport's 30 s timeout).
+pub const CLAIM_LEASE_MS: u64 = 600_000;
 /// Attempts before a message is given up as `failed`: with [`retry_delay`], about a day.
 pub const MAX_ATTEMPTS: u64 = 30;
 /// The first retry's wait; each later one doubles, up to [`MAX_RETRY_MS`].

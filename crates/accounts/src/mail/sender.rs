@@ -12,7 +12,7 @@ use super::transport::Transport;
 use crate::AppState;
 use crate::instruments;
 
-/// Messages claimed at once.
+/// Messages claimed at once (see [`super::outbox::CLAIM_LEASE_MS`]).
 const BATCH: u32 = 16;
 /// How long a sent message's envelope stays for operators.
 pub const KEEP_SENT_MS: u64 = 7 * 24 * 3_600_000;
@@ -45,6 +45,7 @@ impl Sender {
                     return;
                 }
                 if let Err(error) = self.pass().await {
+                    let error = format!("{error:#}");
                     tracing::warn!(%error, "mail sender: pass failed; the next one retries");
                 }
             }
@@ -52,7 +53,7 @@ impl Sender {
     }
 
     /// Sends every due message; returns how many went out.
-    pub async fn pass(&self) -> anyhow::Result<usize> {
+    async fn pass(&self) -> anyhow::Result<usize> {
         let mut sent = 0;
         loop {
             let claimed = self.outbox.claim(BATCH).await?;
