@@ -13,6 +13,7 @@
 //! TOTP secrets (base32, as authenticator apps and other identity providers export them) become
 //! confirmed second factors, sealed like enrolled ones; an account that has one keeps it.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::Context;
@@ -53,6 +54,8 @@ pub async fn import(settings: &Settings, file: &Path) -> anyhow::Result<ImportRe
     let mut report = ImportReport::default();
     let mut valid = Vec::new();
     let with_addresses = text.lines().next().map(str::trim) == Some("username,email,password");
+    // Lines are created concurrently: of two giving one address, the first in the file keeps it.
+    let mut addresses = HashSet::new();
     for (number, line) in text.lines().enumerate() {
         if line.trim().is_empty() || (number == 0 && line.trim() == "username,password") {
             continue;
@@ -61,6 +64,7 @@ pub async fn import(settings: &Settings, file: &Path) -> anyhow::Result<ImportRe
             continue;
         }
         match parse_line(line, with_addresses) {
+            Some((_, Some(email), _)) if !addresses.insert(email.clone()) => report.existing += 1,
             Some((username, _, password))
                 if passwords
                     .check_new(password.expose_secret(), &username)
