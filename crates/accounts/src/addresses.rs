@@ -7,16 +7,12 @@
 //! account's verified one, unless another account's verified address it is already (409,
 //! nothing changes), and tells the old address, if any, in the same transaction.
 
-use std::net::IpAddr;
-
-use portcullis_core::DeviceId;
-use secrecy::SecretString;
 use sqlx::Row;
 
 use crate::AppState;
 use crate::accounts::{db_error, to_sql};
 use crate::error::Error;
-use crate::login::{self, LoginRequest};
+use crate::login::{self, Reauthentication};
 use crate::mail::{Mail, outbox};
 use crate::token;
 
@@ -24,20 +20,6 @@ use crate::token;
 pub const LINK_TTL_MS: u64 = 24 * 3_600_000;
 /// The longest address (RFC 5321's path limit, less its brackets).
 const MAX_ADDRESS_CHARS: usize = 254;
-
-/// The request to set an address: the session's and the current password's proof.
-pub struct AddressRequest<'a> {
-    /// The session token's digest.
-    pub session_digest: String,
-    /// The client address.
-    pub ip: IpAddr,
-    /// The current password.
-    pub current_password: SecretString,
-    /// The device cookie, if any.
-    pub device_cookie: Option<&'a str>,
-    /// The payload of a solved challenge, if any.
-    pub altcha: Option<&'a str>,
-}
 
 /// `address` as stored and compared: trimmed and lower-cased, refused unless it is one plain
 /// address.
@@ -61,35 +43,11 @@ pub fn normalise(address: &str) -> Result<String, Error> {
 /// stored ([`normalise`]).
 pub async fn request(
     state: &AppState,
-    request: AddressRequest<'_>,
+    request: Reauthentication<'_>,
     address: &str,
 ) -> Result<String, Error> {
     let address = normalise(address)?;
-    let session = state
-        .sessions
-        .get(&request.session_digest)
-        .await?
-        .ok_or(Error::Unauthenticated)?;
-    let account = state
-        .accounts
-        .find_by_id(&session.subject)
-        .await?
-        .ok_or(Error::Unauthenticated)?;
-    let username = account.normalised_username()?;
-    let device: Option<DeviceId> = request
-        .device_cookie
-        .and_then(|c| state.device_cookies.verify(c, &username));
-    login::verify_password(
-        state,
-        LoginRequest {
-            ip: request.ip,
-            username: &username,
-            password: request.current_password,
-            device,
-            altcha: request.altcha,
-        },
-    )
-    .await?;
+    let account = login::reauthenticate(state, request, |_| Ok(())).await?;
     send_link(state, &account.id, &account.username, &address).await?;
     Ok(address)
 }

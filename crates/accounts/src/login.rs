@@ -156,6 +156,58 @@ pub async fn login_second_factor(
     open_session(state, &account, breach, known_device).await
 }
 
+/// A signed-in person proving it is still them before a change: their session and their
+/// current password.
+pub struct Reauthentication<'a> {
+    /// The session token's digest.
+    pub session_digest: String,
+    /// The client address.
+    pub ip: IpAddr,
+    /// The current password.
+    pub current_password: SecretString,
+    /// The request's device cookie, if any.
+    pub device_cookie: Option<&'a str>,
+    /// The payload of a solved challenge, if any.
+    pub altcha: Option<&'a str>,
+}
+
+/// The account of a live session whose current password checks out through the guard (like
+/// any password check: counted, lockable, challengeable). `before_counting` runs on the account
+/// first, so input it refuses costs the owner nothing.
+pub async fn reauthenticate(
+    state: &AppState,
+    request: Reauthentication<'_>,
+    before_counting: impl FnOnce(&Username) -> Result<(), Error>,
+) -> Result<Account, Error> {
+    let session = state
+        .sessions
+        .get(&request.session_digest)
+        .await?
+        .ok_or(Error::Unauthenticated)?;
+    let account = state
+        .accounts
+        .find_by_id(&session.subject)
+        .await?
+        .ok_or(Error::Unauthenticated)?;
+    let username = account.normalised_username()?;
+    before_counting(&username)?;
+    let device = request
+        .device_cookie
+        .and_then(|c| state.device_cookies.verify(c, &username));
+    verify_password(
+        state,
+        LoginRequest {
+            ip: request.ip,
+            username: &username,
+            password: request.current_password,
+            device,
+            altcha: request.altcha,
+        },
+    )
+    .await?;
+    Ok(account)
+}
+
 /// Checks a password through the guard: admission, verification, settling, permanent lock.
 /// Returns the account when the password is its own.
 pub async fn verify_password(

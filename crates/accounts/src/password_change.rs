@@ -10,33 +10,20 @@
 //! password is rehashed, every other session of the account ends, and a `password_changed`
 //! security event is reported.
 
-use std::net::IpAddr;
-
-use portcullis_core::{DeviceId, Username};
+use portcullis_core::Username;
 use portcullis_store::EventKind;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::AppState;
 use crate::accounts::Account;
 use crate::error::Error;
-use crate::login::{self, LoginRequest};
+use crate::login::{self, Reauthentication};
 use crate::login_tokens::Purpose;
 
 /// What authorises a password change.
 pub enum Authority<'a> {
-    /// A live session (its token's digest) and the current password.
-    Session {
-        /// The session token's digest.
-        digest: String,
-        /// The client address.
-        ip: IpAddr,
-        /// The current password.
-        current_password: SecretString,
-        /// The trusted device the request's cookie proves, if any.
-        device_cookie: Option<&'a str>,
-        /// The payload of a solved challenge, if any.
-        altcha: Option<&'a str>,
-    },
+    /// A live session and the current password.
+    Session(Reauthentication<'a>),
     /// A password-change token.
     Token(&'a str),
 }
@@ -48,39 +35,15 @@ pub async fn change_password(
     new_password: SecretString,
 ) -> Result<u64, Error> {
     let (account, keep) = match authority {
-        Authority::Session {
-            digest,
-            ip,
-            current_password,
-            device_cookie,
-            altcha,
-        } => {
-            let session = state
-                .sessions
-                .get(&digest)
-                .await?
-                .ok_or(Error::Unauthenticated)?;
-            let (account, username) = checked_change(
-                state,
-                &session.subject,
-                &new_password,
-                Error::Unauthenticated,
-            )
+        Authority::Session(request) => {
+            let keep = request.session_digest.clone();
+            let account = login::reauthenticate(state, request, |username| {
+                Ok(state
+                    .passwords
+                    .check_new(new_password.expose_secret(), username)?)
+            })
             .await?;
-            let device: Option<DeviceId> =
-                device_cookie.and_then(|c| state.device_cookies.verify(c, &username));
-            login::verify_password(
-                state,
-                LoginRequest {
-                    ip,
-                    username: &username,
-                    password: current_password,
-                    device,
-                    altcha,
-                },
-            )
-            .await?;
-            (account, Some(digest))
+            (account, Some(keep))
         }
         Authority::Token(value) => {
             let token = state

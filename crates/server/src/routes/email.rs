@@ -2,7 +2,8 @@
 //! case (see [`portcullis_accounts::addresses`]).
 
 use actix_web::{HttpRequest, HttpResponse, post, web};
-use portcullis_accounts::addresses::{self, AddressRequest};
+use portcullis_accounts::addresses;
+use portcullis_accounts::login::Reauthentication;
 use portcullis_accounts::{AppState, Error};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -76,7 +77,7 @@ pub async fn set_address(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let cookie = request.cookie(&http.device.cookie_name);
-    let address_request = AddressRequest {
+    let address_request = Reauthentication {
         session_digest: bearer_digest(&request).ok_or(Error::Unauthenticated)?,
         ip,
         current_password: checked_password(body.current_password, "current_password")?,

@@ -3,6 +3,7 @@
 //! [`portcullis_accounts::password_change`], [`portcullis_accounts::password_reset`]).
 
 use actix_web::{HttpRequest, HttpResponse, post, web};
+use portcullis_accounts::login::Reauthentication;
 use portcullis_accounts::password_change::{self, Authority};
 use portcullis_accounts::password_reset;
 use portcullis_accounts::{AppState, Error};
@@ -68,13 +69,13 @@ pub async fn change(
     let cookie = request.cookie(&http.device.cookie_name);
     let authority = match (body.password_change_token.as_deref(), body.current_password) {
         (Some(token), None) => Authority::Token(token),
-        (None, Some(current)) => Authority::Session {
-            digest: bearer_digest(&request).ok_or(Error::Unauthenticated)?,
+        (None, Some(current)) => Authority::Session(Reauthentication {
+            session_digest: bearer_digest(&request).ok_or(Error::Unauthenticated)?,
             ip,
             current_password: checked_password(current, "current_password")?,
             device_cookie: cookie.as_ref().map(|c| c.value()),
             altcha: body.altcha.as_deref(),
-        },
+        }),
         _ => {
             return Err(ApiError::bad_request(
                 "send `current_password` (with a session) or `password_change_token`, not both",

@@ -6,7 +6,8 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use askama::Template;
-use portcullis_accounts::addresses::{self, AddressRequest};
+use portcullis_accounts::addresses;
+use portcullis_accounts::login::Reauthentication;
 use portcullis_accounts::mfa::{Enrolment, Proof};
 use portcullis_accounts::password_change::{self, Authority};
 use portcullis_accounts::{AppState, Error};
@@ -236,13 +237,13 @@ pub async fn change_password(
         let current_password = checked_password(form.current_password.clone(), "current_password")?;
         password_change::change_password(
             &state,
-            Authority::Session {
-                digest: browser.digest.clone(),
+            Authority::Session(Reauthentication {
+                session_digest: browser.digest.clone(),
                 ip,
                 current_password,
                 device_cookie: device_cookie.as_ref().map(|c| c.value()),
                 altcha: form.altcha.as_deref().filter(|a| !a.is_empty()),
-            },
+            }),
             new_password,
         )
         .await
@@ -283,7 +284,7 @@ pub async fn set_address(
     let device_cookie = request.cookie(&http.device.cookie_name);
     let attempt = async {
         let current_password = checked_password(form.current_password.clone(), "current_password")?;
-        let address_request = AddressRequest {
+        let address_request = Reauthentication {
             session_digest: browser.digest.clone(),
             ip,
             current_password,

@@ -155,6 +155,22 @@ pub async fn agree(policy: Policy, events: &[Event], make: impl Fn(Arc<dyn Clock
     }
 }
 
+/// [`agree`] with a Redis store on `redis`, under a prefix of its own (returned).
+async fn agree_on(redis: &TestRedis, policy: Policy, events: &[Event]) -> String {
+    let prefix = format!("{}-{}", redis.prefix, random_hex(4));
+    agree(policy, events, |clock| {
+        redis_store(
+            vec![redis.url.clone()],
+            false,
+            &prefix,
+            &policy,
+            Some(clock),
+        )
+    })
+    .await;
+    prefix
+}
+
 /// One Redis for every case (cases are cheap; starting a server is not), each case under a
 /// prefix of its own, removed after it.
 #[tokio::test(flavor = "multi_thread")]
@@ -170,18 +186,8 @@ async fn the_redis_store_decides_exactly_like_the_core() {
         });
         runner
             .run(&(policies(), events()), |(policy, events)| {
-                let prefix = format!("{}-{}", redis.prefix, random_hex(4));
                 handle.block_on(async {
-                    agree(policy, &events, |clock| {
-                        redis_store(
-                            vec![redis.url.clone()],
-                            false,
-                            &prefix,
-                            &policy,
-                            Some(clock),
-                        )
-                    })
-                    .await;
+                    let prefix = agree_on(&redis, policy, &events).await;
                     let mut conn = redis.connection().await;
                     let pattern = format!("{{{prefix}}}:*");
                     for key in portcullis_testkit::redis::scan(&mut conn, &pattern).await {
@@ -222,16 +228,5 @@ async fn quiet_before_the_first_attempt_is_no_history() {
         attempt(2, 1, Settle::Failure),
         attempt(3, 2, Settle::Failure),
     ];
-    let policy = tight_policy();
-    let prefix = format!("{}-{}", redis.prefix, random_hex(4));
-    agree(policy, &events, |clock| {
-        redis_store(
-            vec![redis.url.clone()],
-            false,
-            &prefix,
-            &policy,
-            Some(clock),
-        )
-    })
-    .await;
+    agree_on(&redis, tight_policy(), &events).await;
 }
