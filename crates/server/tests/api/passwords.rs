@@ -17,7 +17,7 @@ use sha1::{Digest, Sha1};
 
 use crate::helpers::{admin_get, assert_problem, device_cookie, retry_after};
 
-const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 const NEW_PASSWORD: &str = "quiet walrus under amber lanterns";
 const ADMIN_TOKEN: &str = "admin-token-for-the-password-tests-0123";
 
