@@ -7,6 +7,7 @@
 //! account's verified one, unless another account's verified address it is already (409,
 //! nothing changes), and tells the old address, if any, in the same transaction.
 
+use portcullis_core::Username;
 use sqlx::Row;
 
 use crate::AppState;
@@ -14,6 +15,7 @@ use crate::accounts::{db_error, to_sql};
 use crate::error::Error;
 use crate::login::{self, Reauthentication};
 use crate::mail::{Mail, outbox};
+use crate::notices::{Notice, Recipient};
 use crate::token;
 
 /// How long a verification link lives.
@@ -48,6 +50,27 @@ pub async fn request(
 ) -> Result<String, Error> {
     let address = normalise(address)?;
     let account = login::reauthenticate(state, request, |_| Ok(())).await?;
+    send_link(state, &account.id, &account.username, &address).await?;
+    Ok(address)
+}
+
+/// Sends a new verification link for the pending address of `username`'s account at an
+/// operator's request (the owner's may have expired or gone astray); returns the address.
+pub async fn resend_link(state: &AppState, username: &Username) -> Result<String, Error> {
+    let account = state
+        .accounts
+        .find(username)
+        .await?
+        .ok_or(Error::UnknownAccount)?;
+    let pending = sqlx::query("SELECT email FROM email_verifications WHERE account_id = $1")
+        .bind(account.id.as_str())
+        .fetch_optional(&state.accounts.pool())
+        .await
+        .map_err(|e| db_error(e, "reading a pending address"))?
+        .ok_or(Error::NoAddress)?;
+    let address: String = pending
+        .try_get("email")
+        .map_err(|e| db_error(e, "reading a pending address"))?;
     send_link(state, &account.id, &account.username, &address).await?;
     Ok(address)
 }
@@ -138,7 +161,15 @@ pub async fn verify(state: &AppState, link: &str) -> Result<String, Error> {
         Err(e) => return Err(db_error(e, "setting a verified address").into()),
     }
     if let Some(old) = old.filter(|old| *old != address) {
-        outbox::enqueue(&mut tx, &old, &Mail::AddressChanged { username }, now).await?;
+        let to = Recipient {
+            account_id: &account_id,
+            username: &username,
+            address: &old,
+        };
+        state
+            .notices
+            .queue(&mut tx, &to, Notice::AddressChanged)
+            .await?;
     }
     tx.commit()
         .await

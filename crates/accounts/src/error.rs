@@ -28,6 +28,14 @@ pub enum Error {
     /// The address is another account's verified address already.
     #[error("this address is verified for another account already")]
     EmailTaken,
+    /// No account has this username (told to operators only: every public answer is alike
+    /// for unknown names).
+    #[error("no account has this username")]
+    UnknownAccount,
+    /// The account has no address the mail asked for could go to: no verified one for a
+    /// reset, no pending one for a verification.
+    #[error("the account has no address to send this to")]
+    NoAddress,
     /// The policy refuses the attempt for now.
     #[error("too many attempts")]
     Throttled {

@@ -60,9 +60,10 @@ pub struct Admission<'a> {
 /// What settling a verified attempt found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Finished {
-    /// Whether this failure turned the account's lockout permanent: the account must be locked
-    /// in the accounts database, which owns permanent locks.
-    pub permanently_locked: bool,
+    /// The lockout of the username this failure started, if any: a permanent one must be
+    /// written to the accounts database, which owns permanent locks, and either is told to the
+    /// account's owner.
+    pub account_lockout: Option<Lockout>,
 }
 
 impl LoginGuard {
@@ -287,17 +288,19 @@ impl Admission<'_> {
         tracing::Span::current().record("outcome", outcome_name(outcome));
         metrics::counter!("portcullis_logins_total", "outcome" => outcome_name(outcome))
             .increment(1);
-        let mut permanently_locked = false;
+        let mut account_lockout = None;
         if outcome == Outcome::Failure {
             // Lockouts stand once the attempt that started them failed; bans start with it.
             guard.events.report_lockouts(&self.pending).await;
             guard.events.report_lockouts(&bans).await;
-            permanently_locked = self
+            account_lockout = self
                 .pending
                 .iter()
-                .any(|l| l.key.dimension == Dimension::Username && l.lockout == Lockout::Permanent);
+                .filter(|l| l.key.dimension == Dimension::Username)
+                .map(|l| l.lockout)
+                .max_by_key(|lockout| *lockout == Lockout::Permanent);
         }
-        Ok(Finished { permanently_locked })
+        Ok(Finished { account_lockout })
     }
 
     /// Settles an attempt that was never verified: its provisional lockout failure (and any

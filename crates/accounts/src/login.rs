@@ -10,13 +10,15 @@
 //!    verified (503: hash queue full, database down), so a client retrying on 503 does not
 //!    lock itself out.
 //! 4. A failure that turned the lockout permanent locks the account in the database, the one
-//!    owner of permanent locks.
+//!    owner of permanent locks; a failure that locked the account tells its owner, with a link
+//!    that lifts the lockout.
 //! 5. A right password found in the breached filter marks what follows.
 //! 6. An account with a second factor gets an `mfa_token` (401 `mfa_required`), and
 //!    [`login_second_factor`] takes the code; nothing before this step differs between accounts
 //!    with and without one, so a wrong password reveals nothing.
 //! 7. A success gets a session (durable, in the database; flagged `password_change_required`
-//!    for a breached password) and, from a new browser, a device cookie. Under
+//!    for a breached password) and, from a new browser, a device cookie and a notice to the
+//!    owner with a "this wasn't me" link. Under
 //!    `passwords.breached_login = "block"` a breached password gets no session: a login that
 //!    proved possession beyond it (the account's device cookie, or its second factor) gets a
 //!    single-use password-change token; one that proved nothing more gets 403
@@ -28,6 +30,7 @@
 
 use std::net::IpAddr;
 
+use portcullis_core::backoff::Lockout;
 use portcullis_core::{DeviceId, Outcome, Username};
 use portcullis_store::EventKind;
 use secrecy::{ExposeSecret, SecretString};
@@ -37,6 +40,7 @@ use crate::accounts::Account;
 use crate::error::Error;
 use crate::login_tokens::Purpose;
 use crate::mfa::Proof;
+use crate::notices::Notice;
 use crate::password_reset;
 use crate::passwords::Priority;
 use crate::sessions::Session;
@@ -256,8 +260,13 @@ pub async fn verify_password(
     let finished = admission
         .finish(outcome, account.is_some(), password.expose_secret())
         .await?;
-    if finished.permanently_locked {
-        state.accounts.lock(username).await?;
+    if let Some(lockout) = finished.account_lockout {
+        if lockout == Lockout::Permanent {
+            state.accounts.lock(username).await?;
+        }
+        if let Some(account) = &account {
+            state.notices.send(&account.id, Notice::AccountLocked).await;
+        }
     }
     let account = match account {
         Some(account) if account.locked_at.is_some() => return Err(state.locked_error()),
@@ -311,6 +320,10 @@ async fn open_session(
         state
             .events
             .report_account(EventKind::NewDeviceLogin, &account.id)
+            .await;
+        state
+            .notices
+            .send(&account.id, Notice::NewDeviceLogin)
             .await;
     }
     Ok(LoggedIn {

@@ -7,8 +7,8 @@
 //!   (`passwords.breached_login = "block"`), single use.
 //!
 //! The new password must pass the rules before anything is counted or consumed. On success the
-//! password is rehashed, every other session of the account ends, and a `password_changed`
-//! security event is reported.
+//! password is rehashed, every other session of the account ends, a `password_changed`
+//! security event is reported and the owner told.
 
 use portcullis_core::Username;
 use portcullis_store::EventKind;
@@ -19,6 +19,7 @@ use crate::accounts::Account;
 use crate::error::Error;
 use crate::login::{self, Reauthentication};
 use crate::login_tokens::Purpose;
+use crate::notices::Notice;
 
 /// What authorises a password change.
 pub enum Authority<'a> {
@@ -73,6 +74,10 @@ pub async fn change_password(
     state
         .events
         .report_account(EventKind::PasswordChanged, &account.id)
+        .await;
+    state
+        .notices
+        .send(&account.id, Notice::PasswordChanged)
         .await;
     Ok(revoked)
 }

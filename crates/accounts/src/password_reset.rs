@@ -25,6 +25,7 @@ use crate::accounts::Account;
 use crate::accounts::{db_error, from_sql, to_sql};
 use crate::error::Error;
 use crate::mail::{Mail, outbox};
+use crate::notices::{Notice, Recipient};
 use crate::token;
 
 /// How long a reset link lives.
@@ -54,16 +55,30 @@ pub async fn request(
 /// Queues a reset link for `username`'s account, if it exists (see [`queue_link_for`]).
 async fn queue_link(state: &AppState, username: &Username) -> anyhow::Result<()> {
     match state.accounts.find(username).await? {
-        Some(account) => queue_link_for(state, &account).await,
+        Some(account) => queue_link_for(state, &account).await.map(drop),
         None => Ok(()),
     }
 }
 
+/// Sends a reset link to the verified address of `username`'s account at an operator's
+/// request; returns whether it was queued (not when [`LINKS_PER_HOUR`] were sent already).
+pub async fn send_for_operator(state: &AppState, username: &Username) -> Result<bool, Error> {
+    let account = state
+        .accounts
+        .find(username)
+        .await?
+        .ok_or(Error::UnknownAccount)?;
+    if account.email.is_none() {
+        return Err(Error::NoAddress);
+    }
+    Ok(queue_link_for(state, &account).await?)
+}
+
 /// Queues a reset link for `account`, if it has a verified address and has not been sent
-/// [`LINKS_PER_HOUR`] in the last hour.
-pub async fn queue_link_for(state: &AppState, account: &Account) -> anyhow::Result<()> {
+/// [`LINKS_PER_HOUR`] in the last hour; returns whether it did.
+pub async fn queue_link_for(state: &AppState, account: &Account) -> anyhow::Result<bool> {
     let Some(email) = &account.email else {
-        return Ok(());
+        return Ok(false);
     };
     let now = state.outbox.now();
     let mut tx = state.accounts.begin().await?;
@@ -78,7 +93,7 @@ pub async fn queue_link_for(state: &AppState, account: &Account) -> anyhow::Resu
     .map_err(|e| db_error(e, "counting reset links"))?;
     if from_sql(sent) >= LINKS_PER_HOUR {
         tracing::info!(target: "security", event = "password_reset_capped", subject = %account.id);
-        return Ok(());
+        return Ok(false);
     }
     let link = token::issue()?;
     // Links that expired go with each new one.
@@ -108,7 +123,7 @@ pub async fn queue_link_for(state: &AppState, account: &Account) -> anyhow::Resu
         .await
         .map_err(|e| db_error(e, "committing a reset link"))?;
     tracing::info!(target: "security", event = "password_reset_sent", subject = %account.id);
-    Ok(())
+    Ok(true)
 }
 
 /// Sets a new password with a reset link's `token`; returns how many sessions ended.
@@ -170,11 +185,16 @@ pub async fn confirm(
         .await
         .map_err(|e| db_error(e, "setting the new password"))?;
     let revoked = state.sessions.end_all_in(&mut tx, &account.id).await?;
-    if let Some(email) = &account.email {
-        let notice = Mail::PasswordReset {
-            username: account.username.clone(),
+    if let Some(address) = &account.email {
+        let to = Recipient {
+            account_id: &account.id,
+            username: &account.username,
+            address,
         };
-        outbox::enqueue(&mut tx, email, &notice, now).await?;
+        state
+            .notices
+            .queue(&mut tx, &to, Notice::PasswordReset)
+            .await?;
     }
     tx.commit()
         .await

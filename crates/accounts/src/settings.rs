@@ -91,6 +91,8 @@ pub struct MailSettings {
     pub from: String,
     /// Milliseconds between the sender's passes over the outbox.
     pub poll_ms: u64,
+    /// Which notices go to a verified address, and how many.
+    pub notices: NoticeSettings,
 }
 
 impl Default for MailSettings {
@@ -100,6 +102,39 @@ impl Default for MailSettings {
             smtp_url: None,
             from: "Portcullis <portcullis@localhost>".to_owned(),
             poll_ms: 1_000,
+            notices: NoticeSettings::default(),
+        }
+    }
+}
+
+/// Notices to the account's owner (see [`crate::notices`]): each on by default.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NoticeSettings {
+    /// A login from a browser without the account's device cookie, with a "this wasn't me" link.
+    pub new_device: bool,
+    /// A lockout of the account, with a one-use link that lifts it.
+    pub lockout: bool,
+    /// The password changed or was reset.
+    pub password_changed: bool,
+    /// A second factor added or removed.
+    pub second_factor: bool,
+    /// The verified address changed (to the old address).
+    pub address_changed: bool,
+    /// Notices of one kind an account gets per hour at most, so nobody can mail-bomb an owner
+    /// (1..=100).
+    pub per_hour: u64,
+}
+
+impl Default for NoticeSettings {
+    fn default() -> Self {
+        Self {
+            new_device: true,
+            lockout: true,
+            password_changed: true,
+            second_factor: true,
+            address_changed: true,
+            per_hour: 3,
         }
     }
 }

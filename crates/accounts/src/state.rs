@@ -12,6 +12,7 @@ use crate::guard::LoginGuard;
 use crate::login_tokens::LoginTokens;
 use crate::mail::outbox::Outbox;
 use crate::mfa::SecondFactors;
+use crate::notices::Notices;
 use crate::passwords::{PasswordHasher, PasswordPolicy};
 use crate::security_events::SecurityEvents;
 use crate::sessions::Sessions;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub allowlist: Allowlist,
     /// Mail to accounts' owners, sent by every replica's sender.
     pub outbox: Outbox,
+    /// Notices to accounts' owners, and their links.
+    pub notices: Notices,
     /// Signs and checks device cookies.
     pub device_cookies: DeviceCookies,
     /// Whether a permanently locked account says so (423) or answers like a throttle (429).

@@ -9,6 +9,7 @@
 
 pub mod chart;
 pub mod deployment;
+pub mod leak;
 pub mod plan;
 pub mod report;
 pub mod scenario;
@@ -85,6 +86,13 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
     }
     if let Target::Running { .. } = &options.target {
         anyhow::ensure!(
+            !scenario.attacker.known_leak,
+            "scenario {} has attacker.known_leak: the drill builds the leak's filter for its own \
+             stacks; a running deployment would need it in passwords.breached_filter (run it \
+             against a local stack)",
+            scenario.name
+        );
+        anyhow::ensure!(
             scenario.settings.is_empty(),
             "scenario {} sets [settings] for the drill's own stacks; a running deployment cannot \
              take them (run it against a local stack, or set them on the deployment and drop them \
@@ -95,6 +103,14 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
     std::fs::create_dir_all(&options.out_dir)
         .with_context(|| format!("creating {}", options.out_dir.display()))?;
     let plan = Arc::new(Plan::new(scenario));
+    let mut settings = scenario.settings_env();
+    if scenario.attacker.known_leak {
+        let filter = leak::build_filter(&options.bin, &plan, &options.out_dir, &scenario.name)?;
+        settings.push((
+            deployment::BREACHED_FILTER.to_owned(),
+            filter.display().to_string(),
+        ));
+    }
     let policies: &[bool] = if options.policy_off {
         &[true, false]
     } else {
@@ -109,7 +125,7 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
                     script: script.clone(),
                     bin: options.bin.clone(),
                     policy_enabled: policy,
-                    settings: scenario.settings_env(),
+                    settings: settings.clone(),
                 };
                 (
                     Deployment::local(&stack)?,

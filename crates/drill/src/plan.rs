@@ -72,15 +72,20 @@ impl Plan {
             })
             .collect();
         let attacker = &scenario.attacker;
+        let first_legit = accounts.len() - scenario.legit.users;
         let mut attacks = Vec::with_capacity(attacker.attempts);
-        // Pairs naming a real account: only these can be hits.
+        // Pairs naming a real account: only these can be hits (and, when the service knows the
+        // list as a leak, not a legitimate user's: their passwords are not in it).
         let mut known = Vec::new();
         for i in 0..attacker.attempts {
             let username = if rng.chance(attacker.unknown_usernames) {
                 format!("ghost{i:06}")
             } else {
-                known.push(i);
-                accounts[i % attacker.targets].username.clone()
+                let account = i % attacker.targets;
+                if !(attacker.known_leak && account >= first_legit) {
+                    known.push(i);
+                }
+                accounts[account].username.clone()
             };
             attacks.push(Attempt {
                 username,
@@ -99,7 +104,6 @@ impl Plan {
             attempt.hit = true;
             attempt.password = accounts[known[n] % attacker.targets].password.clone();
         }
-        let first_legit = accounts.len() - scenario.legit.users;
         let legit = (0..scenario.legit.users)
             .map(|u| LegitUser {
                 account: first_legit + u,
@@ -230,7 +234,41 @@ mod tests {
             solves_challenges: false,
             solver_threads: 1,
             max_secs: 0.0,
+            known_leak: false,
         }
+    }
+
+    #[test]
+    fn a_known_leak_holds_no_legitimate_users_password_and_as_many_hits() {
+        let plan = Plan::new(&scenario(Attacker {
+            targets: 100,
+            hit_rate: 0.2,
+            known_leak: true,
+            ..stuffing()
+        }));
+        let legit: HashSet<&str> = plan
+            .legit
+            .iter()
+            .map(|u| plan.accounts[u.account].password.as_str())
+            .collect();
+        assert!(
+            plan.attacks
+                .iter()
+                .all(|a| !legit.contains(a.password.as_str()))
+        );
+        assert_eq!(plan.attacks.iter().filter(|a| a.hit).count(), 200);
+        let without = Plan::new(&scenario(Attacker {
+            targets: 100,
+            hit_rate: 0.2,
+            ..stuffing()
+        }));
+        assert!(
+            without
+                .attacks
+                .iter()
+                .any(|a| legit.contains(a.password.as_str())),
+            "without a known leak, legitimate users' passwords may be hits"
+        );
     }
 
     #[test]

@@ -100,7 +100,10 @@ impl SignalSeen {
                     _ => {}
                 }
             }
-            if !matches!(sample.outcome, Outcome::Succeeded | Outcome::SecondFactor) {
+            if !matches!(
+                sample.outcome,
+                Outcome::Succeeded | Outcome::SecondFactor | Outcome::ResetRequired
+            ) {
                 dirty.insert(subnet);
             }
         }
@@ -125,6 +128,8 @@ pub struct AttackerSummary {
     pub succeeded: usize,
     /// Right password, stopped by the account's second factor (401 `mfa_required`).
     pub second_factor: usize,
+    /// Right password, found in the known leak and answered 403 `password_reset_required`.
+    pub reset_required: usize,
     /// Shed by an overloaded server (503).
     pub shed: usize,
     /// Other answers or none.
@@ -136,6 +141,9 @@ pub struct AttackerSummary {
     /// Distinct accounts whose password the attacker had, held by their second factor (never
     /// compromised).
     pub second_factor_held_accounts: usize,
+    /// Distinct accounts whose password the attacker had, held because it was in the known
+    /// leak (never compromised: the reset link goes to the owner).
+    pub reset_held_accounts: usize,
     /// CPU seconds of the attacker's threads, sending and solving.
     pub cpu_secs: f64,
     /// Of those, solving challenges.
@@ -245,6 +253,7 @@ impl RunReport {
         };
         let mut compromised = BTreeSet::new();
         let mut held = BTreeSet::new();
+        let mut reset_held = BTreeSet::new();
         let mut pairs = BTreeSet::new();
         for sample in &traffic.samples {
             let Sender::Attacker(n) = sample.sender else {
@@ -264,18 +273,25 @@ impl RunReport {
                     attacker.second_factor += 1;
                     held.insert(plan.attacks[n].username.as_str());
                 }
+                Outcome::ResetRequired => {
+                    attacker.reset_required += 1;
+                    reset_held.insert(plan.attacks[n].username.as_str());
+                }
                 Outcome::Shed => attacker.shed += 1,
                 Outcome::Error => attacker.errors += 1,
             }
         }
         attacker.compromised_accounts = compromised.len();
         attacker.second_factor_held_accounts = held.len();
+        attacker.reset_held_accounts = reset_held.len();
         attacker.pairs = pairs.len();
         attacker.cpu_secs = traffic.attacker_cpu.as_secs_f64();
         attacker.solving_cpu_secs = traffic.solving_cpu.as_secs_f64();
         let per = |count: usize| (count > 0).then(|| attacker.cpu_secs / count as f64);
-        attacker.cpu_secs_per_verified =
-            per(attacker.failed + attacker.succeeded + attacker.second_factor);
+        attacker.cpu_secs_per_verified = per(attacker.failed
+            + attacker.succeeded
+            + attacker.second_factor
+            + attacker.reset_required);
         attacker.cpu_secs_per_compromised = per(attacker.compromised_accounts);
         let intents = &traffic.intents;
         let count = |f: &dyn Fn(&&crate::traffic::Intent) -> bool| intents.iter().filter(f).count();
@@ -336,7 +352,10 @@ impl RunReport {
 
     /// Attacker requests that reached the password check.
     pub fn verified(&self) -> usize {
-        self.attacker.failed + self.attacker.succeeded + self.attacker.second_factor
+        self.attacker.failed
+            + self.attacker.succeeded
+            + self.attacker.second_factor
+            + self.attacker.reset_required
     }
 }
 
@@ -389,7 +408,10 @@ fn latencies(samples: &[Sample]) -> Vec<ClassLatency> {
             matches!(s.sender, Sender::Attacker(_))
                 && matches!(
                     s.outcome,
-                    Outcome::Failed | Outcome::Succeeded | Outcome::SecondFactor
+                    Outcome::Failed
+                        | Outcome::Succeeded
+                        | Outcome::SecondFactor
+                        | Outcome::ResetRequired
                 )
         },
         |s| matches!(s.sender, Sender::Legit(_)),
@@ -438,9 +460,13 @@ fn timeline(samples: &[Sample]) -> Vec<TimelineSecond> {
     for sample in samples {
         let bucket = &mut timeline[sample.sent_at.as_secs() as usize];
         match (sample.sender, sample.outcome) {
-            (Sender::Attacker(_), Outcome::Succeeded | Outcome::Failed | Outcome::SecondFactor) => {
-                bucket.attacker_allowed += 1
-            }
+            (
+                Sender::Attacker(_),
+                Outcome::Succeeded
+                | Outcome::Failed
+                | Outcome::SecondFactor
+                | Outcome::ResetRequired,
+            ) => bucket.attacker_allowed += 1,
             (Sender::Attacker(_), Outcome::Refused) => bucket.attacker_denied += 1,
             (Sender::Attacker(_), Outcome::Challenged) => bucket.attacker_challenged += 1,
             (Sender::Attacker(_), _) => bucket.attacker_other += 1,
@@ -480,6 +506,10 @@ impl DrillReport {
         row("  right password, second factor held", &|r| {
             r.attacker.second_factor.to_string()
         });
+        row(
+            "  right password, in the known leak (reset required)",
+            &|r| r.attacker.reset_required.to_string(),
+        );
         row("  shed (503)", &|r| r.attacker.shed.to_string());
         row("  errors", &|r| r.attacker.errors.to_string());
         row("hits in the list", &|r| r.attacker.hits_in_list.to_string());
@@ -488,6 +518,9 @@ impl DrillReport {
         });
         row("accounts held by their second factor", &|r| {
             r.attacker.second_factor_held_accounts.to_string()
+        });
+        row("accounts held by a reset (known leak)", &|r| {
+            r.attacker.reset_held_accounts.to_string()
         });
         let secs = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
         row("attacker CPU s (solving)", &|r| {
@@ -704,6 +737,24 @@ mod tests {
         assert_eq!(run.attacker.compromised_accounts, 0);
         assert_eq!(run.attacker.cpu_secs_per_compromised, None);
         assert_eq!(run.attacker.cpu_secs_per_verified, Some(1.0));
+    }
+
+    #[test]
+    fn a_right_password_in_the_known_leak_is_held_never_compromised() {
+        let traffic = Traffic {
+            samples: vec![
+                sample(Sender::Attacker(0), Outcome::ResetRequired, 0, 5),
+                sample(Sender::Attacker(1), Outcome::ResetRequired, 100, 5),
+                sample(Sender::Attacker(2), Outcome::Failed, 200, 5),
+            ],
+            attacker_cpu: Duration::from_secs(3),
+            ..Traffic::default()
+        };
+        let run = RunReport::new(true, "http://x", &plan(), &traffic);
+        assert_eq!(run.attacker.reset_required, 2);
+        assert_eq!(run.attacker.reset_held_accounts, 1);
+        assert_eq!(run.attacker.compromised_accounts, 0);
+        assert_eq!(run.verified(), 3);
     }
 
     #[test]

@@ -85,6 +85,12 @@ pub struct Attacker {
     /// attackers slowed down by challenges.
     #[serde(default)]
     pub max_secs: f64,
+    /// Whether the service knows this list as a leak: the drill writes its passwords as a HIBP
+    /// file, builds the breached-password filter from it with `portcullis passwords
+    /// build-filter`, and its stacks run with that filter (where `passwords.breached_login`
+    /// defaults to `block`). The legitimate users' passwords are never in the list.
+    #[serde(default)]
+    pub known_leak: bool,
 }
 
 /// Legitimate users logging in during the attack, from their own addresses.

@@ -40,6 +40,9 @@ pub enum Outcome {
     Challenged,
     /// 401 `mfa_required`: the password was right; the account's second factor must follow.
     SecondFactor,
+    /// 403 `password_reset_required`: the password was right but in a known leak, and the
+    /// sender proved nothing more; only a reset link to the owner's address opens the account.
+    ResetRequired,
     /// 429 or 423: refused before any password hashing.
     Refused,
     /// 503: the server shed the request (hashing queue full, store or database down).
@@ -55,6 +58,7 @@ impl Outcome {
             401 if problem["challenge"].is_object() => Self::Challenged,
             401 if problem["code"] == "mfa_required" => Self::SecondFactor,
             401 => Self::Failed,
+            403 if problem["code"] == "password_reset_required" => Self::ResetRequired,
             423 | 429 => Self::Refused,
             503 => Self::Shed,
             _ => Self::Error,
@@ -319,7 +323,8 @@ impl Client {
                 .map(str::to_owned);
             // Read the body so the connection goes back to the pool.
             if let Ok(body) = response.bytes().await {
-                let problem = (status == StatusCode::UNAUTHORIZED)
+                let problem = status
+                    .is_client_error()
                     .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
                     .flatten()
                     .unwrap_or_default();
@@ -627,4 +632,53 @@ async fn log_in(
         intent.succeeded = matches!(sent.outcome, Outcome::Succeeded | Outcome::SecondFactor);
     }
     (samples, intent)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn answers_become_outcomes_by_status_and_code() {
+        let cases = [
+            (200, json!({}), Outcome::Succeeded),
+            (
+                401,
+                json!({ "code": "invalid_credentials" }),
+                Outcome::Failed,
+            ),
+            (
+                401,
+                json!({ "code": "challenge_required", "challenge": {} }),
+                Outcome::Challenged,
+            ),
+            (
+                401,
+                json!({ "code": "mfa_required" }),
+                Outcome::SecondFactor,
+            ),
+            (
+                403,
+                json!({ "code": "password_reset_required" }),
+                Outcome::ResetRequired,
+            ),
+            (
+                403,
+                json!({ "code": "password_change_required" }),
+                Outcome::Error,
+            ),
+            (429, json!({}), Outcome::Refused),
+            (503, json!({}), Outcome::Shed),
+        ];
+        for (status, problem, outcome) in cases {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert_eq!(
+                Outcome::from_answer(status, &problem),
+                outcome,
+                "{status} {problem}"
+            );
+        }
+    }
 }

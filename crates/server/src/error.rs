@@ -88,6 +88,8 @@ impl ApiError {
             Error::Unauthenticated => "unauthenticated",
             Error::UsernameTaken => "username_taken",
             Error::EmailTaken => "email_taken",
+            Error::UnknownAccount => "unknown_account",
+            Error::NoAddress => "no_address",
             Error::Throttled { .. } => "throttled",
             Error::ChallengeRequired { failed: false, .. } => "challenge_required",
             Error::ChallengeRequired { failed: true, .. } => "challenge_failed",
@@ -197,8 +199,10 @@ impl ResponseError for ApiError {
             Error::PasswordChangeRequired { .. } | Error::PasswordResetRequired => {
                 StatusCode::FORBIDDEN
             }
+            Error::UnknownAccount => StatusCode::NOT_FOUND,
             Error::UsernameTaken
             | Error::EmailTaken
+            | Error::NoAddress
             | Error::MfaNotEnrolled
             | Error::MfaAlreadyEnabled => StatusCode::CONFLICT,
             Error::Throttled { .. } | Error::MfaThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -40,6 +40,7 @@ impl MailTemplates {
 impl Compose for MailTemplates {
     fn compose(&self, mail: &Mail) -> anyhow::Result<Composed> {
         let page = |path: &str, token: &str| format!("{}{path}?token={token}", self.public_url);
+        let forgot = || format!("{}/forgot", self.public_url);
         let (username, subject, link) = match mail {
             Mail::VerifyAddress { username, token } => (
                 username,
@@ -60,6 +61,31 @@ impl Compose for MailTemplates {
                 username,
                 format!("The password of {username} was reset"),
                 String::new(),
+            ),
+            Mail::PasswordChanged { username } => (
+                username,
+                format!("The password of {username} was changed"),
+                forgot(),
+            ),
+            Mail::NewDeviceLogin { username, token } => (
+                username,
+                format!("A new sign-in to {username}"),
+                page("/not-me", token),
+            ),
+            Mail::AccountLocked { username, token } => (
+                username,
+                format!("{username} was locked after failed sign-ins"),
+                page("/unlock", token),
+            ),
+            Mail::SecondFactorAdded { username } => (
+                username,
+                format!("A second factor was added to {username}"),
+                forgot(),
+            ),
+            Mail::SecondFactorRemoved { username } => (
+                username,
+                format!("The second factor of {username} was removed"),
+                forgot(),
             ),
         };
         let kind = mail.kind();
@@ -135,6 +161,23 @@ mod tests {
             Mail::PasswordReset {
                 username: username.clone(),
             },
+            Mail::PasswordChanged {
+                username: username.clone(),
+            },
+            Mail::NewDeviceLogin {
+                username: username.clone(),
+                token: token.clone(),
+            },
+            Mail::AccountLocked {
+                username: username.clone(),
+                token: token.clone(),
+            },
+            Mail::SecondFactorAdded {
+                username: username.clone(),
+            },
+            Mail::SecondFactorRemoved {
+                username: username.clone(),
+            },
         ] {
             let composed = templates.compose(&mail).unwrap();
             assert!(
@@ -148,13 +191,29 @@ mod tests {
                 composed.html
             );
         }
-        let reset = templates
-            .compose(&Mail::ResetPassword { username, token })
-            .unwrap();
-        assert!(
-            reset
-                .text
-                .contains("https://login.example.com/reset?token=abc")
-        );
+        for (mail, link) in [
+            (
+                Mail::ResetPassword {
+                    username: username.clone(),
+                    token: token.clone(),
+                },
+                "https://login.example.com/reset?token=abc",
+            ),
+            (
+                Mail::NewDeviceLogin {
+                    username: username.clone(),
+                    token: token.clone(),
+                },
+                "https://login.example.com/not-me?token=abc",
+            ),
+            (
+                Mail::AccountLocked { username, token },
+                "https://login.example.com/unlock?token=abc",
+            ),
+        ] {
+            let composed = templates.compose(&mail).unwrap();
+            assert!(composed.text.contains(link), "{}", composed.text);
+            assert!(composed.html.contains(link), "{}", composed.html);
+        }
     }
 }

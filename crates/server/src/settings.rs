@@ -342,6 +342,10 @@ impl Settings {
             (50..=60_000).contains(&self.mail.poll_ms),
             "mail.poll_ms: must be in 50..=60000"
         );
+        anyhow::ensure!(
+            (1..=100).contains(&self.mail.notices.per_hour),
+            "mail.notices.per_hour: must be in 1..=100"
+        );
         if let Some(token) = &self.admin.token {
             anyhow::ensure!(
                 token.expose_secret().len() >= 32,

@@ -21,6 +21,7 @@ use portcullis_accounts::mail::sender::Sender;
 use portcullis_accounts::mail::transport::Transport;
 use portcullis_accounts::mfa::SecondFactors;
 use portcullis_accounts::mfa::sealing::SecretSealer;
+use portcullis_accounts::notices::Notices;
 use portcullis_accounts::passwords::{PasswordHasher, PasswordPolicy};
 use portcullis_accounts::recent_decisions::RecentDecisions;
 use portcullis_accounts::security_events::SecurityEvents;
@@ -109,6 +110,11 @@ impl Application {
         let events = SecurityEvents::new(stores.events.clone());
         let description = describe(&settings, &accounts);
         let sealer = SecretSealer::new(&hmac_key)?;
+        let notices = Notices::new(
+            accounts.pool(),
+            settings.mail.notices.clone(),
+            clock.clone(),
+        );
         let mfa = SecondFactors::new(
             accounts.pool(),
             sealer,
@@ -116,6 +122,7 @@ impl Application {
             settings.mfa.issuer.clone(),
             clock.clone(),
             events.clone(),
+            notices.clone(),
         );
         mfa.check_sealing_key().await?;
         let login_tokens = LoginTokens::new(accounts.pool(), clock.clone());
@@ -177,6 +184,7 @@ impl Application {
             allowlist,
             events,
             outbox,
+            notices,
             device_cookies,
             disclose_lockouts: settings.responses.disclose_lockouts,
             locked_retry_after_secs: settings

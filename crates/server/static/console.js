@@ -103,17 +103,28 @@ function renderEvents(listing) {
   document.getElementById("event-rows").replaceChildren(...rows);
 }
 
+function renderOutbox(outbox) {
+  document.getElementById("outbox-depth").textContent = outbox.queued + " queued, " +
+    outbox.sent + " sent (last 7 days), " + outbox.failed + " failed.";
+  const rows = outbox.unsent.map((m) =>
+    row([utc(m.next_attempt_at), m.kind, m.recipient, m.state, m.attempts, m.last_error]));
+  if (rows.length === 0) rows.push(row(["nothing waiting", "", "", "", "", ""]));
+  document.getElementById("outbox-rows").replaceChildren(...rows);
+}
+
 async function refresh() {
   try {
-    const [status, restrictions, allowlist, events] = await Promise.all([
+    const [status, restrictions, allowlist, outbox, events] = await Promise.all([
       api("GET", "/admin/v1/status"),
       api("GET", "/admin/v1/lockouts?limit=100"),
       api("GET", "/admin/v1/allowlist"),
+      api("GET", "/admin/v1/outbox?limit=20"),
       api("GET", "/admin/v1/events?limit=20"),
     ]);
     renderStatus(status);
     renderRestrictions(restrictions);
     renderAllowlist(allowlist);
+    renderOutbox(outbox);
     renderEvents(events);
     document.getElementById("updated").textContent = "Updated " + utc(Date.now()) + " UTC.";
     showError(null);
@@ -147,6 +158,23 @@ document.getElementById("allow-form").addEventListener("submit", (event) => {
   const input = document.getElementById("allow-network");
   act(async () => {
     await api("PUT", "/admin/v1/allowlist", { network: input.value });
+    input.value = "";
+  });
+});
+
+document.getElementById("mail-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const input = document.getElementById("mail-username");
+  const result = document.getElementById("mail-result");
+  const which = event.submitter ? event.submitter.value : "reset";
+  act(async () => {
+    result.textContent = "";
+    const username = input.value;
+    const answer = await api("POST", "/admin/v1/mail/" + which, { username });
+    result.textContent = which === "reset"
+      ? (answer.queued ? "A reset link for " + username + " is queued."
+        : username + " had three reset links this hour: none queued.")
+      : "A verification link for " + username + " is queued to " + answer.email + ".";
     input.value = "";
   });
 });

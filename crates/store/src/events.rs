@@ -22,7 +22,8 @@ pub enum EventKind {
     PermanentLockout,
     /// A source was banned for the stuffing signature.
     Ban,
-    /// An administrator lifted a lockout or ban.
+    /// An administrator lifted a lockout or ban, or the owner an account's lockout (the link in
+    /// a lockout notice).
     Unlock,
     /// An account logged in from a device it had not used.
     NewDeviceLogin,
@@ -43,6 +44,9 @@ pub enum EventKind {
     MfaLockout,
     /// A recovery code was used (one fewer left).
     RecoveryCodeUsed,
+    /// The owner disowned a new-device login ("this wasn't me" in its notice): every session
+    /// ended, a reset link mailed.
+    LoginDisowned,
 }
 
 impl EventKind {
@@ -62,6 +66,7 @@ impl EventKind {
             EventKind::MfaDisabled => "mfa_disabled",
             EventKind::MfaLockout => "mfa_lockout",
             EventKind::RecoveryCodeUsed => "recovery_code_used",
+            EventKind::LoginDisowned => "login_disowned",
         }
     }
 }

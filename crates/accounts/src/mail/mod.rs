@@ -40,6 +40,36 @@ pub enum Mail {
         /// The account's username.
         username: String,
     },
+    /// The account's password was changed in band.
+    PasswordChanged {
+        /// The account's username.
+        username: String,
+    },
+    /// A login from a browser without the account's device cookie, with a "this wasn't me"
+    /// link.
+    NewDeviceLogin {
+        /// The account's username.
+        username: String,
+        /// The "this wasn't me" link's single-use token.
+        token: String,
+    },
+    /// The account was locked by failed logins, with a link that lifts the lockout.
+    AccountLocked {
+        /// The account's username.
+        username: String,
+        /// The unlock link's single-use token.
+        token: String,
+    },
+    /// A second factor was added.
+    SecondFactorAdded {
+        /// The account's username.
+        username: String,
+    },
+    /// The second factor was removed.
+    SecondFactorRemoved {
+        /// The account's username.
+        username: String,
+    },
 }
 
 impl Mail {
@@ -50,6 +80,11 @@ impl Mail {
             Mail::AddressChanged { .. } => "address_changed",
             Mail::ResetPassword { .. } => "reset_password",
             Mail::PasswordReset { .. } => "password_reset",
+            Mail::PasswordChanged { .. } => "password_changed",
+            Mail::NewDeviceLogin { .. } => "new_device_login",
+            Mail::AccountLocked { .. } => "account_locked",
+            Mail::SecondFactorAdded { .. } => "second_factor_added",
+            Mail::SecondFactorRemoved { .. } => "second_factor_removed",
         }
     }
 }

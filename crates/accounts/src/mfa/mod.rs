@@ -21,6 +21,7 @@ use sqlx::AnyPool;
 
 use crate::error::Error;
 use crate::login_tokens::{LoginToken, LoginTokens};
+use crate::notices::{Notice, Notices};
 use crate::security_events::SecurityEvents;
 use records::{Factor, Records, RecoveryCodeUse};
 use sealing::SecretSealer;
@@ -75,6 +76,7 @@ pub struct SecondFactors {
     issuer: String,
     clock: Arc<dyn Clock>,
     events: SecurityEvents,
+    notices: Notices,
 }
 
 /// Imports a TOTP secret (base32) as the account's confirmed second factor, as when moving
@@ -111,6 +113,7 @@ impl SecondFactors {
         issuer: String,
         clock: Arc<dyn Clock>,
         events: SecurityEvents,
+        notices: Notices,
     ) -> Self {
         Self {
             records: Records::new(pool),
@@ -119,6 +122,7 @@ impl SecondFactors {
             issuer,
             clock,
             events,
+            notices,
         }
     }
 
@@ -180,6 +184,9 @@ impl SecondFactors {
         self.events
             .report_account(EventKind::MfaEnabled, account_id)
             .await;
+        self.notices
+            .send(account_id, Notice::SecondFactorAdded)
+            .await;
         Ok(codes)
     }
 
@@ -189,6 +196,9 @@ impl SecondFactors {
         self.records.remove(account_id).await?;
         self.events
             .report_account(EventKind::MfaDisabled, account_id)
+            .await;
+        self.notices
+            .send(account_id, Notice::SecondFactorRemoved)
             .await;
         Ok(())
     }

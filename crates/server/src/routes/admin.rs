@@ -16,7 +16,6 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, delete, get, post, put, web};
 use futures_util::future::LocalBoxFuture;
 use ipnet::IpNet;
-use portcullis_accounts::mail::outbox::Unsent;
 use portcullis_accounts::recent_decisions::MinuteOfDecisions;
 use portcullis_accounts::{AppState, Error};
 use portcullis_core::attack::Assessment;
@@ -317,7 +316,7 @@ pub struct Limit {
 
 impl Limit {
     /// The limit asked (100 when none); 400 outside 1..=1000.
-    fn value(&self) -> Result<usize, ApiError> {
+    pub fn value(&self) -> Result<usize, ApiError> {
         match self.limit {
             None => Ok(100),
             Some(limit @ 1..=1_000) => Ok(limit),
@@ -601,55 +600,6 @@ pub async fn service_status(
         attack_signal,
         store,
         decisions: recent.minutes().into_iter().map(Into::into).collect(),
-    }))
-}
-
-/// The mail outbox.
-#[derive(Serialize, ToSchema)]
-pub struct OutboxView {
-    /// Messages waiting for their first or next attempt.
-    queued: u64,
-    /// Messages sent (kept seven days, without their bodies).
-    sent: u64,
-    /// Messages given up after about a day of attempts.
-    failed: u64,
-    /// The newest messages not sent, newest first: `id`, `kind`, `recipient`, `state`,
-    /// `attempts`, `next_attempt_at` (Unix milliseconds), `last_error`.
-    #[schema(value_type = Vec<Object>)]
-    unsent: Vec<Unsent>,
-}
-
-/// `GET /admin/v1/outbox?limit=`: the mail outbox by state, and its newest unsent messages
-/// with why their last attempt failed.
-#[utoipa::path(
-    tag = "admin",
-    security(("admin" = [])),
-    params(Limit),
-    responses(
-        (status = 200, description = "The outbox", body = OutboxView),
-        (status = 400, description = "`bad_request`: an unreadable query, or a limit outside 1..=1000", body = Problem, content_type = "application/problem+json"),
-        AdminRefused,
-        Throttled,
-        Unavailable,
-    )
-)]
-#[get("/admin/v1/outbox")]
-pub async fn outbox(
-    _: Admin,
-    state: web::Data<AppState>,
-    query: web::Query<Limit>,
-) -> Result<HttpResponse, ApiError> {
-    let limit = query.value()?;
-    let depth = state.outbox.depth().await?;
-    let unsent = state
-        .outbox
-        .unsent(u32::try_from(limit).unwrap_or(1_000))
-        .await?;
-    Ok(HttpResponse::Ok().json(OutboxView {
-        queued: depth.queued,
-        sent: depth.sent,
-        failed: depth.failed,
-        unsent,
     }))
 }
 

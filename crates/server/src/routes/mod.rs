@@ -2,12 +2,14 @@
 
 mod accounts;
 pub mod admin;
+mod admin_mail;
 mod challenge;
 mod email;
 mod health;
 mod jwks;
 mod login;
 mod mfa;
+mod notices;
 pub mod openapi;
 pub mod password;
 mod session;
@@ -125,6 +127,8 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut ServiceConfig) {
         .service(password::confirm_reset)
         .service(email::set_address)
         .service(email::verify_address)
+        .service(notices::disown_login)
+        .service(notices::unlock_by_link)
         .service(mfa::enrol)
         .service(mfa::remove)
         .service(mfa::confirm)
@@ -136,7 +140,9 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut ServiceConfig) {
         .service(admin::lockouts)
         .service(admin::service_status)
         .service(admin::recent_events)
-        .service(admin::outbox)
+        .service(admin_mail::outbox)
+        .service(admin_mail::send_reset)
+        .service(admin_mail::resend_verification)
         .service(admin::allowlist)
         .service(admin::allow)
         .service(admin::disallow)

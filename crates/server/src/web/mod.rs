@@ -17,6 +17,7 @@ mod assets;
 mod browser_session;
 mod csrf;
 mod login_pages;
+mod notice_pages;
 mod page;
 mod reset_pages;
 
@@ -53,6 +54,10 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut web::ServiceConfig) 
         .service(reset_pages::reset)
         .service(address_pages::verify_page)
         .service(address_pages::verify)
+        .service(notice_pages::not_me_form)
+        .service(notice_pages::not_me)
+        .service(notice_pages::unlock_form)
+        .service(notice_pages::unlock)
         .service(account_page::show)
         .service(account_page::logout)
         .service(account_page::logout_everywhere)

@@ -2,7 +2,8 @@
 //! `drill/scenarios/smoke.toml` (a brute force on one account), `smoke-challenge.toml` (a
 //! spray that is challenged, on accounts two in five of which have a second factor) and the
 //! short forms of the busy, surge and quiet days (`smoke-busy`, `smoke-surge`, `smoke-quiet`,
-//! the detectors on a faster clock). They check outcomes, never timings.
+//! the detectors on a faster clock), and `smoke-breached` (a list the service knows as a leak).
+//! They check outcomes, never timings.
 
 use std::path::Path;
 
@@ -220,4 +221,49 @@ async fn a_quiet_day_with_typos_challenges_nobody() {
     assert_eq!(on.signal.false_trip_challenges, 0, "{table}");
     assert_eq!(on.legit.challenged, 0, "{table}");
     assert_eq!(on.legit.succeeded, on.legit.logins, "{table}");
+}
+
+#[tokio::test]
+async fn a_list_the_service_knows_as_a_leak_compromises_nobody_with_or_without_the_policy() {
+    let (scenario, hits) = scenario_hits("smoke-breached");
+    let plan = Plan::new(&scenario);
+    let hit_accounts: std::collections::BTreeSet<&str> = hits
+        .iter()
+        .map(|&n| plan.attacks[n].username.as_str())
+        .collect();
+    assert!(hit_accounts.len() >= 5, "{hit_accounts:?}");
+    let out = tempfile::tempdir().unwrap();
+    let report = drill("smoke-breached", out.path()).await;
+
+    // The drill wrote the list's passwords as a HIBP file and built the filter from it.
+    let leak = std::fs::read_to_string(out.path().join("smoke-breached-leak.txt")).unwrap();
+    let distinct: std::collections::BTreeSet<&str> =
+        plan.attacks.iter().map(|a| a.password.as_str()).collect();
+    assert_eq!(leak.lines().count(), distinct.len());
+    assert!(out.path().join("smoke-breached.filter").is_file());
+
+    let [on, off] = report.runs.as_slice() else {
+        panic!("two runs expected, got {}", report.runs.len());
+    };
+    // Without the rate policy every pair is checked: each right password is held for a reset.
+    assert_eq!(off.verified(), 80, "{}", report.table());
+    assert_eq!(
+        off.attacker.reset_held_accounts,
+        hit_accounts.len(),
+        "{}",
+        report.table()
+    );
+    for run in [on, off] {
+        assert_eq!(run.attacker.compromised_accounts, 0, "{}", report.table());
+        assert_eq!(run.attacker.succeeded, 0, "{}", report.table());
+        assert!(run.legit.logins >= 12, "{}", report.table());
+        assert_eq!(run.legit.succeeded, run.legit.logins, "{}", report.table());
+    }
+    assert!(
+        report
+            .table()
+            .contains("accounts held by a reset (known leak)"),
+        "{}",
+        report.table()
+    );
 }

@@ -70,7 +70,7 @@ impl SmtpServer {
     }
 
     /// The Maildir (the script makes it).
-    fn maildir(&self) -> std::path::PathBuf {
+    pub(crate) fn maildir(&self) -> std::path::PathBuf {
         self.maildir.path().join("Maildir")
     }
 
@@ -95,6 +95,30 @@ impl SmtpServer {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("{count} messages never arrived: {:?}", self.messages());
+    }
+
+    /// Waits (up to 20 s) until `count` messages with `subject` were delivered; returns them.
+    pub(crate) async fn wait_for_subject(&self, subject: &str, count: usize) -> Vec<Value> {
+        for _ in 0..200 {
+            let found: Vec<Value> = self
+                .messages()
+                .into_iter()
+                .filter(|m| m["subject"] == subject)
+                .collect();
+            if found.len() >= count {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{count} × {subject:?} never arrived: {:?}", self.messages());
+    }
+
+    /// The subjects of the delivered messages, oldest first.
+    pub(crate) fn subjects(&self) -> Vec<String> {
+        self.messages()
+            .iter()
+            .map(|m| m["subject"].as_str().unwrap_or_default().to_owned())
+            .collect()
     }
 }
 

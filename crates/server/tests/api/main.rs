@@ -27,6 +27,7 @@ mod login;
 mod mail;
 mod mfa;
 mod monitoring;
+mod notices;
 mod openapi;
 mod pages;
 mod passwords;

@@ -28,7 +28,12 @@ async fn app_on(smtp: &SmtpServer) -> TestApp {
 
 /// Registers `username` with a verified address, following the registration's link (the
 /// message after the `delivered` ones).
-async fn with_address(app: &TestApp, smtp: &SmtpServer, username: &str, delivered: usize) {
+pub(crate) async fn with_address(
+    app: &TestApp,
+    smtp: &SmtpServer,
+    username: &str,
+    delivered: usize,
+) {
     let body = json!({ "username": username, "password": PASSWORD, "email": format!("{username}@example.com") });
     assert_eq!(app.post_json("/v1/users", &body, None).await.status(), 201);
     let messages = smtp.wait_for(delivered + 1).await;
@@ -67,10 +72,11 @@ async fn a_reset_link_sets_a_password_once_ends_every_session_and_lifts_the_lock
 
     let asked = request_reset(&app, "alice", "192.0.2.1").await;
     assert_eq!(asked.status(), 202);
-    let messages = smtp.wait_for(2).await;
-    assert_eq!(messages[1]["to"], "alice@example.com");
-    assert_eq!(messages[1]["subject"], "Reset the password of alice");
-    let token = link_token(&messages[1], "/reset");
+    let messages = smtp
+        .wait_for_subject("Reset the password of alice", 1)
+        .await;
+    assert_eq!(messages[0]["to"], "alice@example.com");
+    let token = link_token(&messages[0], "/reset");
     let page = app
         .client
         .get(app.url(&format!("/reset?token={token}")))
@@ -105,8 +111,8 @@ async fn a_reset_link_sets_a_password_once_ends_every_session_and_lifts_the_lock
         .login_from(Some("203.0.113.11"), "alice", NEW_PASSWORD)
         .await;
     assert_eq!(new.status(), 200);
-    let messages = smtp.wait_for(3).await;
-    assert_eq!(messages[2]["subject"], "The password of alice was reset");
+    smtp.wait_for_subject("The password of alice was reset", 1)
+        .await;
     let events = admin_get(&app, ADMIN_TOKEN, "/admin/v1/events?limit=100").await;
     let kinds: Vec<&str> = events["events"]
         .as_array()
@@ -310,4 +316,111 @@ async fn the_pages_walk_the_links_of_the_mail_from_registration_to_a_new_passwor
     assert_eq!(reset.status(), 200);
     assert!(notice(&reset.text().await.unwrap()).contains("log in with it"));
     assert_eq!(app.login("carol", NEW_PASSWORD).await.status(), 200);
+}
+
+/// `POST path` on the admin API with `body`.
+async fn admin_post(app: &TestApp, token: &str, path: &str, body: &Value) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_operator_sends_a_reset_link_and_a_verification_link_again_and_is_told_why_not() {
+    let smtp = SmtpServer::running();
+    let app = app_on(&smtp).await;
+    with_address(&app, &smtp, "alice", 0).await;
+    let reset = |username: &str| json!({ "username": username });
+
+    let refused = admin_post(
+        &app,
+        "not the token",
+        "/admin/v1/mail/reset",
+        &reset("alice"),
+    )
+    .await;
+    assert_eq!(refused.status(), 401);
+    let sent = admin_post(&app, ADMIN_TOKEN, "/admin/v1/mail/reset", &reset("alice")).await;
+    assert_eq!(sent.status(), 202);
+    assert_eq!(
+        sent.json::<Value>().await.unwrap(),
+        json!({ "queued": true })
+    );
+    let link = &smtp
+        .wait_for_subject("Reset the password of alice", 1)
+        .await[0];
+    assert_eq!(
+        confirm(&app, &link_token(link, "/reset"), NEW_PASSWORD)
+            .await
+            .status(),
+        200
+    );
+
+    // Bob has no address; nobody is no account; a name that cannot be one is refused.
+    assert_eq!(app.register("bob", PASSWORD).await.status(), 201);
+    let none = admin_post(&app, ADMIN_TOKEN, "/admin/v1/mail/reset", &reset("bob")).await;
+    assert_eq!(assert_problem(none, 409).await["code"], "no_address");
+    let unknown = admin_post(&app, ADMIN_TOKEN, "/admin/v1/mail/reset", &reset("nobody")).await;
+    assert_eq!(
+        assert_problem(unknown, 404).await["code"],
+        "unknown_account"
+    );
+    let bad = admin_post(
+        &app,
+        ADMIN_TOKEN,
+        "/admin/v1/mail/reset",
+        &reset("bad\nname"),
+    )
+    .await;
+    assert_problem(bad, 400).await;
+
+    // Carol's address waits for its link; the operator sends a new one, and only it works.
+    let body = json!({ "username": "carol", "password": PASSWORD, "email": "carol@example.com" });
+    assert_eq!(app.post_json("/v1/users", &body, None).await.status(), 201);
+    let first = &smtp
+        .wait_for_subject("Verify your address for carol", 1)
+        .await[0];
+    let again = admin_post(
+        &app,
+        ADMIN_TOKEN,
+        "/admin/v1/mail/verification",
+        &reset("carol"),
+    )
+    .await;
+    assert_eq!(again.status(), 202);
+    assert_eq!(
+        again.json::<Value>().await.unwrap(),
+        json!({ "email": "carol@example.com" })
+    );
+    let second = &smtp
+        .wait_for_subject("Verify your address for carol", 2)
+        .await[1];
+    assert_eq!(
+        verify(&app, &link_token(first, "/verify-email"))
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        verify(&app, &link_token(second, "/verify-email"))
+            .await
+            .status(),
+        200
+    );
+    let verified = admin_post(
+        &app,
+        ADMIN_TOKEN,
+        "/admin/v1/mail/verification",
+        &reset("carol"),
+    )
+    .await;
+    assert_eq!(
+        assert_problem(verified, 409).await["code"],
+        "no_address",
+        "nothing waits for a link once verified"
+    );
 }

@@ -6,17 +6,21 @@ and runs this with the interop virtualenv's python and:
   PORTCULLIS_ADMIN    the admin listener
   PORTCULLIS_TOKEN    the admin token
   SCREENSHOTS         where each step's screenshot goes
+  MAILDIR             where the test's SMTP server (PyPI `aiosmtpd`) delivers
   CHROMIUM            the browser (default /usr/bin/chromium)
-pyotp computes every TOTP code. It prints `ok - STEP` per step and exits non-zero, with a
+pyotp computes every TOTP code; the mail's links are followed from the delivered messages. It prints `ok - STEP` per step and exits non-zero, with a
 screenshot of every page, when a step does not hold.
 """
 
+import email
+import email.policy
 import os
 import re
 import sys
 import time
 import traceback
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pyotp
 from playwright.sync_api import sync_playwright
@@ -34,9 +38,11 @@ ADMIN = env("PORTCULLIS_ADMIN")
 TOKEN = env("PORTCULLIS_TOKEN")
 SCREENSHOTS = Path(env("SCREENSHOTS"))
 SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+MAILDIR = Path(env("MAILDIR"))
 
 PASSWORD = "correct horse battery staple"
 CAROL_PASSWORD = "lantern orchard velvet compass"
+CAROL_NEW_PASSWORD = "quiet walrus under amber lanterns"
 
 
 def shot(page, name):
@@ -71,6 +77,27 @@ def sign_out(page):
     assert page.url.endswith("/login"), page.url
 
 
+def mail_link(subject, page, seen=0):
+    """Waits for message number `seen` + 1 with `subject` in the Maildir; the path and query of
+    its link to `page`, to open on this service (the link names `server.public_url`)."""
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        found = []
+        new = MAILDIR / "new"
+        for path in sorted(new.iterdir(), key=lambda p: p.stat().st_mtime_ns) if new.is_dir() else []:
+            with open(path, "rb") as file:
+                message = email.message_from_binary_file(file, policy=email.policy.default)
+            if message["Subject"] == subject:
+                found.append(message.get_body(("plain",)).get_content())
+        if len(found) > seen:
+            match = re.search(rf"https?://\S+{re.escape(page)}\?token=[A-Za-z0-9_-]{{43}}", found[seen])
+            assert match, found[seen]
+            link = urlsplit(match.group(0))
+            return f"{link.path}?{link.query}"
+        time.sleep(0.2)
+    raise AssertionError(f"no message {seen + 1} with subject {subject!r}")
+
+
 def next_step(used_at):
     """Waits for the next 30-second TOTP step (a step is accepted once)."""
     while int(time.time()) // 30 == int(used_at) // 30:
@@ -92,6 +119,7 @@ def registers_two_accounts_on_the_register_page(pages):
         user.goto(f"{BASE}/register")
         user.fill("input[name=username]", username)
         user.fill("input[name=password]", password)
+        user.fill("input[name=email]", f"{username}@example.com")
         status, _ = submit(user, "#register button[type=submit]")
         assert status == 201, status
         assert f"Account {username} created" in notice(user), notice(user)
@@ -104,6 +132,17 @@ def registers_two_accounts_on_the_register_page(pages):
     assert status == 400, status
     assert "Choose another password" in notice(user), notice(user)
     shot(user, "02-weak-password-refused")
+
+
+@step
+def verifies_addresses_through_the_links_in_their_mail(pages):
+    user = pages["user"]
+    for username in ["alice", "carol"]:
+        user.goto(BASE + mail_link(f"Verify your address for {username}", "/verify-email"))
+        status, _ = submit(user, "#verify-email button[type=submit]")
+        assert status == 200, status
+        assert f"{username}@example.com now receives mail" in notice(user), notice(user)
+    shot(user, "02b-address-verified")
 
 
 @step
@@ -160,6 +199,27 @@ def logs_in_with_the_second_factor(pages):
     assert url.endswith("/account"), url
     shot(user, "07-logged-in-with-second-factor")
     sign_out(user)
+
+
+@step
+def unlocks_with_the_link_in_the_lockout_mail(pages):
+    # Someone without alice's browser guesses her password until the account locks.
+    other = pages["admin"]
+    for _ in range(8):
+        status, _ = log_in(other, "alice", "not the password at all")
+        if status == 429:
+            break
+        assert status == 401, status
+    assert status == 429, status
+    other.goto(BASE + mail_link("alice was locked after failed sign-ins", "/unlock"))
+    shot(other, "07b-unlock-link")
+    status, _ = submit(other, "#owner-link button[type=submit]")
+    assert status == 200, status
+    assert "sign in again" in notice(other), notice(other)
+    # The right password goes through again, to alice's second factor.
+    status, _ = log_in(other, "alice", PASSWORD)
+    assert status == 200, status
+    assert other.is_visible("#second-factor"), "the second-factor step is shown"
 
 
 @step
@@ -240,6 +300,45 @@ def refuses_a_form_post_without_its_csrf_token(pages):
         f"{BASE}/account/logout-all", form={"csrf": "forged"}, max_redirects=0
     )
     assert response.status == 403, response.status
+
+
+@step
+def resets_a_forgotten_password_through_the_link_in_its_mail(pages):
+    user, admin = pages["user"], pages["admin"]
+    user.goto(f"{BASE}/login")
+    with user.expect_navigation():
+        user.click("a[href='/forgot']")
+    user.fill("input[name=username]", "carol")
+    status, _ = submit(user, "#forgot button[type=submit]")
+    if status == 401:
+        # This address is risky since the stranger's guesses: the form asks for the challenge,
+        # as a login would, and the widget solves it.
+        user.wait_for_function(
+            "() => document.querySelector('#forgot input[name=altcha]')?.value?.length > 0",
+            timeout=60_000,
+        )
+        status, _ = submit(user, "#forgot button[type=submit]")
+    assert status == 202, status
+    shot(user, "15-reset-asked")
+    user.goto(BASE + mail_link("Reset the password of carol", "/reset"))
+    user.fill("input[name=new_password]", CAROL_NEW_PASSWORD)
+    status, _ = submit(user, "#reset button[type=submit]")
+    assert status == 200, status
+    shot(user, "16-password-reset")
+    status, url = log_in(user, "carol", CAROL_PASSWORD)
+    assert status == 401, f"the old password is gone: {status}"
+    status, url = log_in(user, "carol", CAROL_NEW_PASSWORD)
+    assert status == 303, status
+    assert url.endswith("/account"), url
+    sign_out(user)
+    # The console shows the outbox, and sends a reset for an owner.
+    admin.goto(f"{ADMIN}/admin/")
+    admin.wait_for_selector("#outbox-depth:has-text('sent')")
+    admin.fill("#mail-username", "carol")
+    admin.click("#mail-form button[value=reset]")
+    admin.wait_for_selector("#mail-result:has-text('A reset link for carol is queued')")
+    shot(admin, "17-console-mail")
+    mail_link("Reset the password of carol", "/reset", seen=1)
 
 
 def main():
