@@ -128,11 +128,12 @@ print("`target/release/portcullis-drill run drill/scenarios/NAME.toml --policy-o
 print("each scenario against a fresh local stack (`scripts/local-stack.sh`: Redis, PostgreSQL,")
 print("3 replicas behind nginx) with the default policy, then the same traffic against a stack with")
 print("`policy.enabled = false`. *verified* = attacker requests that reached the password hash;")
-print("*held by 2FA* = accounts whose right password met their TOTP second factor (never compromised).\n")
+print("*held by 2FA / reset* = accounts whose right password met their TOTP second factor, or was in a")
+print("leak the service knows (403 `password_reset_required`, the reset link to the owner): never compromised.\n")
 print("*tripped after s*: from the attacker's first pair to the first challenge a clean source got")
 print("(one whose subnet had not failed yet: only the under-attack signal asks those), as the clients")
 print("see it; *false trips*: legitimate logins challenged that way with no attack under way.\n")
-print("| scenario | policy | pairs tried | challenged | denied before hashing | verified | compromised / held by 2FA / hits in list | tripped after s | false trips | attacker CPU s (solving) | CPU s per compromised | legit success (locked out) | legit challenged (known device) | legit solve p50 ms | legit p99 ms before / during (known devices) | attacker req/s |")
+print("| scenario | policy | pairs tried | challenged | denied before hashing | verified | compromised / held by 2FA / held by reset / hits in list | tripped after s | false trips | attacker CPU s (solving) | CPU s per compromised | legit success (locked out) | legit challenged (known device) | legit solve p50 ms | legit p99 ms before / during (known devices) | attacker req/s |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 seeding = None
 for name in scenarios:
@@ -145,8 +146,8 @@ for name in scenarios:
         solve = f"{l['solve_ms_p50']:.0f}" if l["challenged"] else "–"
         sig = run["signal"]
         tripped = f"{sig['trip_after_secs']:.1f}" if sig["trip_after_secs"] is not None else ("never" if a["pairs"] else "–")
-        print(f"| {name} | {'on' if run['policy'] else 'off'} | {a['pairs']} | {a['challenged']} | {a['denied']} | {a['failed'] + a['succeeded'] + a['second_factor']} | "
-              f"{a['compromised_accounts']} / {a['second_factor_held_accounts']} / {a['hits_in_list']} | {tripped} | {sig['false_trip_challenges']} | {a['cpu_secs']:.1f} ({a['solving_cpu_secs']:.1f}) | {per} | "
+        print(f"| {name} | {'on' if run['policy'] else 'off'} | {a['pairs']} | {a['challenged']} | {a['denied']} | {a['failed'] + a['succeeded'] + a['second_factor'] + a['reset_required']} | "
+              f"{a['compromised_accounts']} / {a['second_factor_held_accounts']} / {a['reset_held_accounts']} / {a['hits_in_list']} | {tripped} | {sig['false_trip_challenges']} | {a['cpu_secs']:.1f} ({a['solving_cpu_secs']:.1f}) | {per} | "
               f"{l['success_rate'] * 100:.1f}% of {l['logins']} ({l['locked_out']}) | {l['challenged']} ({l['challenged_known_device']}) | {solve} | "
               f"{l['p99_before_attack_ms']:.0f} / {l['p99_during_attack_ms']:.0f} ({l['p99_known_device_before_attack_ms']:.0f} / {l['p99_known_device_during_attack_ms']:.0f}) | {run['attacker_requests_per_sec']:.0f} |")
 print()
@@ -169,6 +170,10 @@ for name in scenarios:
     if any(held.values()):
         cost += (f"; accounts whose right password met their second factor {held.get(False, 0)} → {held.get(True, 0)},"
                  " none of them compromised")
+    reset = {run["policy"]: run["attacker"]["reset_held_accounts"] for run in report["runs"]}
+    if any(reset.values()):
+        cost += (f"; accounts whose right password was in the known leak, held for a reset {reset.get(False, 0)} → "
+                 f"{reset.get(True, 0)}, none of them compromised")
     print(f"- **{name}** ({report['description']}): guesses verified {c['verified_off']} → {c['verified_on']} ({verified}); "
           f"accounts compromised {c['compromised_off']} → {c['compromised_on']} ({compromised}; {share:.1f}% of policy-off){cost}.")
 if seeding:
@@ -192,7 +197,9 @@ history), a few pairs' failures and unknown usernames; on a service with no hist
 of 20 attempts without a trusted device, 30% of them failing. A reused password among them gets
 through. A second factor (botnet-mfa)
 takes the accounts it covers out of the compromised column with the policy on or off: their
-right passwords stop at `mfa_required`.""")
+right passwords stop at `mfa_required`. A breached-password filter that holds the list
+(botnet-solver-breached) does the same for every account: a right password from the attacker's
+browser gets 403 `password_reset_required`, and the link to a new password goes to the owner.""")
 calm = [(name, report["runs"][0]["signal"]["false_trip_challenges"]) for name, report in
         ((name, json.load(open(os.path.join(out, "drill", f"{name}.json")))) for name in scenarios)
         if report["comparison"] is None]

@@ -11,7 +11,7 @@ use portcullis_core::Username;
 use sqlx::Row;
 
 use crate::AppState;
-use crate::accounts::{db_error, to_sql};
+use crate::accounts::{db_error, from_sql, to_sql};
 use crate::error::Error;
 use crate::login::{self, Reauthentication};
 use crate::mail::{Mail, outbox};
@@ -20,6 +20,9 @@ use crate::token;
 
 /// How long a verification link lives.
 pub const LINK_TTL_MS: u64 = 24 * 3_600_000;
+/// Verification links one address is sent per hour at most, whichever accounts ask.
+pub const LINKS_PER_ADDRESS_HOUR: u64 = 3;
+const HOUR_MS: u64 = 3_600_000;
 /// The longest address (RFC 5321's path limit, less its brackets).
 const MAX_ADDRESS_CHARS: usize = 254;
 
@@ -76,7 +79,9 @@ pub async fn resend_link(state: &AppState, username: &Username) -> Result<String
 }
 
 /// Writes a verification link for `address` (as [`normalise`] made it) and the mail carrying it,
-/// in one transaction, replacing the account's older link.
+/// in one transaction, replacing the account's older link. An address that had
+/// [`LINKS_PER_ADDRESS_HOUR`] links in the last hour gets no more for now (429): whoever types it,
+/// nobody mail-bombs a stranger's mailbox through this service.
 pub async fn send_link(
     state: &AppState,
     account_id: &str,
@@ -84,8 +89,35 @@ pub async fn send_link(
     address: &str,
 ) -> Result<(), Error> {
     let link = token::issue()?;
+    let mail = Mail::VerifyAddress {
+        username: username.to_owned(),
+        token: link.token,
+    };
     let now = state.outbox.now();
     let mut tx = state.accounts.begin().await?;
+    let recent = sqlx::query(
+        "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox \
+         WHERE recipient = $1 AND kind = $2 AND created_at > $3",
+    )
+    .bind(address)
+    .bind(mail.kind())
+    .bind(to_sql(now.saturating_sub(HOUR_MS)))
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| db_error(e, "counting verification links"))?;
+    let sent: i64 = recent
+        .try_get("n")
+        .map_err(|e| db_error(e, "counting verification links"))?;
+    if from_sql(sent) >= LINKS_PER_ADDRESS_HOUR {
+        let oldest: Option<i64> = recent
+            .try_get("oldest")
+            .map_err(|e| db_error(e, "counting verification links"))?;
+        let again_at = from_sql(oldest.unwrap_or_default()).saturating_add(HOUR_MS);
+        tracing::info!(target: "security", event = "email_verification_capped", subject = %account_id);
+        return Err(Error::Throttled {
+            retry_after_secs: again_at.saturating_sub(now).div_ceil(1_000).max(1),
+        });
+    }
     sqlx::query("DELETE FROM email_verifications WHERE account_id = $1 OR expires_at <= $2")
         .bind(account_id)
         .bind(to_sql(now))
@@ -103,10 +135,6 @@ pub async fn send_link(
     .execute(&mut *tx)
     .await
     .map_err(|e| db_error(e, "storing a verification link"))?;
-    let mail = Mail::VerifyAddress {
-        username: username.to_owned(),
-        token: link.token,
-    };
     outbox::enqueue(&mut tx, address, &mail, now).await?;
     tx.commit()
         .await

@@ -8,8 +8,8 @@
 //! "unbounded".
 //!
 //! Two notices carry a single-use link ([`LinkPurpose`], stored as its digest in `owner_links`):
-//! - a new-device login: "this wasn't me" ([`disown_login`]) ends every session and mails a
-//!   reset link, for whoever logged in may hold the password;
+//! - a new-device login: "this wasn't me" ([`disown_login`]) ends every session, locks the
+//!   account until a reset (whoever logged in holds the password) and mails a reset link;
 //! - a lockout: "unlock" ([`unlock`]) lifts the account's lockout, temporary or permanent
 //!   (never a ban on a source: those were earned by the sources).
 //!
@@ -182,6 +182,9 @@ impl Notices {
     /// already committed. Never fails the caller: the change stands, and a notice that cannot be
     /// written is logged.
     pub async fn send(&self, account_id: &str, notice: Notice) {
+        if !self.wanted(notice) {
+            return;
+        }
         let result = async {
             let mut tx = self
                 .pool
@@ -248,9 +251,10 @@ impl Notices {
     }
 }
 
-/// Follows a "this wasn't me" link: every session of the account ends, and a reset link goes
-/// to its verified address (within the reset links' own hourly cap). Returns how many
-/// sessions ended.
+/// Follows a "this wasn't me" link: every session of the account ends, the account is locked
+/// until a reset (whoever logged in holds the password, and would only log in again), and a
+/// reset link goes to its verified address (within the reset links' own hourly cap). Returns
+/// how many sessions ended.
 pub async fn disown_login(state: &AppState, token: &str) -> Result<u64, Error> {
     let mut tx = state.accounts.begin().await?;
     let account_id = state
@@ -258,6 +262,12 @@ pub async fn disown_login(state: &AppState, token: &str) -> Result<u64, Error> {
         .use_link(&mut tx, token, LinkPurpose::NotMe)
         .await?;
     let revoked = state.sessions.end_all_in(&mut tx, &account_id).await?;
+    sqlx::query("UPDATE accounts SET locked_at = $1 WHERE id = $2 AND locked_at = 0")
+        .bind(to_sql(state.outbox.now()))
+        .bind(account_id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(e, "locking a disowned account"))?;
     tx.commit()
         .await
         .map_err(|e| db_error(e, "committing a disowned login"))?;

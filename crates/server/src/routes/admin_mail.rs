@@ -1,7 +1,6 @@
 //! `/admin/v1/outbox` and `/admin/v1/mail/...`: the mail outbox as operators see it, and mail
-//! an operator sends for an owner: a reset link (an account without a verified address
-//! cannot get one by itself: a breached login then only tells the operator) and a verification
-//! link again (the owner's expired or went astray).
+//! an operator sends for an owner who asks: a reset link to the verified address, and a
+//! verification link again (the owner's expired or went astray).
 
 use actix_web::{HttpResponse, get, post, web};
 use portcullis_accounts::mail::outbox::Unsent;

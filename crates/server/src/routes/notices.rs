@@ -27,13 +27,13 @@ pub struct LoginDisowned {
 }
 
 /// Follows the "this wasn't me" link of a new-device notice: every session of the account
-/// ends, and a reset link goes to its verified address. 400 `invalid_link` for a link that is
-/// unknown, expired (7 days) or used.
+/// ends, the account is locked until a reset, and a reset link goes to its verified address.
+/// 400 `invalid_link` for a link that is unknown, expired (7 days) or used.
 #[utoipa::path(
     tag = "accounts",
     request_body = NoticeLink,
     responses(
-        (status = 200, description = "Every session ended; a reset link was mailed", body = LoginDisowned),
+        (status = 200, description = "Every session ended, the account is locked until a reset; a reset link was mailed", body = LoginDisowned),
         (status = 400, description = "`bad_request`, `invalid_link`", body = Problem, content_type = "application/problem+json"),
         BodyRefused,
         Unavailable,

@@ -61,8 +61,8 @@ fn not_me_page(csrf: String, token: String) -> LinkPage {
         token,
         title: "This wasn't me",
         explanation: "Someone signed in to your account from a browser it had not used. If it \
-            was not you, they may hold your password: this ends every session of the account \
-            and mails you a link to choose a new password.",
+            was not you, they hold your password: this ends every session of the account, locks \
+            it until you choose a new password, and mails you the link to do so.",
         action: "/not-me",
         button: "End every session and reset my password",
     }
@@ -91,7 +91,7 @@ pub async fn not_me_form(
     link_page(&http, &request, &query.token, not_me_page).await
 }
 
-/// `POST /not-me`: every session ends; a reset link is mailed.
+/// `POST /not-me`: every session ends, the account locks until a reset, whose link is mailed.
 #[post("/not-me")]
 pub async fn not_me(
     state: web::Data<AppState>,
@@ -101,19 +101,13 @@ pub async fn not_me(
     if !csrf::matches(&request, &form.csrf) {
         return forged_post();
     }
-    match notices::disown_login(&state, &form.token).await {
-        Ok(_) => message(
-            StatusCode::OK,
-            "Every session ended",
-            Notice::info(
-                "Whoever signed in is signed out. A link to choose a new password is on its way \
-                 to your address.",
-            ),
-            "/login",
-            "Go to the login page",
-        ),
-        Err(error) => refused(error, "Nothing changed"),
-    }
+    let disowned = notices::disown_login(&state, &form.token).await.map(drop);
+    answer(
+        disowned,
+        "Every session ended",
+        "Whoever signed in is signed out, and the account is locked until you choose a new \
+         password. The link to do so is on its way to your address.",
+    )
 }
 
 /// `GET /unlock?token=...`: the button that lifts the account's lockout.
@@ -136,25 +130,22 @@ pub async fn unlock(
     if !csrf::matches(&request, &form.csrf) {
         return forged_post();
     }
-    match notices::unlock(&state, &form.token).await {
-        Ok(()) => message(
-            StatusCode::OK,
-            "Account unlocked",
-            Notice::info("You can sign in again."),
-            "/login",
-            "Go to the login page",
-        ),
-        Err(error) => refused(error, "Nothing changed"),
-    }
+    let unlocked = notices::unlock(&state, &form.token).await;
+    answer(unlocked, "Account unlocked", "You can sign in again.")
 }
 
-fn refused(error: portcullis_accounts::Error, title: &str) -> Result<HttpResponse, PageError> {
-    let refusal = Refusal::of(error)?;
-    message(
-        refusal.status,
-        title,
-        refusal.notice,
-        "/login",
-        "Go to the login page",
-    )
+/// The page after a link's post: what it did, or why nothing changed.
+fn answer(
+    done: Result<(), portcullis_accounts::Error>,
+    title: &str,
+    text: &str,
+) -> Result<HttpResponse, PageError> {
+    let (status, title, notice) = match done {
+        Ok(()) => (StatusCode::OK, title, Notice::info(text)),
+        Err(error) => {
+            let refusal = Refusal::of(error)?;
+            (refusal.status, "Nothing changed", refusal.notice)
+        }
+    };
+    message(status, title, notice, "/login", "Go to the login page")
 }

@@ -313,6 +313,51 @@ async fn an_address_given_at_registration_gets_its_link_and_a_bad_one_creates_no
 }
 
 #[tokio::test]
+async fn an_address_gets_at_most_three_verification_links_an_hour_whichever_accounts_ask() {
+    let smtp = SmtpServer::running();
+    let app = TestApp::spawn_with(smtp_settings(&smtp)).await;
+    for name in ["alice", "bob"] {
+        assert_eq!(app.register(name, PASSWORD).await.status(), 201);
+    }
+    let alice = app.token("alice", PASSWORD).await;
+    let bob = app.token("bob", PASSWORD).await;
+    for _ in 0..3 {
+        let asked = set_address(&app, &alice, "stranger@example.com", PASSWORD).await;
+        assert_eq!(asked.status(), 202);
+        app.clock.advance(60_000);
+    }
+    // A fourth, from another account too: the stranger's mailbox has had its share.
+    for session in [&alice, &bob] {
+        let capped = set_address(&app, session, "stranger@example.com", PASSWORD).await;
+        let retry_after: u64 = capped.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(assert_problem(capped, 429).await["code"], "throttled");
+        assert_eq!(
+            retry_after,
+            3_600 - 3 * 60,
+            "until the oldest link is an hour old"
+        );
+    }
+    // Another address is not held back, and an hour after the first link the stranger's is not.
+    let own = set_address(&app, &bob, "bob@example.com", PASSWORD).await;
+    assert_eq!(own.status(), 202);
+    outbox_settled(&app.url("/admin/v1/outbox"), 4).await;
+    app.clock.advance(3_600_000);
+    let later = set_address(&app, &alice, "stranger@example.com", PASSWORD).await;
+    assert_eq!(later.status(), 202);
+    let to_stranger = smtp
+        .wait_for(5)
+        .await
+        .iter()
+        .filter(|m| m["to"] == "stranger@example.com")
+        .count();
+    assert_eq!(to_stranger, 4);
+}
+
+#[tokio::test]
 async fn mail_waits_while_smtp_is_down_and_goes_out_once_when_it_returns() {
     let mut smtp = SmtpServer::on_free_port();
     let app = TestApp::spawn_with(smtp_settings(&smtp)).await;

@@ -15,9 +15,9 @@ use crate::passwords::{build_filter, hibp_line, on_file};
 const STEP_MS: u64 = 30_000;
 
 /// An account with a confirmed second factor.
-struct Enrolled {
+pub(crate) struct Enrolled {
     /// The `otpauth://` URI the server gave.
-    uri: String,
+    pub(crate) uri: String,
     /// The recovery codes the confirmation gave.
     recovery_codes: Vec<String>,
 }
@@ -26,8 +26,13 @@ struct Enrolled {
 async fn enrolled(app: &TestApp, username: &str) -> Enrolled {
     assert_eq!(app.register(username, PASSWORD).await.status(), 201);
     let token = app.token(username, PASSWORD).await;
+    enrol(app, username, &token).await
+}
+
+/// Enrols TOTP for `username` with its session `token` and confirms it with pyotp's code.
+pub(crate) async fn enrol(app: &TestApp, username: &str, token: &str) -> Enrolled {
     let enrolment = app
-        .with_bearer(Method::POST, "/v1/mfa/totp", &token, &json!({}))
+        .with_bearer(Method::POST, "/v1/mfa/totp", token, &json!({}))
         .await;
     assert_eq!(enrolment.status(), 201);
     let enrolment: Value = enrolment.json().await.unwrap();
@@ -43,7 +48,7 @@ async fn enrolled(app: &TestApp, username: &str) -> Enrolled {
         .with_bearer(
             Method::POST,
             "/v1/mfa/totp/confirm",
-            &token,
+            token,
             &json!({ "code": code }),
         )
         .await;

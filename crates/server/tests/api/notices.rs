@@ -61,12 +61,19 @@ async fn a_new_device_login_tells_the_owner_and_this_wasnt_me_ends_every_session
     let disowned: Value = disowned.json().await.unwrap();
     assert_eq!(disowned["revoked_sessions"], 2, "both sessions: {disowned}");
     assert_eq!(app.session(&session).await.status(), 401);
+    // The password is in someone else's hands: it opens nothing until the owner resets it.
+    assert_eq!(app.login("alice", PASSWORD).await.status(), 429);
+    let used = assert_problem(follow(&app, "/v1/account/not-me", &token).await, 400).await;
+    assert_eq!(used["code"], "invalid_link");
     let reset = &smtp
         .wait_for_subject("Reset the password of alice", 1)
         .await[0];
-    link_token(reset, "/reset");
-    let used = assert_problem(follow(&app, "/v1/account/not-me", &token).await, 400).await;
-    assert_eq!(used["code"], "invalid_link");
+    let confirm = json!({ "token": link_token(reset, "/reset"), "new_password": NEW_PASSWORD });
+    let confirmed = app
+        .post_json("/v1/password/reset/confirm", &confirm, None)
+        .await;
+    assert_eq!(confirmed.status(), 200);
+    assert_eq!(app.login("alice", NEW_PASSWORD).await.status(), 200);
     assert_eq!(
         smtp.subjects()
             .iter()
@@ -179,23 +186,10 @@ async fn adding_and_removing_a_second_factor_tells_the_owner_and_a_notice_turned
     let app = TestApp::spawn_with(settings).await;
     with_address(&app, &smtp, "alice", 0).await;
     let session = app.token("alice", PASSWORD).await;
-    let enrolment: Value = app
-        .with_bearer(Method::POST, "/v1/mfa/totp", &session, &json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let uri = enrolment["otpauth_uri"].as_str().unwrap();
-    let code = pyotp_code(uri, app.clock.now());
-    let confirm = json!({ "code": code });
-    let confirmed = app
-        .with_bearer(Method::POST, "/v1/mfa/totp/confirm", &session, &confirm)
-        .await;
-    assert_eq!(confirmed.status(), 200);
+    let uri = crate::mfa::enrol(&app, "alice", &session).await.uri;
     smtp.wait_for_subject("A second factor was added to alice", 1)
         .await;
-    app.clock.advance(30_000);
-    let code = pyotp_code(uri, app.clock.now());
+    let code = pyotp_code(&uri, app.clock.now());
     let removed = app
         .with_bearer(
             Method::DELETE,

@@ -319,12 +319,12 @@ def resets_a_forgotten_password_through_the_link_in_its_mail(pages):
         )
         status, _ = submit(user, "#forgot button[type=submit]")
     assert status == 202, status
-    shot(user, "15-reset-asked")
+    shot(user, "13-reset-asked")
     user.goto(BASE + mail_link("Reset the password of carol", "/reset"))
     user.fill("input[name=new_password]", CAROL_NEW_PASSWORD)
     status, _ = submit(user, "#reset button[type=submit]")
     assert status == 200, status
-    shot(user, "16-password-reset")
+    shot(user, "14-password-reset")
     status, url = log_in(user, "carol", CAROL_PASSWORD)
     assert status == 401, f"the old password is gone: {status}"
     status, url = log_in(user, "carol", CAROL_NEW_PASSWORD)
@@ -337,7 +337,7 @@ def resets_a_forgotten_password_through_the_link_in_its_mail(pages):
     admin.fill("#mail-username", "carol")
     admin.click("#mail-form button[value=reset]")
     admin.wait_for_selector("#mail-result:has-text('A reset link for carol is queued')")
-    shot(admin, "17-console-mail")
+    shot(admin, "15-console-mail")
     mail_link("Reset the password of carol", "/reset", seen=1)
 
 
