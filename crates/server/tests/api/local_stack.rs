@@ -217,6 +217,8 @@ async fn prometheus_scrapes_every_replica_with_the_alert_rules_loaded() {
         alerts,
         BTreeSet::from([
             "PortcullisHashQueueShedding",
+            "PortcullisMailFailing",
+            "PortcullisMailGivenUp",
             "PortcullisStoreDegraded",
             "PortcullisUnderAttack"
         ])
