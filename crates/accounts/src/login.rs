@@ -265,7 +265,7 @@ pub async fn verify_password(
             state.accounts.lock(username).await?;
         }
         if let Some(account) = &account {
-            state.notices.send(&account.id, Notice::AccountLocked).await;
+            state.notices.send(account, Notice::AccountLocked).await;
         }
     }
     let account = match account {
@@ -321,10 +321,7 @@ async fn open_session(
             .events
             .report_account(EventKind::NewDeviceLogin, &account.id)
             .await;
-        state
-            .notices
-            .send(&account.id, Notice::NewDeviceLogin)
-            .await;
+        state.notices.send(account, Notice::NewDeviceLogin).await;
     }
     Ok(LoggedIn {
         token,

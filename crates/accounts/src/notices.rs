@@ -22,7 +22,7 @@ use portcullis_store::{Clock, EventKind, Invalidation};
 use sqlx::{AnyConnection, AnyPool, Row};
 
 use crate::AppState;
-use crate::accounts::{db_error, from_sql, to_sql};
+use crate::accounts::{Account, db_error, from_sql, to_sql};
 use crate::error::Error;
 use crate::mail::{Mail, outbox};
 use crate::password_reset;
@@ -178,36 +178,25 @@ impl Notices {
         Ok(true)
     }
 
-    /// Queues `notice` about the account `account_id` in a transaction of its own, for a change
-    /// already committed. Never fails the caller: the change stands, and a notice that cannot be
-    /// written is logged.
-    pub async fn send(&self, account_id: &str, notice: Notice) {
-        if !self.wanted(notice) {
+    /// Queues `notice` about `account` (as loaded by the caller: no lookup here) in a
+    /// transaction of its own, for a change already committed. Nothing is read or written when
+    /// the notice is off or the account has no verified address. Never fails the caller: the
+    /// change stands, and a notice that cannot be written is logged.
+    pub async fn send(&self, account: &Account, notice: Notice) {
+        let Some(address) = account.email.as_deref().filter(|_| self.wanted(notice)) else {
             return;
-        }
+        };
+        let to = Recipient {
+            account_id: &account.id,
+            username: &account.username,
+            address,
+        };
         let result = async {
             let mut tx = self
                 .pool
                 .begin()
                 .await
                 .map_err(|e| db_error(e, "beginning a notice"))?;
-            let row = sqlx::query("SELECT username, email FROM accounts WHERE id = $1")
-                .bind(account_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(|e| db_error(e, "reading the account of a notice"))?;
-            let Some(row) = row else {
-                return Ok(());
-            };
-            let username: String = row.try_get("username")?;
-            let Some(address) = row.try_get::<Option<String>, _>("email")? else {
-                return Ok(());
-            };
-            let to = Recipient {
-                account_id,
-                username: &username,
-                address: &address,
-            };
             if self.queue(&mut tx, &to, notice).await? {
                 tx.commit()
                     .await
@@ -217,7 +206,7 @@ impl Notices {
         }
         .await;
         if let Err(error) = result {
-            tracing::warn!(subject = %account_id, ?notice, error = format!("{error:#}"), "notice not queued");
+            tracing::warn!(subject = %account.id, ?notice, error = format!("{error:#}"), "notice not queued");
         }
     }
 

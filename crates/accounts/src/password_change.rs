@@ -75,10 +75,7 @@ pub async fn change_password(
         .events
         .report_account(EventKind::PasswordChanged, &account.id)
         .await;
-    state
-        .notices
-        .send(&account.id, Notice::PasswordChanged)
-        .await;
+    state.notices.send(&account, Notice::PasswordChanged).await;
     Ok(revoked)
 }
 

@@ -19,6 +19,7 @@ use portcullis_store::{Clock, EventKind};
 use sha2::{Digest, Sha256};
 use sqlx::AnyPool;
 
+use crate::accounts::Account;
 use crate::error::Error;
 use crate::login_tokens::{LoginToken, LoginTokens};
 use crate::notices::{Notice, Notices};
@@ -155,8 +156,10 @@ impl SecondFactors {
         Ok(totp::enrolment(&secret, &self.issuer, username)?)
     }
 
-    /// Confirms a pending enrolment with a first code; returns the recovery codes, shown once.
-    pub async fn confirm(&self, account_id: &str, code: &str) -> Result<Vec<String>, Error> {
+    /// Confirms a pending enrolment of `account` with a first code; returns the recovery codes,
+    /// shown once.
+    pub async fn confirm(&self, account: &Account, code: &str) -> Result<Vec<String>, Error> {
+        let account_id = account.id.as_str();
         let factor = self
             .records
             .load(account_id)
@@ -184,21 +187,20 @@ impl SecondFactors {
         self.events
             .report_account(EventKind::MfaEnabled, account_id)
             .await;
-        self.notices
-            .send(account_id, Notice::SecondFactorAdded)
-            .await;
+        self.notices.send(account, Notice::SecondFactorAdded).await;
         Ok(codes)
     }
 
-    /// Removes a confirmed factor, proven with a code or a recovery code.
-    pub async fn remove(&self, account_id: &str, proof: Proof<'_>) -> Result<(), Error> {
+    /// Removes `account`'s confirmed factor, proven with a code or a recovery code.
+    pub async fn remove(&self, account: &Account, proof: Proof<'_>) -> Result<(), Error> {
+        let account_id = account.id.as_str();
         self.verify(account_id, proof, None).await?;
         self.records.remove(account_id).await?;
         self.events
             .report_account(EventKind::MfaDisabled, account_id)
             .await;
         self.notices
-            .send(account_id, Notice::SecondFactorRemoved)
+            .send(account, Notice::SecondFactorRemoved)
             .await;
         Ok(())
     }

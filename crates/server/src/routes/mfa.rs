@@ -109,7 +109,7 @@ pub async fn confirm(
         }
         .into());
     };
-    let recovery_codes = state.mfa.confirm(&account.id, code).await?;
+    let recovery_codes = state.mfa.confirm(&account, code).await?;
     Ok(HttpResponse::Ok().json(RecoveryCodes { recovery_codes }))
 }
 
@@ -136,6 +136,6 @@ pub async fn remove(
 ) -> Result<HttpResponse, ApiError> {
     let account = session_account(&state, &request).await?;
     let proof = Proof::parse(body.code.as_deref(), body.recovery_code.as_deref())?;
-    state.mfa.remove(&account.id, proof).await?;
+    state.mfa.remove(&account, proof).await?;
     Ok(HttpResponse::NoContent().finish())
 }

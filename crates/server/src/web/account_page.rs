@@ -357,7 +357,7 @@ pub async fn confirm(
     };
     let attempt = async {
         match Proof::parse(Some(form.code.trim()), None)? {
-            Proof::Code(code) => state.mfa.confirm(&browser.account.id, code).await,
+            Proof::Code(code) => state.mfa.confirm(&browser.account, code).await,
             Proof::RecoveryCode(_) => Err(Error::InvalidCode),
         }
     };
@@ -398,7 +398,7 @@ pub async fn remove(
         } else {
             Proof::parse(None, Some(code))?
         };
-        state.mfa.remove(&browser.account.id, proof).await
+        state.mfa.remove(&browser.account, proof).await
     };
     match attempt.await {
         Ok(()) => {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use portcullis_accounts::settings::MailTransport;
 use portcullis_server::settings::Settings;
+use portcullis_testkit::process::wait_until;
 use portcullis_testkit::{PASSWORD, TestApp, test_settings};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -87,30 +88,32 @@ impl SmtpServer {
 
     /// Waits (up to 20 s) until `count` messages were delivered; returns them.
     pub(crate) async fn wait_for(&self, count: usize) -> Vec<Value> {
-        for _ in 0..200 {
-            let messages = self.messages();
-            if messages.len() >= count {
-                return messages;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("{count} messages never arrived: {:?}", self.messages());
+        self.wait_for_matching(&format!("{count} messages"), count, |_| true)
+            .await
     }
 
     /// Waits (up to 20 s) until `count` messages with `subject` were delivered; returns them.
     pub(crate) async fn wait_for_subject(&self, subject: &str, count: usize) -> Vec<Value> {
-        for _ in 0..200 {
-            let found: Vec<Value> = self
-                .messages()
-                .into_iter()
-                .filter(|m| m["subject"] == subject)
-                .collect();
-            if found.len() >= count {
-                return found;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("{count} × {subject:?} never arrived: {:?}", self.messages());
+        self.wait_for_matching(&format!("{count} × {subject:?}"), count, |m| {
+            m["subject"] == subject
+        })
+        .await
+    }
+
+    /// Waits (up to 20 s: the SMTP server is another process, whose delivery no injected clock
+    /// moves) until `count` delivered messages match; returns those.
+    async fn wait_for_matching(
+        &self,
+        what: &str,
+        count: usize,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        let matching = || -> Vec<Value> { self.messages().into_iter().filter(&matches).collect() };
+        wait_until(Duration::from_secs(20), what, || async {
+            matching().len() >= count
+        })
+        .await;
+        matching()
     }
 
     /// The subjects of the delivered messages, oldest first.
@@ -369,15 +372,13 @@ async fn mail_waits_while_smtp_is_down_and_goes_out_once_when_it_returns() {
             .status(),
         202
     );
-    // The sender tries, fails, and keeps the message, saying why.
-    let mut kept = Value::Null;
-    for _ in 0..100 {
-        kept = admin_get(&app, ADMIN_TOKEN, "/admin/v1/outbox").await;
-        if kept["unsent"][0]["attempts"].as_u64().unwrap_or(0) >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The sender (its own task, on real time) tries, fails, and keeps the message, saying why.
+    wait_until(Duration::from_secs(10), "a failed attempt", || async {
+        let outbox = admin_get(&app, ADMIN_TOKEN, "/admin/v1/outbox").await;
+        outbox["unsent"][0]["attempts"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
+    let kept = admin_get(&app, ADMIN_TOKEN, "/admin/v1/outbox").await;
     assert_eq!(kept["queued"], 1, "{kept}");
     let unsent = &kept["unsent"][0];
     assert_eq!(unsent["kind"], "verify_address", "{kept}");
@@ -456,23 +457,24 @@ async fn three_replicas_on_one_postgresql_send_each_message_exactly_once() {
 /// Waits (up to 20 s) until the outbox at `url` (`GET /admin/v1/outbox`) has nothing queued and
 /// `sent` messages marked sent: from then on no sender sends them again. Returns it.
 pub(crate) async fn outbox_settled(url: &str, sent: u64) -> Value {
-    let mut outbox = Value::Null;
-    for _ in 0..200 {
-        outbox = reqwest::Client::new()
+    let outbox = || async {
+        reqwest::Client::new()
             .get(url)
             .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
             .unwrap()
-            .json()
+            .json::<Value>()
             .await
-            .unwrap();
-        if outbox["queued"] == 0 && outbox["sent"] == sent {
-            return outbox;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the outbox never settled with {sent} sent: {outbox}");
+            .unwrap()
+    };
+    let what = format!("the outbox with nothing queued and {sent} sent");
+    wait_until(Duration::from_secs(20), &what, || async {
+        let outbox = outbox().await;
+        outbox["queued"] == 0 && outbox["sent"] == sent
+    })
+    .await;
+    outbox().await
 }
 
 /// The value of the sample `name` (with its labels) in a metrics page (0 when absent).
