@@ -10,8 +10,9 @@
 #      stack (needs nginx: apt-get install nginx-light). The days that warm the detectors'
 #      baseline first (busy, surge, quiet: 11 minutes of legitimate traffic and more, light on
 #      CPU) run side by side, after the others.
-# Needs Redis on 127.0.0.1:6379 (or PORTCULLIS_TEST_REDIS_URL) for the store bench. Takes
-# about an hour on 2 cores.
+# Needs Redis on 127.0.0.1:6379 (or PORTCULLIS_TEST_REDIS_URL) for the store bench, and the
+# local images for the Cluster in redis_cost (scripts/images.sh, run here: it rebuilds only what
+# changed). Takes about an hour on 2 cores.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,6 +22,7 @@ mkdir -p "$out/drill"
 criterion="-- --warm-up-time 1 --measurement-time 3"
 
 cargo build --release --quiet -p portcullis-server -p portcullis-drill
+bash scripts/images.sh
 cargo bench --quiet -p portcullis-core --bench decision $criterion >"$out/criterion-core.txt"
 cargo bench --quiet -p portcullis-store --bench round_trip $criterion >"$out/criterion-store.txt"
 cargo bench --quiet -p portcullis-store --bench redis_cost >"$out/redis-cost.md"
