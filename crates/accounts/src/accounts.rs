@@ -220,7 +220,7 @@ impl Accounts {
         password_hash: &str,
         email: Option<&str>,
     ) -> Result<Account, CreateError> {
-        let id = new_account_id()?;
+        let id = crate::token::random_id()?;
         let created_at = now_ms();
         let result = sqlx::query(
             "INSERT INTO accounts (id, username, skeleton, password_hash, created_at, email) \
@@ -360,13 +360,6 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-/// 128 random bits, hex.
-fn new_account_id() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no entropy source: {e}"))?;
-    Ok(hex::encode(bytes))
 }
 
 /// Creates the folder of a SQLite file path (`data/portcullis.db?opts` -> `data/`).

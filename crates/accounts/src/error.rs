@@ -99,6 +99,39 @@ pub enum Error {
     /// The account has a confirmed second factor already.
     #[error("a second factor is enabled already: remove it first")]
     MfaAlreadyEnabled,
+    /// Passkeys are off: the service has no relying party id (it is reached at an address,
+    /// not a domain).
+    #[error(
+        "passkeys are off on this service: set webauthn.rp_id (a domain) and \
+         webauthn.rp_origins, or a server.public_url on a domain"
+    )]
+    PasskeysOff,
+    /// A sign-in answer that does not verify: an unknown, used or expired ceremony, a
+    /// credential it does not allow, a bad signature, another origin, a counter that went
+    /// backwards. Deliberately says which of none.
+    #[error("the passkey could not be verified: start again")]
+    InvalidPasskey,
+    /// A registration's ceremony is unknown, used, expired or another account's.
+    #[error("the passkey ceremony is unknown, expired or used: start again")]
+    InvalidCeremony,
+    /// The authenticator's answer to a registration does not verify.
+    #[error("{detail}")]
+    PasskeyRefused {
+        /// Why, for a person.
+        detail: String,
+    },
+    /// The account has as many passkeys as it may.
+    #[error("this account has {max} passkeys, as many as it may: remove one first")]
+    PasskeyLimit {
+        /// `webauthn.max_per_account`.
+        max: u32,
+    },
+    /// The credential is registered already, to this account or another.
+    #[error("this passkey is registered already")]
+    PasskeyRegistered,
+    /// The account has no passkey with this id.
+    #[error("no passkey of this account has this id")]
+    UnknownPasskey,
     /// The account is permanently locked (only with `responses.disclose_lockouts`).
     #[error("account locked: ask an administrator to unlock it")]
     Locked,

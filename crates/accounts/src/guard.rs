@@ -167,6 +167,27 @@ impl LoginGuard {
         &self.deriver
     }
 
+    /// Admits a passkey assertion from `ip` (carrying the `altcha` payload of a solved
+    /// challenge, if any) against its source's address, subnet and network only: a passkey
+    /// cannot be guessed, so a failed assertion is the source's, never the account's.
+    /// The credential id it presents stands for the username in the source's distinct-accounts
+    /// count.
+    pub async fn admit_assertion(
+        &self,
+        ip: IpAddr,
+        credential_id: &[u8],
+        altcha: Option<&str>,
+    ) -> Result<Admission<'_>, Error> {
+        let keys = self.limited(ip, self.deriver.source_keys(ip));
+        let pending = self.decide(&keys, altcha).await?;
+        Ok(Admission {
+            guard: self,
+            keys,
+            digest: self.deriver.credential_digest(credential_id),
+            pending,
+        })
+    }
+
     /// Counts an attempt that is not a password check (a registration, a failed admin
     /// authentication) against its source's address, subnet and network only; a risky source
     /// must carry a solved challenge (`altcha`), as a login must.
@@ -263,20 +284,21 @@ impl LoginGuard {
 
 impl Admission<'_> {
     /// Settles a verified attempt with its outcome (`known_account`: the username names an
-    /// account; `password`: the one tried, whose keyed digest feeds the password fan-out when it
-    /// was wrong); reports the lockouts and bans a failure started.
+    /// account; `password`: the one tried, if a password was, whose keyed digest feeds the
+    /// password fan-out when it was wrong); reports the lockouts and bans a failure started.
     pub async fn finish(
         self,
         outcome: Outcome,
         known_account: bool,
-        password: &str,
+        password: Option<&str>,
     ) -> Result<Finished, Error> {
         let guard = self.guard;
         let verified = Verified {
             outcome,
             unknown_username: !known_account,
-            password: (outcome == Outcome::Failure)
-                .then(|| guard.deriver.password_digest(password)),
+            password: password
+                .filter(|_| outcome == Outcome::Failure)
+                .map(|password| guard.deriver.password_digest(password)),
         };
         let bans = instruments::store_call(
             StoreOp::Record,

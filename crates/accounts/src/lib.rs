@@ -6,8 +6,9 @@
 //! ([`accounts`]) and Argon2 ([`passwords`]); the admission is finished with the outcome (or
 //! abandoned); a success opens a session ([`sessions`], [`token`]), or hands the login to its
 //! second factor ([`mfa`], [`login_tokens`]). [`registration`], [`password_change`],
-//! [`addresses`] and [`password_reset`] are the other use cases; [`mail`] reaches the account's
-//! owner, and [`notices`] tell the owner what happened to the account. Everything they reach is in the [`AppState`]; what goes wrong is an
+//! [`addresses`] and [`password_reset`] are the other use cases; [`passkeys`] sign in with no
+//! password at all; [`mail`] reaches the account's owner, and [`notices`] tell the owner what
+//! happened to the account. Everything they reach is in the [`AppState`]; what goes wrong is an
 //! [`Error`], which the server answers as problem+json.
 
 pub mod access_tokens;
@@ -24,6 +25,7 @@ pub mod login_tokens;
 pub mod mail;
 pub mod mfa;
 pub mod notices;
+pub mod passkeys;
 pub mod password_change;
 pub mod password_reset;
 pub mod passwords;

@@ -27,6 +27,12 @@
 //!
 //! Steps 1 to 4 are [`verify_password`], which every password check goes through (a password
 //! change checks the current password with it).
+//!
+//! A passkey sign-in ([`passkey_options`], then [`login_passkey`]) takes the same path without
+//! a password: the guard admits the assertion against its source alone (a passkey cannot be
+//! guessed, so nothing counts against the account), the answer is verified against its
+//! ceremony, the admission is finished with the outcome, and a success opens a session as in
+//! step 7. A user-verified assertion is two factors in one: no second step follows.
 
 use std::net::IpAddr;
 
@@ -41,6 +47,7 @@ use crate::error::Error;
 use crate::login_tokens::Purpose;
 use crate::mfa::Proof;
 use crate::notices::Notice;
+use crate::passkeys::{Assertion, PublicKeyCredential, RequestChallengeResponse, Started};
 use crate::password_reset;
 use crate::passwords::Priority;
 use crate::sessions::Session;
@@ -160,6 +167,89 @@ pub async fn login_second_factor(
     open_session(state, &account, breach, known_device).await
 }
 
+/// Sign-in options for `username`, or discoverable ones without a username (see
+/// [`crate::passkeys::Passkeys::sign_in_options`]); counted against the source's limits like a
+/// registration, challengeable under attack.
+pub async fn passkey_options(
+    state: &AppState,
+    ip: IpAddr,
+    username: Option<&Username>,
+    altcha: Option<&str>,
+) -> Result<Started<RequestChallengeResponse>, Error> {
+    state.guard.admit_source(ip, altcha).await?;
+    let account = match username {
+        Some(username) => state.accounts.find(username).await?,
+        None => None,
+    };
+    state
+        .passkeys
+        .sign_in_options(username, account.as_ref())
+        .await
+}
+
+/// What a passkey sign-in needs from the request.
+pub struct PasskeySignIn<'a> {
+    /// The client address.
+    pub ip: IpAddr,
+    /// The ceremony the options named.
+    pub ceremony: &'a str,
+    /// The authenticator's answer.
+    pub credential: &'a PublicKeyCredential,
+    /// The request's device cookie, if any.
+    pub device_cookie: Option<&'a str>,
+    /// The payload of a solved challenge, if any.
+    pub altcha: Option<&'a str>,
+}
+
+/// Runs a passkey sign-in from admission to session.
+pub async fn login_passkey(
+    state: &AppState,
+    request: PasskeySignIn<'_>,
+) -> Result<LoggedIn, Error> {
+    let admission = state
+        .guard
+        .admit_assertion(
+            request.ip,
+            request.credential.get_credential_id(),
+            request.altcha,
+        )
+        .await?;
+    let assertion = match state
+        .passkeys
+        .verify(request.ceremony, request.credential)
+        .await
+    {
+        Ok(assertion) => assertion,
+        Err(error) => {
+            admission.abandon().await;
+            return Err(error);
+        }
+    };
+    let Assertion::Verified { account_id } = assertion else {
+        admission.finish(Outcome::Failure, false, None).await?;
+        return Err(Error::InvalidPasskey);
+    };
+    admission.finish(Outcome::Success, true, None).await?;
+    let account = state
+        .accounts
+        .find_by_id(&account_id)
+        .await?
+        .ok_or(Error::InvalidPasskey)?;
+    if account.locked_at.is_some() {
+        return Err(state.locked_error());
+    }
+    state
+        .events
+        .report_account(EventKind::PasskeyLogin, &account.id)
+        .await;
+    let username = account.normalised_username()?;
+    let known_device = request
+        .device_cookie
+        .and_then(|cookie| state.device_cookies.verify(cookie, &username))
+        .is_some();
+    open_session(state, &account, Breach::None, known_device).await
+}
+
 /// A signed-in person proving it is still them before a change: their session and their
 /// current password.
 pub struct Reauthentication<'a> {
@@ -258,7 +348,7 @@ pub async fn verify_password(
         Outcome::Failure
     };
     let finished = admission
-        .finish(outcome, account.is_some(), password.expose_secret())
+        .finish(outcome, account.is_some(), Some(password.expose_secret()))
         .await?;
     if let Some(lockout) = finished.account_lockout {
         if lockout == Lockout::Permanent {

@@ -50,6 +50,10 @@ pub enum Notice {
     SecondFactorAdded,
     /// The second factor was removed.
     SecondFactorRemoved,
+    /// A passkey was added.
+    PasskeyAdded,
+    /// A passkey was removed.
+    PasskeyRemoved,
     /// The verified address changed (sent to the old one).
     AddressChanged,
 }
@@ -98,6 +102,8 @@ impl Notice {
             Notice::PasswordReset => Mail::PasswordReset { username },
             Notice::SecondFactorAdded => Mail::SecondFactorAdded { username },
             Notice::SecondFactorRemoved => Mail::SecondFactorRemoved { username },
+            Notice::PasskeyAdded => Mail::PasskeyAdded { username },
+            Notice::PasskeyRemoved => Mail::PasskeyRemoved { username },
             Notice::AddressChanged => Mail::AddressChanged { username },
         }
     }
@@ -138,6 +144,7 @@ impl Notices {
             Notice::AccountLocked => s.lockout,
             Notice::PasswordChanged | Notice::PasswordReset => s.password_changed,
             Notice::SecondFactorAdded | Notice::SecondFactorRemoved => s.second_factor,
+            Notice::PasskeyAdded | Notice::PasskeyRemoved => s.passkeys,
             Notice::AddressChanged => s.address_changed,
         }
     }

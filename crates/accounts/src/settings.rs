@@ -119,6 +119,8 @@ pub struct NoticeSettings {
     pub password_changed: bool,
     /// A second factor added or removed.
     pub second_factor: bool,
+    /// A passkey added or removed.
+    pub passkeys: bool,
     /// The verified address changed (to the old address).
     pub address_changed: bool,
     /// Notices of one kind an account gets per hour at most, so nobody can mail-bomb an owner
@@ -133,10 +135,59 @@ impl Default for NoticeSettings {
             lockout: true,
             password_changed: true,
             second_factor: true,
+            passkeys: true,
             address_changed: true,
             per_hour: 3,
         }
     }
+}
+
+/// Passkeys (WebAuthn). Unset, the relying party is `server.public_url`'s host (`localhost` on
+/// the listener's port without one); a service reached at an IP address has no passkeys until
+/// `rp_id` names a domain.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebauthnSettings {
+    /// The domain passkeys are scoped to: the origins' host or a parent domain of it.
+    pub rp_id: Option<String>,
+    /// The origins sign-in pages run on (`https://login.example.com`): a list, or one
+    /// comma-separated string (as the environment gives it).
+    #[serde(deserialize_with = "comma_separated")]
+    pub rp_origins: Vec<String>,
+    /// Passkeys an account may have (1..=100).
+    pub max_per_account: u32,
+}
+
+impl Default for WebauthnSettings {
+    fn default() -> Self {
+        Self {
+            rp_id: None,
+            rp_origins: Vec::new(),
+            max_per_account: 10,
+        }
+    }
+}
+
+/// A list of strings, or one comma-separated string.
+fn comma_separated<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        One(String),
+    }
+    let raw = Raw::deserialize(deserializer)?;
+    let items = match raw {
+        Raw::List(items) => items,
+        Raw::One(joined) => joined.split(',').map(str::to_owned).collect(),
+    };
+    Ok(items
+        .into_iter()
+        .map(|item| item.trim().to_owned())
+        .filter(|item| !item.is_empty())
+        .collect())
 }
 
 /// How mail leaves.

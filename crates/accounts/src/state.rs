@@ -13,6 +13,7 @@ use crate::login_tokens::LoginTokens;
 use crate::mail::outbox::Outbox;
 use crate::mfa::SecondFactors;
 use crate::notices::Notices;
+use crate::passkeys::Passkeys;
 use crate::passwords::{PasswordHasher, PasswordPolicy};
 use crate::security_events::SecurityEvents;
 use crate::sessions::Sessions;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub login_tokens: LoginTokens,
     /// Second factors (TOTP, recovery codes).
     pub mfa: SecondFactors,
+    /// Passkeys and their ceremonies.
+    pub passkeys: Passkeys,
     /// How long an `mfa_token` lives, in milliseconds.
     pub mfa_token_ttl_ms: u64,
     /// Rate limits and lockouts around password checks.

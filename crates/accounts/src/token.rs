@@ -25,6 +25,13 @@ pub fn issue() -> anyhow::Result<IssuedToken> {
     Ok(IssuedToken { token, digest })
 }
 
+/// A public random id (an account's, a passkey's): 128 bits, hex.
+pub fn random_id() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no entropy source: {e}"))?;
+    Ok(hex::encode(bytes))
+}
+
 /// The digest a token is stored under (hex SHA-256).
 pub fn digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))

@@ -250,6 +250,16 @@ impl KeyDeriver {
         hex::encode(&digest[..16])
     }
 
+    /// The keyed digest that stands for a passkey's credential id where a username's would (a
+    /// source's distinct accounts), domain-separated from usernames' hashes.
+    pub fn credential_digest(&self, credential_id: &[u8]) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(b"passkey credential\0");
+        mac.update(credential_id);
+        let digest = mac.finalize().into_bytes();
+        hex::encode(&digest[..16])
+    }
+
     /// The keyed 64-bit digest that stands for a failed password in the signal's password
     /// fan-out (domain-separated from usernames' hashes, so the two never meet). Never logged;
     /// stores keep it only for the fan-out's window.

@@ -103,6 +103,13 @@ impl ApiError {
             Error::MfaThrottled { .. } => "mfa_throttled",
             Error::MfaNotEnrolled => "mfa_not_enrolled",
             Error::MfaAlreadyEnabled => "mfa_already_enabled",
+            Error::PasskeysOff => "passkeys_off",
+            Error::InvalidPasskey => "invalid_passkey",
+            Error::InvalidCeremony => "invalid_ceremony",
+            Error::PasskeyRefused { .. } => "passkey_refused",
+            Error::PasskeyLimit { .. } => "passkey_limit",
+            Error::PasskeyRegistered => "passkey_registered",
+            Error::UnknownPasskey => "unknown_passkey",
             Error::Locked => "locked",
             Error::Unavailable { .. } => "unavailable",
             Error::Internal(_) => "internal",
@@ -188,23 +195,31 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { .. } => return StatusCode::METHOD_NOT_ALLOWED,
         };
         match error {
-            Error::BadRequest { .. } | Error::WeakPassword(_) => StatusCode::BAD_REQUEST,
+            Error::BadRequest { .. }
+            | Error::WeakPassword(_)
+            | Error::InvalidCeremony
+            | Error::PasskeyRefused { .. } => StatusCode::BAD_REQUEST,
             Error::InvalidCredentials
             | Error::Unauthenticated
             | Error::ChallengeRequired { .. }
             | Error::MfaRequired { .. }
             | Error::InvalidLoginToken
             | Error::InvalidCode
-            | Error::CodeReplayed => StatusCode::UNAUTHORIZED,
+            | Error::CodeReplayed
+            | Error::InvalidPasskey => StatusCode::UNAUTHORIZED,
             Error::PasswordChangeRequired { .. } | Error::PasswordResetRequired => {
                 StatusCode::FORBIDDEN
             }
-            Error::UnknownAccount => StatusCode::NOT_FOUND,
+            Error::UnknownAccount | Error::UnknownPasskey | Error::PasskeysOff => {
+                StatusCode::NOT_FOUND
+            }
             Error::UsernameTaken
             | Error::EmailTaken
             | Error::NoAddress
             | Error::MfaNotEnrolled
-            | Error::MfaAlreadyEnabled => StatusCode::CONFLICT,
+            | Error::MfaAlreadyEnabled
+            | Error::PasskeyLimit { .. }
+            | Error::PasskeyRegistered => StatusCode::CONFLICT,
             Error::Throttled { .. } | Error::MfaThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Locked => StatusCode::LOCKED,
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,

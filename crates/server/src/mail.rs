@@ -87,6 +87,16 @@ impl Compose for MailTemplates {
                 format!("The second factor of {username} was removed"),
                 forgot(),
             ),
+            Mail::PasskeyAdded { username } => (
+                username,
+                format!("A passkey was added to {username}"),
+                forgot(),
+            ),
+            Mail::PasskeyRemoved { username } => (
+                username,
+                format!("A passkey was removed from {username}"),
+                forgot(),
+            ),
         };
         let kind = mail.kind();
         Ok(Composed {
@@ -176,6 +186,12 @@ mod tests {
                 username: username.clone(),
             },
             Mail::SecondFactorRemoved {
+                username: username.clone(),
+            },
+            Mail::PasskeyAdded {
+                username: username.clone(),
+            },
+            Mail::PasskeyRemoved {
                 username: username.clone(),
             },
         ] {

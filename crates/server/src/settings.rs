@@ -8,13 +8,15 @@ use std::path::Path;
 
 use anyhow::Context;
 use ipnet::IpNet;
+use portcullis_accounts::passkeys::RelyingParty;
 use portcullis_accounts::settings::{
     AccessTokenSettings, Argon2Settings, DatabaseSettings, MailSettings, MailTransport,
-    PasswordSettings, SecretSettings, StoreSettings, UsernameLogging, secret,
+    PasswordSettings, SecretSettings, StoreSettings, UsernameLogging, WebauthnSettings, secret,
 };
 use portcullis_core::Policy;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
+use url::{Host, Url};
 
 use crate::client_ip::ForwardedHeader;
 
@@ -56,6 +58,8 @@ pub struct Settings {
     pub secrets: SecretSettings,
     /// Mail to accounts' owners.
     pub mail: MailSettings,
+    /// Passkeys.
+    pub webauthn: WebauthnSettings,
 }
 
 /// Tokens other services can check on their own.
@@ -255,6 +259,7 @@ impl Default for Settings {
             tokens: TokenSettings::default(),
             secrets: SecretSettings::default(),
             mail: MailSettings::default(),
+            webauthn: WebauthnSettings::default(),
         }
     }
 }
@@ -346,6 +351,10 @@ impl Settings {
             (1..=100).contains(&self.mail.notices.per_hour),
             "mail.notices.per_hour: must be in 1..=100"
         );
+        anyhow::ensure!(
+            (1..=100).contains(&self.webauthn.max_per_account),
+            "webauthn.max_per_account: must be in 1..=100"
+        );
         if let Some(token) = &self.admin.token {
             anyhow::ensure!(
                 token.expose_secret().len() >= 32,
@@ -384,6 +393,57 @@ impl Settings {
             );
         }
         Ok(())
+    }
+}
+
+impl Settings {
+    /// Who passkeys are for: `webauthn.rp_origins`, or else `server.public_url`, or else
+    /// `localhost` on the listener's `port`; `webauthn.rp_id`, or else the first origin's host.
+    /// None (passkeys off, with a warning) when that host is an address and no `rp_id` is set:
+    /// WebAuthn scopes credentials to a domain.
+    pub fn relying_party(&self, port: u16) -> anyhow::Result<Option<RelyingParty>> {
+        let scheme = if self.server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let origins = if self.webauthn.rp_origins.is_empty() {
+            let origin = match &self.server.public_url {
+                Some(url) => Url::parse(url).context("server.public_url")?,
+                None => Url::parse(&format!("{scheme}://localhost:{port}"))?,
+            };
+            vec![origin]
+        } else {
+            self.webauthn
+                .rp_origins
+                .iter()
+                .map(|origin| {
+                    Url::parse(origin).with_context(|| {
+                        format!("webauthn.rp_origins: `{origin}` is not a URL like https://login.example.com")
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?
+        };
+        let id = match (&self.webauthn.rp_id, origins.first().and_then(Url::host)) {
+            (Some(id), _) => id.trim().to_owned(),
+            (None, Some(Host::Domain(domain))) => domain.to_owned(),
+            (None, _) => {
+                tracing::warn!(
+                    "passkeys are off: the service is reached at an address, and passkeys need \
+                     a domain (set webauthn.rp_id and webauthn.rp_origins, or server.public_url)"
+                );
+                return Ok(None);
+            }
+        };
+        anyhow::ensure!(
+            !id.is_empty() && id.parse::<IpAddr>().is_err(),
+            "webauthn.rp_id: must be a domain (login.example.com), not `{id}`"
+        );
+        Ok(Some(RelyingParty {
+            id,
+            origins,
+            name: self.mfa.issuer.clone(),
+        }))
     }
 }
 

@@ -22,6 +22,7 @@ use portcullis_accounts::mail::transport::Transport;
 use portcullis_accounts::mfa::SecondFactors;
 use portcullis_accounts::mfa::sealing::SecretSealer;
 use portcullis_accounts::notices::Notices;
+use portcullis_accounts::passkeys::Passkeys;
 use portcullis_accounts::passwords::{PasswordHasher, PasswordPolicy};
 use portcullis_accounts::recent_decisions::RecentDecisions;
 use portcullis_accounts::security_events::SecurityEvents;
@@ -159,6 +160,15 @@ impl Application {
             };
             format!("{scheme}://{address}")
         });
+        let passkeys = Passkeys::new(
+            settings.relying_party(address.port())?.as_ref(),
+            accounts.pool(),
+            clock.clone(),
+            &hmac_key,
+            settings.webauthn.max_per_account,
+            events.clone(),
+            notices.clone(),
+        )?;
         let state = web::Data::new(AppState {
             accounts,
             sessions,
@@ -168,6 +178,7 @@ impl Application {
             breached_login: settings.passwords.breached_login(),
             login_tokens,
             mfa,
+            passkeys,
             mfa_token_ttl_ms: settings.mfa.token_ttl_secs.saturating_mul(1_000),
             guard: LoginGuard::new(
                 settings.policy,

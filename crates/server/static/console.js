@@ -62,6 +62,7 @@ function renderStatus(status) {
     signal.className = seen.under_attack ? "signal alarm" : "signal calm";
   }
   document.getElementById("store-health").textContent = status.store;
+  document.getElementById("passkey-accounts").textContent = status.accounts_with_passkeys;
   const rows = status.decisions.slice().reverse().map((m) =>
     row([utc(m.start).slice(0, 16), m.allowed, m.challenged, ...REASONS.map((r) => m.denied[r] || 0)]));
   document.getElementById("decision-rows").replaceChildren(...rows);

@@ -47,6 +47,15 @@ pub enum EventKind {
     /// The owner disowned a new-device login ("this wasn't me" in its notice): every session
     /// ended, a reset link mailed.
     LoginDisowned,
+    /// An account registered a passkey.
+    PasskeyAdded,
+    /// An account removed a passkey.
+    PasskeyRemoved,
+    /// An account signed in with a passkey.
+    PasskeyLogin,
+    /// A passkey's signature counter did not move forward: two copies of its key may exist.
+    /// The assertion was refused.
+    PasskeyPossibleClone,
 }
 
 impl EventKind {
@@ -67,6 +76,10 @@ impl EventKind {
             EventKind::MfaLockout => "mfa_lockout",
             EventKind::RecoveryCodeUsed => "recovery_code_used",
             EventKind::LoginDisowned => "login_disowned",
+            EventKind::PasskeyAdded => "passkey_added",
+            EventKind::PasskeyRemoved => "passkey_removed",
+            EventKind::PasskeyLogin => "passkey_login",
+            EventKind::PasskeyPossibleClone => "passkey_possible_clone",
         }
     }
 }

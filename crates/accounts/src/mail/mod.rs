@@ -70,6 +70,16 @@ pub enum Mail {
         /// The account's username.
         username: String,
     },
+    /// A passkey was added.
+    PasskeyAdded {
+        /// The account's username.
+        username: String,
+    },
+    /// A passkey was removed.
+    PasskeyRemoved {
+        /// The account's username.
+        username: String,
+    },
 }
 
 impl Mail {
@@ -85,6 +95,8 @@ impl Mail {
             Mail::AccountLocked { .. } => "account_locked",
             Mail::SecondFactorAdded { .. } => "second_factor_added",
             Mail::SecondFactorRemoved { .. } => "second_factor_removed",
+            Mail::PasskeyAdded { .. } => "passkey_added",
+            Mail::PasskeyRemoved { .. } => "passkey_removed",
         }
     }
 }

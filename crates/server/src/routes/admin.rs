@@ -535,6 +535,8 @@ pub struct ServiceStatus {
     /// This replica's decisions over the last ten minutes, oldest first (the fleet's are
     /// `portcullis_decisions_total`).
     decisions: Vec<DecisionsView>,
+    /// Accounts with at least one passkey (what a leaked password cannot open alone).
+    accounts_with_passkeys: u64,
 }
 
 /// One minute's decisions on this replica.
@@ -600,6 +602,7 @@ pub async fn service_status(
         attack_signal,
         store,
         decisions: recent.minutes().into_iter().map(Into::into).collect(),
+        accounts_with_passkeys: state.passkeys.accounts_with_passkeys().await?,
     }))
 }
 

@@ -132,7 +132,7 @@ pub async fn login_mfa(
 
 /// The 200 answer of a finished login, with a device cookie for a new browser and, when
 /// `tokens.access.enabled`, a JWT access token.
-fn logged_in_response(
+pub(super) fn logged_in_response(
     state: &AppState,
     http: &HttpState,
     logged_in: &LoggedIn,

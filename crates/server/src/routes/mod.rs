@@ -11,6 +11,7 @@ mod login;
 mod mfa;
 mod notices;
 pub mod openapi;
+mod passkeys;
 pub mod password;
 mod session;
 
@@ -122,6 +123,13 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut ServiceConfig) {
         .service(accounts::register)
         .service(login::login)
         .service(login::login_mfa)
+        .service(passkeys::passkey_options)
+        .service(passkeys::passkey_login)
+        .service(passkeys::start_passkey_registration)
+        .service(passkeys::add_passkey)
+        .service(passkeys::list_passkeys)
+        .service(passkeys::rename_passkey)
+        .service(passkeys::remove_passkey)
         .service(password::change)
         .service(password::request_reset)
         .service(password::confirm_reset)

@@ -27,6 +27,7 @@ use crate::error::{ApiError, Problem};
         (name = "accounts", description = "Registration and password change"),
         (name = "sessions", description = "Introspection and logout"),
         (name = "mfa", description = "TOTP second factors"),
+        (name = "passkeys", description = "Passkeys (WebAuthn): enrolment, the list, removal"),
         (name = "tokens", description = "Access tokens' public keys"),
         (name = "operations", description = "Health, readiness, metrics"),
         (name = "admin", description = "The admin API (on the operations listener, with the admin token)"),
@@ -74,6 +75,7 @@ impl KnownPaths {
                     ("GET", item.get.is_some()),
                     ("PUT", item.put.is_some()),
                     ("POST", item.post.is_some()),
+                    ("PATCH", item.patch.is_some()),
                     ("DELETE", item.delete.is_some()),
                 ]
                 .into_iter()
@@ -148,6 +150,12 @@ pub struct Unavailable(pub Problem<'static>);
     headers(("WWW-Authenticate" = String, description = "`Bearer`"))
 )]
 pub struct NoSession(pub Problem<'static>);
+
+/// `passkeys_off`: the service has no relying party (it is reached at an address; set
+/// `webauthn.rp_id`).
+#[derive(utoipa::IntoResponses)]
+#[response(status = 404, content_type = "application/problem+json")]
+pub struct PasskeysOff(pub Problem<'static>);
 
 /// What every admin call may answer besides its own (with [`Throttled`] for wrong tokens and
 /// [`Unavailable`]).

@@ -30,6 +30,7 @@ mod monitoring;
 mod notices;
 mod openapi;
 mod pages;
+mod passkeys;
 mod passwords;
 mod registration;
 mod reset;
