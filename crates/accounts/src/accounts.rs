@@ -64,7 +64,7 @@ pub struct Account {
     pub id: String,
     /// Normalised username.
     pub username: String,
-    /// Argon2id PHC string.
+    /// Argon2id PHC string; empty for an account that signs in with passkeys only.
     pub password_hash: String,
     /// When a permanent lockout began (milliseconds since the epoch); cleared by an admin.
     /// Stored as 0 when unlocked.
@@ -76,6 +76,11 @@ pub struct Account {
 }
 
 impl Account {
+    /// Whether the account has a password (one that signs in with passkeys only has none).
+    pub fn has_password(&self) -> bool {
+        !self.password_hash.is_empty()
+    }
+
     /// The stored username as a [`Username`] (it was normalised when stored).
     pub fn normalised_username(&self) -> anyhow::Result<Username> {
         Username::parse(&self.username)
@@ -319,6 +324,12 @@ impl Accounts {
             .await
             .map_err(|e| db_error(e, "updating a password hash"))?;
         Ok(())
+    }
+
+    /// Takes the password away: the account signs in with its passkeys only, and every password
+    /// verifies against the dummy hash. A reset gives it one again.
+    pub async fn remove_password(&self, id: &str) -> anyhow::Result<()> {
+        self.update_hash(id, "").await
     }
 
     /// Marks an account permanently locked (no-op for a name without an account).

@@ -206,19 +206,40 @@ pub async fn login_passkey(
     state: &AppState,
     request: PasskeySignIn<'_>,
 ) -> Result<LoggedIn, Error> {
+    let account = verify_passkey(
+        state,
+        request.ip,
+        request.ceremony,
+        request.credential,
+        request.altcha,
+    )
+    .await?;
+    state
+        .events
+        .report_account(EventKind::PasskeyLogin, &account.id)
+        .await;
+    let username = account.normalised_username()?;
+    let known_device = request
+        .device_cookie
+        .and_then(|cookie| state.device_cookies.verify(cookie, &username))
+        .is_some();
+    open_session(state, &account, Breach::None, known_device).await
+}
+
+/// Checks a passkey's answer through the guard: admission against the source, verification
+/// against its ceremony, settling. Returns the passkey's account (refused when locked).
+async fn verify_passkey(
+    state: &AppState,
+    ip: IpAddr,
+    ceremony: &str,
+    credential: &PublicKeyCredential,
+    altcha: Option<&str>,
+) -> Result<Account, Error> {
     let admission = state
         .guard
-        .admit_assertion(
-            request.ip,
-            request.credential.get_credential_id(),
-            request.altcha,
-        )
+        .admit_assertion(ip, credential.get_credential_id(), altcha)
         .await?;
-    let assertion = match state
-        .passkeys
-        .verify(request.ceremony, request.credential)
-        .await
-    {
+    let assertion = match state.passkeys.verify(ceremony, credential).await {
         Ok(assertion) => assertion,
         Err(error) => {
             admission.abandon().await;
@@ -238,36 +259,42 @@ pub async fn login_passkey(
     if account.locked_at.is_some() {
         return Err(state.locked_error());
     }
-    state
-        .events
-        .report_account(EventKind::PasskeyLogin, &account.id)
-        .await;
-    let username = account.normalised_username()?;
-    let known_device = request
-        .device_cookie
-        .and_then(|cookie| state.device_cookies.verify(cookie, &username))
-        .is_some();
-    open_session(state, &account, Breach::None, known_device).await
+    Ok(account)
 }
 
-/// A signed-in person proving it is still them before a change: their session and their
-/// current password.
+/// What proves a signed-in person is still them.
+pub enum StepUp<'a> {
+    /// The current password, checked like a login.
+    Password(SecretString),
+    /// An answer of one of the account's passkeys (options from
+    /// [`passkey_options`]), checked like a passkey sign-in.
+    Passkey {
+        /// The ceremony the options named.
+        ceremony: &'a str,
+        /// The authenticator's answer.
+        credential: &'a PublicKeyCredential,
+    },
+}
+
+/// A signed-in person proving it is still them before a change: their session, and their
+/// current password or one of their passkeys.
 pub struct Reauthentication<'a> {
     /// The session token's digest.
     pub session_digest: String,
     /// The client address.
     pub ip: IpAddr,
-    /// The current password.
-    pub current_password: SecretString,
+    /// The proof.
+    pub step_up: StepUp<'a>,
     /// The request's device cookie, if any.
     pub device_cookie: Option<&'a str>,
     /// The payload of a solved challenge, if any.
     pub altcha: Option<&'a str>,
 }
 
-/// The account of a live session whose current password checks out through the guard (like
-/// any password check: counted, lockable, challengeable). `before_counting` runs on the account
-/// first, so input it refuses costs the owner nothing.
+/// The account of a live session whose step-up checks out through the guard: its current
+/// password like any password check (counted, lockable, challengeable), or a passkey of the
+/// account like a passkey sign-in. `before_counting` runs on the account first, so input it
+/// refuses costs the owner nothing.
 pub async fn reauthenticate(
     state: &AppState,
     request: Reauthentication<'_>,
@@ -285,20 +312,35 @@ pub async fn reauthenticate(
         .ok_or(Error::Unauthenticated)?;
     let username = account.normalised_username()?;
     before_counting(&username)?;
-    let device = request
-        .device_cookie
-        .and_then(|c| state.device_cookies.verify(c, &username));
-    verify_password(
-        state,
-        LoginRequest {
-            ip: request.ip,
-            username: &username,
-            password: request.current_password,
-            device,
-            altcha: request.altcha,
-        },
-    )
-    .await?;
+    match request.step_up {
+        StepUp::Password(password) => {
+            let device = request
+                .device_cookie
+                .and_then(|c| state.device_cookies.verify(c, &username));
+            verify_password(
+                state,
+                LoginRequest {
+                    ip: request.ip,
+                    username: &username,
+                    password,
+                    device,
+                    altcha: request.altcha,
+                },
+            )
+            .await?;
+        }
+        StepUp::Passkey {
+            ceremony,
+            credential,
+        } => {
+            let verified =
+                verify_passkey(state, request.ip, ceremony, credential, request.altcha).await?;
+            // Another account's passkey proves nothing about this session.
+            if verified.id != account.id {
+                return Err(Error::InvalidPasskey);
+            }
+        }
+    }
     Ok(account)
 }
 
@@ -321,7 +363,12 @@ pub async fn verify_password(
         .await?;
     let verified = async {
         let account = state.accounts.find(username).await?;
-        let stored = account.as_ref().map(|a| a.password_hash.clone());
+        // An account without a password verifies against the dummy hash, as an unknown name
+        // does: a wrong password in every way but the counting, which is a known account's.
+        let stored = account
+            .as_ref()
+            .filter(|a| a.has_password())
+            .map(|a| a.password_hash.clone());
         // A trusted device's owner goes ahead of everyone else in the hash queue.
         let priority = if device.is_some() {
             Priority::High

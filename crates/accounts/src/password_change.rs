@@ -1,14 +1,17 @@
 //! The password change use case (`POST /v1/password`), authorised one of two ways:
 //!
-//! - a session and the current password, which is checked through the login guard like any
-//!   other password check ([`crate::login::verify_password`]: counted, lockable,
-//!   challengeable);
+//! - a session and a step-up ([`crate::login::reauthenticate`]): the current password, checked
+//!   through the login guard like any other password check (counted, lockable,
+//!   challengeable), or one of the account's passkeys;
 //! - a password-change token from a login refused for a breached password
 //!   (`passwords.breached_login = "block"`), single use.
 //!
 //! The new password must pass the rules before anything is counted or consumed. On success the
 //! password is rehashed, every other session of the account ends, a `password_changed`
 //! security event is reported and the owner told.
+//!
+//! [`remove_password`] (`DELETE /v1/password`) takes the password away after a passkey
+//! step-up: nothing is left to stuff.
 
 use portcullis_core::Username;
 use portcullis_store::EventKind;
@@ -17,7 +20,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::AppState;
 use crate::accounts::Account;
 use crate::error::Error;
-use crate::login::{self, Reauthentication};
+use crate::login::{self, Reauthentication, StepUp};
 use crate::login_tokens::Purpose;
 use crate::notices::Notice;
 
@@ -77,6 +80,24 @@ pub async fn change_password(
         .await;
     state.notices.send(&account, Notice::PasswordChanged).await;
     Ok(revoked)
+}
+
+/// Takes the password of the account a session stepped up for with one of its passkeys
+/// (`request.step_up` must be a passkey: a password proves nothing a leak cannot).
+pub async fn remove_password(state: &AppState, request: Reauthentication<'_>) -> Result<(), Error> {
+    if matches!(request.step_up, StepUp::Password(_)) {
+        return Err(Error::bad_request(
+            "removing the password takes a passkey's answer (`ceremony`, `credential`)",
+        ));
+    }
+    let account = login::reauthenticate(state, request, |_| Ok(())).await?;
+    state.accounts.remove_password(&account.id).await?;
+    state
+        .events
+        .report_account(EventKind::PasswordRemoved, &account.id)
+        .await;
+    state.notices.send(&account, Notice::PasswordChanged).await;
+    Ok(())
 }
 
 /// The account `account_id` and its username, with `new_password` checked against the rules

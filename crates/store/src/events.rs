@@ -47,6 +47,8 @@ pub enum EventKind {
     /// The owner disowned a new-device login ("this wasn't me" in its notice): every session
     /// ended, a reset link mailed.
     LoginDisowned,
+    /// An account gave up its password (it signs in with passkeys only).
+    PasswordRemoved,
     /// An account registered a passkey.
     PasskeyAdded,
     /// An account removed a passkey.
@@ -76,6 +78,7 @@ impl EventKind {
             EventKind::MfaLockout => "mfa_lockout",
             EventKind::RecoveryCodeUsed => "recovery_code_used",
             EventKind::LoginDisowned => "login_disowned",
+            EventKind::PasswordRemoved => "password_removed",
             EventKind::PasskeyAdded => "passkey_added",
             EventKind::PasskeyRemoved => "passkey_removed",
             EventKind::PasskeyLogin => "passkey_login",

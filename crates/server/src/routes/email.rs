@@ -3,7 +3,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, post, web};
 use portcullis_accounts::addresses;
-use portcullis_accounts::login::Reauthentication;
+use portcullis_accounts::login::{Reauthentication, StepUp};
 use portcullis_accounts::{AppState, Error};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -80,7 +80,7 @@ pub async fn set_address(
     let address_request = Reauthentication {
         session_digest: bearer_digest(&request).ok_or(Error::Unauthenticated)?,
         ip,
-        current_password: checked_password(body.current_password, "current_password")?,
+        step_up: StepUp::Password(checked_password(body.current_password, "current_password")?),
         device_cookie: cookie.as_ref().map(|c| c.value()),
         altcha: body.altcha.as_deref(),
     };

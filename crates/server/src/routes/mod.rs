@@ -27,12 +27,15 @@ use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, web};
 use ipnet::IpNet;
 use portcullis_accounts::accounts::Account;
+use portcullis_accounts::login::{Reauthentication, StepUp};
+use portcullis_accounts::passkeys::PublicKeyCredential;
 use portcullis_accounts::passwords::MAX_PASSWORD_BYTES;
 use portcullis_accounts::sessions::Session;
 use portcullis_accounts::{AppState, Error, token};
 use portcullis_core::Username;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::client_ip::{self, ForwardedHeader};
@@ -131,6 +134,7 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut ServiceConfig) {
         .service(passkeys::rename_passkey)
         .service(passkeys::remove_passkey)
         .service(password::change)
+        .service(password::remove_password)
         .service(password::request_reset)
         .service(password::confirm_reset)
         .service(email::set_address)
@@ -201,6 +205,67 @@ impl Credentials {
     fn username(&self) -> Result<Username, Error> {
         parse_username(&self.username)
     }
+}
+
+/// `{"current_password", "altcha"?}` or `{"ceremony", "credential", "altcha"?}`: the step-up
+/// before a change to how the account signs in (its current password, checked like a login, or
+/// an answer of one of its passkeys to `POST /v1/login/passkey/options`).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpBody {
+    /// The account's password.
+    #[schema(value_type = Option<String>)]
+    current_password: Option<SecretString>,
+    /// With `credential`: the ceremony of the passkey options.
+    ceremony: Option<String>,
+    /// `PublicKeyCredential.toJSON()` of a passkey's answer.
+    #[schema(value_type = Option<Object>)]
+    credential: Option<PublicKeyCredential>,
+    /// The payload of a solved challenge, when one was asked.
+    altcha: Option<String>,
+}
+
+impl StepUpBody {
+    /// The re-authentication of `request`'s session (from `ip`, with its `device_cookie`) this
+    /// body proves.
+    pub fn reauthentication<'a>(
+        &'a self,
+        request: &HttpRequest,
+        ip: IpAddr,
+        device_cookie: Option<&'a str>,
+    ) -> Result<Reauthentication<'a>, ApiError> {
+        let step_up = match (&self.current_password, &self.ceremony, &self.credential) {
+            (Some(password), None, None) => {
+                StepUp::Password(checked_password(password.clone(), "current_password")?)
+            }
+            (None, Some(ceremony), Some(credential)) => StepUp::Passkey {
+                ceremony,
+                credential,
+            },
+            _ => {
+                return Err(ApiError::bad_request(
+                    "send `current_password`, or a passkey's `ceremony` and `credential`",
+                ));
+            }
+        };
+        Ok(Reauthentication {
+            session_digest: bearer_digest(request).ok_or(Error::Unauthenticated)?,
+            ip,
+            step_up,
+            device_cookie,
+            altcha: self.altcha.as_deref(),
+        })
+    }
+}
+
+/// A JSON object body, read into its type only when the handler is ready to (after the
+/// session), and never from an array (which serde would take for a struct's fields in order).
+pub type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+/// Reads a body `T` from `object` (400 `bad_request`, as the JSON extractor answers).
+pub fn read_object<T: DeserializeOwned>(object: JsonObject) -> Result<T, ApiError> {
+    serde_json::from_value(serde_json::Value::Object(object))
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 /// A password from a request body's `field`, refused when empty or over

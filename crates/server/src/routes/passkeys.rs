@@ -13,37 +13,24 @@
 //! `PublicKeyCredential.parseCreationOptionsFromJSON` and `toJSON()` in browsers have them.
 
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
-use portcullis_accounts::login::{self as use_case, PasskeySignIn, Reauthentication};
+use portcullis_accounts::AppState;
+use portcullis_accounts::login::{self as use_case, PasskeySignIn};
 use portcullis_accounts::passkeys::{
     Mediation, PublicKeyCredential, PublicKeyCredentialCreationOptions,
     PublicKeyCredentialRequestOptions, RegisterPublicKeyCredential, StoredPasskey,
 };
-use portcullis_accounts::{AppState, Error};
-use secrecy::SecretString;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::login::{LoginAnswer, logged_in_response, rfc3339};
 use super::openapi::{BodyRefused, NoSession, PasskeysOff, Throttled, Unavailable};
 use super::{
-    ClientIp, HttpState, bearer_digest, checked_password, parse_username, session_account,
+    ClientIp, HttpState, JsonObject, StepUpBody, parse_username, read_object, session_account,
 };
 use crate::error::{ApiError, Problem};
 
 /// The name a passkey gets when its owner gives none.
 const DEFAULT_NAME: &str = "Passkey";
-
-/// `{"current_password", "altcha"?}`: the step-up before adding or removing a passkey.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StepUp {
-    /// The account's password (checked like a login: counted, lockable, challengeable).
-    #[schema(value_type = String)]
-    current_password: SecretString,
-    /// The payload of a solved challenge, when one was asked.
-    altcha: Option<String>,
-}
 
 /// A registration ceremony's options.
 #[derive(Serialize, ToSchema)]
@@ -147,49 +134,16 @@ pub struct SignIn {
     altcha: Option<String>,
 }
 
-/// A JSON object, read into its body type only when the handler is ready to (after the session),
-/// and never from an array (which serde would take for a struct's fields in order).
-type JsonObject = serde_json::Map<String, serde_json::Value>;
-
-/// Reads a body `T` from `object` (400 `bad_request` as the JSON extractor answers).
-fn read<T: DeserializeOwned>(object: JsonObject) -> Result<T, ApiError> {
-    serde_json::from_value(serde_json::Value::Object(object))
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
-}
-
-/// The account of the request's session, stepped up with its current password.
-async fn stepped_up(
-    state: &AppState,
-    http: &HttpState,
-    request: &HttpRequest,
-    ip: std::net::IpAddr,
-    body: StepUp,
-) -> Result<portcullis_accounts::accounts::Account, ApiError> {
-    let cookie = request.cookie(&http.device.cookie_name);
-    Ok(use_case::reauthenticate(
-        state,
-        Reauthentication {
-            session_digest: bearer_digest(request).ok_or(Error::Unauthenticated)?,
-            ip,
-            current_password: checked_password(body.current_password, "current_password")?,
-            device_cookie: cookie.as_ref().map(|c| c.value()),
-            altcha: body.altcha.as_deref(),
-        },
-        |_| Ok(()),
-    )
-    .await?)
-}
-
-/// Starts adding a passkey: the current password steps up; 200 with the ceremony and the
-/// options (excluding the account's passkeys); 409 `passkey_limit`.
+/// Starts adding a passkey: the current password (or a passkey) steps up; 200 with the
+/// ceremony and the options (excluding the account's passkeys); 409 `passkey_limit`.
 #[utoipa::path(
     tag = "passkeys",
     security(("session" = [])),
-    request_body = StepUp,
+    request_body = StepUpBody,
     responses(
         (status = 200, description = "The ceremony and `navigator.credentials.create` options", body = RegistrationOptions),
         (status = 400, description = "`bad_request`, `invalid_forwarded_header`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthenticated`, `invalid_credentials` (wrong current password, counted like a login), `challenge_required` / `challenge_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`, `invalid_credentials` (wrong current password, counted like a login), `invalid_passkey`, `challenge_required` / `challenge_failed`", body = Problem, content_type = "application/problem+json"),
         PasskeysOff,
         (status = 409, description = "`passkey_limit`", body = Problem, content_type = "application/problem+json"),
         BodyRefused,
@@ -203,9 +157,12 @@ pub async fn start_passkey_registration(
     http: web::Data<HttpState>,
     request: HttpRequest,
     ClientIp(ip): ClientIp,
-    body: web::Json<StepUp>,
+    body: web::Json<JsonObject>,
 ) -> Result<HttpResponse, ApiError> {
-    let account = stepped_up(&state, &http, &request, ip, body.into_inner()).await?;
+    let body: StepUpBody = read_object(body.into_inner())?;
+    let cookie = request.cookie(&http.device.cookie_name);
+    let step_up = body.reauthentication(&request, ip, cookie.as_ref().map(|c| c.value()))?;
+    let account = use_case::reauthenticate(&state, step_up, |_| Ok(())).await?;
     let started = state.passkeys.start_registration(&account).await?;
     Ok(HttpResponse::Ok().json(RegistrationOptions {
         ceremony: started.ceremony,
@@ -236,7 +193,7 @@ pub async fn add_passkey(
 ) -> Result<HttpResponse, ApiError> {
     // The session first: a request without one learns nothing from how its body is refused.
     let account = session_account(&state, &request).await?;
-    let body: NewPasskey = read(body.into_inner())?;
+    let body: NewPasskey = read_object(body.into_inner())?;
     let stored = state
         .passkeys
         .finish_registration(
@@ -301,16 +258,16 @@ pub async fn rename_passkey(
     }))
 }
 
-/// Removes a passkey; the current password steps up: 204.
+/// Removes a passkey; the current password (or a passkey) steps up: 204.
 #[utoipa::path(
     tag = "passkeys",
     security(("session" = [])),
     params(("id" = String, Path, description = "The passkey's id")),
-    request_body = StepUp,
+    request_body = StepUpBody,
     responses(
         (status = 204, description = "Removed"),
         (status = 400, description = "`bad_request`, `invalid_forwarded_header`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthenticated`, `invalid_credentials` (counted like a login), `challenge_required` / `challenge_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`, `invalid_credentials` (counted like a login), `invalid_passkey`, `challenge_required` / `challenge_failed`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`unknown_passkey`", body = Problem, content_type = "application/problem+json"),
         BodyRefused,
         Throttled,
@@ -324,9 +281,12 @@ pub async fn remove_passkey(
     request: HttpRequest,
     ClientIp(ip): ClientIp,
     id: web::Path<String>,
-    body: web::Json<StepUp>,
+    body: web::Json<JsonObject>,
 ) -> Result<HttpResponse, ApiError> {
-    let account = stepped_up(&state, &http, &request, ip, body.into_inner()).await?;
+    let body: StepUpBody = read_object(body.into_inner())?;
+    let cookie = request.cookie(&http.device.cookie_name);
+    let step_up = body.reauthentication(&request, ip, cookie.as_ref().map(|c| c.value()))?;
+    let account = use_case::reauthenticate(&state, step_up, |_| Ok(())).await?;
     state.passkeys.remove(&account, &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -353,7 +313,7 @@ pub async fn passkey_options(
     ClientIp(ip): ClientIp,
     body: web::Json<JsonObject>,
 ) -> Result<HttpResponse, ApiError> {
-    let body: SignInRequest = read(body.into_inner())?;
+    let body: SignInRequest = read_object(body.into_inner())?;
     let username = body.username.as_deref().map(parse_username).transpose()?;
     let started =
         use_case::passkey_options(&state, ip, username.as_ref(), body.altcha.as_deref()).await?;
@@ -389,7 +349,7 @@ pub async fn passkey_login(
     ClientIp(ip): ClientIp,
     body: web::Json<JsonObject>,
 ) -> Result<HttpResponse, ApiError> {
-    let body: SignIn = read(body.into_inner())?;
+    let body: SignIn = read_object(body.into_inner())?;
     let cookie = request.cookie(&http.device.cookie_name);
     let logged_in = use_case::login_passkey(
         &state,

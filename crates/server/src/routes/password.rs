@@ -1,9 +1,9 @@
-//! `POST /v1/password`, `POST /v1/password/reset` and `POST /v1/password/reset/confirm`: HTTP
-//! in and out of the password change and reset use cases (see
+//! `POST /v1/password`, `DELETE /v1/password`, `POST /v1/password/reset` and
+//! `POST /v1/password/reset/confirm`: HTTP in and out of the password change and reset use cases (see
 //! [`portcullis_accounts::password_change`], [`portcullis_accounts::password_reset`]).
 
-use actix_web::{HttpRequest, HttpResponse, post, web};
-use portcullis_accounts::login::Reauthentication;
+use actix_web::{HttpRequest, HttpResponse, delete, post, web};
+use portcullis_accounts::login::{Reauthentication, StepUp};
 use portcullis_accounts::password_change::{self, Authority};
 use portcullis_accounts::password_reset;
 use portcullis_accounts::{AppState, Error};
@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::openapi::{BodyRefused, Throttled, Unavailable};
-use super::{ClientIp, HttpState, bearer_digest, checked_password, parse_username};
+use super::{
+    ClientIp, HttpState, JsonObject, StepUpBody, bearer_digest, checked_password, parse_username,
+    read_object,
+};
 use crate::error::{ApiError, Problem};
 
 /// `{"current_password", "new_password", "altcha"?}` with a session, or
@@ -72,7 +75,7 @@ pub async fn change(
         (None, Some(current)) => Authority::Session(Reauthentication {
             session_digest: bearer_digest(&request).ok_or(Error::Unauthenticated)?,
             ip,
-            current_password: checked_password(current, "current_password")?,
+            step_up: StepUp::Password(checked_password(current, "current_password")?),
             device_cookie: cookie.as_ref().map(|c| c.value()),
             altcha: body.altcha.as_deref(),
         }),
@@ -86,6 +89,37 @@ pub async fn change(
     Ok(HttpResponse::Ok().json(PasswordChanged {
         revoked_sessions: revoked,
     }))
+}
+
+/// Takes the account's password away after a passkey's step-up (`{"ceremony", "credential"}`
+/// from `POST /v1/login/passkey/options`): 204; the account signs in with its passkeys only, and
+/// a password login to it fails as a wrong password does. A reset gives it a password again.
+#[utoipa::path(
+    tag = "accounts",
+    request_body = StepUpBody,
+    security(("session" = [])),
+    responses(
+        (status = 204, description = "The password is gone"),
+        (status = 400, description = "`bad_request` (a password is no step-up for this), `invalid_forwarded_header`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`, `invalid_passkey` (counted against the source), `challenge_required` / `challenge_failed`", body = Problem, content_type = "application/problem+json"),
+        BodyRefused,
+        Throttled,
+        Unavailable,
+    )
+)]
+#[delete("/v1/password")]
+pub async fn remove_password(
+    state: web::Data<AppState>,
+    http: web::Data<HttpState>,
+    request: HttpRequest,
+    ClientIp(ip): ClientIp,
+    body: web::Json<JsonObject>,
+) -> Result<HttpResponse, ApiError> {
+    let body: StepUpBody = read_object(body.into_inner())?;
+    let cookie = request.cookie(&http.device.cookie_name);
+    let step_up = body.reauthentication(&request, ip, cookie.as_ref().map(|c| c.value()))?;
+    password_change::remove_password(&state, step_up).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// `{"username", "altcha"?}`.

@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use askama::Template;
 use portcullis_accounts::addresses;
-use portcullis_accounts::login::Reauthentication;
+use portcullis_accounts::login::{Reauthentication, StepUp};
 use portcullis_accounts::mfa::{Enrolment, Proof};
 use portcullis_accounts::password_change::{self, Authority};
 use portcullis_accounts::{AppState, Error};
@@ -240,7 +240,7 @@ pub async fn change_password(
             Authority::Session(Reauthentication {
                 session_digest: browser.digest.clone(),
                 ip,
-                current_password,
+                step_up: StepUp::Password(current_password),
                 device_cookie: device_cookie.as_ref().map(|c| c.value()),
                 altcha: form.altcha.as_deref().filter(|a| !a.is_empty()),
             }),
@@ -287,7 +287,7 @@ pub async fn set_address(
         let address_request = Reauthentication {
             session_digest: browser.digest.clone(),
             ip,
-            current_password,
+            step_up: StepUp::Password(current_password),
             device_cookie: device_cookie.as_ref().map(|c| c.value()),
             altcha: form.altcha.as_deref().filter(|a| !a.is_empty()),
         };

@@ -38,6 +38,7 @@ async fn every_route_is_described_with_its_problems_and_headers() {
         ("/v1/login/mfa", "post"),
         ("/v1/challenge", "get"),
         ("/v1/password", "post"),
+        ("/v1/password", "delete"),
         ("/v1/password/reset", "post"),
         ("/v1/password/reset/confirm", "post"),
         ("/v1/email", "post"),

@@ -595,3 +595,99 @@ async fn enrolment_is_bounded_and_bad_input_changes_nothing() {
     assert_eq!(assert_problem(unknown, 400).await["code"], "bad_request");
     assert_eq!(passkeys(&app, &token).await.len(), 2);
 }
+
+/// The account's failures as the admin API counts them.
+async fn account_failures(app: &TestApp, username: &str) -> u64 {
+    let subject = admin_get(
+        app,
+        ADMIN_TOKEN,
+        &format!("/admin/v1/subjects?username={username}"),
+    )
+    .await;
+    let keys = subject["keys"].as_array().unwrap();
+    let account = keys.iter().find(|k| k["dimension"] == "username").unwrap();
+    account["failures"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn an_account_that_gave_up_its_password_refuses_every_password_as_a_wrong_one() {
+    let app = app().await;
+    let alice = signed_up(&app, "alice").await;
+    let bob = signed_up(&app, "bob").await;
+    let mut laptop = SoftPasskey::new(true);
+    enrol(&app, &alice, &mut laptop, "Laptop").await;
+    // A password proves nothing a leak cannot: no step-up for this.
+    let with_password = app
+        .with_bearer(
+            Method::DELETE,
+            "/v1/password",
+            &alice,
+            &json!({ "current_password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(
+        assert_problem(with_password, 400).await["code"],
+        "bad_request"
+    );
+    // Alice's passkey steps up Alice's session, not Bob's.
+    let (ceremony, options) = sign_in_options(&app, Some("alice")).await;
+    let assertion = assert_with(&mut laptop, origin(&app), &options);
+    let body = json!({ "ceremony": ceremony, "credential": assertion });
+    let crossed = app
+        .with_bearer(Method::DELETE, "/v1/password", &bob, &body)
+        .await;
+    assert_eq!(
+        assert_problem(crossed, 401).await["code"],
+        "invalid_passkey"
+    );
+    let (ceremony, options) = sign_in_options(&app, Some("alice")).await;
+    let assertion = assert_with(&mut laptop, origin(&app), &options);
+    let body = json!({ "ceremony": ceremony, "credential": assertion });
+    let removed = app
+        .with_bearer(Method::DELETE, "/v1/password", &alice, &body)
+        .await;
+    assert_eq!(removed.status(), 204);
+
+    // Her old password now answers as Bob's wrong one does, and counts as one.
+    let right_once = assert_problem(app.login("alice", PASSWORD).await, 401).await;
+    let wrong = assert_problem(app.login("bob", "not bob's password at all").await, 401).await;
+    assert_eq!(right_once, wrong);
+    assert_eq!(right_once["code"], "invalid_credentials");
+    assert_eq!(account_failures(&app, "alice").await, 1);
+    assert_eq!(account_failures(&app, "bob").await, 1);
+    // A password step-up fails the same way.
+    let stepped = app
+        .with_bearer(
+            Method::POST,
+            "/v1/passkeys/registration",
+            &alice,
+            &json!({ "current_password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(
+        assert_problem(stepped, 401).await["code"],
+        "invalid_credentials"
+    );
+
+    // The passkey signs in, and steps up what the password no longer can.
+    let (ceremony, options) = sign_in_options(&app, Some("alice")).await;
+    let assertion = assert_with(&mut laptop, origin(&app), &options);
+    assert_eq!(sign_in(&app, &ceremony, &assertion).await.status(), 200);
+    let (ceremony, options) = sign_in_options(&app, Some("alice")).await;
+    let assertion = assert_with(&mut laptop, origin(&app), &options);
+    let stepped = app
+        .with_bearer(
+            Method::POST,
+            "/v1/passkeys/registration",
+            &alice,
+            &json!({ "ceremony": ceremony, "credential": assertion }),
+        )
+        .await;
+    assert_eq!(stepped.status(), 200);
+    assert!(
+        event_kinds(&app)
+            .await
+            .iter()
+            .any(|k| k == "password_removed")
+    );
+}
