@@ -11,7 +11,7 @@
 //!   forward is refused as a possible clone. Counting the attempt is the login use case's (see
 //!   [`crate::login::login_passkey`]).
 //!
-//! Every ceremony's state stays on the server ([`ceremonies`]). An account's user handle, which
+//! Every ceremony's state stays on the server (`ceremonies.rs`). An account's user handle, which
 //! authenticators keep, is its id (128 random bits) as a UUID.
 
 mod ceremonies;
@@ -111,7 +111,6 @@ impl Passkeys {
     /// Passkeys for `relying_party` (none: off) in `pool`, at most `max_per_account` each; fake
     /// credential ids keyed from `secret` (the instance key: whoever holds it tells fake ids
     /// from real ones).
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         relying_party: Option<&RelyingParty>,
         pool: AnyPool,

@@ -226,11 +226,11 @@ pub struct StepUpBody {
 }
 
 impl StepUpBody {
-    /// The re-authentication of `request`'s session (from `ip`, with its `device_cookie`) this
-    /// body proves.
+    /// The re-authentication of the `session` (from `ip`, with its `device_cookie`) this body
+    /// proves.
     pub fn reauthentication<'a>(
         &'a self,
-        request: &HttpRequest,
+        SessionDigest(session_digest): SessionDigest,
         ip: IpAddr,
         device_cookie: Option<&'a str>,
     ) -> Result<Reauthentication<'a>, ApiError> {
@@ -249,7 +249,7 @@ impl StepUpBody {
             }
         };
         Ok(Reauthentication {
-            session_digest: bearer_digest(request).ok_or(Error::Unauthenticated)?,
+            session_digest,
             ip,
             step_up,
             device_cookie,
@@ -287,6 +287,23 @@ pub fn checked_password(password: SecretString, field: &str) -> Result<SecretStr
 pub fn bearer_digest(request: &HttpRequest) -> Option<String> {
     let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
     token::bearer_digest(value)
+}
+
+/// The digest of the request's bearer token, extracted before the body so that a request
+/// without one is answered 401 whatever its body (it learns nothing from how that is refused).
+pub struct SessionDigest(pub String);
+
+impl FromRequest for SessionDigest {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(
+            bearer_digest(req)
+                .map(SessionDigest)
+                .ok_or_else(|| Error::Unauthenticated.into()),
+        )
+    }
 }
 
 /// The request's live session (401 without one).

@@ -25,7 +25,8 @@ use utoipa::ToSchema;
 use super::login::{LoginAnswer, logged_in_response, rfc3339};
 use super::openapi::{BodyRefused, NoSession, PasskeysOff, Throttled, Unavailable};
 use super::{
-    ClientIp, HttpState, JsonObject, StepUpBody, parse_username, read_object, session_account,
+    ClientIp, HttpState, JsonObject, SessionDigest, StepUpBody, parse_username, read_object,
+    session_account,
 };
 use crate::error::{ApiError, Problem};
 
@@ -157,11 +158,12 @@ pub async fn start_passkey_registration(
     http: web::Data<HttpState>,
     request: HttpRequest,
     ClientIp(ip): ClientIp,
+    session: SessionDigest,
     body: web::Json<JsonObject>,
 ) -> Result<HttpResponse, ApiError> {
     let body: StepUpBody = read_object(body.into_inner())?;
     let cookie = request.cookie(&http.device.cookie_name);
-    let step_up = body.reauthentication(&request, ip, cookie.as_ref().map(|c| c.value()))?;
+    let step_up = body.reauthentication(session, ip, cookie.as_ref().map(|c| c.value()))?;
     let account = use_case::reauthenticate(&state, step_up, |_| Ok(())).await?;
     let started = state.passkeys.start_registration(&account).await?;
     Ok(HttpResponse::Ok().json(RegistrationOptions {
@@ -281,11 +283,12 @@ pub async fn remove_passkey(
     request: HttpRequest,
     ClientIp(ip): ClientIp,
     id: web::Path<String>,
+    session: SessionDigest,
     body: web::Json<JsonObject>,
 ) -> Result<HttpResponse, ApiError> {
     let body: StepUpBody = read_object(body.into_inner())?;
     let cookie = request.cookie(&http.device.cookie_name);
-    let step_up = body.reauthentication(&request, ip, cookie.as_ref().map(|c| c.value()))?;
+    let step_up = body.reauthentication(session, ip, cookie.as_ref().map(|c| c.value()))?;
     let account = use_case::reauthenticate(&state, step_up, |_| Ok(())).await?;
     state.passkeys.remove(&account, &id).await?;
     Ok(HttpResponse::NoContent().finish())

@@ -13,8 +13,8 @@ use utoipa::ToSchema;
 
 use super::openapi::{BodyRefused, Throttled, Unavailable};
 use super::{
-    ClientIp, HttpState, JsonObject, StepUpBody, bearer_digest, checked_password, parse_username,
-    read_object,
+    ClientIp, HttpState, JsonObject, SessionDigest, StepUpBody, bearer_digest, checked_password,
+    parse_username, read_object,
 };
 use crate::error::{ApiError, Problem};
 
@@ -113,11 +113,12 @@ pub async fn remove_password(
     http: web::Data<HttpState>,
     request: HttpRequest,
     ClientIp(ip): ClientIp,
+    session: SessionDigest,
     body: web::Json<JsonObject>,
 ) -> Result<HttpResponse, ApiError> {
     let body: StepUpBody = read_object(body.into_inner())?;
     let cookie = request.cookie(&http.device.cookie_name);
-    let step_up = body.reauthentication(&request, ip, cookie.as_ref().map(|c| c.value()))?;
+    let step_up = body.reauthentication(session, ip, cookie.as_ref().map(|c| c.value()))?;
     password_change::remove_password(&state, step_up).await?;
     Ok(HttpResponse::NoContent().finish())
 }
