@@ -155,10 +155,7 @@ pub async fn login_second_factor(
     if account.locked_at.is_some() {
         return Err(state.locked_error());
     }
-    let username = account.normalised_username()?;
-    let known_device = device_cookie
-        .and_then(|cookie| state.device_cookies.verify(cookie, &username))
-        .is_some();
+    let known_device = has_device_cookie(state, &account, device_cookie)?;
     let breach = if token.password_change_required {
         Breach::WithPossession
     } else {
@@ -218,12 +215,20 @@ pub async fn login_passkey(
         .events
         .report_account(EventKind::PasskeyLogin, &account.id)
         .await;
-    let username = account.normalised_username()?;
-    let known_device = request
-        .device_cookie
-        .and_then(|cookie| state.device_cookies.verify(cookie, &username))
-        .is_some();
+    let known_device = has_device_cookie(state, &account, request.device_cookie)?;
     open_session(state, &account, Breach::None, known_device).await
+}
+
+/// Whether `cookie` is `account`'s device cookie (a browser it has logged in from).
+fn has_device_cookie(
+    state: &AppState,
+    account: &Account,
+    cookie: Option<&str>,
+) -> anyhow::Result<bool> {
+    let username = account.normalised_username()?;
+    Ok(cookie
+        .and_then(|cookie| state.device_cookies.verify(cookie, &username))
+        .is_some())
 }
 
 /// Checks a passkey's answer through the guard: admission against the source, verification

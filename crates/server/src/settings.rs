@@ -128,6 +128,13 @@ pub struct ServerSettings {
     pub public_url: Option<String>,
 }
 
+impl ServerSettings {
+    /// What the listener speaks: `https` with `tls`, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+}
+
 /// A certificate and its key, PEM files.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -402,11 +409,7 @@ impl Settings {
     /// None (passkeys off, with a warning) when that host is an address and no `rp_id` is set:
     /// WebAuthn scopes credentials to a domain.
     pub fn relying_party(&self, port: u16) -> anyhow::Result<Option<RelyingParty>> {
-        let scheme = if self.server.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
+        let scheme = self.server.scheme();
         let origins = if self.webauthn.rp_origins.is_empty() {
             let origin = match &self.server.public_url {
                 Some(url) => Url::parse(url).context("server.public_url")?,

@@ -152,14 +152,11 @@ impl Application {
             .map(|l| l.local_addr().context("reading the admin address"))
             .transpose()?;
         let outbox = Outbox::new(accounts.pool(), accounts.dialect(), clock.clone());
-        let public_url = settings.server.public_url.clone().unwrap_or_else(|| {
-            let scheme = if settings.server.tls.is_some() {
-                "https"
-            } else {
-                "http"
-            };
-            format!("{scheme}://{address}")
-        });
+        let public_url = settings
+            .server
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("{}://{address}", settings.server.scheme()));
         let passkeys = Passkeys::new(
             settings.relying_party(address.port())?.as_ref(),
             accounts.pool(),
@@ -230,7 +227,7 @@ impl Application {
             .as_ref()
             .map(crate::tls::server_config)
             .transpose()?;
-        let scheme = if tls.is_some() { "https" } else { "http" };
+        let scheme = settings.server.scheme();
         let hsts = tls.is_some();
         let mut server = HttpServer::new(move || {
             let (app, api) = App::new()

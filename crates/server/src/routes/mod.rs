@@ -226,35 +226,72 @@ pub struct StepUpBody {
 }
 
 impl StepUpBody {
-    /// The re-authentication of the `session` (from `ip`, with its `device_cookie`) this body
-    /// proves.
-    pub fn reauthentication<'a>(
-        &'a self,
+    /// Reads the step-up of `request`'s body `object`: the re-authentication it asks for, of
+    /// the `session` from `ip`, with the request's device cookie.
+    pub fn read(
+        object: JsonObject,
+        request: &HttpRequest,
+        http: &HttpState,
         SessionDigest(session_digest): SessionDigest,
         ip: IpAddr,
-        device_cookie: Option<&'a str>,
-    ) -> Result<Reauthentication<'a>, ApiError> {
-        let step_up = match (&self.current_password, &self.ceremony, &self.credential) {
+    ) -> Result<StepUpRequest, ApiError> {
+        let body: Self = read_object(object)?;
+        let proof = match (body.current_password, body.ceremony, body.credential) {
             (Some(password), None, None) => {
-                StepUp::Password(checked_password(password.clone(), "current_password")?)
+                Proof::Password(checked_password(password, "current_password")?)
             }
-            (None, Some(ceremony), Some(credential)) => StepUp::Passkey {
-                ceremony,
-                credential,
-            },
+            (None, Some(ceremony), Some(credential)) => {
+                Proof::Passkey(ceremony, Box::new(credential))
+            }
             _ => {
                 return Err(ApiError::bad_request(
                     "send `current_password`, or a passkey's `ceremony` and `credential`",
                 ));
             }
         };
-        Ok(Reauthentication {
+        Ok(StepUpRequest {
             session_digest,
             ip,
-            step_up,
-            device_cookie,
-            altcha: self.altcha.as_deref(),
+            proof,
+            device_cookie: request
+                .cookie(&http.device.cookie_name)
+                .map(|cookie| cookie.value().to_owned()),
+            altcha: body.altcha,
         })
+    }
+}
+
+/// What a step-up body proves, owned.
+enum Proof {
+    Password(SecretString),
+    Passkey(String, Box<PublicKeyCredential>),
+}
+
+/// A step-up read from a request, ready to become the use cases' [`Reauthentication`].
+pub struct StepUpRequest {
+    session_digest: String,
+    ip: IpAddr,
+    proof: Proof,
+    device_cookie: Option<String>,
+    altcha: Option<String>,
+}
+
+impl StepUpRequest {
+    /// The re-authentication this request asks for.
+    pub fn reauthentication(&self) -> Reauthentication<'_> {
+        Reauthentication {
+            session_digest: self.session_digest.clone(),
+            ip: self.ip,
+            step_up: match &self.proof {
+                Proof::Password(password) => StepUp::Password(password.clone()),
+                Proof::Passkey(ceremony, credential) => StepUp::Passkey {
+                    ceremony,
+                    credential,
+                },
+            },
+            device_cookie: self.device_cookie.as_deref(),
+            altcha: self.altcha.as_deref(),
+        }
     }
 }
 

@@ -161,10 +161,8 @@ pub async fn start_passkey_registration(
     session: SessionDigest,
     body: web::Json<JsonObject>,
 ) -> Result<HttpResponse, ApiError> {
-    let body: StepUpBody = read_object(body.into_inner())?;
-    let cookie = request.cookie(&http.device.cookie_name);
-    let step_up = body.reauthentication(session, ip, cookie.as_ref().map(|c| c.value()))?;
-    let account = use_case::reauthenticate(&state, step_up, |_| Ok(())).await?;
+    let step_up = StepUpBody::read(body.into_inner(), &request, &http, session, ip)?;
+    let account = use_case::reauthenticate(&state, step_up.reauthentication(), |_| Ok(())).await?;
     let started = state.passkeys.start_registration(&account).await?;
     Ok(HttpResponse::Ok().json(RegistrationOptions {
         ceremony: started.ceremony,
@@ -286,10 +284,8 @@ pub async fn remove_passkey(
     session: SessionDigest,
     body: web::Json<JsonObject>,
 ) -> Result<HttpResponse, ApiError> {
-    let body: StepUpBody = read_object(body.into_inner())?;
-    let cookie = request.cookie(&http.device.cookie_name);
-    let step_up = body.reauthentication(session, ip, cookie.as_ref().map(|c| c.value()))?;
-    let account = use_case::reauthenticate(&state, step_up, |_| Ok(())).await?;
+    let step_up = StepUpBody::read(body.into_inner(), &request, &http, session, ip)?;
+    let account = use_case::reauthenticate(&state, step_up.reauthentication(), |_| Ok(())).await?;
     state.passkeys.remove(&account, &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use super::openapi::{BodyRefused, Throttled, Unavailable};
 use super::{
     ClientIp, HttpState, JsonObject, SessionDigest, StepUpBody, bearer_digest, checked_password,
-    parse_username, read_object,
+    parse_username,
 };
 use crate::error::{ApiError, Problem};
 
@@ -116,10 +116,8 @@ pub async fn remove_password(
     session: SessionDigest,
     body: web::Json<JsonObject>,
 ) -> Result<HttpResponse, ApiError> {
-    let body: StepUpBody = read_object(body.into_inner())?;
-    let cookie = request.cookie(&http.device.cookie_name);
-    let step_up = body.reauthentication(session, ip, cookie.as_ref().map(|c| c.value()))?;
-    password_change::remove_password(&state, step_up).await?;
+    let step_up = StepUpBody::read(body.into_inner(), &request, &http, session, ip)?;
+    password_change::remove_password(&state, step_up.reauthentication()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -99,6 +99,18 @@ fn assert_with(
     authenticator.do_authentication(origin, options).unwrap()
 }
 
+/// `{"ceremony", "credential"}`: `authenticator`'s answer to `username`'s sign-in options,
+/// as a step-up body.
+async fn passkey_step_up(
+    app: &TestApp,
+    username: &str,
+    authenticator: &mut impl WebauthnAuthenticator,
+) -> Value {
+    let (ceremony, options) = sign_in_options(app, Some(username)).await;
+    let assertion = assert_with(authenticator, origin(app), &options);
+    json!({ "ceremony": ceremony, "credential": assertion })
+}
+
 async fn sign_in(
     app: &TestApp,
     ceremony: &str,
@@ -635,9 +647,7 @@ async fn an_account_that_gave_up_its_password_refuses_every_password_as_a_wrong_
         "bad_request"
     );
     // Alice's passkey steps up Alice's session, not Bob's.
-    let (ceremony, options) = sign_in_options(&app, Some("alice")).await;
-    let assertion = assert_with(&mut laptop, origin(&app), &options);
-    let body = json!({ "ceremony": ceremony, "credential": assertion });
+    let body = passkey_step_up(&app, "alice", &mut laptop).await;
     let crossed = app
         .with_bearer(Method::DELETE, "/v1/password", &bob, &body)
         .await;
@@ -645,9 +655,7 @@ async fn an_account_that_gave_up_its_password_refuses_every_password_as_a_wrong_
         assert_problem(crossed, 401).await["code"],
         "invalid_passkey"
     );
-    let (ceremony, options) = sign_in_options(&app, Some("alice")).await;
-    let assertion = assert_with(&mut laptop, origin(&app), &options);
-    let body = json!({ "ceremony": ceremony, "credential": assertion });
+    let body = passkey_step_up(&app, "alice", &mut laptop).await;
     let removed = app
         .with_bearer(Method::DELETE, "/v1/password", &alice, &body)
         .await;
@@ -678,15 +686,9 @@ async fn an_account_that_gave_up_its_password_refuses_every_password_as_a_wrong_
     let (ceremony, options) = sign_in_options(&app, Some("alice")).await;
     let assertion = assert_with(&mut laptop, origin(&app), &options);
     assert_eq!(sign_in(&app, &ceremony, &assertion).await.status(), 200);
-    let (ceremony, options) = sign_in_options(&app, Some("alice")).await;
-    let assertion = assert_with(&mut laptop, origin(&app), &options);
+    let body = passkey_step_up(&app, "alice", &mut laptop).await;
     let stepped = app
-        .with_bearer(
-            Method::POST,
-            "/v1/passkeys/registration",
-            &alice,
-            &json!({ "ceremony": ceremony, "credential": assertion }),
-        )
+        .with_bearer(Method::POST, "/v1/passkeys/registration", &alice, &body)
         .await;
     assert_eq!(stepped.status(), 200);
     assert!(
