@@ -44,13 +44,14 @@ pub fn db_error(error: sqlx::Error, doing: &'static str) -> anyhow::Error {
     }
 }
 
-/// The query reading an [`Account`] where `$condition` holds: its columns and whether a
-/// confirmed second factor follows the password (so a login needs no second query to know).
+/// The query reading an [`Account`] where `$condition` holds: its columns and which second
+/// factors follow the password (so a login needs no second query to know).
 macro_rules! select_account {
     ($condition:literal) => {
         concat!(
             "SELECT id, username, password_hash, locked_at, email, (SELECT COUNT(*) FROM totp_factors t ",
-            "WHERE t.account_id = accounts.id AND t.confirmed_at > 0) AS second_factors ",
+            "WHERE t.account_id = accounts.id AND t.confirmed_at > 0) AS totp_factors, ",
+            "(SELECT COUNT(*) FROM passkeys p WHERE p.account_id = accounts.id) AS passkeys ",
             "FROM accounts WHERE ",
             $condition
         )
@@ -69,8 +70,8 @@ pub struct Account {
     /// When a permanent lockout began (milliseconds since the epoch); cleared by an admin.
     /// Stored as 0 when unlocked.
     pub locked_at: Option<i64>,
-    /// Whether a confirmed second factor (TOTP) must follow the password.
-    pub has_second_factor: bool,
+    /// What may follow the password as its second factor.
+    pub second_factors: SecondFactors,
     /// The verified address, lower-cased, if any: the only one mail about the account goes to.
     pub email: Option<String>,
 }
@@ -85,6 +86,30 @@ impl Account {
     pub fn normalised_username(&self) -> anyhow::Result<Username> {
         Username::parse(&self.username)
             .map_err(|e| anyhow::anyhow!("stored username of {} no longer parses: {e}", self.id))
+    }
+}
+
+/// The second factors an account has: after its password, a login needs one of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SecondFactors {
+    /// A confirmed TOTP authenticator (with its recovery codes).
+    pub totp: bool,
+    /// At least one passkey.
+    pub passkey: bool,
+}
+
+impl SecondFactors {
+    /// Whether a second factor must follow the password.
+    pub fn any(self) -> bool {
+        self.totp || self.passkey
+    }
+
+    /// The methods a client may offer, as `mfa_required` names them.
+    pub fn methods(self) -> Vec<&'static str> {
+        [(self.passkey, "passkey"), (self.totp, "totp")]
+            .into_iter()
+            .filter_map(|(on, method)| on.then_some(method))
+            .collect()
     }
 }
 
@@ -209,7 +234,10 @@ impl Accounts {
                 username: row.try_get("username")?,
                 password_hash: row.try_get("password_hash")?,
                 locked_at: Some(row.try_get::<i64, _>("locked_at")?).filter(|&at| at > 0),
-                has_second_factor: row.try_get::<i64, _>("second_factors")? > 0,
+                second_factors: SecondFactors {
+                    totp: row.try_get::<i64, _>("totp_factors")? > 0,
+                    passkey: row.try_get::<i64, _>("passkeys")? > 0,
+                },
                 email: row.try_get("email")?,
             })
         })
@@ -245,7 +273,7 @@ impl Accounts {
                 username: username.as_str().to_owned(),
                 password_hash: password_hash.to_owned(),
                 locked_at: None,
-                has_second_factor: false,
+                second_factors: SecondFactors::default(),
                 email: email.map(str::to_owned),
             }),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(CreateError::Taken),

@@ -55,10 +55,15 @@ pub enum Error {
     #[error("{0}")]
     WeakPassword(crate::passwords::Refusal),
     /// The password was right; the account's second factor must follow (`POST /v1/login/mfa`).
-    #[error("password accepted: send a code from your authenticator app with this mfa_token")]
+    #[error(
+        "password accepted: with this mfa_token, send a code from your authenticator app or \
+         your passkey's answer, as `methods` offers"
+    )]
     MfaRequired {
         /// The single-use token that carries the login to its second step.
         mfa_token: String,
+        /// The second factors the account has.
+        methods: crate::accounts::SecondFactors,
     },
     /// The password was right but found in a breach, `passwords.breached_login = "block"`, and
     /// nothing but the password proved the sender is the owner: no session, no token.

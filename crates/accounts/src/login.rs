@@ -13,9 +13,10 @@
 //!    owner of permanent locks; a failure that locked the account tells its owner, with a link
 //!    that lifts the lockout.
 //! 5. A right password found in the breached filter marks what follows.
-//! 6. An account with a second factor gets an `mfa_token` (401 `mfa_required`), and
-//!    [`login_second_factor`] takes the code; nothing before this step differs between accounts
-//!    with and without one, so a wrong password reveals nothing.
+//! 6. An account with a second factor (TOTP, or a passkey) gets an `mfa_token` and the methods
+//!    it has (401 `mfa_required`), and [`login_second_factor`] takes a code or a passkey's
+//!    answer; nothing before this step differs between accounts with and without one, so a
+//!    wrong password reveals nothing.
 //! 7. A success gets a session (durable, in the database; flagged `password_change_required`
 //!    for a breached password) and, from a new browser, a device cookie and a notice to the
 //!    owner with a "this wasn't me" link. Under
@@ -95,12 +96,15 @@ pub async fn login(state: &AppState, request: LoginRequest<'_>) -> Result<Logged
             .report_account(EventKind::BreachedPasswordLogin, &account.id)
             .await;
     }
-    if account.has_second_factor {
+    if account.second_factors.any() {
         let mfa_token = state
             .login_tokens
             .issue(&account.id, Purpose::Mfa, state.mfa_token_ttl_ms, breached)
             .await?;
-        return Err(Error::MfaRequired { mfa_token });
+        return Err(Error::MfaRequired {
+            mfa_token,
+            methods: account.second_factors,
+        });
     }
     let breach = match (breached, known_device) {
         (false, _) => Breach::None,
@@ -122,12 +126,26 @@ enum Breach {
     PasswordOnly,
 }
 
+/// What the second step of a login proves possession with.
+pub enum SecondFactor<'a> {
+    /// A TOTP code or a recovery code (throttled per account: codes can be guessed).
+    Code(Proof<'a>),
+    /// An answer of one of the account's passkeys (options from [`passkey_options`] with the
+    /// account's username), checked like a passkey sign-in.
+    Passkey {
+        /// The ceremony the options named.
+        ceremony: &'a str,
+        /// The authenticator's answer.
+        credential: &'a PublicKeyCredential,
+    },
+}
+
 /// The second step of a login whose account has a second factor: the `mfa_token` the first
-/// step gave and a code (or recovery code); `device_cookie` is the request's device cookie.
+/// step gave and a proof; `device_cookie` is the request's device cookie.
 pub async fn login_second_factor(
     state: &AppState,
     mfa_token: &str,
-    proof: Proof<'_>,
+    proof: SecondFactor<'_>,
     device_cookie: Option<&str>,
 ) -> Result<LoggedIn, Error> {
     let token = state
@@ -135,14 +153,27 @@ pub async fn login_second_factor(
         .find(mfa_token, Purpose::Mfa)
         .await?
         .ok_or(Error::InvalidLoginToken)?;
-    state
-        .mfa
-        .verify(
-            &token.account_id,
-            proof,
-            Some((&state.login_tokens, &token)),
-        )
-        .await?;
+    match proof {
+        SecondFactor::Code(proof) => {
+            state
+                .mfa
+                .verify(
+                    &token.account_id,
+                    proof,
+                    Some((&state.login_tokens, &token)),
+                )
+                .await?;
+        }
+        // Not admitted again: the password was, and each answer needs options of its own,
+        // which the guard admits. Another account's passkey proves nothing about this one.
+        SecondFactor::Passkey {
+            ceremony,
+            credential,
+        } => match state.passkeys.verify(ceremony, credential).await? {
+            Assertion::Verified { account_id } if account_id == token.account_id => {}
+            _ => return Err(Error::InvalidPasskey),
+        },
+    }
     // One code, one session: a second right code racing on the same token gets nothing.
     if !state.login_tokens.consume(&token).await? {
         return Err(Error::InvalidLoginToken);

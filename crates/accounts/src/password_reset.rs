@@ -9,7 +9,9 @@
 //! - [`confirm`] (`POST /v1/password/reset/confirm`): the new password meets the rules before
 //!   anything is used up; then, in one transaction, the link is used (and the account's other
 //!   links with it), the password rehashed, any permanent lock lifted (the owner proved the
-//!   mailbox), every session ended and a notice queued for the verified address. Then the
+//!   mailbox), every session ended, every passkey removed (the way back for whoever lost
+//!   theirs, and the way out for one an intruder added) and a notice queued for the verified
+//!   address. Then the
 //!   account's lockout is lifted and a `password_reset` event reported. It does not log in.
 
 use std::net::IpAddr;
@@ -185,6 +187,7 @@ pub async fn confirm(
         .await
         .map_err(|e| db_error(e, "setting the new password"))?;
     let revoked = state.sessions.end_all_in(&mut tx, &account.id).await?;
+    let passkeys_removed = state.passkeys.remove_all_in(&mut tx, &account.id).await?;
     if let Some(address) = &account.email {
         let to = Recipient {
             account_id: &account.id,
@@ -210,5 +213,11 @@ pub async fn confirm(
         .events
         .report_account(EventKind::PasswordReset, &account.id)
         .await;
+    if passkeys_removed > 0 {
+        state
+            .events
+            .report_account(EventKind::PasskeyRemoved, &account.id)
+            .await;
+    }
     Ok(revoked)
 }

@@ -62,6 +62,9 @@ pub struct Problem<'a> {
     /// With `mfa_required`: the token `POST /v1/login/mfa` takes.
     #[serde(skip_serializing_if = "Option::is_none")]
     mfa_token: Option<&'a str>,
+    /// With `mfa_required`: the second factors the account has, `passkey` and/or `totp`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    methods: Option<Vec<&'static str>>,
     /// With `password_change_required`: the token `POST /v1/password` takes.
     #[serde(skip_serializing_if = "Option::is_none")]
     password_change_token: Option<&'a str>,
@@ -250,7 +253,11 @@ impl ResponseError for ApiError {
                 _ => None,
             },
             mfa_token: match accounts {
-                Some(Error::MfaRequired { mfa_token }) => Some(mfa_token),
+                Some(Error::MfaRequired { mfa_token, .. }) => Some(mfa_token),
+                _ => None,
+            },
+            methods: match accounts {
+                Some(Error::MfaRequired { methods, .. }) => Some(methods.methods()),
                 _ => None,
             },
             password_change_token: match accounts {

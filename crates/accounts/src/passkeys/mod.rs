@@ -257,6 +257,17 @@ impl Passkeys {
         Ok(())
     }
 
+    /// Removes every passkey of `account_id` on `conn`, in the transaction of a reset: whoever
+    /// resets has lost theirs, or is taking the account back from whoever added one. Returns
+    /// how many.
+    pub async fn remove_all_in(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        account_id: &str,
+    ) -> Result<u64, Error> {
+        Ok(Records::remove_all_in(conn, account_id).await?)
+    }
+
     /// Sign-in options: for `username`, naming `account` (the account it names, if any), its
     /// passkeys, or fake ones in the same shape; without a username, discoverable options
     /// (conditional mediation, for autofill).

@@ -160,6 +160,20 @@ impl Records {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Removes every passkey of `account_id` on `conn` (a reset's transaction); returns how
+    /// many.
+    pub async fn remove_all_in(
+        conn: &mut sqlx::AnyConnection,
+        account_id: &str,
+    ) -> anyhow::Result<u64> {
+        let done = sqlx::query("DELETE FROM passkeys WHERE account_id = $1")
+            .bind(account_id)
+            .execute(conn)
+            .await
+            .map_err(|e| db_error(e, "removing every passkey of an account"))?;
+        Ok(done.rows_affected())
+    }
+
     /// Records that `stored` signed in now, with its credential as the sign-in left it
     /// (counter, backup flags). Written only over the version read: of two sign-ins finishing at
     /// once, the later write never puts back an older counter.

@@ -4,9 +4,10 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use actix_web::{HttpRequest, HttpResponse, post, web};
-use portcullis_accounts::AppState;
 use portcullis_accounts::login::{self as use_case, LoggedIn, LoginRequest};
 use portcullis_accounts::mfa::Proof;
+use portcullis_accounts::passkeys::PublicKeyCredential;
+use portcullis_accounts::{AppState, Error};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -37,8 +38,8 @@ pub struct LoginAnswer {
 /// Logs in: 200 with a session token; 401 alike for an unknown user and a wrong password (both
 /// are counted and hashed the same); 401 `challenge_required` / `challenge_failed` with a
 /// challenge when the policy asks for proof of work; 429 with Retry-After when it refuses;
-/// 401 `mfa_required` with an `mfa_token` after a right password when the account has a second
-/// factor; under `passwords.breached_login = "block"`, 403 for a breached password:
+/// 401 `mfa_required` with an `mfa_token` and the `methods` it may take after a right password
+/// when the account has a second factor; under `passwords.breached_login = "block"`, 403 for a breached password:
 /// `password_change_required` (with a change token) from the account's trusted browser,
 /// `password_reset_required` (nothing else) from any other.
 #[utoipa::path(
@@ -48,7 +49,7 @@ pub struct LoginAnswer {
         (status = 200, description = "Logged in; a browser without a device cookie gets one", body = LoginAnswer,
             headers(("Set-Cookie" = String, description = "The device cookie (`device.cookie_name`, HttpOnly, Secure, SameSite=Strict) for a new browser"))),
         (status = 400, description = "`bad_request`, `invalid_username`, `invalid_forwarded_header`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`invalid_credentials` (unknown user and wrong password alike), `challenge_required` / `challenge_failed` (with `challenge`), `mfa_required` (with `mfa_token`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid_credentials` (unknown user and wrong password alike), `challenge_required` / `challenge_failed` (with `challenge`), `mfa_required` (with `mfa_token` and `methods`: `passkey`, `totp`)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A breached password under `passwords.breached_login = \"block\"`: `password_change_required` (with `password_change_token`) from a browser with the account's device cookie; `password_reset_required` (no token) from any other", body = Problem, content_type = "application/problem+json"),
         BodyRefused,
         (status = 423, description = "`locked`: permanently locked (only with `responses.disclose_lockouts`)", body = Problem, content_type = "application/problem+json"),
@@ -81,7 +82,8 @@ pub async fn login(
     logged_in_response(&state, &http, &logged_in)
 }
 
-/// `{"mfa_token", "code"}` or `{"mfa_token", "recovery_code"}`.
+/// `{"mfa_token", "code"}`, `{"mfa_token", "recovery_code"}` or `{"mfa_token", "ceremony",
+/// "credential"}`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecondFactor {
@@ -91,21 +93,51 @@ pub struct SecondFactor {
     code: Option<String>,
     /// One of the account's recovery codes.
     recovery_code: Option<String>,
+    /// With `credential`: the ceremony of `POST /v1/login/passkey/options` with the account's
+    /// username.
+    ceremony: Option<String>,
+    /// With `ceremony`: `PublicKeyCredential.toJSON()` of the assertion.
+    #[schema(value_type = Option<Object>)]
+    credential: Option<PublicKeyCredential>,
+}
+
+impl SecondFactor {
+    /// The proof the body carries: exactly one of a code, a recovery code and a passkey's
+    /// answer (400 `malformed_code` otherwise).
+    fn proof(&self) -> Result<use_case::SecondFactor<'_>, Error> {
+        let codes = self.code.is_some() || self.recovery_code.is_some();
+        match (&self.ceremony, &self.credential) {
+            (None, None) => Ok(use_case::SecondFactor::Code(Proof::parse(
+                self.code.as_deref(),
+                self.recovery_code.as_deref(),
+            )?)),
+            (Some(ceremony), Some(credential)) if !codes => Ok(use_case::SecondFactor::Passkey {
+                ceremony,
+                credential,
+            }),
+            _ => Err(Error::BadRequest {
+                code: "malformed_code",
+                detail: "send one of `code`, `recovery_code`, or `ceremony` with `credential`"
+                    .to_owned(),
+            }),
+        }
+    }
 }
 
 /// The second step of a login: 200 like a login; 400 `malformed_code`; 401 `invalid_token`,
-/// `invalid_code` or `code_replayed`; 403 `password_change_required` for a breached password
-/// under `breached_login = "block"` (the second factor proves more than the leak); 429
-/// `mfa_throttled` with Retry-After.
+/// `invalid_code`, `code_replayed` or `invalid_passkey`; 403 `password_change_required` for a
+/// breached password under `breached_login = "block"` (the second factor proves more than the
+/// leak); 429 `mfa_throttled` with Retry-After.
 #[utoipa::path(
     tag = "login",
     request_body = SecondFactor,
     responses(
         (status = 200, description = "Logged in, as `POST /v1/login`", body = LoginAnswer,
             headers(("Set-Cookie" = String, description = "The device cookie for a new browser"))),
-        (status = 400, description = "`bad_request`, `malformed_code` (not six digits, or both or neither of `code` and `recovery_code`)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`invalid_token`, `invalid_code`, `code_replayed`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`bad_request`, `malformed_code` (not six digits, or not exactly one of `code`, `recovery_code` and a passkey's `ceremony` with `credential`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid_token`, `invalid_code`, `code_replayed`, `invalid_passkey` (not an answer of the account's passkey to its ceremony)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`password_change_required` (with `password_change_token`): a breached password under `passwords.breached_login = \"block\"`, after its second factor", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`passkeys_off`: a passkey's answer where passkeys are off", body = Problem, content_type = "application/problem+json"),
         BodyRefused,
         MfaThrottled,
         Unavailable,
@@ -118,7 +150,7 @@ pub async fn login_mfa(
     request: HttpRequest,
     body: web::Json<SecondFactor>,
 ) -> Result<HttpResponse, ApiError> {
-    let proof = Proof::parse(body.code.as_deref(), body.recovery_code.as_deref())?;
+    let proof = body.proof()?;
     let cookie = request.cookie(&http.device.cookie_name);
     let logged_in = use_case::login_second_factor(
         &state,

@@ -37,7 +37,7 @@ struct AccountPage {
     username: String,
     password_change_required: bool,
     sessions: Vec<SessionRow>,
-    has_second_factor: bool,
+    has_totp: bool,
     /// The verified address, if any.
     email: Option<String>,
     /// A challenge the password form must solve, as JSON for the widget.
@@ -126,7 +126,7 @@ async fn account_page(
         username: browser.account.username.clone(),
         password_change_required: browser.session.password_change_required,
         sessions,
-        has_second_factor: browser.account.has_second_factor,
+        has_totp: browser.account.second_factors.totp,
         email: browser.account.email.clone(),
         challenge,
         min_length: state.passwords.min_length(),

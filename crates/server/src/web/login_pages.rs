@@ -156,7 +156,7 @@ pub async fn login(
         Err(error) => error,
     };
     match error {
-        Error::MfaRequired { mfa_token } => {
+        Error::MfaRequired { mfa_token, .. } => {
             let page = SecondFactorPage {
                 notice: None,
                 csrf: form.csrf.clone(),
@@ -208,7 +208,7 @@ pub async fn login_second_factor(
         use_case::login_second_factor(
             &state,
             &form.mfa_token,
-            proof,
+            use_case::SecondFactor::Code(proof),
             cookie.as_ref().map(|c| c.value()),
         )
         .await

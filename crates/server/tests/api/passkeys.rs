@@ -535,12 +535,11 @@ async fn refused_answers_count_against_the_source_never_against_the_account() {
     )
     .await;
     assert_eq!(elsewhere.status(), 200);
-    assert_eq!(
-        app.login_from(Some("203.0.113.10"), "alice", PASSWORD)
-            .await
-            .status(),
-        200
-    );
+    // Her password is accepted (the passkey then follows as its second factor).
+    let password = app
+        .login_from(Some("203.0.113.10"), "alice", PASSWORD)
+        .await;
+    assert_eq!(assert_problem(password, 401).await["code"], "mfa_required");
 }
 
 #[tokio::test]
@@ -708,6 +707,8 @@ async fn thirty_passkey_sign_ins_beside_thirty_password_logins_on_the_default_ar
     let token = signed_up(&app, "alice").await;
     let mut laptop = SoftPasskey::new(true);
     enrol(&app, &token, &mut laptop, "Laptop").await;
+    // Bob logs in with his password alone (Alice's would ask for her passkey as well).
+    signed_up(&app, "bob").await;
     let mut passkey = Vec::new();
     let mut password = Vec::new();
     // Thirty of each: the address's daily budget is 100 attempts.
@@ -720,7 +721,7 @@ async fn thirty_passkey_sign_ins_beside_thirty_password_logins_on_the_default_ar
         assert_eq!(sign_in(&app, &ceremony, &assertion).await.status(), 200);
         passkey.push(started.elapsed());
         let started = std::time::Instant::now();
-        assert_eq!(app.login("alice", PASSWORD).await.status(), 200);
+        assert_eq!(app.login("bob", PASSWORD).await.status(), 200);
         password.push(started.elapsed());
     }
     passkey.sort();
@@ -730,5 +731,140 @@ async fn thirty_passkey_sign_ins_beside_thirty_password_logins_on_the_default_ar
     println!(
         "median of 30, options + answer against a password login: {passkey:?} / {password:?} = {:.3}",
         passkey.as_secs_f64() / password.as_secs_f64()
+    );
+}
+
+/// The first step of `username`'s login with the right password: its `mfa_required` answer.
+async fn password_step(app: &TestApp, username: &str) -> Value {
+    let body = assert_problem(app.login(username, PASSWORD).await, 401).await;
+    assert_eq!(body["code"], "mfa_required", "{body}");
+    body
+}
+
+async fn second_step(app: &TestApp, body: &Value) -> reqwest::Response {
+    app.post_json("/v1/login/mfa", body, None).await
+}
+
+#[tokio::test]
+async fn after_the_password_a_passkey_of_the_account_is_the_second_factor_beside_totp() {
+    let app = app().await;
+    let alice = signed_up(&app, "alice").await;
+    let bob = signed_up(&app, "bob").await;
+    let mut laptop = SoftPasskey::new(true);
+    let mut phone = SoftPasskey::new(true);
+    enrol(&app, &alice, &mut laptop, "Laptop").await;
+    enrol(&app, &bob, &mut phone, "Phone").await;
+
+    // A passkey is a second factor: the right password alone opens nothing, and says which
+    // factors may follow. A wrong one answers as for an account without any.
+    let first = password_step(&app, "alice").await;
+    assert_eq!(first["methods"], json!(["passkey"]));
+    let wrong = assert_problem(app.login("alice", "not the password").await, 401).await;
+    assert_eq!(wrong["code"], "invalid_credentials");
+    assert!(wrong.get("methods").is_none(), "{wrong}");
+    crate::mfa::enrol(&app, "alice", &alice).await;
+    let first = password_step(&app, "alice").await;
+    assert_eq!(first["methods"], json!(["passkey", "totp"]));
+    let mfa_token = first["mfa_token"].as_str().unwrap();
+
+    // Exactly one proof: a code beside a passkey's answer, or half an answer, is malformed.
+    let step = passkey_step_up(&app, "alice", &mut laptop).await;
+    let mut both = step.clone();
+    both["mfa_token"] = json!(mfa_token);
+    both["code"] = json!("123456");
+    let mut half = json!({ "mfa_token": mfa_token, "ceremony": step["ceremony"] });
+    for body in [&both, &half] {
+        let refused = assert_problem(second_step(&app, body).await, 400).await;
+        assert_eq!(refused["code"], "malformed_code", "{body}");
+    }
+    half["ceremony"] = json!(null);
+
+    // Bob's passkey proves nothing about Alice's password; nor does Alice's answer sent twice.
+    let mut crossed = passkey_step_up(&app, "bob", &mut phone).await;
+    crossed["mfa_token"] = json!(mfa_token);
+    let refused = assert_problem(second_step(&app, &crossed).await, 401).await;
+    assert_eq!(refused["code"], "invalid_passkey");
+    let mut own = passkey_step_up(&app, "alice", &mut laptop).await;
+    own["mfa_token"] = json!(mfa_token);
+    let logged_in = second_step(&app, &own).await;
+    assert_eq!(logged_in.status(), 200);
+    assert!(device_cookie(&logged_in).is_some(), "a new browser");
+    let logged_in: Value = logged_in.json().await.unwrap();
+    assert_eq!(
+        app.session(logged_in["token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
+    let replayed = assert_problem(second_step(&app, &own).await, 401).await;
+    assert_eq!(replayed["code"], "invalid_token");
+}
+
+#[tokio::test]
+async fn a_reset_removes_every_passkey_so_whoever_lost_them_gets_back_in_with_a_password() {
+    let smtp = crate::mail::SmtpServer::running();
+    let mut settings = crate::mail::smtp_settings(&smtp);
+    settings.admin.token = Some(ADMIN_TOKEN.into());
+    let app = TestApp::spawn_with(settings).await;
+    crate::reset::with_address(&app, &smtp, "alice", 0).await;
+    let alice = app.token("alice", PASSWORD).await;
+    // Pages run at the public address here.
+    let origin = Url::parse("https://login.example.test").unwrap();
+    let mut laptop = SoftPasskey::new(true);
+    let (ceremony, options) = registration_options(&app, &alice).await;
+    let credential = laptop.do_registration(origin.clone(), options).unwrap();
+    let body = json!({ "ceremony": ceremony, "name": "Laptop", "credential": credential });
+    let added = app
+        .with_bearer(Method::POST, "/v1/passkeys", &alice, &body)
+        .await;
+    assert_eq!(added.status(), 201);
+    // Passkeys only, and then the laptop is lost: nothing Alice still holds opens the account.
+    let (ceremony, options) = sign_in_options(&app, Some("alice")).await;
+    let assertion = assert_with(&mut laptop, origin, &options);
+    let body = json!({ "ceremony": ceremony, "credential": assertion });
+    let removed = app
+        .with_bearer(Method::DELETE, "/v1/password", &alice, &body)
+        .await;
+    assert_eq!(removed.status(), 204);
+    drop(laptop);
+    assert_eq!(app.login("alice", PASSWORD).await.status(), 401);
+
+    let asked = app
+        .post_json("/v1/password/reset", &json!({ "username": "alice" }), None)
+        .await;
+    assert_eq!(asked.status(), 202);
+    let messages = smtp
+        .wait_for_subject("Reset the password of alice", 1)
+        .await;
+    let token = crate::mail::link_token(&messages[0], "/reset");
+    let new_password = "quiet walrus under amber lanterns";
+    let reset = app
+        .post_json(
+            "/v1/password/reset/confirm",
+            &json!({ "token": token, "new_password": new_password }),
+            None,
+        )
+        .await;
+    assert_eq!(reset.status(), 200);
+
+    // The reset took the passkeys with it (the lost one, or one an intruder added), so the
+    // new password is the whole login again, and the owner was told.
+    assert_eq!(app.session(&alice).await.status(), 401);
+    let logged_in = app.login("alice", new_password).await;
+    assert_eq!(logged_in.status(), 200);
+    let logged_in: Value = logged_in.json().await.unwrap();
+    assert!(
+        passkeys(&app, logged_in["token"].as_str().unwrap())
+            .await
+            .is_empty()
+    );
+    assert_eq!(accounts_with_passkeys(&app).await, 0);
+    let notice = smtp
+        .wait_for_subject("The password of alice was reset", 1)
+        .await;
+    assert!(
+        notice[0].to_string().contains("passkeys were removed"),
+        "{}",
+        notice[0]
     );
 }
