@@ -134,6 +134,10 @@ pub enum Error {
     /// The credential is registered already, to this account or another.
     #[error("this passkey is registered already")]
     PasskeyRegistered,
+    /// The passkey is the last of an account without a password: removing it would lock its
+    /// owner out.
+    #[error("this is the account's last passkey and it has no password: add another passkey first")]
+    LastPasskey,
     /// The account has no passkey with this id.
     #[error("no passkey of this account has this id")]
     UnknownPasskey,

@@ -112,6 +112,7 @@ impl ApiError {
             Error::PasskeyRefused { .. } => "passkey_refused",
             Error::PasskeyLimit { .. } => "passkey_limit",
             Error::PasskeyRegistered => "passkey_registered",
+            Error::LastPasskey => "last_passkey",
             Error::UnknownPasskey => "unknown_passkey",
             Error::Locked => "locked",
             Error::Unavailable { .. } => "unavailable",
@@ -222,7 +223,8 @@ impl ResponseError for ApiError {
             | Error::MfaNotEnrolled
             | Error::MfaAlreadyEnabled
             | Error::PasskeyLimit { .. }
-            | Error::PasskeyRegistered => StatusCode::CONFLICT,
+            | Error::PasskeyRegistered
+            | Error::LastPasskey => StatusCode::CONFLICT,
             Error::Throttled { .. } | Error::MfaThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Locked => StatusCode::LOCKED,
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,

@@ -36,7 +36,7 @@ use crate::error::Error;
 use crate::notices::{Notice, Notices};
 use crate::security_events::SecurityEvents;
 use ceremonies::Ceremonies;
-use records::{Records, Refused};
+use records::{Records, Refused, Removal};
 
 pub use records::StoredPasskey;
 pub use webauthn_rs::prelude::{
@@ -135,6 +135,11 @@ impl Passkeys {
             events,
             notices,
         })
+    }
+
+    /// Whether passkeys are on (the service has a relying party).
+    pub fn enabled(&self) -> bool {
+        self.webauthn.is_some()
     }
 
     fn webauthn(&self) -> Result<&Webauthn, Error> {
@@ -245,10 +250,12 @@ impl Passkeys {
     }
 
     /// Removes `account`'s passkey `id` (which stepped up; 404 `unknown_passkey` if it has none
-    /// such).
+    /// such, 409 `last_passkey` for the last of an account without a password).
     pub async fn remove(&self, account: &Account, id: &str) -> Result<(), Error> {
-        if !self.records.remove(&account.id, id).await? {
-            return Err(Error::UnknownPasskey);
+        match self.records.remove(&account.id, id).await? {
+            Removal::Removed => {}
+            Removal::Unknown => return Err(Error::UnknownPasskey),
+            Removal::Last => return Err(Error::LastPasskey),
         }
         self.events
             .report_account(EventKind::PasskeyRemoved, &account.id)

@@ -63,6 +63,17 @@ pub struct Records {
     clock: Arc<dyn Clock>,
 }
 
+/// How a removal turned out.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// The passkey is gone.
+    Removed,
+    /// The account has no passkey with this id.
+    Unknown,
+    /// Kept: the last passkey of an account without a password.
+    Last,
+}
+
 impl Records {
     /// Passkeys in `pool`, on `clock`'s time.
     pub fn new(pool: AnyPool, clock: Arc<dyn Clock>) -> Self {
@@ -149,15 +160,32 @@ impl Records {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Removes `account_id`'s passkey `id`; false when the account has no such passkey.
-    pub async fn remove(&self, account_id: &str, id: &str) -> anyhow::Result<bool> {
-        let done = sqlx::query("DELETE FROM passkeys WHERE id = $1 AND account_id = $2")
-            .bind(id)
-            .bind(account_id)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| db_error(e, "removing a passkey"))?;
-        Ok(done.rows_affected() == 1)
+    /// Removes `account_id`'s passkey `id`, unless it is the last of an account without a
+    /// password (one statement, so the check and the removal see one state).
+    pub async fn remove(&self, account_id: &str, id: &str) -> anyhow::Result<Removal> {
+        let done = sqlx::query(
+            "DELETE FROM passkeys WHERE id = $1 AND account_id = $2 \
+             AND ((SELECT password_hash FROM accounts WHERE id = $2) <> '' \
+                  OR (SELECT COUNT(*) FROM passkeys WHERE account_id = $2) > 1)",
+        )
+        .bind(id)
+        .bind(account_id)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_error(e, "removing a passkey"))?;
+        if done.rows_affected() == 1 {
+            return Ok(Removal::Removed);
+        }
+        let kept = self
+            .of_account(account_id)
+            .await?
+            .iter()
+            .any(|stored| stored.id == id);
+        Ok(if kept {
+            Removal::Last
+        } else {
+            Removal::Unknown
+        })
     }
 
     /// Removes every passkey of `account_id` on `conn` (a reset's transaction); returns how

@@ -215,14 +215,14 @@ impl Credentials {
 pub struct StepUpBody {
     /// The account's password.
     #[schema(value_type = Option<String>)]
-    current_password: Option<SecretString>,
+    pub current_password: Option<SecretString>,
     /// With `credential`: the ceremony of the passkey options.
-    ceremony: Option<String>,
+    pub ceremony: Option<String>,
     /// `PublicKeyCredential.toJSON()` of a passkey's answer.
     #[schema(value_type = Option<Object>)]
-    credential: Option<PublicKeyCredential>,
+    pub credential: Option<PublicKeyCredential>,
     /// The payload of a solved challenge, when one was asked.
-    altcha: Option<String>,
+    pub altcha: Option<String>,
 }
 
 impl StepUpBody {
@@ -235,7 +235,19 @@ impl StepUpBody {
         SessionDigest(session_digest): SessionDigest,
         ip: IpAddr,
     ) -> Result<StepUpRequest, ApiError> {
-        let body: Self = read_object(object)?;
+        read_object::<Self>(object)?.request(request, http, session_digest, ip)
+    }
+
+    /// The re-authentication this step-up asks for, of the session `session_digest` from
+    /// `ip`, with `request`'s device cookie (a page's form builds one too).
+    pub fn request(
+        self,
+        request: &HttpRequest,
+        http: &HttpState,
+        session_digest: String,
+        ip: IpAddr,
+    ) -> Result<StepUpRequest, ApiError> {
+        let body = self;
         let proof = match (body.current_password, body.ceremony, body.credential) {
             (Some(password), None, None) => {
                 Proof::Password(checked_password(password, "current_password")?)

@@ -269,6 +269,7 @@ pub async fn rename_passkey(
         (status = 400, description = "`bad_request`, `invalid_forwarded_header`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthenticated`, `invalid_credentials` (counted like a login), `invalid_passkey`, `challenge_required` / `challenge_failed`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`unknown_passkey`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`last_passkey`: the last passkey of an account without a password", body = Problem, content_type = "application/problem+json"),
         BodyRefused,
         Throttled,
         Unavailable,

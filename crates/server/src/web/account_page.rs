@@ -18,9 +18,19 @@ use super::browser_session::{self, BrowserSession};
 use super::page::{
     Notice, PageError, Refusal, add_cookie, forged_post, html, message, render, see_other,
 };
+use super::passkey_pages::StepUpFields;
 use super::{csrf, with_csrf_cookie};
 use crate::error::ApiError;
 use crate::routes::{ClientIp, HttpState, checked_password, rfc3339};
+
+/// One passkey, as the page lists it.
+struct PasskeyRow {
+    id: String,
+    name: String,
+    created_at: String,
+    /// When it last signed in, or `never`.
+    last_used_at: String,
+}
 
 /// One session, as the page lists it.
 struct SessionRow {
@@ -38,6 +48,13 @@ struct AccountPage {
     password_change_required: bool,
     sessions: Vec<SessionRow>,
     has_totp: bool,
+    /// Whether passkeys are on.
+    passkeys_on: bool,
+    passkeys: Vec<PasskeyRow>,
+    /// Whether the account has a password (its step-up; a passkey's without one).
+    has_password: bool,
+    /// `password` or `passkey`: how the passkey forms step up.
+    step_up: &'static str,
     /// The verified address, if any.
     email: Option<String>,
     /// A challenge the password form must solve, as JSON for the widget.
@@ -90,14 +107,15 @@ pub struct PasswordForm {
 pub struct AddressForm {
     csrf: String,
     email: String,
-    current_password: SecretString,
+    #[serde(flatten)]
+    step_up: StepUpFields,
     #[serde(default)]
     altcha: Option<String>,
 }
 
 /// Renders the account page of `browser` with `status`, a `notice` and, for the password form,
 /// a `challenge`.
-async fn account_page(
+pub(super) async fn account_page(
     state: &AppState,
     browser: &BrowserSession,
     csrf: String,
@@ -116,6 +134,20 @@ async fn account_page(
             current: s.current,
         })
         .collect();
+    let passkeys = state
+        .passkeys
+        .list(&browser.account.id)
+        .await
+        .map_err(ApiError::from)?
+        .into_iter()
+        .map(|p| PasskeyRow {
+            id: p.id,
+            name: p.name,
+            created_at: rfc3339(p.created_at),
+            last_used_at: p.last_used_at.map_or_else(|| "never".to_owned(), rfc3339),
+        })
+        .collect();
+    let has_password = browser.account.has_password();
     let (status, notice, challenge, retry_after) = match refusal {
         Some(r) => (r.status, Some(r.notice), r.challenge, r.retry_after),
         None => (StatusCode::OK, notice, None, None),
@@ -127,6 +159,10 @@ async fn account_page(
         password_change_required: browser.session.password_change_required,
         sessions,
         has_totp: browser.account.second_factors.totp,
+        passkeys_on: state.passkeys.enabled(),
+        passkeys,
+        has_password,
+        step_up: if has_password { "password" } else { "passkey" },
         email: browser.account.email.clone(),
         challenge,
         min_length: state.passwords.min_length(),
@@ -136,7 +172,7 @@ async fn account_page(
 
 /// The signed-in browser of a form post whose CSRF token matches, or the answer to give
 /// instead: 403 for a forged post, to the login page without a session.
-async fn signed_in_post(
+pub(super) async fn signed_in_post(
     state: &AppState,
     request: &HttpRequest,
     csrf_field: &str,
@@ -281,17 +317,16 @@ pub async fn set_address(
         Ok(browser) => browser,
         Err(answer) => return Ok(answer),
     };
-    let device_cookie = request.cookie(&http.device.cookie_name);
     let attempt = async {
-        let current_password = checked_password(form.current_password.clone(), "current_password")?;
-        let address_request = Reauthentication {
-            session_digest: browser.digest.clone(),
+        let step_up = form.step_up.body(form.altcha.as_deref())?.request(
+            &request,
+            &http,
+            browser.digest.clone(),
             ip,
-            step_up: StepUp::Password(current_password),
-            device_cookie: device_cookie.as_ref().map(|c| c.value()),
-            altcha: form.altcha.as_deref().filter(|a| !a.is_empty()),
-        };
-        addresses::request(&state, address_request, &form.email).await
+        )?;
+        Ok::<_, ApiError>(
+            addresses::request(&state, step_up.reauthentication(), &form.email).await?,
+        )
     };
     match attempt.await {
         Ok(email) => {
@@ -300,7 +335,7 @@ pub async fn set_address(
             ));
             account_page(&state, &browser, form.csrf.clone(), None, Some(notice)).await
         }
-        Err(Error::Unauthenticated) => Ok(see_other("/login").finish()),
+        Err(ApiError::Accounts(Error::Unauthenticated)) => Ok(see_other("/login").finish()),
         Err(error) => {
             let refusal = Refusal::of(error)?;
             account_page(&state, &browser, form.csrf.clone(), Some(refusal), None).await

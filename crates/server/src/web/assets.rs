@@ -1,5 +1,5 @@
 //! The pages' static files, compiled into the binary: the vendored ALTCHA widget (see
-//! `crates/server/static/altcha/README.md`), the stylesheet and the console's script.
+//! `crates/server/static/altcha/README.md`), the stylesheet, the passkey script and the console's script.
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, get, web};
@@ -13,7 +13,7 @@ struct Asset {
     body: &'static [u8],
 }
 
-const ASSETS: [Asset; 3] = [
+const ASSETS: [Asset; 4] = [
     Asset {
         path: "altcha/altcha.min.js",
         content_type: "text/javascript; charset=utf-8",
@@ -23,6 +23,11 @@ const ASSETS: [Asset; 3] = [
         path: "portcullis.css",
         content_type: "text/css; charset=utf-8",
         body: include_bytes!("../../static/portcullis.css"),
+    },
+    Asset {
+        path: "passkeys.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../static/passkeys.js"),
     },
     Asset {
         path: "console.js",

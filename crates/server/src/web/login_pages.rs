@@ -6,8 +6,9 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use askama::Template;
-use portcullis_accounts::login::{self as use_case, LoginRequest};
+use portcullis_accounts::login::{self as use_case, LoginRequest, PasskeySignIn};
 use portcullis_accounts::mfa::Proof;
+use portcullis_accounts::passkeys::PublicKeyCredential;
 use portcullis_accounts::password_change::{self, Authority};
 use portcullis_accounts::registration;
 use portcullis_accounts::{AppState, Error};
@@ -28,6 +29,8 @@ struct LoginPage {
     username: String,
     /// The challenge to solve, as JSON for the widget.
     challenge: Option<String>,
+    /// Whether passkeys are on (the button, and autofill on the username field).
+    passkeys: bool,
 }
 
 #[derive(Template)]
@@ -46,6 +49,36 @@ struct SecondFactorPage {
     notice: Option<Notice>,
     csrf: String,
     mfa_token: String,
+    /// The account's username (the passkey's options name it).
+    username: String,
+    /// The methods, comma-separated, as the forms carry them on.
+    methods: String,
+    passkey: bool,
+    totp: bool,
+}
+
+impl SecondFactorPage {
+    /// The step for `mfa_token`, offering `methods` (`passkey`, `totp`, comma-separated) to
+    /// `username`'s browser.
+    fn new(
+        notice: Option<Notice>,
+        csrf: &str,
+        mfa_token: &str,
+        username: &str,
+        methods: &str,
+    ) -> Self {
+        let offers = |method| methods.split(',').any(|m| m == method);
+        Self {
+            notice,
+            csrf: csrf.to_owned(),
+            mfa_token: mfa_token.to_owned(),
+            username: username.to_owned(),
+            methods: methods.to_owned(),
+            passkey: offers("passkey"),
+            // A code form always, unless the account has a passkey alone.
+            totp: offers("totp") || !offers("passkey"),
+        }
+    }
 }
 
 #[derive(Template)]
@@ -86,15 +119,42 @@ impl CredentialsForm {
     }
 }
 
-/// The second-factor form's fields: a code or a recovery code.
+/// The second-factor forms' fields: a code, a recovery code or a passkey's answer, and what the
+/// page shows again after a refusal (the username and the methods, as the first step gave them).
 #[derive(Deserialize)]
 pub struct SecondFactorForm {
     csrf: String,
     mfa_token: String,
     #[serde(default)]
+    username: String,
+    #[serde(default)]
+    methods: String,
+    #[serde(default)]
     code: Option<String>,
     #[serde(default)]
     recovery_code: Option<String>,
+    #[serde(default)]
+    ceremony: Option<String>,
+    /// The passkey's answer, as JSON.
+    #[serde(default)]
+    credential: Option<String>,
+}
+
+/// The passkey sign-in form's fields: the answer to the options the page's script asked for.
+#[derive(Deserialize)]
+pub struct PasskeyForm {
+    csrf: String,
+    ceremony: String,
+    /// The passkey's answer, as JSON.
+    credential: String,
+}
+
+/// A passkey's answer posted by a page as JSON, or 400 when it does not parse.
+pub(super) fn passkey_answer(json: &str) -> Result<PublicKeyCredential, Error> {
+    serde_json::from_str(json).map_err(|e| Error::BadRequest {
+        code: "bad_request",
+        detail: format!("the passkey's answer could not be read: {e}"),
+    })
 }
 
 /// The forced password change's fields.
@@ -108,6 +168,7 @@ pub struct TokenPasswordForm {
 /// `GET /login`.
 #[get("/login")]
 pub async fn login_page(
+    state: web::Data<AppState>,
     http: web::Data<HttpState>,
     request: HttpRequest,
 ) -> Result<HttpResponse, PageError> {
@@ -117,6 +178,7 @@ pub async fn login_page(
             csrf,
             username: String::new(),
             challenge: None,
+            passkeys: state.passkeys.enabled(),
         };
         render(html(StatusCode::OK), &page, None)
     })
@@ -156,12 +218,14 @@ pub async fn login(
         Err(error) => error,
     };
     match error {
-        Error::MfaRequired { mfa_token, .. } => {
-            let page = SecondFactorPage {
-                notice: None,
-                csrf: form.csrf.clone(),
-                mfa_token,
-            };
+        Error::MfaRequired { mfa_token, methods } => {
+            let page = SecondFactorPage::new(
+                None,
+                &form.csrf,
+                &mfa_token,
+                form.username.trim(),
+                &methods.methods().join(","),
+            );
             render(html(StatusCode::OK), &page, None)
         }
         Error::PasswordChangeRequired {
@@ -182,6 +246,7 @@ pub async fn login(
                 csrf: form.csrf.clone(),
                 username: form.username.clone(),
                 challenge: refusal.challenge,
+                passkeys: state.passkeys.enabled(),
             };
             render(html(refusal.status), &page, refusal.retry_after)
         }
@@ -201,14 +266,21 @@ pub async fn login_second_factor(
     }
     let cookie = request.cookie(&http.device.cookie_name);
     let attempt = async {
-        let proof = Proof::parse(
-            form.code.as_deref().filter(|c| !c.is_empty()),
-            form.recovery_code.as_deref().filter(|c| !c.is_empty()),
-        )?;
+        let credential = form.credential.as_deref().map(passkey_answer).transpose()?;
+        let proof = match (form.ceremony.as_deref(), &credential) {
+            (Some(ceremony), Some(credential)) => use_case::SecondFactor::Passkey {
+                ceremony,
+                credential,
+            },
+            _ => use_case::SecondFactor::Code(Proof::parse(
+                form.code.as_deref().filter(|c| !c.is_empty()),
+                form.recovery_code.as_deref().filter(|c| !c.is_empty()),
+            )?),
+        };
         use_case::login_second_factor(
             &state,
             &form.mfa_token,
-            use_case::SecondFactor::Code(proof),
+            proof,
             cookie.as_ref().map(|c| c.value()),
         )
         .await
@@ -228,15 +300,63 @@ pub async fn login_second_factor(
                 csrf: form.csrf.clone(),
                 username: String::new(),
                 challenge: None,
+                passkeys: state.passkeys.enabled(),
             };
             render(html(refusal.status), &page, refusal.retry_after)
         }
         Err(error) => {
             let refusal = Refusal::of(error)?;
-            let page = SecondFactorPage {
+            let page = SecondFactorPage::new(
+                Some(refusal.notice),
+                &form.csrf,
+                &form.mfa_token,
+                &form.username,
+                &form.methods,
+            );
+            render(html(refusal.status), &page, refusal.retry_after)
+        }
+    }
+}
+
+/// `POST /login/passkey`: a passkey sign-in with the answer the page's script got (from the
+/// button, or the username field's autofill); on to the account page, or the login page with
+/// what went wrong.
+#[post("/login/passkey")]
+pub async fn login_passkey(
+    state: web::Data<AppState>,
+    http: web::Data<HttpState>,
+    request: HttpRequest,
+    ClientIp(ip): ClientIp,
+    form: web::Form<PasskeyForm>,
+) -> Result<HttpResponse, PageError> {
+    if !csrf::matches(&request, &form.csrf) {
+        return forged_post();
+    }
+    let cookie = request.cookie(&http.device.cookie_name);
+    let attempt = async {
+        let credential = passkey_answer(&form.credential)?;
+        use_case::login_passkey(
+            &state,
+            PasskeySignIn {
+                ip,
+                ceremony: &form.ceremony,
+                credential: &credential,
+                device_cookie: cookie.as_ref().map(|c| c.value()),
+                altcha: None,
+            },
+        )
+        .await
+    };
+    match attempt.await {
+        Ok(logged_in) => Ok(browser_session::signed_in(&state, &http, &logged_in)?),
+        Err(error) => {
+            let refusal = Refusal::of(error)?;
+            let page = LoginPage {
                 notice: Some(refusal.notice),
                 csrf: form.csrf.clone(),
-                mfa_token: form.mfa_token.clone(),
+                username: String::new(),
+                challenge: None,
+                passkeys: state.passkeys.enabled(),
             };
             render(html(refusal.status), &page, refusal.retry_after)
         }
@@ -289,6 +409,7 @@ pub async fn register(
                 csrf: form.csrf.clone(),
                 username: registered.account.username,
                 challenge: None,
+                passkeys: state.passkeys.enabled(),
             };
             render(html(StatusCode::CREATED), &page, None)
         }
@@ -332,6 +453,7 @@ pub async fn change_breached_password(
                 csrf: form.csrf.clone(),
                 username: String::new(),
                 challenge: None,
+                passkeys: state.passkeys.enabled(),
             };
             render(html(StatusCode::OK), &page, None)
         }

@@ -19,6 +19,7 @@ mod csrf;
 mod login_pages;
 mod notice_pages;
 mod page;
+mod passkey_pages;
 mod reset_pages;
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -45,6 +46,7 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut web::ServiceConfig) 
         .service(login_pages::login_page)
         .service(login_pages::login)
         .service(login_pages::login_second_factor)
+        .service(login_pages::login_passkey)
         .service(login_pages::register_page)
         .service(login_pages::register)
         .service(login_pages::change_breached_password)
@@ -66,6 +68,9 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut web::ServiceConfig) 
         .service(account_page::enrol)
         .service(account_page::confirm)
         .service(account_page::remove)
+        .service(passkey_pages::registration_options)
+        .service(passkey_pages::add)
+        .service(passkey_pages::remove)
         .service(admin_console::to_console)
         .service(admin_console::console)
         .service(admin_console::sign_in)

@@ -232,7 +232,7 @@ def is_throttled_after_wrong_passwords_with_the_time_to_wait(pages):
         assert status == 401, status
         assert "Wrong username or password" in notice(user), notice(user)
     assert status == 429, status
-    assert re.search(r"Too many attempts\. Try again in \d+ (seconds|minutes?)\.", notice(user)), notice(user)
+    assert re.search(r"Too many attempts\. Try again in \d+ (seconds?|minutes?)\.", notice(user)), notice(user)
     shot(user, "08-throttled")
 
 
