@@ -631,7 +631,10 @@ async fn an_account_that_gave_up_its_password_refuses_every_password_as_a_wrong_
     let alice = signed_up(&app, "alice").await;
     let bob = signed_up(&app, "bob").await;
     let mut laptop = SoftPasskey::new(true);
-    enrol(&app, &alice, &mut laptop, "Laptop").await;
+    let laptop_id = enrol(&app, &alice, &mut laptop, "Laptop").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // A password proves nothing a leak cannot: no step-up for this.
     let with_password = app
         .with_bearer(
@@ -696,6 +699,19 @@ async fn an_account_that_gave_up_its_password_refuses_every_password_as_a_wrong_
             .iter()
             .any(|k| k == "password_removed")
     );
+
+    // Its last passkey stays: without it nothing would open the account.
+    let body = passkey_step_up(&app, "alice", &mut laptop).await;
+    let last = app
+        .with_bearer(
+            Method::DELETE,
+            &format!("/v1/passkeys/{laptop_id}"),
+            &alice,
+            &body,
+        )
+        .await;
+    assert_eq!(assert_problem(last, 409).await["code"], "last_passkey");
+    assert_eq!(passkeys(&app, &alice).await.len(), 1);
 }
 
 #[tokio::test]
