@@ -176,6 +176,14 @@ for name in scenarios:
     if any(reset.values()):
         cost += (f"; accounts whose right password was in the known leak, held for a reset {reset.get(False, 0)} → "
                  f"{reset.get(True, 0)}, none of them compromised")
+    if any(run["legit"]["passkey_logins"] or run["attacker"]["passkey_only_hits_in_list"] for run in report["runs"]):
+        for run in report["runs"]:
+            a, l = run["attacker"], run["legit"]
+            cost += (f"; policy {'on' if run['policy'] else 'off'}: passkey-only accounts compromised "
+                     f"{a['passkey_only_compromised']} of {a['passkey_only_hits_in_list']} right old passwords in the list, "
+                     f"passkey sign-ins {l['passkey_succeeded']} of {l['passkey_logins']} in, {l['passkey_challenged']} challenged, "
+                     f"p50 {l['passkey_p50_ms']:.1f} ms against a password login's {l['password_p50_ms']:.1f} ms "
+                     f"({l['passkey_p50_ms'] / max(l['password_p50_ms'], 1e-9):.2f}×)")
     print(f"- **{name}** ({report['description']}): guesses verified {c['verified_off']} → {c['verified_on']} ({verified}); "
           f"accounts compromised {c['compromised_off']} → {c['compromised_on']} ({compromised}; {share:.1f}% of policy-off){cost}.")
 if seeding:

@@ -47,6 +47,8 @@ pub struct StackOptions {
 /// A deployment the drill sends to.
 pub struct Deployment {
     url: String,
+    /// The origin passkeys are made for: pages at this address (see [`Deployment::local`]).
+    passkey_origin: String,
     /// The stack's state directory and script, when the drill brought it up.
     stack: Option<(TempDir, PathBuf)>,
     /// `PORTCULLIS__*` settings for seeding, on top of the caller's environment (a local
@@ -66,6 +68,7 @@ impl Deployment {
             .and_then(|l| l.local_addr())
             .context("finding a free port for nginx")?
             .port();
+        let passkey_origin = format!("http://localhost:{port}");
         let output = Command::new("bash")
             .arg(&options.script)
             .arg("up")
@@ -79,6 +82,9 @@ impl Deployment {
             )
             // Plain HTTP on loopback: a Secure device cookie would never come back.
             .env("PORTCULLIS__DEVICE__SECURE_COOKIE", "false")
+            // Passkeys need a domain: `localhost` on nginx's port, whatever address is dialled.
+            .env("PORTCULLIS__WEBAUTHN__RP_ID", "localhost")
+            .env("PORTCULLIS__WEBAUTHN__RP_ORIGINS", &passkey_origin)
             .env(
                 "PORTCULLIS__POLICY__ENABLED",
                 options.policy_enabled.to_string(),
@@ -89,6 +95,7 @@ impl Deployment {
             .with_context(|| format!("running {}", options.script.display()))?;
         let mut deployment = Self {
             url: String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+            passkey_origin,
             stack: Some((dir, options.script.clone())),
             env: Vec::new(),
         };
@@ -110,10 +117,12 @@ impl Deployment {
     }
 
     /// A deployment running elsewhere; seeding uses the caller's `PORTCULLIS__*` environment
-    /// with `env` on top.
+    /// with `env` on top. Its passkeys are made for its own URL (its `webauthn.rp_origins`,
+    /// or its `server.public_url`, must name it).
     pub fn external(url: &str, env: &[(String, String)]) -> Self {
         Self {
             url: url.trim_end_matches('/').to_owned(),
+            passkey_origin: url.trim_end_matches('/').to_owned(),
             stack: None,
             env: env.to_vec(),
         }
@@ -124,13 +133,22 @@ impl Deployment {
         &self.url
     }
 
+    /// The origin the deployment's passkeys are made for and sign in from.
+    pub fn passkey_origin(&self) -> anyhow::Result<url::Url> {
+        url::Url::parse(&self.passkey_origin)
+            .with_context(|| format!("the passkey origin `{}`", self.passkey_origin))
+    }
+
     /// Creates `accounts` with `portcullis users import` (hashing with [`CHEAP_ARGON2`] when
     /// `cheap`), then gives those with a TOTP secret their second factor with `portcullis users
-    /// import-totp`; returns how long it took.
+    /// import-totp`, and the passkey-only ones their passkeys (`passkeys`, the lines of
+    /// [`crate::passkeys::Keyring::enrol`]) with `portcullis users import-passkeys`; returns how
+    /// long it took.
     pub fn seed(
         &self,
         bin: &Path,
         accounts: &[Account],
+        passkeys: &[String],
         work_dir: &Path,
         cheap: bool,
     ) -> anyhow::Result<std::time::Duration> {
@@ -144,6 +162,15 @@ impl Deployment {
             Some(format!("{},{secret}\n", a.username))
         });
         self.import(bin, "import-totp", work_dir, "totp.csv", secrets, false)?;
+        let passkeys = passkeys.iter().cloned();
+        self.import(
+            bin,
+            "import-passkeys",
+            work_dir,
+            "passkeys.jsonl",
+            passkeys,
+            false,
+        )?;
         Ok(started.elapsed())
     }
 

@@ -10,6 +10,7 @@
 pub mod chart;
 pub mod deployment;
 pub mod leak;
+pub mod passkeys;
 pub mod plan;
 pub mod report;
 pub mod scenario;
@@ -26,6 +27,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::deployment::{CHEAP_ARGON2, DRILL_SOURCE, Deployment, StackOptions};
+use crate::passkeys::Keyring;
 use crate::plan::Plan;
 use crate::report::{Comparison, DrillReport, RunReport, policy_label};
 use crate::scenario::Scenario;
@@ -145,9 +147,11 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
                 (Deployment::external(url, seed_env), options.source)
             }
         };
+        let (keyring, passkeys) = Keyring::enrol(&plan.accounts, &deployment.passkey_origin()?)?;
         seeding_time += deployment.seed(
             &options.bin,
             &plan.accounts,
+            &passkeys,
             &options.out_dir,
             options.cheap_seeding,
         )?;
@@ -161,7 +165,14 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
             ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        let traffic = traffic::run(&client, scenario, plan.clone(), &progress).await?;
+        let traffic = traffic::run(
+            &client,
+            scenario,
+            plan.clone(),
+            Arc::new(keyring),
+            &progress,
+        )
+        .await?;
         progress.finish_and_clear();
         runs.push(RunReport::new(policy, deployment.url(), &plan, &traffic));
     }
@@ -190,12 +201,20 @@ fn seeding_note(options: &Options, accounts: &[plan::Account], took: Duration) -
     } else {
         "the server's Argon2 parameters".to_owned()
     };
-    let totp = match accounts.iter().filter(|a| a.totp_secret.is_some()).count() {
+    let count = |f: fn(&plan::Account) -> bool| accounts.iter().filter(|a| f(a)).count();
+    let totp = match count(|a| a.totp_secret.is_some()) {
         0 => String::new(),
         n => format!(" ({n} with a TOTP secret, `portcullis users import-totp`)"),
     };
+    let passkeys = match count(|a| a.passkey_only) {
+        0 => String::new(),
+        n => format!(
+            " ({n} with a soft passkey of the drill's and no password, `portcullis users \
+             import-passkeys`)"
+        ),
+    };
     format!(
-        "{} accounts per deployment{totp} with `portcullis users import` ({:.1} s in all), \
+        "{} accounts per deployment{totp}{passkeys} with `portcullis users import` ({:.1} s in all), \
          hashed with {how}",
         accounts.len(),
         took.as_secs_f64()

@@ -15,6 +15,8 @@ pub struct Account {
     pub password: String,
     /// Its TOTP secret (base32), if it has a second factor.
     pub totp_secret: Option<String>,
+    /// Whether it has a passkey and no password (`accounts.passkey_share`).
+    pub passkey_only: bool,
 }
 
 /// One pair of the credential list, with the address it is sent from.
@@ -58,17 +60,24 @@ impl Plan {
         let mut rng = SplitMix64(scenario.seed);
         // A stream of its own, so a second factor changes no other part of the plan.
         let mut mfa = SplitMix64(scenario.seed ^ 0x6d66_615f_7368_6172);
+        // And passkeys one of their own.
+        let mut passkeys = SplitMix64(scenario.seed ^ 0x7061_7373_6b65_7973);
         let accounts: Vec<Account> = (0..scenario.accounts.count)
-            .map(|i| Account {
-                username: format!("user{i:06}"),
-                password: format!("pw-{:016x}", rng.next_u64()),
-                totp_secret: mfa.chance(scenario.accounts.mfa_share).then(|| {
+            .map(|i| {
+                let totp_secret = mfa.chance(scenario.accounts.mfa_share).then(|| {
                     let mut bytes = [0u8; 20];
                     for chunk in bytes.chunks_mut(8) {
                         chunk.copy_from_slice(&mfa.next_u64().to_le_bytes()[..chunk.len()]);
                     }
                     crate::totp::secret(bytes)
-                }),
+                });
+                let passkey_only = passkeys.chance(scenario.accounts.passkey_share);
+                Account {
+                    username: format!("user{i:06}"),
+                    password: format!("pw-{:016x}", rng.next_u64()),
+                    totp_secret: totp_secret.filter(|_| !passkey_only),
+                    passkey_only,
+                }
             })
             .collect();
         let attacker = &scenario.attacker;
@@ -188,6 +197,7 @@ mod tests {
             accounts: crate::scenario::Accounts {
                 count: 100,
                 mfa_share: 0.0,
+                passkey_share: 0.0,
             },
             attacker,
             legit: Legit {
@@ -215,6 +225,30 @@ mod tests {
             p.attacks
                 .iter()
                 .map(|a| (a.username.clone(), a.password.clone(), a.source))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(pairs(&without), pairs(&with));
+    }
+
+    #[test]
+    fn a_passkey_share_picks_accounts_without_totp_and_changes_no_pair() {
+        let mut without = scenario(stuffing());
+        without.accounts.mfa_share = 0.3;
+        let mut with = without.clone();
+        with.accounts.passkey_share = 0.3;
+        let (without, with) = (Plan::new(&without), Plan::new(&with));
+        let passkey_only = with.accounts.iter().filter(|a| a.passkey_only).count();
+        assert!((20..=40).contains(&passkey_only), "{passkey_only} of 100");
+        assert!(
+            with.accounts
+                .iter()
+                .all(|a| !(a.passkey_only && a.totp_secret.is_some()))
+        );
+        // The list is the same: it still names their (old) passwords.
+        let pairs = |p: &Plan| {
+            p.attacks
+                .iter()
+                .map(|a| (a.username.clone(), a.password.clone(), a.hit))
                 .collect::<Vec<_>>()
         };
         assert_eq!(pairs(&without), pairs(&with));

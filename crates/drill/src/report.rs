@@ -138,6 +138,10 @@ pub struct AttackerSummary {
     pub hits_in_list: usize,
     /// Distinct accounts the attacker logged in to.
     pub compromised_accounts: usize,
+    /// Pairs in the list with an old password of an account that has a passkey and no password.
+    pub passkey_only_hits_in_list: usize,
+    /// Of the compromised accounts, those with a passkey and no password.
+    pub passkey_only_compromised: usize,
     /// Distinct accounts whose password the attacker had, held by their second factor (never
     /// compromised).
     pub second_factor_held_accounts: usize,
@@ -187,6 +191,16 @@ pub struct LegitSummary {
     pub p99_known_device_before_attack_ms: f64,
     /// ...
     pub p99_known_device_during_attack_ms: f64,
+    /// Logins with a passkey (passkey-only accounts).
+    pub passkey_logins: usize,
+    /// Of those, logins that got in.
+    pub passkey_succeeded: usize,
+    /// Of those, logins asked to solve a challenge.
+    pub passkey_challenged: usize,
+    /// Median latency of a successful passkey sign-in (options and answer), ms.
+    pub passkey_p50_ms: f64,
+    /// Median latency of a successful password login in the same run, ms.
+    pub password_p50_ms: f64,
 }
 
 /// Latency percentiles of one class of answers.
@@ -282,6 +296,18 @@ impl RunReport {
             }
         }
         attacker.compromised_accounts = compromised.len();
+        let passkey_only: BTreeSet<&str> = plan
+            .accounts
+            .iter()
+            .filter(|a| a.passkey_only)
+            .map(|a| a.username.as_str())
+            .collect();
+        attacker.passkey_only_hits_in_list = plan
+            .attacks
+            .iter()
+            .filter(|a| a.hit && passkey_only.contains(a.username.as_str()))
+            .count();
+        attacker.passkey_only_compromised = compromised.intersection(&passkey_only).count();
         attacker.second_factor_held_accounts = held.len();
         attacker.reset_held_accounts = reset_held.len();
         attacker.pairs = pairs.len();
@@ -306,6 +332,9 @@ impl RunReport {
             typos: count(&|i| i.typo),
             challenged: count(&|i| i.challenges > 0),
             challenged_known_device: count(&|i| i.challenges > 0 && !i.new_device),
+            passkey_logins: count(&|i| i.passkey),
+            passkey_succeeded: count(&|i| i.passkey && i.succeeded),
+            passkey_challenged: count(&|i| i.passkey && i.challenges > 0),
             ..LegitSummary::default()
         };
         let mut solving: Vec<Duration> = intents
@@ -328,6 +357,19 @@ impl RunReport {
             times.sort();
             percentile(&times, 99)
         };
+        let succeeded_p50 = |passkey: bool| {
+            let mut times: Vec<Duration> = traffic
+                .samples
+                .iter()
+                .filter(|s| matches!(s.sender, Sender::Legit(_)))
+                .filter(|s| s.outcome == Outcome::Succeeded && s.passkey == passkey)
+                .map(|s| s.latency)
+                .collect();
+            times.sort();
+            percentile(&times, 50)
+        };
+        legit.passkey_p50_ms = succeeded_p50(true);
+        legit.password_p50_ms = succeeded_p50(false);
         legit.p99_before_attack_ms = legit_latency(false, false);
         legit.p99_during_attack_ms = legit_latency(true, false);
         legit.p99_known_device_before_attack_ms = legit_latency(false, true);
@@ -516,6 +558,18 @@ impl DrillReport {
         row("compromised accounts", &|r| {
             r.attacker.compromised_accounts.to_string()
         });
+        let passkeys = self
+            .runs
+            .iter()
+            .any(|r| r.legit.passkey_logins > 0 || r.attacker.passkey_only_hits_in_list > 0);
+        if passkeys {
+            row("  passkey-only: hits in the list / compromised", &|r| {
+                format!(
+                    "{} / {}",
+                    r.attacker.passkey_only_hits_in_list, r.attacker.passkey_only_compromised
+                )
+            });
+        }
         row("accounts held by their second factor", &|r| {
             r.attacker.second_factor_held_accounts.to_string()
         });
@@ -568,6 +622,22 @@ impl DrillReport {
         row("  solve time p50/p99 ms", &|r| {
             format!("{:.0}/{:.0}", r.legit.solve_ms_p50, r.legit.solve_ms_p99)
         });
+        if passkeys {
+            row("  with a passkey: logins / succeeded / challenged", &|r| {
+                format!(
+                    "{} / {} / {}",
+                    r.legit.passkey_logins, r.legit.passkey_succeeded, r.legit.passkey_challenged
+                )
+            });
+            row("  sign-in p50 ms: passkey / password (ratio)", &|r| {
+                format!(
+                    "{:.1} / {:.1} ({:.2})",
+                    r.legit.passkey_p50_ms,
+                    r.legit.password_p50_ms,
+                    r.legit.passkey_p50_ms / r.legit.password_p50_ms.max(1e-9)
+                )
+            });
+        }
         row("  p99 ms before / during attack", &|r| {
             format!(
                 "{:.1} / {:.1}",
@@ -649,6 +719,7 @@ mod tests {
             sent_at: Duration::from_millis(sent_ms),
             latency: Duration::from_millis(latency_ms),
             known_device: false,
+            passkey: false,
             source: "10.0.0.1".parse().unwrap(),
         }
     }

@@ -43,6 +43,11 @@ pub struct Accounts {
     /// Share of accounts with a second factor (TOTP), enrolled through the API after seeding.
     #[serde(default)]
     pub mfa_share: f64,
+    /// Share of accounts with a passkey and no password (their owners sign in with a soft
+    /// passkey of the drill's; the attacker's list still holds their old passwords). Seeded with
+    /// `portcullis users import-passkeys`; such an account has no TOTP.
+    #[serde(default)]
+    pub passkey_share: f64,
 }
 
 /// The attacker: a credential list replayed from many addresses.
@@ -223,6 +228,7 @@ impl Scenario {
         );
         for (name, share) in [
             ("accounts.mfa_share", self.accounts.mfa_share),
+            ("accounts.passkey_share", self.accounts.passkey_share),
             ("attacker.unknown_usernames", attacker.unknown_usernames),
             ("attacker.hit_rate", attacker.hit_rate),
             ("legit.new_device", self.legit.new_device),

@@ -1,8 +1,9 @@
 //! Sends a plan's traffic: legitimate users' logins at their own rate, from `legit.lead_secs`
 //! before the attack until the attacker is done; the attacker's list from its workers, at a set
 //! rate or flat out, on a thread of its own so that its CPU time can be measured. Both answer
-//! the challenges they are asked where they solve them (legitimate users always do). Every
-//! request's outcome and latency is kept as a [`Sample`] for the report.
+//! the challenges they are asked where they solve them (legitimate users always do). The owner
+//! of a passkey-only account signs in with its passkey (options, then the answer: one sample).
+//! Every request's outcome and latency is kept as a [`Sample`] for the report.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,7 +18,8 @@ use reqwest::header::{COOKIE, RETRY_AFTER, SET_COOKIE};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::plan::{Plan, SplitMix64};
+use crate::passkeys::Keyring;
+use crate::plan::{Account, Plan, SplitMix64};
 use crate::scenario::Scenario;
 use crate::solver::{Priority, SolverHandle, SolverPool};
 use crate::totp;
@@ -88,6 +90,8 @@ pub struct Sample {
     pub latency: Duration,
     /// Whether it carried a device cookie (a user on a known device).
     pub known_device: bool,
+    /// Whether it was a passkey sign-in (options and answer, timed together).
+    pub passkey: bool,
     /// The client address it was sent for.
     pub source: IpAddr,
 }
@@ -97,6 +101,8 @@ pub struct Sample {
 pub struct Intent {
     /// From a new device (no device cookie).
     pub new_device: bool,
+    /// With a passkey (a passkey-only account; no typo).
+    pub passkey: bool,
     /// The first try had a typo.
     pub typo: bool,
     /// The user got in.
@@ -134,6 +140,8 @@ pub struct Client {
     http: reqwest::Client,
     login_url: String,
     mfa_url: String,
+    passkey_options_url: String,
+    passkey_url: String,
     source: Option<IpAddr>,
     pool: usize,
 }
@@ -142,11 +150,21 @@ pub struct Client {
 #[derive(Clone, Copy)]
 struct Login<'a> {
     username: &'a str,
-    password: &'a str,
+    /// The password, or the passkey that answers instead.
+    credential: Credential<'a>,
     /// The client address, sent in `X-Forwarded-For`.
     from: IpAddr,
     /// The device cookie (`name=value`), if the client has one.
     cookie: Option<&'a str>,
+}
+
+/// What a login proves itself with.
+#[derive(Clone, Copy)]
+enum Credential<'a> {
+    /// A password.
+    Password(&'a str),
+    /// The passkey of the account with this index, from the keyring.
+    Passkey(&'a Keyring, usize),
 }
 
 /// How a sender answers a challenge.
@@ -183,6 +201,8 @@ struct Answer {
     challenge: Option<Challenge>,
     /// The `mfa_token` an `mfa_required` answer carries.
     mfa_token: Option<String>,
+    /// The body, when it is JSON.
+    body: serde_json::Value,
 }
 
 impl Client {
@@ -199,6 +219,8 @@ impl Client {
             http,
             login_url: format!("{base_url}/v1/login"),
             mfa_url: format!("{base_url}/v1/login/mfa"),
+            passkey_options_url: format!("{base_url}/v1/login/passkey/options"),
+            passkey_url: format!("{base_url}/v1/login/passkey"),
             source,
             pool,
         })
@@ -235,6 +257,7 @@ impl Client {
                 sent_at,
                 latency: answer.latency,
                 known_device: login.cookie.is_some(),
+                passkey: matches!(login.credential, Credential::Passkey(..)),
                 source: login.from,
             });
             sent.outcome = answer.outcome;
@@ -261,16 +284,41 @@ impl Client {
     async fn login(&self, login: Login<'_>, altcha: Option<&str>) -> Answer {
         let Login {
             username,
-            password,
+            credential,
             from: client,
             cookie,
         } = login;
         let started = Instant::now();
-        let mut body = serde_json::json!({ "username": username, "password": password });
+        let (keyring, account) = match credential {
+            Credential::Password(password) => {
+                let mut body = serde_json::json!({ "username": username, "password": password });
+                if let Some(altcha) = altcha {
+                    body["altcha"] = altcha.into();
+                }
+                return self
+                    .post(&self.login_url, client, cookie, &body, started)
+                    .await;
+            }
+            Credential::Passkey(keyring, account) => (keyring, account),
+        };
+        // A passkey sign-in: the options name the account's passkeys; the answer signs in.
+        let mut body = serde_json::json!({ "username": username });
         if let Some(altcha) = altcha {
             body["altcha"] = altcha.into();
         }
-        self.post(&self.login_url, client, cookie, &body, started)
+        let mut options = self
+            .post(&self.passkey_options_url, client, cookie, &body, started)
+            .await;
+        if options.outcome != Outcome::Succeeded {
+            return options;
+        }
+        let Ok(credential) = keyring.answer(account, &options.body) else {
+            options.outcome = Outcome::Error;
+            return options;
+        };
+        let body =
+            serde_json::json!({ "ceremony": options.body["ceremony"], "credential": credential });
+        self.post(&self.passkey_url, client, cookie, &body, started)
             .await
     }
 
@@ -306,6 +354,7 @@ impl Client {
             cookie: None,
             challenge: None,
             mfa_token: None,
+            body: serde_json::Value::Null,
         };
         if let Ok(response) = request.send().await {
             let status = response.status();
@@ -323,14 +372,14 @@ impl Client {
                 .map(str::to_owned);
             // Read the body so the connection goes back to the pool.
             if let Ok(body) = response.bytes().await {
-                let problem = status
-                    .is_client_error()
-                    .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
-                    .flatten()
-                    .unwrap_or_default();
+                answer.body = serde_json::from_slice(&body).unwrap_or_default();
+                let problem = match status.is_client_error() {
+                    true => &answer.body,
+                    false => &serde_json::Value::Null,
+                };
                 answer.challenge = serde_json::from_value(problem["challenge"].clone()).ok();
                 answer.mfa_token = problem["mfa_token"].as_str().map(str::to_owned);
-                answer.outcome = Outcome::from_answer(status, &problem);
+                answer.outcome = Outcome::from_answer(status, problem);
             }
         }
         answer.latency = started.elapsed();
@@ -345,9 +394,10 @@ pub async fn run(
     client: &Client,
     scenario: &Scenario,
     plan: Arc<Plan>,
+    keyring: Arc<Keyring>,
     progress: &ProgressBar,
 ) -> anyhow::Result<Traffic> {
-    let cookies = warm_up(client, &plan).await;
+    let cookies = warm_up(client, &plan, &keyring).await;
     let missing = cookies.iter().filter(|c| c.is_none()).count();
     anyhow::ensure!(
         missing == 0,
@@ -362,15 +412,15 @@ pub async fn run(
     let people = SolverPool::start(cores, Priority::Idle);
     let start = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
-    let legit = tokio::spawn(legit_users(
-        client.clone(),
-        scenario.clone(),
-        plan.clone(),
-        Arc::new(cookies),
-        people.handle(),
+    let users = Users {
+        client: client.clone(),
+        plan: plan.clone(),
+        keyring,
+        cookies: Arc::new(cookies),
+        solver: people.handle(),
         start,
-        done.clone(),
-    ));
+    };
+    let legit = tokio::spawn(legit_users(users, scenario.clone(), done.clone()));
     let attack_started = Duration::from_secs_f64(scenario.legit.lead_secs);
     tokio::time::sleep_until(start + attack_started).await;
     let attack = AttackRun {
@@ -404,19 +454,21 @@ pub async fn run(
 }
 
 /// Each legitimate user logs in once from their known device, with its second factor if it has
-/// one, which sets its device cookie. At most [`WARM_UP_CONCURRENCY`] at once, as people do not
-/// all arrive in the same second; a login shed with 503 is sent again after its `Retry-After`.
-async fn warm_up(client: &Client, plan: &Plan) -> Vec<Option<String>> {
+/// one (or with its passkey), which sets its device cookie. At most [`WARM_UP_CONCURRENCY`] at
+/// once, as people do not all arrive in the same second; a login shed with 503 is sent again
+/// after its `Retry-After`.
+async fn warm_up(client: &Client, plan: &Plan, keyring: &Arc<Keyring>) -> Vec<Option<String>> {
     let slots = Arc::new(tokio::sync::Semaphore::new(WARM_UP_CONCURRENCY));
     let mut logins = JoinSet::new();
     for (index, user) in plan.legit.iter().enumerate() {
         let (client, account) = (client.clone(), plan.accounts[user.account].clone());
-        let (home, slots) = (user.home, slots.clone());
+        let (home, slots, keyring) = (user.home, slots.clone(), keyring.clone());
+        let account_index = user.account;
         logins.spawn(async move {
             let _slot = slots.acquire_owned().await;
             let login = Login {
                 username: &account.username,
-                password: &account.password,
+                credential: credential(&account, &keyring, account_index),
                 from: home,
                 cookie: None,
             };
@@ -515,7 +567,7 @@ async fn attacker(run: AttackRun, solver: Option<SolverHandle>) -> Vec<Sample> {
                 }
                 let login = Login {
                     username: &attempt.username,
-                    password: &attempt.password,
+                    credential: Credential::Password(&attempt.password),
                     from: attempt.source,
                     cookie: None,
                 };
@@ -535,17 +587,38 @@ async fn attacker(run: AttackRun, solver: Option<SolverHandle>) -> Vec<Sample> {
     samples
 }
 
+/// How `account` (index `index`) signs in: its passkey, or its password.
+fn credential<'a>(account: &'a Account, keyring: &'a Keyring, index: usize) -> Credential<'a> {
+    if account.passkey_only {
+        Credential::Passkey(keyring, index)
+    } else {
+        Credential::Password(&account.password)
+    }
+}
+
+/// What every legitimate login draws on.
+#[derive(Clone)]
+struct Users {
+    client: Client,
+    plan: Arc<Plan>,
+    /// The passkey-only accounts' authenticators.
+    keyring: Arc<Keyring>,
+    /// Each user's device cookie, from the warm-up.
+    cookies: Arc<Vec<Option<String>>>,
+    /// Where people's browsers solve challenges.
+    solver: Option<SolverHandle>,
+    /// When the run started.
+    start: Instant,
+}
+
 /// Legitimate logins at `legit.rate` per second (rising in a surge), user after user, until
 /// `done`.
 async fn legit_users(
-    client: Client,
+    users: Users,
     scenario: Scenario,
-    plan: Arc<Plan>,
-    cookies: Arc<Vec<Option<String>>>,
-    people: Option<SolverHandle>,
-    start: Instant,
     done: Arc<AtomicBool>,
 ) -> (Vec<Sample>, Vec<Intent>) {
+    let (plan, start) = (users.plan.clone(), users.start);
     let mut intents = JoinSet::new();
     if !plan.legit.is_empty() {
         // Each login is due one interval of the rate at the last one after it (a surge rises).
@@ -563,15 +636,7 @@ async fn legit_users(
                 typo: rng.chance(scenario.legit.typo),
                 ..Intent::default()
             };
-            intents.spawn(log_in(
-                client.clone(),
-                plan.clone(),
-                cookies.clone(),
-                people.clone(),
-                n % plan.legit.len(),
-                intent,
-                start,
-            ));
+            intents.spawn(log_in(users.clone(), n % plan.legit.len(), intent));
         }
     }
     let (mut samples, mut done_intents) = (Vec::new(), Vec::new());
@@ -582,16 +647,17 @@ async fn legit_users(
     (samples, done_intents)
 }
 
-/// One legitimate login: a typo first if the intent has one, then the right password.
-async fn log_in(
-    client: Client,
-    plan: Arc<Plan>,
-    cookies: Arc<Vec<Option<String>>>,
-    people: Option<SolverHandle>,
-    user: usize,
-    mut intent: Intent,
-    start: Instant,
-) -> (Vec<Sample>, Intent) {
+/// One legitimate login: a typo first if the intent has one, then the right password; or the
+/// account's passkey.
+async fn log_in(users: Users, user: usize, mut intent: Intent) -> (Vec<Sample>, Intent) {
+    let Users {
+        client,
+        plan,
+        keyring,
+        cookies,
+        solver,
+        start,
+    } = users;
     let legit = &plan.legit[user];
     let account = &plan.accounts[legit.account];
     let (address, cookie) = if intent.new_device {
@@ -600,16 +666,20 @@ async fn log_in(
         (legit.home, cookies[user].clone())
     };
     let typo = &account.password[..account.password.len() - 1];
-    let tries: &[&str] = if intent.typo {
-        &[typo, &account.password]
+    let right = credential(account, &keyring, legit.account);
+    intent.passkey = account.passkey_only;
+    // Nobody mistypes a passkey.
+    intent.typo &= !intent.passkey;
+    let tries: &[Credential] = if intent.typo {
+        &[Credential::Password(typo), right]
     } else {
-        &[&account.password]
+        &[right]
     };
     let mut samples = Vec::new();
-    for password in tries {
+    for &credential in tries {
         let login = Login {
             username: &account.username,
-            password,
+            credential,
             from: address,
             cookie: cookie.as_deref(),
         };
@@ -619,7 +689,7 @@ async fn log_in(
                 login,
                 Sender::Legit(user),
                 start,
-                people.as_ref().map_or(Solving::Never, Solving::Person),
+                solver.as_ref().map_or(Solving::Never, Solving::Person),
                 &mut samples,
             )
             .await;

@@ -12,17 +12,25 @@
 //!
 //! TOTP secrets (base32, as authenticator apps and other identity providers export them) become
 //! confirmed second factors, sealed like enrolled ones; an account that has one keeps it.
+//!
+//! `portcullis users import-passkeys FILE`: passkeys registered for this relying party id by
+//! another system, one JSON object a line, `{"username", "name", "credential", "passkey_only"}`
+//! with `credential` in webauthn-rs 0.6's `Passkey` form; `passkey_only: true` takes the
+//! account's password away once its passkey is in (the drill's passkey users are made so).
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 use futures_util::stream::{self, StreamExt};
 use portcullis_accounts::accounts::{Accounts, CreateError};
 use portcullis_accounts::addresses;
 use portcullis_accounts::mfa::{self, sealing::SecretSealer};
+use portcullis_accounts::passkeys::{self, Imported};
 use portcullis_accounts::passwords::{MAX_PASSWORD_BYTES, PasswordHasher, PasswordPolicy};
 use portcullis_core::Username;
+use portcullis_store::{Clock, SystemClock};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::settings::Settings;
@@ -148,6 +156,77 @@ pub async fn import_totp(settings: &Settings, file: &Path) -> anyhow::Result<Tot
             Ok(false) => report.existing += 1,
             Err(error) if error.is::<mfa::SecretFormat>() => report.invalid += 1,
             Err(error) => return Err(error),
+        }
+    }
+    Ok(report)
+}
+
+/// What a passkey import did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PasskeyImportReport {
+    /// Passkeys added.
+    pub imported: usize,
+    /// Lines whose credential is registered already (kept as it was).
+    pub existing: usize,
+    /// Lines naming no account.
+    pub unknown: usize,
+    /// Lines refused: not a JSON object of the form, a bad name or credential, or an account
+    /// with as many passkeys as it may have.
+    pub invalid: usize,
+}
+
+/// One line of a passkey import.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasskeyLine {
+    username: String,
+    name: String,
+    credential: serde_json::Value,
+    #[serde(default)]
+    passkey_only: bool,
+}
+
+/// Imports the passkeys in `file` (one [`PasskeyLine`] a line).
+pub async fn import_passkeys(
+    settings: &Settings,
+    file: &Path,
+) -> anyhow::Result<PasskeyImportReport> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let accounts = Accounts::connect(&settings.database).await?;
+    if settings.database.migrate_on_start {
+        accounts.migrate().await?;
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut report = PasskeyImportReport::default();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let parsed = serde_json::from_str::<PasskeyLine>(line)
+            .ok()
+            .and_then(|l| Username::parse(&l.username).ok().map(|u| (l, u)));
+        let Some((line, username)) = parsed else {
+            report.invalid += 1;
+            continue;
+        };
+        let Some(account) = accounts.find(&username).await? else {
+            report.unknown += 1;
+            continue;
+        };
+        let imported = passkeys::import(
+            accounts.pool(),
+            clock.clone(),
+            &account.id,
+            &line.name,
+            &line.credential,
+            settings.webauthn.max_per_account,
+        )
+        .await?;
+        match imported {
+            Imported::Added => report.imported += 1,
+            Imported::Registered => report.existing += 1,
+            Imported::Full | Imported::Invalid => report.invalid += 1,
+        }
+        if imported == Imported::Added && line.passkey_only {
+            accounts.remove_password(&account.id).await?;
         }
     }
     Ok(report)

@@ -74,6 +74,12 @@ enum UsersCommand {
         /// The file (a first line `username,totp_secret` is a header).
         file: PathBuf,
     },
+    /// Give existing accounts passkeys registered for this relying party elsewhere, from a file
+    /// of JSON lines `{"username", "name", "credential", "passkey_only"}`.
+    ImportPasskeys {
+        /// The file.
+        file: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -122,6 +128,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "imported {} second factors, kept {} existing, {} unknown accounts, rejected {} \
                  invalid lines",
+                report.imported, report.existing, report.unknown, report.invalid
+            );
+        }
+        Command::Users {
+            command: UsersCommand::ImportPasskeys { file },
+        } => {
+            let report = import::import_passkeys(&settings, &file).await?;
+            println!(
+                "imported {} passkeys, kept {} registered already, {} unknown accounts, rejected \
+                 {} invalid lines",
                 report.imported, report.existing, report.unknown, report.invalid
             );
         }

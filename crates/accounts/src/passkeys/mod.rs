@@ -416,6 +416,49 @@ impl Passkeys {
     }
 }
 
+/// What an operator's import of one passkey came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Imported {
+    /// Added to the account.
+    Added,
+    /// Its credential id is registered already (to this account or another): kept as it was.
+    Registered,
+    /// The account has as many passkeys as it may.
+    Full,
+    /// Not webauthn-rs's `Passkey` JSON.
+    Invalid,
+}
+
+/// Adds `credential` (webauthn-rs 0.6's `Passkey` as JSON: a credential another system
+/// registered for this relying party id) to `account_id` as `name`, at most `max_per_account`
+/// per account: `portcullis users import-passkeys`. No ceremony and no notice: the operator
+/// vouches for it, as for an imported TOTP secret.
+pub async fn import(
+    pool: AnyPool,
+    clock: Arc<dyn Clock>,
+    account_id: &str,
+    name: &str,
+    credential: &serde_json::Value,
+    max_per_account: u32,
+) -> anyhow::Result<Imported> {
+    let (Ok(passkey), Ok(name)) = (
+        serde_json::from_value(credential.clone()),
+        checked_name(name),
+    ) else {
+        return Ok(Imported::Invalid);
+    };
+    Ok(
+        match Records::new(pool, clock)
+            .add(account_id, &name, &passkey, max_per_account)
+            .await?
+        {
+            Ok(_) => Imported::Added,
+            Err(Refused::Registered) => Imported::Registered,
+            Err(Refused::Full) => Imported::Full,
+        },
+    )
+}
+
 /// The webauthn-rs instance for `relying_party`, or a start-up error naming the setting.
 fn build(relying_party: &RelyingParty) -> anyhow::Result<Webauthn> {
     let (first, others) = relying_party

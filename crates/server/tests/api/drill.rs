@@ -2,7 +2,8 @@
 //! `drill/scenarios/smoke.toml` (a brute force on one account), `smoke-challenge.toml` (a
 //! spray that is challenged, on accounts two in five of which have a second factor) and the
 //! short forms of the busy, surge and quiet days (`smoke-busy`, `smoke-surge`, `smoke-quiet`,
-//! the detectors on a faster clock), and `smoke-breached` (a list the service knows as a leak).
+//! the detectors on a faster clock), `smoke-breached` (a list the service knows as a leak) and
+//! `smoke-passkeys` (accounts with a passkey and no password in the list).
 //! They check outcomes, never timings.
 
 use std::path::Path;
@@ -265,5 +266,58 @@ async fn a_list_the_service_knows_as_a_leak_compromises_nobody_with_or_without_t
             .contains("accounts held by a reset (known leak)"),
         "{}",
         report.table()
+    );
+}
+
+#[tokio::test]
+async fn a_list_opens_no_account_without_a_password_and_passkey_users_are_never_challenged() {
+    let (scenario, hits) = scenario_hits("smoke-passkeys");
+    let plan = Plan::new(&scenario);
+    let account_of = |n: usize| &plan.accounts[n % scenario.attacker.targets];
+    let passkey_hits = hits.iter().filter(|&&n| account_of(n).passkey_only).count();
+    assert!(
+        passkey_hits >= 1 && passkey_hits < hits.len(),
+        "the scenario needs right passwords of accounts with and without a password"
+    );
+    let passkey_users = plan
+        .legit
+        .iter()
+        .filter(|u| plan.accounts[u.account].passkey_only)
+        .count();
+    assert!(passkey_users >= 1, "some users need a passkey");
+    let out = tempfile::tempdir().unwrap();
+    let report = drill("smoke-passkeys", out.path()).await;
+    let [on, off] = report.runs.as_slice() else {
+        panic!("two runs expected, got {}", report.runs.len());
+    };
+    let table = report.table();
+    // Without the policy every right password is checked: the old password of an account that
+    // gave it up for a passkey opens nothing; every other one gives its account away.
+    assert_eq!(off.verified(), 40, "{table}");
+    assert_eq!(
+        off.attacker.passkey_only_hits_in_list, passkey_hits,
+        "{table}"
+    );
+    assert_eq!(off.attacker.passkey_only_compromised, 0, "{table}");
+    assert_eq!(
+        off.attacker.compromised_accounts,
+        hits.len() - passkey_hits,
+        "{table}"
+    );
+    assert_eq!(on.attacker.passkey_only_compromised, 0, "{table}");
+    // Passkey users get in every time, from known and new devices, and solve nothing, with
+    // the policy and without.
+    for run in [on, off] {
+        assert!(run.legit.passkey_logins >= 1, "{table}");
+        assert_eq!(
+            run.legit.passkey_succeeded, run.legit.passkey_logins,
+            "{table}"
+        );
+        assert_eq!(run.legit.passkey_challenged, 0, "{table}");
+        assert_eq!(run.legit.succeeded, run.legit.logins, "{table}");
+    }
+    assert!(
+        table.contains("passkey-only: hits in the list / compromised"),
+        "{table}"
     );
 }
