@@ -254,6 +254,20 @@ impl Accounts {
         email: Option<&str>,
     ) -> Result<Account, CreateError> {
         let id = crate::token::random_id()?;
+        self.create_with_id(&id, username, password_hash, email)
+            .await
+    }
+
+    /// [`Accounts::create`] with the id given (a passkey registration chose it for the user
+    /// handle its authenticator keeps).
+    pub async fn create_with_id(
+        &self,
+        id: &str,
+        username: &Username,
+        password_hash: &str,
+        email: Option<&str>,
+    ) -> Result<Account, CreateError> {
+        let id = id.to_owned();
         let created_at = now_ms();
         let result = sqlx::query(
             "INSERT INTO accounts (id, username, skeleton, password_hash, created_at, email) \
@@ -358,6 +372,17 @@ impl Accounts {
     /// verifies against the dummy hash. A reset gives it one again.
     pub async fn remove_password(&self, id: &str) -> anyhow::Result<()> {
         self.update_hash(id, "").await
+    }
+
+    /// Deletes an account that was never used (a passkey registration whose passkey could not be
+    /// stored); its rows in other tables go with it.
+    pub async fn delete_unused(&self, id: &str) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM accounts WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error(e, "deleting an unused account"))?;
+        Ok(())
     }
 
     /// Marks an account permanently locked (no-op for a name without an account).

@@ -5,6 +5,7 @@
 //! nothing.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use portcullis_store::Clock;
 use serde::Serialize;
@@ -17,6 +18,9 @@ use crate::token;
 /// How long a ceremony waits for its answer, in ms (webauthn-rs asks authenticators to give up
 /// after the same 5 minutes).
 pub const CEREMONY_MS: u64 = 5 * 60 * 1_000;
+
+/// How often a replica removes the ceremonies nobody finished, in ms.
+const SWEEP_EVERY_MS: u64 = 60 * 1_000;
 
 /// A ceremony taken back by its id.
 pub struct Taken<S> {
@@ -31,12 +35,18 @@ pub struct Taken<S> {
 pub struct Ceremonies {
     pool: AnyPool,
     clock: Arc<dyn Clock>,
+    /// When this replica last removed expired ceremonies (ms since the epoch).
+    swept_at: Arc<AtomicU64>,
 }
 
 impl Ceremonies {
     /// Ceremonies in `pool`, on `clock`'s time.
     pub fn new(pool: AnyPool, clock: Arc<dyn Clock>) -> Self {
-        Self { pool, clock }
+        Self {
+            pool,
+            clock,
+            swept_at: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Keeps `state` (naming `account_id`, if any); returns the id the client echoes.
@@ -48,12 +58,21 @@ impl Ceremonies {
         let issued = token::issue()?;
         let now = self.clock.now();
         let state = serde_json::to_string(state)?;
-        // Ceremonies nobody finished go with each new one, so the table stays small.
-        sqlx::query("DELETE FROM passkey_ceremonies WHERE expires_at <= $1")
-            .bind(to_sql(now))
-            .execute(&self.pool)
-            .await
-            .map_err(|e| db_error(e, "removing expired passkey ceremonies"))?;
+        // Ceremonies nobody finished go once a minute per replica, so the table stays small and
+        // a sign-in's options pay one write, not two.
+        let swept = self.swept_at.load(Ordering::Relaxed);
+        if now.saturating_sub(swept) >= SWEEP_EVERY_MS
+            && self
+                .swept_at
+                .compare_exchange(swept, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            sqlx::query("DELETE FROM passkey_ceremonies WHERE expires_at <= $1")
+                .bind(to_sql(now))
+                .execute(&self.pool)
+                .await
+                .map_err(|e| db_error(e, "removing expired passkey ceremonies"))?;
+        }
         sqlx::query(
             "INSERT INTO passkey_ceremonies (ceremony_digest, account_id, state, expires_at) \
              VALUES ($1, $2, $3, $4)",

@@ -26,8 +26,8 @@ use sha2::{Digest, Sha256};
 use sqlx::AnyPool;
 use webauthn_rs::fake::{FakePasskeyDistribution, WebauthnFakeCredentialGenerator};
 use webauthn_rs::prelude::{
-    DiscoverableAuthentication, PasskeyAuthentication, PasskeyRegistration, Uuid, Webauthn,
-    WebauthnBuilder, WebauthnError,
+    DiscoverableAuthentication, Passkey, PasskeyAuthentication, PasskeyRegistration, Uuid,
+    Webauthn, WebauthnBuilder, WebauthnError,
 };
 use webauthn_rs_proto::{AllowCredentials, ResidentKeyRequirement};
 
@@ -70,6 +70,18 @@ enum Ceremony {
     SignIn(PasskeyAuthentication),
     /// Signing in with whichever passkey the authenticator offers.
     Discoverable(DiscoverableAuthentication),
+    /// Registering a new account with this passkey and no password: the account is created
+    /// when the answer is in.
+    SignUp {
+        /// The username it will have.
+        username: String,
+        /// The id it will have (the user handle in the options).
+        account_id: String,
+        /// An address to verify once it exists.
+        email: Option<String>,
+        /// webauthn-rs's state.
+        state: PasskeyRegistration,
+    },
     /// Signing in to a name with no passkey (or no account): no answer finishes it.
     Decoy,
 }
@@ -80,6 +92,18 @@ pub struct Started<T> {
     pub ceremony: String,
     /// What the browser's `navigator.credentials` call takes (`{"publicKey": ...}`).
     pub options: T,
+}
+
+/// A new account's passkey, verified: what a registration without a password creates.
+pub struct SignUp {
+    /// The username the account will have.
+    pub username: String,
+    /// The id it will have.
+    pub account_id: String,
+    /// An address to verify, if one was given.
+    pub email: Option<String>,
+    /// The passkey, not stored yet.
+    passkey: Passkey,
 }
 
 /// How a sign-in answer turned out.
@@ -171,17 +195,101 @@ impl Passkeys {
                 Some(exclude),
             )
             .map_err(|e| anyhow::anyhow!("starting a passkey registration: {e:?}"))?;
-        // Discoverable where the authenticator can keep it (browsers create one for
-        // `preferred`), so the username field's autofill offers it; one that cannot (a security
-        // key full of resident keys) still registers for username-first sign-in.
-        if let Some(selection) = options.public_key.authenticator_selection.as_mut() {
-            selection.resident_key = Some(ResidentKeyRequirement::Preferred);
-        }
+        prefer_discoverable(&mut options);
         let ceremony = self
             .ceremonies
             .start(Some(&account.id), &Ceremony::Registration(state))
             .await?;
         Ok(Started { ceremony, options })
+    }
+
+    /// Starts registering `username` with a passkey and no password (`email`: an address to
+    /// verify once it exists): options for an account that does not exist yet, whose id is
+    /// chosen now for the user handle. Only the ceremony is stored, so a registration never
+    /// finished holds no name and leaves nothing to clean up.
+    pub async fn start_sign_up(
+        &self,
+        username: &Username,
+        email: Option<String>,
+    ) -> Result<Started<CreationChallengeResponse>, Error> {
+        let webauthn = self.webauthn()?;
+        let account_id = crate::token::random_id()?;
+        let (mut options, state) = webauthn
+            .start_passkey_registration(
+                user_handle(&account_id)?,
+                username.as_str(),
+                username.as_str(),
+                None,
+            )
+            .map_err(|e| anyhow::anyhow!("starting a passkey registration: {e:?}"))?;
+        prefer_discoverable(&mut options);
+        let sign_up = Ceremony::SignUp {
+            username: username.as_str().to_owned(),
+            account_id,
+            email,
+            state,
+        };
+        let ceremony = self.ceremonies.start(None, &sign_up).await?;
+        Ok(Started { ceremony, options })
+    }
+
+    /// Verifies the authenticator's answer to the sign-up ceremony `ceremony` (taken once).
+    pub async fn finish_sign_up(
+        &self,
+        ceremony: &str,
+        credential: &RegisterPublicKeyCredential,
+    ) -> Result<SignUp, Error> {
+        let webauthn = self.webauthn()?;
+        let Some(Ceremony::SignUp {
+            username,
+            account_id,
+            email,
+            state,
+        }) = self
+            .ceremonies
+            .take::<Ceremony>(ceremony)
+            .await?
+            .map(|taken| taken.state)
+        else {
+            return Err(Error::InvalidCeremony);
+        };
+        let passkey = webauthn
+            .finish_passkey_registration(credential, &state)
+            .map_err(|e| Error::PasskeyRefused {
+                detail: format!("the authenticator's answer does not verify ({e})"),
+            })?;
+        Ok(SignUp {
+            username,
+            account_id,
+            email,
+            passkey,
+        })
+    }
+
+    /// Stores the passkey of `sign_up` on its new `account` as `name`.
+    pub async fn add_signed_up(
+        &self,
+        account: &Account,
+        name: &str,
+        sign_up: &SignUp,
+    ) -> Result<StoredPasskey, Error> {
+        let name = checked_name(name)?;
+        match self
+            .records
+            .add(&account.id, &name, &sign_up.passkey, self.max_per_account)
+            .await?
+        {
+            Ok(stored) => {
+                self.events
+                    .report_account(EventKind::PasskeyAdded, &account.id)
+                    .await;
+                Ok(stored)
+            }
+            Err(Refused::Registered) => Err(Error::PasskeyRegistered),
+            Err(Refused::Full) => Err(Error::PasskeyLimit {
+                max: self.max_per_account,
+            }),
+        }
     }
 
     /// Finishes adding a passkey named `name` to `account` with the authenticator's answer to
@@ -479,6 +587,15 @@ fn build(relying_party: &RelyingParty) -> anyhow::Result<Webauthn> {
         .rp_name(&relying_party.name)
         .build()
         .map_err(|e| anyhow::anyhow!("webauthn.rp_id / webauthn.rp_origins: {e}"))
+}
+
+/// Asks for a discoverable credential where the authenticator can keep one (browsers create one
+/// for `preferred`), so the username field's autofill offers it; one that cannot (a security
+/// key full of resident keys) still registers for username-first sign-in.
+fn prefer_discoverable(options: &mut CreationChallengeResponse) {
+    if let Some(selection) = options.public_key.authenticator_selection.as_mut() {
+        selection.resident_key = Some(ResidentKeyRequirement::Preferred);
+    }
 }
 
 /// The user handle authenticators keep for `account_id`: its 128 random bits.

@@ -124,6 +124,7 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut ServiceConfig) {
         .service(jwks::jwks)
         .service(challenge::challenge)
         .service(accounts::register)
+        .service(accounts::register_passkey)
         .service(login::login)
         .service(login::login_mfa)
         .service(passkeys::passkey_options)

@@ -16,8 +16,8 @@ use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use portcullis_accounts::AppState;
 use portcullis_accounts::login::{self as use_case, PasskeySignIn};
 use portcullis_accounts::passkeys::{
-    Mediation, PublicKeyCredential, PublicKeyCredentialCreationOptions,
-    PublicKeyCredentialRequestOptions, RegisterPublicKeyCredential, StoredPasskey,
+    CreationChallengeResponse, Mediation, PublicKeyCredential, PublicKeyCredentialCreationOptions,
+    PublicKeyCredentialRequestOptions, RegisterPublicKeyCredential, Started, StoredPasskey,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -44,17 +44,33 @@ pub struct RegistrationOptions {
     public_key: PublicKeyCredentialCreationOptions,
 }
 
+impl From<Started<CreationChallengeResponse>> for RegistrationOptions {
+    fn from(started: Started<CreationChallengeResponse>) -> Self {
+        Self {
+            ceremony: started.ceremony,
+            public_key: started.options.public_key,
+        }
+    }
+}
+
 /// `{"ceremony", "name"?, "credential"}`: the authenticator's answer to a registration.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPasskey {
     /// The ceremony the options named.
-    ceremony: String,
+    pub(super) ceremony: String,
     /// What to call it (1 to 64 characters; `Passkey` if none).
     name: Option<String>,
     /// `PublicKeyCredential.toJSON()` of the new credential.
     #[schema(value_type = Object)]
-    credential: RegisterPublicKeyCredential,
+    pub(super) credential: RegisterPublicKeyCredential,
+}
+
+impl NewPasskey {
+    /// Its name, or the default.
+    pub(super) fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(DEFAULT_NAME)
+    }
 }
 
 /// A passkey of the account.
@@ -164,10 +180,7 @@ pub async fn start_passkey_registration(
     let step_up = StepUpBody::read(body.into_inner(), &request, &http, session, ip)?;
     let account = use_case::reauthenticate(&state, step_up.reauthentication(), |_| Ok(())).await?;
     let started = state.passkeys.start_registration(&account).await?;
-    Ok(HttpResponse::Ok().json(RegistrationOptions {
-        ceremony: started.ceremony,
-        public_key: started.options.public_key,
-    }))
+    Ok(HttpResponse::Ok().json(RegistrationOptions::from(started)))
 }
 
 /// Finishes adding a passkey with the authenticator's answer: 201 with the passkey.
@@ -196,12 +209,7 @@ pub async fn add_passkey(
     let body: NewPasskey = read_object(body.into_inner())?;
     let stored = state
         .passkeys
-        .finish_registration(
-            &account,
-            &body.ceremony,
-            body.name.as_deref().unwrap_or(DEFAULT_NAME),
-            &body.credential,
-        )
+        .finish_registration(&account, &body.ceremony, body.name(), &body.credential)
         .await?;
     Ok(HttpResponse::Created().json(Passkey::from(stored)))
 }

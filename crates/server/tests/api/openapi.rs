@@ -34,6 +34,7 @@ async fn every_route_is_described_with_its_problems_and_headers() {
     let paths = document["paths"].as_object().unwrap();
     for (path, method) in [
         ("/v1/users", "post"),
+        ("/v1/users/passkey", "post"),
         ("/v1/login", "post"),
         ("/v1/login/mfa", "post"),
         ("/v1/challenge", "get"),

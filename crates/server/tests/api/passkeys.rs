@@ -884,3 +884,98 @@ async fn a_reset_removes_every_passkey_so_whoever_lost_them_gets_back_in_with_a_
         notice[0]
     );
 }
+
+/// Starts a registration without a password for `username`: the ceremony and its options.
+async fn passkey_registration(
+    app: &TestApp,
+    username: &str,
+) -> (String, CreationChallengeResponse) {
+    let started = app
+        .post_json("/v1/users", &json!({ "username": username }), None)
+        .await;
+    assert_eq!(started.status(), 200);
+    let started: Value = started.json().await.unwrap();
+    let ceremony = started["ceremony"].as_str().unwrap().to_owned();
+    (ceremony, serde_json::from_value(started).unwrap())
+}
+
+#[tokio::test]
+async fn an_account_registered_without_a_password_exists_once_its_passkey_is_in() {
+    let app = app().await;
+    let mut laptop = SoftPasskey::new(true);
+    let (ceremony, options) = passkey_registration(&app, "erin").await;
+    // Until the answer is in there is no account, and the name holds nothing.
+    assert_eq!(app.login("erin", PASSWORD).await.status(), 401);
+    let credential = laptop.do_registration(origin(&app), options).unwrap();
+    let body = json!({ "ceremony": ceremony, "name": "Laptop", "credential": credential });
+    let registered = app.post_json("/v1/users/passkey", &body, None).await;
+    assert_eq!(registered.status(), 201);
+    let registered: Value = registered.json().await.unwrap();
+    assert_eq!(registered["username"], "erin");
+    let replayed = app.post_json("/v1/users/passkey", &body, None).await;
+    assert_eq!(
+        assert_problem(replayed, 400).await["code"],
+        "invalid_ceremony"
+    );
+
+    // Its passkey signs in, to the account whose id the options' user handle held; no
+    // password does.
+    let (ceremony, options) = sign_in_options(&app, Some("erin")).await;
+    let assertion = assert_with(&mut laptop, origin(&app), &options);
+    let signed_in = sign_in(&app, &ceremony, &assertion).await;
+    assert_eq!(signed_in.status(), 200);
+    let token: Value = signed_in.json().await.unwrap();
+    let session = app.session(token["token"].as_str().unwrap()).await;
+    let session: Value = session.json().await.unwrap();
+    assert_eq!(session["subject"], registered["id"]);
+    let password = assert_problem(app.login("erin", PASSWORD).await, 401).await;
+    assert_eq!(password["code"], "invalid_credentials");
+    assert_eq!(accounts_with_passkeys(&app).await, 1);
+    let listed = passkeys(&app, token["token"].as_str().unwrap()).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["name"], "Laptop");
+}
+
+#[tokio::test]
+async fn a_registration_without_a_password_loses_a_name_taken_meanwhile_and_stores_nothing() {
+    let app = app().await;
+    signed_up(&app, "alice").await;
+    let taken = app
+        .post_json("/v1/users", &json!({ "username": "ALICE" }), None)
+        .await;
+    assert_eq!(assert_problem(taken, 409).await["code"], "username_taken");
+
+    // Frank starts; someone registers the name with a password before his answer is in.
+    let mut laptop = SoftPasskey::new(true);
+    let (ceremony, options) = passkey_registration(&app, "frank").await;
+    assert_eq!(app.register("frank", PASSWORD).await.status(), 201);
+    let credential = laptop.do_registration(origin(&app), options).unwrap();
+    let late = app
+        .post_json(
+            "/v1/users/passkey",
+            &json!({ "ceremony": ceremony, "credential": credential }),
+            None,
+        )
+        .await;
+    assert_eq!(assert_problem(late, 409).await["code"], "username_taken");
+    assert_eq!(accounts_with_passkeys(&app).await, 0);
+    // The other Frank's password still opens his account, and only it.
+    assert_eq!(app.login("frank", PASSWORD).await.status(), 200);
+
+    // A sign-in's ceremony registers nothing.
+    let (ceremony, _) = sign_in_options(&app, Some("frank")).await;
+    let (_, options) = passkey_registration(&app, "grace").await;
+    let credential = laptop.do_registration(origin(&app), options).unwrap();
+    let crossed = app
+        .post_json(
+            "/v1/users/passkey",
+            &json!({ "ceremony": ceremony, "credential": credential }),
+            None,
+        )
+        .await;
+    assert_eq!(
+        assert_problem(crossed, 400).await["code"],
+        "invalid_ceremony"
+    );
+    assert_eq!(app.login("grace", PASSWORD).await.status(), 401);
+}
