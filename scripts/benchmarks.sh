@@ -158,9 +158,12 @@ for name in scenarios:
     c = report["comparison"]
     if c is None:
         l = report["runs"][0]["legit"]
+        passkeys = (f"; passkey sign-ins {l['passkey_succeeded']} of {l['passkey_logins']} in, p50 {l['passkey_p50_ms']:.1f} ms "
+                    f"against a password login's {l['password_p50_ms']:.1f} ms ({l['passkey_p50_ms'] / max(l['password_p50_ms'], 1e-9):.2f}×)"
+                    if l["passkey_logins"] else "")
         print(f"- **{name}** ({report['description']}): legitimate logins {l['logins']}, "
               f"{l['success_rate'] * 100:.1f}% in; challenged {l['challenged']}; false trips "
-              f"{report['runs'][0]['signal']['false_trip_challenges']}.")
+              f"{report['runs'][0]['signal']['false_trip_challenges']}{passkeys}.")
         continue
     verified = f"{c['verified_reduction']:.1f}× fewer" if c["verified_reduction"] else f"all {c['verified_off']} stopped"
     compromised = (f"{c['compromise_reduction']:.1f}× fewer" if c["compromise_reduction"]
