@@ -51,7 +51,12 @@ pub async fn register(
     let hash = state.hasher.hash(password).await?;
     let account = state.accounts.create(&username, &hash, None).await?;
     tracing::info!(target: "security", event = "account_created", subject = %account.id);
-    // The account stands whatever becomes of the link: its owner can ask for another.
+    Ok(registered(state, account, email).await)
+}
+
+/// A new `account`, whose `email`, if any, gets its verification link. The account stands
+/// whatever becomes of the link: its owner can ask for another.
+async fn registered(state: &AppState, account: Account, email: Option<String>) -> Registered {
     let email = match email {
         Some(email) => {
             match addresses::send_link(state, &account.id, &account.username, &email).await {
@@ -64,7 +69,7 @@ pub async fn register(
         }
         None => None,
     };
-    Ok(Registered { account, email })
+    Registered { account, email }
 }
 
 /// Starts registering `username` (as parsed, or why not) with a passkey and no password, and
@@ -111,17 +116,5 @@ pub async fn finish_with_passkey(
         return Err(error);
     }
     tracing::info!(target: "security", event = "account_created", subject = %account.id, passkey = true);
-    let email = match sign_up.email {
-        Some(email) => {
-            match addresses::send_link(state, &account.id, &account.username, &email).await {
-                Ok(()) => Some(email),
-                Err(error) => {
-                    tracing::warn!(subject = %account.id, %error, "verification link not queued at registration");
-                    None
-                }
-            }
-        }
-        None => None,
-    };
-    Ok(Registered { account, email })
+    Ok(registered(state, account, sign_up.email).await)
 }

@@ -26,14 +26,24 @@ impl Keyring {
     /// Makes a passkey for every passkey-only account of `accounts`, for pages at `origin`
     /// (its host is the relying party id); returns the keyring and the import's lines.
     pub fn enrol(accounts: &[Account], origin: &Url) -> anyhow::Result<(Self, Vec<String>)> {
+        let mut authenticators = HashMap::new();
+        let mut lines = Vec::new();
+        if !accounts.iter().any(|a| a.passkey_only) {
+            // No relying party needed (a deployment at an address has none).
+            let keyring = Self {
+                origin: origin.clone(),
+                authenticators,
+            };
+            return Ok((keyring, lines));
+        }
         let rp_id = origin
             .host_str()
             .context("the passkey origin has no host")?;
         let webauthn = WebauthnBuilder::new(rp_id, origin)
             .and_then(|b| b.build())
-            .with_context(|| format!("a relying party {rp_id} at {origin}"))?;
-        let mut authenticators = HashMap::new();
-        let mut lines = Vec::new();
+            .with_context(|| {
+                format!("a relying party {rp_id} at {origin} (passkeys need a domain)")
+            })?;
         for (index, account) in accounts.iter().enumerate() {
             if !account.passkey_only {
                 continue;

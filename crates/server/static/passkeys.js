@@ -140,9 +140,11 @@ const loginPage = (button) => {
     const options = await signInOptions(null);
     submitWith(form, await assertion(options, "conditional", autofill.signal));
   };
-  conditional().catch(failed);
+  const pending = conditional().catch(failed);
   button.addEventListener("click", async () => {
+    // A browser runs one request at a time: the autofill one ends before the button's starts.
     autofill?.abort();
+    await pending;
     try {
       const options = await signInOptions(username.value.trim() || null);
       submitWith(form, await assertion(options, "optional"));

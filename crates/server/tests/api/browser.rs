@@ -88,7 +88,10 @@ fn python() -> String {
 /// how many steps it reported `ok`.
 async fn run(mut script: Command) -> usize {
     let screenshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
-    script.env("SCREENSHOTS", screenshots);
+    // The scripts share a module; its bytecode stays out of the source tree.
+    script
+        .env("SCREENSHOTS", screenshots)
+        .env("PYTHONDONTWRITEBYTECODE", "1");
     let output = tokio::task::spawn_blocking(move || script.output())
         .await
         .unwrap()

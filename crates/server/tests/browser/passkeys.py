@@ -10,7 +10,6 @@ It prints `ok - STEP` per step and exits non-zero, with a screenshot, when a ste
 """
 
 import json
-import os
 import sys
 import traceback
 import urllib.request
@@ -18,12 +17,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-
-def env(name):
-    value = os.environ.get(name)
-    if not value:
-        raise SystemExit(f"{name} is not set")
-    return value
+from chromium import env, launch
 
 
 BASE = env("PORTCULLIS_URL")
@@ -168,17 +162,7 @@ STEPS = [
 def main():
     failed = False
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+        browser = launch(playwright)
         context = browser.new_context(viewport={"width": 1000, "height": 900})
         page = context.new_page()
         page.set_default_timeout(20_000)

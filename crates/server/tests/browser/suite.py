@@ -14,7 +14,6 @@ screenshot of every page, when a step does not hold.
 
 import email
 import email.policy
-import os
 import re
 import sys
 import time
@@ -25,12 +24,7 @@ from urllib.parse import urlsplit
 import pyotp
 from playwright.sync_api import sync_playwright
 
-
-def env(name):
-    value = os.environ.get(name)
-    if not value:
-        raise SystemExit(f"{name} is not set")
-    return value
+from chromium import env, launch
 
 
 BASE = env("PORTCULLIS_URL")
@@ -344,18 +338,7 @@ def resets_a_forgotten_password_through_the_link_in_its_mail(pages):
 def main():
     failed = False
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+        browser = launch(playwright)
         pages = {}
         for name in ["user", "admin", "stranger"]:
             context = browser.new_context(viewport={"width": 1000, "height": 800})
