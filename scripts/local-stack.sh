@@ -123,19 +123,28 @@ prometheus_up() {
   wait_for prometheus curl -fs "http://127.0.0.1:$PORTCULLIS_STACK_PROMETHEUS_PORT/-/ready"
 }
 
+# SIGTERM (twice: a replica's second one cuts its drain short) lets in-flight requests finish;
+# after 5 s, stop waiting.
+stop_pids() {
+  local pids=()
+  for pidfile in "$@"; do
+    [ -f "$pidfile" ] && pids+=("$(cat "$pidfile")")
+  done
+  [ ${#pids[@]} -gt 0 ] || return 0
+  kill "${pids[@]}" 2>/dev/null || true
+  sleep 0.2
+  kill "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "${pids[@]}" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "${pids[@]}" 2>/dev/null || true
+}
+
 down() {
   [ -d "$state" ] || return 0
   [ -f "$state/nginx.pid" ] && nginx -c "$state/nginx.conf" -p "$state" -s quit 2>/dev/null || true
-  local pids=()
-  for pidfile in "$state"/replica*.pid "$state/redis.pid" "$state/prometheus.pid"; do
-    [ -f "$pidfile" ] && pids+=("$(cat "$pidfile")")
-  done
-  if [ ${#pids[@]} -gt 0 ]; then
-    kill "${pids[@]}" 2>/dev/null || true
-    # SIGTERM lets in-flight requests finish; after 5 s, stop waiting.
-    for _ in $(seq 50); do kill -0 "${pids[@]}" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "${pids[@]}" 2>/dev/null || true
-  fi
+  # The replicas first, while Redis still takes what they hand over. nginx has quit, so nothing
+  # is routed to them: a second SIGTERM skips their drain (server.drain_secs).
+  stop_pids "$state"/replica*.pid
+  stop_pids "$state/redis.pid" "$state/prometheus.pid"
   if [ -f "$state/pg_bin" ]; then
     as_pg "$(cat "$state/pg_bin")/pg_ctl" -D "$state/pg" -m fast -w stop >/dev/null 2>&1 || true
   fi

@@ -118,12 +118,14 @@ report_containers() {
   fi
 }
 
-# What the compose test saw (crates/server/tests/api/compose.rs writes it).
+# What the compose tests saw (crates/server/tests/api/compose.rs writes it).
 report_compose() {
   local dir=target/compose-test
   [ -d "$dir" ] || return 0
   log "the compose stack: up, the drill through nginx, the checks"
-  cat "$dir/up.log" "$dir/drill.txt" "$dir/checks.txt" 2>/dev/null || true
+  cat "$dir/drill/up.log" "$dir/drill/drill.txt" "$dir/drill/checks.txt" 2>/dev/null || true
+  log "the compose stack: the replicas restarted one at a time under the drill"
+  cat "$dir/rolling/drill.txt" 2>/dev/null || true
 }
 
 ensure_packages

@@ -49,17 +49,25 @@ impl SecurityEvents {
         }
         let events = self.clone();
         tokio::spawn(async move {
-            loop {
-                let Some(event) = events.buffer().pop_front() else {
-                    break;
-                };
-                if events.log.append(&event).await.is_err() {
-                    events.buffer().push_front(event);
-                    break;
-                }
-            }
+            events.deliver_buffered().await;
             events.flushing.store(false, Ordering::Release);
         });
+    }
+
+    /// Delivers the buffered events now, oldest first, until the buffer is empty or the log
+    /// fails again (a replica about to exit); returns how many are still undelivered (each
+    /// was logged when it happened).
+    pub async fn deliver_buffered(&self) -> usize {
+        loop {
+            let Some(event) = self.buffer().pop_front() else {
+                return 0;
+            };
+            if self.log.append(&event).await.is_err() {
+                let mut buffered = self.buffer();
+                buffered.push_front(event);
+                return buffered.len();
+            }
+        }
     }
 
     /// Reports an event about one account (no key, no deadline).

@@ -5,7 +5,8 @@
 //! ([`client_ip`]), call a use case (a login, a registration, a password change) with the
 //! application state, and answer its result, or its error as problem+json ([`error`]). The
 //! hosted pages and the admin console ([`web`]) are a second way in to the same use cases.
-//! [`startup`] wires it from [`settings`]; [`import`] loads accounts from a file.
+//! [`startup`] wires it from [`settings`], [`shutdown`] drains it; [`import`] loads accounts
+//! from a file.
 
 pub mod client_ip;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod mail;
 pub mod request_span;
 pub mod routes;
 pub mod settings;
+pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
 pub mod tls;

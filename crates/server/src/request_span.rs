@@ -1,6 +1,7 @@
 //! A root span per request, with a request id echoed in `x-request-id`, `Cache-Control:
 //! no-store` on every answer that does not set its own (they carry tokens, challenges and
-//! per-client limits), and `Strict-Transport-Security` when the listener speaks HTTPS.
+//! per-client limits), `Strict-Transport-Security` when the listener speaks HTTPS, and
+//! `Connection: close` while the replica drains ([`crate::shutdown`]).
 //!
 //! Handlers record `client_ip`, `username`, `outcome` and `reason` into the span once known
 //! (through `tracing::Span::current()`), so one line per request tells what happened; a request
@@ -10,24 +11,28 @@
 //! to one layer.
 
 use std::future::{Ready, ready};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::http::ConnectionType;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use futures_util::future::LocalBoxFuture;
 use tracing::Instrument;
 
 use crate::error::Summarised;
+use crate::shutdown::Drain;
 
 /// The response header carrying the request id.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The middleware (`App::wrap(RequestSpan { hsts })`).
+/// The middleware (`App::wrap(RequestSpan { hsts, drain })`).
 pub struct RequestSpan {
     /// Whether answers carry `Strict-Transport-Security` (the listener is HTTPS).
     pub hsts: bool,
+    /// The replica's shutdown: while it drains, every answer closes its connection.
+    pub drain: Arc<Drain>,
 }
 
 impl<S, B> Transform<S, ServiceRequest> for RequestSpan
@@ -45,6 +50,7 @@ where
         ready(Ok(RequestSpanService {
             service,
             hsts: self.hsts,
+            drain: self.drain.clone(),
         }))
     }
 }
@@ -53,6 +59,7 @@ where
 pub struct RequestSpanService<S> {
     service: S,
     hsts: bool,
+    drain: Arc<Drain>,
 }
 
 impl<S, B> Service<ServiceRequest> for RequestSpanService<S>
@@ -81,6 +88,7 @@ where
         );
         let started = Instant::now();
         let hsts = self.hsts;
+        let drain = self.drain.clone();
         let call = span.in_scope(|| self.service.call(request));
         Box::pin(async move {
             let mut response = call.instrument(span.clone()).await?;
@@ -107,6 +115,12 @@ where
                     header::STRICT_TRANSPORT_SECURITY,
                     HeaderValue::from_static(crate::tls::HSTS),
                 );
+            }
+            if drain.is_draining() {
+                response
+                    .response_mut()
+                    .head_mut()
+                    .set_connection_type(ConnectionType::Close);
             }
             Ok(response)
         })

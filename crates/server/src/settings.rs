@@ -108,7 +108,10 @@ pub struct ServerSettings {
     pub workers: usize,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
-    /// Seconds in-flight requests get to finish after SIGTERM.
+    /// Seconds a replica goes on serving after SIGTERM while `/readyz` answers 503, so load
+    /// balancers stop sending to it before it stops accepting (a second signal skips the rest).
+    pub drain_secs: u64,
+    /// Seconds in-flight requests get to finish once the replica stops accepting.
     pub shutdown_timeout_secs: u64,
     /// Seconds between reloads of the allowlist from the database.
     pub allowlist_refresh_secs: u64,
@@ -230,6 +233,7 @@ impl Default for Settings {
                 forwarded_header: ForwardedHeader::default(),
                 workers: 0,
                 max_body_bytes: 16 * 1024,
+                drain_secs: 5,
                 shutdown_timeout_secs: 30,
                 allowlist_refresh_secs: 5,
                 request_timeout_ms: 5_000,

@@ -42,12 +42,16 @@ use crate::routes::admin::AdminApi;
 use crate::routes::openapi::{ApiDoc, KnownPaths};
 use crate::routes::{self, Forwarding, HttpState};
 use crate::settings::Settings;
+use crate::shutdown::{self, Drain};
 
 /// A bound, not yet running server.
 pub struct Application {
     port: u16,
     ops_port: Option<u16>,
     server: Server,
+    state: web::Data<AppState>,
+    drain: Arc<Drain>,
+    drain_for: Duration,
 }
 
 impl Application {
@@ -210,6 +214,7 @@ impl Application {
             Duration::from_millis(settings.mail.poll_ms),
             Arc::downgrade(&state.clone().into_inner()),
         );
+        let drain = Arc::new(Drain::default());
         let http = web::Data::new(HttpState {
             forwarding: Forwarding {
                 header: settings.server.forwarded_header,
@@ -218,6 +223,7 @@ impl Application {
             device: settings.device.clone(),
             admin,
             ops_listener,
+            drain: drain.clone(),
         });
 
         let max_body = settings.server.max_body_bytes;
@@ -229,9 +235,14 @@ impl Application {
             .transpose()?;
         let scheme = settings.server.scheme();
         let hsts = tls.is_some();
+        let served = state.clone();
+        let span_drain = drain.clone();
         let mut server = HttpServer::new(move || {
             let (app, api) = App::new()
-                .wrap(RequestSpan { hsts })
+                .wrap(RequestSpan {
+                    hsts,
+                    drain: span_drain.clone(),
+                })
                 .app_data(state.clone())
                 .app_data(http.clone())
                 .into_utoipa_app()
@@ -246,6 +257,7 @@ impl Application {
                     web::get().to(|| async { Redirect::to("/docs/").permanent() }),
                 )
         })
+        .disable_signals() // `shutdown` handles them: it drains first
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
         .client_request_timeout(Duration::from_millis(settings.server.request_timeout_ms))
         .keep_alive(Duration::from_secs(settings.server.keep_alive_secs))
@@ -270,6 +282,9 @@ impl Application {
             port: address.port(),
             ops_port: ops_listener.map(|a| a.port()),
             server,
+            state: served,
+            drain,
+            drain_for: Duration::from_secs(settings.server.drain_secs),
         })
     }
 
@@ -288,9 +303,22 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until SIGTERM/SIGINT (in-flight requests finish) or `handle().stop()`.
+    /// Serves until SIGTERM/SIGINT (drains, then in-flight requests finish: [`shutdown`]) or
+    /// `handle().stop()`; then hands over what the replica holds back: the signal's counts not
+    /// yet shared, security events the log could not take yet.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        shutdown::serve(self.server, &self.drain, self.drain_for).await?;
+        if let Err(error) = self.state.stores.attempts.hand_over().await {
+            tracing::warn!(%error, "the signal's last counts were not shared");
+        }
+        let undelivered = self.state.events.deliver_buffered().await;
+        if undelivered > 0 {
+            tracing::warn!(
+                undelivered,
+                "security events not delivered to the event log (each was logged)"
+            );
+        }
+        Ok(())
     }
 }
 

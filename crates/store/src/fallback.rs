@@ -112,6 +112,10 @@ impl AttemptStore for FallbackStore {
             .await
     }
 
+    async fn hand_over(&self) -> Result<(), StoreError> {
+        self.primary.hand_over().await
+    }
+
     /// The shared signal while Redis answers; the local one while the fallback counts.
     fn attack_signal(&self) -> Option<Assessment> {
         if self.primary.is_degraded() && self.mode == OnError::Local {

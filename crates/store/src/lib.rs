@@ -119,6 +119,12 @@ pub trait AttemptStore: Send + Sync + 'static {
 
     /// The under-attack signal as this replica sees it now (none when the policy has none).
     fn attack_signal(&self) -> Option<Assessment>;
+
+    /// Hands over what this replica holds back before it exits (the signal's counts not yet
+    /// shared); a store that holds nothing back has nothing to do.
+    async fn hand_over(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The security event log (see [`events`]).

@@ -29,7 +29,8 @@ pub async fn healthz() -> HttpResponse {
 
 /// `GET /readyz`: the database and the attempt store answer, so logins can be served; with a
 /// failing shared store, `{"status": "degraded"}` while a fallback serves (local and fail-open
-/// modes), 503 in the fail-closed one.
+/// modes), 503 in the fail-closed one. 503 too while the replica drains before it stops
+/// (`server.drain_secs`): it still serves, but a load balancer should send elsewhere.
 #[utoipa::path(
     tag = "operations",
     responses(
@@ -38,7 +39,16 @@ pub async fn healthz() -> HttpResponse {
     )
 )]
 #[get("/readyz")]
-pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn readyz(
+    state: web::Data<AppState>,
+    http: web::Data<HttpState>,
+) -> Result<HttpResponse, ApiError> {
+    if http.drain.is_draining() {
+        return Err(Error::unavailable(anyhow::anyhow!(
+            "the replica is shutting down (server.drain_secs)"
+        ))
+        .into());
+    }
     state.accounts.ping().await.map_err(Error::unavailable)?;
     let status = match state.stores.health().await {
         Health::Ready => "ready",

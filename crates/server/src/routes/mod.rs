@@ -18,6 +18,7 @@ mod session;
 pub(crate) use login::rfc3339;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use actix_web::cookie::time::Duration as CookieDuration;
 use actix_web::cookie::{Cookie, SameSite};
@@ -41,6 +42,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::client_ip::{self, ForwardedHeader};
 use crate::error::ApiError;
 use crate::settings::DeviceSettings;
+use crate::shutdown::Drain;
 
 /// What only the HTTP layer needs, beside the use cases' [`AppState`] (both are app data).
 pub struct HttpState {
@@ -53,6 +55,8 @@ pub struct HttpState {
     /// The operations listener (`admin.listen`): when set, the admin API and `/metrics` answer
     /// only there.
     pub ops_listener: Option<SocketAddr>,
+    /// The replica's shutdown: `/readyz` fails while it drains.
+    pub drain: Arc<Drain>,
 }
 
 /// Which proxies are believed, and through which header.

@@ -4,6 +4,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use portcullis_testkit::process::wait_until;
+
 use crate::helpers::pyotp_code;
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
@@ -162,27 +164,103 @@ async fn json_logs_are_one_object_per_line() {
     }
 }
 
-#[tokio::test]
-async fn sigterm_stops_the_server_gracefully() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut command = portcullis(&dir);
-    command.env("PORTCULLIS__SERVER__PORT", "0");
-    let (mut child, address, _) = start(command);
-    assert_eq!(get(&address, "/healthz").await, 200);
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+/// Sends `signal` (`TERM`, `INT`) to the child.
+fn send(child: &Child, signal: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .unwrap();
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
+    assert!(sent.success());
+}
+
+/// Waits for the child to exit (successfully) within `within`.
+fn exits_within(child: &mut Child, within: Duration) {
+    let deadline = Instant::now() + within;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             assert!(status.success(), "exit status {status}");
-            break;
+            return;
         }
-        assert!(Instant::now() < deadline, "still running after SIGTERM");
+        assert!(Instant::now() < deadline, "still running");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_gracefully_and_a_second_signal_cuts_the_drain_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = portcullis(&dir);
+    command
+        .env("PORTCULLIS__SERVER__PORT", "0")
+        .env("PORTCULLIS__SERVER__DRAIN_SECS", "600");
+    let (mut child, address, _) = start(command);
+    assert_eq!(get(&address, "/healthz").await, 200);
+    send(&child, "TERM");
+    // Draining: still serving, no longer ready.
+    wait_until(Duration::from_secs(10), "readyz to fail", || async {
+        get(&address, "/readyz").await == 503
+    })
+    .await;
+    assert_eq!(get(&address, "/healthz").await, 200);
+    // A ten-minute drain, cut short by Ctrl-C.
+    send(&child, "INT");
+    exits_within(&mut child, Duration::from_secs(20));
+}
+
+#[tokio::test]
+async fn on_sigterm_a_replica_drains_then_refuses_new_connections_while_logins_in_flight_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = portcullis(&dir);
+    // A slow hash (about a second), so a login is surely in flight when the drain ends.
+    command
+        .env("PORTCULLIS__SERVER__PORT", "0")
+        .env("PORTCULLIS__SERVER__DRAIN_SECS", "3")
+        .env("PORTCULLIS__ARGON2__MEMORY_KIB", "131072")
+        .env("PORTCULLIS__ARGON2__ITERATIONS", "8");
+    let (mut child, address, _) = start(command);
+    let login = |address: String| async move {
+        reqwest::Client::new()
+            .post(format!("http://{address}/v1/login"))
+            .json(&serde_json::json!({ "username": "nobody", "password": "guess" }))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    };
+    let signalled = Instant::now();
+    send(&child, "TERM");
+    wait_until(Duration::from_secs(10), "readyz to fail", || async {
+        get(&address, "/readyz").await == 503
+    })
+    .await;
+    // While it drains it serves everything, and each answer closes its connection, so a proxy
+    // keeps none to reuse once the listener closes.
+    let answer = reqwest::get(format!("http://{address}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["connection"], "close");
+    assert_eq!(
+        login(address.clone()).await.unwrap(),
+        401,
+        "a login while draining"
+    );
+    // A login sent just before the drain ends is still in flight when the listener closes.
+    tokio::time::sleep(
+        Duration::from_secs(3).saturating_sub(signalled.elapsed() + Duration::from_millis(300)),
+    )
+    .await;
+    let in_flight = tokio::spawn(login(address.clone()));
+    wait_until(Duration::from_secs(10), "the listener to close", || async {
+        reqwest::get(format!("http://{address}/healthz"))
+            .await
+            .is_err()
+    })
+    .await;
+    assert_eq!(
+        in_flight.await.unwrap().expect("in-flight login answered"),
+        401
+    );
+    exits_within(&mut child, Duration::from_secs(30));
 }
 
 #[test]
@@ -224,47 +302,6 @@ async fn the_migrate_command_prepares_a_postgresql_database() {
     assert_eq!(registered.status(), 201);
     child.kill().unwrap();
     child.wait().unwrap();
-}
-
-#[tokio::test]
-async fn on_sigterm_in_flight_logins_finish_and_new_connections_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut command = portcullis(&dir);
-    // A slow hash (about a second), so the login is surely in flight when SIGTERM arrives.
-    command
-        .env("PORTCULLIS__SERVER__PORT", "0")
-        .env("PORTCULLIS__ARGON2__MEMORY_KIB", "131072")
-        .env("PORTCULLIS__ARGON2__ITERATIONS", "8");
-    let (mut child, address, _) = start(command);
-    let url = format!("http://{address}/v1/login");
-    let in_flight = tokio::spawn(async move {
-        reqwest::Client::new()
-            .post(url)
-            .json(&serde_json::json!({ "username": "nobody", "password": "guess" }))
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let refused = reqwest::Client::new()
-        .get(format!("http://{address}/healthz"))
-        .send()
-        .await;
-    assert!(
-        refused.is_err(),
-        "a new connection after SIGTERM was accepted"
-    );
-    assert_eq!(
-        in_flight.await.unwrap().expect("in-flight login answered"),
-        401
-    );
-    assert!(child.wait().unwrap().success());
 }
 
 #[tokio::test]

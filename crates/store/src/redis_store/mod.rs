@@ -759,6 +759,10 @@ impl AttemptStore for RedisStore {
         self.signal.as_ref().map(|signal| signal.assess(self.now()))
     }
 
+    async fn hand_over(&self) -> Result<(), StoreError> {
+        self.flush_signal().await
+    }
+
     async fn consume_proof(&self, id: &str, expires_at: UnixMillis) -> Result<bool, StoreError> {
         let Some(ttl) = expires_at.checked_sub(self.now()).filter(|&ttl| ttl > 0) else {
             return Ok(false);
