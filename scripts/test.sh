@@ -126,6 +126,8 @@ report_compose() {
   cat "$dir/drill/up.log" "$dir/drill/drill.txt" "$dir/drill/checks.txt" 2>/dev/null || true
   log "the compose stack: the replicas restarted one at a time under the drill"
   cat "$dir/rolling/drill.txt" 2>/dev/null || true
+  log "the compose stack: a replica cut off from Redis under the drill"
+  cat "$dir/partition/drill.txt" 2>/dev/null || true
 }
 
 ensure_packages
