@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use portcullis_drill::report::DrillReport;
 use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 
 use portcullis_drill::scenario::Scenario;
 use portcullis_drill::{Options, Target};
@@ -157,6 +159,21 @@ impl Stack {
             source: None,
             out_dir: out.to_owned(),
         }
+    }
+
+    /// The drill's `smoke-rolling` load through nginx, in the background, once users are
+    /// logging in (replica1's own count, on its published admin port): the load a fault is
+    /// injected under.
+    async fn under_load(&self, out: &Path) -> JoinHandle<anyhow::Result<DrillReport>> {
+        let client = reqwest::Client::new();
+        self.wait_for_nginx(&client).await;
+        let options = self.drill("smoke-rolling", out);
+        let drill = tokio::spawn(async move { portcullis_drill::run(&options).await });
+        wait_until(Duration::from_secs(120), "logins under way", || async {
+            logins_served(&client).await >= 20.0
+        })
+        .await;
+        drill
     }
 
     /// Restarts `service` (it drains first: compose's stop waits for it) and waits until its
@@ -314,18 +331,8 @@ async fn a_rolling_restart_of_the_replicas_under_load_fails_no_login() {
     let _one = ONE_STACK.lock().await;
     let out = out_dir("rolling");
     let stack = Stack::up(&out);
-    let client = reqwest::Client::new();
-    stack.wait_for_nginx(&client).await;
-    let drill = tokio::spawn({
-        let options = stack.drill("smoke-rolling", &out);
-        async move { portcullis_drill::run(&options).await }
-    });
-    // Once the users are logging in (replica1's own count, on its published admin port), each
-    // replica in turn is stopped (it drains, then its in-flight logins finish) and started.
-    wait_until(Duration::from_secs(120), "logins under way", || async {
-        logins_served(&client).await >= 20.0
-    })
-    .await;
+    let drill = stack.under_load(&out).await;
+    // Each replica in turn is stopped (it drains, then its in-flight logins finish) and started.
     let hammer = Hammer::start(8);
     let mut restarted = Vec::new();
     for replica in ["replica1", "replica2", "replica3"] {
@@ -374,16 +381,7 @@ async fn a_replica_cut_off_from_redis_decides_alone_and_rejoins_when_the_link_he
     let _one = ONE_STACK.lock().await;
     let out = out_dir("partition");
     let stack = Stack::up(&out);
-    let client = reqwest::Client::new();
-    stack.wait_for_nginx(&client).await;
-    let drill = tokio::spawn({
-        let options = stack.drill("smoke-rolling", &out);
-        async move { portcullis_drill::run(&options).await }
-    });
-    wait_until(Duration::from_secs(120), "logins under way", || async {
-        logins_served(&client).await >= 20.0
-    })
-    .await;
+    let drill = stack.under_load(&out).await;
     // replica1 loses Redis for 20 s; PostgreSQL, nginx and the other replicas still reach it.
     stack.cache_network("replica1", false);
     let cut = Instant::now();
