@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use portcullis_drill::report::DrillReport;
+use portcullis_drill::report::{DrillReport, RunReport};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
@@ -343,20 +343,7 @@ async fn a_rolling_restart_of_the_replicas_under_load_fails_no_login() {
     restarted.push(format!(
         "malformed logins sent flat out meanwhile, by answer: {answers:?}"
     ));
-    assert!(
-        !drill.is_finished(),
-        "the drill ended before the last restart"
-    );
-    let report = drill.await.unwrap().unwrap();
-    let table = report.table();
-    std::fs::write(
-        out.join("drill.txt"),
-        format!("{}\n{table}", restarted.join("\n")),
-    )
-    .unwrap();
-    let [run] = report.runs.as_slice() else {
-        panic!("one run expected: {table}");
-    };
+    let (run, table) = outcome(drill, &out, &restarted.join("\n")).await;
     // No login failed, the attacker's included: nothing answered 5xx or dropped a connection.
     assert!(run.legit.logins >= 150, "{table}");
     assert_eq!(run.legit.succeeded, run.legit.logins, "{table}");
@@ -404,31 +391,37 @@ async fn a_replica_cut_off_from_redis_decides_alone_and_rejoins_when_the_link_he
     })
     .await;
     let ready_after = healed.elapsed();
-    assert!(
-        !drill.is_finished(),
-        "the drill ended before the link healed"
+    let fault = format!(
+        "replica1 cut off from Redis for 20 s: degraded after {:.1} s, ready {:.1} s after the link healed",
+        degraded_after.as_secs_f64(),
+        ready_after.as_secs_f64()
     );
-    let report = drill.await.unwrap().unwrap();
-    let table = report.table();
-    std::fs::write(
-        out.join("drill.txt"),
-        format!(
-            "replica1 cut off from Redis for 20 s: degraded after {:.1} s, ready {:.1} s after the link healed\n{table}",
-            degraded_after.as_secs_f64(),
-            ready_after.as_secs_f64()
-        ),
-    )
-    .unwrap();
-    let [run] = report.runs.as_slice() else {
-        panic!("one run expected: {table}");
-    };
+    let (run, table) = outcome(drill, &out, &fault).await;
     // store.on_error = local: replica1 decided alone, so no login failed and nothing answered
-    // 5xx; the spray's guesses through it counted against its own limits only, which admit
-    // three more.
+    // 5xx. The spray's guesses through it counted against its own limits only, which admit
+    // three more, and the guess in flight as the link went may reach neither count: at most 4
+    // more than the 3 without the fault (6 and 7 seen; a hit among them is compromised).
     assert!(run.legit.logins >= 150, "{table}");
     assert_eq!(run.legit.succeeded, run.legit.logins, "{table}");
     assert_eq!(run.attacker.errors + run.attacker.shed, 0, "{table}");
-    assert!(run.attacker.failed + run.attacker.succeeded <= 6, "{table}");
+    assert!(run.attacker.failed + run.attacker.succeeded <= 7, "{table}");
+}
+
+/// The drill's run under a fault, once the fault is over (the drill must still be running, or
+/// the fault was not under load), and its table, written to `out` after what the fault did.
+async fn outcome(
+    drill: JoinHandle<anyhow::Result<DrillReport>>,
+    out: &Path,
+    fault: &str,
+) -> (RunReport, String) {
+    assert!(!drill.is_finished(), "the drill ended before the fault did");
+    let report = drill.await.unwrap().unwrap();
+    let table = report.table();
+    std::fs::write(out.join("drill.txt"), format!("{fault}\n{table}")).unwrap();
+    let Ok::<[RunReport; 1], _>([run]) = report.runs.try_into() else {
+        panic!("one run expected: {table}");
+    };
+    (run, table)
 }
 
 /// Malformed logins (400 before anything counts) sent through nginx flat out, on `workers`
