@@ -88,7 +88,10 @@ where
         );
         let started = Instant::now();
         let hsts = self.hsts;
-        let drain = self.drain.clone();
+        // Read once, as the request arrives: no reference counting on every request (refused
+        // floods included). A request already under way keeps its connection; the next one
+        // on it closes it.
+        let draining = self.drain.is_draining();
         let call = span.in_scope(|| self.service.call(request));
         Box::pin(async move {
             let mut response = call.instrument(span.clone()).await?;
@@ -116,7 +119,7 @@ where
                     HeaderValue::from_static(crate::tls::HSTS),
                 );
             }
-            if drain.is_draining() {
+            if draining {
                 response
                     .response_mut()
                     .head_mut()
