@@ -7,7 +7,9 @@
 # - Debian packages: redis-server and postgresql (the shared servers below, and the binaries
 #   the fixtures fall back to without Docker); nginx-light (local-stack and drill smoke tests);
 #   prometheus and promtool (metrics, alert rules, the local stack's Prometheus); chromium (the
-#   browser suite); openssl (fixtures); debootstrap (scripts/images.sh).
+#   browser suite); openssl (fixtures); debootstrap (scripts/images.sh); nftables (packet loss
+#   inside a container, entered with nsenter, for the compose fault tests: the kernel here has
+#   no netem).
 # - Independent implementations for the interop tests, pinned, in target/interop-venv: PyPI
 #   `altcha` (challenges), `pyotp` (TOTP), `pyjwt` with `cryptography` (access tokens),
 #   `kubernetes-validate` with PyYAML (the Kubernetes manifests against the API schemas),
@@ -46,6 +48,7 @@ ensure_packages() {
   command -v chromium >/dev/null || missing+=(chromium)
   command -v openssl >/dev/null || missing+=(openssl)
   command -v debootstrap >/dev/null || missing+=(debootstrap)
+  command -v nft >/dev/null || missing+=(nftables) # packet loss inside a container (compose tests)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     apt-get update -qq
@@ -128,6 +131,14 @@ report_compose() {
   cat "$dir/rolling/drill.txt" 2>/dev/null || true
   log "the compose stack: a replica cut off from Redis under the drill"
   cat "$dir/partition/drill.txt" 2>/dev/null || true
+  log "the compose stack with Sentinel: the Redis primary killed under the drill"
+  cat "$dir/failover/drill.txt" target/fault-figures/sentinel-failover.txt 2>/dev/null || true
+  log "the compose stack: every replica's Redis link 50 ms slower under the drill"
+  cat "$dir/latency/drill.txt" 2>/dev/null || true
+  log "the compose stack: 5% packet loss to Redis under the drill"
+  cat "$dir/loss/drill.txt" 2>/dev/null || true
+  log "the compose stack: PostgreSQL stopped and started under the drill"
+  cat "$dir/postgres/drill.txt" 2>/dev/null || true
 }
 
 ensure_packages

@@ -76,7 +76,7 @@ pub struct Metric {
 
 /// Every metric the service exports (dashboards and alert rules may use these and no others;
 /// a test holds them to it).
-pub const METRICS: [Metric; 20] = [
+pub const METRICS: [Metric; 21] = [
     Metric {
         name: "portcullis_decisions_total",
         kind: Kind::Counter,
@@ -166,6 +166,11 @@ pub const METRICS: [Metric; 20] = [
         name: "portcullis_store_degraded",
         kind: Kind::Gauge,
         help: "1 while the Redis circuit breaker is open and store.on_error applies.",
+    },
+    Metric {
+        name: "portcullis_store_degradations_total",
+        kind: Kind::Counter,
+        help: "Times the Redis circuit breaker opened: a count that climbs under a steady load means it flaps.",
     },
     Metric {
         name: "portcullis_mail_outbox",

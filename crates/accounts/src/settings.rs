@@ -2,8 +2,8 @@
 //! password hashing and rules, the attempt store, keys and access tokens. The server's
 //! `Settings` loads them (defaults, file, environment) beside the sections only it reads.
 
-use portcullis_store::{OnError, Sharding};
-use secrecy::SecretString;
+use portcullis_store::{OnError, SentinelConfig, Sharding, Topology};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// JWT access tokens (see [`crate::access_tokens`]).
@@ -294,10 +294,13 @@ impl Default for StoreSettings {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisSettings {
-    /// `redis://host:port`; with `cluster`, a comma-separated list of seed nodes.
+    /// `redis://host:port`; with `cluster`, a comma-separated list of seed nodes. Unset with
+    /// `sentinel`.
     pub url: String,
     /// Whether `url` names Redis Cluster nodes.
     pub cluster: bool,
+    /// A primary and its replicas, found through Sentinel (instead of `url`).
+    pub sentinel: Option<SentinelSettings>,
     /// Key prefix, so deployments can share one Redis.
     pub prefix: String,
     /// How keys spread over Cluster slots: `single_slot` (one slot: a Cluster adds failover,
@@ -313,6 +316,7 @@ impl Default for RedisSettings {
         Self {
             url: String::new(),
             cluster: false,
+            sentinel: None,
             prefix: "portcullis".to_owned(),
             sharding: None,
             timeout_ms: 50,
@@ -339,6 +343,40 @@ impl RedisSettings {
             .map(str::to_owned)
             .collect()
     }
+
+    /// The deployment these settings name: Sentinel's primary, a Cluster, or one server.
+    pub fn topology(&self) -> Topology {
+        match &self.sentinel {
+            Some(sentinel) => Topology::Sentinel(SentinelConfig {
+                master_name: sentinel.master_name.clone(),
+                sentinels: sentinel
+                    .addresses
+                    .iter()
+                    .map(|address| format!("redis://{address}"))
+                    .collect(),
+                password: sentinel
+                    .password
+                    .as_ref()
+                    .map(|p| p.expose_secret().to_owned()),
+            }),
+            None if self.cluster => Topology::Cluster(self.urls()),
+            None => Topology::Single(self.urls().into_iter().next().unwrap_or_default()),
+        }
+    }
+}
+
+/// Redis Sentinel: the Sentinels name the primary, and after a failover the new one.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SentinelSettings {
+    /// The name the Sentinels monitor the primary under (`sentinel monitor <name> ...`).
+    pub master_name: String,
+    /// The Sentinels, `host:port` each: a list, or one comma-separated string.
+    #[serde(deserialize_with = "comma_separated")]
+    pub addresses: Vec<String>,
+    /// The primary's and replicas' password (`requirepass`), when they have one.
+    #[serde(skip_serializing, default, deserialize_with = "secret")]
+    pub password: Option<SecretString>,
 }
 
 /// Keys that must stay secret.

@@ -48,8 +48,7 @@ impl Stores {
             });
         };
         let config = RedisConfig {
-            urls: redis.urls(),
-            cluster: redis.cluster,
+            topology: redis.topology(),
             prefix: redis.prefix.clone(),
             sharding: redis.sharding(),
             timeout: Duration::from_millis(redis.timeout_ms),
@@ -85,8 +84,8 @@ impl Stores {
     }
 }
 
-/// What the breaker's changes do: a `security` event and the `portcullis_store_degraded`
-/// gauge; a recovery also empties `deny_cache`, since what it learnt while Redis was away are
+/// What the breaker's changes do: a `security` event, the `portcullis_store_degraded` gauge and
+/// the count of degradations (a flapping breaker counts up fast); a recovery also empties `deny_cache`, since what it learnt while Redis was away are
 /// the local fallback's refusals, and the shared count goes on without them.
 fn on_transition(deny_cache: Option<DenyCache>) -> Box<dyn Fn(Transition) + Send + Sync> {
     Box::new(move |transition| {
@@ -98,6 +97,9 @@ fn on_transition(deny_cache: Option<DenyCache>) -> Box<dyn Fn(Transition) + Send
             cache.clear();
         }
         metrics::gauge!("portcullis_store_degraded").set(degraded);
+        if transition == Transition::Degraded {
+            metrics::counter!("portcullis_store_degradations_total").increment(1);
+        }
         tracing::warn!(target: "security", event, "shared store {event}");
     })
 }

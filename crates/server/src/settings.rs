@@ -374,11 +374,32 @@ impl Settings {
             );
         }
         if let Some(redis) = &self.store.redis {
-            anyhow::ensure!(
-                !redis.urls().is_empty(),
-                "store.redis.url: must name a Redis (redis://host:port), or leave store.redis \
-                 unset for the in-memory store"
-            );
+            match &redis.sentinel {
+                Some(sentinel) => {
+                    anyhow::ensure!(
+                        redis.url.trim().is_empty() && !redis.cluster,
+                        "store.redis.sentinel: the Sentinels name the server; leave \
+                         store.redis.url and store.redis.cluster unset"
+                    );
+                    anyhow::ensure!(
+                        !sentinel.master_name.trim().is_empty(),
+                        "store.redis.sentinel.master_name: must name the primary the Sentinels \
+                         monitor"
+                    );
+                    anyhow::ensure!(
+                        !sentinel.addresses.is_empty()
+                            && sentinel.addresses.iter().all(|a| is_host_port(a)),
+                        "store.redis.sentinel.addresses: must list the Sentinels as host:port \
+                         (comma-separated in the environment), got {:?}",
+                        sentinel.addresses
+                    );
+                }
+                None => anyhow::ensure!(
+                    !redis.urls().is_empty(),
+                    "store.redis.url: must name a Redis (redis://host:port), or leave \
+                     store.redis unset for the in-memory store"
+                ),
+            }
             anyhow::ensure!(
                 !redis.prefix.is_empty() && !redis.prefix.contains(['{', '}']),
                 "store.redis.prefix: must be non-empty and without braces"
@@ -399,7 +420,7 @@ impl Settings {
             anyhow::ensure!(
                 key_len >= 32,
                 "secrets.hmac_key (PORTCULLIS__SECRETS__HMAC_KEY) is required with \
-                 store.redis.url: every replica must hash usernames with the same secret key of \
+                 the Redis store (store.redis): every replica must hash usernames with the same secret key of \
                  at least 32 characters; generate one with `openssl rand -hex 32`"
             );
         }
@@ -459,6 +480,13 @@ impl Settings {
 pub const MIN_PREFIX_V4: u8 = 8;
 /// See [`MIN_PREFIX_V4`].
 pub const MIN_PREFIX_V6: u8 = 16;
+
+/// Whether `address` is `host:port` (a Sentinel's address: no scheme, a port number).
+fn is_host_port(address: &str) -> bool {
+    address.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok()
+    })
+}
 
 /// Parses a network, accepting a bare address as its own /32 or /128, refusing networks
 /// wider than /8 (IPv4) or /16 (IPv6).

@@ -30,7 +30,7 @@ use portcullis_accounts::sessions::Sessions;
 use portcullis_accounts::settings::MailTransport;
 use portcullis_accounts::stores::Stores;
 use portcullis_core::{DeviceCookies, KeyDeriver};
-use portcullis_store::{Clock, Invalidation, SystemClock};
+use portcullis_store::{Clock, Invalidation, SystemClock, Topology};
 use secrecy::ExposeSecret;
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
@@ -345,19 +345,27 @@ fn describe(settings: &Settings, accounts: &Accounts) -> String {
             format!("with an in-memory attempt store (one replica only), accounts at {database}")
         }
         (Some(redis), _) => format!(
-            "with the Redis {} store at {} (prefix {}, {:?} sharding), accounts at {database}",
-            if redis.cluster { "Cluster" } else { "" },
-            redis
-                .urls()
-                .iter()
-                .map(|u| redact(u))
-                .collect::<Vec<_>>()
-                .join(","),
+            "with the Redis store at {} (prefix {}, {:?} sharding), accounts at {database}",
+            describe_redis(&redis.topology()),
             redis.prefix,
             redis.sharding(),
         ),
     };
     format!("{stores}; {mail}")
+}
+
+/// Which Redis, with any password in its URLs hidden.
+fn describe_redis(topology: &Topology) -> String {
+    let urls = |urls: &[String]| urls.iter().map(|u| redact(u)).collect::<Vec<_>>().join(",");
+    match topology {
+        Topology::Single(url) => redact(url),
+        Topology::Cluster(seeds) => format!("Cluster {}", urls(seeds)),
+        Topology::Sentinel(sentinel) => format!(
+            "primary {:?} named by the Sentinels {}",
+            sentinel.master_name,
+            urls(&sentinel.sentinels)
+        ),
+    }
 }
 
 /// Hears every replica's announced changes: an unlock or an allowlist change clears this

@@ -33,7 +33,7 @@ use portcullis_core::{
     AttemptKey, Decision, Dimension, KeyDeriver, Outcome, Policy, Username, Verified,
 };
 use portcullis_store::redis_store::{Connections, Keyspace};
-use portcullis_store::{AttemptStore, Breaker, RedisConfig, RedisStore, Sharding};
+use portcullis_store::{AttemptStore, Breaker, RedisConfig, RedisStore, Sharding, Topology};
 use portcullis_testkit::redis::{CommandStat, RedisCluster, RedisServer, command_stats, connect};
 
 async fn reset_stats(urls: &[String]) {
@@ -175,7 +175,7 @@ async fn floor(
             .await
             .unwrap();
     }
-    let conn = Connections::new(&config.urls, config.cluster)
+    let conn = Connections::new(&config.topology)
         .unwrap()
         .get()
         .await
@@ -344,10 +344,9 @@ async fn measure(label: &str, config: &RedisConfig, primaries: &[String]) -> Vec
     phases
 }
 
-fn config(urls: Vec<String>, cluster: bool, sharding: Sharding) -> RedisConfig {
+fn config(topology: Topology, sharding: Sharding) -> RedisConfig {
     RedisConfig {
-        urls,
-        cluster,
+        topology,
         // A prefix per layout: the two Cluster runs share the servers, and one's signal (its
         // trip in the shared history) must not carry into the other's.
         prefix: format!("cost-{sharding:?}").to_lowercase(),
@@ -387,7 +386,7 @@ async fn main() {
     let single_urls = vec![single.url.clone()];
     let single_phases = measure(
         "one redis",
-        &config(single_urls.clone(), false, Sharding::SingleSlot),
+        &config(Topology::Single(single.url.clone()), Sharding::SingleSlot),
         &single_urls,
     )
     .await;
@@ -398,7 +397,7 @@ async fn main() {
         ("3-primary Cluster, single_slot", Sharding::SingleSlot),
         ("3-primary Cluster, per_subject", Sharding::PerSubject),
     ] {
-        let config = config(cluster_urls.clone(), true, sharding);
+        let config = config(Topology::Cluster(cluster_urls.clone()), sharding);
         clustered.push((label, measure(label, &config, &cluster_urls).await));
     }
 

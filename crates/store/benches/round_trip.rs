@@ -30,8 +30,7 @@ fn round_trip(c: &mut Criterion) {
     let url = std::env::var("PORTCULLIS_TEST_REDIS_URL")
         .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let config = RedisConfig {
-        urls: vec![url],
-        cluster: false,
+        topology: portcullis_store::Topology::Single(url),
         prefix: "bench".to_owned(),
         sharding: portcullis_store::Sharding::SingleSlot,
         timeout: Duration::from_secs(1),

@@ -29,7 +29,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{EventKind, RecordedEvent, SecurityEvent};
 pub use fallback::{FallbackStore, OnError};
 pub use memory::MemoryStore;
-pub use redis_store::{RedisConfig, RedisStore, Sharding};
+pub use redis_store::{RedisConfig, RedisStore, SentinelConfig, Sharding, Topology};
 
 /// Boxed cause of an unavailable store.
 pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;

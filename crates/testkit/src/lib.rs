@@ -2,8 +2,10 @@
 //!
 //! - [`app`]: a real application on port 0, with a clock the test moves.
 //! - [`redis`]: a Redis to test against, a private Redis server, a private Redis Cluster.
+//! - [`sentinel`]: a private Redis primary, its replica and the Sentinels that fail it over.
 //! - [`postgres`]: a fresh PostgreSQL database per test, a private PostgreSQL server.
 //! - [`replicas`]: N `portcullis` processes sharing one Redis and one database.
+//! - [`link`]: a TCP link whose round trip a test lengthens (netem's delay, without netem).
 //! - [`container`]: containers of the local images (`scripts/images.sh`) through the docker CLI.
 //!
 //! Services come, in order, from an env-provided URL (`PORTCULLIS_TEST_REDIS_URL`,
@@ -17,10 +19,12 @@
 
 pub mod app;
 pub mod container;
+pub mod link;
 pub mod postgres;
 pub mod process;
 pub mod redis;
 pub mod replicas;
+pub mod sentinel;
 
 pub use app::{PASSWORD, TestApp, test_settings};
 

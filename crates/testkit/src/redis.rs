@@ -156,7 +156,7 @@ pub struct RedisServer {
 }
 
 /// Where a [`RedisServer`] runs.
-enum Backend {
+pub(crate) enum Backend {
     Container(Container),
     Process {
         child: ChildGuard,
@@ -195,23 +195,31 @@ impl RedisServer {
         server
     }
 
-    /// Starts a cluster-mode node: on `network`, at its address there, in a container; else a
-    /// local process.
+    /// Starts a cluster-mode node (see [`RedisServer::on`]).
     async fn cluster_node(network: Option<&Network>) -> Self {
-        let cluster = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"];
+        Self::on(
+            network,
+            &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"],
+        )
+        .await
+    }
+
+    /// Starts a server with extra arguments: on `network`, at its address there, in a
+    /// container; else a local process.
+    pub(crate) async fn on(network: Option<&Network>, extra: &[&str]) -> Self {
         let Some(network) = network else {
-            return Self::spawn_with(&cluster).await;
+            return Self::spawn_with(extra).await;
         };
-        let container = redis_container(&["--network", &network.name], &cluster);
+        let container = redis_container(&["--network", &network.name], extra);
         let node = Self::new(
             format!("{}:6379", container.ip()),
             Backend::Container(container),
         );
-        node.wait_ready("cluster node").await;
+        node.wait_ready("redis-server").await;
         node
     }
 
-    fn new(address: String, backend: Backend) -> Self {
+    pub(crate) fn new(address: String, backend: Backend) -> Self {
         Self {
             url: format!("redis://{address}"),
             address,
@@ -219,7 +227,7 @@ impl RedisServer {
         }
     }
 
-    async fn wait_ready(&self, what: &str) {
+    pub(crate) async fn wait_ready(&self, what: &str) {
         let url = self.url.clone();
         wait_until(Duration::from_secs(10), what, || {
             let url = url.clone();

@@ -114,6 +114,41 @@ fn an_unknown_sharding_fails_start_up_naming_the_setting() {
 }
 
 #[test]
+fn sentinel_settings_that_cannot_work_fail_start_up_naming_the_setting() {
+    let named = "SENTINEL__MASTER_NAME";
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (
+            &[
+                (named, "portcullis"),
+                ("SENTINEL__ADDRESSES", "redis://s:26379"),
+            ],
+            "store.redis.sentinel.addresses",
+        ),
+        (
+            &[(named, ""), ("SENTINEL__ADDRESSES", "s:26379")],
+            "store.redis.sentinel.master_name",
+        ),
+        (
+            &[
+                (named, "portcullis"),
+                ("SENTINEL__ADDRESSES", "s:26379"),
+                ("URL", "redis://127.0.0.1:6379"),
+            ],
+            "leave store.redis.url",
+        ),
+    ];
+    for (settings, complaint) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = portcullis(&dir);
+        for (name, value) in settings {
+            command.env(format!("PORTCULLIS__STORE__REDIS__{name}"), value);
+        }
+        let stderr = startup_error(command);
+        assert!(stderr.contains(complaint), "{settings:?}: {stderr}");
+    }
+}
+
+#[test]
 fn a_trusted_proxy_network_wider_than_a_slash_8_fails_start_up_naming_the_setting() {
     for network in ["0.0.0.0/0", "::/0"] {
         let dir = tempfile::tempdir().unwrap();

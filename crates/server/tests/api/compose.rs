@@ -2,10 +2,20 @@
 //! writes `.env.local-images`) and `deploy/compose/drill.yml` on top: Redis, PostgreSQL, the
 //! migration job, three replicas, nginx and Prometheus, as containers. The drill's
 //! `smoke-challenge` scenario runs against it through nginx, Prometheus must scrape all three
-//! replicas, and nginx's HTTPS port must answer with the dev certificate. Faults, each in a
-//! stack of its own under the drill's `smoke-rolling` load: the replicas restart one at a time,
-//! and no login may fail; one replica is cut off from Redis (the `cache` network) and heals. `docker-compose down -v` runs whatever happens (the stack's `Drop`); one stack at a
-//! time, since they publish the same ports. What the stacks and the drills said goes to
+//! replicas, and nginx's HTTPS port must answer with the dev certificate.
+//!
+//! Faults, each in a stack of its own under the drill's `smoke-rolling` load
+//! (`docs/failure-modes.md`, "Faults under load"):
+//! - the replicas restart one at a time, and no login may fail;
+//! - one replica is cut off from Redis (the `cache` network) and heals;
+//! - with `deploy/compose/sentinel.yml`, the Redis primary is killed and Sentinel fails over;
+//! - every replica's Redis link gets 50 ms slower (`tests/compose/redis-link.yml`, a
+//!   [`SlowLink`] in this process);
+//! - 5% of the packets to and from Redis are dropped (nftables inside its network namespace);
+//! - PostgreSQL stops and starts.
+//!
+//! `docker-compose down -v` runs whatever happens (the stack's `Drop`); one stack at a time,
+//! since they publish the same ports. What the stacks and the drills said goes to
 //! `target/compose-test/` (scripts/test.sh prints it).
 
 use std::path::{Path, PathBuf};
@@ -19,8 +29,9 @@ use tokio::task::JoinHandle;
 use portcullis_drill::scenario::Scenario;
 use portcullis_drill::{Options, Target};
 use portcullis_testkit::container::{docker_answers, local_images};
-use portcullis_testkit::process::wait_until;
-use portcullis_testkit::random_hex;
+use portcullis_testkit::link::SlowLink;
+use portcullis_testkit::process::{free_port, wait_until};
+use portcullis_testkit::{PASSWORD, random_hex};
 
 use crate::https::{curl, dev_certs};
 use crate::local_stack::query;
@@ -28,6 +39,8 @@ use crate::local_stack::query;
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 /// nginx's published HTTP port.
 const NGINX: &str = "http://127.0.0.1:8080";
+/// The stack's replicas, as compose names them.
+const REPLICAS: [&str; 3] = ["replica1", "replica2", "replica3"];
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -47,6 +60,8 @@ fn out_dir(name: &str) -> PathBuf {
 /// A compose project of the test's own, taken down with its volumes when dropped.
 struct Stack {
     project: String,
+    /// Compose files on top of docker-compose.yml and deploy/compose/drill.yml.
+    overlays: Vec<&'static str>,
     env: Vec<(String, String)>,
     certs: tempfile::TempDir,
     /// Where what the stack said goes.
@@ -55,6 +70,12 @@ struct Stack {
 
 impl Stack {
     fn up(out: &Path) -> Self {
+        Self::up_with(out, &[], &[])
+    }
+
+    /// [`Stack::up`] with more compose files (`deploy/compose/sentinel.yml`) on top, and the
+    /// variables they read.
+    fn up_with(out: &Path, overlays: &[&'static str], variables: &[(&str, String)]) -> Self {
         assert!(docker_answers(), "the compose test needs a Docker engine");
         let (certs, cert_dir) = dev_certs();
         let mut env = local_images();
@@ -67,9 +88,11 @@ impl Stack {
             ]
             .map(|(k, v)| (k.to_owned(), v)),
         );
+        env.extend(variables.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         let stack = Self {
             project: std::env::var("PORTCULLIS_TEST_COMPOSE_PROJECT")
                 .unwrap_or_else(|_| format!("portcullis-test-{}", random_hex(4))),
+            overlays: overlays.to_vec(),
             env,
             certs,
             out: out.to_owned(),
@@ -95,6 +118,11 @@ impl Stack {
             .arg(repo.join("docker-compose.yml"))
             .arg("-f")
             .arg(repo.join("deploy/compose/drill.yml"))
+            .args(
+                self.overlays
+                    .iter()
+                    .flat_map(|o| ["-f".into(), repo.join(o)]),
+            )
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
@@ -196,6 +224,95 @@ impl Stack {
         .await;
     }
 
+    /// Kills a service's container at once (SIGKILL), as a crash or a lost host would.
+    fn kill(&self, service: &str) {
+        let output = Command::new("docker")
+            .args(["kill", &self.container(service)])
+            .output()
+            .expect("docker kill");
+        assert!(
+            output.status.success(),
+            "docker kill {service}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Drops `percent` of the packets to and from Redis's port inside a service's network
+    /// namespace (nftables, entered from the host with nsenter), or stops dropping them.
+    fn packet_loss(&self, service: &str, percent: Option<u8>) {
+        let pid = Command::new("docker")
+            .args([
+                "inspect",
+                "--format",
+                "{{.State.Pid}}",
+                &self.container(service),
+            ])
+            .output()
+            .expect("docker inspect");
+        let pid = String::from_utf8_lossy(&pid.stdout).trim().to_owned();
+        let rules = match percent {
+            Some(percent) => format!(
+                "table inet portcullis_loss {{\n\
+                   chain input {{ type filter hook input priority 0; tcp dport 6379 numgen random mod 100 < {percent} drop; }}\n\
+                   chain output {{ type filter hook output priority 0; tcp sport 6379 numgen random mod 100 < {percent} drop; }}\n\
+                 }}\n"
+            ),
+            None => "delete table inet portcullis_loss\n".to_owned(),
+        };
+        let mut nft = Command::new("nsenter")
+            .args(["-t", &pid, "-n", "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("nsenter (util-linux) and nft (nftables)");
+        std::io::Write::write_all(&mut nft.stdin.take().unwrap(), rules.as_bytes()).unwrap();
+        let output = nft.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "nft in {service}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// How many times the replicas' Redis breakers have opened, in all (each replica's own
+    /// metrics, asked inside it).
+    fn degradations(&self) -> f64 {
+        REPLICAS
+            .iter()
+            .map(|replica| {
+                let metrics = self.exec(replica, &["curl", "-s", "http://127.0.0.1:9090/metrics"]);
+                metrics
+                    .lines()
+                    .find_map(|line| line.strip_prefix("portcullis_store_degradations_total "))
+                    .and_then(|n| n.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            })
+            .sum()
+    }
+
+    /// A service's addresses, on each of its networks.
+    fn addresses(&self, service: &str) -> Vec<String> {
+        let format = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}";
+        let output = Command::new("docker")
+            .args(["inspect", "--format", format, &self.container(service)])
+            .output()
+            .expect("docker inspect");
+        String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// A command's output, run in a service's container.
+    fn exec(&self, service: &str, command: &[&str]) -> String {
+        let output = Command::new("docker")
+            .args(["exec", &self.container(service)])
+            .args(command)
+            .output()
+            .expect("docker exec");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// The id of a service's container.
     fn container(&self, service: &str) -> String {
         let output = self.compose(&["ps", "-q", service]);
@@ -204,12 +321,7 @@ impl Stack {
 
     /// What a replica's `/readyz` answers, asked from inside its container.
     fn readyz(&self, service: &str) -> String {
-        let output = Command::new("docker")
-            .args(["exec", &self.container(service)])
-            .args(["curl", "-s", "http://127.0.0.1:8080/readyz"])
-            .output()
-            .expect("docker exec");
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        self.exec(service, &["curl", "-s", "http://127.0.0.1:8080/readyz"])
     }
 
     /// Cuts a service off the cache network (Redis), or joins it again.
@@ -262,6 +374,10 @@ impl Drop for Stack {
             .map(|line| format!("{line}\n"))
             .collect();
         let _ = std::fs::write(self.out.join("nginx-errors.log"), complaints);
+        if !self.overlays.is_empty() {
+            let logs = self.compose(&["logs", "--no-color", "redis-replica", "sentinel1"]);
+            let _ = std::fs::write(self.out.join("sentinel.log"), &logs.stdout);
+        }
         let _ = self.compose(&["down", "-v", "--remove-orphans"]);
     }
 }
@@ -335,7 +451,7 @@ async fn a_rolling_restart_of_the_replicas_under_load_fails_no_login() {
     // Each replica in turn is stopped (it drains, then its in-flight logins finish) and started.
     let hammer = Hammer::start(8);
     let mut restarted = Vec::new();
-    for replica in ["replica1", "replica2", "replica3"] {
+    for replica in REPLICAS {
         stack.restart(replica).await;
         restarted.push(format!("{replica}: restarted, healthy again"));
     }
@@ -345,13 +461,10 @@ async fn a_rolling_restart_of_the_replicas_under_load_fails_no_login() {
     ));
     let (run, table) = outcome(drill, &out, &restarted.join("\n")).await;
     // No login failed, the attacker's included: nothing answered 5xx or dropped a connection.
-    assert!(run.legit.logins >= 150, "{table}");
-    assert_eq!(run.legit.succeeded, run.legit.logins, "{table}");
-    assert_eq!(run.attacker.errors + run.attacker.shed, 0, "{table}");
     // The spray's counts outlived every replica: from its fourth username on it was refused or
     // challenged, so three guesses at most reached a password.
+    assert_held(&run, &table, 3);
     assert_eq!(run.attacker.attempts, 50, "{table}");
-    assert!(run.attacker.failed + run.attacker.succeeded <= 3, "{table}");
     assert_eq!(run.attacker.compromised_accounts, 0, "{table}");
     // Flat out, every request but a rare few got its answer (without the drain and nginx's
     // shorter keep-alive, 29% were 502: docs/failure-modes.md). What is left is a connection
@@ -401,10 +514,336 @@ async fn a_replica_cut_off_from_redis_decides_alone_and_rejoins_when_the_link_he
     // 5xx. The spray's guesses through it counted against its own limits only, which admit
     // three more, and the guess in flight as the link went may reach neither count: at most 4
     // more than the 3 without the fault (6 and 7 seen; a hit among them is compromised).
+    assert_held(&run, &table, 7);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_primary_killed_under_load_is_failed_over_by_sentinel_and_followed() {
+    let _one = ONE_STACK.lock().await;
+    let out = out_dir("failover");
+    let stack = Stack::up_with(&out, &["deploy/compose/sentinel.yml"], &[]);
+    let drill = stack.under_load(&out).await;
+    let primary = || {
+        let answer = stack.exec(
+            "sentinel1",
+            &[
+                "redis-cli",
+                "-p",
+                "26379",
+                "sentinel",
+                "get-master-addr-by-name",
+                "portcullis",
+            ],
+        );
+        answer.lines().next().unwrap_or_default().to_owned()
+    };
+    assert_eq!(primary(), "redis");
+    stack.kill("redis");
+    let killed = Instant::now();
+    // A split vote waits out twice the failover timeout (10 s) before the next election.
+    wait_until(Duration::from_secs(90), "the Sentinels to promote", || {
+        let promoted = primary() == "redis-replica";
+        async move { promoted }
+    })
+    .await;
+    let promoted_after = killed.elapsed();
+    // Every replica finds the new primary through the Sentinels on its own, with no restart:
+    // each is ready and connected to it.
+    wait_until(
+        Duration::from_secs(60),
+        "every replica on the new primary",
+        || {
+            let clients = stack.exec("redis-replica", &["redis-cli", "client", "list"]);
+            let on_it = REPLICAS.iter().all(|replica| {
+                stack.readyz(replica).contains(r#""ready""#)
+                    && stack
+                        .addresses(replica)
+                        .iter()
+                        .any(|ip| clients.contains(&format!("addr={ip}:")))
+            });
+            async move { on_it }
+        },
+    )
+    .await;
+    let followed_after = killed.elapsed();
+    let fault = format!(
+        "Redis primary killed: the Sentinels promoted its replica after {:.1} s; all three \
+         replicas ready and counting on it after {:.1} s",
+        promoted_after.as_secs_f64(),
+        followed_after.as_secs_f64()
+    );
+    let (run, table) = outcome(drill, &out, &fault).await;
+    // store.on_error = local while no primary answered: every attempt was decided, no login
+    // failed and nothing answered 5xx. The spray's guesses in those seconds counted on each
+    // replica alone (three more each at most, and one in flight each as the primary went).
+    assert_held(&run, &table, 15);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_restarted_under_load_sheds_logins_locks_nobody_and_loses_nothing() {
+    let _one = ONE_STACK.lock().await;
+    let out = out_dir("postgres");
+    let stack = Stack::up(&out);
+    let client = reqwest::Client::new();
+    stack.wait_for_nginx(&client).await;
+    // An account of the test's own, signed in before the fault.
+    let member = Member::join(&client).await;
+    let login = |password: &'static str| member.login(&client, password);
+    let drill = stack.under_load(&out).await;
+    let accounts = || {
+        stack.exec(
+            "postgres",
+            &[
+                "psql",
+                "-U",
+                "portcullis",
+                "-tAc",
+                "SELECT count(*) FROM accounts",
+            ],
+        )
+    };
+    let before = accounts();
+
+    let stop = stack.compose(&["stop", "postgres"]);
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    let stopped = Instant::now();
+    // Wrong passwords while the database is away: each is shed with 503 before it is verified,
+    // and none counts toward the account's lockout (5 failures).
+    let mut shed = Vec::new();
+    for _ in 0..6 {
+        let answer = login("not-the-password").await.unwrap();
+        let retry = answer.headers().contains_key("retry-after");
+        shed.push((
+            answer.status().as_u16(),
+            retry,
+            answer.text().await.unwrap(),
+        ));
+    }
+    assert!(
+        shed.iter()
+            .all(|(status, retry, _)| *status == 503 && *retry),
+        "{shed:?}"
+    );
+    let shed: Vec<u16> = shed.into_iter().map(|(status, ..)| status).collect();
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(stopped.elapsed())).await;
+    let start = stack.compose(&["start", "postgres"]);
+    assert!(
+        start.status.success(),
+        "{}",
+        String::from_utf8_lossy(&start.stderr)
+    );
+    let started = Instant::now();
+    // The first login the database answers again gets in: the 503s locked nothing.
+    let first = std::cell::Cell::new(0);
+    wait_until(Duration::from_secs(60), "logins answered again", || {
+        let (answer, first) = (login(PASSWORD), &first);
+        async move {
+            first.set(answer.await.map_or(503, |a| a.status().as_u16()));
+            first.get() != 503
+        }
+    })
+    .await;
+    assert_eq!(first.get(), 200, "the right password after the outage");
+    let fault = format!(
+        "PostgreSQL stopped for {:.1} s; logins answered again {:.1} s after it started; six wrong passwords meanwhile answered {shed:?}",
+        (started - stopped).as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    // The session from before the fault is still valid, and nothing was lost.
+    let valid = client
+        .get(format!("{NGINX}/v1/session"))
+        .bearer_auth(&member.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(valid.status(), 200, "{:?}", valid.text().await);
+    assert_eq!(accounts(), before, "accounts before and after the restart");
+    let (run, table) = outcome(drill, &out, &fault).await;
+    // The users' logins during the outage were shed (503), never refused as failures: nobody
+    // was locked out or throttled, and the spray gained nothing.
+    assert!(run.legit.logins >= 150, "{table}");
+    assert_eq!(run.legit.locked_out, 0, "{table}");
+    assert!(run.legit.succeeded * 10 >= run.legit.logins * 7, "{table}");
+    assert_eq!(run.attacker.errors, 0, "{table}");
+    assert!(run.attacker.failed + run.attacker.succeeded <= 3, "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_ms_more_on_every_replicas_redis_link_costs_its_round_trips_and_never_flaps() {
+    let _one = ONE_STACK.lock().await;
+    let out = out_dir("latency");
+    let redis_port = free_port();
+    let link = SlowLink::start(0, format!("127.0.0.1:{redis_port}")).await;
+    let stack = Stack::up_with(
+        &out,
+        &["crates/server/tests/compose/redis-link.yml"],
+        &[
+            ("PORTCULLIS_TEST_LINK_PORT", link.port.to_string()),
+            ("PORTCULLIS_TEST_REDIS_PORT", redis_port.to_string()),
+        ],
+    );
+    let client = reqwest::Client::new();
+    stack.wait_for_nginx(&client).await;
+    let mut members = Vec::new();
+    for _ in 0..4 {
+        members.push(Member::join(&client).await);
+    }
+    let drill = stack.under_load(&out).await;
+    let opened_before = stack.degradations();
+    // The members log in from their devices in turn, one every 300 ms (each below its device's
+    // one a second): first on the plain link, then with 50 ms added to every round trip to Redis.
+    let probe = |secs: u64| {
+        let (client, members) = (&client, &members);
+        async move {
+            let until = Instant::now() + Duration::from_secs(secs);
+            let (mut millis, mut statuses) = (Vec::new(), Vec::new());
+            for member in members.iter().cycle() {
+                if Instant::now() >= until {
+                    break;
+                }
+                let sent = Instant::now();
+                let status = member.login(client, PASSWORD).await.map(|a| a.status());
+                millis.push(sent.elapsed().as_secs_f64() * 1_000.0);
+                statuses.push(status.map_or(0, |s| s.as_u16()));
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            millis.sort_by(f64::total_cmp);
+            (millis, statuses)
+        }
+    };
+    let (plain, plain_statuses) = probe(12).await;
+    link.set_delay(Duration::from_millis(50));
+    let (slowed, slowed_statuses) = probe(20).await;
+    link.set_delay(Duration::ZERO);
+    let opened = stack.degradations() - opened_before;
+    let at = |millis: &[f64], q: f64| millis[((millis.len() - 1) as f64 * q).round() as usize];
+    let fault = format!(
+        "50 ms added to every round trip on every replica's Redis link for 20 s: the members' \
+         logins took p50 {:.0} ms / p99 {:.0} ms on the plain link ({} logins) and p50 {:.0} ms \
+         / p99 {:.0} ms on the slow one ({} logins); the replicas' breakers opened {opened} times",
+        at(&plain, 0.5),
+        at(&plain, 0.99),
+        plain.len(),
+        at(&slowed, 0.5),
+        at(&slowed, 0.99),
+        slowed.len()
+    );
+    let (run, table) = outcome(drill, &out, &fault).await;
+    // With the drill overlay's 2 s timeout, a 50 ms slower Redis is only slower: no breaker
+    // opened, every login got in, nothing answered 5xx, and the spray met the shared counts.
+    assert!(
+        plain_statuses
+            .iter()
+            .chain(&slowed_statuses)
+            .all(|s| *s == 200),
+        "{plain_statuses:?} {slowed_statuses:?}"
+    );
+    assert_eq!(opened, 0.0, "{fault}");
+    assert_held(&run, &table, 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_percent_packet_loss_to_redis_fails_no_login_and_the_replicas_converge_after() {
+    let _one = ONE_STACK.lock().await;
+    let out = out_dir("loss");
+    let stack = Stack::up(&out);
+    let drill = stack.under_load(&out).await;
+    let opened_before = stack.degradations();
+    // 5% of the packets to and from Redis's port dropped inside Redis's own network namespace,
+    // both ways, for 30 s: every replica's link loses them.
+    stack.packet_loss("redis", Some(5));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    stack.packet_loss("redis", None);
+    let healed = Instant::now();
+    wait_until(Duration::from_secs(60), "every replica ready", || {
+        let ready = REPLICAS
+            .iter()
+            .all(|r| stack.readyz(r).contains(r#""ready""#));
+        async move { ready }
+    })
+    .await;
+    let ready_after = healed.elapsed();
+    let opened = stack.degradations() - opened_before;
+    let fault = format!(
+        "5% of packets to and from Redis dropped for 30 s: the replicas' breakers opened \
+         {opened} times; all three ready when it ended (asked within {:.1} s)",
+        ready_after.as_secs_f64()
+    );
+    let (run, table) = outcome(drill, &out, &fault).await;
+    // TCP resends what was lost, so with the drill overlay's 2 s timeout a lost packet costs a
+    // retransmission's wait: every login got in and nothing answered 5xx. A breaker that opened
+    // meanwhile counted locally (store.on_error = local), and the shared count went on after.
+    assert_held(&run, &table, 15);
+}
+
+/// An account of the test's own on a stack, signed in once: its session's token, and its device
+/// cookie, so that its later logins come from a known device, which goes unchallenged when the
+/// drill's spray trips the under-attack signal.
+struct Member {
+    username: String,
+    device: String,
+    token: String,
+}
+
+impl Member {
+    async fn join(client: &reqwest::Client) -> Self {
+        let username = format!("member-{}", random_hex(4));
+        let body = serde_json::json!({"username": username, "password": PASSWORD});
+        let created = client
+            .post(format!("{NGINX}/v1/users"))
+            .header("x-forwarded-for", "198.51.100.77")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201, "{:?}", created.text().await);
+        let first = client
+            .post(format!("{NGINX}/v1/login"))
+            .header("x-forwarded-for", "198.51.100.77")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let device = first.headers()["set-cookie"].to_str().unwrap();
+        let device = device.split(';').next().unwrap().to_owned();
+        let session: serde_json::Value = first.json().await.unwrap();
+        let token = session["token"].as_str().unwrap().to_owned();
+        Self {
+            username,
+            device,
+            token,
+        }
+    }
+
+    /// A login from the member's device.
+    fn login(
+        &self,
+        client: &reqwest::Client,
+        password: &str,
+    ) -> impl Future<Output = reqwest::Result<reqwest::Response>> + use<> {
+        client
+            .post(format!("{NGINX}/v1/login"))
+            .header("x-forwarded-for", "198.51.100.77")
+            .header("cookie", &self.device)
+            .json(&serde_json::json!({"username": self.username, "password": password}))
+            .send()
+    }
+}
+
+/// What a fault must leave the drill's run: every legitimate login got in, the attacker met no
+/// 5xx and no dropped connection, and at most `guesses` of the spray's guesses reached a password.
+fn assert_held(run: &RunReport, table: &str, guesses: usize) {
     assert!(run.legit.logins >= 150, "{table}");
     assert_eq!(run.legit.succeeded, run.legit.logins, "{table}");
     assert_eq!(run.attacker.errors + run.attacker.shed, 0, "{table}");
-    assert!(run.attacker.failed + run.attacker.succeeded <= 7, "{table}");
+    assert!(
+        run.attacker.failed + run.attacker.succeeded <= guesses,
+        "{table}"
+    );
 }
 
 /// The drill's run under a fault, once the fault is over (the drill must still be running, or

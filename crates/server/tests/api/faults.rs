@@ -70,6 +70,12 @@ async fn with_redis_dead_the_local_mode_still_counts_and_recovers_when_redis_ret
     assert_eq!(app.login("alice", PASSWORD).await.status(), 200);
     let metrics = metrics_text(&app).await;
     assert!(metrics.contains("portcullis_store_degraded 0"), "{metrics}");
+    // The breaker's opening was counted (other tests in this process may have added theirs).
+    let degradations = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("portcullis_store_degradations_total "))
+        .and_then(|count| count.parse::<f64>().ok());
+    assert!(degradations.is_some_and(|n| n >= 1.0), "{metrics}");
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use futures_util::future::join_all;
 use portcullis_core::{AttemptKey, KeyState, UnixMillis};
 use redis::RedisError;
 
-use super::{Conn, RESTRICTIONS, RedisStore, StoredState};
+use super::{Conn, RESTRICTIONS, RedisStore, StoredState, Topology};
 use crate::StoreError;
 use crate::admin::{AdminStore, Invalidation, KeyStatus, Listener, Restriction};
 
@@ -152,12 +152,13 @@ impl AdminStore for RedisStore {
 
     fn listen(&self, listener: Listener) {
         let channel = self.keyspace.single(INVALIDATE);
-        let urls = self.urls.clone();
+        let topology = self.topology.clone();
         tokio::spawn(async move {
-            // Round the seed nodes, one subscription at a time, for the life of the process.
-            for url in urls.iter().cycle() {
-                if let Err(error) = subscribe(url, &channel, &listener).await {
-                    tracing::warn!(%error, url = %url, "change subscription lost; resubscribing");
+            // One subscription at a time, for the life of the process; each turn to the next
+            // seed node, or to the primary the Sentinels name then.
+            for turn in 0.. {
+                if let Err(error) = subscribe(&topology, turn, &channel, &listener).await {
+                    tracing::warn!(%error, "change subscription lost; resubscribing");
                 }
                 tokio::time::sleep(RESUBSCRIBE_AFTER).await;
             }
@@ -166,17 +167,40 @@ impl AdminStore for RedisStore {
 }
 
 /// Where replicas announce changes that make cached refusals stale (classic pub/sub: a
-/// Cluster's PUBLISH reaches the subscribers of every node).
+/// Cluster's PUBLISH reaches the subscribers of every node, a primary's its replicas').
 const INVALIDATE: &str = "invalidate";
 /// The pause before subscribing again after the subscription failed or ended.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(200);
 
-/// Subscribes to `channel` on `url` and hands every change to `listener`, until the connection
-/// fails. A successful (re)subscription is itself announced to the listener as both kinds of
-/// change: whatever was announced while it was away may have been missed.
-async fn subscribe(url: &str, channel: &str, listener: &Listener) -> redis::RedisResult<()> {
+/// The server a subscription's `turn` listens on.
+async fn subscriber(topology: &Topology, turn: usize) -> redis::RedisResult<redis::Client> {
+    match topology {
+        Topology::Single(url) => redis::Client::open(url.as_str()),
+        Topology::Cluster(urls) => redis::Client::open(urls[turn % urls.len()].as_str()),
+        Topology::Sentinel(sentinel) => {
+            redis::sentinel::SentinelClient::build(
+                sentinel.sentinels.clone(),
+                sentinel.master_name.clone(),
+                Some(sentinel.node_connection_info().into()),
+                redis::sentinel::SentinelServerType::Master,
+            )?
+            .async_get_client()
+            .await
+        }
+    }
+}
+
+/// Subscribes to `channel` and hands every change to `listener`, until the connection fails. A
+/// successful (re)subscription is itself announced to the listener as both kinds of change:
+/// whatever was announced while it was away may have been missed.
+async fn subscribe(
+    topology: &Topology,
+    turn: usize,
+    channel: &str,
+    listener: &Listener,
+) -> redis::RedisResult<()> {
     use futures_util::StreamExt as _;
-    let client = redis::Client::open(url)?;
+    let client = subscriber(topology, turn).await?;
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     listener(Invalidation::Unlock);

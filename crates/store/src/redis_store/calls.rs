@@ -37,7 +37,7 @@ pub struct Calls {
 
 impl Calls {
     /// Runs one Redis call through the breaker, with the timeout; drops the connection after
-    /// an I/O failure. Only unavailability counts against the breaker.
+    /// any failure but a protocol error. Only unavailability counts against the breaker.
     pub async fn call<T, F, Fut>(&self, doing: &'static str, f: F) -> Result<T, StoreError>
     where
         F: FnOnce(Conn) -> Fut,
@@ -104,9 +104,9 @@ impl Calls {
                 Err(StoreError::Protocol(format!("{doing}: {error}")))
             }
             Ok(Err(error)) => {
-                if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
-                    self.connections.reset();
-                }
+                // Whatever made the server unavailable (a dropped link, a primary demoted to a
+                // read-only replica by a failover), the next call connects afresh.
+                self.connections.reset();
                 Err(StoreError::unavailable(doing, error))
             }
             Err(_) => {
@@ -132,11 +132,13 @@ fn is_protocol_error(error: &RedisError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redis_store::Topology;
 
     /// Calls on an unused pool (nothing connects) through a breaker that opens on one failure.
     fn calls() -> Calls {
         Calls {
-            connections: Connections::new(&["redis://127.0.0.1:1".to_owned()], false).unwrap(),
+            connections: Connections::new(&Topology::Single("redis://127.0.0.1:1".to_owned()))
+                .unwrap(),
             timeout: Duration::from_secs(1),
             breaker: Breaker::silent(1, Duration::from_secs(60)),
         }

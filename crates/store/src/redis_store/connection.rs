@@ -1,5 +1,9 @@
 //! One multiplexed Redis connection per store, checked out of a deadpool-redis pool.
 //!
+//! The pool knows the [`Topology`]: one server, a Cluster's seed nodes, or Sentinels that name
+//! the primary. Every new connection asks them again, so after a Sentinel failover the first
+//! connect after an error reaches the new primary (redis-rs checks its `ROLE` first).
+//!
 //! deadpool-redis health-checks a connection (UNWATCH + PING) every time it is checked out. A
 //! multiplexed connection already serves any number of concurrent calls, so the store checks one
 //! out once, keeps it, and goes back to the pool only after an error: no PING per request.
@@ -18,12 +22,13 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
+use super::Topology;
 use crate::StoreError;
 
-/// A single-node or cluster connection; both pipeline concurrent calls.
+/// A single-server or cluster connection; both pipeline concurrent calls.
 #[derive(Clone)]
 pub enum Conn {
-    /// One Redis server.
+    /// One Redis server: alone, or the primary the Sentinels name.
     Single(MultiplexedConnection),
     /// A Redis Cluster (routes each call by its keys' slot).
     Cluster(ClusterConnection),
@@ -60,6 +65,7 @@ impl ConnectionLike for Conn {
 enum Pool {
     Single(deadpool_redis::Pool),
     Cluster(deadpool_redis::cluster::Pool),
+    Sentinel(deadpool_redis::sentinel::Pool),
 }
 
 /// The pool and the connection currently checked out of it.
@@ -85,25 +91,32 @@ type Pending = tokio::sync::watch::Receiver<Option<Result<Conn, Arc<ConnectError
 pub struct ConnectError(String);
 
 impl Connections {
-    /// A pool for `urls` (one URL, or a cluster's seed nodes). Connects lazily.
-    pub fn new(urls: &[String], cluster: bool) -> Result<Self, StoreError> {
-        let pool = if cluster {
-            let config = deadpool_redis::cluster::Config::from_urls(urls.to_vec());
-            Pool::Cluster(
-                config
+    /// A pool for `topology`. Connects lazily.
+    pub fn new(topology: &Topology) -> Result<Self, StoreError> {
+        let misconfigured = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Misconfigured(format!("{what}: {e}"))
+        };
+        let pool = match topology {
+            Topology::Single(url) => Pool::Single(
+                deadpool_redis::Config::from_url(url.as_str())
                     .create_pool(Some(Runtime::Tokio1))
-                    .map_err(|e| StoreError::Misconfigured(format!("redis cluster pool: {e}")))?,
-            )
-        } else {
-            let url = urls.first().ok_or_else(|| {
-                StoreError::Misconfigured("store.redis.url: no URL given".to_owned())
-            })?;
-            let config = deadpool_redis::Config::from_url(url.as_str());
-            Pool::Single(
-                config
+                    .map_err(|e| misconfigured("redis pool", &e))?,
+            ),
+            Topology::Cluster(urls) => Pool::Cluster(
+                deadpool_redis::cluster::Config::from_urls(urls.clone())
                     .create_pool(Some(Runtime::Tokio1))
-                    .map_err(|e| StoreError::Misconfigured(format!("redis pool: {e}")))?,
-            )
+                    .map_err(|e| misconfigured("redis cluster pool", &e))?,
+            ),
+            Topology::Sentinel(sentinel) => Pool::Sentinel(
+                deadpool_redis::sentinel::Config::from_urls(
+                    sentinel.sentinels.clone(),
+                    sentinel.master_name.clone(),
+                    deadpool_redis::sentinel::SentinelServerType::Master,
+                )
+                .with_node_connection_info(Some(sentinel.node_connection_info()))
+                .create_pool(Some(Runtime::Tokio1))
+                .map_err(|e| misconfigured("redis sentinel pool", &e))?,
+            ),
         };
         Ok(Self {
             shared: Arc::new(Shared {
@@ -160,6 +173,11 @@ impl Connections {
                     .get()
                     .await
                     .map(|object| Conn::Cluster(deadpool_redis::cluster::Connection::take(object)))
+                    .map_err(|e| Arc::new(ConnectError(e.to_string()))),
+                Pool::Sentinel(pool) => pool
+                    .get()
+                    .await
+                    .map(|object| Conn::Single(deadpool_redis::sentinel::Connection::take(object)))
                     .map_err(|e| Arc::new(ConnectError(e.to_string()))),
             };
             if let Ok(conn) = &outcome {

@@ -77,16 +77,49 @@ const COMMON: &str = include_str!("lua/common.lua");
 /// Where and how to reach Redis.
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
-    /// One URL, or a cluster's seed nodes.
-    pub urls: Vec<String>,
-    /// Whether `urls` are Redis Cluster nodes.
-    pub cluster: bool,
+    /// Which Redis deployment holds the counters.
+    pub topology: Topology,
     /// Key prefix, so deployments can share a Redis.
     pub prefix: String,
     /// How keys spread over Cluster slots.
     pub sharding: Sharding,
     /// Longest wait for one Redis call.
     pub timeout: Duration,
+}
+
+/// The Redis deployments the store supports.
+#[derive(Clone, Debug)]
+pub enum Topology {
+    /// One server, by its URL.
+    Single(String),
+    /// A Redis Cluster, by its seed nodes' URLs.
+    Cluster(Vec<String>),
+    /// A primary and its replicas, found through the Sentinels that watch them.
+    Sentinel(SentinelConfig),
+}
+
+/// A primary found through Sentinel.
+#[derive(Clone, Debug)]
+pub struct SentinelConfig {
+    /// The name the Sentinels monitor the primary under.
+    pub master_name: String,
+    /// The Sentinels' URLs (`redis://host:26379`), asked in turn.
+    pub sentinels: Vec<String>,
+    /// The data nodes' password, when they require one (the Sentinels' own goes in their URLs).
+    pub password: Option<String>,
+}
+
+impl SentinelConfig {
+    /// How to log in to the primary the Sentinels name.
+    fn node_connection_info(&self) -> deadpool_redis::sentinel::SentinelNodeConnectionInfo {
+        deadpool_redis::sentinel::SentinelNodeConnectionInfo {
+            tls_mode: None,
+            redis_connection_info: Some(deadpool_redis::RedisConnectionInfo {
+                password: self.password.clone(),
+                ..Default::default()
+            }),
+        }
+    }
 }
 
 /// The counter functions, as one Redis Functions library generated for a policy.
@@ -170,8 +203,8 @@ const RESTRICTIONS: &str = "restrictions";
 /// Attempt counters, the restrictions index and security events in Redis or Redis Cluster.
 pub struct RedisStore {
     calls: Arc<Calls>,
-    /// The nodes to subscribe to for announced changes (any node hears a Cluster's PUBLISH).
-    urls: Vec<String>,
+    /// Where to subscribe to announced changes.
+    topology: Topology,
     library: Library,
     keyspace: Keyspace,
     /// The policy the functions apply (also: when a state read back has expired).
@@ -196,11 +229,11 @@ impl RedisStore {
         let seed = random_seed();
         Ok(Self {
             calls: Arc::new(Calls {
-                connections: Connections::new(&config.urls, config.cluster)?,
+                connections: Connections::new(&config.topology)?,
                 timeout: config.timeout,
                 breaker,
             }),
-            urls: config.urls.clone(),
+            topology: config.topology.clone(),
             library: Library::new(policy)?,
             keyspace: Keyspace::new(&config.prefix, config.sharding),
             policy: *policy,

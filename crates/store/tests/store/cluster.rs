@@ -9,7 +9,7 @@ use portcullis_core::gcra::Gcra;
 use portcullis_core::{Decision, Dimension, Outcome, Policy, Reason};
 use portcullis_store::{
     AdminStore, AttemptStore, Breaker, Clock, FallbackStore, MemoryStore, OnError, RedisConfig,
-    RedisStore, Sharding, SystemClock,
+    RedisStore, Sharding, SystemClock, Topology,
 };
 use portcullis_testkit::process::wait_until;
 use portcullis_testkit::redis::RedisCluster;
@@ -181,8 +181,7 @@ async fn a_killed_primary_opens_the_breaker_and_the_store_recovers_after_failove
     // Two calls time out well before the replica takes over (after the nodes' 2 s timeout),
     // and the breaker stays open while the loop below runs.
     let config = RedisConfig {
-        urls: cluster.urls(),
-        cluster: true,
+        topology: Topology::Cluster(cluster.urls()),
         prefix: "killed".to_owned(),
         sharding: Sharding::PerSubject,
         timeout: Duration::from_millis(300),

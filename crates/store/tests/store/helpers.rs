@@ -12,7 +12,7 @@ use portcullis_core::{
     AttemptKey, ChallengeMode, ChallengePolicy, DeviceCookies, KeyDeriver, KeyPolicy, Outcome,
     Policy, Username,
 };
-use portcullis_store::{AttemptStore, Breaker, Clock, RedisConfig, RedisStore, Sharding};
+use portcullis_store::{AttemptStore, Breaker, Clock, RedisConfig, RedisStore, Sharding, Topology};
 
 pub const T0: u64 = 1_700_000_000_000;
 
@@ -177,18 +177,17 @@ pub fn redis_store(
     clock: Option<Arc<dyn Clock>>,
 ) -> RedisStore {
     let breaker = Breaker::silent(3, Duration::from_secs(1));
-    let sharding = if cluster {
-        Sharding::PerSubject
+    let (topology, sharding) = if cluster {
+        (Topology::Cluster(urls), Sharding::PerSubject)
     } else {
-        Sharding::SingleSlot
+        (Topology::Single(urls[0].clone()), Sharding::SingleSlot)
     };
-    redis_store_with(urls, cluster, sharding, prefix, policy, clock, breaker)
+    redis_store_with(topology, sharding, prefix, policy, clock, breaker)
 }
 
 /// [`redis_store`] calling through `breaker`.
 pub fn redis_store_with(
-    urls: Vec<String>,
-    cluster: bool,
+    topology: Topology,
     sharding: Sharding,
     prefix: &str,
     policy: &Policy,
@@ -196,8 +195,7 @@ pub fn redis_store_with(
     breaker: Breaker,
 ) -> RedisStore {
     let config = RedisConfig {
-        urls,
-        cluster,
+        topology,
         prefix: prefix.to_owned(),
         sharding,
         timeout: Duration::from_secs(2),

@@ -7,3 +7,4 @@ mod cluster;
 mod differential;
 mod helpers;
 mod redis_store;
+mod sentinel;

@@ -438,8 +438,7 @@ async fn a_reply_the_code_cannot_read_is_a_protocol_error_and_never_trips_the_br
     let policy = Policy::default();
     let breaker = Breaker::silent(1, std::time::Duration::from_secs(60));
     let store = crate::helpers::redis_store_with(
-        vec![redis.url.clone()],
-        false,
+        portcullis_store::Topology::Single(redis.url.clone()),
         portcullis_store::Sharding::SingleSlot,
         &redis.prefix,
         &policy,
