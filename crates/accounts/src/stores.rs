@@ -85,8 +85,9 @@ impl Stores {
 }
 
 /// What the breaker's changes do: a `security` event, the `portcullis_store_degraded` gauge and
-/// the count of degradations (a flapping breaker counts up fast); a recovery also empties `deny_cache`, since what it learnt while Redis was away are
-/// the local fallback's refusals, and the shared count goes on without them.
+/// the count of degradations (a flapping breaker counts up fast); a recovery also empties
+/// `deny_cache`, since what it learnt while Redis was away are the local fallback's refusals,
+/// and the shared count goes on without them.
 fn on_transition(deny_cache: Option<DenyCache>) -> Box<dyn Fn(Transition) + Send + Sync> {
     Box::new(move |transition| {
         let (event, degraded) = match transition {

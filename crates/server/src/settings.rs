@@ -419,9 +419,9 @@ impl Settings {
                 .map_or(0, |k| k.expose_secret().len());
             anyhow::ensure!(
                 key_len >= 32,
-                "secrets.hmac_key (PORTCULLIS__SECRETS__HMAC_KEY) is required with \
-                 the Redis store (store.redis): every replica must hash usernames with the same secret key of \
-                 at least 32 characters; generate one with `openssl rand -hex 32`"
+                "secrets.hmac_key (PORTCULLIS__SECRETS__HMAC_KEY) is required with the Redis \
+                 store (store.redis): every replica must hash usernames with the same secret \
+                 key of at least 32 characters; generate one with `openssl rand -hex 32`"
             );
         }
         Ok(())

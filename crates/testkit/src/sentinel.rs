@@ -110,14 +110,31 @@ impl RedisSentinel {
     /// accepts writes.
     pub async fn fail_over(&mut self) {
         self.primary.kill();
+        self.wait_for_promotion().await;
+    }
+
+    /// Asks a Sentinel to hand the primary's role to the replica while both run (a planned
+    /// switch: the old primary becomes a replica), and waits until the replica accepts writes.
+    pub async fn switch_over(&self) {
+        let mut conn = connect(&self.sentinels[0].url).await;
+        let _: () = redis::cmd("SENTINEL")
+            .arg("FAILOVER")
+            .arg(MASTER_NAME)
+            .query_async(&mut conn)
+            .await
+            .expect("SENTINEL FAILOVER");
+        self.wait_for_promotion().await;
+    }
+
+    /// Waits until the Sentinels name the replica as the primary, and it takes writes.
+    async fn wait_for_promotion(&self) {
         let replica = self.replica.address.clone();
         wait_until(
             Duration::from_secs(30),
             "the Sentinels to promote the replica",
             || {
                 let replica = replica.clone();
-                let set = &*self;
-                async move { set.primary_address().await == replica }
+                async move { self.primary_address().await == replica }
             },
         )
         .await;

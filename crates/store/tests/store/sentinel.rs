@@ -213,7 +213,8 @@ async fn a_sentinel_failover_is_followed_without_a_restart_and_loses_at_most_the
         "the local fallback admitted the prober's logins"
     );
 
-    // The lockout from before survived, and still ends: no key is kept forever.
+    // The lockout from before survived, and still ends: no key is kept forever, and an
+    // administrator can lift it on the new primary.
     let status = redis.status(&locked).await.unwrap();
     assert_eq!(status[0].dimension, Dimension::Username);
     assert_eq!(status[0].locked_until, lock, "the lockout was replicated");
@@ -242,4 +243,50 @@ async fn a_sentinel_failover_is_followed_without_a_restart_and_loses_at_most_the
             .unwrap();
         assert!(ttl > 0, "{key} has no expiry on the new primary ({ttl})");
     }
+    assert_eq!(redis.clear(&locked).await.unwrap(), 1);
+    assert_eq!(redis.status(&locked).await.unwrap()[0].locked_until, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_planned_switch_of_the_primary_is_followed_too() {
+    // The old primary stays up, demoted to a replica: the store must not stay with it.
+    let set = RedisSentinel::spawn(3).await;
+    let policy = lockout_only();
+    let redis = store_on(&set, &policy);
+    let before = keys(&policy, "192.0.2.5", "before-switch");
+    assert!(redis.attempt(&before, 0).await.unwrap().is_allowed());
+    set.switch_over().await;
+    // Until the Sentinels have demoted it, the old primary may still take a write (and lose it
+    // when it is demoted): each try counts a failure for an account of its own, until one shows
+    // on the new primary.
+    let tries = std::cell::Cell::new(0);
+    wait_until(
+        Duration::from_secs(30),
+        "the store's writes on the new primary",
+        || {
+            tries.set(tries.get() + 1);
+            let k = keys(
+                &policy,
+                "192.0.2.5",
+                &format!("after-switch-{}", tries.get()),
+            );
+            let (redis, new_primary) = (&redis, &set.replica.url);
+            async move {
+                let counted = redis.attempt(&k, 0).await.is_ok()
+                    && redis
+                        .record(&k, Outcome::Failure.into(), "u", &[])
+                        .await
+                        .is_ok();
+                let counter = redis.keyspace().counter(&k[0]);
+                counted
+                    && redis::cmd("EXISTS")
+                        .arg(&counter)
+                        .query_async::<bool>(&mut connect(new_primary).await)
+                        .await
+                        .unwrap()
+            }
+        },
+    )
+    .await;
+    assert_eq!(set.primary_address().await, set.replica.address);
 }
