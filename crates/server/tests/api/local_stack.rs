@@ -220,6 +220,7 @@ async fn prometheus_scrapes_every_replica_with_the_alert_rules_loaded() {
             "PortcullisMailFailing",
             "PortcullisMailGivenUp",
             "PortcullisStoreDegraded",
+            "PortcullisStoreFlapping",
             "PortcullisUnderAttack"
         ])
     );

@@ -1,6 +1,7 @@
-//! The store on a Redis primary with one replica and three Sentinels: it follows a failover
-//! without a restart, decides every attempt while no primary answers, and what a failover
-//! loses is measured and bounded (`docs/failure-modes.md`, "Redis failover").
+//! The store on a Redis primary with one replica and Sentinels: it follows a failover (and a
+//! planned switch) without a restart, decides every attempt while no primary answers, and what a
+//! failover loses is measured and bounded (`docs/failure-modes.md`, "Redis failover"); it logs
+//! in to servers that require a password.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,19 +41,24 @@ fn lockout_only() -> Policy {
     }
 }
 
-fn store_on(set: &RedisSentinel, policy: &Policy) -> Arc<RedisStore> {
-    let config = RedisConfig {
+/// The store's settings for the primary `set`'s Sentinels name, logging in with `password`.
+fn config(set: &RedisSentinel, password: Option<&str>) -> RedisConfig {
+    RedisConfig {
         topology: Topology::Sentinel(SentinelConfig {
             master_name: MASTER_NAME.to_owned(),
             sentinels: set.sentinel_urls(),
-            password: None,
+            password: password.map(str::to_owned),
         }),
         prefix: "failover".to_owned(),
         sharding: Sharding::SingleSlot,
         timeout: Duration::from_millis(300),
-    };
+    }
+}
+
+/// A store on `set`, whose breaker opens after two failures and probes every 500 ms.
+fn store_on(set: &RedisSentinel, policy: &Policy) -> Arc<RedisStore> {
     let breaker = Breaker::silent(2, Duration::from_millis(500));
-    Arc::new(RedisStore::new(&config, policy, breaker).unwrap())
+    Arc::new(RedisStore::new(&config(set, None), policy, breaker).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -289,4 +295,48 @@ async fn a_planned_switch_of_the_primary_is_followed_too() {
     )
     .await;
     assert_eq!(set.primary_address().await, set.replica.address);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_password_on_the_servers_the_store_logs_in_to_the_primary_the_sentinels_name() {
+    const PASSWORD: &str = "sentinel-test-password";
+    let set = RedisSentinel::spawn(1).await;
+    // The Sentinel learns the password first (or it would count the primary down), then the
+    // replica (to keep syncing), then the primary.
+    let mut sentinel = connect(&set.sentinels[0].url).await;
+    let _: () = redis::cmd("SENTINEL")
+        .arg("SET")
+        .arg(MASTER_NAME)
+        .arg("auth-pass")
+        .arg(PASSWORD)
+        .query_async(&mut sentinel)
+        .await
+        .unwrap();
+    for (server, settings) in [
+        (
+            &set.replica,
+            &["masterauth", PASSWORD, "requirepass", PASSWORD][..],
+        ),
+        (&set.primary, &["requirepass", PASSWORD][..]),
+    ] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(settings)
+            .query_async(&mut connect(&server.url).await)
+            .await
+            .unwrap();
+    }
+    let policy = lockout_only();
+    let k = keys(&policy, "192.0.2.6", "behind-a-password");
+    let breaker = || Breaker::silent(1_000, Duration::from_secs(1));
+    let without = RedisStore::new(&config(&set, None), &policy, breaker()).unwrap();
+    assert!(without.attempt(&k, 0).await.is_err(), "refused without it");
+    let with = RedisStore::new(&config(&set, Some(PASSWORD)), &policy, breaker()).unwrap();
+    assert!(with.attempt(&k, 0).await.unwrap().is_allowed());
+    let mut primary = redis::Client::open(format!("redis://:{PASSWORD}@{}", set.primary.address))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    assert!(!scan(&mut primary, "{failover}:*").await.is_empty());
 }
