@@ -538,12 +538,12 @@ async fn a_redis_primary_killed_under_load_is_failed_over_by_sentinel_and_follow
         answer.lines().next().unwrap_or_default().to_owned()
     };
     // deploy/compose/sentinel.yml's fixed addresses: Redis, then its replica.
-    assert_eq!(primary(), "172.28.1.100");
+    assert_eq!(primary(), "10.203.1.100");
     stack.kill("redis");
     let killed = Instant::now();
     // A split vote waits out twice the failover timeout (10 s) before the next election.
     wait_until(Duration::from_secs(90), "the Sentinels to promote", || {
-        let promoted = primary() == "172.28.1.101";
+        let promoted = primary() == "10.203.1.101";
         async move { promoted }
     })
     .await;
