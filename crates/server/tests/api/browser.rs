@@ -11,6 +11,7 @@ use std::time::Duration;
 use portcullis_store::{Clock, SystemClock};
 use portcullis_testkit::{TestApp, test_settings};
 
+use crate::helpers::HEAVY;
 use crate::mail::{SmtpServer, smtp_settings};
 
 const TOKEN: &str = "admin-token-for-the-browser-suite-0123456789";
@@ -18,6 +19,7 @@ const TOKEN: &str = "admin-token-for-the-browser-suite-0123456789";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_registers_logs_in_with_totp_is_throttled_solves_a_challenge_is_unlocked_and_resets_by_mail()
  {
+    let _turn = HEAVY.lock().await;
     let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/suite.py");
     let mut settings = test_settings();
     settings.admin.token = Some(TOKEN.into());
@@ -61,6 +63,7 @@ async fn a_person_registers_logs_in_with_totp_is_throttled_solves_a_challenge_is
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_enrols_a_passkey_uses_it_after_the_password_signs_in_by_autofill_and_the_button_and_removes_it()
  {
+    let _turn = HEAVY.lock().await;
     let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/passkeys.py");
     // No public address: the relying party is `localhost` on the listener's port, as with the
     // embedded default.

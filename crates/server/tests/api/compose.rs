@@ -23,7 +23,6 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use portcullis_drill::report::{DrillReport, RunReport};
-use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 use portcullis_drill::scenario::Scenario;
@@ -33,6 +32,7 @@ use portcullis_testkit::link::SlowLink;
 use portcullis_testkit::process::{free_port, wait_until};
 use portcullis_testkit::{PASSWORD, random_hex};
 
+use crate::helpers::HEAVY;
 use crate::https::{curl, dev_certs};
 use crate::local_stack::query;
 
@@ -45,9 +45,6 @@ const REPLICAS: [&str; 3] = ["replica1", "replica2", "replica3"];
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
-
-/// One stack at a time: every stack publishes nginx's and Prometheus' ports.
-static ONE_STACK: Mutex<()> = Mutex::const_new(());
 
 /// A fresh directory under `target/compose-test/` for what a test's stack and drill say.
 fn out_dir(name: &str) -> PathBuf {
@@ -384,7 +381,7 @@ impl Drop for Stack {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_compose_stack_holds_a_drill_is_scraped_by_prometheus_and_serves_https() {
-    let _one = ONE_STACK.lock().await;
+    let _turn = HEAVY.lock().await;
     let out = out_dir("drill");
     let stack = Stack::up(&out);
     let client = reqwest::Client::new();
@@ -444,7 +441,7 @@ async fn the_compose_stack_holds_a_drill_is_scraped_by_prometheus_and_serves_htt
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rolling_restart_of_the_replicas_under_load_fails_no_login() {
-    let _one = ONE_STACK.lock().await;
+    let _turn = HEAVY.lock().await;
     let out = out_dir("rolling");
     let stack = Stack::up(&out);
     let drill = stack.under_load(&out).await;
@@ -478,7 +475,7 @@ async fn a_rolling_restart_of_the_replicas_under_load_fails_no_login() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replica_cut_off_from_redis_decides_alone_and_rejoins_when_the_link_heals() {
-    let _one = ONE_STACK.lock().await;
+    let _turn = HEAVY.lock().await;
     let out = out_dir("partition");
     let stack = Stack::up(&out);
     let drill = stack.under_load(&out).await;
@@ -519,7 +516,7 @@ async fn a_replica_cut_off_from_redis_decides_alone_and_rejoins_when_the_link_he
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redis_primary_killed_under_load_is_failed_over_by_sentinel_and_followed() {
-    let _one = ONE_STACK.lock().await;
+    let _turn = HEAVY.lock().await;
     let out = out_dir("failover");
     let stack = Stack::up_with(&out, &["deploy/compose/sentinel.yml"], &[]);
     let drill = stack.under_load(&out).await;
@@ -582,7 +579,7 @@ async fn a_redis_primary_killed_under_load_is_failed_over_by_sentinel_and_follow
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_restarted_under_load_sheds_logins_locks_nobody_and_loses_nothing() {
-    let _one = ONE_STACK.lock().await;
+    let _turn = HEAVY.lock().await;
     let out = out_dir("postgres");
     let stack = Stack::up(&out);
     let client = reqwest::Client::new();
@@ -675,7 +672,7 @@ async fn postgres_restarted_under_load_sheds_logins_locks_nobody_and_loses_nothi
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_ms_more_on_every_replicas_redis_link_costs_its_round_trips_and_never_flaps() {
-    let _one = ONE_STACK.lock().await;
+    let _turn = HEAVY.lock().await;
     let out = out_dir("latency");
     let redis_port = free_port();
     let link = SlowLink::start(0, format!("127.0.0.1:{redis_port}")).await;
@@ -749,7 +746,7 @@ async fn fifty_ms_more_on_every_replicas_redis_link_costs_its_round_trips_and_ne
 
 #[tokio::test(flavor = "multi_thread")]
 async fn five_percent_packet_loss_to_redis_fails_no_login_and_the_replicas_converge_after() {
-    let _one = ONE_STACK.lock().await;
+    let _turn = HEAVY.lock().await;
     let out = out_dir("loss");
     let stack = Stack::up(&out);
     let drill = stack.under_load(&out).await;

@@ -146,3 +146,8 @@ pub fn pyotp_code(otpauth_uri: &str, unix_ms: u64) -> String {
     let seconds = (unix_ms / 1_000).to_string();
     interop("totp_reference.py", &["code", &seconds], otpauth_uri)
 }
+
+/// Tests that load both cores for a minute or more take turns: the compose stacks (which also
+/// publish the same ports, so one at a time) and the browser suites (whose page timeouts a
+/// machine loaded by a stack and its drill can outrun: CI saw a navigation time out).
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
