@@ -223,30 +223,18 @@ impl Stack {
 
     /// Kills a service's container at once (SIGKILL), as a crash or a lost host would.
     fn kill(&self, service: &str) {
-        let output = Command::new("docker")
-            .args(["kill", &self.container(service)])
-            .output()
-            .expect("docker kill");
-        assert!(
-            output.status.success(),
-            "docker kill {service}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        docker(&["kill", &self.container(service)]);
     }
 
     /// Drops `percent` of the packets to and from Redis's port inside a service's network
     /// namespace (nftables, entered from the host with nsenter), or stops dropping them.
     fn packet_loss(&self, service: &str, percent: Option<u8>) {
-        let pid = Command::new("docker")
-            .args([
-                "inspect",
-                "--format",
-                "{{.State.Pid}}",
-                &self.container(service),
-            ])
-            .output()
-            .expect("docker inspect");
-        let pid = String::from_utf8_lossy(&pid.stdout).trim().to_owned();
+        let pid = docker(&[
+            "inspect",
+            "--format",
+            "{{.State.Pid}}",
+            &self.container(service),
+        ]);
         let rules = match percent {
             Some(percent) => format!(
                 "table inet portcullis_loss {{\n\
@@ -290,11 +278,7 @@ impl Stack {
     /// A service's addresses, on each of its networks.
     fn addresses(&self, service: &str) -> Vec<String> {
         let format = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}";
-        let output = Command::new("docker")
-            .args(["inspect", "--format", format, &self.container(service)])
-            .output()
-            .expect("docker inspect");
-        String::from_utf8_lossy(&output.stdout)
+        docker(&["inspect", "--format", format, &self.container(service)])
             .split_whitespace()
             .map(str::to_owned)
             .collect()
@@ -324,16 +308,8 @@ impl Stack {
     /// Cuts a service off the cache network (Redis), or joins it again.
     fn cache_network(&self, service: &str, connected: bool) {
         let verb = if connected { "connect" } else { "disconnect" };
-        let output = Command::new("docker")
-            .args(["network", verb, &format!("{}_cache", self.project)])
-            .arg(self.container(service))
-            .output()
-            .expect("docker network");
-        assert!(
-            output.status.success(),
-            "docker network {verb}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let network = format!("{}_cache", self.project);
+        docker(&["network", verb, &network, &self.container(service)]);
     }
 
     /// The `docker ps` status of a service's container.
@@ -830,6 +806,18 @@ impl Member {
             .json(&serde_json::json!({"username": self.username, "password": password}))
             .send()
     }
+}
+
+/// Runs the docker CLI, failing the test with what it said unless it succeeds; its output.
+fn docker(args: &[&str]) -> String {
+    let output = Command::new("docker").args(args).output().expect("docker");
+    assert!(
+        output.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 /// What a fault must leave the drill's run: every legitimate login got in, the attacker met no
