@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# HTTP benchmark: three login paths measured side by side in one run with wrk.
+# HTTP benchmark: the login paths and forward authentication, side by side in one run with wrk.
 #   bare       a bare actix-web endpoint with the same request shape (the `bare-login` binary)
 #   throttled  Portcullis refusing a client already over its limit (429, no hashing), from
 #              its deny cache once the store has refused the client
@@ -10,6 +10,10 @@
 #              botnet on residential proxies) on a replica that challenges every attempt
 #              (`policy.challenge.mode = always`, what the service does under attack): answered
 #              401 challenge_required before hashing, counted against the address's limits
+#   bare-auth  the bare endpoint's GET /v1/auth: 204 for any Authorization header
+#   forward-auth  Portcullis's forward authentication (GET /v1/auth with a live session's
+#              bearer) on the embedded default: the session cache answers, no store is asked;
+#              its "vs bare" is against bare-auth
 #   raw-argon2 Argon2id verifications alone on as many threads as the hashing pool
 #              (`portcullis passwords throughput`), the ceiling of the verified path
 # Portcullis runs as one release replica on a private Redis (the shared-store configuration)
@@ -92,12 +96,12 @@ start_memory() {
   printf -v "${name}_port" %s "$port"
 }
 start_memory memory
-paths=(bare throttled throttled-uncached throttled-memory verified challenged)
+paths=(bare throttled throttled-uncached throttled-memory verified challenged bare-auth forward-auth)
 throttled_ports=("$portcullis_port" "$uncached_port" "$memory_port")
 if [ -n "${BENCH_BASELINE_BIN:-}" ]; then
   start baseline 100000 off "$BENCH_BASELINE_BIN"
   start_memory baseline_memory "$BENCH_BASELINE_BIN"
-  paths=(bare throttled throttled-baseline throttled-memory throttled-memory-baseline throttled-uncached verified challenged)
+  paths=(bare throttled throttled-baseline throttled-memory throttled-memory-baseline throttled-uncached verified challenged bare-auth forward-auth)
   throttled_ports+=("$baseline_port" "$baseline_memory_port")
 fi
 
@@ -105,6 +109,15 @@ bare_port=$(free_port)
 "$repo/target/release/bare-login" "127.0.0.1:$bare_port" &
 pids+=($!)
 wait_for curl -s -o /dev/null "http://127.0.0.1:$bare_port/v1/login"
+
+# Forward authentication's session: an account of the embedded default's, logged in once.
+bench_password=$(openssl rand -hex 16)
+curl -fs -o /dev/null -H 'content-type: application/json' \
+  -d "{\"username\":\"bench-session\",\"password\":\"$bench_password\"}" "http://127.0.0.1:$memory_port/v1/users"
+export BENCH_TOKEN
+BENCH_TOKEN=$(curl -fs -H 'content-type: application/json' \
+  -d "{\"username\":\"bench-session\",\"password\":\"$bench_password\"}" "http://127.0.0.1:$memory_port/v1/login" |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')
 
 # The throttled paths' client goes over its limits before the measurement starts.
 for port in "${throttled_ports[@]}"; do
@@ -116,7 +129,11 @@ done
 
 : >"$out/http.jsonl"
 for path in "${paths[@]}"; do
+  endpoint=/v1/login
   case $path in
+    bare-auth) port=$bare_port redis_port=$uncached_redis endpoint=/v1/auth ;;
+    # The embedded default: no attempt store is asked; the session cache answers.
+    forward-auth) port=$memory_port redis_port=$uncached_redis endpoint=/v1/auth ;;
     throttled-baseline) port=$baseline_port redis_port=$baseline_redis ;;
     throttled-memory-baseline) port=$baseline_memory_port redis_port=$uncached_redis ;;
     bare) port=$bare_port redis_port=$portcullis_redis ;;
@@ -128,7 +145,7 @@ for path in "${paths[@]}"; do
   esac
   redis-cli -p "$redis_port" config resetstat >/dev/null
   result=$(BENCH_PATH=$path wrk -t"$threads" -c"$connections" -d"$duration" \
-    -s "$repo/scripts/bench/login.lua" "http://127.0.0.1:$port/v1/login" | tail -n 1)
+    -s "$repo/scripts/bench/login.lua" "http://127.0.0.1:$port$endpoint" | tail -n 1)
   stats=$(redis-cli -p "$redis_port" info commandstats | tr -d '\r')
   commands=$(echo "$stats" |
     sed -n 's/^cmdstat_\([a-z|]*\):calls=\([0-9]*\),.*/\1 \2/p' | { grep -vE '^(info|config)' || true; } | sort)
@@ -154,6 +171,8 @@ import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 by_path = {r["path"]: r for r in rows}
 bare = by_path["bare"]["requests_per_sec"]
+# Forward authentication is measured against the bare endpoint's GET /v1/auth.
+bare_auth = by_path["bare-auth"]["requests_per_sec"]
 raw = by_path["raw-argon2"]["verifications_per_sec"]
 print("| path | requests/s | p50 ms | p99 ms | answers | Redis commands per request (calls inside scripts included) | Redis µs per script | vs bare | vs raw Argon2 |")
 print("|---|---:|---:|---:|---|---|---:|---:|---:|")
@@ -166,5 +185,6 @@ for r in rows:
     usec = r.get("redis_usec_per_script")
     usec = f"{usec:.1f}" if usec is not None else "–"
     vs_raw = f"{r['requests_per_sec'] / raw:.3f}" if r["path"] == "verified" else "–"
-    print(f"| {r['path']} | {r['requests_per_sec']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {answers} | {commands} | {usec} | {r['requests_per_sec'] / bare:.3f} | {vs_raw} |")
+    base = bare_auth if r["path"].endswith("-auth") else bare
+    print(f"| {r['path']} | {r['requests_per_sec']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {answers} | {commands} | {usec} | {r['requests_per_sec'] / base:.3f} | {vs_raw} |")
 PY

@@ -15,7 +15,9 @@
 #   `kubernetes-validate` with PyYAML (the Kubernetes manifests against the API schemas),
 #   `openapi-spec-validator` (the OpenAPI document), `schemathesis` (fuzzing the API),
 #   `playwright` (driving Debian's chromium in the browser suite; its wheel carries its driver)
-#   and `aiosmtpd` (a real SMTP server the mail tests run as a process).
+#   and `aiosmtpd` (a real SMTP server the mail tests run as a process); and
+#   examples/fastapi/requirements.txt (FastAPI, uvicorn, httpx: the example's apps, run by the
+#   api suite).
 # - The local images (scripts/images.sh: no registry here). The integration suites run with no
 #   PORTCULLIS_TEST_REDIS_URL / PORTCULLIS_TEST_DATABASE_URL, so every Redis, Redis Cluster and
 #   PostgreSQL they use is a container a test started and removed; each start is logged to
@@ -31,6 +33,8 @@ cd "$(dirname "$0")/.."
 INTEROP=(altcha==2.3.0 pyotp==2.9.0 PyJWT==2.15.1 cryptography==50.0.2 kubernetes-validate==1.37.0
   PyYAML==6.0.4 openapi-spec-validator==0.9.0 schemathesis==4.32.5 playwright==1.65.2
   aiosmtpd==1.4.6)
+# And the FastAPI example's own pins (its tests run in the api suite), each package once.
+mapfile -t INTEROP < <({ printf '%s\n' "${INTEROP[@]}"; grep -v '^#' examples/fastapi/requirements.txt; } | sort -u)
 VENV=target/interop-venv
 CONTAINER_LOG=$PWD/target/test-containers.log
 COMPOSE_PROJECT=portcullis-compose-test

@@ -3,14 +3,20 @@
 --                    address already over its limit);
 --   verified:        a new username from a new /24 every time, so that nothing is refused and
 --                    every request pays for a password check;
---   challenged:      the same traffic, sent to a replica that challenges every attempt.
+--   challenged:      the same traffic, sent to a replica that challenges every attempt;
+--   bare-auth, forward-auth: GET /v1/auth with the session token in BENCH_TOKEN.
 -- It counts answers by status and prints one JSON line at the end.
 
 local path = os.getenv("BENCH_PATH") or "bare"
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["X-Forwarded-For"] = "203.0.113.7"
-wrk.body = '{"username":"bench-user","password":"not-the-password"}'
+if path == "bare-auth" or path == "forward-auth" then
+  wrk.method = "GET"
+  wrk.headers["Authorization"] = "Bearer " .. (os.getenv("BENCH_TOKEN") or "")
+else
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["X-Forwarded-For"] = "203.0.113.7"
+  wrk.body = '{"username":"bench-user","password":"not-the-password"}'
+end
 
 local threads = {}
 function setup(thread)

@@ -15,6 +15,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use portcullis_core::UnixMillis;
 use portcullis_store::Clock;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -31,11 +32,24 @@ pub struct AccessTokens {
 struct Inner {
     signing: SigningKey,
     kid: String,
+    /// Every published key by its `kid`: the signing key's and `extra_public_keys`.
+    published: Vec<(String, VerifyingKey)>,
     issuer: String,
     ttl_secs: u64,
     /// The JWKS document, built once.
     jwks: Value,
     clock: Arc<dyn Clock>,
+}
+
+/// What a verified access token says.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The account's public id (`sub`).
+    pub subject: String,
+    /// The account's username (`preferred_username`).
+    pub username: String,
+    /// When it expires (`exp`), in milliseconds.
+    pub expires_at: UnixMillis,
 }
 
 /// An issued access token.
@@ -88,6 +102,10 @@ impl AccessTokens {
         Ok(Some(Self {
             inner: Arc::new(Inner {
                 kid: thumbprint(&signing.verifying_key()),
+                published: published
+                    .iter()
+                    .map(|key| (thumbprint(key), *key))
+                    .collect(),
                 signing,
                 issuer: settings.issuer.clone(),
                 ttl_secs: settings.ttl_secs,
@@ -97,8 +115,8 @@ impl AccessTokens {
         }))
     }
 
-    /// A token for the account `subject`, signed now.
-    pub fn issue(&self, subject: &str) -> anyhow::Result<AccessToken> {
+    /// A token for the account `subject`, named `username` (`preferred_username`), signed now.
+    pub fn issue(&self, subject: &str, username: &str) -> anyhow::Result<AccessToken> {
         let inner = &self.inner;
         let now = inner.clock.now() / 1_000;
         let mut jti = [0u8; 16];
@@ -107,6 +125,7 @@ impl AccessTokens {
         let claims = json!({
             "iss": inner.issuer,
             "sub": subject,
+            "preferred_username": username,
             "iat": now,
             "exp": now + inner.ttl_secs,
             "jti": URL_SAFE_NO_PAD.encode(jti),
@@ -120,6 +139,43 @@ impl AccessTokens {
         Ok(AccessToken {
             jwt: format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes())),
             expires_in: inner.ttl_secs,
+        })
+    }
+
+    /// Whose `jwt` is and until when, when it is an access token this service issued (signed
+    /// by a published key, named by its `kid`; this issuer; not expired), else `None`: what a
+    /// relying party's JWT library checks, for forward authentication.
+    pub fn verify(&self, jwt: &str) -> Option<Verified> {
+        let inner = &self.inner;
+        let mut parts = jwt.split('.');
+        let (header, claims, signature) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let decode = |part: &str| -> Option<Value> {
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).ok()?).ok()
+        };
+        let head = decode(header)?;
+        if head["alg"] != "EdDSA" {
+            return None;
+        }
+        let kid = head["kid"].as_str()?;
+        let (_, key) = inner.published.iter().find(|(id, _)| id == kid)?;
+        let signature: [u8; 64] = URL_SAFE_NO_PAD.decode(signature).ok()?.try_into().ok()?;
+        key.verify_strict(
+            format!("{header}.{claims}").as_bytes(),
+            &ed25519_dalek::Signature::from_bytes(&signature),
+        )
+        .ok()?;
+        let claims = decode(claims)?;
+        let expires = claims["exp"].as_u64()?;
+        if claims["iss"] != inner.issuer.as_str() || expires <= inner.clock.now() / 1_000 {
+            return None;
+        }
+        Some(Verified {
+            subject: claims["sub"].as_str()?.to_owned(),
+            username: claims["preferred_username"].as_str()?.to_owned(),
+            expires_at: expires.saturating_mul(1_000),
         })
     }
 
@@ -214,7 +270,7 @@ mod tests {
         let tokens = AccessTokens::from_settings(&settings(true), &secrets(Some(pem(7))), clock)
             .unwrap()
             .unwrap();
-        let token = tokens.issue("acct-1").unwrap();
+        let token = tokens.issue("acct-1", "alice").unwrap();
         let parts: Vec<&str> = token.jwt.split('.').collect();
         let [header, claims, signature] = parts.as_slice() else {
             panic!("{}", token.jwt)
@@ -222,6 +278,7 @@ mod tests {
         let claims: Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
         assert_eq!(claims["sub"], "acct-1");
+        assert_eq!(claims["preferred_username"], "alice");
         assert_eq!(claims["iat"], 1_700_000_000);
         assert_eq!(claims["exp"], 1_700_000_300);
         assert_eq!(claims["iss"], "portcullis");
@@ -241,7 +298,7 @@ mod tests {
                 .unwrap();
         assert!(key.verify(signed.as_bytes(), &signature).is_ok());
         // Each token is its own.
-        assert_ne!(tokens.issue("acct-1").unwrap().jwt, token.jwt);
+        assert_ne!(tokens.issue("acct-1", "alice").unwrap().jwt, token.jwt);
     }
 
     #[test]
@@ -262,6 +319,85 @@ mod tests {
         let keys = tokens.jwks()["keys"].as_array().unwrap();
         assert_eq!(keys.len(), 2);
         assert_ne!(keys[0]["kid"], keys[1]["kid"]);
+    }
+
+    #[test]
+    fn verify_takes_its_own_live_tokens_and_a_rotated_keys_and_nothing_else() {
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let issuer = |seed: u8, extra: String| {
+            let settings = AccessTokenSettings {
+                enabled: true,
+                extra_public_keys: extra,
+                ..AccessTokenSettings::default()
+            };
+            AccessTokens::from_settings(&settings, &secrets(Some(pem(seed))), clock.clone())
+                .unwrap()
+                .unwrap()
+        };
+        let public = |seed: u8| {
+            SigningKey::from_bytes(&[seed; 32])
+                .verifying_key()
+                .to_public_key_pem(LineEnding::LF)
+                .unwrap()
+        };
+        let current = issuer(7, String::new());
+        let token = current.issue("acct-1", "alice").unwrap().jwt;
+        assert_eq!(
+            current.verify(&token),
+            Some(Verified {
+                subject: "acct-1".to_owned(),
+                username: "alice".to_owned(),
+                expires_at: 1_700_000_300_000,
+            })
+        );
+        // After a rotation to key 8, the old key's tokens pass while it is still listed.
+        let rotated = issuer(8, public(7));
+        assert!(rotated.verify(&token).is_some());
+        assert!(
+            issuer(8, String::new()).verify(&token).is_none(),
+            "unlisted"
+        );
+        // Tampered claims, a signature swapped in from another token, garbage.
+        let parts: Vec<&str> = token.split('.').collect();
+        let forged_claims = URL_SAFE_NO_PAD
+            .encode(r#"{"iss":"portcullis","sub":"acct-2","iat":1700000000,"exp":1700000300}"#);
+        let other = current.issue("acct-2", "bob").unwrap().jwt;
+        for bad in [
+            format!("{}.{forged_claims}.{}", parts[0], parts[2]),
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                parts[1],
+                other.rsplit('.').next().unwrap()
+            ),
+            format!("{token}.x"),
+            "a.b.c".to_owned(),
+            String::new(),
+        ] {
+            assert!(current.verify(&bad).is_none(), "{bad}");
+        }
+        // Another issuer's token with the same key.
+        let elsewhere = AccessTokens::from_settings(
+            &AccessTokenSettings {
+                enabled: true,
+                issuer: "elsewhere".to_owned(),
+                ..AccessTokenSettings::default()
+            },
+            &secrets(Some(pem(7))),
+            clock.clone(),
+        )
+        .unwrap()
+        .unwrap();
+        assert!(
+            current
+                .verify(&elsewhere.issue("acct-1", "alice").unwrap().jwt)
+                .is_none()
+        );
+        // Expiry: valid to the last second before `exp`.
+        clock.advance(299_999);
+        assert!(current.verify(&token).is_some());
+        clock.advance(1);
+        assert!(current.verify(&token).is_none());
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //!   `portcullis_attack_tripped{detector}`: each detector of the signal as of the scrape, and
 //!   which one's trip is in force.
 //! - `portcullis_log_lines_dropped_total`: log lines the non-blocking writer dropped.
+//! - `portcullis_forward_auth_total{result}`, `portcullis_session_cache_total{result}`: forward
+//!   authentication's answers, and how often the session cache answered for the database.
 //! - `portcullis_mail_outbox{state}`, `portcullis_mail_send_failures_total`: the mail outbox.
 //!
 //! [`METRICS`] lists them with their help text, which [`install`] registers, so every metric
@@ -76,7 +78,7 @@ pub struct Metric {
 
 /// Every metric the service exports (dashboards and alert rules may use these and no others;
 /// a test holds them to it).
-pub const METRICS: [Metric; 21] = [
+pub const METRICS: [Metric; 23] = [
     Metric {
         name: "portcullis_decisions_total",
         kind: Kind::Counter,
@@ -171,6 +173,16 @@ pub const METRICS: [Metric; 21] = [
         name: "portcullis_store_degradations_total",
         kind: Kind::Counter,
         help: "Times the Redis circuit breaker opened: a count that climbs under a steady load means it flaps.",
+    },
+    Metric {
+        name: "portcullis_forward_auth_total",
+        kind: Kind::Counter,
+        help: "Forward-authentication checks (GET /v1/auth) by result: live (204) or refused (401).",
+    },
+    Metric {
+        name: "portcullis_session_cache_total",
+        kind: Kind::Counter,
+        help: "Session lookups of forward authentication and introspection by result: answered by the replica's cache (hit) or the database (miss).",
     },
     Metric {
         name: "portcullis_mail_outbox",

@@ -33,6 +33,7 @@ pub mod recent_decisions;
 pub mod refusal_log;
 pub mod registration;
 pub mod security_events;
+pub mod session_cache;
 pub mod sessions;
 pub mod settings;
 pub mod state;

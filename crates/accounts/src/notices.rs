@@ -267,6 +267,7 @@ pub async fn disown_login(state: &AppState, token: &str) -> Result<u64, Error> {
     tx.commit()
         .await
         .map_err(|e| db_error(e, "committing a disowned login"))?;
+    state.sessions.ended(&account_id).await;
     state
         .events
         .report_account(EventKind::LoginDisowned, &account_id)

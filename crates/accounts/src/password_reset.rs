@@ -202,6 +202,7 @@ pub async fn confirm(
     tx.commit()
         .await
         .map_err(|e| db_error(e, "committing a password reset"))?;
+    state.sessions.ended(&account.id).await;
     // And the account's lockout. The reset stands if the store cannot answer: the lockout then
     // ends on its own.
     let keys = [state.guard.deriver().username_key(&username)];

@@ -3,14 +3,18 @@
 //! A session is found by the SHA-256 digest of its bearer token (the token itself is never
 //! stored). Each account keeps at most `session.max_per_account` sessions (the oldest are
 //! evicted), so "log out everywhere" is a bounded delete.
+//!
+//! Whatever ends sessions here (a logout, eviction, a password change) forgets them in this
+//! replica's [`SessionCache`] and announces it to every other replica's.
 
 use std::sync::Arc;
 
 use portcullis_core::UnixMillis;
-use portcullis_store::Clock;
+use portcullis_store::{AdminStore, Clock, Invalidation};
 use sqlx::{AnyPool, Row};
 
 use crate::accounts::{db_error, from_sql, to_sql};
+use crate::session_cache::{Identity, SessionCache};
 
 /// A live session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,23 +38,42 @@ pub struct SessionSummary {
     pub current: bool,
 }
 
+/// How long sessions live and how many an account keeps.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionLimits {
+    /// Milliseconds a session lives.
+    pub ttl_ms: u64,
+    /// Sessions an account keeps; a new one evicts the oldest.
+    pub max_per_account: u32,
+}
+
 /// The sessions table.
 #[derive(Clone)]
 pub struct Sessions {
     pool: AnyPool,
     clock: Arc<dyn Clock>,
-    ttl_ms: u64,
-    max_per_account: u32,
+    limits: SessionLimits,
+    cache: SessionCache,
+    /// Where endings are announced to the other replicas.
+    announcer: Arc<dyn AdminStore>,
 }
 
 impl Sessions {
-    /// Sessions in `pool` living `ttl_ms`, at most `max_per_account` each, on `clock`'s time.
-    pub fn new(pool: AnyPool, clock: Arc<dyn Clock>, ttl_ms: u64, max_per_account: u32) -> Self {
+    /// Sessions in `pool` within `limits`, on `clock`'s time; lookups for forward
+    /// authentication are kept in `cache`, and endings announced through `announcer`.
+    pub fn new(
+        pool: AnyPool,
+        clock: Arc<dyn Clock>,
+        limits: SessionLimits,
+        cache: SessionCache,
+        announcer: Arc<dyn AdminStore>,
+    ) -> Self {
         Self {
             pool,
             clock,
-            ttl_ms,
-            max_per_account,
+            limits,
+            cache,
+            announcer,
         }
     }
 
@@ -68,7 +91,7 @@ impl Sessions {
         password_change_required: bool,
     ) -> anyhow::Result<Session> {
         let now = self.clock.now();
-        let expires_at = now.saturating_add(self.ttl_ms);
+        let expires_at = now.saturating_add(self.limits.ttl_ms);
         let mut tx = self
             .pool
             .begin()
@@ -86,19 +109,22 @@ impl Sessions {
         .execute(&mut *tx)
         .await
         .map_err(|e| db_error(e, "inserting a session"))?;
-        sqlx::query(
+        let evicted = sqlx::query(
             "DELETE FROM sessions WHERE account_id = $1 AND (expires_at <= $2 OR id <= \
              (SELECT id FROM sessions WHERE account_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $3))",
         )
         .bind(account_id)
         .bind(to_sql(now))
-        .bind(i64::from(self.max_per_account))
+        .bind(i64::from(self.limits.max_per_account))
         .execute(&mut *tx)
         .await
         .map_err(|e| db_error(e, "evicting old sessions"))?;
         tx.commit()
             .await
             .map_err(|e| db_error(e, "committing a session"))?;
+        if evicted.rows_affected() > 0 {
+            self.ended(account_id).await;
+        }
         Ok(Session {
             subject: account_id.to_owned(),
             expires_at,
@@ -126,6 +152,39 @@ impl Sessions {
         })
         .transpose()
         .map_err(|e: sqlx::Error| anyhow::Error::new(e).context("reading a session row"))
+    }
+
+    /// Who the live session with this token digest belongs to, if any: from this replica's
+    /// cache when it has the answer (see [`SessionCache`]), else from the database.
+    pub async fn identify(&self, digest: &str) -> anyhow::Result<Option<Identity>> {
+        let ticket = match self.cache.get(digest) {
+            Ok(known) => return Ok(known),
+            Err(ticket) => ticket,
+        };
+        let row = sqlx::query(
+            "SELECT s.account_id, s.expires_at, s.password_change_required, a.username \
+             FROM sessions s JOIN accounts a ON a.id = s.account_id \
+             WHERE s.token_digest = $1 AND s.expires_at > $2",
+        )
+        .bind(digest)
+        .bind(to_sql(self.clock.now()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| db_error(e, "looking up a session"))?;
+        let identity = row
+            .map(|row| {
+                Ok(Identity {
+                    subject: row.try_get("account_id")?,
+                    username: row.try_get("username")?,
+                    expires_at: from_sql(row.try_get("expires_at")?),
+                    password_change_required: row.try_get::<i64, _>("password_change_required")?
+                        != 0,
+                })
+            })
+            .transpose()
+            .map_err(|e: sqlx::Error| anyhow::Error::new(e).context("reading a session row"))?;
+        self.cache.put(digest, identity.as_ref(), ticket);
+        Ok(identity)
     }
 
     /// The live sessions of the account, newest first, marking the one with `current_digest`.
@@ -157,33 +216,43 @@ impl Sessions {
 
     /// Ends a session; returns whether it was live.
     pub async fn revoke(&self, digest: &str) -> anyhow::Result<bool> {
-        let result =
-            sqlx::query("DELETE FROM sessions WHERE token_digest = $1 AND expires_at > $2")
-                .bind(digest)
-                .bind(to_sql(self.clock.now()))
-                .execute(&self.pool)
-                .await
-                .map_err(|e| db_error(e, "revoking a session"))?;
-        Ok(result.rows_affected() > 0)
+        let account: Option<String> = sqlx::query_scalar(
+            "DELETE FROM sessions WHERE token_digest = $1 AND expires_at > $2 \
+             RETURNING account_id",
+        )
+        .bind(digest)
+        .bind(to_sql(self.clock.now()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| db_error(e, "revoking a session"))?;
+        if let Some(account) = &account {
+            self.ended(account).await;
+        }
+        Ok(account.is_some())
     }
 
     /// Ends every session of the account this live session belongs to ("log out
     /// everywhere"); returns how many were live.
     pub async fn revoke_all(&self, digest: &str) -> anyhow::Result<u64> {
-        let result = sqlx::query(
+        let ended: Vec<String> = sqlx::query_scalar(
             "DELETE FROM sessions WHERE expires_at > $2 AND account_id = \
-             (SELECT account_id FROM sessions WHERE token_digest = $1 AND expires_at > $2)",
+             (SELECT account_id FROM sessions WHERE token_digest = $1 AND expires_at > $2) \
+             RETURNING account_id",
         )
         .bind(digest)
         .bind(to_sql(self.clock.now()))
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await
         .map_err(|e| db_error(e, "revoking every session of an account"))?;
-        Ok(result.rows_affected())
+        if let Some(account) = ended.first() {
+            self.ended(account).await;
+        }
+        Ok(ended.len() as u64)
     }
 
     /// Ends every live session of the account on `conn` (the caller's transaction, so the
-    /// change that ends them commits with them); returns how many ended.
+    /// change that ends them commits with them); returns how many ended. Once it committed,
+    /// the caller calls [`Sessions::ended`].
     pub async fn end_all_in(
         &self,
         conn: &mut sqlx::AnyConnection,
@@ -228,6 +297,18 @@ impl Sessions {
         tx.commit()
             .await
             .map_err(|e| db_error(e, "committing a session transaction"))?;
+        self.ended(account_id).await;
         Ok(revoked.rows_affected())
+    }
+
+    /// Sessions of the account ended (or changed): this replica forgets them at once, and the
+    /// others when they hear it. An announcement that fails is logged; the other replicas'
+    /// caches then hold them at most `session.cache_secs`.
+    pub async fn ended(&self, account_id: &str) {
+        self.cache.forget(Some(account_id));
+        let change = Invalidation::SessionsEnded(Some(account_id.to_owned()));
+        if let Err(error) = self.announcer.announce(change).await {
+            tracing::warn!(%error, "ended sessions not announced to other replicas");
+        }
     }
 }

@@ -79,8 +79,9 @@ impl AppState {
     /// and other replicas' caches expire at their deadlines.
     pub async fn announce(&self, change: Invalidation) {
         self.guard.forget_refusals();
+        let message = change.message();
         if let Err(error) = self.stores.admin.announce(change).await {
-            tracing::warn!(%error, change = change.as_str(), "change not announced to other replicas");
+            tracing::warn!(%error, change = message, "change not announced to other replicas");
         }
     }
 }

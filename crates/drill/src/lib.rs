@@ -53,6 +53,14 @@ pub enum Target {
         /// process's environment.
         seed_env: Vec<(String, String)>,
     },
+    /// An application without Portcullis at `url` (examples/fastapi/seed_app.py): it holds the
+    /// scenario's accounts already (`portcullis-drill accounts`), answers `POST /v1/login` with
+    /// 200 or 401, and sets no device cookies. It has no defences, so its run is reported as
+    /// policy off.
+    PlainApp {
+        /// Its base URL.
+        url: String,
+    },
 }
 
 /// How to run a drill.
@@ -86,7 +94,19 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
     {
         anyhow::ensure!(!options.policy_off, MISSING_POLICY_OFF_URL);
     }
-    if let Target::Running { .. } = &options.target {
+    if let Target::PlainApp { .. } = &options.target {
+        anyhow::ensure!(
+            !options.policy_off,
+            "a plain application has no policy to turn off: its run is the policy-off one"
+        );
+        anyhow::ensure!(
+            scenario.accounts.mfa_share == 0.0 && scenario.accounts.passkey_share == 0.0,
+            "scenario {} gives accounts second factors or passkeys, which a plain application \
+             does not have",
+            scenario.name
+        );
+    }
+    if let Target::Running { .. } | Target::PlainApp { .. } = &options.target {
         anyhow::ensure!(
             !scenario.attacker.known_leak,
             "scenario {} has attacker.known_leak: the drill builds the leak's filter for its own \
@@ -113,7 +133,10 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
             filter.display().to_string(),
         ));
     }
-    let policies: &[bool] = if options.policy_off {
+    let plain = matches!(options.target, Target::PlainApp { .. });
+    let policies: &[bool] = if plain {
+        &[false]
+    } else if options.policy_off {
         &[true, false]
     } else {
         &[true]
@@ -146,15 +169,18 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
                 };
                 (Deployment::external(url, seed_env), options.source)
             }
+            Target::PlainApp { url } => (Deployment::external(url, &[]), options.source),
         };
         let (keyring, passkeys) = Keyring::enrol(&plan.accounts, &deployment.passkey_origin()?)?;
-        seeding_time += deployment.seed(
-            &options.bin,
-            &plan.accounts,
-            &passkeys,
-            &options.out_dir,
-            options.cheap_seeding,
-        )?;
+        if !plain {
+            seeding_time += deployment.seed(
+                &options.bin,
+                &plan.accounts,
+                &passkeys,
+                &options.out_dir,
+                options.cheap_seeding,
+            )?;
+        }
         let client = traffic::Client::new(deployment.url(), source, scenario.attacker.concurrency)?;
         let progress = ProgressBar::new(plan.attacks.len() as u64).with_message(format!(
             "{} (policy {})",
@@ -171,6 +197,7 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
             plan.clone(),
             Arc::new(keyring),
             &progress,
+            !plain,
         )
         .await?;
         progress.finish_and_clear();
@@ -192,6 +219,12 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
 }
 
 fn seeding_note(options: &Options, accounts: &[plan::Account], took: Duration) -> String {
+    if let Target::PlainApp { .. } = options.target {
+        return format!(
+            "{} accounts the application loaded itself (`portcullis-drill accounts`)",
+            accounts.len()
+        );
+    }
     let how = if options.cheap_seeding {
         let [(_, memory), (_, iterations)] = CHEAP_ARGON2;
         format!(

@@ -21,6 +21,12 @@ struct Cli {
 enum Command {
     /// Run a scenario (drill/scenarios/*.toml) and write its report.
     Run(RunArgs),
+    /// Print a scenario's accounts as `username,password` lines (what `portcullis users
+    /// import` takes), for an application without Portcullis to load (`run --plain-app`).
+    Accounts {
+        /// The scenario file.
+        scenario: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -37,6 +43,11 @@ struct RunArgs {
     /// With --url and --policy-off: the same deployment with its policy off.
     #[arg(long, requires = "url")]
     policy_off_url: Option<String>,
+    /// --url is an application without Portcullis (examples/fastapi/seed_app.py) that loaded
+    /// the scenario's accounts itself (`accounts`) and sets no device cookies; its run is
+    /// reported as policy off.
+    #[arg(long, requires = "url", conflicts_with_all = ["policy_off", "policy_off_url"])]
+    plain_app: bool,
     /// The address to send from (default 127.0.0.3 for the local stack).
     #[arg(long)]
     source: Option<IpAddr>,
@@ -56,14 +67,25 @@ struct RunArgs {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let Command::Run(args) = Cli::parse().command;
-    match run(args).await {
+    let outcome = match Cli::parse().command {
+        Command::Run(args) => run(args).await,
+        Command::Accounts { scenario } => accounts(&scenario),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("portcullis-drill: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn accounts(scenario: &Path) -> anyhow::Result<()> {
+    let plan = portcullis_drill::plan::Plan::new(&Scenario::load(scenario)?);
+    for account in &plan.accounts {
+        println!("{},{}", account.username, account.password);
+    }
+    Ok(())
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -80,6 +102,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         bin.display()
     );
     let target = match args.url {
+        Some(url) if args.plain_app => Target::PlainApp { url },
         Some(url) => Target::Running {
             url,
             policy_off_url: args.policy_off_url,

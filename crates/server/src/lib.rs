@@ -13,6 +13,7 @@ pub mod error;
 pub mod import;
 pub mod mail;
 pub mod request_span;
+pub mod return_to;
 pub mod routes;
 pub mod settings;
 pub mod shutdown;

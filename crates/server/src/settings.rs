@@ -129,6 +129,11 @@ pub struct ServerSettings {
     /// unset, links point at this listener.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// Hosts (`app.example.com`, or `localhost:8000` for one port) the login page may send a
+    /// browser back to after signing in, when forward authentication sent it there; any other
+    /// return address goes to `/account`. Comma-separated in env.
+    #[serde(default, deserialize_with = "hosts")]
+    pub return_hosts: Vec<String>,
 }
 
 impl ServerSettings {
@@ -175,6 +180,10 @@ pub struct SessionSettings {
     pub ttl_secs: u64,
     /// Sessions an account keeps; a new one evicts the oldest (bounds "log out everywhere").
     pub max_per_account: u32,
+    /// Seconds a replica keeps a session lookup for forward authentication and introspection
+    /// (0: none). An ending is announced to every replica at once; this bounds how long one
+    /// whose change subscription is down goes on answering for a session that ended.
+    pub cache_secs: u64,
 }
 
 /// What refusals reveal.
@@ -241,6 +250,7 @@ impl Default for Settings {
                 max_connections: 10_000,
                 tls: None,
                 public_url: None,
+                return_hosts: Vec::new(),
             },
             database: DatabaseSettings {
                 url: "sqlite://data/portcullis.db".to_owned(),
@@ -261,6 +271,7 @@ impl Default for Settings {
             session: SessionSettings {
                 ttl_secs: 12 * 3600,
                 max_per_account: 100,
+                cache_secs: 5,
             },
             device: DeviceSettings::default(),
             admin: AdminSettings::default(),
@@ -325,6 +336,11 @@ impl Settings {
         anyhow::ensure!(
             self.session.max_per_account >= 1,
             "session.max_per_account: must be at least 1"
+        );
+        anyhow::ensure!(
+            self.session.cache_secs <= 60,
+            "session.cache_secs: must be at most 60 (how long an ended session may still pass \
+             on a replica that did not hear of it)"
         );
         anyhow::ensure!(
             !self.mfa.issuer.trim().is_empty() && !self.mfa.issuer.contains(':'),
@@ -511,22 +527,49 @@ pub fn parse_network(entry: &str) -> Result<IpNet, String> {
 /// Reads a list of networks (see [`parse_network`]): a list, or one comma-separated string
 /// (as the environment gives it).
 fn networks<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
+    list(deserializer)?
+        .iter()
+        .map(|entry| parse_network(entry).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// `server.return_hosts`: lower-cased hosts, each with an optional port.
+fn hosts<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    list(deserializer)?
+        .iter()
+        .map(|entry| {
+            let host = entry.trim().to_ascii_lowercase();
+            let (name, port) = host.rsplit_once(':').unwrap_or((host.as_str(), ""));
+            let name_ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+            let port_ok = port.is_empty() || port.parse::<u16>().is_ok_and(|p| p > 0);
+            if name_ok && port_ok && !host.ends_with(':') {
+                Ok(host)
+            } else {
+                Err(serde::de::Error::custom(format!(
+                    "{entry:?} is not a host or host:port (server.return_hosts)"
+                )))
+            }
+        })
+        .collect()
+}
+
+/// A list in a file, or comma-separated text in env.
+fn list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
         List(Vec<String>),
         Text(String),
     }
-    let entries = match Raw::deserialize(deserializer)? {
+    Ok(match Raw::deserialize(deserializer)? {
         Raw::List(list) => list,
         Raw::Text(text) => text
             .split(',')
             .filter(|e| !e.trim().is_empty())
             .map(str::to_owned)
             .collect(),
-    };
-    entries
-        .iter()
-        .map(|entry| parse_network(entry).map_err(serde::de::Error::custom))
-        .collect()
+    })
 }

@@ -26,7 +26,8 @@ use portcullis_accounts::passkeys::Passkeys;
 use portcullis_accounts::passwords::{PasswordHasher, PasswordPolicy};
 use portcullis_accounts::recent_decisions::RecentDecisions;
 use portcullis_accounts::security_events::SecurityEvents;
-use portcullis_accounts::sessions::Sessions;
+use portcullis_accounts::session_cache::SessionCache;
+use portcullis_accounts::sessions::{SessionLimits, Sessions};
 use portcullis_accounts::settings::MailTransport;
 use portcullis_accounts::stores::Stores;
 use portcullis_core::{DeviceCookies, KeyDeriver};
@@ -34,12 +35,13 @@ use portcullis_store::{Clock, Invalidation, SystemClock, Topology};
 use secrecy::ExposeSecret;
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::mail::MailTemplates;
 use crate::request_span::RequestSpan;
+use crate::return_to::ReturnTo;
 use crate::routes::admin::AdminApi;
-use crate::routes::openapi::{ApiDoc, KnownPaths};
+use crate::routes::openapi::{self, ApiDoc, Documents, KnownPaths};
 use crate::routes::{self, Forwarding, HttpState};
 use crate::settings::Settings;
 use crate::shutdown::{self, Drain};
@@ -131,14 +133,22 @@ impl Application {
         );
         mfa.check_sealing_key().await?;
         let login_tokens = LoginTokens::new(accounts.pool(), clock.clone());
-        listen_for_changes(&stores, allowlist.clone());
+        let session_cache = SessionCache::new(
+            settings.session.cache_secs.saturating_mul(1_000),
+            clock.clone(),
+        );
+        listen_for_changes(&stores, allowlist.clone(), session_cache.clone());
         let access_tokens =
             AccessTokens::from_settings(&settings.tokens.access, &settings.secrets, clock.clone())?;
         let sessions = Sessions::new(
             accounts.pool(),
             clock.clone(),
-            settings.session.ttl_secs.saturating_mul(1_000),
-            settings.session.max_per_account,
+            SessionLimits {
+                ttl_ms: settings.session.ttl_secs.saturating_mul(1_000),
+                max_per_account: settings.session.max_per_account,
+            },
+            session_cache,
+            stores.admin.clone(),
         );
 
         let listener = bind(
@@ -224,6 +234,7 @@ impl Application {
             admin,
             ops_listener,
             drain: drain.clone(),
+            return_to: ReturnTo::new(&public_url, settings.server.return_hosts.clone()),
         });
 
         let max_body = settings.server.max_body_bytes;
@@ -237,6 +248,7 @@ impl Application {
         let hsts = tls.is_some();
         let served = state.clone();
         let span_drain = drain.clone();
+        let separate_operations = ops_listener.is_some();
         let mut server = HttpServer::new(move || {
             let (app, api) = App::new()
                 .wrap(RequestSpan {
@@ -250,8 +262,10 @@ impl Application {
                 .configure(routes::configure(max_body))
                 .split_for_parts();
             app.app_data(web::Data::new(KnownPaths::of(&api)))
+                .app_data(web::Data::new(Documents::new(&api, separate_operations)))
                 .configure(crate::web::configure(max_body))
-                .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
+                .service(openapi::serve_document)
+                .service(SwaggerUi::new("/docs/{_:.*}").config(Config::from("/openapi.json")))
                 .route(
                     "/docs",
                     web::get().to(|| async { Redirect::to("/docs/").permanent() }),
@@ -370,20 +384,23 @@ fn describe_redis(topology: &Topology) -> String {
 
 /// Hears every replica's announced changes: an unlock or an allowlist change clears this
 /// replica's deny cache, and an allowlist change reloads the allowlist now rather than at the
-/// next periodic refresh.
-fn listen_for_changes(stores: &Stores, allowlist: Allowlist) {
+/// next periodic refresh; ended sessions leave its session cache.
+fn listen_for_changes(stores: &Stores, allowlist: Allowlist, sessions: SessionCache) {
     let deny_cache = stores.deny_cache.clone();
-    stores.admin.listen(Arc::new(move |change| {
-        if let Some(cache) = &deny_cache {
-            cache.clear();
-        }
-        if change == Invalidation::Allowlist {
-            let allowlist = allowlist.clone();
-            tokio::spawn(async move {
-                if let Err(error) = allowlist.refresh().await {
-                    tracing::warn!(%error, "allowlist reload after a change failed");
-                }
-            });
+    stores.admin.listen(Arc::new(move |change| match change {
+        Invalidation::SessionsEnded(subject) => sessions.forget(subject.as_deref()),
+        Invalidation::Unlock | Invalidation::Allowlist => {
+            if let Some(cache) = &deny_cache {
+                cache.clear();
+            }
+            if change == Invalidation::Allowlist {
+                let allowlist = allowlist.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = allowlist.refresh().await {
+                        tracing::warn!(%error, "allowlist reload after a change failed");
+                    }
+                });
+            }
         }
     }));
 }

@@ -86,21 +86,30 @@ pub trait AdminStore: Send + Sync + 'static {
     fn listen(&self, _listener: Listener) {}
 }
 
-/// A change that makes cached refusals stale.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A change that makes what replicas cache stale: refusals (their deny caches), the allowlist,
+/// or sessions (their forward-auth caches).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Invalidation {
     /// An administrator cleared keys (unlock, unban).
     Unlock,
     /// The allowlist changed.
     Allowlist,
+    /// Sessions ended (a logout, a password change): of the account with this public id, or,
+    /// with `None`, of any account (a subscription that was away may have missed some).
+    SessionsEnded(Option<String>),
 }
+
+/// The prefix of a [`Invalidation::SessionsEnded`] message naming its account.
+const SESSIONS_OF: &str = "sessions:";
 
 impl Invalidation {
     /// The message on the wire.
-    pub fn as_str(self) -> &'static str {
+    pub fn message(&self) -> String {
         match self {
-            Invalidation::Unlock => "unlock",
-            Invalidation::Allowlist => "allowlist",
+            Invalidation::Unlock => "unlock".to_owned(),
+            Invalidation::Allowlist => "allowlist".to_owned(),
+            Invalidation::SessionsEnded(None) => "sessions".to_owned(),
+            Invalidation::SessionsEnded(Some(subject)) => format!("{SESSIONS_OF}{subject}"),
         }
     }
 
@@ -109,10 +118,34 @@ impl Invalidation {
         match message {
             "unlock" => Some(Invalidation::Unlock),
             "allowlist" => Some(Invalidation::Allowlist),
-            _ => None,
+            "sessions" => Some(Invalidation::SessionsEnded(None)),
+            _ => message
+                .strip_prefix(SESSIONS_OF)
+                .filter(|subject| !subject.is_empty())
+                .map(|subject| Invalidation::SessionsEnded(Some(subject.to_owned()))),
         }
     }
 }
 
 /// What hears announced changes.
 pub type Listener = std::sync::Arc<dyn Fn(Invalidation) + Send + Sync>;
+
+#[cfg(test)]
+mod tests {
+    use super::Invalidation;
+
+    #[test]
+    fn every_change_reads_back_from_its_message_and_nothing_else_is_a_change() {
+        for change in [
+            Invalidation::Unlock,
+            Invalidation::Allowlist,
+            Invalidation::SessionsEnded(None),
+            Invalidation::SessionsEnded(Some("3f9a".to_owned())),
+        ] {
+            assert_eq!(Invalidation::parse(&change.message()), Some(change));
+        }
+        for noise in ["", "sessions:", "unlocked", "Unlock"] {
+            assert_eq!(Invalidation::parse(noise), None, "{noise:?}");
+        }
+    }
+}

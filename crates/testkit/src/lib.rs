@@ -6,6 +6,7 @@
 //! - [`postgres`]: a fresh PostgreSQL database per test, a private PostgreSQL server.
 //! - [`replicas`]: N `portcullis` processes sharing one Redis and one database.
 //! - [`link`]: a TCP link whose round trip a test lengthens (netem's delay, without netem).
+//! - [`nginx`]: a real nginx with the configuration a test gives it.
 //! - [`container`]: containers of the local images (`scripts/images.sh`) through the docker CLI.
 //!
 //! Services come, in order, from an env-provided URL (`PORTCULLIS_TEST_REDIS_URL`,
@@ -20,6 +21,7 @@
 pub mod app;
 pub mod container;
 pub mod link;
+pub mod nginx;
 pub mod postgres;
 pub mod process;
 pub mod redis;

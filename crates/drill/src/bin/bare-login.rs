@@ -1,8 +1,10 @@
 //! `bare-login`: the baseline of the HTTP benchmark. The login endpoint's framework, JSON body
-//! and problem+json 401, with nothing behind them: no guard, store, database or hash. What
-//! Portcullis adds to a request is measured against this.
+//! and problem+json 401, with nothing behind them: no guard, store, database or hash; and a
+//! forward-authentication endpoint that passes any `Authorization` header without looking at
+//! it. What Portcullis adds to a request is measured against these.
 
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -22,13 +24,27 @@ async fn login(body: web::Json<Credentials>) -> HttpResponse {
         }))
 }
 
+async fn forward_auth(request: HttpRequest) -> HttpResponse {
+    if request.headers().contains_key(AUTHORIZATION) {
+        HttpResponse::NoContent()
+            .insert_header(("x-portcullis-subject", "bare"))
+            .finish()
+    } else {
+        HttpResponse::Unauthorized().finish()
+    }
+}
+
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     let address = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:8081".to_owned());
-    HttpServer::new(|| App::new().route("/v1/login", web::post().to(login)))
-        .bind(address)?
-        .run()
-        .await
+    HttpServer::new(|| {
+        App::new()
+            .route("/v1/login", web::post().to(login))
+            .route("/v1/auth", web::get().to(forward_auth))
+    })
+    .bind(address)?
+    .run()
+    .await
 }

@@ -171,6 +171,8 @@ impl FromRequest for Admin {
 #[into_params(parameter_in = Query)]
 pub struct Subject {
     /// A username (normalised as at login).
+    #[schema(min_length = 1, max_length = 256)]
+    #[param(min_length = 1, max_length = 256)]
     username: Option<String>,
     /// An address.
     ip: Option<String>,

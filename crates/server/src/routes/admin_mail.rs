@@ -67,6 +67,7 @@ pub async fn outbox(
 #[serde(deny_unknown_fields)]
 pub struct ForAccount {
     /// The account's username.
+    #[schema(min_length = 1, max_length = 256)]
     username: String,
 }
 

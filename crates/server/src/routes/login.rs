@@ -11,6 +11,7 @@ use portcullis_accounts::{AppState, Error};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::alternatives;
 use super::openapi::{BodyRefused, MfaThrottled, Throttled, Unavailable};
 use super::{ClientIp, Credentials, HttpState};
 use crate::error::{ApiError, Problem};
@@ -83,8 +84,8 @@ pub async fn login(
 }
 
 /// `{"mfa_token", "code"}`, `{"mfa_token", "recovery_code"}` or `{"mfa_token", "ceremony",
-/// "credential"}`.
-#[derive(Deserialize, ToSchema)]
+/// "credential"}`; its schema is [`alternatives::second_factor`].
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecondFactor {
     /// The token of the `mfa_required` answer.
@@ -97,9 +98,10 @@ pub struct SecondFactor {
     /// username.
     ceremony: Option<String>,
     /// With `ceremony`: `PublicKeyCredential.toJSON()` of the assertion.
-    #[schema(value_type = Option<Object>)]
     credential: Option<PublicKeyCredential>,
 }
+
+alternatives::written_schema!(SecondFactor, alternatives::second_factor);
 
 impl SecondFactor {
     /// The proof the body carries: exactly one of a code, a recovery code and a passkey's
@@ -176,7 +178,7 @@ pub(super) fn logged_in_response(
     let access = state
         .access_tokens
         .as_ref()
-        .map(|tokens| tokens.issue(&logged_in.session.subject))
+        .map(|tokens| tokens.issue(&logged_in.session.subject, logged_in.username.as_str()))
         .transpose()?;
     Ok(response.json(LoginAnswer {
         token: logged_in.token.token.clone(),

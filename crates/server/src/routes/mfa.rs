@@ -8,19 +8,33 @@ use portcullis_accounts::{AppState, Error};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::alternatives;
 use super::openapi::{BodyRefused, MfaThrottled, NoSession, Unavailable};
 use super::session_account;
 use crate::error::{ApiError, Problem};
 
-/// `{"code"}` or, to remove a factor, `{"recovery_code"}`.
-#[derive(Deserialize, ToSchema)]
+/// `{"code"}` or `{"recovery_code"}`, to remove the factor; its schema is
+/// [`alternatives::code_or_recovery_code`].
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CodeBody {
     /// Six digits from the authenticator app.
     code: Option<String>,
-    /// One of the account's recovery codes (to remove the factor only).
+    /// One of the account's recovery codes.
     recovery_code: Option<String>,
 }
+
+alternatives::written_schema!(CodeBody, alternatives::code_or_recovery_code);
+
+/// `{"code"}`: the first code, which confirms an enrolment.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirstCode {
+    /// Six digits from the authenticator app.
+    code: String,
+}
+
+alternatives::written_schema!(FirstCode, alternatives::code_only);
 
 /// The recovery codes of a confirmed factor, shown once.
 #[derive(Serialize, ToSchema)]
@@ -82,7 +96,7 @@ pub async fn enrol(
 #[utoipa::path(
     tag = "mfa",
     security(("session" = [])),
-    request_body = CodeBody,
+    request_body = FirstCode,
     responses(
         (status = 200, description = "The factor is on", body = RecoveryCodes),
         (status = 400, description = "`bad_request`, `malformed_code`", body = Problem, content_type = "application/problem+json"),
@@ -97,12 +111,11 @@ pub async fn enrol(
 pub async fn confirm(
     state: web::Data<AppState>,
     request: HttpRequest,
-    body: web::Json<CodeBody>,
+    body: web::Json<FirstCode>,
 ) -> Result<HttpResponse, ApiError> {
     // The session first: a request without one learns nothing about its body.
     let account = session_account(&state, &request).await?;
-    let Proof::Code(code) = Proof::parse(body.code.as_deref(), body.recovery_code.as_deref())?
-    else {
+    let Proof::Code(code) = Proof::parse(Some(&body.code), None)? else {
         return Err(Error::BadRequest {
             code: "malformed_code",
             detail: "confirm with a `code` from the authenticator app".to_owned(),

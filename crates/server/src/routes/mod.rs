@@ -3,8 +3,10 @@
 mod accounts;
 pub mod admin;
 mod admin_mail;
+mod alternatives;
 mod challenge;
 mod email;
+mod forward_auth;
 mod health;
 mod jwks;
 mod login;
@@ -41,6 +43,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::client_ip::{self, ForwardedHeader};
 use crate::error::ApiError;
+use crate::return_to::ReturnTo;
 use crate::settings::DeviceSettings;
 use crate::shutdown::Drain;
 
@@ -57,6 +60,8 @@ pub struct HttpState {
     pub ops_listener: Option<SocketAddr>,
     /// The replica's shutdown: `/readyz` fails while it drains.
     pub drain: Arc<Drain>,
+    /// Where forward authentication sends a browser to sign in, and where it may come back to.
+    pub return_to: ReturnTo,
 }
 
 /// Which proxies are believed, and through which header.
@@ -152,6 +157,7 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut ServiceConfig) {
         .service(session::logout)
         .service(session::logout_all)
         .service(session::introspect)
+        .service(forward_auth::forward_auth)
         .service(admin::subjects)
         .service(admin::unlock)
         .service(admin::lockouts)
@@ -214,21 +220,22 @@ impl Credentials {
 
 /// `{"current_password", "altcha"?}` or `{"ceremony", "credential", "altcha"?}`: the step-up
 /// before a change to how the account signs in (its current password, checked like a login, or
-/// an answer of one of its passkeys to `POST /v1/login/passkey/options`).
-#[derive(Deserialize, utoipa::ToSchema)]
+/// an answer of one of its passkeys to `POST /v1/login/passkey/options`). Its schema is
+/// [`alternatives::step_up`].
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepUpBody {
     /// The account's password.
-    #[schema(value_type = Option<String>)]
     pub current_password: Option<SecretString>,
     /// With `credential`: the ceremony of the passkey options.
     pub ceremony: Option<String>,
     /// `PublicKeyCredential.toJSON()` of a passkey's answer.
-    #[schema(value_type = Option<Object>)]
     pub credential: Option<PublicKeyCredential>,
     /// The payload of a solved challenge, when one was asked.
     pub altcha: Option<String>,
 }
+
+alternatives::written_schema!(StepUpBody, alternatives::step_up);
 
 impl StepUpBody {
     /// Reads the step-up of `request`'s body `object`: the re-authentication it asks for, of

@@ -2,10 +2,16 @@
 //! annotations as the routes are registered (`utoipa-actix-web`: a path is written once, in the
 //! handler's route macro), served at `GET /openapi.json`, with Swagger UI at `/docs/`. The same
 //! document tells the fallback which methods a known path answers (405 with `Allow`).
+//!
+//! Each listener describes what it serves: with an operations listener (`admin.listen`), the
+//! admin API and `/metrics` answer only there, so the public listener's document leaves them
+//! out and the operations listener's has them (and health) alone. With one listener, its
+//! document has everything.
 
 use std::collections::HashMap;
 
-use actix_web::{HttpRequest, web};
+use actix_web::http::header::ContentType;
+use actix_web::{HttpRequest, HttpResponse, get, web};
 use utoipa::openapi::OpenApi as Document;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -86,6 +92,60 @@ impl KnownPaths {
             .collect();
         Self { allow }
     }
+}
+
+/// The `/openapi.json` of each listener, serialised once.
+pub struct Documents {
+    public: String,
+    /// The operations listener's, when there is one.
+    operations: Option<String>,
+}
+
+impl Documents {
+    /// The documents of `full` (every described operation), split when `separate_operations`
+    /// (an operations listener is configured).
+    pub fn new(full: &Document, separate_operations: bool) -> Self {
+        let keep = |only_operations: bool| {
+            let mut document = full.clone();
+            document.paths.paths.retain(|path, _| {
+                let health = path == "/healthz" || path == "/readyz";
+                health || is_operations_path(path) == only_operations
+            });
+            serde_json::to_string(&document).unwrap_or_default()
+        };
+        if separate_operations {
+            Self {
+                public: keep(false),
+                operations: Some(keep(true)),
+            }
+        } else {
+            Self {
+                public: serde_json::to_string(full).unwrap_or_default(),
+                operations: None,
+            }
+        }
+    }
+}
+
+/// Whether `path` answers on the operations listener only, when there is one.
+fn is_operations_path(path: &str) -> bool {
+    path.starts_with("/admin/") || path == "/metrics"
+}
+
+/// `GET /openapi.json`: the document of the listener asked.
+#[get("/openapi.json")]
+pub async fn serve_document(
+    request: HttpRequest,
+    http: web::Data<crate::routes::HttpState>,
+    documents: web::Data<Documents>,
+) -> HttpResponse {
+    let chosen = match &documents.operations {
+        Some(operations) if http.is_ops_request(&request) => operations,
+        _ => &documents.public,
+    };
+    HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(chosen.clone())
 }
 
 /// What a request no route took gets: 405 with `Allow` on a described path, 404 elsewhere.

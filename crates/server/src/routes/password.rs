@@ -11,6 +11,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::alternatives;
 use super::openapi::{BodyRefused, Throttled, Unavailable};
 use super::{
     ClientIp, HttpState, JsonObject, SessionDigest, StepUpBody, bearer_digest, checked_password,
@@ -19,21 +20,22 @@ use super::{
 use crate::error::{ApiError, Problem};
 
 /// `{"current_password", "new_password", "altcha"?}` with a session, or
-/// `{"password_change_token", "new_password"}` without one.
-#[derive(Deserialize, ToSchema)]
+/// `{"password_change_token", "new_password"}` without one; its schema is
+/// [`alternatives::password_change`].
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordChange {
     /// With a session: the password now (checked like a login).
-    #[schema(value_type = Option<String>)]
     current_password: Option<SecretString>,
     /// The new password (the rules of docs/defences.md).
-    #[schema(value_type = String)]
     new_password: SecretString,
     /// Without a session: the token of a `password_change_required` answer.
     password_change_token: Option<String>,
     /// The payload of a solved challenge, when one was asked.
     altcha: Option<String>,
 }
+
+alternatives::written_schema!(PasswordChange, alternatives::password_change);
 
 /// A changed password.
 #[derive(Serialize, ToSchema)]

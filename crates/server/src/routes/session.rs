@@ -1,14 +1,15 @@
-//! `GET /v1/session` (introspection for other services), `POST /v1/logout` and
-//! `POST /v1/logout/all` (every session of the account).
+//! `GET /v1/session` (introspection for other services, answered like forward authentication
+//! from the replica's session cache), `POST /v1/logout` and `POST /v1/logout/all` (every
+//! session of the account).
 
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use portcullis_accounts::{AppState, Error};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::bearer_digest;
 use super::login::rfc3339;
 use super::openapi::{NoSession, Unavailable};
-use super::{bearer_digest, live_session};
 use crate::error::ApiError;
 
 /// A live session.
@@ -46,7 +47,12 @@ pub async fn introspect(
     state: web::Data<AppState>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let session = live_session(&state, &request).await?;
+    let digest = bearer_digest(&request).ok_or(Error::Unauthenticated)?;
+    let session = state
+        .sessions
+        .identify(&digest)
+        .await?
+        .ok_or(Error::Unauthenticated)?;
     Ok(HttpResponse::Ok().json(SessionInfo {
         active: true,
         subject: session.subject,

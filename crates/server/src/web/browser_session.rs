@@ -1,5 +1,8 @@
 //! A session in a browser: the same durable session as the API's, its opaque token held in an
-//! HttpOnly `SameSite=Strict` cookie instead of an `Authorization` header.
+//! HttpOnly cookie instead of an `Authorization` header. The cookie is `SameSite=Lax`: a link
+//! from elsewhere (a mail, a bookmark) to an application behind forward authentication must
+//! arrive signed in; every form post is still held to its CSRF token, whose cookie is
+//! `Strict`, and no page changes anything on a GET.
 
 use actix_web::cookie::time::Duration as CookieDuration;
 use actix_web::cookie::{Cookie, SameSite};
@@ -12,6 +15,7 @@ use portcullis_accounts::token;
 
 use super::page::see_other;
 use crate::error::ApiError;
+use crate::return_to::{self, ReturnTo};
 use crate::routes::HttpState;
 
 /// The cookie's name.
@@ -51,14 +55,19 @@ pub async fn current(
     }))
 }
 
-/// The answer to a finished login: to the account page, with the session cookie and, for a
-/// new browser, a device cookie.
+/// The answer to a finished login: to the account page (or the return address the login page
+/// kept, see [`crate::return_to`]), with the session cookie and, for a new browser, a device
+/// cookie.
 pub fn signed_in(
     state: &AppState,
     http: &HttpState,
+    request: &HttpRequest,
     logged_in: &LoggedIn,
 ) -> Result<HttpResponse, ApiError> {
-    let mut response = see_other("/account");
+    let mut response = see_other(&http.return_to.after_sign_in(request));
+    if request.cookie(return_to::COOKIE).is_some() {
+        response.cookie(ReturnTo::forget());
+    }
     let lifetime = logged_in
         .session
         .expires_at
@@ -69,7 +78,7 @@ pub fn signed_in(
             .path("/")
             .http_only(true)
             .secure(http.device.secure_cookie)
-            .same_site(SameSite::Strict)
+            .same_site(SameSite::Lax)
             .max_age(CookieDuration::seconds(
                 i64::try_from(lifetime).unwrap_or(i64::MAX),
             ))

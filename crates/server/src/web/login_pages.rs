@@ -17,7 +17,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::browser_session;
-use super::page::{Notice, PageError, Refusal, forged_post, html, render};
+use super::page::{Notice, PageError, Refusal, add_cookie, forged_post, html, render, see_other};
 use super::{csrf, with_csrf_cookie};
 use crate::routes::{ClientIp, HttpState, checked_password, parse_username};
 
@@ -165,13 +165,32 @@ pub struct TokenPasswordForm {
     new_password: SecretString,
 }
 
-/// `GET /login`.
+/// The login page's query: where forward authentication asks the browser to be sent back.
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    #[serde(default)]
+    return_to: Option<String>,
+}
+
+/// `GET /login`; with `?return_to=` on `server.return_hosts` (forward authentication sent the
+/// browser), a browser already signed in goes straight back, and one that signs in here goes
+/// back once it has (see [`crate::return_to`]).
 #[get("/login")]
 pub async fn login_page(
     state: web::Data<AppState>,
     http: web::Data<HttpState>,
     request: HttpRequest,
+    query: web::Query<LoginQuery>,
 ) -> Result<HttpResponse, PageError> {
+    let back = query
+        .return_to
+        .as_deref()
+        .and_then(|to| http.return_to.cookie(to, http.device.secure_cookie));
+    if let Some(back) = &back
+        && browser_session::current(&state, &request).await?.is_some()
+    {
+        return Ok(see_other(back.value()).finish());
+    }
     with_csrf_cookie(&http, &request, |csrf| async {
         let page = LoginPage {
             notice: None,
@@ -180,7 +199,11 @@ pub async fn login_page(
             challenge: None,
             passkeys: state.passkeys.enabled(),
         };
-        render(html(StatusCode::OK), &page, None)
+        let mut response = render(html(StatusCode::OK), &page, None)?;
+        if let Some(back) = &back {
+            add_cookie(&mut response, back)?;
+        }
+        Ok(response)
     })
     .await
 }
@@ -214,7 +237,11 @@ pub async fn login(
         .await
     };
     let error = match attempt.await {
-        Ok(logged_in) => return Ok(browser_session::signed_in(&state, &http, &logged_in)?),
+        Ok(logged_in) => {
+            return Ok(browser_session::signed_in(
+                &state, &http, &request, &logged_in,
+            )?);
+        }
         Err(error) => error,
     };
     match error {
@@ -286,7 +313,9 @@ pub async fn login_second_factor(
         .await
     };
     match attempt.await {
-        Ok(logged_in) => Ok(browser_session::signed_in(&state, &http, &logged_in)?),
+        Ok(logged_in) => Ok(browser_session::signed_in(
+            &state, &http, &request, &logged_in,
+        )?),
         // Nothing left to try with this token: back to the password.
         Err(
             error @ (Error::InvalidLoginToken
@@ -348,7 +377,9 @@ pub async fn login_passkey(
         .await
     };
     match attempt.await {
-        Ok(logged_in) => Ok(browser_session::signed_in(&state, &http, &logged_in)?),
+        Ok(logged_in) => Ok(browser_session::signed_in(
+            &state, &http, &request, &logged_in,
+        )?),
         Err(error) => {
             let refusal = Refusal::of(error)?;
             let page = LoginPage {

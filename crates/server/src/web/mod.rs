@@ -14,7 +14,7 @@ mod account_page;
 mod address_pages;
 mod admin_console;
 mod assets;
-mod browser_session;
+pub(crate) mod browser_session;
 mod csrf;
 mod login_pages;
 mod notice_pages;

@@ -99,17 +99,21 @@ pub fn device_cookie(response: &reqwest::Response) -> Option<String> {
     header.split(';').next().map(str::to_owned)
 }
 
-/// The interpreter of the interop venv and the path of `script` in `tests/interop`.
-pub fn interop_command(script: &str) -> (String, String) {
-    let python = std::env::var("PORTCULLIS_TEST_PYTHON").unwrap_or_else(|_| {
+/// The interpreter of the interop venv (`scripts/test.sh` installs it).
+pub fn python() -> String {
+    std::env::var("PORTCULLIS_TEST_PYTHON").unwrap_or_else(|_| {
         concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../target/interop-venv/bin/python"
         )
         .to_owned()
-    });
+    })
+}
+
+/// The interpreter of the interop venv and the path of `script` in `tests/interop`.
+pub fn interop_command(script: &str) -> (String, String) {
     let script = format!("{}/tests/interop/{script}", env!("CARGO_MANIFEST_DIR"));
-    (python, script)
+    (python(), script)
 }
 
 /// Runs an interop script of `tests/interop` with the pinned independent implementations

@@ -57,6 +57,7 @@ async fn every_route_is_described_with_its_problems_and_headers() {
         ("/v1/passkeys/{id}", "patch"),
         ("/v1/passkeys/{id}", "delete"),
         ("/v1/session", "get"),
+        ("/v1/auth", "get"),
         ("/v1/logout", "post"),
         ("/v1/logout/all", "post"),
         ("/.well-known/jwks.json", "get"),
@@ -109,12 +110,79 @@ async fn every_route_is_described_with_its_problems_and_headers() {
     }
 }
 
+/// With an operations listener, each listener's document describes what answers there: the
+/// admin API and metrics only on the operations listener, the rest only on the public one,
+/// health on both; each valid on its own.
+#[tokio::test]
+async fn each_listener_describes_what_it_serves() {
+    let mut settings = portcullis_testkit::test_settings();
+    settings.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+    settings.admin.token = Some("admin-token-for-the-openapi-tests-0123456789".into());
+    let (app, ops) = TestApp::spawn_with_ops(settings).await;
+    let public = document(&app).await;
+    let operations: Value = app
+        .client
+        .get(format!("http://127.0.0.1:{ops}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = |document: &Value| -> Vec<String> {
+        document["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let (public_paths, operations_paths) = (paths(&public), paths(&operations));
+    for path in ["/admin/v1/subjects", "/admin/v1/allowlist", "/metrics"] {
+        assert!(
+            !public_paths.contains(&path.to_owned()),
+            "{path} on the public listener"
+        );
+        assert!(
+            operations_paths.contains(&path.to_owned()),
+            "{path} off the operations listener"
+        );
+    }
+    for path in ["/v1/login", "/v1/auth", "/.well-known/jwks.json"] {
+        assert!(public_paths.contains(&path.to_owned()), "{path}");
+        assert!(!operations_paths.contains(&path.to_owned()), "{path}");
+    }
+    for path in ["/healthz", "/readyz"] {
+        assert!(
+            public_paths.contains(&path.to_owned()) && operations_paths.contains(&path.to_owned())
+        );
+    }
+    for document in [&public, &operations] {
+        let verdict = interop("openapi_reference.py", &["validate"], &document.to_string());
+        assert_eq!(verdict, "valid");
+    }
+}
+
 #[tokio::test]
 async fn swagger_ui_is_served_from_the_binary() {
     let app = TestApp::spawn().await;
     let page = app.client.get(app.url("/docs/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("swagger-ui"));
+    // It reads the listener's own document.
+    let initializer = app
+        .client
+        .get(app.url("/docs/swagger-initializer.js"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        initializer
+            .text()
+            .await
+            .unwrap()
+            .contains("\"/openapi.json\"")
+    );
     let bare = app.client.get(app.url("/docs")).send().await.unwrap();
     assert_eq!(bare.status(), 308);
     assert_eq!(bare.headers()["location"], "/docs/");

@@ -137,12 +137,13 @@ impl AdminStore for RedisStore {
 
     async fn announce(&self, change: Invalidation) -> Result<(), StoreError> {
         let channel = self.keyspace.single(INVALIDATE);
+        let message = change.message();
         let _receivers: u64 = self
             .calls
             .call("announcing a change", |mut conn| async move {
                 redis::cmd("PUBLISH")
                     .arg(&channel)
-                    .arg(change.as_str())
+                    .arg(&message)
                     .query_async(&mut conn)
                     .await
             })
@@ -191,7 +192,7 @@ async fn subscriber(topology: &Topology, turn: usize) -> redis::RedisResult<redi
 }
 
 /// Subscribes to `channel` and hands every change to `listener`, until the connection fails. A
-/// successful (re)subscription is itself announced to the listener as both kinds of change:
+/// successful (re)subscription is itself announced to the listener as every kind of change:
 /// whatever was announced while it was away may have been missed.
 async fn subscribe(
     topology: &Topology,
@@ -205,6 +206,7 @@ async fn subscribe(
     pubsub.subscribe(channel).await?;
     listener(Invalidation::Unlock);
     listener(Invalidation::Allowlist);
+    listener(Invalidation::SessionsEnded(None));
     let mut messages = pubsub.on_message();
     while let Some(message) = messages.next().await {
         let payload: String = message.get_payload()?;
