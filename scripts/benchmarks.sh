@@ -4,7 +4,10 @@
 #   1. criterion: the core's decision function; one attempt through the memory store and Redis;
 #      what attempts cost Redis (benches/redis_cost.rs: INFO commandstats on one Redis and on a
 #      private 3-primary Cluster, keys in one slot and sharded per subject)
-#   2. scripts/bench-http.sh: bare endpoint vs throttled vs verified vs challenged login path
+#   2. scripts/bench-http.sh: bare endpoint vs throttled vs verified vs challenged login path,
+#      and forward authentication next to a bare GET
+#   2b. scripts/bench-fastapi.sh: the seed's FastAPI app before and after Portcullis under
+#      botnet and low-and-slow, and its protected routes' requests/s
 #   3. the attack drill: every scenario in drill/scenarios (but the CI smoke tests), policy on
 #      and off (a scenario without an attacker: on only), each against a fresh local 3-replica
 #      stack (needs nginx: apt-get install nginx-light). The days that warm the detectors'
@@ -27,6 +30,7 @@ cargo bench --quiet -p portcullis-core --bench decision $criterion >"$out/criter
 cargo bench --quiet -p portcullis-store --bench round_trip $criterion >"$out/criterion-store.txt"
 cargo bench --quiet -p portcullis-store --bench redis_cost >"$out/redis-cost.md"
 scripts/bench-http.sh >"$out/http.md"
+scripts/bench-fastapi.sh >"$out/fastapi.md"
 scenarios=()
 long=(busy surge quiet)
 drill() {
@@ -56,6 +60,15 @@ out, scenarios = sys.argv[1], sys.argv[2:]
 
 def sh(command):
     return subprocess.run(command, shell=True, capture_output=True, text=True).stdout.strip()
+
+FASTAPI_INTRO = """`scripts/bench-fastapi.sh` ([examples/fastapi](examples/fastapi)). The first table: each
+scenario against the seed's app (SHA-256 in a dict, no limit; `portcullis-drill run --plain-app`,
+its accounts from `portcullis-drill accounts`), then against Portcullis, which the fixed app's login
+is (a fresh local stack, the default policy). The second: one uvicorn worker of `app.py`, wrk with
+1 thread and 32 connections for 10 s per route; `jwt` checks the access token in the app, against
+`bare`, the same route unprotected; `forward-auth` goes through nginx, which asks `GET /v1/auth`,
+against `bare-through-nginx`, the same nginx not asking.
+"""
 
 cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
 memory = int(sh("grep MemTotal /proc/meminfo | awk '{print $2}'") or 0) // (1024 * 1024)
@@ -122,8 +135,15 @@ print("default, no Redis). *verified*: a new username from a new /24 each time, 
 print("request is admitted and hashed (401). *challenged*: the same traffic on a replica with")
 print("`policy.challenge.mode = always` (as under attack), every request answered 401 challenge_required")
 print("before hashing. *raw-argon2*: `portcullis passwords throughput`, Argon2id")
-print("verifications alone on as many threads as the replica hashes on, the verified path's ceiling.\n")
+print("verifications alone on as many threads as the replica hashes on, the verified path's ceiling.")
+print("*forward-auth*: `GET /v1/auth` with a live session's bearer on the embedded default (the session")
+print("cache answers; no store is asked), its *vs bare* against *bare-auth*, the bare endpoint's GET that")
+print("passes any `Authorization` header.\n")
 print(open(os.path.join(out, "http.md")).read().strip() + "\n")
+
+print("## The seed's FastAPI app, before and after\n")
+print(FASTAPI_INTRO)
+print(open(os.path.join(out, "fastapi.md")).read().strip() + "\n")
 
 print("## Attack drill: what the defences stop\n")
 print("`target/release/portcullis-drill run drill/scenarios/NAME.toml --policy-off --out target/bench/drill`:")

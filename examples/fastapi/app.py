@@ -3,7 +3,8 @@
 - `GET /api/items`: the caller sends Portcullis's access token (a JWT, `tokens.access.enabled`)
   as `Authorization: Bearer`; the app checks it itself with the keys Portcullis publishes
   (PyJWT's PyJWKClient: keys cached, fetched again for a `kid` it has not seen, which is how a
-  key rotation reaches it). No call to Portcullis per request.
+  key rotation reaches it). No call to Portcullis per request, and a token's signature is
+  checked once: its claims are kept (a few thousand tokens) and its expiry read on every use.
 - `GET /items`: the app sits behind a proxy doing forward authentication
   (deploy/nginx/forward-auth.conf), which asks Portcullis about every request and passes on
   `X-Portcullis-Subject`. The header is believed from the proxy's address only.
@@ -20,7 +21,9 @@ proxies in front, default 127.0.0.1). The app reads the proxy's headers itself, 
 with `--no-proxy-headers`: `request.client` is then the peer, and a header is believed only
 when the peer is a proxy.
 """
+import functools
 import os
+import time
 from urllib.parse import unquote
 
 import httpx
@@ -40,22 +43,31 @@ def unauthorized(detail: str) -> HTTPException:
     return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+@functools.lru_cache(maxsize=4096)
+def verified_claims(token: str) -> dict:
+    """The claims of a token whose signature and issuer check out (raises otherwise; a refusal
+    is not kept). A token never changes, so its signature is checked once."""
+    key = keys.get_signing_key_from_jwt(token)
+    return jwt.decode(
+        token,
+        key.key,
+        algorithms=["EdDSA"],
+        issuer=ISSUER,
+        options={"require": ["exp", "iss", "sub"]},
+    )
+
+
 def jwt_subject(request: Request) -> str:
     """The account an access token names, once its signature, issuer and expiry check out."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise unauthorized("an access token is required")
     try:
-        key = keys.get_signing_key_from_jwt(token)
-        claims = jwt.decode(
-            token,
-            key.key,
-            algorithms=["EdDSA"],
-            issuer=ISSUER,
-            options={"require": ["exp", "iss", "sub"]},
-        )
+        claims = verified_claims(token)
     except (jwt.InvalidTokenError, jwt.PyJWKClientError) as error:
         raise unauthorized(f"invalid access token: {type(error).__name__}") from error
+    if claims["exp"] <= time.time():
+        raise unauthorized("invalid access token: ExpiredSignatureError")
     return claims["sub"]
 
 

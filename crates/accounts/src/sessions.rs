@@ -109,20 +109,25 @@ impl Sessions {
         .execute(&mut *tx)
         .await
         .map_err(|e| db_error(e, "inserting a session"))?;
-        let evicted = sqlx::query(
+        let deleted: Vec<i64> = sqlx::query_scalar(
             "DELETE FROM sessions WHERE account_id = $1 AND (expires_at <= $2 OR id <= \
-             (SELECT id FROM sessions WHERE account_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $3))",
+             (SELECT id FROM sessions WHERE account_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $3)) \
+             RETURNING expires_at",
         )
         .bind(account_id)
         .bind(to_sql(now))
         .bind(i64::from(self.limits.max_per_account))
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
         .map_err(|e| db_error(e, "evicting old sessions"))?;
         tx.commit()
             .await
             .map_err(|e| db_error(e, "committing a session"))?;
-        if evicted.rows_affected() > 0 {
+        // Expired ones were passing nowhere; a live one evicted was.
+        if deleted
+            .into_iter()
+            .any(|expires_at| from_sql(expires_at) > now)
+        {
             self.ended(account_id).await;
         }
         Ok(Session {

@@ -108,6 +108,14 @@ class AccessTokens(unittest.TestCase):
         status, _, body = call("GET", "/api/items", headers=bearer(expired))
         self.assertEqual(status, 401, body)
 
+    def test_a_token_taken_once_is_refused_after_it_expires(self):
+        token = mint(seed_key("SIGNING_KEY_SEED"), exp=int(time.time()) + 2)
+        self.assertEqual(call("GET", "/api/items", headers=bearer(token))[0], 200)
+        # Real time: the app keeps the token's claims, and must still read its expiry.
+        time.sleep(max(0.0, jwt.decode(token, options={"verify_signature": False})["exp"]
+                       - time.time()) + 0.1)
+        self.assertEqual(call("GET", "/api/items", headers=bearer(token))[0], 401)
+
     def test_the_next_key_of_a_rotation_is_taken_and_an_unpublished_one_is_not(self):
         next_key = mint(seed_key("NEXT_KEY_SEED"), sub="after-the-rotation")
         status, _, body = call("GET", "/api/items", headers=bearer(next_key))

@@ -140,7 +140,7 @@ async fn the_example_apps_own_suite_passes_against_portcullis_and_nginx() {
         "examples/fastapi/tests failed:\n{report}\nnginx: {}",
         nginx.error_log()
     );
-    assert!(report.contains("Ran 7 tests"), "{report}");
+    assert!(report.contains("Ran 8 tests"), "{report}");
 }
 
 /// The seed's app and Portcullis under the same small list (`drill/scenarios/smoke-fastapi.toml`,

@@ -137,6 +137,28 @@ async fn a_cached_answer_ends_with_its_session_and_a_password_change_ends_the_ot
 }
 
 #[tokio::test]
+async fn a_session_evicted_by_a_newer_one_is_refused_though_it_was_cached() {
+    let mut settings = test_settings();
+    settings.session.max_per_account = 1;
+    let app = TestApp::spawn_with(settings).await;
+    app.register("alice", PASSWORD).await;
+    let first = format!("Bearer {}", app.token("alice", PASSWORD).await);
+    assert_eq!(
+        check(&app, &[("authorization", &first)]).await.status(),
+        204
+    );
+    let second = format!("Bearer {}", app.token("alice", PASSWORD).await);
+    assert_eq!(
+        check(&app, &[("authorization", &first)]).await.status(),
+        401
+    );
+    assert_eq!(
+        check(&app, &[("authorization", &second)]).await.status(),
+        204
+    );
+}
+
+#[tokio::test]
 async fn a_browser_is_sent_to_sign_in_with_its_address_when_the_host_is_listed() {
     let app = app().await;
     let through_proxy = |host: &'static str| {
