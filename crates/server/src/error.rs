@@ -289,7 +289,10 @@ impl ResponseError for ApiError {
     }
 }
 
-/// The mark of an answer whose request line is DEBUG (see [`ApiError::mark`]).
+/// The mark of an answer whose request line is DEBUG, because something else summarises it: a
+/// refusal before verification (the guard's refusal log, see [`ApiError::mark`]), or forward
+/// authentication's answer (a proxy asks once per request it passes;
+/// `portcullis_forward_auth_total` counts them).
 #[derive(Clone, Copy, Debug)]
 pub struct Summarised;
 

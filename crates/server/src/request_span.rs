@@ -6,7 +6,7 @@
 //! Handlers record `client_ip`, `username`, `outcome` and `reason` into the span once known
 //! (through `tracing::Span::current()`), so one line per request tells what happened; a request
 //! refused before verification tells it at DEBUG, since the guard's refusal log summarises
-//! those. Nothing here records bodies or headers: they may carry passwords and tokens. One
+//! those, and so does forward authentication, which a proxy asks for every request it passes. Nothing here records bodies or headers: they may carry passwords and tokens. One
 //! middleware does both jobs: it runs on every request, refused floods included, so it is kept
 //! to one layer.
 
@@ -97,7 +97,7 @@ where
             let mut response = call.instrument(span.clone()).await?;
             span.record("status", response.status().as_u16());
             let elapsed_ms = started.elapsed().as_millis() as u64;
-            // A refusal before verification is summarised (the guard's refusal log): its own line is DEBUG.
+            // An answer summarised elsewhere (see `Summarised`) has its own line at DEBUG.
             let summarised = response.response().extensions().contains::<Summarised>();
             span.in_scope(|| {
                 if summarised {

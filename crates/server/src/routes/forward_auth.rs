@@ -20,7 +20,7 @@ use portcullis_accounts::{AppState, Error, token};
 
 use super::openapi::Unavailable;
 use super::{HttpState, bearer_digest};
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Problem, Summarised};
 use crate::return_to::ReturnTo;
 use crate::web::browser_session;
 
@@ -71,10 +71,13 @@ pub async fn forward_auth(
         "result" => if identity.is_some() { "live" } else { "refused" }
     )
     .increment(1);
-    Ok(match identity {
+    let mut response = match identity {
         Some(identity) => granted(&identity),
         None => refused(&http.return_to, &request),
-    })
+    };
+    // The proxy asks once per request it passes: the metric counts them, the line is DEBUG.
+    response.extensions_mut().insert(Summarised);
+    Ok(response)
 }
 
 /// Who the request's credential belongs to, if it is live: the bearer token when there is

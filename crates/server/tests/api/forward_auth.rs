@@ -350,6 +350,20 @@ async fn a_logout_on_one_replica_is_honoured_by_forward_auth_on_every_replica() 
             ended.elapsed().as_millis()
         );
     }
+    // A proxy asks once per request it passes: those lines are DEBUG, the logout's INFO.
+    let level = |path: &str| -> Vec<String> {
+        let logs = replicas.logs();
+        let lines = logs
+            .iter()
+            .filter(|line| line["message"] == "request finished" && line["span"]["path"] == path);
+        lines
+            .map(|line| line["level"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let checks = level("/v1/auth");
+    assert!(checks.len() >= 9, "{checks:?}");
+    assert!(checks.iter().all(|l| l == "DEBUG"), "{checks:?}");
+    assert_eq!(level("/v1/logout"), ["INFO"]);
 }
 
 #[tokio::test]
