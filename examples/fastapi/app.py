@@ -4,7 +4,8 @@
   as `Authorization: Bearer`; the app checks it itself with the keys Portcullis publishes
   (PyJWT's PyJWKClient: keys cached, fetched again for a `kid` it has not seen, which is how a
   key rotation reaches it). No call to Portcullis per request, and a token's signature is
-  checked once: its claims are kept (a few thousand tokens) and its expiry read on every use.
+  checked once, in a worker thread: its claims are kept (a few thousand tokens) and its expiry
+  read on every use.
 - `GET /items`: the app sits behind a proxy doing forward authentication
   (deploy/nginx/forward-auth.conf), which asks Portcullis about every request and passes on
   `X-Portcullis-Subject`. The header is believed from the proxy's address only.
@@ -21,7 +22,6 @@ proxies in front, default 127.0.0.1). The app reads the proxy's headers itself, 
 with `--no-proxy-headers`: `request.client` is then the peer, and a header is believed only
 when the peer is a proxy.
 """
-import functools
 import os
 import time
 from urllib.parse import unquote
@@ -29,6 +29,7 @@ from urllib.parse import unquote
 import httpx
 import jwt
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
 PORTCULLIS_URL = os.environ["PORTCULLIS_URL"].rstrip("/")
 ISSUER = os.environ.get("PORTCULLIS_ISSUER", "portcullis")
@@ -43,10 +44,15 @@ def unauthorized(detail: str) -> HTTPException:
     return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-@functools.lru_cache(maxsize=4096)
-def verified_claims(token: str) -> dict:
-    """The claims of a token whose signature and issuer check out (raises otherwise; a refusal
-    is not kept). A token never changes, so its signature is checked once."""
+# Claims of tokens whose signature checked out, by token (a token never changes): the check
+# runs once per token, off the event loop; the expiry is read on every use.
+VERIFIED: dict[str, dict] = {}
+VERIFIED_MAX = 4096
+
+
+def verify(token: str) -> dict:
+    """The claims of a token whose signature and issuer check out (raises otherwise). May
+    fetch the key set (PyJWKClient, blocking): run it in a thread."""
     key = keys.get_signing_key_from_jwt(token)
     return jwt.decode(
         token,
@@ -57,15 +63,20 @@ def verified_claims(token: str) -> dict:
     )
 
 
-def jwt_subject(request: Request) -> str:
+async def jwt_subject(request: Request) -> str:
     """The account an access token names, once its signature, issuer and expiry check out."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise unauthorized("an access token is required")
-    try:
-        claims = verified_claims(token)
-    except (jwt.InvalidTokenError, jwt.PyJWKClientError) as error:
-        raise unauthorized(f"invalid access token: {type(error).__name__}") from error
+    claims = VERIFIED.get(token)
+    if claims is None:
+        try:
+            claims = await run_in_threadpool(verify, token)
+        except (jwt.InvalidTokenError, jwt.PyJWKClientError) as error:
+            raise unauthorized(f"invalid access token: {type(error).__name__}") from error
+        if len(VERIFIED) >= VERIFIED_MAX:
+            VERIFIED.clear()
+        VERIFIED[token] = claims
     if claims["exp"] <= time.time():
         raise unauthorized("invalid access token: ExpiredSignatureError")
     return claims["sub"]
@@ -86,7 +97,7 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-def proxy_subject(request: Request) -> str:
+async def proxy_subject(request: Request) -> str:
     """The account the forward-authenticating proxy said the request's session belongs to."""
     subject = request.headers.get("x-portcullis-subject", "")
     if not from_proxy(request) or not subject:
@@ -98,18 +109,19 @@ def items(subject: str, username: str = "") -> dict:
     return {"subject": subject, "username": username, "items": ["a", "b", "c"]}
 
 
+# Every route is `async def`: none blocks, so none pays for a worker thread.
 @app.get("/api/items")
-def api_items(subject: str = Depends(jwt_subject)) -> dict:
+async def api_items(subject: str = Depends(jwt_subject)) -> dict:
     return items(subject)
 
 
 @app.get("/items")
-def proxied_items(request: Request, subject: str = Depends(proxy_subject)) -> dict:
+async def proxied_items(request: Request, subject: str = Depends(proxy_subject)) -> dict:
     return items(subject, unquote(request.headers.get("x-portcullis-username", "")))
 
 
 @app.get("/public")
-def public_items() -> dict:
+async def public_items() -> dict:
     return items("")
 
 

@@ -127,6 +127,9 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut ServiceConfig) {
             web::QueryConfig::default()
                 .error_handler(|error, _| ApiError::bad_request(error.to_string()).into()),
         )
+        // Asked by a proxy once per request it passes: first, so no other route's pattern
+        // (`/v1/passkeys/{id}` is a regex) is tried before it.
+        .service(forward_auth::forward_auth)
         .service(health::healthz)
         .service(health::readyz)
         .service(health::metrics)
@@ -157,7 +160,6 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut ServiceConfig) {
         .service(session::logout)
         .service(session::logout_all)
         .service(session::introspect)
-        .service(forward_auth::forward_auth)
         .service(admin::subjects)
         .service(admin::unlock)
         .service(admin::lockouts)
