@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use portcullis_testkit::process::wait_until;
 use portcullis_testkit::{PASSWORD, TestApp, test_settings};
 use reqwest::header::{ACCEPT, AUTHORIZATION, COOKIE, LOCATION};
 use secrecy::SecretString;
@@ -360,8 +361,18 @@ async fn a_logout_on_one_replica_is_honoured_by_forward_auth_on_every_replica() 
             .map(|line| line["level"].as_str().unwrap().to_owned())
             .collect()
     };
+    // The replicas' logs are read as they write them: wait for every line asked for (six
+    // passes, a refusal on each replica at least, the logout).
+    wait_until(
+        Duration::from_secs(10),
+        "the replicas' request lines",
+        || {
+            let seen = level("/v1/auth").len() >= 9 && !level("/v1/logout").is_empty();
+            async move { seen }
+        },
+    )
+    .await;
     let checks = level("/v1/auth");
-    assert!(checks.len() >= 9, "{checks:?}");
     assert!(checks.iter().all(|l| l == "DEBUG"), "{checks:?}");
     assert_eq!(level("/v1/logout"), ["INFO"]);
 }
