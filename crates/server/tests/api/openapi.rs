@@ -7,13 +7,14 @@ use serde_json::Value;
 
 use crate::helpers::interop;
 
+/// The public listener's document.
 async fn document(app: &TestApp) -> Value {
-    let response = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap();
+    document_at(app, &app.url("/openapi.json")).await
+}
+
+/// The document at `url` (a listener's `/openapi.json`).
+async fn document_at(app: &TestApp, url: &str) -> Value {
+    let response = app.client.get(url).send().await.unwrap();
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
 }
@@ -120,15 +121,7 @@ async fn each_listener_describes_what_it_serves() {
     settings.admin.token = Some("admin-token-for-the-openapi-tests-0123456789".into());
     let (app, ops) = TestApp::spawn_with_ops(settings).await;
     let public = document(&app).await;
-    let operations: Value = app
-        .client
-        .get(format!("http://127.0.0.1:{ops}/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let operations = document_at(&app, &format!("http://127.0.0.1:{ops}/openapi.json")).await;
     let paths = |document: &Value| -> Vec<String> {
         document["paths"]
             .as_object()
