@@ -24,9 +24,10 @@
 # p50/p99 latency, the answers' statuses and Redis commands per request (INFO commandstats
 # deltas on the private Redis), and writes them as JSON lines to target/bench/http.jsonl.
 #
-# With BENCH_BASELINE_BIN=path/to/an/older/portcullis, the two throttled paths run on that binary
-# too, in the same run (`throttled-baseline`, `throttled-memory-baseline`): a change measured
-# side by side with what it changed.
+# With BENCH_BASELINE_BIN=path/to/an/older/portcullis, the two throttled paths and forward
+# authentication run on that binary too, in the same run (`throttled-baseline`,
+# `throttled-memory-baseline`, `forward-auth-baseline`): a change measured side by side with what
+# it changed.
 # Settings (env): BENCH_DURATION (wrk -d, default 10s), BENCH_CONNECTIONS (default 32),
 # BENCH_THREADS (default 1, as the issues measured: one core for the client; with 2 the client's
 # threads take CPU from the server in proportion to its speed). Installs wrk (Debian's package)
@@ -101,7 +102,7 @@ throttled_ports=("$portcullis_port" "$uncached_port" "$memory_port")
 if [ -n "${BENCH_BASELINE_BIN:-}" ]; then
   start baseline 100000 off "$BENCH_BASELINE_BIN"
   start_memory baseline_memory "$BENCH_BASELINE_BIN"
-  paths=(bare throttled throttled-baseline throttled-memory throttled-memory-baseline throttled-uncached verified challenged bare-auth forward-auth)
+  paths=(bare throttled throttled-baseline throttled-memory throttled-memory-baseline throttled-uncached verified challenged bare-auth forward-auth forward-auth-baseline)
   throttled_ports+=("$baseline_port" "$baseline_memory_port")
 fi
 
@@ -110,14 +111,19 @@ bare_port=$(free_port)
 pids+=($!)
 wait_for curl -s -o /dev/null "http://127.0.0.1:$bare_port/v1/login"
 
-# Forward authentication's session: an account of the embedded default's, logged in once.
-bench_password=$(openssl rand -hex 16)
-curl -fs -o /dev/null -H 'content-type: application/json' \
-  -d "{\"username\":\"bench-session\",\"password\":\"$bench_password\"}" "http://127.0.0.1:$memory_port/v1/users"
-export BENCH_TOKEN
-BENCH_TOKEN=$(curl -fs -H 'content-type: application/json' \
-  -d "{\"username\":\"bench-session\",\"password\":\"$bench_password\"}" "http://127.0.0.1:$memory_port/v1/login" |
-  python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')
+# Forward authentication's session: an account of the embedded default's on PORT, logged in
+# once; prints its token.
+session_token() {
+  local port=$1 password
+  password=$(openssl rand -hex 16)
+  curl -fs -o /dev/null -H 'content-type: application/json' \
+    -d "{\"username\":\"bench-session\",\"password\":\"$password\"}" "http://127.0.0.1:$port/v1/users"
+  curl -fs -H 'content-type: application/json' \
+    -d "{\"username\":\"bench-session\",\"password\":\"$password\"}" "http://127.0.0.1:$port/v1/login" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])'
+}
+memory_token=$(session_token "$memory_port")
+[ -z "${BENCH_BASELINE_BIN:-}" ] || baseline_memory_token=$(session_token "$baseline_memory_port")
 
 # The throttled paths' client goes over its limits before the measurement starts.
 for port in "${throttled_ports[@]}"; do
@@ -129,11 +135,13 @@ done
 
 : >"$out/http.jsonl"
 for path in "${paths[@]}"; do
-  endpoint=/v1/login
+  endpoint=/v1/login token=
   case $path in
     bare-auth) port=$bare_port redis_port=$uncached_redis endpoint=/v1/auth ;;
     # The embedded default: no attempt store is asked; the session cache answers.
-    forward-auth) port=$memory_port redis_port=$uncached_redis endpoint=/v1/auth ;;
+    forward-auth) port=$memory_port redis_port=$uncached_redis endpoint=/v1/auth token=$memory_token ;;
+    forward-auth-baseline)
+      port=$baseline_memory_port redis_port=$uncached_redis endpoint=/v1/auth token=$baseline_memory_token ;;
     throttled-baseline) port=$baseline_port redis_port=$baseline_redis ;;
     throttled-memory-baseline) port=$baseline_memory_port redis_port=$uncached_redis ;;
     bare) port=$bare_port redis_port=$portcullis_redis ;;
@@ -144,7 +152,7 @@ for path in "${paths[@]}"; do
     *) port=$portcullis_port redis_port=$portcullis_redis ;;
   esac
   redis-cli -p "$redis_port" config resetstat >/dev/null
-  result=$(BENCH_PATH=$path wrk -t"$threads" -c"$connections" -d"$duration" \
+  result=$(BENCH_PATH=$path BENCH_TOKEN=$token wrk -t"$threads" -c"$connections" -d"$duration" \
     -s "$repo/scripts/bench/login.lua" "http://127.0.0.1:$port$endpoint" | tail -n 1)
   stats=$(redis-cli -p "$redis_port" info commandstats | tr -d '\r')
   commands=$(echo "$stats" |
@@ -185,6 +193,6 @@ for r in rows:
     usec = r.get("redis_usec_per_script")
     usec = f"{usec:.1f}" if usec is not None else "–"
     vs_raw = f"{r['requests_per_sec'] / raw:.3f}" if r["path"] == "verified" else "–"
-    base = bare_auth if r["path"].endswith("-auth") else bare
+    base = bare_auth if "-auth" in r["path"] else bare
     print(f"| {r['path']} | {r['requests_per_sec']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {answers} | {commands} | {usec} | {r['requests_per_sec'] / base:.3f} | {vs_raw} |")
 PY

@@ -4,11 +4,12 @@
 --   verified:        a new username from a new /24 every time, so that nothing is refused and
 --                    every request pays for a password check;
 --   challenged:      the same traffic, sent to a replica that challenges every attempt;
---   bare-auth, forward-auth: GET /v1/auth with the session token in BENCH_TOKEN.
+--   bare-auth, forward-auth, forward-auth-baseline: GET /v1/auth with the session token in
+--   BENCH_TOKEN.
 -- It counts answers by status and prints one JSON line at the end.
 
 local path = os.getenv("BENCH_PATH") or "bare"
-if path == "bare-auth" or path == "forward-auth" then
+if path == "bare-auth" or path == "forward-auth" or path == "forward-auth-baseline" then
   wrk.method = "GET"
   wrk.headers["Authorization"] = "Bearer " .. (os.getenv("BENCH_TOKEN") or "")
 else

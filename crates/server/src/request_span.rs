@@ -6,8 +6,9 @@
 //! Handlers record `client_ip`, `username`, `outcome` and `reason` into the span once known
 //! (through `tracing::Span::current()`), so one line per request tells what happened; a request
 //! refused before verification tells it at DEBUG, since the guard's refusal log summarises
-//! those, and so does forward authentication, which a proxy asks for every request it passes. Nothing here records bodies or headers: they may carry passwords and tokens. One
-//! middleware does both jobs: it runs on every request, refused floods included, so it is kept
+//! those, and so does forward authentication, which a proxy asks for every request it passes
+//! (its span is DEBUG too). Nothing here records bodies or headers: they may carry passwords and
+//! tokens. One middleware does both jobs: it runs on every request, refused floods included, so it is kept
 //! to one layer.
 
 use std::future::{Ready, ready};
@@ -22,6 +23,7 @@ use futures_util::future::LocalBoxFuture;
 use tracing::Instrument;
 
 use crate::error::Summarised;
+use crate::routes::FORWARD_AUTH_PATH;
 use crate::shutdown::Drain;
 
 /// The response header carrying the request id.
@@ -75,17 +77,29 @@ where
 
     fn call(&self, request: ServiceRequest) -> Self::Future {
         let request_id = new_request_id();
-        let span = tracing::info_span!(
-            "request",
-            request_id = %request_id,
-            method = %request.method(),
-            path = %request.path(),
-            status = tracing::field::Empty,
-            client_ip = tracing::field::Empty,
-            username = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-            reason = tracing::field::Empty,
-        );
+        macro_rules! request_span {
+            ($level:expr) => {
+                tracing::span!(
+                    $level,
+                    "request",
+                    request_id = %request_id,
+                    method = %request.method(),
+                    path = %request.path(),
+                    status = tracing::field::Empty,
+                    client_ip = tracing::field::Empty,
+                    username = tracing::field::Empty,
+                    outcome = tracing::field::Empty,
+                    reason = tracing::field::Empty,
+                )
+            };
+        }
+        // Forward authentication's span is DEBUG, as its line is: a proxy asks once per request
+        // it passes, and at the default level the span is then not even built.
+        let span = if request.path() == FORWARD_AUTH_PATH {
+            request_span!(tracing::Level::DEBUG)
+        } else {
+            request_span!(tracing::Level::INFO)
+        };
         let started = Instant::now();
         let hsts = self.hsts;
         // Read once, as the request arrives: no reference counting on every request (refused

@@ -24,6 +24,9 @@ use crate::error::{ApiError, Problem, Summarised};
 use crate::return_to::ReturnTo;
 use crate::web::browser_session;
 
+/// The endpoint's path, for the request span (the route's attributes spell it too; a test holds
+/// them together).
+pub const PATH: &str = "/v1/auth";
 /// The account's public id.
 pub const SUBJECT: &str = "x-portcullis-subject";
 /// The account's username, percent-encoded where it is not visible ASCII (see [`header_safe`]).
@@ -170,7 +173,20 @@ pub fn header_safe(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::header_safe;
+    use actix_web::App;
+    use actix_web::test::{TestRequest, call_service, init_service};
+
+    use super::{PATH, forward_auth, header_safe};
+
+    #[actix_web::test]
+    async fn the_path_is_the_routes() {
+        let app = init_service(App::new().service(forward_auth)).await;
+        // No state is given: the route is found (and cannot answer), or it is not.
+        let response = call_service(&app, TestRequest::get().uri(PATH).to_request());
+        assert_ne!(response.await.status(), 404);
+        let elsewhere = TestRequest::get().uri("/v1/elsewhere").to_request();
+        assert_eq!(call_service(&app, elsewhere).await.status(), 404);
+    }
 
     #[test]
     fn a_username_is_sent_as_is_when_visible_ascii_and_percent_encoded_otherwise() {

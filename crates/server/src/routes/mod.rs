@@ -17,6 +17,7 @@ mod passkeys;
 pub mod password;
 mod session;
 
+pub(crate) use forward_auth::PATH as FORWARD_AUTH_PATH;
 pub(crate) use login::rfc3339;
 
 use std::net::{IpAddr, SocketAddr};

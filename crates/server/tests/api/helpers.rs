@@ -1,5 +1,7 @@
 //! Small assertions shared by the API tests.
 
+use std::time::{Duration, Instant};
+
 use futures_util::future::join_all;
 use portcullis_accounts::settings::RedisSettings;
 use portcullis_store::OnError;
@@ -155,3 +157,22 @@ pub fn pyotp_code(otpauth_uri: &str, unix_ms: u64) -> String {
 /// publish the same ports, so one at a time) and the browser suites (whose page timeouts a
 /// machine loaded by a stack and its drill can outrun: CI saw a navigation time out).
 pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Polls `attempt` until it answers `status`, failing once a second has passed `since` (the
+/// change it waits for: each request's round trip paces the loop, the replicas being other
+/// processes on real time); returns how long after `since` it answered.
+pub async fn within_a_second<F, Fut>(since: Instant, status: u16, attempt: F) -> Duration
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = reqwest::Response>,
+{
+    loop {
+        if attempt().await.status() == status {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(1),
+            "not {status} within 1 s"
+        );
+    }
+}
