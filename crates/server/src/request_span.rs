@@ -8,8 +8,8 @@
 //! refused before verification tells it at DEBUG, since the guard's refusal log summarises
 //! those, and so does forward authentication, which a proxy asks for every request it passes
 //! (its span is DEBUG too). Nothing here records bodies or headers: they may carry passwords and
-//! tokens. One middleware does both jobs: it runs on every request, refused floods included, so it is kept
-//! to one layer.
+//! tokens. One middleware does both jobs: it runs on every request, refused floods included, so
+//! it is kept to one layer.
 
 use std::future::{Ready, ready};
 use std::sync::atomic::{AtomicU64, Ordering};
