@@ -476,6 +476,24 @@ pub fn redact(url: &str) -> String {
 }
 
 #[cfg(test)]
+impl Accounts {
+    /// A migrated in-memory SQLite database on one connection (each connection would be a
+    /// database of its own), for unit tests.
+    pub(crate) async fn in_memory() -> Self {
+        let accounts = Self::connect(&DatabaseSettings {
+            url: "sqlite::memory:".to_owned(),
+            migrate_on_start: true,
+            max_connections: 1,
+            acquire_timeout_ms: 1_000,
+        })
+        .await
+        .unwrap();
+        accounts.migrate().await.unwrap();
+        accounts
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -6,6 +6,12 @@
 //! [`Admission`] that must be settled: [`Admission::finish`] with the verified outcome (a
 //! second store call), or [`Admission::abandon`] when the attempt was never verified (the hash
 //! queue or the database answered 503), which takes back its provisional lockout failure.
+//!
+//! An admission waits in the hash queue, and the service may come under attack meanwhile: on
+//! a flood, the guesses admitted just before the signal tripped fill the queue. So when its
+//! turn comes an attempt is decided again against the signal as this replica sees it then
+//! ([`Admission::challenge_now`], no store call), and one that would now be challenged is
+//! ([`Admission::challenge`]) instead of being verified.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -55,6 +61,8 @@ pub struct Admission<'a> {
     digest: String,
     /// The lockouts the admission started provisionally.
     pending: Vec<LockoutEvent>,
+    /// The work of the solved challenge it carried (0: none).
+    proof_work: u64,
 }
 
 /// What settling a verified attempt found.
@@ -153,12 +161,16 @@ impl LoginGuard {
         let digest = self.deriver.username_digest(username);
         self.log_username(username, Some(&digest));
         let keys = self.limited(ip, self.deriver.keys_for_digest(ip, &digest, device));
-        let pending = self.decide(&keys, altcha).await?;
+        let Decided {
+            pending,
+            proof_work,
+        } = self.decide(&keys, altcha).await?;
         Ok(Admission {
             guard: self,
             keys,
             digest,
             pending,
+            proof_work,
         })
     }
 
@@ -179,12 +191,16 @@ impl LoginGuard {
         altcha: Option<&str>,
     ) -> Result<Admission<'_>, Error> {
         let keys = self.limited(ip, self.deriver.source_keys(ip));
-        let pending = self.decide(&keys, altcha).await?;
+        let Decided {
+            pending,
+            proof_work,
+        } = self.decide(&keys, altcha).await?;
         Ok(Admission {
             guard: self,
             keys,
             digest: self.deriver.credential_digest(credential_id),
             pending,
+            proof_work,
         })
     }
 
@@ -193,7 +209,7 @@ impl LoginGuard {
     /// must carry a solved challenge (`altcha`), as a login must.
     pub async fn admit_source(&self, ip: IpAddr, altcha: Option<&str>) -> Result<(), Error> {
         let keys = self.limited(ip, self.deriver.source_keys(ip));
-        let pending = self.decide(&keys, altcha).await?;
+        let Decided { pending, .. } = self.decide(&keys, altcha).await?;
         let has_lockout = keys
             .iter()
             .any(|k| self.policy.for_dimension(k.dimension).lockout.is_some());
@@ -226,13 +242,8 @@ impl LoginGuard {
         }
     }
 
-    /// Asks the store, with the work the `altcha` payload proves (consumed once); returns the
-    /// lockouts the attempt started provisionally.
-    async fn decide(
-        &self,
-        keys: &[AttemptKey],
-        altcha: Option<&str>,
-    ) -> Result<Vec<LockoutEvent>, Error> {
+    /// Asks the store, with the work the `altcha` payload proves (consumed once).
+    async fn decide(&self, keys: &[AttemptKey], altcha: Option<&str>) -> Result<Decided, Error> {
         if let Some(denial) = self.deny_cache.as_ref().and_then(|c| c.refusal(keys)) {
             // The attempt call, and the proof's consumption, never happen.
             instruments::deny_cache_hit(1 + u64::from(altcha.is_some()));
@@ -250,27 +261,17 @@ impl LoginGuard {
                 metrics::counter!("portcullis_decisions_total", "outcome" => "allowed")
                     .increment(1);
                 self.recent.count(Counted::Allowed);
-                Ok(pending)
+                Ok(Decided {
+                    pending,
+                    proof_work: carried.work,
+                })
             }
             Decision::Challenge { work } => {
                 metrics::counter!("portcullis_decisions_total", "outcome" => "challenged")
                     .increment(1);
                 self.recent.count(Counted::Challenged);
-                // Counted against the source (its address), the one a challenge answers to.
-                let source = keys
-                    .iter()
-                    .find(|k| k.dimension.is_source())
-                    .or(keys.first());
-                if let Some(key) = source {
-                    self.refusals.count(key, Refusal::Challenged);
-                }
-                let span = tracing::Span::current();
-                span.record("outcome", "challenged");
                 tracing::debug!(work, "attempt challenged before verification");
-                Err(Error::ChallengeRequired {
-                    challenge: Box::new(self.challenges.issue(work)?),
-                    failed: carried.presented,
-                })
+                Err(self.challenged(keys, work, carried.presented))
             }
             Decision::Deny(denial) => {
                 if let Some(cache) = &self.deny_cache {
@@ -280,9 +281,68 @@ impl LoginGuard {
             }
         }
     }
+
+    /// Answers an attempt touching `keys` with a challenge of `work` (`failed`: it carried a
+    /// solution that did not count), counted against its source (its address, the one a
+    /// challenge answers to) in the summarised log.
+    fn challenged(&self, keys: &[AttemptKey], work: u64, failed: bool) -> Error {
+        let source = keys
+            .iter()
+            .find(|k| k.dimension.is_source())
+            .or(keys.first());
+        if let Some(key) = source {
+            self.refusals.count(key, Refusal::Challenged);
+        }
+        tracing::Span::current().record("outcome", "challenged");
+        match self.challenges.issue(work) {
+            Ok(challenge) => Error::ChallengeRequired {
+                challenge: Box::new(challenge),
+                failed,
+            },
+            Err(error) => error,
+        }
+    }
+}
+
+/// What admitting an attempt decided.
+struct Decided {
+    /// The lockouts the attempt started provisionally.
+    pending: Vec<LockoutEvent>,
+    /// The work of the solved challenge it carried (0: none).
+    proof_work: u64,
 }
 
 impl Admission<'_> {
+    /// The work of the challenge this attempt would be asked for if it came now, if it would
+    /// be: the service came under attack, as this replica sees it, since it was admitted, and
+    /// it has no trusted device and carried no solved challenge. Decided without a store call,
+    /// at the work the least risk asks (its risk was judged at admission).
+    pub fn challenge_now(&self) -> Option<u64> {
+        let guard = self.guard;
+        let trusted_device = self.keys.iter().any(|k| k.dimension == Dimension::Device);
+        let under_attack = guard
+            .store
+            .attack_signal()
+            .is_some_and(|signal| signal.shows_attack());
+        guard
+            .policy
+            .challenge
+            .required(0, trusted_device, under_attack)
+            .filter(|&work| self.proof_work < work)
+    }
+
+    /// Answers with a challenge of `work` (from [`Self::challenge_now`]) an attempt that was
+    /// admitted but not verified. It is settled as abandoned: the signal counts it as a
+    /// failure, as an unanswered challenge counts, and its lockout failure is taken back.
+    pub async fn challenge(self, work: u64) -> Error {
+        let guard = self.guard;
+        let keys = self.keys.clone();
+        self.abandon().await;
+        metrics::counter!("portcullis_challenged_at_turn_total").increment(1);
+        tracing::debug!(work, "admitted attempt challenged at its hash turn");
+        guard.challenged(&keys, work, false)
+    }
+
     /// Settles a verified attempt with its outcome (`known_account`: the username names an
     /// account; `password`: the one tried, if a password was, whose keyed digest feeds the
     /// password fan-out when it was wrong); reports the lockouts and bans a failure started.
@@ -347,5 +407,79 @@ fn outcome_name(outcome: Outcome) -> &'static str {
     match outcome {
         Outcome::Success => "success",
         Outcome::Failure => "failure",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use portcullis_core::{DeviceCookies, Policy};
+    use portcullis_store::{ManualClock, MemoryStore};
+
+    use super::*;
+    use crate::accounts::Accounts;
+
+    async fn guard() -> LoginGuard {
+        let clock = Arc::new(ManualClock::default());
+        let store = Arc::new(MemoryStore::new(Policy::default(), clock.clone()));
+        let accounts = Accounts::in_memory().await;
+        LoginGuard::new(
+            Policy::default(),
+            KeyDeriver::new(b"k", 24, 64, 48).unwrap(),
+            store.clone(),
+            SecurityEvents::new(store),
+            Allowlist::load(accounts.pool()).await.unwrap(),
+            Challenges::new(b"c", 1_000, clock.clone()),
+            None,
+            UsernameLogging::Digest,
+            RecentDecisions::new(clock),
+        )
+    }
+
+    fn name(username: &str) -> Username {
+        Username::parse(username).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_attempt_admitted_before_the_service_came_under_attack_is_challenged_at_its_turn() {
+        let guard = guard().await;
+        let alice = name("alice");
+        let cookies = DeviceCookies::new(b"d");
+        let device = cookies
+            .verify(&cookies.issue(&alice, [1; 16]), &alice)
+            .unwrap();
+        let untrusted = guard
+            .admit("192.0.2.1".parse().unwrap(), &alice, None, None)
+            .await
+            .unwrap();
+        let trusted = guard
+            .admit("192.0.2.1".parse().unwrap(), &alice, Some(&device), None)
+            .await
+            .unwrap();
+        assert_eq!(untrusted.challenge_now(), None, "not under attack yet");
+        // A list fails on 20 accounts from 20 networks: the floor trips.
+        for i in 0..20u8 {
+            let ip: IpAddr = format!("198.51.{i}.7").parse().unwrap();
+            let guess = guard
+                .admit(ip, &name(&format!("user{i}")), None, None)
+                .await
+                .unwrap();
+            assert_eq!(
+                guess.challenge_now(),
+                None,
+                "guess {i} came before the trip"
+            );
+            guess
+                .finish(Outcome::Failure, true, Some(&format!("guess{i}")))
+                .await
+                .unwrap();
+        }
+        let work = untrusted.challenge_now().expect("challenged now");
+        assert_eq!(work, Policy::default().challenge.min_work);
+        assert_eq!(trusted.challenge_now(), None, "the owner's device goes on");
+        match untrusted.challenge(work).await {
+            Error::ChallengeRequired { failed, .. } => assert!(!failed),
+            other => panic!("expected a challenge, got {other:?}"),
+        }
+        trusted.abandon().await;
     }
 }

@@ -10,7 +10,8 @@
 //! - `portcullis_mfa_codes_total{result}`: second-factor codes accepted, wrong, replayed or
 //!   refused by `policy.mfa`.
 //! - `portcullis_hash_in_flight`, `portcullis_hash_wait_seconds`, `portcullis_hash_rejected_total`:
-//!   the Argon2 pool's queue.
+//!   the Argon2 pool's queue; `portcullis_challenged_at_turn_total`: attempts challenged when
+//!   their turn in it came.
 //! - `portcullis_store_call_seconds{op}`, `portcullis_store_errors_total{op}`: attempt-store
 //!   calls.
 //! - `portcullis_under_attack`, `portcullis_store_degraded`: the service-wide signal and the
@@ -78,7 +79,7 @@ pub struct Metric {
 
 /// Every metric the service exports (dashboards and alert rules may use these and no others;
 /// a test holds them to it).
-pub const METRICS: [Metric; 23] = [
+pub const METRICS: [Metric; 24] = [
     Metric {
         name: "portcullis_decisions_total",
         kind: Kind::Counter,
@@ -128,6 +129,11 @@ pub const METRICS: [Metric; 23] = [
         name: "portcullis_hash_rejected_total",
         kind: Kind::Counter,
         help: "Hashing jobs refused with 503 because the queue was full.",
+    },
+    Metric {
+        name: "portcullis_challenged_at_turn_total",
+        kind: Kind::Counter,
+        help: "Attempts admitted before the service came under attack, challenged when their turn in the hash queue came instead of verified.",
     },
     Metric {
         name: "portcullis_store_call_seconds",

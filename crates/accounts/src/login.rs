@@ -5,7 +5,8 @@
 //!    `challenge_required`) before any database or Argon2 work.
 //! 2. The account is looked up and the password verified; an unknown name verifies against a
 //!    dummy hash and a permanently locked account is verified too, so neither answers sooner
-//!    than a wrong password does.
+//!    than a wrong password does. An attempt that would be challenged by the time its turn in
+//!    the hash queue comes (the service came under attack meanwhile) is challenged then.
 //! 3. The admission is finished with the outcome, or abandoned when the attempt was never
 //!    verified (503: hash queue full, database down), so a client retrying on 503 does not
 //!    lock itself out.
@@ -397,7 +398,7 @@ pub async fn verify_password(
         .guard
         .admit(ip, username, device.as_ref(), altcha)
         .await?;
-    let verified = async {
+    let looked_up = async {
         let account = state.accounts.find(username).await?;
         // An account without a password verifies against the dummy hash, as an unknown name
         // does: a wrong password in every way but the counting, which is a known account's.
@@ -411,18 +412,27 @@ pub async fn verify_password(
         } else {
             Priority::Low
         };
-        let matched = state
-            .hasher
-            .verify(password.clone(), stored, priority)
-            .await?;
-        Ok::<_, Error>((account, matched))
+        let turn = state.hasher.turn(priority).await?;
+        Ok::<_, Error>((account, stored, turn))
     }
     .await;
-    let (account, matched) = match verified {
-        Ok(verified) => verified,
+    let (account, stored, turn) = match looked_up {
+        Ok(looked_up) => looked_up,
         Err(error) => {
             admission.abandon().await;
             return Err(error);
+        }
+    };
+    // The service may have come under attack while the attempt waited for its turn.
+    if let Some(work) = admission.challenge_now() {
+        drop(turn);
+        return Err(admission.challenge(work).await);
+    }
+    let matched = match turn.verify(password.clone(), stored).await {
+        Ok(matched) => matched,
+        Err(error) => {
+            admission.abandon().await;
+            return Err(error.into());
         }
     };
     let outcome = if matched {

@@ -298,6 +298,14 @@ pub struct Assessment {
     pub readings: [Reading; 4],
 }
 
+impl Assessment {
+    /// Whether an attempt judged now would find the service under attack: a trip is in force,
+    /// or a reading would trip it.
+    pub fn shows_attack(&self) -> bool {
+        self.trip.is_some() || self.readings.iter().any(|reading| reading.trips)
+    }
+}
+
 /// The signal's state (kept on the global key).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttackState {
@@ -733,6 +741,20 @@ mod tests {
         let trip = signal.judge(&mut state, T0).unwrap();
         assert_eq!(trip.detector, Detector::Floor);
         assert_eq!(trip.until, T0 + signal.hold_ms);
+    }
+
+    #[test]
+    fn an_assessment_shows_an_attack_before_any_attempt_judges_it() {
+        let signal = signal();
+        let mut state = AttackState::default();
+        second(&signal, &mut state, T0, (19, 19, 19));
+        assert!(!signal.assess(&state, T0).shows_attack(), "19 attempts");
+        second(&signal, &mut state, T0, (1, 1, 1));
+        let unjudged = signal.assess(&state, T0);
+        assert_eq!(unjudged.trip, None, "no attempt has judged it yet");
+        assert!(unjudged.shows_attack(), "the floor's reading trips");
+        signal.judge(&mut state, T0);
+        assert!(signal.assess(&state, T0).trip.is_some());
     }
 
     #[test]

@@ -254,7 +254,6 @@ mod tests {
 
     use super::*;
     use crate::accounts::Accounts;
-    use crate::settings::DatabaseSettings;
 
     /// A passkey made by a software authenticator through a real registration.
     fn new_passkey() -> Passkey {
@@ -276,15 +275,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_credential_belongs_to_one_account_and_an_account_holds_at_most_max() {
-        let accounts = Accounts::connect(&DatabaseSettings {
-            url: "sqlite::memory:".to_owned(),
-            migrate_on_start: true,
-            max_connections: 1,
-            acquire_timeout_ms: 1_000,
-        })
-        .await
-        .unwrap();
-        accounts.migrate().await.unwrap();
+        let accounts = Accounts::in_memory().await;
         let mut ids = Vec::new();
         for name in ["alice", "bob"] {
             let username = Username::parse(name).unwrap();

@@ -8,6 +8,9 @@
 //! guesses are), and shedding takes the low queue first: low jobs may fill only
 //! [`LOW_SHARE_PERCENT`] of the queue, the rest is kept for high ones. Jobs run on the pool's own
 //! threads inside the request's span.
+//!
+//! A verification may wait its [`Turn`] apart from running: a login decided before it queued
+//! is decided again when its turn comes (the service may have come under attack meanwhile).
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -311,16 +314,56 @@ impl PasswordHasher {
         }
     }
 
-    /// Checks a password against a stored hash, or against the dummy hash when there is no
-    /// account (then the answer is always `false`, after the same work), waiting in the
-    /// `priority` queue.
-    pub async fn verify(
+    /// Waits for a hashing worker in the `priority` queue, or is refused at once when the queue
+    /// is full ([`HashError::Busy`]). The worker is held until the turn is used or dropped.
+    pub async fn turn(&self, priority: Priority) -> Result<Turn, HashError> {
+        let Some(admitted) = self.inner.queue.admit(priority) else {
+            metrics::counter!("portcullis_hash_rejected_total", "priority" => priority.as_str())
+                .increment(1);
+            return Err(HashError::Busy);
+        };
+        let in_flight = InFlight::start();
+        let queued = Instant::now();
+        let worker = match admitted {
+            Ok(worker) => Ok(worker),
+            Err(waiting) => waiting.await,
+        };
+        metrics::histogram!("portcullis_hash_wait_seconds", "priority" => priority.as_str())
+            .record(queued.elapsed().as_secs_f64());
+        let worker =
+            worker.map_err(|_| HashError::Failed(anyhow::anyhow!("hashing pool closed")))?;
+        Ok(Turn {
+            inner: self.inner.clone(),
+            worker,
+            _in_flight: in_flight,
+        })
+    }
+
+    async fn run<T: Send + 'static>(
         &self,
+        priority: Priority,
+        job: impl FnOnce(&Inner) -> anyhow::Result<T> + Send + 'static,
+    ) -> Result<T, HashError> {
+        self.turn(priority).await?.run(job).await
+    }
+}
+
+/// A hashing worker held for one job; dropped unused, it goes to the next job waiting.
+pub struct Turn {
+    inner: Arc<Inner>,
+    worker: Worker,
+    _in_flight: InFlight,
+}
+
+impl Turn {
+    /// Checks a password against a stored hash, or against the dummy hash when there is no
+    /// account (then the answer is always `false`, after the same work).
+    pub async fn verify(
+        self,
         password: SecretString,
         stored: Option<String>,
-        priority: Priority,
     ) -> Result<bool, HashError> {
-        self.run(priority, move |inner| {
+        self.run(move |inner| {
             let matched = verify_blocking(
                 inner,
                 password.expose_secret(),
@@ -332,35 +375,18 @@ impl PasswordHasher {
     }
 
     async fn run<T: Send + 'static>(
-        &self,
-        priority: Priority,
+        self,
         job: impl FnOnce(&Inner) -> anyhow::Result<T> + Send + 'static,
     ) -> Result<T, HashError> {
-        let Some(admitted) = self.inner.queue.admit(priority) else {
-            metrics::counter!("portcullis_hash_rejected_total", "priority" => priority.as_str())
-                .increment(1);
-            return Err(HashError::Busy);
-        };
-        let in_flight = metrics::gauge!("portcullis_hash_in_flight");
-        in_flight.increment(1.0);
-        let queued = std::time::Instant::now();
-        let worker = match admitted {
-            Ok(worker) => Ok(worker),
-            Err(waiting) => waiting.await,
-        };
-        metrics::histogram!("portcullis_hash_wait_seconds", "priority" => priority.as_str())
-            .record(queued.elapsed().as_secs_f64());
-        let worker = match worker {
-            Ok(worker) => worker,
-            Err(_) => {
-                in_flight.decrement(1.0);
-                return Err(HashError::Failed(anyhow::anyhow!("hashing pool closed")));
-            }
-        };
-        let inner = self.inner.clone();
+        let Turn {
+            inner,
+            worker,
+            _in_flight,
+        } = self;
+        let pool = inner.clone();
         let span = tracing::Span::current();
         let (done, result) = oneshot::channel();
-        self.inner.threads.run(Box::new(move || {
+        pool.threads.run(Box::new(move || {
             let _entered = span.enter();
             // The worker is free before the caller hears back, also when the job panics
             // (locals drop in reverse order): its next request finds it idle.
@@ -371,9 +397,23 @@ impl PasswordHasher {
             // The receiver is gone only if the request went away; nobody is left to tell.
             let _ = done.send(result);
         }));
-        let result = result.await;
-        in_flight.decrement(1.0);
-        Ok(result.context("hashing thread stopped")??)
+        Ok(result.await.context("hashing thread stopped")??)
+    }
+}
+
+/// A hash job in `portcullis_hash_in_flight` from its admission into the queue until it ends.
+struct InFlight;
+
+impl InFlight {
+    fn start() -> Self {
+        metrics::gauge!("portcullis_hash_in_flight").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("portcullis_hash_in_flight").decrement(1.0);
     }
 }
 
@@ -462,6 +502,41 @@ mod tests {
         assert!(matches!(failed, Err(HashError::Failed(_))));
         // The only thread survived, and so did its worker.
         assert_eq!(hasher.run(Priority::Low, |_| Ok(7)).await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_turn_dropped_unused_hands_its_worker_to_the_next_job() {
+        let settings = Argon2Settings {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+            workers: 1,
+            queue_depth: 2,
+            pepper: None,
+        };
+        let hasher = PasswordHasher::new(&settings).unwrap();
+        let held = hasher.turn(Priority::Low).await.unwrap();
+        let next = tokio::spawn({
+            let hasher = hasher.clone();
+            async move {
+                let turn = hasher.turn(Priority::Low).await.unwrap();
+                turn.verify(SecretString::from("guess"), None)
+                    .await
+                    .unwrap()
+            }
+        });
+        while hasher.inner.queue.state().low.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            matches!(hasher.turn(Priority::Low).await, Err(HashError::Busy)),
+            "one worker held, one low job waiting: the low share is full"
+        );
+        drop(held);
+        assert!(
+            !next.await.unwrap(),
+            "the waiting job ran: no account, no match"
+        );
     }
 
     #[test]

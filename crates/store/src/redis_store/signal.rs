@@ -12,8 +12,9 @@
 //! together with the counts the replica has not added yet. So no attempt waits on the signal,
 //! no key is written by every attempt, a replica's own attempts count at once (the attempt
 //! that tips it is the one judged), and it sees the others' within two flushes (0.5 s); while
-//! failures pile up before an attack is seen, replicas flush every [`FLUSH_EARLY_EVERY`]
-//! instead. A flush that fails keeps its counts for the next one.
+//! failures pile up before an attack is seen, and once a replica judged a trip it has not
+//! shared, replicas flush every [`FLUSH_EARLY_EVERY`] instead. A flush that fails keeps its
+//! counts for the next one.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -32,8 +33,9 @@ use crate::{Clock, StoreError};
 
 /// How often a replica adds its counts and reads the service's back.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
-/// While failures pile up and the signal is still off, a replica flushes as often as this, so
-/// the others see an attack start sooner than [`FLUSH_EVERY`] allows.
+/// While failures pile up and the signal is still off, or a trip is not shared yet, a replica
+/// flushes as often as this, so the others see an attack start sooner than [`FLUSH_EVERY`]
+/// allows.
 pub const FLUSH_EARLY_EVERY: Duration = Duration::from_millis(50);
 /// The fields of a floor window's shard hash, in the order read: attempts, failures, challenges
 /// issued and answered.
@@ -129,6 +131,8 @@ pub struct SharedSignal {
     held: Mutex<Held>,
     /// The service-wide state as last read back (and the trip this replica judged since).
     seen: Mutex<AttackState>,
+    /// When the trip this replica last shared started (a trip extended keeps its start).
+    trip_shared: Mutex<Option<UnixMillis>>,
     /// One flush at a time (the background task's and a test's), so none reads back before
     /// another's counts are added.
     flushing: tokio::sync::Mutex<()>,
@@ -155,6 +159,7 @@ impl SharedSignal {
             pending: Mutex::default(),
             held: Mutex::default(),
             seen: Mutex::default(),
+            trip_shared: Mutex::default(),
             flushing: tokio::sync::Mutex::new(()),
         }
     }
@@ -328,7 +333,8 @@ impl SharedSignal {
         if baseline.folded_through > 0 {
             fields.push((format!("baseline:{}", self.shard), json(&baseline)));
         }
-        if let Some(trip) = trip.filter(|trip| trip.until > now) {
+        let trip = trip.filter(|trip| trip.until > now);
+        if let Some(trip) = trip {
             fields.push((format!("trip:{}", self.shard), json(&trip)));
         }
         let mut shared = redis::pipe();
@@ -439,6 +445,9 @@ impl SharedSignal {
                 ..counts_read(rows, BUCKET_FIELDS)
             }
         };
+        if let Some(trip) = trip {
+            *lock(&self.trip_shared) = Some(trip.since);
+        }
         let mut seen = lock(&self.seen);
         if seen.bucket == last && last > 0 {
             // The buckets the view moves past, as they finally stand.
@@ -480,10 +489,15 @@ impl SharedSignal {
         }
     }
 
-    /// Whether failures not yet shared are worth a flush before [`FLUSH_EVERY`]: a quarter of
-    /// the failures that could start an attack at the floor, while this replica does not see
-    /// one yet.
+    /// Whether a flush before [`FLUSH_EVERY`] is worth it: this replica judged a trip it has
+    /// not shared (the others' queued guesses are challenged once they see it), or failures
+    /// not yet shared reach a quarter of those that could start an attack at the floor while
+    /// it does not see one yet.
     fn worth_flushing_early(&self, now: UnixMillis) -> bool {
+        let trip = lock(&self.seen).trip.filter(|trip| trip.until > now);
+        if trip.is_some_and(|trip| *lock(&self.trip_shared) != Some(trip.since)) {
+            return true;
+        }
         let enough = (u64::from(self.signal.min_attempts) * u64::from(self.signal.failure_percent))
             .div_ceil(400)
             .max(1);
@@ -668,6 +682,15 @@ mod tests {
             shared.count(NOW, Sign::FAILED, None, None);
         }
         assert!(shared.under_attack(NOW));
+        assert!(
+            !shared.worth_flushing_early(NOW),
+            "judged, not kept: no trip yet"
+        );
+        // An attempt judged with the trip keeps it: worth sharing at once, and once only.
+        shared.keep(shared.judge(NOW));
+        assert!(shared.worth_flushing_early(NOW));
+        let since = lock(&shared.seen).trip.map(|trip| trip.since);
+        *lock(&shared.trip_shared) = since;
         assert!(!shared.worth_flushing_early(NOW));
     }
 }
