@@ -224,8 +224,9 @@ solve a challenge before its password is checked, and an attacker that does not 
 further; one that does (botnet-solver) pays CPU time for every guess, more as its sources keep
 failing. Legitimate users on a known device are never challenged; from a new device they solve
 one challenge while the attack lasts ("legit solve p50": one core, the drill's own solver).
-The guesses verified with the defences on against a spread-thin list are those sent before the
-signal could tell the attack from a normal day: against a warm baseline (ten minutes of
+The guesses verified with the defences on against a spread-thin list are those hashed before the
+signal could tell the attack from a normal day (one still waiting for its turn in the hash queue
+when the signal trips is challenged then): against a warm baseline (ten minutes of
 history), a few pairs' failures and unknown usernames; on a service with no history, the floor
 of 20 attempts without a trusted device, 30% of them failing. A reused password among them gets
 through. A second factor (botnet-mfa)
