@@ -318,17 +318,22 @@ impl Admission<'_> {
     /// it has no trusted device and carried no solved challenge. Decided without a store call,
     /// at the work the least risk asks (its risk was judged at admission).
     pub fn challenge_now(&self) -> Option<u64> {
-        let guard = self.guard;
+        let challenge = &self.guard.policy.challenge;
         let trusted_device = self.keys.iter().any(|k| k.dimension == Dimension::Device);
-        let under_attack = guard
+        let unproven = |under_attack| {
+            challenge
+                .required(0, trusted_device, under_attack)
+                .filter(|&work| self.proof_work < work)
+        };
+        // The signal is read only for an attempt it could send to a challenge (not the owner's
+        // device, not a solved challenge, not with challenges off).
+        unproven(true)?;
+        let under_attack = self
+            .guard
             .store
             .attack_signal()
             .is_some_and(|signal| signal.shows_attack());
-        guard
-            .policy
-            .challenge
-            .required(0, trusted_device, under_attack)
-            .filter(|&work| self.proof_work < work)
+        unproven(under_attack)
     }
 
     /// Answers with a challenge of `work` (from [`Self::challenge_now`]) an attempt that was
