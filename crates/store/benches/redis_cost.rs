@@ -8,9 +8,9 @@
 //! same keys, does a `GET` and a `SET PXAT` of a counter's size and nothing else (what one counter
 //! per subject costs however cheap the logic). Beside each store phase, what sharing the
 //! under-attack signal cost (its flushes' commands, off the attempt path: counts, HyperLogLogs,
-//! the shared history), per attempt; the failures recorded carry each password twice, on two
-//! accounts, the fan-out's worst case (a password failing once stays in its replica; from its
-//! second account on, it has a key).
+//! the shared history; the phase's last flush included), per attempt; the failures recorded
+//! carry each password twice, on two accounts, the fan-out's worst case (a password failing
+//! once stays in its replica; from its second account on, it has a key).
 //!
 //! `INFO commandstats` times a call by the wall clock. On a machine with fewer cores than
 //! processes, a server preempted mid-call by the load generator would report the wait as its
@@ -112,6 +112,26 @@ impl Phase {
             .map(|s| format!("{:.0}%", 100.0 * s.calls as f64 / calls))
             .collect::<Vec<_>>()
             .join(" / ")
+    }
+}
+
+/// A store phase's figures, read once the store has shared what the phase counted: the
+/// signal's last flush is the phase's own, not the next one's.
+async fn finished(
+    name: &'static str,
+    attempts: u32,
+    store: &RedisStore,
+    primaries: &[String],
+    started: Instant,
+) -> Phase {
+    let wall = started.elapsed();
+    store.flush_signal().await.unwrap();
+    Phase {
+        name,
+        attempts: attempts.into(),
+        per_primary: script_cost(primaries).await,
+        signal_usec: Some(signal_cost(primaries).await),
+        wall,
     }
 }
 
@@ -259,13 +279,16 @@ async fn measure(label: &str, config: &RedisConfig, primaries: &[String]) -> Vec
         attempts as usize,
         "every fresh address is admitted"
     );
-    phases.push(Phase {
-        name: "attempt, fresh address",
-        attempts: attempts.into(),
-        per_primary: script_cost(primaries).await,
-        signal_usec: Some(signal_cost(primaries).await),
-        wall: started.elapsed(),
-    });
+    phases.push(
+        finished(
+            "attempt, fresh address",
+            attempts,
+            store,
+            primaries,
+            started,
+        )
+        .await,
+    );
     phases.push(floor(config, primaries, attempts, concurrency).await);
 
     reset_stats(primaries).await;
@@ -282,13 +305,7 @@ async fn measure(label: &str, config: &RedisConfig, primaries: &[String]) -> Vec
         .buffer_unordered(concurrency)
         .collect::<Vec<()>>()
         .await;
-    phases.push(Phase {
-        name: "record a failure",
-        attempts: attempts.into(),
-        per_primary: script_cost(primaries).await,
-        signal_usec: Some(signal_cost(primaries).await),
-        wall: started.elapsed(),
-    });
+    phases.push(finished("record a failure", attempts, store, primaries, started).await);
 
     // Those failures put the service under attack: from now on a fresh address without a
     // proof is challenged before any password is checked (as a botnet that does not solve
@@ -309,13 +326,16 @@ async fn measure(label: &str, config: &RedisConfig, primaries: &[String]) -> Vec
         .buffer_unordered(concurrency)
         .collect::<Vec<()>>()
         .await;
-    phases.push(Phase {
-        name: "attempt, fresh address, under attack (challenged)",
-        attempts: attempts.into(),
-        per_primary: script_cost(primaries).await,
-        signal_usec: Some(signal_cost(primaries).await),
-        wall: started.elapsed(),
-    });
+    phases.push(
+        finished(
+            "attempt, fresh address, under attack (challenged)",
+            attempts,
+            store,
+            primaries,
+            started,
+        )
+        .await,
+    );
 
     // One address over its limits: every attempt refused.
     let (keys, _) = residential(&deriver, &policy, run, attempts + 1_000);
@@ -333,13 +353,7 @@ async fn measure(label: &str, config: &RedisConfig, primaries: &[String]) -> Vec
         .buffer_unordered(concurrency)
         .collect::<Vec<()>>()
         .await;
-    phases.push(Phase {
-        name: "attempt, refused",
-        attempts: attempts.into(),
-        per_primary: script_cost(primaries).await,
-        signal_usec: Some(signal_cost(primaries).await),
-        wall: started.elapsed(),
-    });
+    phases.push(finished("attempt, refused", attempts, store, primaries, started).await);
     eprintln!("{label}: measured");
     phases
 }
