@@ -182,6 +182,15 @@ impl Error {
             cause: cause.into(),
         }
     }
+
+    /// A refusal before verification (a 429, or a challenge asked): the guard's refusal log
+    /// summarises these, so the request's own line is DEBUG.
+    pub fn is_summarised(&self) -> bool {
+        matches!(
+            self,
+            Error::Throttled { .. } | Error::ChallengeRequired { .. }
+        )
+    }
 }
 
 /// An unreachable database is a 503 the client may retry; anything else is a 500.

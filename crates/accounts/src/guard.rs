@@ -29,7 +29,7 @@ use crate::deny_cache::DenyCache;
 use crate::error::Error;
 use crate::instruments::{self, StoreOp};
 use crate::recent_decisions::{Counted, RecentDecisions};
-use crate::refusal_log::{Refusal, RefusalLog};
+use crate::refusal_log::{self, Refusal, RefusalLog};
 use crate::security_events::SecurityEvents;
 use crate::settings::UsernameLogging;
 
@@ -159,12 +159,21 @@ impl LoginGuard {
     ) -> Result<Admission<'_>, Error> {
         // One keyed hash per attempt, for the keys and for the store's distinct-username count.
         let digest = self.deriver.username_digest(username);
-        self.log_username(username, Some(&digest));
+        // Whom a summarised refusal refused is recorded only for its DEBUG line (see
+        // `refusal_log::request_lines`).
+        let lines = refusal_log::request_lines();
+        if lines {
+            self.log_username(username, Some(&digest));
+        }
         let keys = self.limited(ip, self.deriver.keys_for_digest(ip, &digest, device));
+        let decided = self.decide(&keys, altcha).await;
+        if !lines && !decided.as_ref().is_err_and(Error::is_summarised) {
+            self.log_username(username, Some(&digest));
+        }
         let Decided {
             pending,
             proof_work,
-        } = self.decide(&keys, altcha).await?;
+        } = decided?;
         Ok(Admission {
             guard: self,
             keys,
@@ -228,15 +237,17 @@ impl LoginGuard {
         if let Some(key) = keys.iter().find(|k| k.dimension == denial.dimension) {
             self.refusals.count(key, Refusal::Denied(denial.reason));
         }
-        let span = tracing::Span::current();
-        span.record("outcome", "denied");
-        span.record("reason", denial.reason.as_str());
-        tracing::debug!(
-            dimension = denial.dimension.as_str(),
-            reason = denial.reason.as_str(),
-            retry_after_ms = denial.retry_after_ms,
-            "attempt refused before verification"
-        );
+        if refusal_log::request_lines() {
+            let span = tracing::Span::current();
+            span.record("outcome", "denied");
+            span.record("reason", denial.reason.as_str());
+            tracing::debug!(
+                dimension = denial.dimension.as_str(),
+                reason = denial.reason.as_str(),
+                retry_after_ms = denial.retry_after_ms,
+                "attempt refused before verification"
+            );
+        }
         Error::Throttled {
             retry_after_secs: denial.retry_after_secs(),
         }
@@ -293,7 +304,9 @@ impl LoginGuard {
         if let Some(key) = source {
             self.refusals.count(key, Refusal::Challenged);
         }
-        tracing::Span::current().record("outcome", "challenged");
+        if refusal_log::request_lines() {
+            tracing::Span::current().record("outcome", "challenged");
+        }
         match self.challenges.issue(work) {
             Ok(challenge) => Error::ChallengeRequired {
                 challenge: Box::new(challenge),

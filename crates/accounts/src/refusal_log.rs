@@ -24,6 +24,13 @@ pub const INTERVAL: Duration = Duration::from_secs(10);
 /// Keys told apart in one interval.
 pub const MAX_KEYS: usize = 1_000;
 
+/// Whether a refused request's own line (DEBUG) can be written anywhere: only then is what was
+/// refused recorded into the request's span. The log formatter writes out each field recorded
+/// into a span as it comes, whether a line ever prints it or not.
+pub fn request_lines() -> bool {
+    tracing::level_filters::LevelFilter::current() >= tracing::level_filters::LevelFilter::DEBUG
+}
+
 /// What a request was refused with: a refusal reason, or a challenge it did not answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {

@@ -159,10 +159,7 @@ impl ApiError {
     /// 429, or a challenge asked): the guard's refusal log summarises those, so the request's
     /// own line is DEBUG ([`crate::request_span`] reads the [`Summarised`] mark).
     pub(crate) fn mark(&self, response: &mut HttpResponse) {
-        if matches!(
-            self,
-            ApiError::Accounts(Error::Throttled { .. } | Error::ChallengeRequired { .. })
-        ) {
+        if matches!(self, ApiError::Accounts(error) if error.is_summarised()) {
             response.extensions_mut().insert(Summarised);
         }
     }

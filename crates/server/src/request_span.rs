@@ -7,8 +7,10 @@
 //! (through `tracing::Span::current()`), so one line per request tells what happened; a request
 //! refused before verification tells it at DEBUG, since the guard's refusal log summarises
 //! those, and so does forward authentication, which a proxy asks for every request it passes
-//! (its span is DEBUG too). Nothing here records bodies or headers: they may carry passwords and
-//! tokens. One middleware does both jobs: it runs on every request, refused floods included, so
+//! (its span is DEBUG too). Unless DEBUG lines can print, a refusal records neither whom nor
+//! why nor its status into the span: the formatter writes out each recorded field at once,
+//! printed or not, and refusals come in floods. Nothing here records bodies or headers: they may
+//! carry passwords and tokens. One middleware does both jobs: it runs on every request, refused floods included, so
 //! it is kept to one layer.
 
 use std::future::{Ready, ready};
@@ -20,6 +22,7 @@ use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forwar
 use actix_web::http::ConnectionType;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use futures_util::future::LocalBoxFuture;
+use portcullis_accounts::refusal_log;
 use tracing::Instrument;
 
 use crate::error::Summarised;
@@ -109,10 +112,13 @@ where
         let call = span.in_scope(|| self.service.call(request));
         Box::pin(async move {
             let mut response = call.instrument(span.clone()).await?;
-            span.record("status", response.status().as_u16());
             let elapsed_ms = started.elapsed().as_millis() as u64;
-            // An answer summarised elsewhere (see `Summarised`) has its own line at DEBUG.
+            // An answer summarised elsewhere (see `Summarised`) has its own line at DEBUG, and
+            // nothing is recorded for a line that cannot print.
             let summarised = response.response().extensions().contains::<Summarised>();
+            if !summarised || refusal_log::request_lines() {
+                span.record("status", response.status().as_u16());
+            }
             span.in_scope(|| {
                 if summarised {
                     tracing::debug!(elapsed_ms, "request finished");
