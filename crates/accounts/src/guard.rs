@@ -159,8 +159,9 @@ impl LoginGuard {
     ) -> Result<Admission<'_>, Error> {
         // One keyed hash per attempt, for the keys and for the store's distinct-username count.
         let digest = self.deriver.username_digest(username);
-        // Whom a summarised refusal refused is recorded only for its DEBUG line (see
-        // `refusal_log::request_lines`).
+        // Whom the attempt names goes into the request's span before the decision when the
+        // decision's own lines (DEBUG) can print; otherwise after it, unless it was a summarised
+        // refusal (see `refusal_log::request_lines`).
         let lines = refusal_log::request_lines();
         if lines {
             self.log_username(username, Some(&digest));

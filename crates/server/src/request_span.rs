@@ -10,8 +10,8 @@
 //! (its span is DEBUG too). Unless DEBUG lines can print, a refusal records neither whom nor
 //! why nor its status into the span: the formatter writes out each recorded field at once,
 //! printed or not, and refusals come in floods. Nothing here records bodies or headers: they may
-//! carry passwords and tokens. One middleware does both jobs: it runs on every request, refused floods included, so
-//! it is kept to one layer.
+//! carry passwords and tokens. One middleware does both jobs: it runs on every request, refused
+//! floods included, so it is kept to one layer.
 
 use std::future::{Ready, ready};
 use std::sync::atomic::{AtomicU64, Ordering};
