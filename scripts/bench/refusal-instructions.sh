@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Instructions one refused login costs, next to the bare endpoint's: counted by valgrind's
-# callgrind, so the figure repeats for the same binary, to within the replica's own timers,
-# whatever else the machine does (bench-http's requests/s move between runs on a shared machine
-# by more than a tenth of the replica's own work). One replica on a private Redis, at the default configuration, one worker; a client
+# callgrind, so the figure does not depend on what else the machine does; it moves by a few
+# percent between runs, the replica's own timers ticking while it answers (bench-http's
+# requests/s move between runs on a shared machine by more than a tenth of the replica's work). One replica on a private Redis, at the default configuration, one worker; a client
 # already over its limit sends N and then 3N keep-alive requests, and the difference over 2N is
 # the cost of one (start-up and the Argon2 dummy hash cancel out).
 #   scripts/bench/refusal-instructions.sh [OLDER_PORTCULLIS_BINARY]
