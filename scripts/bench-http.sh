@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # HTTP benchmark: the login paths and forward authentication, side by side in one run with wrk.
 #   bare       a bare actix-web endpoint with the same request shape (the `bare-login` binary)
-#   throttled  Portcullis refusing a client already over its limit (429, no hashing), from
-#              its deny cache once the store has refused the client
+#   throttled  Portcullis refusing a client that keeps naming an account its wrong passwords
+#              locked (429 `locked_out`, no hashing), from its deny cache once the store has
+#              refused it
 #   throttled-uncached  the same with `store.deny_cache_entries = 0`: every refusal asks Redis
 #   throttled-memory    the same on the embedded default, the in-memory store (no Redis)
 #   verified   Portcullis checking a wrong password (401: admission, Argon2id, record)
@@ -125,7 +126,8 @@ session_token() {
 memory_token=$(session_token "$memory_port")
 [ -z "${BENCH_BASELINE_BIN:-}" ] || baseline_memory_token=$(session_token "$baseline_memory_port")
 
-# The throttled paths' client goes over its limits before the measurement starts.
+# The throttled paths' client locks its account (its fifth wrong password) before the
+# measurement starts.
 for port in "${throttled_ports[@]}"; do
   for _ in $(seq 40); do
     curl -s -o /dev/null -H 'content-type: application/json' -H 'x-forwarded-for: 203.0.113.7' \

@@ -1,6 +1,6 @@
 -- wrk script for scripts/bench-http.sh. BENCH_PATH chooses the traffic:
 --   bare, throttled: the same username and address every time (for the throttled path an
---                    address already over its limit);
+--                    account its earlier wrong passwords locked);
 --   verified:        a new username from a new /24 every time, so that nothing is refused and
 --                    every request pays for a password check;
 --   challenged:      the same traffic, sent to a replica that challenges every attempt;

@@ -2,9 +2,15 @@
 # Instructions one refused login costs, next to the bare endpoint's: counted by valgrind's
 # callgrind, so the figure does not depend on what else the machine does; it moves by a few
 # percent between runs, the replica's own timers ticking while it answers (bench-http's
-# requests/s move between runs on a shared machine by more than a tenth of the replica's work). One replica on a private Redis, at the default configuration, one worker; a client
-# already over its limit sends N and then 3N keep-alive requests, and the difference over 2N is
-# the cost of one (start-up and the Argon2 dummy hash cancel out).
+# requests/s move between runs on a shared machine by more than a tenth of the replica's work).
+# One replica on a private Redis, at the default configuration, one worker. A client sends 40
+# wrong passwords for one account from one address (its fifth failure locks the account), then
+# N and then 3N keep-alive requests, each refused 429 `locked_out` from the deny cache, as
+# bench-http's throttled path is; the difference over 2N is the cost of one (start-up and the
+# Argon2 dummy hash cancel out).
+# Weigh binaries against each other with it, not the CPU's real profile: valgrind hides the
+# CPU's SHA extensions, so SHA-256 (the username's keyed hash, about 8k of a refusal's
+# instructions here) runs its software path, several times the cost `perf record` shows.
 #   scripts/bench/refusal-instructions.sh [OLDER_PORTCULLIS_BINARY]
 # With an older binary, it is counted in the same run. Env: REFUSALS (N, default 1000).
 set -euo pipefail
@@ -62,7 +68,7 @@ instructions() {
   local server=$!
   pids+=("$server")
   for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$port/v1/login" && break; sleep 0.2; done
-  # Over its limit first: Portcullis answers 429 from then on; the bare endpoint, 401 always.
+  # The account locked first: Portcullis answers 429 from then on; the bare endpoint, 401 always.
   local status=429
   [ "$kind" = bare ] && status=401
   send "$port" 40
