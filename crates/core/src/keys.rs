@@ -110,14 +110,20 @@ pub struct AttemptKey {
 impl AttemptKey {
     /// The one key of the whole service (the under-attack signal's).
     pub fn global() -> Self {
-        Self::new(Dimension::Global, "")
+        Self::new(Dimension::Global, &[])
     }
 
-    fn new(dimension: Dimension, rest: impl std::fmt::Display) -> Self {
-        AttemptKey {
-            dimension,
-            key: format!("{}{rest}", dimension.key_prefix()),
+    /// The key of `dimension` for what `parts` name, joined: concatenated, not formatted, since
+    /// every attempt derives several, refused floods included.
+    fn new(dimension: Dimension, parts: &[&str]) -> Self {
+        let prefix = dimension.key_prefix();
+        let mut key =
+            String::with_capacity(prefix.len() + parts.iter().map(|p| p.len()).sum::<usize>());
+        key.push_str(prefix);
+        for part in parts {
+            key.push_str(part);
         }
+        AttemptKey { dimension, key }
     }
 
     /// What the key counts attempts of, so that related keys can be kept together (one Redis
@@ -280,26 +286,34 @@ impl KeyDeriver {
 
     /// The key counting one client address.
     pub fn ip_key(&self, ip: IpAddr) -> AttemptKey {
-        AttemptKey::new(Dimension::Ip, counted_address(ip))
+        AttemptKey::new(Dimension::Ip, &[&counted_address(ip).to_string()])
     }
 
     /// The key counting one subnet (given as any network; it is truncated to its prefix).
     pub fn subnet_key(&self, net: IpNet) -> AttemptKey {
-        AttemptKey::new(Dimension::Subnet, net.trunc())
+        AttemptKey::new(Dimension::Subnet, &[&net.trunc().to_string()])
     }
 
     /// The key counting one IPv6 network (given as any network; it is truncated to its prefix).
     pub fn network_key(&self, net: IpNet) -> AttemptKey {
-        AttemptKey::new(Dimension::Network, net.trunc())
+        AttemptKey::new(Dimension::Network, &[&net.trunc().to_string()])
     }
 
     /// The keys of the source alone: address, subnet and, for IPv6, network (what a registration
     /// counts against).
     pub fn source_keys(&self, ip: IpAddr) -> Vec<AttemptKey> {
         let ip = counted_address(ip);
-        let mut keys = vec![self.ip_key(ip), self.subnet_key(self.subnet(ip))];
-        keys.extend(self.network(ip).map(|net| self.network_key(net)));
+        let mut keys = Vec::with_capacity(3);
+        self.push_source_keys(ip, &ip.to_string(), &mut keys);
         keys
+    }
+
+    /// Pushes the source's keys of a counted address `ip`, written out as `ip_text` (an
+    /// attempt's keys write it out once).
+    fn push_source_keys(&self, ip: IpAddr, ip_text: &str, keys: &mut Vec<AttemptKey>) {
+        keys.push(AttemptKey::new(Dimension::Ip, &[ip_text]));
+        keys.push(self.subnet_key(self.subnet(ip)));
+        keys.extend(self.network(ip).map(|net| self.network_key(net)));
     }
 
     /// Every key an attempt by `username` from `ip` touches. A trusted device (a valid device
@@ -323,19 +337,21 @@ impl KeyDeriver {
         user: &str,
         device: Option<&DeviceId>,
     ) -> Vec<AttemptKey> {
-        let ip = counted_address(ip);
-        let mut keys = vec![AttemptKey::global()];
+        let mut keys = Vec::with_capacity(6);
+        keys.push(AttemptKey::global());
         match device {
             Some(device) => keys.push(AttemptKey::new(
                 Dimension::Device,
-                format_args!("{user}:{}", device.as_str()),
+                &[user, ":", device.as_str()],
             )),
             None => {
-                keys.extend(self.source_keys(ip));
+                let ip = counted_address(ip);
+                let ip_text = ip.to_string();
+                self.push_source_keys(ip, &ip_text, &mut keys);
                 keys.push(username_key(user));
                 keys.push(AttemptKey::new(
                     Dimension::UsernameIp,
-                    format_args!("{user}:{ip}"),
+                    &[user, ":", &ip_text],
                 ));
             }
         }
@@ -370,7 +386,7 @@ fn truncate(ip: IpAddr, prefix: u8) -> IpNet {
 
 /// The username key from the username's keyed hash.
 fn username_key(digest: &str) -> AttemptKey {
-    AttemptKey::new(Dimension::Username, digest)
+    AttemptKey::new(Dimension::Username, &[digest])
 }
 
 #[cfg(test)]
@@ -442,9 +458,18 @@ mod tests {
             deriver().username_digest(&name),
             other_secret.username_digest(&name)
         );
-        assert_eq!(key(&keys, Dimension::Ip), "ip:198.51.100.1");
-        assert_eq!(key(&keys, Dimension::Subnet), "net:198.51.100.0/24");
-        assert!(key(&keys, Dimension::UsernameIp).ends_with(":198.51.100.1"));
+        let digest = deriver().username_digest(&name);
+        let written: Vec<_> = keys.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(
+            written,
+            [
+                "g".to_owned(),
+                "ip:198.51.100.1".to_owned(),
+                "net:198.51.100.0/24".to_owned(),
+                format!("u:{digest}"),
+                format!("ui:{digest}:198.51.100.1"),
+            ]
+        );
     }
 
     #[test]
@@ -507,6 +532,8 @@ mod tests {
         let keys = d.keys("198.51.100.1".parse().unwrap(), &name, Some(&device));
         let dimensions: Vec<_> = keys.iter().map(|k| k.dimension).collect();
         assert_eq!(dimensions, [Dimension::Global, Dimension::Device]);
+        let digest = d.username_digest(&name);
+        assert_eq!(keys[1].key, format!("dev:{digest}:{}", device.as_str()));
     }
 
     #[test]

@@ -128,9 +128,11 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut ServiceConfig) {
             web::QueryConfig::default()
                 .error_handler(|error, _| ApiError::bad_request(error.to_string()).into()),
         )
-        // Asked by a proxy once per request it passes: first, so no other route's pattern
-        // (`/v1/passkeys/{id}` is a regex) is tried before it.
+        // Routes are tried in order. First the two a flood hits: forward authentication, asked
+        // by a proxy once per request it passes, and the login, which a stuffing list replays;
+        // so no other route's pattern (`/v1/passkeys/{id}` is a regex) is tried before them.
         .service(forward_auth::forward_auth)
+        .service(login::login)
         .service(health::healthz)
         .service(health::readyz)
         .service(health::metrics)
@@ -138,7 +140,6 @@ pub fn configure(max_body_bytes: usize) -> impl FnOnce(&mut ServiceConfig) {
         .service(challenge::challenge)
         .service(accounts::register)
         .service(accounts::register_passkey)
-        .service(login::login)
         .service(login::login_mfa)
         .service(passkeys::passkey_options)
         .service(passkeys::passkey_login)
