@@ -4,8 +4,9 @@
 //! how) in its own memory. Every [`FLUSH_EVERY`] it adds them to its shard of sharded counters
 //! (`SIGNAL_SHARDS` hashes per floor window and per detector bucket, each in a slot of its own
 //! under `per_subject`), the failed accounts' keyed hashes to a HyperLogLog per bucket, and the
-//! failed passwords' keyed digests to a HyperLogLog of usernames per password (the fan-out:
-//! a password's first username waits in the replica until a second follows, [`Held`]);
+//! usernames new to it that each failed password (its keyed digest) failed on to a count per
+//! password, in `SIGNAL_SHARDS` hashes per fan-out window (the fan-out: a password's first
+//! username waits in the replica until a second follows, [`Held`]);
 //! in the same round trip it reads every shard of the current and the previous window and
 //! bucket back, and the shared history: the baseline, folded by whichever replica got there
 //! first, and each replica's last trip. Those are the service-wide counts, which the core judges
@@ -17,7 +18,7 @@
 //! counts for the next one.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -58,42 +59,57 @@ const MAX_HELD: usize = 100_000;
 /// The fan-out's passwords this replica saw fail in the current window.
 ///
 /// Most failed passwords fail once, on one account: a typo, or a leaked list's pair. Sharing
-/// each would cost Redis a key per failure. So a password's first username stays here until
-/// another username fails with it; then both are shared, and every one after. One replica's
-/// count is then exact from two usernames on; a fleet of R replicas may hold one first username
-/// each, so a fan-out of `fan_out_usernames` trips by `fan_out_usernames + R - 1` at most.
+/// each would cost Redis a command per failure. So a password's first username stays here
+/// until another username fails with it; then both count, and every new one after. The shared
+/// count of a password is what its replicas counted, added up: each replica counts a username
+/// once, so the count is exact while no username reaches two replicas with the same wrong
+/// password (one that does counts twice, which only trips sooner), and a fleet of R replicas
+/// may hold one first username each, so a fan-out of `fan_out_usernames` trips by
+/// `fan_out_usernames + R - 1` at most.
 #[derive(Default)]
 struct Held {
     /// The fan-out window held.
     window: u64,
-    /// Each password's first username, or `None` once it is shared.
-    passwords: HashMap<u64, Option<String>>,
+    /// Each password as this replica holds it.
+    passwords: HashMap<u64, HeldPassword>,
+}
+
+/// A failed password, as [`Held`] keeps it.
+enum HeldPassword {
+    /// Its first username, not counted yet.
+    First(String),
+    /// Counted: the usernames this replica counted for it, up to the fan-out's threshold
+    /// (beyond, this replica alone has tripped it, and each failure counts).
+    Counted(HashSet<String>),
 }
 
 impl Held {
-    /// The usernames to share now for `password` failing on `username` in `window` (a later
-    /// window starts afresh: a fan-out counts within its window).
-    fn failed(&mut self, window: u64, password: u64, username: &str) -> Vec<String> {
+    /// How many usernames to add to `password`'s count now, as it fails on `username` in
+    /// `window` (a later window starts afresh: a fan-out counts within its window);
+    /// `threshold` is the fan-out's.
+    fn failed(&mut self, window: u64, password: u64, username: &str, threshold: usize) -> u32 {
         if window > self.window {
             self.window = window;
             self.passwords.clear();
         }
         let full = self.passwords.len() >= MAX_HELD;
         match self.passwords.entry(password) {
-            // A window already left (a clock behind), or a full hold: shared at once.
-            _ if window < self.window => vec![username.to_owned()],
-            Entry::Vacant(_) if full => vec![username.to_owned()],
+            // A window already left (a clock behind), or a full hold: counted at once.
+            _ if window < self.window => 1,
+            Entry::Vacant(_) if full => 1,
             Entry::Vacant(slot) => {
-                slot.insert(Some(username.to_owned()));
-                Vec::new()
+                slot.insert(HeldPassword::First(username.to_owned()));
+                0
             }
-            Entry::Occupied(mut slot) => match slot.get() {
-                Some(first) if first == username => Vec::new(),
-                Some(_) => {
-                    let first = slot.insert(None).unwrap_or_default();
-                    vec![first, username.to_owned()]
+            Entry::Occupied(mut slot) => match slot.get_mut() {
+                HeldPassword::First(first) if first.as_str() == username => 0,
+                HeldPassword::First(first) => {
+                    let counted = HashSet::from([std::mem::take(first), username.to_owned()]);
+                    slot.insert(HeldPassword::Counted(counted));
+                    2
                 }
-                None => vec![username.to_owned()],
+                HeldPassword::Counted(counted) if counted.len() >= threshold => 1,
+                HeldPassword::Counted(counted) => u32::from(counted.insert(username.to_owned())),
             },
         }
     }
@@ -117,8 +133,9 @@ struct Pending {
     buckets: BTreeMap<u64, Counts>,
     /// The failed accounts' keyed hashes, by bucket.
     failed: BTreeMap<u64, BTreeSet<String>>,
-    /// Failed passwords' keyed digests and the usernames they failed on, by fan-out window.
-    passwords: HashMap<(u64, u64), BTreeSet<String>>,
+    /// Failed passwords' keyed digests and fan-out windows, and how many usernames new to
+    /// their count they failed on.
+    passwords: HashMap<(u64, u64), u32>,
 }
 
 /// This replica's side of the shared signal.
@@ -187,13 +204,11 @@ impl SharedSignal {
                 .insert(username.to_owned());
             if let Some(password) = password {
                 let fan_out = now / self.signal.fan_out_window_ms.max(1);
-                let shared = lock(&self.held).failed(fan_out, password, username);
-                if !shared.is_empty() {
-                    pending
-                        .passwords
-                        .entry((password, fan_out))
-                        .or_default()
-                        .extend(shared);
+                let threshold =
+                    usize::try_from(self.signal.fan_out_usernames).unwrap_or(usize::MAX);
+                let new = lock(&self.held).failed(fan_out, password, username, threshold);
+                if new > 0 {
+                    *pending.passwords.entry((password, fan_out)).or_default() += new;
                 }
             }
         }
@@ -347,12 +362,15 @@ impl SharedSignal {
             .arg(HISTORY_TTL_MS)
             .ignore();
         writes.push(shared);
-        // The fan-out: each failed password's usernames added, and counted back.
-        let fan_outs: Vec<(String, &BTreeSet<String>)> = taken
-            .passwords
-            .iter()
-            .map(|(&(password, w), usernames)| (keyspace.fan_out(password, w), usernames))
-            .collect();
+        // The fan-out: each failed password's new usernames added to its count, which comes
+        // back; one pipeline per shard hash.
+        let mut fan_outs: BTreeMap<String, Vec<(String, u32)>> = BTreeMap::new();
+        for (&(password, w), &new) in &taken.passwords {
+            fan_outs
+                .entry(keyspace.fan_out(password % SIGNAL_SHARDS, w))
+                .or_default()
+                .push((format!("{password:016x}"), new));
+        }
         let floor_reads: Vec<String> = [window, window.saturating_sub(1)]
             .into_iter()
             .flat_map(|w| (0..SIGNAL_SHARDS).map(move |shard| (shard, w)))
@@ -374,19 +392,25 @@ impl SharedSignal {
                     let mut conn = conn.clone();
                     async move { pipe.query_async::<()>(&mut conn).await }
                 }));
-                let fanned = join_all(fan_outs.iter().map(|(key, usernames)| {
+                let fanned = join_all(fan_outs.iter().map(|(key, passwords)| {
                     let mut conn = conn.clone();
                     async move {
                         let mut pipe = redis::pipe();
-                        pipe.cmd("PFADD").arg(key).arg(*usernames).ignore();
+                        for (password, new) in passwords {
+                            pipe.cmd("HINCRBY").arg(key).arg(password).arg(*new);
+                        }
                         pipe.cmd("PEXPIRE").arg(key).arg(fan_out_ttl).ignore();
-                        pipe.cmd("PFCOUNT").arg(key);
-                        pipe.query_async::<(u64,)>(&mut conn).await.map(|(n,)| n)
+                        pipe.query_async::<Vec<u64>>(&mut conn).await
                     }
                 }));
                 let (written, fanned) = futures_util::future::join(written, fanned).await;
                 written.into_iter().collect::<Result<Vec<_>, _>>()?;
-                let fanned = fanned.into_iter().collect::<Result<Vec<_>, _>>()?;
+                let fanned = fanned
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>()?
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>();
                 let hmget = |key: &String, fields: &'static [&'static str]| {
                     let mut conn = conn.clone();
                     let mut cmd = redis::cmd("HMGET");
@@ -484,8 +508,8 @@ impl SharedSignal {
         for (b, failed) in taken.failed {
             pending.failed.entry(b).or_default().extend(failed);
         }
-        for (at, usernames) in taken.passwords {
-            pending.passwords.entry(at).or_default().extend(usernames);
+        for (at, new) in taken.passwords {
+            *pending.passwords.entry(at).or_default() += new;
         }
     }
 
@@ -612,21 +636,39 @@ mod tests {
     #[test]
     fn a_password_is_held_until_a_second_username_fails_with_it_and_forgotten_with_its_window() {
         let mut held = Held::default();
-        assert!(held.failed(5, 1, "a").is_empty());
-        assert!(held.failed(5, 1, "a").is_empty(), "the same account again");
-        assert_eq!(held.failed(5, 1, "b"), ["a", "b"]);
-        assert_eq!(held.failed(5, 1, "c"), ["c"]);
+        assert_eq!(held.failed(5, 1, "a", 4), 0);
+        assert_eq!(held.failed(5, 1, "a", 4), 0, "the same account again");
+        assert_eq!(held.failed(5, 1, "b", 4), 2, "both count");
+        assert_eq!(held.failed(5, 1, "c", 4), 1);
+        assert_eq!(held.failed(5, 1, "b", 4), 0, "counted once");
         // A fan-out counts within its window: the next one starts afresh, and a failure
-        // counted with a clock still in the last one is shared at once.
-        assert!(held.failed(6, 1, "b").is_empty());
-        assert_eq!(held.failed(5, 1, "c"), ["c"]);
-        assert_eq!(held.failed(6, 1, "d"), ["b", "d"]);
-        // Beyond MAX_HELD passwords in a window, a new one is shared at once.
+        // counted with a clock still in the last one counts at once.
+        assert_eq!(held.failed(6, 1, "b", 4), 0);
+        assert_eq!(held.failed(5, 1, "c", 4), 1);
+        assert_eq!(held.failed(6, 1, "d", 4), 2);
+        // Beyond MAX_HELD passwords in a window, a new one counts at once.
         for password in 0..MAX_HELD as u64 {
-            held.failed(9, password, "x");
+            held.failed(9, password, "x", 4);
         }
-        assert_eq!(held.failed(9, u64::MAX, "y"), ["y"]);
+        assert_eq!(held.failed(9, u64::MAX, "y", 4), 1);
         assert_eq!(held.passwords.len(), MAX_HELD);
+    }
+
+    #[test]
+    fn beyond_the_threshold_a_replica_counts_each_failure_without_remembering_it() {
+        let mut held = Held::default();
+        for name in ["a", "b", "c"] {
+            held.failed(5, 1, name, 3);
+        }
+        assert_eq!(
+            held.failed(5, 1, "c", 3),
+            1,
+            "tripped by this replica alone"
+        );
+        let Some(HeldPassword::Counted(counted)) = held.passwords.get(&1) else {
+            panic!("counted");
+        };
+        assert_eq!(counted.len(), 3);
     }
 
     fn signal(min_attempts: u32, failure_percent: u32) -> AttackSignal {
