@@ -19,23 +19,24 @@
 #              (`portcullis passwords throughput`), the ceiling of the verified path
 # Portcullis runs as one release replica on a private Redis (the shared-store configuration)
 # and SQLite, at the default configuration (the default `log_level`, info, writing to a file:
-# refusals are summarised, not a line each) with default Argon2 parameters and challenges off: the verified path's failures
-# would otherwise put the service under attack within seconds, and it would measure challenges
-# (401 challenge_required) instead of password checks. Every path runs BENCH_ROUNDS times (default
-# 3), the rounds one after another (each round runs every path once), and each row is the path's
-# round of median requests/s: a shared machine's speed drifts within a run by more than the
-# differences measured, and interleaved rounds share the drift. For each path the script reports requests/s,
-# p50/p99 latency, the answers' statuses and Redis commands per request (INFO commandstats
-# deltas on the private Redis), and writes them as JSON lines to target/bench/http.jsonl.
+# refusals are summarised, not a line each) with default Argon2 parameters and challenges off:
+# the verified path's failures would otherwise put the service under attack within seconds, and
+# it would measure challenges (401 challenge_required) instead of password checks.
+# Every path runs BENCH_ROUNDS times (default 3), the rounds one after another (each round runs
+# every path once), and each row is the path's round of median requests/s: a shared machine's
+# speed drifts within a run by more than the differences measured, and interleaved rounds share
+# the drift. For each path the script reports requests/s, p50/p99 latency, the answers' statuses
+# and Redis commands per request (INFO commandstats deltas on the private Redis), and writes
+# every round's as JSON lines to target/bench/http.jsonl.
 #
 # With BENCH_BASELINE_BIN=path/to/an/older/portcullis, the two throttled paths and forward
 # authentication run on that binary too, in the same run (`throttled-baseline`,
 # `throttled-memory-baseline`, `forward-auth-baseline`): a change measured side by side with what
 # it changed.
-# Settings (env): BENCH_ROUNDS (default 3), BENCH_DURATION (wrk -d, default 10s), BENCH_CONNECTIONS (default 32),
-# BENCH_THREADS (default 1, as the issues measured: one core for the client; with 2 the client's
-# threads take CPU from the server in proportion to its speed). Installs wrk (Debian's package)
-# if missing.
+# Settings (env): BENCH_ROUNDS (default 3), BENCH_DURATION (wrk -d, default 10s),
+# BENCH_CONNECTIONS (default 32), BENCH_THREADS (default 1, as the issues measured: one core for
+# the client; with 2 the client's threads take CPU from the server in proportion to its speed).
+# Installs wrk (Debian's package) if missing.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
