@@ -66,8 +66,10 @@ const MAX_HELD: usize = 100_000;
 /// password (one that does counts twice, which only trips sooner), and a fleet of R replicas
 /// may hold one first username each, so a fan-out of `fan_out_usernames` trips by
 /// `fan_out_usernames + R - 1` at most.
-#[derive(Default)]
 struct Held {
+    /// The fan-out's threshold (`fan_out_usernames`): a password this replica alone counted
+    /// on as many usernames has tripped it.
+    threshold: usize,
     /// The fan-out window held.
     window: u64,
     /// Each password as this replica holds it.
@@ -84,10 +86,18 @@ enum HeldPassword {
 }
 
 impl Held {
+    /// Nothing held yet, for a fan-out of `threshold` usernames.
+    fn new(threshold: u32) -> Self {
+        Self {
+            threshold: usize::try_from(threshold).unwrap_or(usize::MAX),
+            window: 0,
+            passwords: HashMap::new(),
+        }
+    }
+
     /// How many usernames to add to `password`'s count now, as it fails on `username` in
-    /// `window` (a later window starts afresh: a fan-out counts within its window);
-    /// `threshold` is the fan-out's.
-    fn failed(&mut self, window: u64, password: u64, username: &str, threshold: usize) -> u32 {
+    /// `window` (a later window starts afresh: a fan-out counts within its window).
+    fn failed(&mut self, window: u64, password: u64, username: &str) -> u32 {
         if window > self.window {
             self.window = window;
             self.passwords.clear();
@@ -108,7 +118,7 @@ impl Held {
                     slot.insert(HeldPassword::Counted(counted));
                     2
                 }
-                HeldPassword::Counted(counted) if counted.len() >= threshold => 1,
+                HeldPassword::Counted(counted) if counted.len() >= self.threshold => 1,
                 HeldPassword::Counted(counted) => u32::from(counted.insert(username.to_owned())),
             },
         }
@@ -174,7 +184,7 @@ impl SharedSignal {
             signal,
             shard: seed % SIGNAL_SHARDS,
             pending: Mutex::default(),
-            held: Mutex::default(),
+            held: Mutex::new(Held::new(signal.fan_out_usernames)),
             seen: Mutex::default(),
             trip_shared: Mutex::default(),
             flushing: tokio::sync::Mutex::new(()),
@@ -204,9 +214,7 @@ impl SharedSignal {
                 .insert(username.to_owned());
             if let Some(password) = password {
                 let fan_out = now / self.signal.fan_out_window_ms.max(1);
-                let threshold =
-                    usize::try_from(self.signal.fan_out_usernames).unwrap_or(usize::MAX);
-                let new = lock(&self.held).failed(fan_out, password, username, threshold);
+                let new = lock(&self.held).failed(fan_out, password, username);
                 if new > 0 {
                     *pending.passwords.entry((password, fan_out)).or_default() += new;
                 }
@@ -635,36 +643,32 @@ mod tests {
 
     #[test]
     fn a_password_is_held_until_a_second_username_fails_with_it_and_forgotten_with_its_window() {
-        let mut held = Held::default();
-        assert_eq!(held.failed(5, 1, "a", 4), 0);
-        assert_eq!(held.failed(5, 1, "a", 4), 0, "the same account again");
-        assert_eq!(held.failed(5, 1, "b", 4), 2, "both count");
-        assert_eq!(held.failed(5, 1, "c", 4), 1);
-        assert_eq!(held.failed(5, 1, "b", 4), 0, "counted once");
+        let mut held = Held::new(4);
+        assert_eq!(held.failed(5, 1, "a"), 0);
+        assert_eq!(held.failed(5, 1, "a"), 0, "the same account again");
+        assert_eq!(held.failed(5, 1, "b"), 2, "both count");
+        assert_eq!(held.failed(5, 1, "c"), 1);
+        assert_eq!(held.failed(5, 1, "b"), 0, "counted once");
         // A fan-out counts within its window: the next one starts afresh, and a failure
         // counted with a clock still in the last one counts at once.
-        assert_eq!(held.failed(6, 1, "b", 4), 0);
-        assert_eq!(held.failed(5, 1, "c", 4), 1);
-        assert_eq!(held.failed(6, 1, "d", 4), 2);
+        assert_eq!(held.failed(6, 1, "b"), 0);
+        assert_eq!(held.failed(5, 1, "c"), 1);
+        assert_eq!(held.failed(6, 1, "d"), 2);
         // Beyond MAX_HELD passwords in a window, a new one counts at once.
         for password in 0..MAX_HELD as u64 {
-            held.failed(9, password, "x", 4);
+            held.failed(9, password, "x");
         }
-        assert_eq!(held.failed(9, u64::MAX, "y", 4), 1);
+        assert_eq!(held.failed(9, u64::MAX, "y"), 1);
         assert_eq!(held.passwords.len(), MAX_HELD);
     }
 
     #[test]
     fn beyond_the_threshold_a_replica_counts_each_failure_without_remembering_it() {
-        let mut held = Held::default();
+        let mut held = Held::new(3);
         for name in ["a", "b", "c"] {
-            held.failed(5, 1, name, 3);
+            held.failed(5, 1, name);
         }
-        assert_eq!(
-            held.failed(5, 1, "c", 3),
-            1,
-            "tripped by this replica alone"
-        );
+        assert_eq!(held.failed(5, 1, "c"), 1, "tripped by this replica alone");
         let Some(HeldPassword::Counted(counted)) = held.passwords.get(&1) else {
             panic!("counted");
         };
