@@ -133,17 +133,17 @@ const failed = (error) => {
 const loginPage = (button) => {
   const form = document.getElementById("passkey-form");
   const username = document.querySelector("#login input[name=username]");
-  let autofill = null;
+  // Made before the first await, so a click however early ends the autofill request.
+  const autofill = new AbortController();
   const conditional = async () => {
     if (!(await PublicKeyCredential.isConditionalMediationAvailable?.())) return;
-    autofill = new AbortController();
     const options = await signInOptions(null);
     submitWith(form, await assertion(options, "conditional", autofill.signal));
   };
   const pending = conditional().catch(failed);
   button.addEventListener("click", async () => {
     // A browser runs one request at a time: the autofill one ends before the button's starts.
-    autofill?.abort();
+    autofill.abort();
     await pending;
     try {
       const options = await signInOptions(username.value.trim() || null);

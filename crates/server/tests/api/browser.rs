@@ -73,7 +73,7 @@ async fn a_person_enrols_a_passkey_uses_it_after_the_password_signs_in_by_autofi
     script
         .arg(suite)
         .env("PORTCULLIS_URL", format!("http://localhost:{port}"));
-    assert_eq!(run(script).await, 6, "every step ran");
+    assert_eq!(run(script).await, 7, "every step ran");
 }
 
 /// The interop virtualenv's python.

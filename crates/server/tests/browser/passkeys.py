@@ -119,20 +119,43 @@ def signs_in_by_autofill_on_the_username_field(state):
     shot(page, "04-signed-in-by-autofill")
 
 
-def signs_in_with_the_button(state):
+def signs_in_with_the_button(state, screenshot="05-signed-in-with-the-button"):
     page = state["page"]
     sign_out(state)
+    options = f"{BASE}/v1/login/passkey/options"
 
-    def use_the_button():
-        # The button replaces the autofill request with its own; the authenticator answers
-        # that one once it may.
-        page.click("#passkey-sign-in")
-        presence(state, True)
+    def answer_the_button(route, request):
+        # The button replaces the autofill request with its own. The authenticator answers only
+        # a request made while its presence is on, so presence goes on while the button's options
+        # (the ones naming the account) are on their way to the page: before its request, and
+        # after the autofill one has ended.
+        if "dana" in (request.post_data or ""):
+            presence(state, True)
+        route.continue_()
 
-    assert submit(page, use_the_button).endswith("/account")
+    page.route(options, answer_the_button)
+    page.fill("input[name=username]", "dana")
+    assert submit(page, lambda: page.click("#passkey-sign-in")).endswith("/account")
+    page.unroute(options, answer_the_button)
     last_used = page.text_content("#passkey-list tbody td:nth-child(3)")
     assert last_used != "never", last_used
-    shot(page, "05-signed-in-with-the-button")
+    shot(page, screenshot)
+
+
+def signs_in_with_the_button_pressed_before_autofill_starts(state):
+    # A slow page may not have asked whether autofill is available when the person clicks. The
+    # browser is made to answer that question only after a click, and the button must still end
+    # the autofill request before making its own.
+    state["page"].add_init_script(
+        """
+        const available = PublicKeyCredential.isConditionalMediationAvailable.bind(
+          PublicKeyCredential);
+        const clicked = new Promise((resolve) =>
+          addEventListener("click", resolve, { once: true, capture: true }));
+        PublicKeyCredential.isConditionalMediationAvailable = () => clicked.then(available);
+        """
+    )
+    signs_in_with_the_button(state, "06-signed-in-with-the-button-pressed-early")
 
 
 def removes_the_passkey(state):
@@ -141,7 +164,7 @@ def removes_the_passkey(state):
     submit(page, lambda: page.click("form.remove-passkey button[type=submit]"))
     assert notice(page) == "Passkey removed.", notice(page)
     assert "None yet" in page.text_content("#passkeys-status")
-    shot(page, "06-passkey-removed")
+    shot(page, "07-passkey-removed")
     # Without it, the password alone signs in again.
     sign_out(state)
     page.fill("input[name=username]", "dana")
@@ -155,6 +178,7 @@ STEPS = [
     uses_the_passkey_as_the_second_factor_after_the_password,
     signs_in_by_autofill_on_the_username_field,
     signs_in_with_the_button,
+    signs_in_with_the_button_pressed_before_autofill_starts,
     removes_the_passkey,
 ]
 
