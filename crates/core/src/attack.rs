@@ -34,6 +34,11 @@ use serde::{Deserialize, Serialize};
 use crate::UnixMillis;
 use crate::gcra::Gcra;
 
+/// The most [`AttackSignal::fan_out_usernames`] may be: Redis shares a password's count in a
+/// byte that saturates there (the store's count-min sketch), and a password failing on that
+/// many usernames within its window has long tripped any sensible setting.
+pub const MAX_FAN_OUT_USERNAMES: u32 = 255;
+
 /// Settings of the signal (on the `global` dimension).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,7 +63,8 @@ pub struct AttackSignal {
     pub min_excess: u32,
     /// How long a trip holds after the last attempt that showed it.
     pub hold_ms: u64,
-    /// Distinct usernames one password fails on, within its window, that trip the fan-out.
+    /// Distinct usernames one password fails on, within its window, that trip the fan-out (at
+    /// most [`MAX_FAN_OUT_USERNAMES`]).
     pub fan_out_usernames: u32,
     /// The fan-out's window, from a password's first failure in it.
     pub fan_out_window_ms: u64,

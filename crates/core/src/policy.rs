@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::attack::AttackSignal;
+use crate::attack::{AttackSignal, MAX_FAN_OUT_USERNAMES};
 use crate::backoff::{Backoff, Strategy};
 use crate::challenge::ChallengePolicy;
 use crate::gcra::Gcra;
@@ -349,6 +349,10 @@ impl Policy {
                     let setting = format!("{name}.attack.{field}");
                     return Err(PolicyError::new(setting, "must be at least 1"));
                 }
+                if attack.fan_out_usernames > MAX_FAN_OUT_USERNAMES {
+                    let setting = format!("{name}.attack.fan_out_usernames");
+                    return Err(PolicyError::new(setting, "must be at most 255"));
+                }
             }
             if let Some(spray) = limits.spray {
                 let setting = |field: &str| format!("{name}.spray.{field}");
@@ -409,6 +413,22 @@ mod tests {
             Policy::default().active_keys(keys).len(),
             Dimension::ALL.len() - 2,
             "all but the device key, and the network key of IPv6 clients"
+        );
+    }
+
+    #[test]
+    fn a_fan_out_past_what_the_shared_count_holds_is_refused_with_the_setting_name() {
+        let mut policy = Policy::default();
+        let attack = policy.global.attack.as_mut().unwrap();
+        attack.fan_out_usernames = MAX_FAN_OUT_USERNAMES;
+        assert!(policy.validate().is_ok());
+        if let Some(attack) = policy.global.attack.as_mut() {
+            attack.fan_out_usernames = MAX_FAN_OUT_USERNAMES + 1;
+        }
+        let err = policy.validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "policy.global.attack.fan_out_usernames: must be at most 255"
         );
     }
 

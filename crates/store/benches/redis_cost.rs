@@ -10,7 +10,7 @@
 //! under-attack signal cost (its flushes' commands, off the attempt path: counts, HyperLogLogs,
 //! the shared history; the phase's last flush included), per attempt; the failures recorded
 //! carry each password twice, on two accounts, the fan-out's worst case (a password failing
-//! once stays in its replica; from its second account on, it has a key).
+//! once stays in its replica; from its second account on, it counts in the fan-out's sketch).
 //!
 //! `INFO commandstats` times a call by the wall clock. On a machine with fewer cores than
 //! processes, a server preempted mid-call by the load generator would report the wait as its
@@ -51,8 +51,8 @@ async fn reset_stats(urls: &[String]) {
 const TOP_LEVEL: [&str; 4] = ["evalsha", "eval", "fcall", "fcall_ro"];
 
 /// The commands the signal's flushes send (`redis_store::signal`).
-const SIGNAL: [&str; 7] = [
-    "hincrby", "pexpire", "hmget", "pfadd", "pfcount", "hset", "hgetall",
+const SIGNAL: [&str; 8] = [
+    "hincrby", "bitfield", "pexpire", "hmget", "pfadd", "pfcount", "hset", "hgetall",
 ];
 
 /// Microseconds of the signal's flushes on every primary.

@@ -109,10 +109,10 @@ impl Keyspace {
         self.tagged("failed", &bucket.to_string(), "")
     }
 
-    /// One shard of the fan-out's counts in one fan-out window: a hash of failed passwords'
-    /// keyed digests (16 hex digits) and the distinct usernames each failed on.
-    pub fn fan_out(&self, shard: u64, window: u64) -> String {
-        self.tagged("fanout", &shard.to_string(), &format!(":{window}"))
+    /// The fan-out's counts in one fan-out window: a count-min sketch of the distinct usernames
+    /// failed passwords (their keyed digests) failed on, one string of byte counters.
+    pub fn fan_out(&self, window: u64) -> String {
+        self.tagged("fanout", &window.to_string(), "")
     }
 
     /// The signal's shared history: its baseline, and each replica's last trip.
@@ -173,7 +173,7 @@ mod tests {
         );
         assert_eq!(space.proof("n1"), "p:proof:{n1}");
         assert_eq!(space.signal(3, "w7"), "p:signal:{3}:w7");
-        assert_eq!(space.fan_out(5, 2), "p:fanout:{5}:2");
+        assert_eq!(space.fan_out(2), "p:fanout:{2}");
         assert_eq!(space.store_key("{p}:c:ip:x"), None);
         assert_eq!(space.single("events"), "{p}:events");
     }
