@@ -419,12 +419,9 @@ mod tests {
     #[test]
     fn a_fan_out_past_what_the_shared_count_holds_is_refused_with_the_setting_name() {
         let mut policy = Policy::default();
-        let attack = policy.global.attack.as_mut().unwrap();
-        attack.fan_out_usernames = MAX_FAN_OUT_USERNAMES;
+        policy.global.attack.as_mut().unwrap().fan_out_usernames = MAX_FAN_OUT_USERNAMES;
         assert!(policy.validate().is_ok());
-        if let Some(attack) = policy.global.attack.as_mut() {
-            attack.fan_out_usernames = MAX_FAN_OUT_USERNAMES + 1;
-        }
+        policy.global.attack.as_mut().unwrap().fan_out_usernames = MAX_FAN_OUT_USERNAMES + 1;
         let err = policy.validate().unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -87,11 +87,12 @@ const MAX_HELD: usize = 100_000;
 /// The fan-out's passwords this replica saw fail in the current window.
 ///
 /// Most failed passwords fail once, on one account: a typo, or a leaked list's pair. Sharing
-/// each would cost Redis a command per failure. So a password's first username stays here
+/// each would cost Redis a write per failure. So a password's first username stays here
 /// until another username fails with it; then both count, and every new one after. The shared
 /// count of a password is what its replicas counted, added up: each replica counts a username
 /// once, so the count is exact while no username reaches two replicas with the same wrong
-/// password (one that does counts twice, which only trips sooner), and a fleet of R replicas
+/// password (one that does counts twice, which only trips sooner) and no other password shares
+/// its counters in the sketch (likewise, [`FAN_OUT_ROWS`]), and a fleet of R replicas
 /// may hold one first username each, so a fan-out of `fan_out_usernames` trips by
 /// `fan_out_usernames + R - 1` at most.
 struct Held {
