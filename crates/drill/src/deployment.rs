@@ -143,55 +143,55 @@ impl Deployment {
     /// `cheap`), then gives those with a TOTP secret their second factor with `portcullis users
     /// import-totp`, and the passkey-only ones their passkeys (`passkeys`, the lines of
     /// [`crate::passkeys::Keyring::enrol`]) with `portcullis users import-passkeys`; returns how
-    /// long it took.
+    /// long it took. The files imported stay in `work_dir`, named after the `scenario`: drills
+    /// of other scenarios may be seeding their stacks from the same directory at the same time.
     pub fn seed(
         &self,
         bin: &Path,
         accounts: &[Account],
         passkeys: &[String],
         work_dir: &Path,
+        scenario: &str,
         cheap: bool,
     ) -> anyhow::Result<std::time::Duration> {
         let started = Instant::now();
         let credentials = accounts
             .iter()
             .map(|a| format!("{},{}\n", a.username, a.password));
-        self.import(bin, "import", work_dir, "accounts.csv", credentials, cheap)?;
+        let file = |kind: &str| work_dir.join(format!("{scenario}-{kind}"));
+        self.import(bin, "import", &file("accounts.csv"), credentials, cheap)?;
         let secrets = accounts.iter().filter_map(|a| {
             let secret = a.totp_secret.as_ref()?;
             Some(format!("{},{secret}\n", a.username))
         });
-        self.import(bin, "import-totp", work_dir, "totp.csv", secrets, false)?;
+        self.import(bin, "import-totp", &file("totp.csv"), secrets, false)?;
         let passkeys = passkeys.iter().cloned();
         self.import(
             bin,
             "import-passkeys",
-            work_dir,
-            "passkeys.jsonl",
+            &file("passkeys.jsonl"),
             passkeys,
             false,
         )?;
         Ok(started.elapsed())
     }
 
-    /// Runs `portcullis users COMMAND FILE` on `lines` written to `work_dir/file`.
+    /// Runs `portcullis users COMMAND FILE` on `lines` written to `csv`.
     fn import(
         &self,
         bin: &Path,
         command_name: &str,
-        work_dir: &Path,
-        file: &str,
+        csv: &Path,
         lines: impl Iterator<Item = String>,
         cheap: bool,
     ) -> anyhow::Result<()> {
-        let csv = work_dir.join(file);
         let text: String = lines.collect();
         if text.is_empty() {
             return Ok(());
         }
-        std::fs::write(&csv, text).with_context(|| format!("writing {}", csv.display()))?;
+        std::fs::write(csv, text).with_context(|| format!("writing {}", csv.display()))?;
         let mut command = Command::new(bin);
-        command.args(["users", command_name]).arg(&csv);
+        command.args(["users", command_name]).arg(csv);
         // The accounts were made before their passwords leaked: seeding screens nothing against
         // a known leak (an import refuses a breached password, as a registration does).
         command.envs(
@@ -225,6 +225,42 @@ impl Drop for Deployment {
                 .arg("down")
                 .env("PORTCULLIS_STACK_DIR", dir.path().join("stack"))
                 .output();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(username: &str) -> Account {
+        Account {
+            username: username.to_owned(),
+            password: format!("{username}-password"),
+            totp_secret: None,
+            passkey_only: false,
+        }
+    }
+
+    /// `benchmarks.sh` runs busy, surge and quiet side by side into one directory: each
+    /// scenario's import must read its own accounts, whoever wrote last.
+    #[test]
+    fn scenarios_seeding_from_one_directory_keep_their_own_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let deployment = Deployment::external("http://127.0.0.1:1", &[]);
+        // `true` stands in for `portcullis`: the files are what is checked.
+        let bin = Path::new("true");
+        for (scenario, username) in [("busy", "ana"), ("surge", "bo")] {
+            deployment
+                .seed(bin, &[account(username)], &[], dir.path(), scenario, false)
+                .unwrap();
+        }
+        for (scenario, username) in [("busy", "ana"), ("surge", "bo")] {
+            let file = dir.path().join(format!("{scenario}-accounts.csv"));
+            assert_eq!(
+                std::fs::read_to_string(file).unwrap(),
+                format!("{username},{username}-password\n")
+            );
         }
     }
 }

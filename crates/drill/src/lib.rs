@@ -178,6 +178,7 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
                 &plan.accounts,
                 &passkeys,
                 &options.out_dir,
+                &scenario.name,
                 options.cheap_seeding,
             )?;
         }

@@ -5,6 +5,7 @@
 //! of a passkey-only account signs in with its passkey (options, then the answer: one sample).
 //! Every request's outcome and latency is kept as a [`Sample`] for the report.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -399,15 +400,20 @@ pub async fn run(
     progress: &ProgressBar,
     devices: bool,
 ) -> anyhow::Result<Traffic> {
-    let cookies = warm_up(client, &plan, &keyring).await;
-    let missing = cookies.iter().filter(|c| c.is_none()).count();
+    let logins = warm_up(client, &plan, &keyring).await;
+    let mut missing = BTreeMap::new();
+    for outcome in logins.iter().filter_map(|login| login.as_ref().err()) {
+        *missing.entry(*outcome).or_insert(0) += 1;
+    }
     anyhow::ensure!(
-        missing == 0 || !devices,
-        "{missing} of {} legitimate users got no device cookie in the warm-up (their logins \
-         failed or were shed after {WARM_UP_RETRIES} retries): the run would count them as \
-         known devices",
-        cookies.len()
+        missing.is_empty() || !devices,
+        "{} of {} legitimate users got no device cookie in the warm-up (their last answers: \
+         {missing:?}; a shed login is sent {WARM_UP_RETRIES} times more): the run would count \
+         them as known devices",
+        missing.values().sum::<usize>(),
+        logins.len()
     );
+    let cookies = logins.into_iter().map(Result::ok).collect();
     // People solve on their own devices: here on every core, but only when the service and
     // the attacker leave one idle.
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -458,8 +464,12 @@ pub async fn run(
 /// Each legitimate user logs in once from their known device, with its second factor if it has
 /// one (or with its passkey), which sets its device cookie. At most [`WARM_UP_CONCURRENCY`] at
 /// once, as people do not all arrive in the same second; a login shed with 503 is sent again
-/// after its `Retry-After`.
-async fn warm_up(client: &Client, plan: &Plan, keyring: &Arc<Keyring>) -> Vec<Option<String>> {
+/// after its `Retry-After`. Each user's cookie, or the last answer of a login that got none.
+async fn warm_up(
+    client: &Client,
+    plan: &Plan,
+    keyring: &Arc<Keyring>,
+) -> Vec<Result<String, Outcome>> {
     let slots = Arc::new(tokio::sync::Semaphore::new(WARM_UP_CONCURRENCY));
     let mut logins = JoinSet::new();
     for (index, user) in plan.legit.iter().enumerate() {
@@ -485,15 +495,13 @@ async fn warm_up(client: &Client, plan: &Plan, keyring: &Arc<Keyring>) -> Vec<Op
             if let (Some(token), Some(secret)) = (&answer.mfa_token, &account.totp_secret) {
                 answer = client.second_factor(home, token, secret).await;
             }
-            (
-                index,
-                answer
-                    .cookie
-                    .filter(|_| answer.outcome == Outcome::Succeeded),
-            )
+            let cookie = answer
+                .cookie
+                .filter(|_| answer.outcome == Outcome::Succeeded);
+            (index, cookie.ok_or(answer.outcome))
         });
     }
-    let mut cookies = vec![None; plan.legit.len()];
+    let mut cookies = vec![Err(Outcome::Error); plan.legit.len()];
     while let Some(Ok((index, cookie))) = logins.join_next().await {
         cookies[index] = cookie;
     }
