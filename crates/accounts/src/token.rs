@@ -34,17 +34,7 @@ pub fn random_id() -> anyhow::Result<String> {
 
 /// The digest a token is stored under (hex SHA-256).
 pub fn digest(token: &str) -> String {
-    // Into a buffer rather than through `hex::encode`'s character iterator: forward
-    // authentication digests a token on every request it is asked.
-    let sha = Sha256::digest(token.as_bytes());
-    let mut hex = [0u8; 64];
-    match (
-        hex::encode_to_slice(sha, &mut hex),
-        std::str::from_utf8(&hex),
-    ) {
-        (Ok(()), Ok(text)) => text.to_owned(),
-        _ => hex::encode(sha),
-    }
+    portcullis_core::hex_string(&Sha256::digest(token.as_bytes()))
 }
 
 /// The digest of a well-formed `Authorization` value, `Bearer <token>`; `None` for anything

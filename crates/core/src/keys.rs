@@ -7,6 +7,7 @@
 //! (HMAC-SHA-256 with a server secret, truncated to 128 bits), so a store dump reveals no names.
 
 use std::borrow::Cow;
+use std::fmt::Write;
 use std::net::IpAddr;
 
 use hmac::{Hmac, Mac};
@@ -253,7 +254,7 @@ impl KeyDeriver {
         let mut mac = self.mac.clone();
         mac.update(username.as_str().as_bytes());
         let digest = mac.finalize().into_bytes();
-        hex::encode(&digest[..16])
+        crate::hex_string(&digest[..16])
     }
 
     /// The keyed digest that stands for a passkey's credential id where a username's would (a
@@ -263,7 +264,7 @@ impl KeyDeriver {
         mac.update(b"passkey credential\0");
         mac.update(credential_id);
         let digest = mac.finalize().into_bytes();
-        hex::encode(&digest[..16])
+        crate::hex_string(&digest[..16])
     }
 
     /// The keyed 64-bit digest that stands for a failed password in the signal's password
@@ -286,17 +287,17 @@ impl KeyDeriver {
 
     /// The key counting one client address.
     pub fn ip_key(&self, ip: IpAddr) -> AttemptKey {
-        AttemptKey::new(Dimension::Ip, &[&counted_address(ip).to_string()])
+        AttemptKey::new(Dimension::Ip, &[&address_text(counted_address(ip))])
     }
 
     /// The key counting one subnet (given as any network; it is truncated to its prefix).
     pub fn subnet_key(&self, net: IpNet) -> AttemptKey {
-        AttemptKey::new(Dimension::Subnet, &[&net.trunc().to_string()])
+        AttemptKey::new(Dimension::Subnet, &[&network_text(net)])
     }
 
     /// The key counting one IPv6 network (given as any network; it is truncated to its prefix).
     pub fn network_key(&self, net: IpNet) -> AttemptKey {
-        AttemptKey::new(Dimension::Network, &[&net.trunc().to_string()])
+        AttemptKey::new(Dimension::Network, &[&network_text(net)])
     }
 
     /// The keys of the source alone: address, subnet and, for IPv6, network (what a registration
@@ -304,7 +305,7 @@ impl KeyDeriver {
     pub fn source_keys(&self, ip: IpAddr) -> Vec<AttemptKey> {
         let ip = counted_address(ip);
         let mut keys = Vec::with_capacity(3);
-        self.push_source_keys(ip, &ip.to_string(), &mut keys);
+        self.push_source_keys(ip, &address_text(ip), &mut keys);
         keys
     }
 
@@ -346,7 +347,7 @@ impl KeyDeriver {
             )),
             None => {
                 let ip = counted_address(ip);
-                let ip_text = ip.to_string();
+                let ip_text = address_text(ip);
                 self.push_source_keys(ip, &ip_text, &mut keys);
                 keys.push(username_key(user));
                 keys.push(AttemptKey::new(
@@ -384,6 +385,46 @@ fn truncate(ip: IpAddr, prefix: u8) -> IpNet {
         .unwrap_or_else(|_| IpNet::from(ip))
 }
 
+/// `ip` as its `Display` writes it; an IPv4 address by hand, since the formatter's padding goes
+/// through a buffer and every attempt writes its address out twice (its address and subnet
+/// keys), refused floods included.
+fn address_text(ip: IpAddr) -> String {
+    let mut text = String::with_capacity(15);
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push('.');
+                }
+                push_decimal(&mut text, octet);
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(text, "{v6}");
+        }
+    }
+    text
+}
+
+/// `net` truncated to its prefix, as its `Display` writes it (`address/prefix`).
+fn network_text(net: IpNet) -> String {
+    let net = net.trunc();
+    let mut text = address_text(net.addr());
+    text.push('/');
+    push_decimal(&mut text, net.prefix_len());
+    text
+}
+
+fn push_decimal(text: &mut String, n: u8) {
+    if n >= 100 {
+        text.push(char::from(b'0' + n / 100));
+    }
+    if n >= 10 {
+        text.push(char::from(b'0' + n / 10 % 10));
+    }
+    text.push(char::from(b'0' + n % 10));
+}
+
 /// The username key from the username's keyed hash.
 fn username_key(digest: &str) -> AttemptKey {
     AttemptKey::new(Dimension::Username, &[digest])
@@ -392,6 +433,29 @@ fn username_key(digest: &str) -> AttemptKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Keys write addresses and networks out as their `Display` does (the store's keys
+        /// from before were written that way), and hex as `hex::encode` does.
+        #[test]
+        fn addresses_networks_and_hex_are_written_as_display_writes_them(
+            v4 in any::<[u8; 4]>(),
+            v6 in any::<[u16; 8]>(),
+            v4_prefix in 0u8..=32,
+            v6_prefix in 0u8..=128,
+            bytes in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let v4 = IpAddr::from(v4);
+            let v6 = IpAddr::from(v6);
+            prop_assert_eq!(address_text(v4), v4.to_string());
+            prop_assert_eq!(address_text(v6), v6.to_string());
+            for net in [IpNet::new(v4, v4_prefix)?, IpNet::new(v6, v6_prefix)?] {
+                prop_assert_eq!(network_text(net), net.trunc().to_string());
+            }
+            prop_assert_eq!(crate::hex_string(&bytes), hex::encode(&bytes));
+        }
+    }
 
     fn deriver() -> KeyDeriver {
         KeyDeriver::new(b"secret", 24, 64, 48).unwrap()

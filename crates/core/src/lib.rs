@@ -44,6 +44,18 @@ fn keyed_mac(key: &[u8]) -> hmac::Hmac<sha2::Sha256> {
     hmac::Hmac::new_from_slice(key).unwrap_or_else(|_| hmac::Hmac::new(&Default::default()))
 }
 
+/// `bytes` in lowercase hex, written into the string at once rather than through `hex::encode`'s
+/// character iterator: every request writes some (its request id, the username's digest, a
+/// bearer token's digest), refused floods included.
+pub fn hex_string(bytes: &[u8]) -> String {
+    let mut text = vec![0u8; bytes.len() * 2];
+    // Neither fails (the buffer has the length hex needs, and hex is ASCII).
+    match hex::encode_to_slice(bytes, &mut text).map(|()| String::from_utf8(text)) {
+        Ok(Ok(text)) => text,
+        _ => hex::encode(bytes),
+    }
+}
+
 pub use challenge::{ChallengeMode, ChallengePolicy};
 pub use decision::{Decision, Denial, KeyState, LockoutEvent, Outcome, Reason, Verified};
 pub use device::{DeviceCookies, DeviceId};

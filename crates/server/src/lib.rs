@@ -12,6 +12,7 @@ pub mod client_ip;
 pub mod error;
 pub mod import;
 pub mod mail;
+pub mod request_identity;
 pub mod request_span;
 pub mod return_to;
 pub mod routes;

@@ -3,8 +3,10 @@
 //! per-client limits), `Strict-Transport-Security` when the listener speaks HTTPS, and
 //! `Connection: close` while the replica drains ([`crate::shutdown`]).
 //!
-//! Handlers record `client_ip`, `username`, `outcome` and `reason` into the span once known
-//! (through `tracing::Span::current()`), so one line per request tells what happened; a request
+//! The span's identity (`request_id`, `method`, `path`, and `client_ip` once the client address
+//! is resolved) is held back until a line needs it ([`crate::request_identity`]). Handlers
+//! record `username`, `outcome` and `reason` into the span once known (through
+//! `tracing::Span::current()`), so one line per request tells what happened; a request
 //! refused before verification tells it at DEBUG, since the guard's refusal log summarises
 //! those, and so does forward authentication, which a proxy asks for every request it passes
 //! (its span is DEBUG too). Unless DEBUG lines can print, a refusal records neither whom nor
@@ -26,6 +28,7 @@ use portcullis_accounts::refusal_log;
 use tracing::Instrument;
 
 use crate::error::Summarised;
+use crate::request_identity::{self, Identity};
 use crate::routes::FORWARD_AUTH_PATH;
 use crate::shutdown::Drain;
 
@@ -80,14 +83,15 @@ where
 
     fn call(&self, request: ServiceRequest) -> Self::Future {
         let request_id = new_request_id();
+        let request_id_header = HeaderValue::from_str(&request_id).ok();
         macro_rules! request_span {
             ($level:expr) => {
                 tracing::span!(
                     $level,
                     "request",
-                    request_id = %request_id,
-                    method = %request.method(),
-                    path = %request.path(),
+                    request_id = tracing::field::Empty,
+                    method = tracing::field::Empty,
+                    path = tracing::field::Empty,
                     status = tracing::field::Empty,
                     client_ip = tracing::field::Empty,
                     username = tracing::field::Empty,
@@ -103,6 +107,17 @@ where
         } else {
             request_span!(tracing::Level::INFO)
         };
+        if !span.is_disabled() {
+            request_identity::hold(
+                &span,
+                Identity {
+                    request_id,
+                    method: request.method().clone(),
+                    path: request.path().to_owned(),
+                    client_ip: None,
+                },
+            );
+        }
         let started = Instant::now();
         let hsts = self.hsts;
         // Read once, as the request arrives: no reference counting on every request (refused
@@ -127,7 +142,7 @@ where
                 }
             });
             let headers = response.headers_mut();
-            if let Ok(value) = HeaderValue::from_str(&request_id) {
+            if let Some(value) = request_id_header {
                 headers.insert(REQUEST_ID_HEADER, value);
             }
             if !headers.contains_key(header::CACHE_CONTROL) {
@@ -165,7 +180,7 @@ fn new_request_id() -> String {
     let mut id = [0u8; 12];
     id[..6].copy_from_slice(process);
     id[6..].copy_from_slice(&count[2..]);
-    hex::encode(id)
+    portcullis_core::hex_string(&id)
 }
 
 #[cfg(test)]

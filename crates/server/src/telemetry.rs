@@ -11,6 +11,10 @@ use std::sync::OnceLock;
 
 use tracing_appender::non_blocking::{ErrorCounter, WorkerGuard};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::request_identity::WriteHeld;
 
 use crate::settings::LogFormat;
 
@@ -25,18 +29,17 @@ pub fn init(format: LogFormat, level: &str) -> Option<WorkerGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let dropped = writer.error_counter();
-    // Colours only for a person at a terminal: escapes in a file are noise, and cost a refused
-    // request's span a share of its time.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // Colours only for a person at a terminal: escapes in a file are noise.
+    let lines = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer);
+    // A request's identity is written into its span only when a line needs it: `WriteHeld`
+    // sits between the registry and the formatter, so that it sees every line first.
+    let held = tracing_subscriber::registry().with(filter).with(WriteHeld);
     let installed = match format {
-        LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
+        LogFormat::Pretty => held.with(lines).try_init(),
+        LogFormat::Json => held
+            .with(lines.json().flatten_event(true).with_current_span(true))
             .try_init(),
     };
     // An error: a subscriber is already installed, which is fine.

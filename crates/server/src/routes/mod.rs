@@ -436,7 +436,7 @@ pub fn client_address(req: &HttpRequest) -> Result<IpAddr, ApiError> {
         code: "invalid_forwarded_header",
         detail: e.to_string(),
     })?;
-    tracing::Span::current().record("client_ip", tracing::field::display(ip));
+    crate::request_identity::record_client_ip(ip);
     Ok(ip)
 }
 
