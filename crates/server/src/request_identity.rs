@@ -7,7 +7,8 @@
 //! the span's registry entry, and [`WriteHeld`], a layer nearer the registry than the formatter,
 //! writes them into the span just before the first line inside it, or the first other field
 //! recorded into it: every line reads as if they had been recorded at once, in the same order.
-//! Where the subscriber has no registry or no [`WriteHeld`], they are written at once.
+//! Where the subscriber has no registry or no [`WriteHeld`] (`telemetry` leaves it out for a
+//! filter that picks spans by a field's value), they are written at once.
 
 use std::net::IpAddr;
 
@@ -294,6 +295,22 @@ mod tests {
             });
         });
         assert_eq!((formatted.as_deref(), text.as_str()), (Some(""), ""));
+    }
+
+    #[test]
+    fn a_filter_selecting_requests_by_path_sees_the_path_as_the_span_is_made() {
+        let directives = "info,[request{path=/v1/login}]=debug";
+        let lines = Lines::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::EnvFilter::new(directives))
+            .with(crate::telemetry::write_held(directives))
+            .with(format(&lines));
+        tracing::subscriber::with_default(subscriber, || {
+            request_span("r5").in_scope(|| tracing::debug!("a line the directive asks for"));
+        });
+        let text = lines.text();
+        assert!(text.contains("a line the directive asks for"), "{text}");
+        assert!(text.contains("request{request_id=r5"), "{text}");
     }
 
     #[test]

@@ -26,7 +26,12 @@ static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 /// the writer.
 #[must_use = "the writer stops when the guard is dropped"]
 pub fn init(format: LogFormat, level: &str) -> Option<WorkerGuard> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // `RUST_LOG` when it parses, else `log_level`.
+    let directives = match std::env::var(EnvFilter::DEFAULT_ENV) {
+        Ok(directives) if EnvFilter::try_new(&directives).is_ok() => directives,
+        _ => level.to_owned(),
+    };
+    let filter = EnvFilter::new(&directives);
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let dropped = writer.error_counter();
     // Colours only for a person at a terminal: escapes in a file are noise.
@@ -35,7 +40,9 @@ pub fn init(format: LogFormat, level: &str) -> Option<WorkerGuard> {
         .with_writer(writer);
     // A request's identity is written into its span only when a line needs it: `WriteHeld`
     // sits between the registry and the formatter, so that it sees every line first.
-    let held = tracing_subscriber::registry().with(filter).with(WriteHeld);
+    let held = tracing_subscriber::registry()
+        .with(filter)
+        .with(write_held(&directives));
     let installed = match format {
         LogFormat::Pretty => held.with(lines).try_init(),
         LogFormat::Json => held
@@ -46,6 +53,13 @@ pub fn init(format: LogFormat, level: &str) -> Option<WorkerGuard> {
     installed.ok()?;
     let _ = DROPPED.set(dropped);
     Some(guard)
+}
+
+/// [`WriteHeld`], unless the filter `directives` select spans by a field's value
+/// (`[request{path=/v1/login}]=debug`): such a filter matches fields as they are recorded, so a
+/// request's identity must be recorded as its span is made.
+pub(crate) fn write_held(directives: &str) -> Option<WriteHeld> {
+    (!directives.contains('[')).then_some(WriteHeld)
 }
 
 /// Lines the writer dropped because its buffer was full (0 before [`init`]).
