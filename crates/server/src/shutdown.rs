@@ -10,8 +10,9 @@
 //! replica, since the request was never sent. Requests in flight get
 //! `server.shutdown_timeout_secs` to finish. A second signal cuts the drain short. Behind a
 //! proxy that cannot probe readiness (nginx), a connection still in the listen backlog as the
-//! listener closes is lost, its request sent: about 1 in 10 000 under flat-out load
-//! (docs/failure-modes.md).
+//! listener closes ends with its request sent and unread: about 1 in 10 000 under flat-out load.
+//! The request was never read, so nginx sends it to another replica, even a POST
+//! (`non_idempotent` in deploy/nginx/portcullis.conf; docs/failure-modes.md).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};

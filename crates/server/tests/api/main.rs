@@ -35,6 +35,7 @@ mod openapi;
 mod pages;
 mod passkeys;
 mod passwords;
+mod proxy_nginx;
 mod registration;
 mod reset;
 mod session;
