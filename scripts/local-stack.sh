@@ -30,6 +30,15 @@ wait_for() { # description, command...
   return 1
 }
 
+# Whether the Redis on $redis_port is the one started here: a daemonized redis-server returns
+# before it binds, so another that took the port first would answer a PING. Ours writes its
+# pidfile once it listens.
+our_redis() {
+  local pid
+  pid=$(redis-cli -p "$redis_port" info server 2>/dev/null | tr -d '\r' | sed -n 's/^process_id://p')
+  [ -n "$pid" ] && [ "$pid" = "$(cat "$state/redis.pid" 2>/dev/null)" ]
+}
+
 # PostgreSQL refuses to run as root; run its binaries as `postgres` then.
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
@@ -44,7 +53,7 @@ up() {
   redis_port=$(free_port)
   redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
     --daemonize yes --pidfile "$state/redis.pid" --logfile "$state/redis.log"
-  wait_for redis redis-cli -p "$redis_port" ping
+  wait_for redis our_redis
 
   pg_port=$(free_port)
   as_pg "$pg_bin/initdb" -A trust -U postgres -D "$state/pg" >"$state/initdb.log"
