@@ -61,7 +61,8 @@ async fn a_login_a_stopping_replica_ended_unread_is_answered_by_the_next_replica
             .unwrap();
         assert_eq!(answer.status(), 401, "{}", nginx.error_log());
     }
-    // The logins did go to the stopping replica first: each was sent, ended, and sent on.
+    // A login did go to the stopping replica first (nginx then leaves it out for a while): it
+    // was sent, ended unanswered, and sent on.
     assert!(
         ended.load(Ordering::SeqCst) >= 1,
         "no login reached the stopping replica: {}",
