@@ -317,6 +317,12 @@ impl Settings {
     /// Checks what serde cannot: ranges and combinations.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.policy.validate()?;
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            anyhow::bail!(
+                "log_level: not a tracing filter ({error}); for example \"info\" or \
+                 \"portcullis_server=debug,info\""
+            );
+        }
         anyhow::ensure!(
             self.server.max_body_bytes >= 1024,
             "server.max_body_bytes: must be at least 1024"

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 
 use tracing_appender::non_blocking::{ErrorCounter, WorkerGuard};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::ParseError;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -26,12 +27,11 @@ static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 /// the writer.
 #[must_use = "the writer stops when the guard is dropped"]
 pub fn init(format: LogFormat, level: &str) -> Option<WorkerGuard> {
-    // `RUST_LOG` when it parses, else `log_level`.
-    let directives = match std::env::var(EnvFilter::DEFAULT_ENV) {
-        Ok(directives) if EnvFilter::try_new(&directives).is_ok() => directives,
-        _ => level.to_owned(),
-    };
-    let filter = EnvFilter::new(&directives);
+    let Filter {
+        filter,
+        directives,
+        passed_over,
+    } = choose_filter(std::env::var(EnvFilter::DEFAULT_ENV).ok(), level);
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let dropped = writer.error_counter();
     // Colours only for a person at a terminal: escapes in a file are noise.
@@ -52,7 +52,41 @@ pub fn init(format: LogFormat, level: &str) -> Option<WorkerGuard> {
     // An error: a subscriber is already installed, which is fine.
     installed.ok()?;
     let _ = DROPPED.set(dropped);
+    if let Some(error) = passed_over {
+        tracing::warn!(%error, "RUST_LOG is not a tracing filter; log_level applies");
+    }
     Some(guard)
+}
+
+/// The filter [`init`] installs, with the directives it was made of.
+struct Filter {
+    filter: EnvFilter,
+    directives: String,
+    /// Why `RUST_LOG` was passed over, if it was set and did not parse.
+    passed_over: Option<ParseError>,
+}
+
+/// `RUST_LOG` (`env`) when it parses, else `log_level` (which [`crate::settings::Settings`]
+/// has checked).
+fn choose_filter(env: Option<String>, level: &str) -> Filter {
+    let mut passed_over = None;
+    if let Some(directives) = env {
+        match EnvFilter::try_new(&directives) {
+            Ok(filter) => {
+                return Filter {
+                    filter,
+                    directives,
+                    passed_over,
+                };
+            }
+            Err(error) => passed_over = Some(error),
+        }
+    }
+    Filter {
+        filter: EnvFilter::new(level),
+        directives: level.to_owned(),
+        passed_over,
+    }
 }
 
 /// [`WriteHeld`], unless the filter `directives` select spans by a field's value
@@ -67,4 +101,24 @@ pub fn dropped_lines() -> u64 {
     DROPPED
         .get()
         .map_or(0, |counter| counter.dropped_lines() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rust_log_is_chosen_when_it_parses_and_named_when_it_does_not() {
+        let chosen = choose_filter(Some("portcullis_server=debug,warn".to_owned()), "info");
+        assert_eq!(chosen.directives, "portcullis_server=debug,warn");
+        assert!(chosen.passed_over.is_none());
+
+        let chosen = choose_filter(Some("portcullis_server=loud".to_owned()), "warn");
+        assert_eq!(chosen.directives, "warn");
+        assert!(chosen.passed_over.is_some());
+
+        let chosen = choose_filter(None, "warn");
+        assert_eq!(chosen.directives, "warn");
+        assert!(chosen.passed_over.is_none());
+    }
 }

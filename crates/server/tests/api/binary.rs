@@ -105,6 +105,38 @@ fn an_unknown_setting_fails_start_up_naming_it() {
 }
 
 #[test]
+fn a_log_level_that_is_not_a_filter_fails_start_up_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = portcullis(&dir);
+    command.env("PORTCULLIS__LOG_LEVEL", "portcullis_server=loud");
+    let stderr = startup_error(command);
+    assert!(
+        stderr.contains("log_level: not a tracing filter"),
+        "{stderr}"
+    );
+}
+
+/// `RUST_LOG` overrides `log_level` for a while, by hand: a typo in it must not leave the
+/// operator guessing which one applies.
+#[test]
+fn a_rust_log_that_is_not_a_filter_is_named_and_log_level_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = portcullis(&dir);
+    command
+        .env("RUST_LOG", "portcullis_server=loud")
+        .env("PORTCULLIS__SERVER__PORT", "0");
+    let (mut child, _address, lines) = start(command);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("RUST_LOG is not a tracing filter") && l.contains("WARN")),
+        "{lines:?}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
 fn an_unknown_sharding_fails_start_up_naming_the_setting() {
     let dir = tempfile::tempdir().unwrap();
     let mut command = portcullis(&dir);
