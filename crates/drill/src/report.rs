@@ -62,6 +62,10 @@ pub struct SignalSeen {
     /// Legitimate logins challenged from clean sources with no attack under way (before the
     /// attacker started, or in a scenario without one): false trips, as people feel them.
     pub false_trip_challenges: usize,
+    /// Attacker guesses verified with their answer after the trip (none: never tripped): those
+    /// admitted before the signal tripped (or by a replica that had not heard yet) and hashed
+    /// after it, which no detector judging verified failures can stop.
+    pub verified_after_trip: Option<usize>,
 }
 
 /// The subnet a source is judged with: its /24, or its /64.
@@ -106,6 +110,15 @@ impl SignalSeen {
             ) {
                 dirty.insert(subnet);
             }
+        }
+        if let (Some(start), Some(after)) = (attack_started, seen.trip_after_secs) {
+            let tripped = start + Duration::from_secs_f64(after);
+            let verified_after = samples.iter().filter(|sample| {
+                matches!(sample.sender, Sender::Attacker(_))
+                    && sample.outcome.verified()
+                    && sample.sent_at + sample.latency > tripped
+            });
+            seen.verified_after_trip = Some(verified_after.count());
         }
         seen
     }
@@ -446,16 +459,7 @@ pub const LATENCY_CLASSES: [&str; 3] = ["attacker denied", "attacker verified", 
 fn latencies(samples: &[Sample]) -> Vec<ClassLatency> {
     let members: [Member; 3] = [
         |s| matches!(s.sender, Sender::Attacker(_)) && s.outcome == Outcome::Refused,
-        |s| {
-            matches!(s.sender, Sender::Attacker(_))
-                && matches!(
-                    s.outcome,
-                    Outcome::Failed
-                        | Outcome::Succeeded
-                        | Outcome::SecondFactor
-                        | Outcome::ResetRequired
-                )
-        },
+        |s| matches!(s.sender, Sender::Attacker(_)) && s.outcome.verified(),
         |s| matches!(s.sender, Sender::Legit(_)),
     ];
     LATENCY_CLASSES
@@ -502,13 +506,7 @@ fn timeline(samples: &[Sample]) -> Vec<TimelineSecond> {
     for sample in samples {
         let bucket = &mut timeline[sample.sent_at.as_secs() as usize];
         match (sample.sender, sample.outcome) {
-            (
-                Sender::Attacker(_),
-                Outcome::Succeeded
-                | Outcome::Failed
-                | Outcome::SecondFactor
-                | Outcome::ResetRequired,
-            ) => bucket.attacker_allowed += 1,
+            (Sender::Attacker(_), outcome) if outcome.verified() => bucket.attacker_allowed += 1,
             (Sender::Attacker(_), Outcome::Refused) => bucket.attacker_denied += 1,
             (Sender::Attacker(_), Outcome::Challenged) => bucket.attacker_challenged += 1,
             (Sender::Attacker(_), _) => bucket.attacker_other += 1,
@@ -597,6 +595,11 @@ impl DrillReport {
                 None => "-".to_owned(),
             },
         );
+        row("  guesses verified after it", &|r| {
+            r.signal
+                .verified_after_trip
+                .map_or_else(|| "-".to_owned(), |n| n.to_string())
+        });
         row("legit challenged with no attack (false trips)", &|r| {
             r.signal.false_trip_challenges.to_string()
         });
@@ -760,7 +763,11 @@ mod tests {
             // A clean source challenged with no attack under way: a false trip.
             from("172.16.1.5", Sender::Legit(1), Outcome::Challenged, 300),
             // The attack starts at 1 s; its first clean challenge at 1.5 s is the trip.
-            from("10.0.0.1", Sender::Attacker(0), Outcome::Failed, 1_000),
+            Sample {
+                latency: Duration::from_millis(600),
+                ..from("10.0.0.1", Sender::Attacker(0), Outcome::Failed, 1_000)
+            },
+            from("10.0.0.3", Sender::Attacker(4), Outcome::Failed, 1_100),
             from("10.0.0.2", Sender::Attacker(1), Outcome::Challenged, 1_200),
             from("10.0.1.1", Sender::Attacker(2), Outcome::Challenged, 1_500),
             from("10.0.2.1", Sender::Attacker(3), Outcome::Challenged, 1_700),
@@ -768,8 +775,11 @@ mod tests {
         let seen = SignalSeen::new(&samples, Some(Duration::from_secs(1)));
         assert_eq!(seen.trip_after_secs, Some(0.5));
         assert_eq!(seen.false_trip_challenges, 1);
+        // Sent at 1 s and answered at 1.6 s: hashed after the trip (the one at 1.1 s was not).
+        assert_eq!(seen.verified_after_trip, Some(1));
         let without_attack = SignalSeen::new(&samples[..3], None);
         assert_eq!(without_attack.trip_after_secs, None);
+        assert_eq!(without_attack.verified_after_trip, None);
         assert_eq!(without_attack.false_trip_challenges, 1);
     }
 

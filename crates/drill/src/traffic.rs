@@ -55,6 +55,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Whether the password was checked: the answer says whether it was right.
+    pub fn verified(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::SecondFactor | Self::ResetRequired
+        )
+    }
+
     fn from_answer(status: StatusCode, problem: &serde_json::Value) -> Self {
         match status.as_u16() {
             200 => Self::Succeeded,
