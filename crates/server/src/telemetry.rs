@@ -69,23 +69,19 @@ struct Filter {
 /// `RUST_LOG` (`env`) when it parses, else `log_level` (which [`crate::settings::Settings`]
 /// has checked).
 fn choose_filter(env: Option<String>, level: &str) -> Filter {
-    let mut passed_over = None;
-    if let Some(directives) = env {
-        match EnvFilter::try_new(&directives) {
-            Ok(filter) => {
-                return Filter {
-                    filter,
-                    directives,
-                    passed_over,
-                };
-            }
-            Err(error) => passed_over = Some(error),
-        }
-    }
-    Filter {
+    let of_level = |passed_over| Filter {
         filter: EnvFilter::new(level),
         directives: level.to_owned(),
         passed_over,
+    };
+    match env.map(|directives| EnvFilter::try_new(&directives).map(|filter| (filter, directives))) {
+        Some(Ok((filter, directives))) => Filter {
+            filter,
+            directives,
+            passed_over: None,
+        },
+        Some(Err(error)) => of_level(Some(error)),
+        None => of_level(None),
     }
 }
 
