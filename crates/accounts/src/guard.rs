@@ -351,14 +351,18 @@ impl Admission<'_> {
     }
 
     /// Answers with a challenge of `work` (from [`Self::challenge_now`]) an attempt that was
-    /// admitted but not verified. It is settled as abandoned: the signal counts it as a
-    /// failure, as an unanswered challenge counts, and its lockout failure is taken back.
+    /// admitted but not verified, or whose verification is withheld. It is settled as
+    /// abandoned: the signal counts it as a failure, as an unanswered challenge counts, and its
+    /// lockout failure is taken back (its sender learnt nothing of the password).
     pub async fn challenge(self, work: u64) -> Error {
         let guard = self.guard;
         let keys = self.keys.clone();
         self.abandon().await;
         metrics::counter!("portcullis_challenged_at_turn_total").increment(1);
-        tracing::debug!(work, "admitted attempt challenged at its hash turn");
+        tracing::debug!(
+            work,
+            "admitted attempt challenged at or after its hash turn"
+        );
         guard.challenged(&keys, work, false)
     }
 

@@ -11,7 +11,7 @@
 //!   refused by `policy.mfa`.
 //! - `portcullis_hash_in_flight`, `portcullis_hash_wait_seconds`, `portcullis_hash_rejected_total`:
 //!   the Argon2 pool's queue; `portcullis_challenged_at_turn_total`: attempts challenged when
-//!   their turn in it came.
+//!   their turn in it came, or once their password was checked (the answer withheld).
 //! - `portcullis_store_call_seconds{op}`, `portcullis_store_errors_total{op}`: attempt-store
 //!   calls.
 //! - `portcullis_under_attack`, `portcullis_store_degraded`: the service-wide signal and the
@@ -133,7 +133,7 @@ pub const METRICS: [Metric; 24] = [
     Metric {
         name: "portcullis_challenged_at_turn_total",
         kind: Kind::Counter,
-        help: "Attempts admitted before the service came under attack, challenged when their turn in the hash queue came instead of verified.",
+        help: "Attempts admitted before the service came under attack, challenged at their turn in the hash queue instead of verified, or once verified instead of answered.",
     },
     Metric {
         name: "portcullis_store_call_seconds",

@@ -6,7 +6,8 @@
 //! 2. The account is looked up and the password verified; an unknown name verifies against a
 //!    dummy hash and a permanently locked account is verified too, so neither answers sooner
 //!    than a wrong password does. An attempt that would be challenged by the time its turn in
-//!    the hash queue comes (the service came under attack meanwhile) is challenged then.
+//!    the hash queue comes (the service came under attack meanwhile) is challenged then, and
+//!    one that would be once its password was checked gets the challenge instead of the answer.
 //! 3. The admission is finished with the outcome, or abandoned when the attempt was never
 //!    verified (503: hash queue full, database down), so a client retrying on 503 does not
 //!    lock itself out.
@@ -435,6 +436,11 @@ pub async fn verify_password(
             return Err(error.into());
         }
     };
+    // Or while its password was checked: the answer would tell a guess admitted just before the
+    // trip what one sent a moment later cannot learn, so it is withheld, right or wrong alike.
+    if let Some(work) = admission.challenge_now() {
+        return Err(admission.challenge(work).await);
+    }
     let outcome = if matched {
         Outcome::Success
     } else {

@@ -57,14 +57,15 @@ pub struct RunReport {
 /// come from the signal, since a source's own risk needs failures.
 #[derive(Debug, Default, Serialize)]
 pub struct SignalSeen {
-    /// Seconds from the attacker's first pair to the first such challenge (none: never).
+    /// Seconds from the attacker's first pair to the first such challenge's answer (none:
+    /// never).
     pub trip_after_secs: Option<f64>,
     /// Legitimate logins challenged from clean sources with no attack under way (before the
     /// attacker started, or in a scenario without one): false trips, as people feel them.
     pub false_trip_challenges: usize,
     /// Attacker guesses verified with their answer after the trip (none: never tripped): those
-    /// admitted before the signal tripped (or by a replica that had not heard yet) and hashed
-    /// after it, which no detector judging verified failures can stop.
+    /// checked by a replica that had not heard of it yet (one that has withholds the answer),
+    /// which no detector judging verified failures can stop.
     pub verified_after_trip: Option<usize>,
 }
 
@@ -89,14 +90,17 @@ impl SignalSeen {
     fn new(samples: &[Sample], attack_started: Option<Duration>) -> Self {
         let mut seen = SignalSeen::default();
         let mut dirty = std::collections::HashSet::new();
+        // When the first such challenge was answered: one sent earlier may have been answered
+        // later (challenged at its hash turn, or once checked).
+        let mut tripped: Option<Duration> = None;
         for sample in samples {
             let subnet = subnet_of(sample.source);
             let clean = !dirty.contains(&subnet);
             if clean && sample.outcome == Outcome::Challenged {
                 match attack_started {
                     Some(start) if sample.sent_at >= start => {
-                        let after = (sample.sent_at - start).as_secs_f64();
-                        seen.trip_after_secs.get_or_insert(after);
+                        let answered = sample.sent_at + sample.latency;
+                        tripped = Some(tripped.map_or(answered, |t| t.min(answered)));
                     }
                     _ if matches!(sample.sender, Sender::Legit(_)) => {
                         seen.false_trip_challenges += 1;
@@ -111,8 +115,8 @@ impl SignalSeen {
                 dirty.insert(subnet);
             }
         }
-        if let (Some(start), Some(after)) = (attack_started, seen.trip_after_secs) {
-            let tripped = start + Duration::from_secs_f64(after);
+        if let (Some(start), Some(tripped)) = (attack_started, tripped) {
+            seen.trip_after_secs = Some(tripped.saturating_sub(start).as_secs_f64());
             let verified_after = samples.iter().filter(|sample| {
                 matches!(sample.sender, Sender::Attacker(_))
                     && sample.outcome.verified()
@@ -762,14 +766,19 @@ mod tests {
             from("172.16.0.9", Sender::Legit(0), Outcome::Challenged, 200),
             // A clean source challenged with no attack under way: a false trip.
             from("172.16.1.5", Sender::Legit(1), Outcome::Challenged, 300),
-            // The attack starts at 1 s; its first clean challenge at 1.5 s is the trip.
+            // The attack starts at 1 s; its first clean challenge answered, at 1.5 s, is the
+            // trip (one sent before it was answered after it: challenged at its hash turn).
             Sample {
                 latency: Duration::from_millis(600),
                 ..from("10.0.0.1", Sender::Attacker(0), Outcome::Failed, 1_000)
             },
             from("10.0.0.3", Sender::Attacker(4), Outcome::Failed, 1_100),
             from("10.0.0.2", Sender::Attacker(1), Outcome::Challenged, 1_200),
-            from("10.0.1.1", Sender::Attacker(2), Outcome::Challenged, 1_500),
+            Sample {
+                latency: Duration::from_millis(400),
+                ..from("10.0.3.1", Sender::Attacker(5), Outcome::Challenged, 1_300)
+            },
+            from("10.0.1.1", Sender::Attacker(2), Outcome::Challenged, 1_499),
             from("10.0.2.1", Sender::Attacker(3), Outcome::Challenged, 1_700),
         ];
         let seen = SignalSeen::new(&samples, Some(Duration::from_secs(1)));

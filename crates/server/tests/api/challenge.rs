@@ -332,3 +332,60 @@ async fn a_trusted_device_logs_in_from_a_shared_address_an_attacker_got_banned()
     let with = alice_from_the_office(&app, Some(&cookie)).await;
     assert_eq!(with.status(), 200);
 }
+
+/// A password checked while the service came under attack is answered with a challenge, not
+/// with whether it was right: a guess admitted just before the trip learns nothing that one
+/// sent a moment later could not. Alice's stored hash is slow (she registered under costlier
+/// Argon2 parameters, so her check takes seconds where an unknown name's takes a millisecond);
+/// a spread-thin list trips the signal while hers runs. Solving the challenge then logs her in:
+/// the withheld answer was not counted against her.
+#[tokio::test]
+async fn a_password_checked_as_the_service_came_under_attack_gets_a_challenge_not_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fast = settings(ChallengeMode::Risk);
+    fast.database.url = format!("sqlite://{}/accounts.db", dir.path().display());
+    // One thread for alice's check, one for the list's.
+    fast.argon2.workers = 2;
+    let mut slow = fast.clone();
+    slow.argon2.memory_kib = 65_536;
+    slow.argon2.iterations = 40;
+    let app = TestApp::spawn_with(slow).await;
+    app.register("alice", PASSWORD).await;
+    drop(app);
+    let app = TestApp::spawn_with(fast).await;
+
+    let alice = login(&app, "192.0.2.10", "alice", PASSWORD, None);
+    let list = async {
+        // Alice is admitted first (a clean source, a calm service) and her check begins.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        for i in 0..=60 {
+            let from = format!("10.{i}.0.1");
+            let response = login(&app, &from, &format!("leaked{i}"), "hunter2", None).await;
+            if response.status() == 401 {
+                let body: Value = response.json().await.unwrap();
+                if body["code"] == "challenge_required" {
+                    return i;
+                }
+                assert_eq!(body["code"], "invalid_credentials", "{body}");
+            } else {
+                panic!("leaked{i}: {}", response.status());
+            }
+        }
+        panic!("the list never tripped the signal");
+    };
+    let (alice, tripped_at) = tokio::join!(alice, list);
+    assert!(
+        tripped_at > 0,
+        "the list was challenged from its first pair"
+    );
+    let challenge = challenge_of(alice, "challenge_required").await;
+    let response = login(
+        &app,
+        "192.0.2.10",
+        "alice",
+        PASSWORD,
+        Some(&solve(challenge)),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+}

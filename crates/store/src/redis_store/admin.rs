@@ -1,7 +1,8 @@
 //! The admin side of the Redis store: counters' status, the restrictions index (lockouts and
-//! bans, listed and cleared), and the channel where replicas announce changes that make cached
-//! refusals stale.
+//! bans, listed and cleared), and the channels where replicas announce changes that make cached
+//! refusals stale, and trips.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,6 +10,7 @@ use futures_util::future::join_all;
 use portcullis_core::{AttemptKey, KeyState, UnixMillis};
 use redis::RedisError;
 
+use super::signal::{self, SharedSignal};
 use super::{Conn, RESTRICTIONS, RedisStore, StoredState, Topology};
 use crate::StoreError;
 use crate::admin::{AdminStore, Invalidation, KeyStatus, Listener, Restriction};
@@ -151,14 +153,21 @@ impl AdminStore for RedisStore {
         Ok(())
     }
 
+    /// Also hears the trips other replicas judged ([`signal::TRIPS`]), on the same
+    /// subscription.
     fn listen(&self, listener: Listener) {
-        let channel = self.keyspace.single(INVALIDATE);
+        let channels = Channels {
+            changes: self.keyspace.single(INVALIDATE),
+            trips: self.keyspace.single(signal::TRIPS),
+        };
         let topology = self.topology.clone();
+        let signal = self.signal.clone();
+        let hear = Hear { listener, signal };
         tokio::spawn(async move {
             // One subscription at a time, for the life of the process; each turn to the next
             // seed node, or to the primary the Sentinels name then.
             for turn in 0.. {
-                if let Err(error) = subscribe(&topology, turn, &channel, &listener).await {
+                if let Err(error) = subscribe(&topology, turn, &channels, &hear).await {
                     tracing::warn!(%error, "change subscription lost; resubscribing");
                 }
                 tokio::time::sleep(RESUBSCRIBE_AFTER).await;
@@ -170,6 +179,22 @@ impl AdminStore for RedisStore {
 /// Where replicas announce changes that make cached refusals stale (classic pub/sub: a
 /// Cluster's PUBLISH reaches the subscribers of every node, a primary's its replicas').
 const INVALIDATE: &str = "invalidate";
+/// The channels a replica subscribes to.
+struct Channels {
+    /// Changes that make cached refusals stale ([`INVALIDATE`]).
+    changes: String,
+    /// Trips ([`signal::TRIPS`]).
+    trips: String,
+}
+
+/// Who hears what a subscription brings.
+struct Hear {
+    /// Changes, for the caller of `listen`.
+    listener: Listener,
+    /// Trips, for this replica's side of the signal (none when the policy has none).
+    signal: Option<Arc<SharedSignal>>,
+}
+
 /// The pause before subscribing again after the subscription failed or ended.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(200);
 
@@ -191,25 +216,35 @@ async fn subscriber(topology: &Topology, turn: usize) -> redis::RedisResult<redi
     }
 }
 
-/// Subscribes to `channel` and hands every change to `listener`, until the connection fails. A
-/// successful (re)subscription is itself announced to the listener as every kind of change:
-/// whatever was announced while it was away may have been missed.
+/// Subscribes to `channels` and hands every change to the listener and every trip to the
+/// signal, until the connection fails. A successful (re)subscription is itself announced to the
+/// listener as every kind of change: whatever was announced while it was away may have been
+/// missed. (A trip missed is read at the next flush.)
 async fn subscribe(
     topology: &Topology,
     turn: usize,
-    channel: &str,
-    listener: &Listener,
+    channels: &Channels,
+    hear: &Hear,
 ) -> redis::RedisResult<()> {
     use futures_util::StreamExt as _;
     let client = subscriber(topology, turn).await?;
     let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(channel).await?;
+    pubsub
+        .subscribe(&[&channels.changes, &channels.trips])
+        .await?;
+    let listener = &hear.listener;
     listener(Invalidation::Unlock);
     listener(Invalidation::Allowlist);
     listener(Invalidation::SessionsEnded(None));
     let mut messages = pubsub.on_message();
     while let Some(message) = messages.next().await {
         let payload: String = message.get_payload()?;
+        if message.get_channel_name() == channels.trips {
+            if let Some(signal) = &hear.signal {
+                signal.heard(&payload);
+            }
+            continue;
+        }
         match Invalidation::parse(&payload) {
             Some(change) => listener(change),
             None => tracing::warn!(payload, "unknown change announced; ignored"),

@@ -721,8 +721,11 @@ impl AttemptStore for RedisStore {
         )?;
         if let (Some(signal), Some(judged)) = (self.signal_of(keys), judged)
             && decision.counts()
+            && let Some(trip) = signal.keep(judged)
         {
-            signal.keep(judged);
+            // The attempt that tipped it does not wait for the others to hear.
+            let (calls, keyspace) = (self.calls.clone(), self.keyspace.clone());
+            tokio::spawn(async move { signal::announce(&calls, &keyspace, trip).await });
         }
         // A challenge counts as a failed attempt until an attempt answers it.
         let signal = self.counting_signal(keys);

@@ -14,8 +14,9 @@
 //! no key is written by every attempt, a replica's own attempts count at once (the attempt
 //! that tips it is the one judged), and it sees the others' within two flushes (0.5 s); while
 //! failures pile up before an attack is seen, and once a replica judged a trip it has not
-//! shared, replicas flush every [`FLUSH_EARLY_EVERY`] instead. A flush that fails keeps its
-//! counts for the next one.
+//! shared, replicas flush every [`FLUSH_EARLY_EVERY`] instead. A trip does not wait for a
+//! flush: the replica that judges it announces it on [`TRIPS`], and every replica takes it as
+//! it arrives. A flush that fails keeps its counts for the next one.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -305,14 +306,23 @@ impl SharedSignal {
         }
     }
 
-    /// Keeps (and shares) the trip an attempt that counted was judged with.
-    pub fn keep(&self, judged: Judged) {
+    /// Keeps (and shares at the next flush) the trip an attempt that counted was judged with.
+    /// Returns it when it starts a trip this replica did not know of, which the caller
+    /// announces ([`announce`]) so the others need not wait for a flush.
+    pub fn keep(&self, judged: Judged) -> Option<Trip> {
+        let trip = judged.trip?;
         let mut seen = lock(&self.seen);
-        if judged
-            .trip
-            .is_some_and(|trip| seen.trip.is_none_or(|own| trip.until > own.until))
-        {
-            seen.trip = judged.trip;
+        let known = seen.trip.is_some_and(|own| own.since == trip.since);
+        (take_trip(&mut seen, trip) && !known).then_some(trip)
+    }
+
+    /// Takes a trip another replica announced (`message`, as [`announce`] sends it).
+    pub fn heard(&self, message: &str) {
+        match serde_json::from_str::<Trip>(message) {
+            Ok(trip) => {
+                take_trip(&mut lock(&self.seen), trip);
+            }
+            Err(error) => tracing::warn!(%error, message, "unreadable trip announced; ignored"),
         }
     }
 
@@ -522,26 +532,36 @@ impl SharedSignal {
         if let Some(trip) = trip {
             *lock(&self.trip_shared) = Some(trip.since);
         }
-        let mut seen = lock(&self.seen);
-        if seen.bucket == last && last > 0 {
-            // The buckets the view moves past, as they finally stand.
-            seen.current = counts_of(last);
-            seen.previous = counts_of(last - 1);
-        }
-        signal.roll(&mut seen, now);
-        adopt(&mut seen, &history);
-        seen.window = window;
-        seen.floor = counts_read(floor_now, FLOOR_FIELDS);
-        seen.previous_floor = counts_read(floor_before, FLOOR_FIELDS);
-        if seen.bucket == bucket {
-            seen.current = counts_of(bucket);
-            seen.previous = counts_of(bucket.saturating_sub(1));
-        }
-        if let Some(&most) = fanned.iter().max()
-            && most >= u64::from(signal.fan_out_usernames)
-        {
-            let at = u64::from(signal.fan_out_usernames) * 1_000;
-            signal.trip(&mut seen, Detector::PasswordFanOut, small(most), at, now);
+        // A trip the fan-out started here, for the others to hear at once.
+        let fanned_out = {
+            let mut seen = lock(&self.seen);
+            if seen.bucket == last && last > 0 {
+                // The buckets the view moves past, as they finally stand.
+                seen.current = counts_of(last);
+                seen.previous = counts_of(last - 1);
+            }
+            signal.roll(&mut seen, now);
+            adopt(&mut seen, &history);
+            seen.window = window;
+            seen.floor = counts_read(floor_now, FLOOR_FIELDS);
+            seen.previous_floor = counts_read(floor_before, FLOOR_FIELDS);
+            if seen.bucket == bucket {
+                seen.current = counts_of(bucket);
+                seen.previous = counts_of(bucket.saturating_sub(1));
+            }
+            if let Some(&most) = fanned.iter().max()
+                && most >= u64::from(signal.fan_out_usernames)
+            {
+                let before = seen.tripped(now);
+                let at = u64::from(signal.fan_out_usernames) * 1_000;
+                signal.trip(&mut seen, Detector::PasswordFanOut, small(most), at, now);
+                seen.tripped(now).filter(|_| before.is_none())
+            } else {
+                None
+            }
+        };
+        if let Some(trip) = fanned_out {
+            announce(calls, keyspace, trip).await;
         }
         Ok(())
     }
@@ -656,6 +676,41 @@ fn field_of<'a>(counts: &'a mut Counts, field: &str) -> Option<&'a mut u32> {
     }
 }
 
+/// Where a replica announces a trip it judged, the moment it does: every replica's
+/// subscription (`AdminStore::listen`) hands it to [`SharedSignal::heard`], so the others
+/// challenge from their next attempt rather than from their next flush (up to
+/// [`FLUSH_EVERY`] later, while the attack's guesses go on being verified). The flush still
+/// shares every trip, for a replica whose subscription was away.
+pub const TRIPS: &str = "trips";
+
+/// Announces `trip` on [`TRIPS`]. One that is lost is shared by the next flush anyway.
+pub async fn announce(calls: &Calls, keyspace: &Keyspace, trip: Trip) {
+    let channel = keyspace.single(TRIPS);
+    let message = json(&trip);
+    let published = calls
+        .call("announcing a trip", |mut conn| async move {
+            redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(&message)
+                .query_async::<u64>(&mut conn)
+                .await
+        })
+        .await;
+    if let Err(error) = published {
+        tracing::debug!(%error, "a trip was not announced; the next flush shares it");
+    }
+}
+
+/// Takes `trip` if it lasts longer than the one `seen` holds (the trip in force is the one that
+/// lasts longest, whichever replica judged it); says whether it did.
+fn take_trip(seen: &mut AttackState, trip: Trip) -> bool {
+    let longer = seen.trip.is_none_or(|own| trip.until > own.until);
+    if longer {
+        seen.trip = Some(trip);
+    }
+    longer
+}
+
 /// Takes from the shared history what is newer than this replica's: the baseline folded
 /// furthest, and the trip that lasts longest. A baseline of another shape (written by another
 /// version, during a rolling upgrade) does not parse and is passed over: the history restarts.
@@ -669,9 +724,8 @@ fn adopt(seen: &mut AttackState, history: &HashMap<String, String>) {
         }
         if field.starts_with("trip:")
             && let Ok(trip) = serde_json::from_str::<Trip>(json)
-            && seen.trip.is_none_or(|own| trip.until > own.until)
         {
-            seen.trip = Some(trip);
+            take_trip(seen, trip);
         }
     }
 }

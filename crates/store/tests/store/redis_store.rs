@@ -2,12 +2,15 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use futures_util::future::join_all;
-use portcullis_core::attack::Detector;
+use portcullis_core::attack::{Detector, Trip};
 use portcullis_core::{Decision, Dimension, Outcome, Policy, Reason, Verified};
 use portcullis_store::redis_store::StoredState;
-use portcullis_store::{AttemptStore, Clock, ManualClock};
+use portcullis_store::{AdminStore, AttemptStore, Clock, Invalidation, ManualClock, RedisStore};
+use portcullis_testkit::process::wait_until;
 use portcullis_testkit::redis::{RedisServer, TestRedis, command_calls, connect};
 
 use crate::helpers::{T0, digest, keys, redis_store, tight_policy};
@@ -475,18 +478,10 @@ async fn a_password_failing_across_accounts_and_replicas_trips_the_fan_out() {
         attack.min_attempts = 1_000;
         attack.fan_out_usernames = 3;
     }
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(T0));
-    let replicas: Vec<_> = (0..2)
-        .map(|_| {
-            redis_store(
-                vec![redis.url.clone()],
-                false,
-                &redis.prefix,
-                &policy,
-                Some(clock.clone()),
-            )
-        })
-        .collect();
+    let replicas = replicas(&redis, &policy, 3);
+    // The third only listens: it hears the trip at once, announced.
+    let hearing = &replicas[2];
+    subscribed(hearing).await;
     // Each from an address and network of its own: no source looks risky.
     let sources = std::sync::atomic::AtomicU8::new(0);
     let fail = |replica: usize, user: String, password: u64| {
@@ -494,20 +489,8 @@ async fn a_password_failing_across_accounts_and_replicas_trips_the_fan_out() {
         let policy = &policy;
         let source = sources.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         async move {
-            let k = keys(policy, &format!("10.{source}.0.1"), &user);
-            let decision = store.attempt(&k, 0).await.unwrap();
-            let Decision::Allow { pending, .. } = decision else {
-                panic!("{user} refused: {decision:?}");
-            };
-            let wrong = Verified {
-                outcome: Outcome::Failure,
-                unknown_username: false,
-                password: Some(password),
-            };
-            store
-                .record(&k, wrong, &digest(&user), &pending)
-                .await
-                .unwrap();
+            let from = format!("10.{source}.0.1");
+            fail_once(store, policy, &from, &user, Some(password)).await;
             store.flush_signal().await.unwrap();
         }
     };
@@ -553,6 +536,105 @@ async fn a_password_failing_across_accounts_and_replicas_trips_the_fan_out() {
     // A fourth at replica 1 shares both of its own.
     fail(1, "victim3".to_owned(), 7).await;
     assert!(tripped_by_fan_out(1));
+    assert_eq!(heard_trip(hearing).await.detector, Detector::PasswordFanOut);
     replicas[0].flush_signal().await.unwrap();
+    redis.cleanup().await;
+}
+
+/// `n` replicas of one deployment on `redis`, on one injected clock.
+fn replicas(redis: &TestRedis, policy: &Policy, n: usize) -> Vec<RedisStore> {
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(T0));
+    (0..n)
+        .map(|_| {
+            let url = vec![redis.url.clone()];
+            redis_store(url, false, &redis.prefix, policy, Some(clock.clone()))
+        })
+        .collect()
+}
+
+/// A wrong `password` (its keyed digest) for `user` from `ip`, admitted and recorded at
+/// `store`.
+async fn fail_once(
+    store: &RedisStore,
+    policy: &Policy,
+    ip: &str,
+    user: &str,
+    password: Option<u64>,
+) {
+    let k = keys(policy, ip, user);
+    let decision = store.attempt(&k, 0).await.unwrap();
+    let Decision::Allow { pending, .. } = decision else {
+        panic!("{user} refused: {decision:?}");
+    };
+    let wrong = Verified {
+        outcome: Outcome::Failure,
+        unknown_username: false,
+        password,
+    };
+    store
+        .record(&k, wrong, &digest(user), &pending)
+        .await
+        .unwrap();
+}
+
+/// Subscribes `store` to the replicas' channels, and waits until it listens (the listener hears
+/// a subscription as every kind of change).
+async fn subscribed(store: &RedisStore) {
+    let listening = Arc::new(AtomicBool::new(false));
+    let heard = listening.clone();
+    store.listen(Arc::new(move |change| {
+        if change == Invalidation::Unlock {
+            heard.store(true, Ordering::Relaxed);
+        }
+    }));
+    wait_until(Duration::from_secs(10), "the subscription", || {
+        let listening = listening.clone();
+        async move { listening.load(Ordering::Relaxed) }
+    })
+    .await;
+}
+
+/// The trip `store` holds, once it holds one.
+async fn heard_trip(store: &RedisStore) -> Trip {
+    wait_until(Duration::from_secs(10), "the trip announced", || async {
+        store.attack_signal().and_then(|a| a.trip).is_some()
+    })
+    .await;
+    store.attack_signal().and_then(|a| a.trip).unwrap()
+}
+
+/// A trip reaches every replica the moment one judges it, on the trips channel, not at their
+/// next flush: here a replica that never flushes (it makes no attempt, so its flush task never
+/// starts, and it never reads the shared history) holds the trip the attempt that tipped the
+/// floor started at another.
+#[tokio::test]
+async fn a_trip_is_heard_at_once_by_a_replica_that_never_flushed() {
+    let redis = TestRedis::start().await;
+    let mut policy = Policy::default();
+    if let Some(attack) = policy.global.attack.as_mut() {
+        attack.min_attempts = 4;
+    }
+    let replicas = replicas(&redis, &policy, 2);
+    let (judging, hearing) = (&replicas[0], &replicas[1]);
+    subscribed(hearing).await;
+    // Four failures from four networks, no device: the floor's share, at its least.
+    for i in 0..4 {
+        fail_once(
+            judging,
+            &policy,
+            &format!("10.{i}.0.1"),
+            &format!("victim{i}"),
+            None,
+        )
+        .await;
+    }
+    assert!(hearing.attack_signal().and_then(|a| a.trip).is_none());
+    // The fifth is judged on them, and trips.
+    let k = keys(&policy, "10.9.0.1", "victim9");
+    judging.attempt(&k, 0).await.unwrap();
+    let judged = judging.attack_signal().and_then(|a| a.trip);
+    assert_eq!(judged.map(|t| t.detector), Some(Detector::Floor));
+    assert_eq!(Some(heard_trip(hearing).await), judged);
+    assert!(hearing.attack_signal().unwrap().shows_attack());
     redis.cleanup().await;
 }
