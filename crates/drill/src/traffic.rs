@@ -39,7 +39,8 @@ pub enum Outcome {
     Succeeded,
     /// 401: the password was checked and was wrong (or the account does not exist).
     Failed,
-    /// 401 `challenge_required` / `challenge_failed`: a proof of work asked before any hashing.
+    /// 401 `challenge_required` / `challenge_failed`: a proof of work asked before any hashing,
+    /// or instead of the answer of a check the service came under attack during.
     Challenged,
     /// 401 `mfa_required`: the password was right; the account's second factor must follow.
     SecondFactor,
