@@ -2,15 +2,17 @@
 //! implementation (PyPI `altcha`, installed by scripts/test.sh), single-use on every path; the
 //! IPv6 network limits; trusted devices behind a banned shared address.
 
+use portcullis_accounts::settings::RedisSettings;
 use portcullis_core::ChallengeMode;
 use portcullis_core::altcha::{self, Challenge, Payload};
 use portcullis_server::settings::Settings;
+use portcullis_testkit::redis::TestRedis;
 use portcullis_testkit::{PASSWORD, TestApp, test_settings};
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, device_cookie, interop};
+use crate::helpers::{account_key, assert_problem, device_cookie, interop, wait_until_in_flight};
 
-const HMAC_KEY: &str = "challenge-test-hmac-key";
+const HMAC_KEY: &str = "challenge-test-hmac-key-of-32-characters";
 
 /// Test settings behind a trusted local proxy, with small work so that tests solve fast.
 fn settings(mode: ChallengeMode) -> Settings {
@@ -342,6 +344,7 @@ async fn a_trusted_device_logs_in_from_a_shared_address_an_attacker_got_banned()
 #[tokio::test]
 async fn a_password_checked_as_the_service_came_under_attack_gets_a_challenge_not_its_answer() {
     let dir = tempfile::tempdir().unwrap();
+    let redis = TestRedis::start().await;
     let mut fast = settings(ChallengeMode::Risk);
     fast.database.url = format!("sqlite://{}/accounts.db", dir.path().display());
     // One thread for alice's check, one for the list's.
@@ -352,12 +355,20 @@ async fn a_password_checked_as_the_service_came_under_attack_gets_a_challenge_no
     let app = TestApp::spawn_with(slow).await;
     app.register("alice", PASSWORD).await;
     drop(app);
+    // On a Redis of its own, where the test can see alice's attempt in flight.
+    fast.store.redis = Some(RedisSettings {
+        url: redis.url.clone(),
+        prefix: redis.prefix.clone(),
+        ..Default::default()
+    });
     let app = TestApp::spawn_with(fast).await;
+    let alice_key = account_key(&redis, HMAC_KEY, "alice");
 
     let alice = login(&app, "192.0.2.10", "alice", PASSWORD, None);
     let list = async {
-        // Alice is admitted first (a clean source, a calm service) and her check begins.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // Alice is admitted first (a clean source, a calm service); her check begins as the
+        // list goes on.
+        wait_until_in_flight(&redis, &alice_key).await;
         for i in 0..=60 {
             let from = format!("10.{i}.0.1");
             let response = login(&app, &from, &format!("leaked{i}"), "hunter2", None).await;
@@ -388,4 +399,5 @@ async fn a_password_checked_as_the_service_came_under_attack_gets_a_challenge_no
     )
     .await;
     assert_eq!(response.status(), 200);
+    redis.cleanup().await;
 }

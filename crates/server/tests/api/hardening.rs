@@ -8,8 +8,7 @@ use futures_util::future::join_all;
 use portcullis_accounts::settings::RedisSettings;
 use portcullis_core::{KeyDeriver, Username};
 use portcullis_store::OnError;
-use portcullis_store::Sharding;
-use portcullis_store::redis_store::{Keyspace, StoredState};
+
 use portcullis_testkit::process::wait_until;
 use portcullis_testkit::redis::{RedisServer, TestRedis};
 use portcullis_testkit::{PASSWORD, TestApp, test_settings};
@@ -20,7 +19,9 @@ use serde_json::{Value, json};
 use crate::distributed::{
     HMAC_KEY as DISTRIBUTED_HMAC_KEY, post, register, three_replicas, wrong_guesses,
 };
-use crate::helpers::{app_on_private_redis, assert_problem, metrics_text};
+use crate::helpers::{
+    account_key, app_on_private_redis, assert_problem, metrics_text, wait_until_in_flight,
+};
 
 const HMAC_KEY: &str = "0123456789abcdef0123456789abcdef-hardening";
 
@@ -45,30 +46,14 @@ async fn a_success_amid_concurrent_guesses_frees_at_most_one_more_verification()
     settings.argon2.iterations = 4;
     let app = TestApp::spawn_with(settings).await;
     assert_eq!(app.register("grace", PASSWORD).await.status(), 201);
-    let deriver = KeyDeriver::new(HMAC_KEY.as_bytes(), 24, 64, 48).unwrap();
-    let account_key = Keyspace::new(&redis.prefix, Sharding::SingleSlot)
-        .counter(&deriver.username_key(&Username::parse("grace").unwrap()));
+    let account_key = account_key(&redis, HMAC_KEY, "grace");
     let mut conn = redis.connection().await;
 
     // The right password is admitted first (the guesses wait until the store counts it in
     // flight), then four guesses: all five are in flight when the success is recorded.
     let right = app.login("grace", PASSWORD);
     let guesses = async {
-        wait_until(
-            Duration::from_secs(10),
-            "the right password admitted",
-            || {
-                let mut conn = conn.clone();
-                let key = account_key.clone();
-                async move {
-                    let packed: Option<Vec<u8>> = conn.get(&key).await.unwrap_or_default();
-                    packed.is_some_and(|packed| {
-                        StoredState::from_packed(&packed).state.lockout.in_flight >= 1
-                    })
-                }
-            },
-        )
-        .await;
+        wait_until_in_flight(&redis, &account_key).await;
         join_all((0..4).map(|_| app.login("grace", "wrong"))).await
     };
     let (right, first) = tokio::join!(right, guesses);

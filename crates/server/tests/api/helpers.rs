@@ -4,9 +4,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use portcullis_accounts::settings::RedisSettings;
-use portcullis_store::OnError;
-use portcullis_testkit::redis::RedisServer;
+use portcullis_core::{KeyDeriver, Username};
+use portcullis_store::redis_store::{Keyspace, StoredState};
+use portcullis_store::{OnError, Sharding};
+use portcullis_testkit::process::wait_until;
+use portcullis_testkit::redis::{RedisServer, TestRedis};
 use portcullis_testkit::{PASSWORD, TestApp, test_settings};
+use redis::AsyncCommands;
 use reqwest::Response;
 use serde_json::Value;
 
@@ -175,4 +179,27 @@ where
             "not {status} within 1 s"
         );
     }
+}
+
+/// The Redis key of `username`'s account counter, on `redis` (one slot) with keys derived from
+/// `hmac_key` (`secrets.hmac_key`).
+pub fn account_key(redis: &TestRedis, hmac_key: &str, username: &str) -> String {
+    let deriver = KeyDeriver::new(hmac_key.as_bytes(), 24, 64, 48).unwrap();
+    Keyspace::new(&redis.prefix, Sharding::SingleSlot)
+        .counter(&deriver.username_key(&Username::parse(username).unwrap()))
+}
+
+/// Waits until the account counter `key` counts an attempt in flight: admitted, not settled.
+pub async fn wait_until_in_flight(redis: &TestRedis, key: &str) {
+    let conn = redis.connection().await;
+    wait_until(Duration::from_secs(10), "an attempt admitted", || {
+        let mut conn = conn.clone();
+        async move {
+            let packed: Option<Vec<u8>> = conn.get(key).await.unwrap_or_default();
+            packed.is_some_and(|packed| {
+                StoredState::from_packed(&packed).state.lockout.in_flight >= 1
+            })
+        }
+    })
+    .await;
 }
