@@ -334,9 +334,10 @@ impl Admission<'_> {
     pub fn challenge_now(&self) -> Option<u64> {
         let challenge = &self.guard.policy.challenge;
         let trusted_device = self.keys.iter().any(|k| k.dimension == Dimension::Device);
+        // Its network was judged at admission: an unfamiliar one is proven by now.
         let unproven = |under_attack| {
             challenge
-                .required(0, trusted_device, under_attack)
+                .required(0, trusted_device, under_attack, false)
                 .filter(|&work| self.proof_work < work)
         };
         // The signal is read only for an attempt it could send to a challenge (not the owner's

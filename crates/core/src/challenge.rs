@@ -7,6 +7,8 @@
 //!
 //! - while the service is under attack (the global signal), every attempt without a trusted
 //!   device;
+//! - with `unfamiliar_networks` on, every attempt without a trusted device from a network its
+//!   account has not logged in from (see [`crate::familiar`]);
 //! - when the source is already failing: its distinct failed usernames or its failures, as a
 //!   share of the limits that would ban or throttle it, at the address, subnet and network level,
 //!   reach `risk_percent`;
@@ -56,6 +58,11 @@ pub struct ChallengePolicy {
     pub min_work: u64,
     /// Work asked of a source at its ban thresholds.
     pub max_work: u64,
+    /// In `risk` mode, whether an attempt without a trusted device from a network its account
+    /// has not logged in from is challenged (see [`crate::familiar`]).
+    pub unfamiliar_networks: bool,
+    /// How long a network stays familiar after the account's last login from it, in days.
+    pub familiar_days: u32,
 }
 
 impl Default for ChallengePolicy {
@@ -69,6 +76,9 @@ impl Default for ChallengePolicy {
             min_work: 1_000_000,
             // ...and a source about to be banned pays several seconds a guess.
             max_work: 16_000_000,
+            unfamiliar_networks: false,
+            // Entra ID forgets a familiar location after about this long without a sign-in.
+            familiar_days: 90,
         }
     }
 }
@@ -85,6 +95,12 @@ impl ChallengePolicy {
                 "must be at least challenge.min_work",
             ));
         }
+        if !(1..=3_650).contains(&self.familiar_days) {
+            return Err(PolicyError::new(
+                "challenge.familiar_days",
+                "must be in 1..=3650",
+            ));
+        }
         if self.risk_percent > 100 {
             return Err(PolicyError::new(
                 "challenge.risk_percent",
@@ -95,13 +111,16 @@ impl ChallengePolicy {
     }
 
     /// The work an attempt must prove, if any, given its highest `risk` over its keys, whether
-    /// it comes from a trusted device, and the under-attack signal. The work grows with the
-    /// risk, so a store deciding part of an attempt's keys may ask for a challenge on its own.
+    /// it comes from a trusted device, the under-attack signal, and whether its network is new
+    /// to its account (`unfamiliar`: with `unfamiliar_networks` on, no trusted device, and an
+    /// account that has not logged in from there). The work grows with the risk, so a store
+    /// deciding part of an attempt's keys may ask for a challenge on its own.
     pub fn required(
         &self,
         risk: Permille,
         trusted_device: bool,
         under_attack: bool,
+        unfamiliar: bool,
     ) -> Option<u64> {
         let risky = risk >= Permille::from(self.risk_percent) * 10;
         let challenged = match self.mode {
@@ -109,9 +128,14 @@ impl ChallengePolicy {
             ChallengeMode::Always => true,
             // A trusted device is judged on its own failures alone, under attack or not.
             ChallengeMode::Risk if trusted_device => risky,
-            ChallengeMode::Risk => under_attack || risky,
+            ChallengeMode::Risk => under_attack || risky || unfamiliar,
         };
         challenged.then(|| self.work_at(risk))
+    }
+
+    /// Until when a network is familiar after a login from it at `now`.
+    pub fn familiar_until(&self, now: UnixMillis) -> UnixMillis {
+        now.saturating_add(u64::from(self.familiar_days) * 86_400_000)
     }
 
     /// The work asked at `risk`.
@@ -124,12 +148,15 @@ impl ChallengePolicy {
     }
 }
 
-/// The work an attempt touching `keys` (states before it is counted) must prove, if any.
+/// The work an attempt touching `keys` (states before it is counted) must prove, if any;
+/// `familiar_network`: whether its account has logged in from its network (see
+/// [`crate::familiar`]).
 pub fn required_work(
     policy: &Policy,
     keys: &[AttemptKey],
     states: &[KeyState],
     under_attack: bool,
+    familiar_network: bool,
     now: UnixMillis,
 ) -> Option<u64> {
     let settings = &policy.challenge;
@@ -156,7 +183,10 @@ pub fn required_work(
             }
         }
     }
-    settings.required(risk, trusted_device, under_attack)
+    let unfamiliar = settings.unfamiliar_networks
+        && !familiar_network
+        && crate::familiar::account_of(keys).is_some();
+    settings.required(risk, trusted_device, under_attack, unfamiliar)
 }
 
 /// `part` of `whole`, in thousandths, capped at the whole.
@@ -202,9 +232,12 @@ mod tests {
     fn a_clean_source_is_challenged_only_under_attack() {
         let policy = Policy::default();
         let k = keys(false);
-        assert_eq!(required_work(&policy, &k, &fresh(&k), false, NOW), None);
         assert_eq!(
-            required_work(&policy, &k, &fresh(&k), true, NOW),
+            required_work(&policy, &k, &fresh(&k), false, true, NOW),
+            None
+        );
+        assert_eq!(
+            required_work(&policy, &k, &fresh(&k), true, true, NOW),
             Some(policy.challenge.min_work)
         );
     }
@@ -215,11 +248,32 @@ mod tests {
         let k = keys(false);
         // Two of ten usernames: 20%, under the 30% threshold.
         assert_eq!(
-            required_work(&policy, &k, &sprayed(&k, Dimension::Ip, 2), false, NOW),
+            required_work(
+                &policy,
+                &k,
+                &sprayed(&k, Dimension::Ip, 2),
+                false,
+                true,
+                NOW
+            ),
             None
         );
-        let three = required_work(&policy, &k, &sprayed(&k, Dimension::Ip, 3), false, NOW);
-        let nine = required_work(&policy, &k, &sprayed(&k, Dimension::Ip, 9), false, NOW);
+        let three = required_work(
+            &policy,
+            &k,
+            &sprayed(&k, Dimension::Ip, 3),
+            false,
+            true,
+            NOW,
+        );
+        let nine = required_work(
+            &policy,
+            &k,
+            &sprayed(&k, Dimension::Ip, 9),
+            false,
+            true,
+            NOW,
+        );
         assert_eq!(three, Some(policy.challenge.work_at(300)));
         assert!(nine > three, "{nine:?} vs {three:?}");
         // The /48 counts too: 30 of its 60.
@@ -228,11 +282,19 @@ mod tests {
             &k,
             &sprayed(&k, Dimension::Network, 30),
             false,
+            true,
             NOW,
         );
         assert_eq!(network, Some(policy.challenge.work_at(500)));
         // A window that closed counts nothing.
-        let closed = required_work(&policy, &k, &sprayed(&k, Dimension::Ip, 9), false, NOW + 2);
+        let closed = required_work(
+            &policy,
+            &k,
+            &sprayed(&k, Dimension::Ip, 9),
+            false,
+            true,
+            NOW + 2,
+        );
         assert_eq!(closed, None);
     }
 
@@ -249,7 +311,7 @@ mod tests {
         states[1].failure_tat = tat;
         assert_eq!(k[1].dimension, Dimension::Ip);
         assert_eq!(
-            required_work(&policy, &k, &states, false, NOW),
+            required_work(&policy, &k, &states, false, true, NOW),
             Some(policy.challenge.work_at(500))
         );
     }
@@ -258,23 +320,26 @@ mod tests {
     fn a_trusted_device_is_challenged_only_when_its_own_failures_reach_the_threshold() {
         let policy = Policy::default();
         let k = keys(true);
-        assert_eq!(required_work(&policy, &k, &fresh(&k), true, NOW), None);
+        assert_eq!(
+            required_work(&policy, &k, &fresh(&k), true, true, NOW),
+            None
+        );
         let mut states = fresh(&k);
         states[1].lockout.failures = 1;
         states[1].lockout.last_failure = NOW;
         assert_eq!(
-            required_work(&policy, &k, &states, true, NOW),
+            required_work(&policy, &k, &states, true, true, NOW),
             None,
             "one typo (20% of 5) is not failing"
         );
         states[1].lockout.failures = 2;
         assert_eq!(
-            required_work(&policy, &k, &states, false, NOW),
+            required_work(&policy, &k, &states, false, true, NOW),
             Some(policy.challenge.work_at(400))
         );
         // Failures still in flight are not the device's record yet.
         states[1].lockout.in_flight = 2;
-        assert_eq!(required_work(&policy, &k, &states, false, NOW), None);
+        assert_eq!(required_work(&policy, &k, &states, false, true, NOW), None);
     }
 
     #[test]
@@ -283,14 +348,52 @@ mod tests {
         let k = keys(true);
         policy.challenge.mode = ChallengeMode::Always;
         assert_eq!(
-            required_work(&policy, &k, &fresh(&k), false, NOW),
+            required_work(&policy, &k, &fresh(&k), false, true, NOW),
             Some(policy.challenge.min_work)
         );
         policy.challenge.mode = ChallengeMode::Off;
         let k = keys(false);
         assert_eq!(
-            required_work(&policy, &k, &sprayed(&k, Dimension::Ip, 9), true, NOW),
+            required_work(&policy, &k, &sprayed(&k, Dimension::Ip, 9), true, true, NOW),
             None
+        );
+    }
+
+    #[test]
+    fn an_unfamiliar_network_is_challenged_only_without_a_trusted_device_and_when_turned_on() {
+        let mut policy = Policy::default();
+        let k = keys(false);
+        assert_eq!(
+            required_work(&policy, &k, &fresh(&k), false, false, NOW),
+            None,
+            "off by default"
+        );
+        policy.challenge.unfamiliar_networks = true;
+        assert_eq!(
+            required_work(&policy, &k, &fresh(&k), false, false, NOW),
+            Some(policy.challenge.min_work)
+        );
+        assert_eq!(
+            required_work(&policy, &k, &fresh(&k), false, true, NOW),
+            None
+        );
+        // The work still follows the source's risk.
+        assert_eq!(
+            required_work(
+                &policy,
+                &k,
+                &sprayed(&k, Dimension::Ip, 3),
+                false,
+                false,
+                NOW
+            ),
+            Some(policy.challenge.work_at(300))
+        );
+        let device = keys(true);
+        assert_eq!(
+            required_work(&policy, &device, &fresh(&device), false, false, NOW),
+            None,
+            "a trusted device is not asked where it is"
         );
     }
 

@@ -250,15 +250,17 @@ fn check_key(
 }
 
 /// Decides an attempt touching `keys` whose current states are `states` (same order), carrying
-/// a solved challenge of `proof_work` (0: none). When allowed, `states` are updated to count the
-/// attempt (on lockouts, as a failure); when challenged, to count it against the rate limits and
-/// as a challenge of the under-attack signal (a failure until answered); when refused, they are
-/// unchanged.
+/// a solved challenge of `proof_work` (0: none), from a network its account has logged in from
+/// or not (`familiar_network`, see [`crate::familiar`]). When allowed, `states` are updated to
+/// count the attempt (on lockouts, as a failure); when challenged, to count it against the rate
+/// limits and as a challenge of the under-attack signal (a failure until answered); when
+/// refused, they are unchanged.
 pub fn decide(
     policy: &Policy,
     keys: &[AttemptKey],
     states: &mut [KeyState],
     proof_work: u64,
+    familiar_network: bool,
     now: UnixMillis,
 ) -> Decision {
     // The signal as it stands with this attempt: judged now, kept if the attempt counts.
@@ -290,7 +292,8 @@ pub fn decide(
     if let Some(denial) = denial {
         return Decision::Deny(denial);
     }
-    let required = challenge::required_work(policy, keys, states, under_attack, now);
+    let required =
+        challenge::required_work(policy, keys, states, under_attack, familiar_network, now);
     states.clone_from_slice(&counted);
     if let Some(attack) = judged {
         for (key, state) in keys.iter().zip(states.iter_mut()) {

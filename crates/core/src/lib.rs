@@ -13,6 +13,7 @@
 //! - [`spray`]: the credential-stuffing signature (many usernames from one source) and bans.
 //! - [`username`]: username normalisation.
 //! - [`device`]: device cookies, so an account's owner is not locked out with its attacker.
+//! - [`familiar`]: the networks each account logged in from, so a new one can be challenged.
 //! - [`mfa`]: second-factor codes: per-login and per-account limits, TOTP steps and replay.
 //! - [`keys`]: the dimensions an attempt is counted under, and their store keys.
 //! - [`policy`]: the per-dimension policy and its defaults.
@@ -25,6 +26,7 @@ pub mod backoff;
 pub mod challenge;
 pub mod decision;
 pub mod device;
+pub mod familiar;
 pub mod gcra;
 pub mod keys;
 pub mod mfa;

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use crate::UnixMillis;
 use crate::attack::{FanOut, FanOutState};
 use crate::decision::{self, Decision, KeyState, LockoutEvent, Outcome, Verified};
+use crate::familiar::{self, FamiliarNetworks};
 use crate::keys::{AttemptKey, Dimension};
 use crate::policy::Policy;
 
@@ -37,6 +38,9 @@ pub struct StateTable {
     entries: HashMap<String, Entry>,
     /// The password fan-out's failed passwords (keyed digests), until their windows end.
     fan_out: FanOutTable,
+    /// Each account's familiar networks, by its username key (kept apart from its state: they
+    /// outlive its counters by weeks).
+    familiar: HashMap<String, FamiliarNetworks>,
     /// Sweep expired entries when the table reaches this length...
     sweep_at: usize,
     /// ...or when a write comes after this time.
@@ -48,6 +52,7 @@ impl Default for StateTable {
         Self {
             entries: HashMap::new(),
             fan_out: FanOutTable::default(),
+            familiar: HashMap::new(),
             sweep_at: MIN_SWEEP_LEN,
             sweep_after: 0,
         }
@@ -93,6 +98,7 @@ impl StateTable {
     /// Forgets every expired entry and gives their memory back.
     pub fn sweep(&mut self, now: UnixMillis) {
         self.fan_out.sweep(now);
+        self.familiar.retain(|_, known| known.expires_at() > now);
         self.entries.retain(|_, e| e.is_live(now));
         self.entries.shrink_to(self.entries.len() * 2);
         self.sweep_at = (self.entries.len() * 2).max(MIN_SWEEP_LEN);
@@ -119,7 +125,8 @@ impl StateTable {
         now: UnixMillis,
     ) -> Decision {
         let mut states = self.load(keys, now);
-        let decision = decision::decide(policy, keys, &mut states, proof_work, now);
+        let familiar = self.knows_network(keys, now);
+        let decision = decision::decide(policy, keys, &mut states, proof_work, familiar, now);
         if decision.counts() {
             self.save(policy, keys, states, now);
         }
@@ -139,6 +146,15 @@ impl StateTable {
     ) -> Vec<LockoutEvent> {
         let mut states = self.load(keys, now);
         let bans = decision::record(policy, keys, &mut states, verified, username, pending, now);
+        let settings = &policy.challenge;
+        if settings.unfamiliar_networks
+            && verified.outcome == Outcome::Success
+            && let (Some(account), Some(network)) =
+                (familiar::account_of(keys), familiar::network_of(keys))
+        {
+            let known = self.familiar.entry(account.key.clone()).or_default();
+            known.remember(&network.key, settings.familiar_until(now), now);
+        }
         let signal = policy
             .global
             .attack
@@ -164,6 +180,18 @@ impl StateTable {
         let mut states = self.load(keys, now);
         decision::abandon(policy, keys, &mut states, pending, now);
         self.save(policy, keys, states, now);
+    }
+
+    /// Whether the account of `keys` has logged in from their network (true when they name no
+    /// account or no network: there is nothing to judge).
+    fn knows_network(&self, keys: &[AttemptKey], now: UnixMillis) -> bool {
+        match (familiar::account_of(keys), familiar::network_of(keys)) {
+            (Some(account), Some(network)) => self
+                .familiar
+                .get(&account.key)
+                .is_some_and(|known| known.knows(&network.key, now)),
+            _ => true,
+        }
     }
 
     /// Forgets a key entirely (an administrator's unlock).
@@ -499,6 +527,50 @@ mod tests {
         ));
         let other = keys("192.0.2.8", "erin");
         assert!(table.attempt(&policy, &other, work, T0 + 1).is_allowed());
+    }
+
+    #[test]
+    fn a_login_from_a_network_new_to_its_account_is_challenged_until_one_succeeds_there() {
+        let mut table = StateTable::default();
+        let mut policy = Policy::default();
+        policy.challenge.unfamiliar_networks = true;
+        let work = policy.challenge.min_work;
+        let home = keys("192.0.2.7", "alice");
+        assert_eq!(
+            table.attempt(&policy, &home, 0, T0),
+            Decision::Challenge { work },
+            "an account with no history knows no network"
+        );
+        // A wrong password with a proof teaches nothing.
+        login(&mut table, &policy, &home, Outcome::Failure, T0 + 1);
+        assert!(matches!(
+            table.attempt(&policy, &home, 0, T0 + 2),
+            Decision::Challenge { .. }
+        ));
+        login(&mut table, &policy, &home, Outcome::Success, T0 + 3);
+        // Another device at home is in the same /24.
+        let laptop = keys("192.0.2.99", "alice");
+        assert!(table.attempt(&policy, &laptop, 0, T0 + 4).is_allowed());
+        let elsewhere = keys("198.51.100.7", "alice");
+        assert_eq!(
+            table.attempt(&policy, &elsewhere, 0, T0 + 5),
+            Decision::Challenge { work }
+        );
+        let other_account = keys("192.0.2.7", "bob");
+        assert!(
+            matches!(
+                table.attempt(&policy, &other_account, 0, T0 + 6),
+                Decision::Challenge { .. }
+            ),
+            "a network is familiar to the account that logged in from it"
+        );
+        let forgotten = policy.challenge.familiar_until(T0 + 3);
+        table.sweep(forgotten);
+        assert_eq!(
+            table.attempt(&policy, &laptop, 0, forgotten),
+            Decision::Challenge { work },
+            "familiar for familiar_days"
+        );
     }
 
     #[test]

@@ -409,7 +409,11 @@ pub async fn run(
     progress: &ProgressBar,
     devices: bool,
 ) -> anyhow::Result<Traffic> {
-    let logins = warm_up(client, &plan, &keyring).await;
+    // People solve on their own devices: here on every core, but only when the service and
+    // the attacker leave one idle.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let people = SolverPool::start(cores, Priority::Idle);
+    let logins = warm_up(client, &plan, &keyring, people.handle()).await;
     let mut missing = BTreeMap::new();
     for outcome in logins.iter().filter_map(|login| login.as_ref().err()) {
         *missing.entry(*outcome).or_insert(0) += 1;
@@ -417,16 +421,12 @@ pub async fn run(
     anyhow::ensure!(
         missing.is_empty() || !devices,
         "{} of {} legitimate users got no device cookie in the warm-up (their last answers: \
-         {missing:?}; a shed login is sent {WARM_UP_RETRIES} times more): the run would count \
-         them as known devices",
+         {missing:?}; a shed or challenged login is sent {WARM_UP_RETRIES} times more): the run \
+         would count them as known devices",
         missing.values().sum::<usize>(),
         logins.len()
     );
     let cookies = logins.into_iter().map(Result::ok).collect();
-    // People solve on their own devices: here on every core, but only when the service and
-    // the attacker leave one idle.
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let people = SolverPool::start(cores, Priority::Idle);
     let start = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
     let users = Users {
@@ -473,18 +473,21 @@ pub async fn run(
 /// Each legitimate user logs in once from their known device, with its second factor if it has
 /// one (or with its passkey), which sets its device cookie. At most [`WARM_UP_CONCURRENCY`] at
 /// once, as people do not all arrive in the same second; a login shed with 503 is sent again
-/// after its `Retry-After`. Each user's cookie, or the last answer of a login that got none.
+/// after its `Retry-After`, and a challenged one (a first login from a network new to the
+/// account, with `policy.challenge.unfamiliar_networks`) once the person's browser has solved
+/// it. Each user's cookie, or the last answer of a login that got none.
 async fn warm_up(
     client: &Client,
     plan: &Plan,
     keyring: &Arc<Keyring>,
+    solver: Option<SolverHandle>,
 ) -> Vec<Result<String, Outcome>> {
     let slots = Arc::new(tokio::sync::Semaphore::new(WARM_UP_CONCURRENCY));
     let mut logins = JoinSet::new();
     for (index, user) in plan.legit.iter().enumerate() {
         let (client, account) = (client.clone(), plan.accounts[user.account].clone());
         let (home, slots, keyring) = (user.home, slots.clone(), keyring.clone());
-        let account_index = user.account;
+        let (account_index, solver) = (user.account, solver.clone());
         logins.spawn(async move {
             let _slot = slots.acquire_owned().await;
             let login = Login {
@@ -494,12 +497,19 @@ async fn warm_up(
                 cookie: None,
             };
             let mut answer = client.login(login, None).await;
+            let mut altcha = None;
             for _ in 0..WARM_UP_RETRIES {
-                if answer.outcome != Outcome::Shed {
-                    break;
+                match (answer.outcome, answer.challenge.take(), &solver) {
+                    (Outcome::Shed, ..) => {
+                        let wait = answer.retry_after.unwrap_or(Duration::from_secs(1));
+                        tokio::time::sleep(wait).await;
+                    }
+                    (_, Some(challenge), Some(solver)) => {
+                        altcha = solver.solve(challenge).await.0;
+                    }
+                    _ => break,
                 }
-                tokio::time::sleep(answer.retry_after.unwrap_or(Duration::from_secs(1))).await;
-                answer = client.login(login, None).await;
+                answer = client.login(login, altcha.as_deref()).await;
             }
             if let (Some(token), Some(secret)) = (&answer.mfa_token, &account.totp_secret) {
                 answer = client.second_factor(home, token, secret).await;

@@ -401,3 +401,44 @@ async fn a_password_checked_as_the_service_came_under_attack_gets_a_challenge_no
     assert_eq!(response.status(), 200);
     redis.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_login_from_a_network_new_to_its_account_is_challenged_in_memory_and_on_redis() {
+    let redis = TestRedis::start().await;
+    let mut on_redis = settings(ChallengeMode::Risk);
+    on_redis.store.redis = Some(RedisSettings {
+        url: redis.url.clone(),
+        prefix: redis.prefix.clone(),
+        ..Default::default()
+    });
+    for mut settings in [settings(ChallengeMode::Risk), on_redis] {
+        settings.policy.challenge.unfamiliar_networks = true;
+        let app = TestApp::spawn_with(settings).await;
+        assert_eq!(app.register("alice", PASSWORD).await.status(), 201);
+
+        // No history: the first login without a device cookie solves a challenge, right
+        // password or wrong alike, before any password work.
+        let wrong = login(&app, "192.0.2.7", "alice", "not her password", None).await;
+        challenge_of(wrong, "challenge_required").await;
+        let asked = login(&app, "192.0.2.7", "alice", PASSWORD, None).await;
+        let altcha = solve(challenge_of(asked, "challenge_required").await);
+        let signed_in = login(&app, "192.0.2.7", "alice", PASSWORD, Some(&altcha)).await;
+        assert_eq!(signed_in.status(), 200);
+        let cookie = device_cookie(&signed_in).unwrap();
+
+        // Her network is now familiar: another device at home goes straight in.
+        let laptop = login(&app, "192.0.2.99", "alice", PASSWORD, None).await;
+        assert_eq!(laptop.status(), 200);
+        // From another network, without her device cookie, a challenge first...
+        let elsewhere = login(&app, "198.51.100.7", "alice", PASSWORD, None).await;
+        challenge_of(elsewhere, "challenge_required").await;
+        // ...with it, not: the device vouches wherever it is.
+        let body = json!({ "username": "alice", "password": PASSWORD });
+        let travelling = post(&app, "/v1/login", "198.51.100.7", Some(&cookie), body).await;
+        assert_eq!(travelling.status(), 200);
+        // Her network is hers alone.
+        assert_eq!(app.register("bob", PASSWORD).await.status(), 201);
+        let bob = login(&app, "192.0.2.7", "bob", PASSWORD, None).await;
+        challenge_of(bob, "challenge_required").await;
+    }
+}

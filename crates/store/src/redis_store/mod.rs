@@ -54,6 +54,7 @@ use async_trait::async_trait;
 use portcullis_core::attack::{Assessment, ChallengeStep, Sign};
 use portcullis_core::backoff::Lockout;
 use portcullis_core::decision::started_on;
+use portcullis_core::familiar;
 use portcullis_core::{
     AttemptKey, Decision, Denial, Dimension, KeyPolicy, LockoutEvent, Outcome, Policy, Reason,
     UnixMillis, Verified,
@@ -477,11 +478,12 @@ impl RedisStore {
         let failed = outcome == "failure";
         let success = outcome == "success";
         let signal = self.signal_of(keys).is_some();
+        let remembers = self.policy.challenge.unfamiliar_networks;
         let touches = |key: &AttemptKey| {
             let p: &KeyPolicy = self.policy.for_dimension(key.dimension);
             p.lockout.is_some()
                 || (failed && (p.failures.is_some() || p.spray.is_some()))
-                || (success && signal && key.dimension == Dimension::Username)
+                || (success && (signal || remembers) && key.dimension == Dimension::Username)
         };
         let groups = self.groups(keys, touches);
         let calls = groups.iter().map(|group| async move {
@@ -491,7 +493,7 @@ impl RedisStore {
                     doing,
                     &self.library.record,
                     &members,
-                    &[outcome, username],
+                    &[outcome, username, network_arg(keys)],
                     |key| started_arg(pending, key),
                 )
                 .await?;
@@ -563,6 +565,11 @@ struct Counted<'a> {
     stamp: &'a str,
 }
 
+/// The key text of the attempt's network, for the functions (`''`: none).
+fn network_arg(keys: &[AttemptKey]) -> &str {
+    familiar::network_of(keys).map_or("", |k| k.key.as_str())
+}
+
 fn flag(on: bool) -> &'static str {
     if on { "1" } else { "0" }
 }
@@ -589,11 +596,16 @@ enum AttemptReply {
     },
     Challenged {
         risk: u64,
+        /// The attempt's network is new to the account these keys hold.
+        #[serde(default)]
+        unfamiliar: bool,
     },
     Admitted {
         risk: u64,
         #[serde(default)]
         pending: Vec<PendingReply>,
+        #[serde(default)]
+        unfamiliar: bool,
     },
 }
 
@@ -660,6 +672,7 @@ impl AttemptStore for RedisStore {
             flag(under_attack),
             flag(trusted),
             stamp.as_str(),
+            network_arg(keys),
         ];
         let groups = self.groups(keys, |_| true);
         let calls = groups.iter().map(|group| {
@@ -863,6 +876,7 @@ fn combine(
     let mut refusal: Option<(usize, Denial)> = None;
     let mut risk = 0;
     let mut challenged = false;
+    let mut unfamiliar = false;
     for (group, reply) in counted {
         let at = |index: usize| {
             index
@@ -891,17 +905,30 @@ fn combine(
                     refusal = Some((index, denial));
                 }
             }
-            AttemptReply::Challenged { risk: r } => {
+            AttemptReply::Challenged {
+                risk: r,
+                unfamiliar: u,
+            } => {
                 challenged = true;
                 risk = risk.max(*r);
+                unfamiliar |= u;
             }
-            AttemptReply::Admitted { risk: r, .. } => risk = risk.max(*r),
+            AttemptReply::Admitted {
+                risk: r,
+                unfamiliar: u,
+                ..
+            } => {
+                risk = risk.max(*r);
+                unfamiliar |= u;
+            }
         }
     }
     if let Some((_, denial)) = refusal {
         return Ok(Decision::Deny(denial));
     }
-    let work = policy.challenge.required(risk, trusted, under_attack);
+    let work = policy
+        .challenge
+        .required(risk, trusted, under_attack, unfamiliar);
     match work {
         Some(work) if challenged || proof_work < work => Ok(Decision::Challenge { work }),
         None if challenged => Err(StoreError::Protocol(

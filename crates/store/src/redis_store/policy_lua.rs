@@ -1,10 +1,11 @@
 //! The policy as the Lua functions read it: Lua table literals generated from the core's `Policy`
 //! through serde, so every field reaches Lua by the name it has in Rust (and in the configuration):
 //! `POLICIES` (per dimension, each with the codec of its states' layout and, where the signal
-//! tightens it, its rate limits under attack) and `CHALLENGE`; and the packed layout itself
+//! tightens it, its rate limits under attack), `CHALLENGE` and `MAX_FAMILIAR_NETWORKS`; and the packed layout itself
 //! (`GROUPS`, `FORMAT_TAG`), from [`super::state`]. The literals open the library, so the library's
 //! SHA-1 (its name) names its policy too.
 
+use portcullis_core::familiar::MAX_FAMILIAR_NETWORKS;
 use portcullis_core::{Dimension, Policy};
 use serde_json::Value;
 
@@ -12,7 +13,8 @@ use super::state::{self, Layout};
 use crate::StoreError;
 
 /// `local GROUPS = ...`, `local POLICIES = { <dimension> = { attempts = { burst = 30, ... },
-/// ..., layout = { ... } }, ... }` and `local CHALLENGE = { mode = 'risk', ... }`.
+/// ..., layout = { ... } }, ... }`, `local CHALLENGE = { mode = 'risk', ... }` and
+/// `local MAX_FAMILIAR_NETWORKS = 8`.
 pub fn prelude(policy: &Policy) -> Result<String, StoreError> {
     let mut out = format!(
         "local FORMAT_TAG = {}\nlocal GROUPS = {{{}}}\n",
@@ -62,6 +64,9 @@ pub fn prelude(policy: &Policy) -> Result<String, StoreError> {
     let challenge = serde_json::to_value(policy.challenge)
         .map_err(|e| StoreError::Misconfigured(format!("encoding the policy: {e}")))?;
     out.push_str(&format!("local CHALLENGE = {}\n", literal(&challenge)?));
+    out.push_str(&format!(
+        "local MAX_FAMILIAR_NETWORKS = {MAX_FAMILIAR_NETWORKS}\n"
+    ));
     Ok(out)
 }
 
@@ -126,7 +131,7 @@ mod tests {
         assert!(lua.contains("network = {"), "{lua}");
         assert!(
             lua.contains(
-                "local CHALLENGE = {max_work = 16000000, min_work = 1000000, mode = 'risk'"
+                "local CHALLENGE = {familiar_days = 90, max_work = 16000000, min_work = 1000000, mode = 'risk'"
             ),
             "{lua}"
         );

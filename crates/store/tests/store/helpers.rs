@@ -138,6 +138,9 @@ pub fn tight_policy() -> Policy {
             risk_percent: 30,
             min_work: 100,
             max_work: 1_000,
+            // The accounts' networks too: which ones each remembers, and when one is new.
+            unfamiliar_networks: true,
+            familiar_days: 1,
         },
         ..Policy::default()
     }

@@ -3,13 +3,15 @@
 -- KEYS: counter keys. ARGV[1]: now in ms, or '' to read Redis TIME. ARGV[2]: the work of the
 -- solved challenge it carries (0: none). ARGV[3]: '1' while the service is under attack.
 -- ARGV[4]: '1' if the attempt comes from a trusted device (whichever call holds its key).
--- ARGV[5]: the attempt's stamp (its admissions are held by it, for release). ARGV[5 + i]: the
--- dimension of KEYS[i].
+-- ARGV[5]: the attempt's stamp (its admissions are held by it, for release). ARGV[6]: the key
+-- text of the attempt's network (familiar::network_of; '' if none). ARGV[6 + i]: the dimension
+-- of KEYS[i].
 -- Returns JSON:
 -- - {"refused": {"key": i, "reason": <Reason>, "retry_after_ms": n}}: i the refusing key with the
 --   longest wait; nothing changed;
 -- - {"challenged": {"risk": r}}: these keys alone ask for more work than the proof carries;
---   counted against the rate limits only;
+--   counted against the rate limits only; with "unfamiliar": true when the network is new to
+--   the account (also in "admitted", whose proof was enough);
 -- - {"admitted": {"risk": r, "pending": [{"key": i, "lockout": "temporary"|"permanent",
 --   "until": ms}]}}: counted, lockout admissions made (and the lockouts they started).
 -- r: the risk these keys see, in thousandths.
@@ -18,11 +20,12 @@ local proof_work = tonum(ARGV[2])
 local under_attack = ARGV[3] == '1'
 local trusted = ARGV[4] == '1'
 local stamp = tonum(ARGV[5])
+local network = ARGV[6]
 local n = #KEYS
 local dims, policies, states = attempt_dims, attempt_policies, attempt_states
 local raws = values_of(KEYS)
 for i = 1, n do
-  local dim = ARGV[5 + i]
+  local dim = ARGV[6 + i]
   local p = policy_of(dim)
   dims[i], policies[i], states[i] = dim, p, state_of(raws[i], p, now)
 end
@@ -76,7 +79,10 @@ end
 -- these keys alone ask for more than the proof, the whole attempt does. (A risk is a whole
 -- number of thousandths: it prints exactly.)
 local risk = risk_of(n, dims, states, policies, now)
-local work = work_for(risk, trusted, under_attack)
+local unfamiliar = is_unfamiliar(KEYS, n, dims, network, trusted, now)
+local work = work_for(risk, trusted, under_attack, unfamiliar)
+-- The reply's fields after the risk.
+local told = unfamiliar and ',"unfamiliar":true' or ''
 if work ~= nil and proof_work < work then
   for i = 1, n do
     local p = policies[i]
@@ -84,7 +90,7 @@ if work ~= nil and proof_work < work then
       save(KEYS[i], states[i], p, now)
     end
   end
-  return '{"challenged":{"risk":' .. count_text(risk) .. '}}'
+  return '{"challenged":{"risk":' .. count_text(risk) .. told .. '}}'
 end
 local pending = nil
 for i = 1, n do
@@ -101,6 +107,6 @@ for i = 1, n do
   end
 end
 if pending then
-  return encode_json({admitted = {risk = risk, pending = pending}})
+  return encode_json({admitted = {risk = risk, pending = pending, unfamiliar = unfamiliar}})
 end
-return '{"admitted":{"risk":' .. count_text(risk) .. '}}'
+return '{"admitted":{"risk":' .. count_text(risk) .. told .. '}}'

@@ -395,7 +395,7 @@ local function risk_of(n, dims, states, policies, now)
 end
 
 -- ChallengePolicy::required: the work to prove at this risk, or nil.
-local function work_for(risk, trusted, under_attack)
+local function work_for(risk, trusted, under_attack, unfamiliar)
   local c = CHALLENGE
   local risky = risk >= c.risk_percent * 10
   local challenged
@@ -407,10 +407,37 @@ local function work_for(risk, trusted, under_attack)
     -- A trusted device is judged on its own failures alone, under attack or not.
     challenged = risky
   else
-    challenged = under_attack or risky
+    challenged = under_attack or risky or unfamiliar
   end
   if not challenged then return nil end
   return c.min_work + floor((c.max_work - c.min_work) * risk / 1000)
+end
+
+-- challenge::required_work's `unfamiliar`: whether an attempt without a trusted device comes from
+-- a `network` the account of this call (its username key among the first n `keys`) has not
+-- logged in from (familiar.rs). Its familiar networks are the sorted set `<key>:fam`, network
+-- by the end of its memory.
+local function is_unfamiliar(keys, n, dims, network, trusted, now)
+  if not CHALLENGE.unfamiliar_networks or trusted or network == '' then return false end
+  for i = 1, n do
+    if dims[i] == 'username' then
+      local until_ms = call('ZSCORE', keys[i] .. ':fam', network)
+      return not until_ms or tonumber(until_ms) <= now
+    end
+  end
+  return false
+end
+
+-- FamiliarNetworks::remember on the username key `key`: a login succeeded from `network`.
+local function remember_network(key, network, now)
+  local set, until_ms = key .. ':fam', now + CHALLENGE.familiar_days * 86400000
+  call('ZREMRANGEBYSCORE', set, '-inf', now)
+  call('ZADD', set, until_ms, network)
+  local excess = call('ZCARD', set) - MAX_FAMILIAR_NETWORKS
+  if excess > 0 then call('ZREMRANGEBYRANK', set, 0, excess - 1) end
+  -- Every other network's memory ends sooner.
+  local option, when = expiry(until_ms, now)
+  call(option == 'PXAT' and 'PEXPIREAT' or 'PEXPIRE', set, when)
 end
 
 -- attempt.lua's per-key arrays (dimension, policy, state), reused by every call rather than

@@ -1,8 +1,9 @@
 -- Settles an admitted attempt on the keys of one call (decision::record and decision::abandon).
 -- KEYS: its counter keys (those the outcome touches). ARGV[1]: now in ms, or '' to read Redis
 -- TIME. ARGV[2]: 'success', 'failure' or 'abandoned'. ARGV[3]: the username's keyed hash.
--- ARGV[2 + 2i]: the dimension of KEYS[i]; ARGV[3 + 2i]: the lockout its admission started on
--- KEYS[i] ('temporary', 'permanent' or '').
+-- ARGV[4]: the key text of the attempt's network (familiar::network_of; '' if none), which a
+-- success makes familiar to the account. ARGV[3 + 2i]: the dimension of KEYS[i];
+-- ARGV[4 + 2i]: the lockout its admission started on KEYS[i] ('temporary', 'permanent' or '').
 -- Returns JSON: {"bans": [{"key": i, "until": ms}], "first_success": b}: the bans the outcome
 -- started (absent when none); for a success on the account's username key, whether it is the
 -- account's first in the under-attack signal's bucket (decision::record), so
@@ -10,6 +11,7 @@
 local now = now_ms(ARGV[1])
 local outcome = ARGV[2]
 local username = ARGV[3]
+local network = ARGV[4]
 local failed = outcome == 'failure'
 local signal = POLICIES.global.attack
 local reply = {}
@@ -17,10 +19,14 @@ local bans = {}
 local raws = values_of(KEYS)
 for i = 1, #KEYS do
   local key = KEYS[i]
-  local dimension = ARGV[2 + 2 * i]
-  local started = ARGV[3 + 2 * i]
+  local dimension = ARGV[3 + 2 * i]
+  local started = ARGV[4 + 2 * i]
   local p = policy_of(dimension)
   local s = state_of(raws[i], p, now)
+  if dimension == 'username' and outcome == 'success' and CHALLENGE.unfamiliar_networks and
+      network ~= '' then
+    remember_network(key, network, now)
+  end
   if dimension == 'username' and outcome == 'success' and signal then
     reply.first_success = s.success_counted_until <= now
     if reply.first_success then
