@@ -154,9 +154,10 @@ print("3 replicas behind nginx) with the default policy, then the same traffic a
 print("`policy.enabled = false`. *verified* = attacker requests that reached the password hash;")
 print("*held by 2FA / reset* = accounts whose right password met their TOTP second factor, or was in a")
 print("leak the service knows (403 `password_reset_required`, the reset link to the owner): never compromised.\n")
-print("*tripped after s*: from the attacker's first pair to the first challenge a clean source got")
-print("(one whose subnet had not failed yet: only the under-attack signal asks those), as the clients")
-print("see it; *false trips*: legitimate logins challenged that way with no attack under way.\n")
+print("*tripped after s*: from the attacker's first pair to the first challenge a person got on a new")
+print("device at home from a clean source (one whose subnet had not failed yet: only the under-attack")
+print("signal asks those), as the clients see it; *false trips*: legitimate logins challenged that way")
+print("with no attack under way.\n")
 print("| scenario | policy | pairs tried | challenged | denied before hashing | verified | compromised / held by 2FA / held by reset / hits in list | tripped after s | false trips | attacker CPU s (solving) | CPU s per compromised | legit success (locked out) | legit challenged (known device) | legit solve p50 ms | legit p99 ms before / during (known devices) | attacker req/s |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 seeding = None

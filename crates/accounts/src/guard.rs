@@ -230,6 +230,17 @@ impl LoginGuard {
         Ok(())
     }
 
+    /// Makes `ip`'s network familiar to `username`'s account: it was registered from there, so
+    /// its owner's first login from it is not challenged as coming from a new network (see
+    /// `portcullis_core::familiar`). A store that does not answer costs only that challenge: it
+    /// is logged, not the registration's error.
+    pub async fn remember_network(&self, ip: IpAddr, username: &Username) {
+        let keys = self.limited(ip, self.deriver.keys(ip, username, None));
+        if let Err(error) = self.store.remember_network(&keys).await {
+            tracing::warn!(%error, "the registration's network was not remembered");
+        }
+    }
+
     /// Reports a refusal of `keys` (metrics, recent decisions, span, the summarised log) and
     /// answers it with 429.
     fn refused(&self, keys: &[AttemptKey], denial: Denial) -> Error {

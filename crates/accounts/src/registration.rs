@@ -51,6 +51,7 @@ pub async fn register(
     let hash = state.hasher.hash(password).await?;
     let account = state.accounts.create(&username, &hash, None).await?;
     tracing::info!(target: "security", event = "account_created", subject = %account.id);
+    state.guard.remember_network(ip, &username).await;
     Ok(registered(state, account, email).await)
 }
 

@@ -76,7 +76,8 @@ impl Default for ChallengePolicy {
             min_work: 1_000_000,
             // ...and a source about to be banned pays several seconds a guess.
             max_work: 16_000_000,
-            unfamiliar_networks: false,
+            // A leaked list's first guesses come before any detector can tell them from people.
+            unfamiliar_networks: true,
             // Entra ID forgets a familiar location after about this long without a sign-in.
             familiar_days: 90,
         }
@@ -133,6 +134,25 @@ impl ChallengePolicy {
         challenged.then(|| self.work_at(risk))
     }
 
+    /// Whether the under-attack signal counts an attempt's challenge, asked or answered (the
+    /// arguments as for [`ChallengePolicy::required`]): not when only its network, new to its
+    /// account, asks for one. People answer those in a moment, but a challenge counts as a
+    /// failure until an answer reaches the signal (often through another replica's flush), so
+    /// a burst of first logins on a cold service would trip the floor. A list that never answers
+    /// them gets no further than their challenges.
+    pub fn signal_counts(
+        &self,
+        risk: Permille,
+        trusted_device: bool,
+        under_attack: bool,
+        unfamiliar: bool,
+    ) -> bool {
+        !unfamiliar
+            || self
+                .required(risk, trusted_device, under_attack, false)
+                .is_some()
+    }
+
     /// Until when a network is familiar after a login from it at `now`.
     pub fn familiar_until(&self, now: UnixMillis) -> UnixMillis {
         now.saturating_add(u64::from(self.familiar_days) * 86_400_000)
@@ -148,17 +168,27 @@ impl ChallengePolicy {
     }
 }
 
-/// The work an attempt touching `keys` (states before it is counted) must prove, if any;
+/// An attempt's challenge, as its keys and the signal ask for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Asked {
+    /// The work it must prove, if any.
+    pub work: Option<u64>,
+    /// Whether the under-attack signal counts its challenge, asked or answered (see
+    /// [`ChallengePolicy::signal_counts`]).
+    pub signal_counts: bool,
+}
+
+/// The challenge of an attempt touching `keys` (states before it is counted);
 /// `familiar_network`: whether its account has logged in from its network (see
 /// [`crate::familiar`]).
-pub fn required_work(
+pub fn asked(
     policy: &Policy,
     keys: &[AttemptKey],
     states: &[KeyState],
     under_attack: bool,
     familiar_network: bool,
     now: UnixMillis,
-) -> Option<u64> {
+) -> Asked {
     let settings = &policy.challenge;
     let mut risk: Permille = 0;
     let mut trusted_device = false;
@@ -186,7 +216,10 @@ pub fn required_work(
     let unfamiliar = settings.unfamiliar_networks
         && !familiar_network
         && crate::familiar::account_of(keys).is_some();
-    settings.required(risk, trusted_device, under_attack, unfamiliar)
+    Asked {
+        work: settings.required(risk, trusted_device, under_attack, unfamiliar),
+        signal_counts: settings.signal_counts(risk, trusted_device, under_attack, unfamiliar),
+    }
 }
 
 /// `part` of `whole`, in thousandths, capped at the whole.
@@ -210,6 +243,17 @@ mod tests {
             .unwrap();
         let device = device.then_some(&id);
         deriver.keys("2001:db8::1".parse().unwrap(), &name, device)
+    }
+
+    fn required_work(
+        policy: &Policy,
+        keys: &[AttemptKey],
+        states: &[KeyState],
+        under_attack: bool,
+        familiar_network: bool,
+        now: UnixMillis,
+    ) -> Option<u64> {
+        asked(policy, keys, states, under_attack, familiar_network, now).work
     }
 
     fn fresh(keys: &[AttemptKey]) -> Vec<KeyState> {
@@ -365,8 +409,13 @@ mod tests {
         let k = keys(false);
         assert_eq!(
             required_work(&policy, &k, &fresh(&k), false, false, NOW),
-            None,
-            "off by default"
+            Some(policy.challenge.min_work),
+            "on by default"
+        );
+        policy.challenge.unfamiliar_networks = false;
+        assert_eq!(
+            required_work(&policy, &k, &fresh(&k), false, false, NOW),
+            None
         );
         policy.challenge.unfamiliar_networks = true;
         assert_eq!(
@@ -395,6 +444,14 @@ mod tests {
             None,
             "a trusted device is not asked where it is"
         );
+        // The signal counts only the challenges it would ask for itself.
+        let signal_counts = |states: &[KeyState], under_attack| {
+            asked(&policy, &k, states, under_attack, false, NOW).signal_counts
+        };
+        assert!(!signal_counts(&fresh(&k), false));
+        assert!(signal_counts(&fresh(&k), true));
+        assert!(signal_counts(&sprayed(&k, Dimension::Ip, 3), false));
+        assert!(asked(&policy, &k, &fresh(&k), false, true, NOW).signal_counts);
     }
 
     #[test]

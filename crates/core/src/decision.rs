@@ -24,7 +24,8 @@
 //!
 //! The under-attack signal counts outcomes, so that it cannot be steered: a failure, an
 //! abandoned attempt (shed at the peak of a flood) and a challenge no attempt answers each count
-//! as a failed attempt; a success counts once per account per signal bucket (an attacker logging
+//! as a failed attempt (not one asked only for a network new to its account, see
+//! [`crate::ChallengePolicy::signal_counts`]); a success counts once per account per signal bucket (an attacker logging
 //! into its own account over and over does not dilute the failure share). Attempts from trusted
 //! devices are not counted: stuffing never has one.
 
@@ -253,8 +254,9 @@ fn check_key(
 /// a solved challenge of `proof_work` (0: none), from a network its account has logged in from
 /// or not (`familiar_network`, see [`crate::familiar`]). When allowed, `states` are updated to
 /// count the attempt (on lockouts, as a failure); when challenged, to count it against the rate
-/// limits and as a challenge of the under-attack signal (a failure until answered); when
-/// refused, they are unchanged.
+/// limits and as a challenge of the under-attack signal (a failure until answered; not when
+/// only its network asked for it, see [`crate::ChallengePolicy::signal_counts`]); when refused,
+/// they are unchanged.
 pub fn decide(
     policy: &Policy,
     keys: &[AttemptKey],
@@ -292,8 +294,7 @@ pub fn decide(
     if let Some(denial) = denial {
         return Decision::Deny(denial);
     }
-    let required =
-        challenge::required_work(policy, keys, states, under_attack, familiar_network, now);
+    let asked = challenge::asked(policy, keys, states, under_attack, familiar_network, now);
     states.clone_from_slice(&counted);
     if let Some(attack) = judged {
         for (key, state) in keys.iter().zip(states.iter_mut()) {
@@ -302,15 +303,17 @@ pub fn decide(
             }
         }
     }
-    if proof_work > 0 {
+    if proof_work > 0 && asked.signal_counts {
         count_in_signal(policy, keys, states, |signal, attack| {
             signal.count_challenge(attack, ChallengeStep::Answered, now)
         });
     }
-    if let Some(work) = required.filter(|&work| proof_work < work) {
-        count_in_signal(policy, keys, states, |signal, attack| {
-            signal.count_challenge(attack, ChallengeStep::Issued, now)
-        });
+    if let Some(work) = asked.work.filter(|&work| proof_work < work) {
+        if asked.signal_counts {
+            count_in_signal(policy, keys, states, |signal, attack| {
+                signal.count_challenge(attack, ChallengeStep::Issued, now)
+            });
+        }
         return Decision::Challenge { work };
     }
     let mut pending = Vec::new();

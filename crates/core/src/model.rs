@@ -146,14 +146,8 @@ impl StateTable {
     ) -> Vec<LockoutEvent> {
         let mut states = self.load(keys, now);
         let bans = decision::record(policy, keys, &mut states, verified, username, pending, now);
-        let settings = &policy.challenge;
-        if settings.unfamiliar_networks
-            && verified.outcome == Outcome::Success
-            && let (Some(account), Some(network)) =
-                (familiar::account_of(keys), familiar::network_of(keys))
-        {
-            let known = self.familiar.entry(account.key.clone()).or_default();
-            known.remember(&network.key, settings.familiar_until(now), now);
+        if verified.outcome == Outcome::Success {
+            self.remember_network(policy, keys, now);
         }
         let signal = policy
             .global
@@ -180,6 +174,20 @@ impl StateTable {
         let mut states = self.load(keys, now);
         decision::abandon(policy, keys, &mut states, pending, now);
         self.save(policy, keys, states, now);
+    }
+
+    /// Makes the network of `keys` familiar to their account (a login succeeded from it, or the
+    /// account was registered there), when the policy asks about networks.
+    pub fn remember_network(&mut self, policy: &Policy, keys: &[AttemptKey], now: UnixMillis) {
+        let settings = &policy.challenge;
+        if let (true, Some(account), Some(network)) = (
+            settings.unfamiliar_networks,
+            familiar::account_of(keys),
+            familiar::network_of(keys),
+        ) {
+            let known = self.familiar.entry(account.key.clone()).or_default();
+            known.remember(&network.key, settings.familiar_until(now), now);
+        }
     }
 
     /// Whether the account of `keys` has logged in from their network (true when they name no
@@ -438,12 +446,20 @@ mod tests {
         )
     }
 
-    /// The default policy with a signal that needs only 10 attempts.
+    /// The default policy with a signal that needs only 10 attempts, and no challenge for a
+    /// network new to an account (these tests watch the signal).
     fn sensitive() -> Policy {
-        let mut policy = Policy::default();
+        let mut policy = without_networks();
         if let Some(signal) = policy.global.attack.as_mut() {
             signal.min_attempts = 10;
         }
+        policy
+    }
+
+    /// The default policy without a challenge for a network new to an account.
+    fn without_networks() -> Policy {
+        let mut policy = Policy::default();
+        policy.challenge.unfamiliar_networks = false;
         policy
     }
 
@@ -574,6 +590,26 @@ mod tests {
     }
 
     #[test]
+    fn a_burst_of_first_logins_asked_only_for_their_network_does_not_trip_the_signal() {
+        let mut table = StateTable::default();
+        let mut policy = sensitive();
+        policy.challenge.unfamiliar_networks = true;
+        let people: Vec<_> = (0..30)
+            .map(|i| keys(&format!("172.16.{i}.10"), &format!("p{i}")))
+            .collect();
+        // Every one is asked before any answers (as many browsers solving at once).
+        for person in &people {
+            let asked = table.attempt(&policy, person, 0, T0);
+            assert!(matches!(asked, Decision::Challenge { .. }), "{asked:?}");
+        }
+        for person in &people {
+            let answered = login(&mut table, &policy, person, Outcome::Success, T0 + 500);
+            assert!(admitted_calm(&answered), "{answered:?}");
+        }
+        assert!(!under_attack(&mut table, &policy, T0 + 600));
+    }
+
+    #[test]
     fn unanswered_challenges_keep_the_signal_on() {
         let mut table = StateTable::default();
         let policy = sensitive();
@@ -672,7 +708,7 @@ mod tests {
     #[test]
     fn one_password_failing_on_ten_accounts_trips_the_signal_whatever_the_sources() {
         let mut table = StateTable::default();
-        let policy = Policy::default();
+        let policy = without_networks();
         let sprayed = KeyDeriver::new(b"test", 24, 64, 48)
             .unwrap()
             .password_digest("Summer2024!");

@@ -52,9 +52,11 @@ pub struct RunReport {
     pub timeline: Vec<TimelineSecond>,
 }
 
-/// The under-attack signal as the clients saw it: a challenge answered to a request from a
-/// clean source (no earlier request from its subnet failed, was challenged or refused) can only
-/// come from the signal, since a source's own risk needs failures.
+/// The under-attack signal as the clients saw it: a challenge answered to a person's request
+/// without a device cookie, from a clean source (no earlier request from its subnet failed, was
+/// challenged or refused) on their home network, can only come from the signal: a source's own
+/// risk needs failures, and the account knows the network from the warm-up. (An attacker's
+/// request is challenged for its network alone, new to the account it names.)
 #[derive(Debug, Default, Serialize)]
 pub struct SignalSeen {
     /// Seconds from the attacker's first pair to the first such challenge's answer (none:
@@ -96,16 +98,14 @@ impl SignalSeen {
         for sample in samples {
             let subnet = subnet_of(sample.source);
             let clean = !dirty.contains(&subnet);
-            if clean && sample.outcome == Outcome::Challenged {
+            let person = matches!(sample.sender, Sender::Legit(_));
+            if clean && person && sample.outcome == Outcome::Challenged {
                 match attack_started {
                     Some(start) if sample.sent_at >= start => {
                         let answered = sample.sent_at + sample.latency;
                         tripped = Some(tripped.map_or(answered, |t| t.min(answered)));
                     }
-                    _ if matches!(sample.sender, Sender::Legit(_)) => {
-                        seen.false_trip_challenges += 1;
-                    }
-                    _ => {}
+                    _ => seen.false_trip_challenges += 1,
                 }
             }
             if !matches!(
@@ -766,20 +766,22 @@ mod tests {
             from("172.16.0.9", Sender::Legit(0), Outcome::Challenged, 200),
             // A clean source challenged with no attack under way: a false trip.
             from("172.16.1.5", Sender::Legit(1), Outcome::Challenged, 300),
-            // The attack starts at 1 s; its first clean challenge answered, at 1.5 s, is the
-            // trip (one sent before it was answered after it: challenged at its hash turn).
+            // The attack starts at 1 s. Its own challenges say nothing (each asked for a network
+            // new to its account); the first clean challenge a person got, answered at 1.5 s,
+            // is the trip (one sent before it was answered after it: challenged at its hash
+            // turn).
             Sample {
                 latency: Duration::from_millis(600),
                 ..from("10.0.0.1", Sender::Attacker(0), Outcome::Failed, 1_000)
             },
             from("10.0.0.3", Sender::Attacker(4), Outcome::Failed, 1_100),
-            from("10.0.0.2", Sender::Attacker(1), Outcome::Challenged, 1_200),
             Sample {
                 latency: Duration::from_millis(400),
-                ..from("10.0.3.1", Sender::Attacker(5), Outcome::Challenged, 1_300)
+                ..from("172.16.3.1", Sender::Legit(3), Outcome::Challenged, 1_100)
             },
-            from("10.0.1.1", Sender::Attacker(2), Outcome::Challenged, 1_499),
-            from("10.0.2.1", Sender::Attacker(3), Outcome::Challenged, 1_700),
+            from("10.0.0.2", Sender::Attacker(1), Outcome::Challenged, 1_200),
+            from("172.16.2.1", Sender::Legit(2), Outcome::Challenged, 1_499),
+            from("172.16.4.1", Sender::Legit(4), Outcome::Challenged, 1_700),
         ];
         let seen = SignalSeen::new(&samples, Some(Duration::from_secs(1)));
         assert_eq!(seen.trip_after_secs, Some(0.5));

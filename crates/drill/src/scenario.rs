@@ -180,6 +180,12 @@ pub const MAX_IPV4_SUBNETS: usize = 65_536;
 pub const MAX_IPV4_HOSTS: usize = 254;
 
 impl Scenario {
+    /// The scenario with one more setting for its stacks, as its `[settings]` would give it.
+    pub fn with_setting(mut self, path: &str, value: impl Into<toml::Value>) -> Self {
+        self.settings.insert(path.to_owned(), value.into());
+        self
+    }
+
     /// The scenario's settings as the `PORTCULLIS__*` environment of a stack.
     pub fn settings_env(&self) -> Vec<(String, String)> {
         self.settings

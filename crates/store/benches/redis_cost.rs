@@ -1,7 +1,8 @@
 //! What attempts cost Redis, read from every primary's `INFO commandstats` after `CONFIG
 //! RESETSTAT`: on a private `redis-server` and on a private 3-primary Redis Cluster (keys in one
 //! slot, then sharded per subject), each under a residential-style load (a fresh address, subnet
-//! and username for every attempt, verified and failed: one attempt call, then one record call),
+//! and username for every attempt, its challenge solved (the account's first login from that
+//! network), verified and failed: one attempt call, then one record call),
 //! the same once those failures have put the service under attack (every attempt challenged before
 //! hashing) and under a refused load (one address over its limit). Next to the fresh-address
 //! attempts, Redis' own floor for the same calls: a function that reads `TIME` and, for each of the
@@ -35,6 +36,10 @@ use portcullis_core::{
 use portcullis_store::redis_store::{Connections, Keyspace};
 use portcullis_store::{AttemptStore, Breaker, RedisConfig, RedisStore, Sharding, Topology};
 use portcullis_testkit::redis::{CommandStat, RedisCluster, RedisServer, command_stats, connect};
+
+/// The proof a residential attempt carries: each is a fresh account's first login from its
+/// network, which the default policy challenges, and this load's clients solve.
+const SOLVED: u64 = u64::MAX;
 
 async fn reset_stats(urls: &[String]) {
     for url in urls {
@@ -254,7 +259,7 @@ async fn measure(label: &str, config: &RedisConfig, primaries: &[String]) -> Vec
     // Warm up: the scripts are loaded and the connections open.
     for i in 0..100 {
         let (keys, _) = residential(&deriver, &policy, run, attempts + i);
-        store.attempt(&keys, 0).await.unwrap();
+        store.attempt(&keys, SOLVED).await.unwrap();
     }
 
     let mut phases = Vec::new();
@@ -264,7 +269,7 @@ async fn measure(label: &str, config: &RedisConfig, primaries: &[String]) -> Vec
         .map(|i| {
             let (keys, digest) = residential(&deriver, &policy, run, i);
             async move {
-                match store.attempt(&keys, 0).await.unwrap() {
+                match store.attempt(&keys, SOLVED).await.unwrap() {
                     Decision::Allow { pending, .. } => Some((keys, digest, pending)),
                     _ => None,
                 }

@@ -102,6 +102,12 @@ impl AttemptStore for FallbackStore {
         self.or_fallback(primary, local, Vec::new()).await
     }
 
+    async fn remember_network(&self, keys: &[AttemptKey]) -> Result<(), StoreError> {
+        let primary = self.primary.remember_network(keys).await;
+        self.or_fallback(primary, self.local.remember_network(keys), ())
+            .await
+    }
+
     async fn abandon(
         &self,
         keys: &[AttemptKey],

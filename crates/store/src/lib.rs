@@ -105,6 +105,11 @@ pub trait AttemptStore: Send + Sync + 'static {
         pending: &[LockoutEvent],
     ) -> Result<Vec<LockoutEvent>, StoreError>;
 
+    /// Makes the network of `keys` (a login's keys) familiar to their account, as a success from
+    /// it does, when the policy asks about networks (see `portcullis_core::familiar`): the
+    /// account was registered there.
+    async fn remember_network(&self, keys: &[AttemptKey]) -> Result<(), StoreError>;
+
     /// Settles an attempt that was never verified (see `portcullis_core::decision::abandon`).
     async fn abandon(
         &self,

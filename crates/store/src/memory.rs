@@ -160,6 +160,14 @@ impl AttemptStore for MemoryStore {
         Ok(())
     }
 
+    async fn remember_network(&self, keys: &[AttemptKey]) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        lock(&self.counters)
+            .table
+            .remember_network(&self.policy, keys, now);
+        Ok(())
+    }
+
     async fn consume_proof(&self, id: &str, expires_at: UnixMillis) -> Result<bool, StoreError> {
         let now = self.clock.now();
         Ok(lock(&self.used_proofs).consume(id, expires_at, now))
@@ -338,7 +346,8 @@ mod tests {
                 .unwrap();
             let user = Username::parse(&format!("user{i}")).unwrap();
             let keys = policy.active_keys(deriver.keys(ip, &user, None));
-            if store.attempt(&keys, 0).await.unwrap().is_allowed() {
+            // Solving the challenge each new account's network asks for.
+            if store.attempt(&keys, u64::MAX).await.unwrap().is_allowed() {
                 store
                     .record(
                         &keys,
@@ -356,7 +365,7 @@ mod tests {
         clock.advance(25 * 3_600_000);
         let user = Username::parse("late").unwrap();
         let keys = policy.active_keys(deriver.keys("192.0.2.1".parse().unwrap(), &user, None));
-        store.attempt(&keys, 0).await.unwrap();
+        store.attempt(&keys, u64::MAX).await.unwrap();
         // Address, subnet, username, username from the address (the global signal counts
         // outcomes, and none came yet).
         assert_eq!(store.attempt_entries(), 4, "the late attempt's own keys");

@@ -16,7 +16,9 @@ use serde_json::{Value, json};
 /// A password every fixture account uses unless a test picks another.
 pub const PASSWORD: &str = "correct horse battery staple";
 
-/// Settings for a test application: port 0, in-memory SQLite, cheap Argon2, one worker.
+/// Settings for a test application: port 0, in-memory SQLite, cheap Argon2, one worker, and no
+/// challenge for a network new to an account (most tests log in from addresses of their own
+/// choosing; the familiar networks have tests of their own).
 pub fn test_settings() -> Settings {
     let mut settings = Settings::default();
     settings.server.port = 0;
@@ -25,6 +27,7 @@ pub fn test_settings() -> Settings {
     settings.database.url = "sqlite::memory:".to_owned();
     settings.argon2.memory_kib = 256;
     settings.argon2.iterations = 1;
+    settings.policy.challenge.unfamiliar_networks = false;
     settings
 }
 

@@ -404,6 +404,8 @@ async fn a_password_checked_as_the_service_came_under_attack_gets_a_challenge_no
 
 #[tokio::test]
 async fn a_login_from_a_network_new_to_its_account_is_challenged_in_memory_and_on_redis() {
+    // On by default; the test settings turn it off for the other tests.
+    assert!(Settings::default().policy.challenge.unfamiliar_networks);
     let redis = TestRedis::start().await;
     let mut on_redis = settings(ChallengeMode::Risk);
     on_redis.store.redis = Some(RedisSettings {
@@ -440,5 +442,11 @@ async fn a_login_from_a_network_new_to_its_account_is_challenged_in_memory_and_o
         assert_eq!(app.register("bob", PASSWORD).await.status(), 201);
         let bob = login(&app, "192.0.2.7", "bob", PASSWORD, None).await;
         challenge_of(bob, "challenge_required").await;
+        // An account knows the network it was registered from.
+        let body = json!({ "username": "carol", "password": PASSWORD });
+        let registered = post(&app, "/v1/users", "203.0.113.5", None, body).await;
+        assert_eq!(registered.status(), 201);
+        let carol = login(&app, "203.0.113.77", "carol", PASSWORD, None).await;
+        assert_eq!(carol.status(), 200);
     }
 }

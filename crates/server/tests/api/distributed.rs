@@ -43,6 +43,12 @@ async fn three_replicas_on(
         ),
         // A loaded CI machine must not trip the breaker into local counting mid-test.
         ("PORTCULLIS__STORE__REDIS__TIMEOUT_MS", "2000".to_owned()),
+        // As in `test_settings`: these tests log in from addresses of their choosing, and the
+        // familiar networks have tests of their own.
+        (
+            "PORTCULLIS__POLICY__CHALLENGE__UNFAMILIAR_NETWORKS",
+            "false".to_owned(),
+        ),
     ];
     env.extend(store.iter().cloned());
     env.extend(extra.iter().cloned());

@@ -226,7 +226,15 @@ async fn prometheus_scrapes_every_replica_with_the_alert_rules_loaded() {
     );
 
     // A failed login through nginx lands on one replica; the sum over the scraped replicas
-    // shows it once every replica is up.
+    // shows it once every replica is up. (Alice registers first, from this client's network:
+    // an unknown name from a network new to it would be challenged, not checked.)
+    let registered = client
+        .post(format!("{}/v1/users", stack.url))
+        .json(&json!({ "username": "alice", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
     assert_eq!(
         login(&client, &stack.url, "1.1.1.1", "wrong")
             .await

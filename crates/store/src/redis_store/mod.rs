@@ -131,6 +131,7 @@ struct Library {
     record: String,
     release: String,
     restrict: String,
+    remember: String,
     /// How many times this store has loaded the library, and the lock a load holds: calls that
     /// find it missing together (after a restart) load it once, not once each.
     loads: AtomicU64,
@@ -146,18 +147,19 @@ impl Library {
             )
         };
         let body = format!(
-            "{BIND}{prelude}{COMMON}\n{}{}{}{}",
+            "{BIND}{prelude}{COMMON}\n{}{}{}{}{}",
             wrap("attempt", include_str!("lua/attempt.lua")),
             wrap("record", include_str!("lua/record.lua")),
             wrap("release", include_str!("lua/release.lua")),
             wrap("restrict", include_str!("lua/restrict.lua")),
+            wrap("remember", include_str!("lua/remember.lua")),
         );
         // The library's name is the SHA-1 of everything in it: the policy included.
         let sha = redis::Script::new(&body).get_hash().to_owned();
         let sha = &sha[..16];
         let name = |function: &str| format!("portcullis_{function}_{sha}");
         let mut code = format!("#!lua name=portcullis_{sha}\n{body}");
-        for function in ["attempt", "record", "release", "restrict"] {
+        for function in ["attempt", "record", "release", "restrict", "remember"] {
             code.push_str(&format!(
                 "redis.register_function('{}', {function})\n",
                 name(function)
@@ -169,6 +171,7 @@ impl Library {
             record: name("record"),
             release: name("release"),
             restrict: name("restrict"),
+            remember: name("remember"),
             loads: AtomicU64::new(0),
             loading: tokio::sync::Mutex::new(()),
         })
@@ -723,7 +726,7 @@ impl AttemptStore for RedisStore {
             }
             return Err(error);
         }
-        let decision = combine(
+        let (decision, signal_counts) = combine(
             &self.policy,
             keys,
             &counted,
@@ -740,8 +743,9 @@ impl AttemptStore for RedisStore {
             let (calls, keyspace) = (self.calls.clone(), self.keyspace.clone());
             tokio::spawn(async move { signal::announce(&calls, &keyspace, trip).await });
         }
-        // A challenge counts as a failed attempt until an attempt answers it.
-        let signal = self.counting_signal(keys);
+        // A challenge counts as a failed attempt until an attempt answers it (one only the
+        // network asked for, not at all).
+        let signal = self.counting_signal(keys).filter(|_| signal_counts);
         if let Some(signal) = signal.filter(|_| proof_work > 0 && decision.counts()) {
             signal.count_challenge(self.now(), ChallengeStep::Answered);
         }
@@ -791,6 +795,26 @@ impl AttemptStore for RedisStore {
             Outcome::Success => {}
         }
         Ok(bans)
+    }
+
+    async fn remember_network(&self, keys: &[AttemptKey]) -> Result<(), StoreError> {
+        let (Some(account), Some(network), true) = (
+            familiar::account_of(keys),
+            familiar::network_of(keys),
+            self.policy.challenge.unfamiliar_networks,
+        ) else {
+            return Ok(());
+        };
+        let doing = "remembering a network";
+        let (members, args) = ([account], [network.key.as_str()]);
+        let call =
+            self.run_counters::<Empty>(doing, &self.library.remember, &members, &args, |_| None);
+        let results = self
+            .calls
+            .together(doing, Breaking::Reported, [call])
+            .await?;
+        results.into_iter().collect::<Result<Vec<_>, _>>()?;
+        Ok(())
     }
 
     async fn abandon(
@@ -863,7 +887,8 @@ fn started_lockouts(
 /// The decision the slots' answers make together (`counted`: each answering group and its
 /// reply; `started`: the lockouts their admissions started): the longest refusal (the first key on a tie, as in the core), else a challenge if
 /// any slot asked for one or the highest risk asks for more work than the proof carries, else
-/// admitted with every lockout the admissions started.
+/// admitted with every lockout the admissions started; and whether the under-attack signal
+/// counts the attempt's challenge, asked or answered (`ChallengePolicy::signal_counts`).
 fn combine(
     policy: &Policy,
     keys: &[AttemptKey],
@@ -872,7 +897,7 @@ fn combine(
     proof_work: u64,
     trusted: bool,
     under_attack: bool,
-) -> Result<Decision, StoreError> {
+) -> Result<(Decision, bool), StoreError> {
     let mut refusal: Option<(usize, Denial)> = None;
     let mut risk = 0;
     let mut challenged = false;
@@ -923,20 +948,22 @@ fn combine(
             }
         }
     }
+    let challenge = &policy.challenge;
+    let signal_counts = challenge.signal_counts(risk, trusted, under_attack, unfamiliar);
     if let Some((_, denial)) = refusal {
-        return Ok(Decision::Deny(denial));
+        return Ok((Decision::Deny(denial), signal_counts));
     }
-    let work = policy
-        .challenge
-        .required(risk, trusted, under_attack, unfamiliar);
-    match work {
-        Some(work) if challenged || proof_work < work => Ok(Decision::Challenge { work }),
-        None if challenged => Err(StoreError::Protocol(
-            "a slot asked for a challenge the policy does not".to_owned(),
-        )),
-        _ => Ok(Decision::Allow {
+    let decision = match challenge.required(risk, trusted, under_attack, unfamiliar) {
+        Some(work) if challenged || proof_work < work => Decision::Challenge { work },
+        None if challenged => {
+            return Err(StoreError::Protocol(
+                "a slot asked for a challenge the policy does not".to_owned(),
+            ));
+        }
+        _ => Decision::Allow {
             pending: started,
             under_attack,
-        }),
-    }
+        },
+    };
+    Ok((decision, signal_counts))
 }

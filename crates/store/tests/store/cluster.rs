@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis_core::gcra::Gcra;
-use portcullis_core::{Decision, Dimension, Outcome, Policy, Reason};
+use portcullis_core::{Decision, Dimension, Outcome, Reason};
 use portcullis_store::{
     AdminStore, AttemptStore, Breaker, Clock, FallbackStore, MemoryStore, OnError, RedisConfig,
     RedisStore, Sharding, SystemClock, Topology,
@@ -16,12 +16,12 @@ use portcullis_testkit::redis::RedisCluster;
 use proptest::test_runner::{Config, TestRunner};
 
 use crate::differential::{agree, events, policies};
-use crate::helpers::{admitted_of_200_concurrent_guesses, keys, redis_store};
+use crate::helpers::{admitted_of_200_concurrent_guesses, keys, redis_store, without_networks};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sharded_per_subject_the_store_decides_like_the_core_across_primaries() {
     let cluster = RedisCluster::spawn(3).await;
-    let policy = Policy::default();
+    let policy = without_networks();
     let store = redis_store(cluster.urls(), true, "cluster", &policy, None);
 
     // Lockout across the cluster; each address's and the account's keys in slots of their own.
@@ -69,7 +69,7 @@ async fn sharded_per_subject_the_store_decides_like_the_core_across_primaries() 
 #[tokio::test(flavor = "multi_thread")]
 async fn replicas_hammering_one_account_on_a_sharded_cluster_admit_exactly_the_lockout() {
     let cluster = RedisCluster::spawn(3).await;
-    let policy = Policy::default();
+    let policy = without_networks();
     let replicas: Vec<Arc<dyn AttemptStore>> = (0..3)
         .map(|_| {
             Arc::new(redis_store(cluster.urls(), true, "hammer", &policy, None))
@@ -85,7 +85,7 @@ async fn replicas_hammering_one_account_on_a_sharded_cluster_admit_exactly_the_l
 async fn a_refusal_on_one_slot_takes_back_what_the_others_counted() {
     let cluster = RedisCluster::spawn(3).await;
     // Two attempts per address an hour; the account locks after 5 failures.
-    let mut policy = Policy::default();
+    let mut policy = without_networks();
     policy.ip.attempts = Some(Gcra {
         burst: 2,
         interval_ms: 3_600_000,
@@ -136,7 +136,7 @@ async fn a_refusal_on_one_slot_takes_back_what_the_others_counted() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_challenge_asked_by_one_slot_takes_back_the_account_admission_of_another() {
     let cluster = RedisCluster::spawn(3).await;
-    let policy = Policy::default();
+    let policy = without_networks();
     let store = redis_store(cluster.urls(), true, "challenge", &policy, None);
     // An address that failed for three usernames is risky (30% of its ten before a ban).
     for user in ["u1", "u2", "u3"] {
@@ -177,7 +177,7 @@ async fn a_challenge_asked_by_one_slot_takes_back_the_account_admission_of_anoth
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_primary_opens_the_breaker_and_the_store_recovers_after_failover() {
     let mut cluster = RedisCluster::spawn_with_replicas(3, 1).await;
-    let policy = Policy::default();
+    let policy = without_networks();
     // Two calls time out well before the replica takes over (after the nodes' 2 s timeout),
     // and the breaker stays open while the loop below runs.
     let config = RedisConfig {

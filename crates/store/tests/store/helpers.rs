@@ -146,6 +146,15 @@ pub fn tight_policy() -> Policy {
     }
 }
 
+/// The default policy without the challenge of a network new to an account: these tests watch
+/// the counters, and every fresh account would be challenged (the differential test and the
+/// familiar networks' own tests have it on).
+pub fn without_networks() -> Policy {
+    let mut policy = Policy::default();
+    policy.challenge.unfamiliar_networks = false;
+    policy
+}
+
 /// The keyed hash of a username, as the server passes it to `record`.
 pub fn digest(user: &str) -> String {
     let deriver = KeyDeriver::new(b"test-secret", 24, 64, 48).unwrap();

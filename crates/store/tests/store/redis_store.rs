@@ -13,7 +13,7 @@ use portcullis_store::{AdminStore, AttemptStore, Clock, Invalidation, ManualCloc
 use portcullis_testkit::process::wait_until;
 use portcullis_testkit::redis::{RedisServer, TestRedis, command_calls, connect};
 
-use crate::helpers::{T0, digest, keys, redis_store, tight_policy};
+use crate::helpers::{T0, digest, keys, redis_store, tight_policy, without_networks};
 
 #[tokio::test]
 async fn every_key_a_scenario_writes_has_a_ttl_and_no_plain_username() {
@@ -64,7 +64,7 @@ async fn a_counter_expires_from_redis_within_a_second_after_its_state() {
     // Redis' clock (no injected one): the functions set absolute deadlines (PXAT), rounded up
     // to the second. Too early would forget a limit; much later would keep dead keys.
     let redis = TestRedis::start().await;
-    let policy = Policy::default();
+    let policy = without_networks();
     let store = redis_store(vec![redis.url.clone()], false, &redis.prefix, &policy, None);
     let k = keys(&policy, "203.0.113.7", "expiring");
     assert!(store.attempt(&k, 0).await.unwrap().is_allowed());
@@ -108,7 +108,7 @@ async fn a_counter_written_under_another_policy_keeps_its_history() {
     // counters) read what replicas with it wrote, and go on counting from there.
     let redis = TestRedis::start().await;
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(T0));
-    let before = Policy::default();
+    let before = without_networks();
     let mut after = before;
     after.ip.spray = None;
     let url = || vec![redis.url.clone()];
@@ -137,7 +137,7 @@ async fn a_counter_written_under_another_policy_keeps_its_history() {
 async fn the_functions_are_reloaded_once_by_a_burst_after_function_flush() {
     // A private server: FUNCTION FLUSH must not disturb anyone else.
     let server = RedisServer::spawn().await;
-    let policy = Policy::default();
+    let policy = without_networks();
     let store = Arc::new(redis_store(
         vec![server.url.clone()],
         false,
@@ -200,7 +200,7 @@ fn sent(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> HashMap<
 #[tokio::test]
 async fn a_denied_attempt_costs_one_command_and_a_verified_one_two_with_no_ping() {
     let server = RedisServer::spawn().await;
-    let policy = Policy::default();
+    let policy = without_networks();
     let store = redis_store(vec![server.url.clone()], false, "budget", &policy, None);
     let k = keys(&policy, "192.0.2.1", "alice");
     // Warm up: connect and load the scripts, so the deltas below are the steady state.
@@ -248,7 +248,7 @@ async fn a_denied_attempt_costs_one_command_and_a_verified_one_two_with_no_ping(
 #[tokio::test]
 async fn replicas_hammering_one_username_admit_no_more_than_the_lockout_allows() {
     let redis = TestRedis::start().await;
-    let policy = Policy::default();
+    let policy = without_networks();
     let replicas: Vec<Arc<dyn AttemptStore>> = (0..3)
         .map(|_| {
             Arc::new(redis_store(
@@ -268,7 +268,7 @@ async fn replicas_hammering_one_username_admit_no_more_than_the_lockout_allows()
 #[tokio::test]
 async fn without_an_injected_clock_scripts_use_redis_time() {
     let redis = TestRedis::start().await;
-    let policy = Policy::default();
+    let policy = without_networks();
     let store = redis_store(vec![redis.url.clone()], false, &redis.prefix, &policy, None);
     let k = keys(&policy, "192.0.2.7", "timed");
     for _ in 0..5 {
@@ -446,7 +446,7 @@ async fn with_the_policy_disabled_the_scripts_admit_everything_and_write_nothing
 async fn a_reply_the_code_cannot_read_is_a_protocol_error_and_never_trips_the_breaker() {
     use portcullis_store::{AdminStore, Breaker, StoreError};
     let redis = TestRedis::start().await;
-    let policy = Policy::default();
+    let policy = without_networks();
     let breaker = Breaker::silent(1, std::time::Duration::from_secs(60));
     let store = crate::helpers::redis_store_with(
         portcullis_store::Topology::Single(redis.url.clone()),
@@ -480,7 +480,7 @@ async fn a_reply_the_code_cannot_read_is_a_protocol_error_and_never_trips_the_br
 #[tokio::test]
 async fn a_password_failing_across_accounts_and_replicas_trips_the_fan_out() {
     let redis = TestRedis::start().await;
-    let mut policy = Policy::default();
+    let mut policy = without_networks();
     // Only the fan-out may trip: the floor needs more attempts than this test makes.
     if let Some(attack) = policy.global.attack.as_mut() {
         attack.min_attempts = 1_000;
@@ -618,7 +618,7 @@ async fn heard_trip(store: &RedisStore) -> Trip {
 #[tokio::test]
 async fn a_trip_is_heard_at_once_by_a_replica_that_never_flushed() {
     let redis = TestRedis::start().await;
-    let mut policy = Policy::default();
+    let mut policy = without_networks();
     if let Some(attack) = policy.global.attack.as_mut() {
         attack.min_attempts = 4;
     }
