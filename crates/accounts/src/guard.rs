@@ -453,12 +453,16 @@ mod tests {
     use super::*;
     use crate::accounts::Accounts;
 
+    /// A guard on the default policy without the challenge of a network new to an account (the
+    /// tests here watch the signal; every fresh account would be challenged).
     async fn guard() -> LoginGuard {
+        let mut policy = Policy::default();
+        policy.challenge.unfamiliar_networks = false;
         let clock = Arc::new(ManualClock::default());
-        let store = Arc::new(MemoryStore::new(Policy::default(), clock.clone()));
+        let store = Arc::new(MemoryStore::new(policy, clock.clone()));
         let accounts = Accounts::in_memory().await;
         LoginGuard::new(
-            Policy::default(),
+            policy,
             KeyDeriver::new(b"k", 24, 64, 48).unwrap(),
             store.clone(),
             SecurityEvents::new(store),

@@ -2,11 +2,13 @@
 //! locations, Auth0's new-location detection).
 //!
 //! A leaked list is replayed from addresses its owner never used, and it carries no device
-//! cookie. So with `policy.challenge.unfamiliar_networks` on, a login with no trusted device,
-//! from a network the account has not logged in from within `familiar_days`, must first solve a
-//! challenge (see [`crate::challenge`]), whatever the signal says: the first guesses of a list, on
-//! a cold or busy service, no longer reach the hash unpaid. An account with no history knows no
-//! network. A person pays one sub-second proof per new network and browser.
+//! cookie. So with `policy.challenge.unfamiliar_networks` on (the default), a login with no
+//! trusted device, from a network the account has not logged in from within `familiar_days`
+//! (nor was registered from), must first solve a challenge (see [`crate::challenge`]), whatever
+//! the signal says: the first guesses of a list, on a cold or busy service, no longer reach the
+//! hash unpaid. An account with no history knows no network. A person pays one sub-second proof
+//! per new network and browser. The signal does not count these challenges
+//! ([`crate::ChallengePolicy::signal_counts`]).
 //!
 //! A network is the attempt's IPv6 network (/48 by default) or, for IPv4, its subnet (/24): the
 //! same key text the source is counted under, so a new device at home is familiar. Each account
