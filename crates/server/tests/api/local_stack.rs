@@ -78,6 +78,17 @@ impl Drop for Stack {
     }
 }
 
+/// Registers alice through nginx (her account then knows this client's network).
+async fn register_alice(client: &reqwest::Client, url: &str) {
+    let registered = client
+        .post(format!("{url}/v1/users"))
+        .json(&json!({ "username": "alice", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+}
+
 async fn login(
     client: &reqwest::Client,
     url: &str,
@@ -101,13 +112,7 @@ async fn through_nginx_a_spoofed_forwarded_for_counts_against_the_real_client() 
         ("PORTCULLIS__POLICY__IP__ATTEMPTS__INTERVAL_MS", "3600000"),
     ]);
     let client = reqwest::Client::new();
-    let registered = client
-        .post(format!("{}/v1/users", stack.url))
-        .json(&json!({ "username": "alice", "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(registered.status(), 201);
+    register_alice(&client, &stack.url).await;
 
     let ok: Value = login(&client, &stack.url, "1.1.1.1", PASSWORD)
         .await
@@ -228,13 +233,7 @@ async fn prometheus_scrapes_every_replica_with_the_alert_rules_loaded() {
     // A failed login through nginx lands on one replica; the sum over the scraped replicas
     // shows it once every replica is up. (Alice registers first, from this client's network:
     // an unknown name from a network new to it would be challenged, not checked.)
-    let registered = client
-        .post(format!("{}/v1/users", stack.url))
-        .json(&json!({ "username": "alice", "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(registered.status(), 201);
+    register_alice(&client, &stack.url).await;
     assert_eq!(
         login(&client, &stack.url, "1.1.1.1", "wrong")
             .await
