@@ -10,7 +10,9 @@ use portcullis_testkit::redis::RedisServer;
 use portcullis_testkit::{PASSWORD, TestApp, test_settings};
 use serde_json::Value;
 
-use crate::helpers::{app_on_private_redis, assert_problem, metrics_text, retry_after};
+use crate::helpers::{
+    app_on_private_redis, assert_problem, metrics_text, private_redis_settings, retry_after,
+};
 
 async fn readiness(app: &TestApp) -> (u16, Value) {
     let response = app.client.get(app.url("/readyz")).send().await.unwrap();
@@ -76,6 +78,25 @@ async fn with_redis_dead_the_local_mode_still_counts_and_recovers_when_redis_ret
         .find_map(|line| line.strip_prefix("portcullis_store_degradations_total "))
         .and_then(|count| count.parse::<f64>().ok());
     assert!(degradations.is_some_and(|n| n >= 1.0), "{metrics}");
+}
+
+#[tokio::test]
+async fn with_redis_dead_the_local_mode_does_not_ask_for_the_networks_only_redis_knows() {
+    let mut server = RedisServer::spawn().await;
+    let mut settings = private_redis_settings(&server, OnError::Local);
+    settings.policy.challenge.unfamiliar_networks = true;
+    let app = TestApp::spawn_with(settings).await;
+    assert_eq!(app.register("alice", PASSWORD).await.status(), 201);
+    // From the network she registered from: familiar, as Redis remembers.
+    assert_eq!(app.login("alice", PASSWORD).await.status(), 200);
+    server.kill();
+    // The replica's memory knows no account's network: it decides without asking, rather than
+    // challenge every login without a device cookie until Redis returns.
+    assert_eq!(app.login("alice", PASSWORD).await.status(), 200);
+    assert_eq!(
+        readiness(&app).await,
+        (200, serde_json::json!({ "status": "degraded" }))
+    );
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use portcullis_accounts::settings::RedisSettings;
 use portcullis_core::{KeyDeriver, Username};
+use portcullis_server::settings::Settings;
 use portcullis_store::redis_store::{Keyspace, StoredState};
 use portcullis_store::{OnError, Sharding};
 use portcullis_testkit::process::wait_until;
@@ -58,6 +59,11 @@ pub async fn assert_one_account_per_normalised_name(app: &TestApp) {
 /// An app on a Redis of the test's own (which the test may kill, freeze or restart empty),
 /// with a short timeout and a quick breaker.
 pub async fn app_on_private_redis(server: &RedisServer, on_error: OnError) -> TestApp {
+    TestApp::spawn_with(private_redis_settings(server, on_error)).await
+}
+
+/// [`app_on_private_redis`]'s settings.
+pub fn private_redis_settings(server: &RedisServer, on_error: OnError) -> Settings {
     let mut settings = test_settings();
     settings.store.redis = Some(RedisSettings {
         url: server.url.clone(),
@@ -69,7 +75,7 @@ pub async fn app_on_private_redis(server: &RedisServer, on_error: OnError) -> Te
     settings.store.breaker_failures = 2;
     settings.store.breaker_cool_down_ms = 200;
     settings.secrets.hmac_key = Some("0123456789abcdef0123456789abcdef-private".into());
-    TestApp::spawn_with(settings).await
+    settings
 }
 
 /// The app's `/metrics` text.
