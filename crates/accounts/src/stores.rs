@@ -65,16 +65,7 @@ impl Stores {
             store = store.with_clock(clock);
         }
         let store = Arc::new(store);
-        // The replica's own memory knows no account's networks (Redis keeps them): deciding
-        // alone, it would challenge every login without a device cookie until Redis returns, so
-        // it leaves that rule to Redis and applies the rest.
-        let mut local = *policy;
-        local.challenge.unfamiliar_networks = false;
-        let attempts = FallbackStore::new(
-            store.clone(),
-            MemoryStore::new(local, clock),
-            settings.on_error,
-        );
+        let attempts = FallbackStore::new(store.clone(), *policy, clock, settings.on_error);
         Ok(Self {
             attempts: Arc::new(attempts),
             events: store.clone(),

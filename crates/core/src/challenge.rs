@@ -245,17 +245,6 @@ mod tests {
         deriver.keys("2001:db8::1".parse().unwrap(), &name, device)
     }
 
-    fn required_work(
-        policy: &Policy,
-        keys: &[AttemptKey],
-        states: &[KeyState],
-        under_attack: bool,
-        familiar_network: bool,
-        now: UnixMillis,
-    ) -> Option<u64> {
-        asked(policy, keys, states, under_attack, familiar_network, now).work
-    }
-
     fn fresh(keys: &[AttemptKey]) -> Vec<KeyState> {
         vec![KeyState::default(); keys.len()]
     }
@@ -276,12 +265,9 @@ mod tests {
     fn a_clean_source_is_challenged_only_under_attack() {
         let policy = Policy::default();
         let k = keys(false);
+        assert_eq!(asked(&policy, &k, &fresh(&k), false, true, NOW).work, None);
         assert_eq!(
-            required_work(&policy, &k, &fresh(&k), false, true, NOW),
-            None
-        );
-        assert_eq!(
-            required_work(&policy, &k, &fresh(&k), true, true, NOW),
+            asked(&policy, &k, &fresh(&k), true, true, NOW).work,
             Some(policy.challenge.min_work)
         );
     }
@@ -292,53 +278,58 @@ mod tests {
         let k = keys(false);
         // Two of ten usernames: 20%, under the 30% threshold.
         assert_eq!(
-            required_work(
+            asked(
                 &policy,
                 &k,
                 &sprayed(&k, Dimension::Ip, 2),
                 false,
                 true,
                 NOW
-            ),
+            )
+            .work,
             None
         );
-        let three = required_work(
+        let three = asked(
             &policy,
             &k,
             &sprayed(&k, Dimension::Ip, 3),
             false,
             true,
             NOW,
-        );
-        let nine = required_work(
+        )
+        .work;
+        let nine = asked(
             &policy,
             &k,
             &sprayed(&k, Dimension::Ip, 9),
             false,
             true,
             NOW,
-        );
+        )
+        .work;
         assert_eq!(three, Some(policy.challenge.work_at(300)));
         assert!(nine > three, "{nine:?} vs {three:?}");
         // The /48 counts too: 30 of its 60.
-        let network = required_work(
+        let network = asked(
             &policy,
             &k,
             &sprayed(&k, Dimension::Network, 30),
             false,
             true,
             NOW,
-        );
+        )
+        .work;
         assert_eq!(network, Some(policy.challenge.work_at(500)));
         // A window that closed counts nothing.
-        let closed = required_work(
+        let closed = asked(
             &policy,
             &k,
             &sprayed(&k, Dimension::Ip, 9),
             false,
             true,
             NOW + 2,
-        );
+        )
+        .work;
         assert_eq!(closed, None);
     }
 
@@ -355,7 +346,7 @@ mod tests {
         states[1].failure_tat = tat;
         assert_eq!(k[1].dimension, Dimension::Ip);
         assert_eq!(
-            required_work(&policy, &k, &states, false, true, NOW),
+            asked(&policy, &k, &states, false, true, NOW).work,
             Some(policy.challenge.work_at(500))
         );
     }
@@ -364,26 +355,23 @@ mod tests {
     fn a_trusted_device_is_challenged_only_when_its_own_failures_reach_the_threshold() {
         let policy = Policy::default();
         let k = keys(true);
-        assert_eq!(
-            required_work(&policy, &k, &fresh(&k), true, true, NOW),
-            None
-        );
+        assert_eq!(asked(&policy, &k, &fresh(&k), true, true, NOW).work, None);
         let mut states = fresh(&k);
         states[1].lockout.failures = 1;
         states[1].lockout.last_failure = NOW;
         assert_eq!(
-            required_work(&policy, &k, &states, true, true, NOW),
+            asked(&policy, &k, &states, true, true, NOW).work,
             None,
             "one typo (20% of 5) is not failing"
         );
         states[1].lockout.failures = 2;
         assert_eq!(
-            required_work(&policy, &k, &states, false, true, NOW),
+            asked(&policy, &k, &states, false, true, NOW).work,
             Some(policy.challenge.work_at(400))
         );
         // Failures still in flight are not the device's record yet.
         states[1].lockout.in_flight = 2;
-        assert_eq!(required_work(&policy, &k, &states, false, true, NOW), None);
+        assert_eq!(asked(&policy, &k, &states, false, true, NOW).work, None);
     }
 
     #[test]
@@ -392,13 +380,13 @@ mod tests {
         let k = keys(true);
         policy.challenge.mode = ChallengeMode::Always;
         assert_eq!(
-            required_work(&policy, &k, &fresh(&k), false, true, NOW),
+            asked(&policy, &k, &fresh(&k), false, true, NOW).work,
             Some(policy.challenge.min_work)
         );
         policy.challenge.mode = ChallengeMode::Off;
         let k = keys(false);
         assert_eq!(
-            required_work(&policy, &k, &sprayed(&k, Dimension::Ip, 9), true, true, NOW),
+            asked(&policy, &k, &sprayed(&k, Dimension::Ip, 9), true, true, NOW).work,
             None
         );
     }
@@ -408,39 +396,34 @@ mod tests {
         let mut policy = Policy::default();
         let k = keys(false);
         assert_eq!(
-            required_work(&policy, &k, &fresh(&k), false, false, NOW),
+            asked(&policy, &k, &fresh(&k), false, false, NOW).work,
             Some(policy.challenge.min_work),
             "on by default"
         );
         policy.challenge.unfamiliar_networks = false;
-        assert_eq!(
-            required_work(&policy, &k, &fresh(&k), false, false, NOW),
-            None
-        );
+        assert_eq!(asked(&policy, &k, &fresh(&k), false, false, NOW).work, None);
         policy.challenge.unfamiliar_networks = true;
         assert_eq!(
-            required_work(&policy, &k, &fresh(&k), false, false, NOW),
+            asked(&policy, &k, &fresh(&k), false, false, NOW).work,
             Some(policy.challenge.min_work)
         );
-        assert_eq!(
-            required_work(&policy, &k, &fresh(&k), false, true, NOW),
-            None
-        );
+        assert_eq!(asked(&policy, &k, &fresh(&k), false, true, NOW).work, None);
         // The work still follows the source's risk.
         assert_eq!(
-            required_work(
+            asked(
                 &policy,
                 &k,
                 &sprayed(&k, Dimension::Ip, 3),
                 false,
                 false,
                 NOW
-            ),
+            )
+            .work,
             Some(policy.challenge.work_at(300))
         );
         let device = keys(true);
         assert_eq!(
-            required_work(&policy, &device, &fresh(&device), false, false, NOW),
+            asked(&policy, &device, &fresh(&device), false, false, NOW).work,
             None,
             "a trusted device is not asked where it is"
         );

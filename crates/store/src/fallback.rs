@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use portcullis_core::attack::Assessment;
-use portcullis_core::{AttemptKey, Decision, LockoutEvent, UnixMillis, Verified};
+use portcullis_core::{AttemptKey, Decision, LockoutEvent, Policy, UnixMillis, Verified};
 use serde::{Deserialize, Serialize};
 
-use crate::{AttemptStore, Health, MemoryStore, RedisStore, StoreError};
+use crate::{AttemptStore, Clock, Health, MemoryStore, RedisStore, StoreError};
 
 /// What the service does while the shared store cannot answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,11 +36,21 @@ pub struct FallbackStore {
 }
 
 impl FallbackStore {
-    /// Wraps `primary`; `local` serves the `local` mode.
-    pub fn new(primary: Arc<RedisStore>, local: MemoryStore, mode: OnError) -> Self {
+    /// Wraps `primary`; a memory store with `policy`, on `clock`, serves the `local` mode.
+    /// That store knows no account's networks (Redis keeps them): deciding alone, it would
+    /// challenge every login without a device cookie until Redis returns, so it leaves that
+    /// rule to Redis and applies the rest.
+    pub fn new(
+        primary: Arc<RedisStore>,
+        policy: Policy,
+        clock: Arc<dyn Clock>,
+        mode: OnError,
+    ) -> Self {
+        let mut local = policy;
+        local.challenge.unfamiliar_networks = false;
         Self {
             primary,
-            local,
+            local: MemoryStore::new(local, clock),
             mode,
         }
     }

@@ -31,6 +31,13 @@ pub fn test_settings() -> Settings {
     settings
 }
 
+/// `test_settings`' network rule as a spawned binary's environment: off, for tests that log in
+/// from addresses of their choosing (the familiar networks have tests of their own).
+pub const NETWORKS_OFF: (&str, &str) = (
+    "PORTCULLIS__POLICY__CHALLENGE__UNFAMILIAR_NETWORKS",
+    "false",
+);
+
 /// A running application and a client for it.
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`.

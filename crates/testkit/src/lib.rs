@@ -28,7 +28,7 @@ pub mod redis;
 pub mod replicas;
 pub mod sentinel;
 
-pub use app::{PASSWORD, TestApp, test_settings};
+pub use app::{NETWORKS_OFF, PASSWORD, TestApp, test_settings};
 
 /// A random lowercase hex string of `bytes` bytes, for prefixes and database names.
 pub fn random_hex(bytes: usize) -> String {

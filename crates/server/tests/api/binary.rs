@@ -4,6 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use portcullis_testkit::NETWORKS_OFF;
 use portcullis_testkit::process::wait_until;
 
 use crate::helpers::pyotp_code;
@@ -285,10 +286,7 @@ async fn on_sigterm_a_replica_drains_then_refuses_new_connections_while_logins_i
         .env("PORTCULLIS__ARGON2__MEMORY_KIB", "131072")
         .env("PORTCULLIS__ARGON2__ITERATIONS", "8")
         // Checked, not challenged for a network new to the (unknown) account.
-        .env(
-            "PORTCULLIS__POLICY__CHALLENGE__UNFAMILIAR_NETWORKS",
-            "false",
-        );
+        .env(NETWORKS_OFF.0, NETWORKS_OFF.1);
     let (mut child, address, _) = start(command);
     let login = |address: String| async move {
         reqwest::Client::new()
@@ -467,10 +465,9 @@ async fn users_import_creates_accounts_in_parallel_skips_existing_ones_and_takes
     let mut command = portcullis(&dir);
     // The imported passwords are checked, not the challenge of each account's first login
     // from its network (challenge.rs tests that).
-    command.env("PORTCULLIS__SERVER__PORT", "0").env(
-        "PORTCULLIS__POLICY__CHALLENGE__UNFAMILIAR_NETWORKS",
-        "false",
-    );
+    command
+        .env("PORTCULLIS__SERVER__PORT", "0")
+        .env(NETWORKS_OFF.0, NETWORKS_OFF.1);
     let (mut child, address, _) = start(command);
     let client = reqwest::Client::new();
     let login = |username: &'static str, password: &'static str| {

@@ -7,7 +7,7 @@ use portcullis_testkit::postgres::TestDatabase;
 use portcullis_testkit::process::wait_until;
 use portcullis_testkit::redis::{RedisCluster, TestRedis};
 use portcullis_testkit::replicas::Replicas;
-use portcullis_testkit::{PASSWORD, TestApp, test_settings};
+use portcullis_testkit::{NETWORKS_OFF, PASSWORD, TestApp, test_settings};
 
 use crate::helpers::{assert_one_account_per_normalised_name, device_cookie, within_a_second};
 use serde_json::{Value, json};
@@ -43,12 +43,7 @@ async fn three_replicas_on(
         ),
         // A loaded CI machine must not trip the breaker into local counting mid-test.
         ("PORTCULLIS__STORE__REDIS__TIMEOUT_MS", "2000".to_owned()),
-        // As in `test_settings`: these tests log in from addresses of their choosing, and the
-        // familiar networks have tests of their own.
-        (
-            "PORTCULLIS__POLICY__CHALLENGE__UNFAMILIAR_NETWORKS",
-            "false".to_owned(),
-        ),
+        (NETWORKS_OFF.0, NETWORKS_OFF.1.to_owned()),
     ];
     env.extend(store.iter().cloned());
     env.extend(extra.iter().cloned());

@@ -12,6 +12,7 @@
 use std::path::Path;
 
 use portcullis_drill::plan::Plan;
+use portcullis_drill::report::{DrillReport, RunReport};
 use portcullis_drill::scenario::Scenario;
 use portcullis_drill::{Options, Target};
 use serde_json::Value;
@@ -41,17 +42,31 @@ fn scenario_hits(name: &str) -> (Scenario, Vec<usize>) {
     (scenario, hits)
 }
 
+/// The runs of a report with the policy on and off, in that order.
+fn on_and_off(report: &DrillReport) -> (&RunReport, &RunReport) {
+    let [on, off] = report.runs.as_slice() else {
+        panic!("two runs expected, got {}", report.runs.len());
+    };
+    assert!(on.policy && !off.policy, "{}", report.table());
+    (on, off)
+}
+
+/// The one run of a report with the policy on.
+fn policy_on(report: &DrillReport) -> &RunReport {
+    let [on] = report.runs.as_slice() else {
+        panic!("one run expected, got {}", report.runs.len());
+    };
+    assert!(on.policy, "{}", report.table());
+    on
+}
+
 /// Runs a scenario against local stacks, the policy on and off.
-async fn drill(scenario: Scenario, out: &Path) -> portcullis_drill::report::DrillReport {
+async fn drill(scenario: Scenario, out: &Path) -> DrillReport {
     drill_with(scenario, out, true).await
 }
 
 /// Runs a scenario against a local stack with the policy on, and off too when `policy_off`.
-async fn drill_with(
-    scenario: Scenario,
-    out: &Path,
-    policy_off: bool,
-) -> portcullis_drill::report::DrillReport {
+async fn drill_with(scenario: Scenario, out: &Path, policy_off: bool) -> DrillReport {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let options = Options {
         scenario,
@@ -78,10 +93,7 @@ async fn the_smoke_drill_is_stopped_by_the_policy_and_not_without_it() {
     let out = tempfile::tempdir().unwrap();
     let report = drill(without_networks(scenario), out.path()).await;
 
-    let [on, off] = report.runs.as_slice() else {
-        panic!("two runs expected, got {}", report.runs.len());
-    };
-    assert!(on.policy && !off.policy);
+    let (on, off) = on_and_off(&report);
     // With the policy, the account locks after its 5th failure: the right password never
     // gets checked.
     assert_eq!(on.verified(), 5, "{}", report.table());
@@ -142,9 +154,7 @@ async fn a_spray_that_does_not_solve_is_stopped_by_challenges_and_users_solve_th
     assert!(legit_mfa.count() >= 1, "some users need a second factor");
     let out = tempfile::tempdir().unwrap();
     let report = drill(without_networks(scenario), out.path()).await;
-    let [on, off] = report.runs.as_slice() else {
-        panic!("two runs expected, got {}", report.runs.len());
-    };
+    let (on, off) = on_and_off(&report);
     let table = report.table();
     // Three usernames fail from the address (30% of the ten that would ban it); from then on it
     // is challenged, and an attacker that does not solve verifies nothing more.
@@ -177,9 +187,7 @@ async fn a_spray_that_does_not_solve_is_stopped_by_challenges_and_users_solve_th
 async fn at_the_defaults_a_list_from_networks_its_accounts_never_used_verifies_nothing() {
     let out = tempfile::tempdir().unwrap();
     let report = drill(scenario("smoke-challenge"), out.path()).await;
-    let [on, off] = report.runs.as_slice() else {
-        panic!("two runs expected, got {}", report.runs.len());
-    };
+    let (on, off) = on_and_off(&report);
     let table = report.table();
     // Every guess names an account from a network it never logged in from, with no device
     // cookie: it is challenged (or refused) before its password is checked, and this list
@@ -203,9 +211,7 @@ async fn a_thin_list_inside_busy_traffic_trips_the_baseline_and_loses_its_later_
     );
     let out = tempfile::tempdir().unwrap();
     let report = drill(without_networks(scenario), out.path()).await;
-    let [on, off] = report.runs.as_slice() else {
-        panic!("two runs expected, got {}", report.runs.len());
-    };
+    let (on, off) = on_and_off(&report);
     let table = report.table();
     // The list is seen within its first pairs, against the warm baseline, although legitimate
     // logins outnumber it three to one; no legitimate login was challenged before it came.
@@ -229,9 +235,7 @@ async fn a_thin_list_inside_busy_traffic_trips_the_baseline_and_loses_its_later_
 async fn a_surge_of_ordinary_logins_challenges_nobody() {
     let out = tempfile::tempdir().unwrap();
     let report = drill_with(scenario("smoke-surge"), out.path(), false).await;
-    let [on] = report.runs.as_slice() else {
-        panic!("one run expected, got {}", report.runs.len());
-    };
+    let on = policy_on(&report);
     let table = report.table();
     // Five times the logins (and five times the typos) once the baseline is warm: the shares
     // the detectors judge do not move.
@@ -246,9 +250,7 @@ async fn a_surge_of_ordinary_logins_challenges_nobody() {
 async fn a_quiet_day_with_typos_challenges_nobody() {
     let out = tempfile::tempdir().unwrap();
     let report = drill_with(scenario("smoke-quiet"), out.path(), false).await;
-    let [on] = report.runs.as_slice() else {
-        panic!("one run expected, got {}", report.runs.len());
-    };
+    let on = policy_on(&report);
     let table = report.table();
     assert!(on.legit.logins >= 15 && on.legit.typos >= 2, "{table}");
     assert_eq!(on.signal.false_trip_challenges, 0, "{table}");
@@ -275,9 +277,7 @@ async fn a_list_the_service_knows_as_a_leak_compromises_nobody_with_or_without_t
     assert_eq!(leak.lines().count(), distinct.len());
     assert!(out.path().join("smoke-breached.filter").is_file());
 
-    let [on, off] = report.runs.as_slice() else {
-        panic!("two runs expected, got {}", report.runs.len());
-    };
+    let (on, off) = on_and_off(&report);
     // Without the rate policy every pair is checked: each right password is held for a reset.
     assert_eq!(off.verified(), 80, "{}", report.table());
     assert_eq!(
@@ -319,9 +319,7 @@ async fn a_list_opens_no_account_without_a_password_and_passkey_users_are_never_
     assert!(passkey_users >= 1, "some users need a passkey");
     let out = tempfile::tempdir().unwrap();
     let report = drill(scenario.clone(), out.path()).await;
-    let [on, off] = report.runs.as_slice() else {
-        panic!("two runs expected, got {}", report.runs.len());
-    };
+    let (on, off) = on_and_off(&report);
     let table = report.table();
     // Without the policy every right password is checked: the old password of an account that
     // gave it up for a passkey opens nothing; every other one gives its account away.

@@ -8,8 +8,8 @@ use std::time::Duration;
 use portcullis_core::gcra::Gcra;
 use portcullis_core::{Decision, Dimension, Outcome, Reason};
 use portcullis_store::{
-    AdminStore, AttemptStore, Breaker, Clock, FallbackStore, MemoryStore, OnError, RedisConfig,
-    RedisStore, Sharding, SystemClock, Topology,
+    AdminStore, AttemptStore, Breaker, Clock, FallbackStore, OnError, RedisConfig, RedisStore,
+    Sharding, SystemClock, Topology,
 };
 use portcullis_testkit::process::wait_until;
 use portcullis_testkit::redis::RedisCluster;
@@ -188,11 +188,7 @@ async fn a_killed_primary_opens_the_breaker_and_the_store_recovers_after_failove
     };
     let breaker = Breaker::silent(2, Duration::from_secs(1));
     let redis = Arc::new(RedisStore::new(&config, &policy, breaker).unwrap());
-    let store = FallbackStore::new(
-        redis.clone(),
-        MemoryStore::new(policy, Arc::new(SystemClock)),
-        OnError::Local,
-    );
+    let store = FallbackStore::new(redis.clone(), policy, Arc::new(SystemClock), OnError::Local);
     let k = keys(&policy, "198.51.100.8", "bob");
     assert!(store.attempt(&k, 0).await.unwrap().is_allowed());
     assert!(!redis.is_degraded());

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use portcullis_core::{Dimension, KeyPolicy, Outcome, Policy};
 use portcullis_store::{
-    AdminStore, AttemptStore, Breaker, FallbackStore, Invalidation, MemoryStore, OnError,
-    RedisConfig, RedisStore, SentinelConfig, Sharding, SystemClock, Topology,
+    AdminStore, AttemptStore, Breaker, FallbackStore, Invalidation, OnError, RedisConfig,
+    RedisStore, SentinelConfig, Sharding, SystemClock, Topology,
 };
 use portcullis_testkit::process::wait_until;
 use portcullis_testkit::redis::{connect, scan};
@@ -66,11 +66,7 @@ async fn a_sentinel_failover_is_followed_without_a_restart_and_loses_at_most_the
     let mut set = RedisSentinel::spawn(3).await;
     let policy = lockout_only();
     let redis = store_on(&set, &policy);
-    let store = FallbackStore::new(
-        redis.clone(),
-        MemoryStore::new(policy, Arc::new(SystemClock)),
-        OnError::Local,
-    );
+    let store = FallbackStore::new(redis.clone(), policy, Arc::new(SystemClock), OnError::Local);
 
     // An account locked well before the failover: its lockout must survive it, and end.
     let locked = keys(&policy, "192.0.2.1", "locked-before");

@@ -358,7 +358,7 @@ local function share(part, whole)
   return r
 end
 
--- The risk of the attempt as these keys see it (challenge::required_work's maximum, over the
+-- The risk of the attempt as these keys see it (challenge::asked's maximum, over the
 -- first n keys of this call).
 local function risk_of(n, dims, states, policies, now)
   local risk = 0
@@ -413,7 +413,7 @@ local function work_for(risk, trusted, under_attack, unfamiliar)
   return c.min_work + floor((c.max_work - c.min_work) * risk / 1000)
 end
 
--- challenge::required_work's `unfamiliar`: whether an attempt without a trusted device comes from
+-- challenge::asked's `unfamiliar`: whether an attempt without a trusted device comes from
 -- a `network` the account of this call (its username key among the first n `keys`) has not
 -- logged in from (familiar.rs). Its familiar networks are the sorted set `<key>:fam`, network
 -- by the end of its memory.
