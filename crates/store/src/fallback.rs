@@ -5,7 +5,7 @@
 //! - `fail_closed`: refuse logins (503 + Retry-After) until Redis answers again;
 //! - `fail_open`: admit every attempt unchecked, loudly (logs and the degraded gauge);
 //! - `local` (the default): count in this process with the same policy, so each replica still
-//!   limits what it sees.
+//!   limits what it sees; all but the familiar networks' rule, since only Redis knows them.
 
 use std::sync::Arc;
 
