@@ -247,6 +247,17 @@ if calm:
 refused = sum(run["legit"]["locked_out"] for name in scenarios
               for run in json.load(open(os.path.join(out, "drill", f"{name}.json")))["runs"] if run["policy"])
 print(f"\nLegitimate logins refused with the defences on, all scenarios together: {refused}.")
+hindered = [(name, login) for name in scenarios
+            for run in json.load(open(os.path.join(out, "drill", f"{name}.json")))["runs"] if run["policy"]
+            for login in run["legit"]["hindered"]]
+if hindered:
+    print("Every legitimate login with the defences on that did not get in or had a try refused, with its answers:\n")
+    for name, login in hindered:
+        answers = " → ".join(f"{r['at_secs']:.1f} s {r['status']} {r['outcome']}"
+                             + (f" (Retry-After {r['retry_after_secs']})" if r["retry_after_secs"] is not None else "")
+                             for r in login["requests"])
+        print(f"- {name}, user {login['user']} ({'new' if login['new_device'] else 'known'} device"
+              f"{', typo first' if login['typo'] else ''}; {'got in' if login['succeeded'] else 'did not get in'}): {answers}")
 print("\nTimelines (attacker and legitimate requests per second, in two panels) are written next to the JSON reports as")
 print("`target/bench/drill/NAME-policy-{on,off}.svg`.")
 PY

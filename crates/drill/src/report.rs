@@ -1,5 +1,6 @@
 //! What a run showed: attacker attempts by outcome, compromised accounts, what they cost the
-//! attacker in CPU time, legitimate users' success and challenges, latency per class (the
+//! attacker in CPU time, legitimate users' success and challenges (and every login that did not
+//! get in, with its answers), latency per class (the
 //! legitimate users' before and during the attack), throughput and a per-second timeline; the
 //! policy-on/off comparison; the text table. The JSON report is these types serialised.
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::plan::Plan;
-use crate::traffic::{Outcome, Sample, Sender, Traffic};
+use crate::traffic::{Hindered, Outcome, Sample, Sender, Traffic};
 
 /// The whole report of one drill.
 #[derive(Debug, Serialize)]
@@ -218,6 +219,93 @@ pub struct LegitSummary {
     pub passkey_p50_ms: f64,
     /// Median latency of a successful password login in the same run, ms.
     pub password_p50_ms: f64,
+    /// Every login that did not get in, or had a try refused, with its requests: what a
+    /// success rate under 100% or a lockout comes from.
+    pub hindered: Vec<HinderedLogin>,
+}
+
+/// A legitimate login that did not get in, or had a try refused.
+#[derive(Debug, Serialize)]
+pub struct HinderedLogin {
+    /// The user (index into the plan's legitimate users).
+    pub user: usize,
+    /// From a new device.
+    pub new_device: bool,
+    /// With a typo first.
+    pub typo: bool,
+    /// Whether it got in in the end.
+    pub succeeded: bool,
+    /// Its requests, in the order sent.
+    pub requests: Vec<RequestSeen>,
+}
+
+/// One request of a hindered login.
+#[derive(Debug, Serialize)]
+pub struct RequestSeen {
+    /// When it was sent, seconds from the start of the run.
+    pub at_secs: f64,
+    /// The HTTP status (0: no answer).
+    pub status: u16,
+    /// What the drill made of it.
+    pub outcome: String,
+    /// The `Retry-After` it carried, seconds.
+    pub retry_after_secs: Option<u64>,
+    /// How long the answer took, ms.
+    pub latency_ms: f64,
+}
+
+impl HinderedLogin {
+    fn new(hindered: &Hindered) -> Self {
+        let requests = hindered
+            .requests
+            .iter()
+            .map(|s| RequestSeen {
+                at_secs: s.sent_at.as_secs_f64(),
+                status: s.status,
+                outcome: format!("{:?}", s.outcome),
+                retry_after_secs: s.retry_after.map(|d| d.as_secs()),
+                latency_ms: s.latency.as_secs_f64() * 1e3,
+            })
+            .collect();
+        Self {
+            user: hindered.user,
+            new_device: hindered.intent.new_device,
+            typo: hindered.intent.typo,
+            succeeded: hindered.intent.succeeded,
+            requests,
+        }
+    }
+
+    /// One line: who, and each request's answer.
+    fn line(&self) -> String {
+        let device = match self.new_device {
+            true => "new device",
+            false => "known device",
+        };
+        let typo = match self.typo {
+            true => ", typo first",
+            false => "",
+        };
+        let ending = match self.succeeded {
+            true => "got in",
+            false => "did not get in",
+        };
+        let requests: Vec<String> = self
+            .requests
+            .iter()
+            .map(|r| {
+                let wait = r
+                    .retry_after_secs
+                    .map_or_else(String::new, |s| format!(", Retry-After {s}"));
+                format!("{:.1} s {} {}{wait}", r.at_secs, r.status, r.outcome)
+            })
+            .collect();
+        format!(
+            "user {} ({device}{typo}) {ending}: {}",
+            self.user,
+            requests.join(" -> ")
+        )
+    }
 }
 
 /// Latency percentiles of one class of answers.
@@ -352,6 +440,7 @@ impl RunReport {
             passkey_logins: count(&|i| i.passkey),
             passkey_succeeded: count(&|i| i.passkey && i.succeeded),
             passkey_challenged: count(&|i| i.passkey && i.challenges > 0),
+            hindered: traffic.hindered.iter().map(HinderedLogin::new).collect(),
             ..LegitSummary::default()
         };
         let mut solving: Vec<Duration> = intents
@@ -686,6 +775,12 @@ impl DrillReport {
             }
             out.push('\n');
         }
+        for run in &self.runs {
+            for login in &run.legit.hindered {
+                let policy = policy_label(run.policy);
+                let _ = writeln!(out, "policy {policy}: hindered login: {}", login.line());
+            }
+        }
         if let Some(c) = &self.comparison {
             let factor = |f: Option<f64>, off: usize| match f {
                 Some(f) => format!("{f:.1}x"),
@@ -723,6 +818,8 @@ mod tests {
         Sample {
             sender,
             outcome,
+            status: 0,
+            retry_after: None,
             sent_at: Duration::from_millis(sent_ms),
             latency: Duration::from_millis(latency_ms),
             known_device: false,
@@ -879,6 +976,7 @@ mod tests {
             attack_started: Duration::from_millis(1000),
             attacker_cpu: Duration::from_secs(2),
             solving_cpu: Duration::from_millis(1500),
+            ..Traffic::default()
         };
         let run = RunReport::new(true, "http://x", &plan(), &traffic);
         assert_eq!(
@@ -941,6 +1039,55 @@ mod tests {
         assert_eq!(seconds, [[2, 0, 0, 0, 1], [1, 0, 0, 0, 0], [0, 1, 1, 1, 0]]);
         assert_eq!(run.latency_ms[1].count, 3);
         assert_eq!(run.latency_ms[1].p99, 40.0);
+    }
+
+    #[test]
+    fn a_hindered_login_is_reported_with_every_answer_it_got() {
+        let requests = vec![
+            sample(Sender::Legit(7), Outcome::Challenged, 1_000, 2),
+            Sample {
+                status: 429,
+                retry_after: Some(Duration::from_secs(3)),
+                ..sample(Sender::Legit(7), Outcome::Refused, 1_400, 1)
+            },
+        ];
+        let intent = Intent {
+            new_device: true,
+            typo: true,
+            refused: true,
+            ..Intent::default()
+        };
+        let traffic = Traffic {
+            samples: requests.clone(),
+            intents: vec![intent],
+            hindered: vec![Hindered {
+                user: 7,
+                intent,
+                requests,
+            }],
+            ..Traffic::default()
+        };
+        let run = RunReport::new(true, "x", &plan(), &traffic);
+        let [login] = &run.legit.hindered[..] else {
+            panic!("one hindered login: {:?}", run.legit.hindered);
+        };
+        assert_eq!((login.user, login.succeeded), (7, false));
+        assert_eq!(login.requests[1].retry_after_secs, Some(3));
+        let report = DrillReport {
+            scenario: "s".into(),
+            description: "d".into(),
+            seeding: "cheap".into(),
+            runs: vec![run],
+            comparison: None,
+        };
+        let table = report.table();
+        assert!(
+            table.contains(
+                "policy on: hindered login: user 7 (new device, typo first) did not get in: \
+                 1.0 s 0 Challenged -> 1.4 s 429 Refused, Retry-After 3"
+            ),
+            "{table}"
+        );
     }
 
     #[test]

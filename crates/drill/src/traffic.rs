@@ -94,6 +94,10 @@ pub struct Sample {
     pub sender: Sender,
     /// What came back.
     pub outcome: Outcome,
+    /// Its HTTP status (0: no answer).
+    pub status: u16,
+    /// The wait a 503, 429 or 423 asked for (`Retry-After`).
+    pub retry_after: Option<Duration>,
     /// When it was sent, from the start of the run.
     pub sent_at: Duration,
     /// How long the answer took.
@@ -125,6 +129,18 @@ pub struct Intent {
     pub solving: Duration,
 }
 
+/// A legitimate login that did not get in, or had a try refused, kept whole so that the report
+/// can say why.
+#[derive(Clone, Debug)]
+pub struct Hindered {
+    /// The user.
+    pub user: usize,
+    /// The login.
+    pub intent: Intent,
+    /// Its requests, in the order sent.
+    pub requests: Vec<Sample>,
+}
+
 /// Everything a run sent and got back.
 #[derive(Debug, Default)]
 pub struct Traffic {
@@ -132,6 +148,8 @@ pub struct Traffic {
     pub samples: Vec<Sample>,
     /// Legitimate users' logins.
     pub intents: Vec<Intent>,
+    /// Of those, the ones that did not get in or had a try refused.
+    pub hindered: Vec<Hindered>,
     /// From the first request to the last answer.
     pub elapsed: Duration,
     /// From the first request to the attacker's last answer.
@@ -202,6 +220,8 @@ struct Sent {
 /// One login's answer.
 struct Answer {
     outcome: Outcome,
+    /// The HTTP status (0: no answer).
+    status: u16,
     latency: Duration,
     /// The wait a 503 or 429 asked for (`Retry-After`).
     retry_after: Option<Duration>,
@@ -264,6 +284,8 @@ impl Client {
             samples.push(Sample {
                 sender,
                 outcome: answer.outcome,
+                status: answer.status,
+                retry_after: answer.retry_after,
                 sent_at,
                 latency: answer.latency,
                 known_device: login.cookie.is_some(),
@@ -359,6 +381,7 @@ impl Client {
         }
         let mut answer = Answer {
             outcome: Outcome::Error,
+            status: 0,
             latency: Duration::ZERO,
             retry_after: None,
             cookie: None,
@@ -368,6 +391,7 @@ impl Client {
         };
         if let Ok(response) = request.send().await {
             let status = response.status();
+            answer.status = status.as_u16();
             answer.retry_after = response
                 .headers()
                 .get(RETRY_AFTER)
@@ -454,14 +478,17 @@ pub async fn run(
     let attack_elapsed = start.elapsed();
     tokio::time::sleep_until(start + Duration::from_secs_f64(scenario.legit.min_secs)).await;
     done.store(true, Ordering::Relaxed);
-    let (legit_samples, intents) = legit.await.unwrap_or_default();
+    let legit = legit
+        .await
+        .map_err(|e| anyhow::anyhow!("the legitimate users' task failed: {e}"))?;
     people.finish();
     let elapsed = start.elapsed();
-    samples.extend(legit_samples);
+    samples.extend(legit.samples);
     samples.sort_by_key(|s| s.sent_at);
     Ok(Traffic {
         samples,
-        intents,
+        intents: legit.intents,
+        hindered: legit.hindered,
         elapsed,
         attack_elapsed,
         attack_started,
@@ -641,12 +668,8 @@ struct Users {
 }
 
 /// Legitimate logins at `legit.rate` per second (rising in a surge), user after user, until
-/// `done`.
-async fn legit_users(
-    users: Users,
-    scenario: Scenario,
-    done: Arc<AtomicBool>,
-) -> (Vec<Sample>, Vec<Intent>) {
+/// `done`: their part of the traffic (samples, intents and the hindered logins).
+async fn legit_users(users: Users, scenario: Scenario, done: Arc<AtomicBool>) -> Traffic {
     let (plan, start) = (users.plan.clone(), users.start);
     let mut intents = JoinSet::new();
     if !plan.legit.is_empty() {
@@ -668,17 +691,27 @@ async fn legit_users(
             intents.spawn(log_in(users.clone(), n % plan.legit.len(), intent));
         }
     }
-    let (mut samples, mut done_intents) = (Vec::new(), Vec::new());
-    while let Some(Ok((intent_samples, intent))) = intents.join_next().await {
-        samples.extend(intent_samples);
-        done_intents.push(intent);
+    let mut traffic = Traffic::default();
+    while let Some(Ok((user, intent, requests))) = intents.join_next().await {
+        if !intent.succeeded || intent.refused {
+            traffic.hindered.push(Hindered {
+                user,
+                intent,
+                requests: requests.clone(),
+            });
+        }
+        traffic.samples.extend(requests);
+        traffic.intents.push(intent);
     }
-    (samples, done_intents)
+    traffic
+        .hindered
+        .sort_by_key(|h| h.requests.first().map(|s| s.sent_at));
+    traffic
 }
 
 /// One legitimate login: a typo first if the intent has one, then the right password; or the
-/// account's passkey.
-async fn log_in(users: Users, user: usize, mut intent: Intent) -> (Vec<Sample>, Intent) {
+/// account's passkey. The user, the intent as it ended, and its requests.
+async fn log_in(users: Users, user: usize, mut intent: Intent) -> (usize, Intent, Vec<Sample>) {
     let Users {
         client,
         plan,
@@ -730,7 +763,7 @@ async fn log_in(users: Users, user: usize, mut intent: Intent) -> (Vec<Sample>, 
         // drill's users log in faster than that).
         intent.succeeded = matches!(sent.outcome, Outcome::Succeeded | Outcome::SecondFactor);
     }
-    (samples, intent)
+    (user, intent, samples)
 }
 
 #[cfg(test)]
