@@ -221,6 +221,7 @@ async fn prometheus_scrapes_every_replica_with_the_alert_rules_loaded() {
     assert_eq!(
         alerts,
         BTreeSet::from([
+            "PortcullisChallengesUnanswered",
             "PortcullisHashQueueShedding",
             "PortcullisMailFailing",
             "PortcullisMailGivenUp",
