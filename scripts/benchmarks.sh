@@ -244,6 +244,14 @@ calm = [(name, report["runs"][0]["signal"]["false_trip_challenges"]) for name, r
 if calm:
     print("\nDays without an attacker, false trips (legitimate logins challenged with no attack under way): "
           + ", ".join(f"{name} {n}" for name, n in calm) + ".")
+trips = [(name, trip) for name in scenarios
+         for run in json.load(open(os.path.join(out, "drill", f"{name}.json")))["runs"] if run["policy"]
+         for trip in run["signal"]["false_trips"]]
+if trips:
+    print("Each false trip, with the replica that asked it (a request id's first half):",
+          "; ".join(f"{name} user {t['user']} at {t['request']['at_secs']:.0f} s"
+                    + (f" from {t['request']['request_id'][:12]}" if t["request"]["request_id"] else "")
+                    for name, t in trips) + ".")
 refused = sum(run["legit"]["locked_out"] for name in scenarios
               for run in json.load(open(os.path.join(out, "drill", f"{name}.json")))["runs"] if run["policy"])
 print(f"\nLegitimate logins refused with the defences on, all scenarios together: {refused}.")
@@ -255,6 +263,7 @@ if hindered:
     for name, login in hindered:
         answers = " → ".join(f"{r['at_secs']:.1f} s {r['status']} {r['outcome']}"
                              + (f" (Retry-After {r['retry_after_secs']})" if r["retry_after_secs"] is not None else "")
+                             + (f" from replica {r['request_id'][:12]}" if r["request_id"] else "")
                              for r in login["requests"])
         print(f"- {name}, user {login['user']} ({'new' if login['new_device'] else 'known'} device"
               f"{', typo first' if login['typo'] else ''}; {'got in' if login['succeeded'] else 'did not get in'}): {answers}")

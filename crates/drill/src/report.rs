@@ -66,10 +66,21 @@ pub struct SignalSeen {
     /// Legitimate logins challenged from clean sources with no attack under way (before the
     /// attacker started, or in a scenario without one): false trips, as people feel them.
     pub false_trip_challenges: usize,
+    /// Those challenges, each with its user and the replica that asked it.
+    pub false_trips: Vec<FalseTrip>,
     /// Attacker guesses verified with their answer after the trip (none: never tripped): those
     /// checked by a replica that had not heard of it yet (one that has withholds the answer),
     /// which no detector judging verified failures can stop.
     pub verified_after_trip: Option<usize>,
+}
+
+/// A false trip's challenge.
+#[derive(Debug, Serialize)]
+pub struct FalseTrip {
+    /// The user challenged.
+    pub user: usize,
+    /// The request.
+    pub request: RequestSeen,
 }
 
 /// The subnet a source is judged with: its /24, or its /64.
@@ -99,14 +110,18 @@ impl SignalSeen {
         for sample in samples {
             let subnet = subnet_of(sample.source);
             let clean = !dirty.contains(&subnet);
-            let person = matches!(sample.sender, Sender::Legit(_));
-            if clean && person && sample.outcome == Outcome::Challenged {
+            if let (true, Sender::Legit(user), Outcome::Challenged) =
+                (clean, sample.sender, sample.outcome)
+            {
                 match attack_started {
                     Some(start) if sample.sent_at >= start => {
                         let answered = sample.sent_at + sample.latency;
                         tripped = Some(tripped.map_or(answered, |t| t.min(answered)));
                     }
-                    _ => seen.false_trip_challenges += 1,
+                    _ => seen.false_trips.push(FalseTrip {
+                        user,
+                        request: RequestSeen::new(sample),
+                    }),
                 }
             }
             if !matches!(
@@ -116,6 +131,7 @@ impl SignalSeen {
                 dirty.insert(subnet);
             }
         }
+        seen.false_trip_challenges = seen.false_trips.len();
         if let (Some(start), Some(tripped)) = (attack_started, tripped) {
             seen.trip_after_secs = Some(tripped.saturating_sub(start).as_secs_f64());
             let verified_after = samples.iter().filter(|sample| {
@@ -250,23 +266,36 @@ pub struct RequestSeen {
     pub outcome: String,
     /// The `Retry-After` it carried, seconds.
     pub retry_after_secs: Option<u64>,
+    /// Its `x-request-id`: the first 12 digits name the replica that answered.
+    pub request_id: Option<String>,
     /// How long the answer took, ms.
     pub latency_ms: f64,
 }
 
+impl RequestSeen {
+    /// ` from replica R`, R the request id's process half, when the answer carried one.
+    fn replica(&self) -> String {
+        self.request_id
+            .as_deref()
+            .and_then(|id| id.get(..12))
+            .map_or_else(String::new, |replica| format!(" from replica {replica}"))
+    }
+
+    fn new(sample: &Sample) -> Self {
+        Self {
+            at_secs: sample.sent_at.as_secs_f64(),
+            status: sample.status,
+            outcome: format!("{:?}", sample.outcome),
+            retry_after_secs: sample.retry_after.map(|d| d.as_secs()),
+            request_id: sample.request_id.map(|id| format!("{id:024x}")),
+            latency_ms: sample.latency.as_secs_f64() * 1e3,
+        }
+    }
+}
+
 impl HinderedLogin {
     fn new(hindered: &Hindered) -> Self {
-        let requests = hindered
-            .requests
-            .iter()
-            .map(|s| RequestSeen {
-                at_secs: s.sent_at.as_secs_f64(),
-                status: s.status,
-                outcome: format!("{:?}", s.outcome),
-                retry_after_secs: s.retry_after.map(|d| d.as_secs()),
-                latency_ms: s.latency.as_secs_f64() * 1e3,
-            })
-            .collect();
+        let requests = hindered.requests.iter().map(RequestSeen::new).collect();
         Self {
             user: hindered.user,
             new_device: hindered.intent.new_device,
@@ -297,7 +326,13 @@ impl HinderedLogin {
                 let wait = r
                     .retry_after_secs
                     .map_or_else(String::new, |s| format!(", Retry-After {s}"));
-                format!("{:.1} s {} {}{wait}", r.at_secs, r.status, r.outcome)
+                format!(
+                    "{:.1} s {} {}{wait}{}",
+                    r.at_secs,
+                    r.status,
+                    r.outcome,
+                    r.replica()
+                )
             })
             .collect();
         format!(
@@ -776,9 +811,18 @@ impl DrillReport {
             out.push('\n');
         }
         for run in &self.runs {
+            let policy = policy_label(run.policy);
             for login in &run.legit.hindered {
-                let policy = policy_label(run.policy);
                 let _ = writeln!(out, "policy {policy}: hindered login: {}", login.line());
+            }
+            for trip in &run.signal.false_trips {
+                let _ = writeln!(
+                    out,
+                    "policy {policy}: false trip: user {} challenged at {:.1} s{}",
+                    trip.user,
+                    trip.request.at_secs,
+                    trip.request.replica()
+                );
             }
         }
         if let Some(c) = &self.comparison {
@@ -820,6 +864,7 @@ mod tests {
             outcome,
             status: 0,
             retry_after: None,
+            request_id: None,
             sent_at: Duration::from_millis(sent_ms),
             latency: Duration::from_millis(latency_ms),
             known_device: false,
@@ -862,7 +907,10 @@ mod tests {
             from("172.16.0.5", Sender::Legit(0), Outcome::Failed, 100),
             from("172.16.0.9", Sender::Legit(0), Outcome::Challenged, 200),
             // A clean source challenged with no attack under way: a false trip.
-            from("172.16.1.5", Sender::Legit(1), Outcome::Challenged, 300),
+            Sample {
+                request_id: Some(0x0123_4567_89ab_0000_0000_0007),
+                ..from("172.16.1.5", Sender::Legit(1), Outcome::Challenged, 300)
+            },
             // The attack starts at 1 s. Its own challenges say nothing (each asked for a network
             // new to its account); the first clean challenge a person got, answered at 1.5 s,
             // is the trip (one sent before it was answered after it: challenged at its hash
@@ -883,6 +931,15 @@ mod tests {
         let seen = SignalSeen::new(&samples, Some(Duration::from_secs(1)));
         assert_eq!(seen.trip_after_secs, Some(0.5));
         assert_eq!(seen.false_trip_challenges, 1);
+        let [trip] = &seen.false_trips[..] else {
+            panic!("one false trip: {:?}", seen.false_trips);
+        };
+        assert_eq!(trip.user, 1);
+        assert_eq!(
+            trip.request.request_id.as_deref(),
+            Some("0123456789ab000000000007")
+        );
+        assert_eq!(trip.request.replica(), " from replica 0123456789ab");
         // Sent at 1 s and answered at 1.6 s: hashed after the trip (the one at 1.1 s was not).
         assert_eq!(seen.verified_after_trip, Some(1));
         let without_attack = SignalSeen::new(&samples[..3], None);

@@ -98,6 +98,9 @@ pub struct Sample {
     pub status: u16,
     /// The wait a 503, 429 or 423 asked for (`Retry-After`).
     pub retry_after: Option<Duration>,
+    /// The `x-request-id` it was answered with: its first half names the replica, and the
+    /// whole finds its lines in the replica's log.
+    pub request_id: Option<u128>,
     /// When it was sent, from the start of the run.
     pub sent_at: Duration,
     /// How long the answer took.
@@ -225,6 +228,8 @@ struct Answer {
     latency: Duration,
     /// The wait a 503 or 429 asked for (`Retry-After`).
     retry_after: Option<Duration>,
+    /// The `x-request-id` (hex) it carried.
+    request_id: Option<u128>,
     /// `name=value` of the cookie a successful login set (the device cookie).
     cookie: Option<String>,
     /// The challenge a challenge answer carries.
@@ -286,6 +291,7 @@ impl Client {
                 outcome: answer.outcome,
                 status: answer.status,
                 retry_after: answer.retry_after,
+                request_id: answer.request_id,
                 sent_at,
                 latency: answer.latency,
                 known_device: login.cookie.is_some(),
@@ -384,6 +390,7 @@ impl Client {
             status: 0,
             latency: Duration::ZERO,
             retry_after: None,
+            request_id: None,
             cookie: None,
             challenge: None,
             mfa_token: None,
@@ -398,6 +405,11 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok())
                 .map(Duration::from_secs);
+            answer.request_id = response
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| u128::from_str_radix(v, 16).ok());
             answer.cookie = response
                 .headers()
                 .get(SET_COOKIE)
