@@ -172,7 +172,7 @@ for name in scenarios:
         sig = run["signal"]
         tripped = f"{sig['trip_after_secs']:.1f}" if sig["trip_after_secs"] is not None else ("never" if a["pairs"] else "–")
         print(f"| {name} | {'on' if run['policy'] else 'off'} | {a['pairs']} | {a['challenged']} | {a['denied']} | {a['failed'] + a['succeeded'] + a['second_factor'] + a['reset_required']} | "
-              f"{a['compromised_accounts']} / {a['second_factor_held_accounts']} / {a['reset_held_accounts']} / {a['hits_in_list']} | {tripped} | {sig['false_trip_challenges']} | {a['cpu_secs']:.1f} ({a['solving_cpu_secs']:.1f}) | {per} | "
+              f"{a['compromised_accounts']} / {a['second_factor_held_accounts']} / {a['reset_held_accounts']} / {a['hits_in_list']} | {tripped} | {len(sig['false_trips'])} | {a['cpu_secs']:.1f} ({a['solving_cpu_secs']:.1f}) | {per} | "
               f"{l['success_rate'] * 100:.1f}% of {l['logins']} ({l['locked_out']}) | {l['challenged']} ({l['challenged_known_device']}) | {solve} | "
               f"{l['p99_before_attack_ms']:.0f} / {l['p99_during_attack_ms']:.0f} ({l['p99_known_device_before_attack_ms']:.0f} / {l['p99_known_device_during_attack_ms']:.0f}) | {run['attacker_requests_per_sec']:.0f} |")
 print()
@@ -186,7 +186,7 @@ for name in scenarios:
                     if l["passkey_logins"] else "")
         print(f"- **{name}** ({report['description']}): legitimate logins {l['logins']}, "
               f"{l['success_rate'] * 100:.1f}% in; challenged {l['challenged']}; false trips "
-              f"{report['runs'][0]['signal']['false_trip_challenges']}{passkeys}.")
+              f"{len(report['runs'][0]['signal']['false_trips'])}{passkeys}.")
         continue
     verified = f"{c['verified_reduction']:.1f}× fewer" if c["verified_reduction"] else f"all {c['verified_off']} stopped"
     compromised = (f"{c['compromise_reduction']:.1f}× fewer" if c["compromise_reduction"]
@@ -238,7 +238,7 @@ takes the accounts it covers out of the compromised column with the policy on or
 right passwords stop at `mfa_required`. A breached-password filter that holds the list
 (botnet-solver-breached) does the same for every account: a right password from the attacker's
 browser gets 403 `password_reset_required`, and the link to a new password goes to the owner.""")
-calm = [(name, report["runs"][0]["signal"]["false_trip_challenges"]) for name, report in
+calm = [(name, len(report["runs"][0]["signal"]["false_trips"])) for name, report in
         ((name, json.load(open(os.path.join(out, "drill", f"{name}.json")))) for name in scenarios)
         if report["comparison"] is None]
 if calm:

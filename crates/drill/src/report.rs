@@ -64,9 +64,8 @@ pub struct SignalSeen {
     /// never).
     pub trip_after_secs: Option<f64>,
     /// Legitimate logins challenged from clean sources with no attack under way (before the
-    /// attacker started, or in a scenario without one): false trips, as people feel them.
-    pub false_trip_challenges: usize,
-    /// Those challenges, each with its user and the replica that asked it.
+    /// attacker started, or in a scenario without one): false trips, as people feel them, each
+    /// with its user and the replica that asked it.
     pub false_trips: Vec<FalseTrip>,
     /// Attacker guesses verified with their answer after the trip (none: never tripped): those
     /// checked by a replica that had not heard of it yet (one that has withholds the answer),
@@ -131,7 +130,6 @@ impl SignalSeen {
                 dirty.insert(subnet);
             }
         }
-        seen.false_trip_challenges = seen.false_trips.len();
         if let (Some(start), Some(tripped)) = (attack_started, tripped) {
             seen.trip_after_secs = Some(tripped.saturating_sub(start).as_secs_f64());
             let verified_after = samples.iter().filter(|sample| {
@@ -255,7 +253,7 @@ pub struct HinderedLogin {
     pub requests: Vec<RequestSeen>,
 }
 
-/// One request of a hindered login.
+/// One request, as the report keeps it (a hindered login's, a false trip's).
 #[derive(Debug, Serialize)]
 pub struct RequestSeen {
     /// When it was sent, seconds from the start of the run.
@@ -273,12 +271,21 @@ pub struct RequestSeen {
 }
 
 impl RequestSeen {
-    /// ` from replica R`, R the request id's process half, when the answer carried one.
-    fn replica(&self) -> String {
-        self.request_id
+    /// When, what came back, the wait it asked for and the replica that answered (a request
+    /// id's process half).
+    fn line(&self) -> String {
+        let wait = self
+            .retry_after_secs
+            .map_or_else(String::new, |s| format!(", Retry-After {s}"));
+        let replica = self
+            .request_id
             .as_deref()
             .and_then(|id| id.get(..12))
-            .map_or_else(String::new, |replica| format!(" from replica {replica}"))
+            .map_or_else(String::new, |replica| format!(" from replica {replica}"));
+        format!(
+            "{:.1} s {} {}{wait}{replica}",
+            self.at_secs, self.status, self.outcome
+        )
     }
 
     fn new(sample: &Sample) -> Self {
@@ -319,22 +326,7 @@ impl HinderedLogin {
             true => "got in",
             false => "did not get in",
         };
-        let requests: Vec<String> = self
-            .requests
-            .iter()
-            .map(|r| {
-                let wait = r
-                    .retry_after_secs
-                    .map_or_else(String::new, |s| format!(", Retry-After {s}"));
-                format!(
-                    "{:.1} s {} {}{wait}{}",
-                    r.at_secs,
-                    r.status,
-                    r.outcome,
-                    r.replica()
-                )
-            })
-            .collect();
+        let requests: Vec<String> = self.requests.iter().map(RequestSeen::line).collect();
         format!(
             "user {} ({device}{typo}) {ending}: {}",
             self.user,
@@ -729,7 +721,7 @@ impl DrillReport {
                 .map_or_else(|| "-".to_owned(), |n| n.to_string())
         });
         row("legit challenged with no attack (false trips)", &|r| {
-            r.signal.false_trip_challenges.to_string()
+            r.signal.false_trips.len().to_string()
         });
         row("legit logins", &|r| r.legit.logins.to_string());
         row("  success rate", &|r| {
@@ -816,13 +808,8 @@ impl DrillReport {
                 let _ = writeln!(out, "policy {policy}: hindered login: {}", login.line());
             }
             for trip in &run.signal.false_trips {
-                let _ = writeln!(
-                    out,
-                    "policy {policy}: false trip: user {} challenged at {:.1} s{}",
-                    trip.user,
-                    trip.request.at_secs,
-                    trip.request.replica()
-                );
+                let (user, request) = (trip.user, trip.request.line());
+                let _ = writeln!(out, "policy {policy}: false trip: user {user}: {request}");
             }
         }
         if let Some(c) = &self.comparison {
@@ -930,7 +917,6 @@ mod tests {
         ];
         let seen = SignalSeen::new(&samples, Some(Duration::from_secs(1)));
         assert_eq!(seen.trip_after_secs, Some(0.5));
-        assert_eq!(seen.false_trip_challenges, 1);
         let [trip] = &seen.false_trips[..] else {
             panic!("one false trip: {:?}", seen.false_trips);
         };
@@ -939,13 +925,16 @@ mod tests {
             trip.request.request_id.as_deref(),
             Some("0123456789ab000000000007")
         );
-        assert_eq!(trip.request.replica(), " from replica 0123456789ab");
+        assert_eq!(
+            trip.request.line(),
+            "0.3 s 0 Challenged from replica 0123456789ab"
+        );
         // Sent at 1 s and answered at 1.6 s: hashed after the trip (the one at 1.1 s was not).
         assert_eq!(seen.verified_after_trip, Some(1));
         let without_attack = SignalSeen::new(&samples[..3], None);
         assert_eq!(without_attack.trip_after_secs, None);
         assert_eq!(without_attack.verified_after_trip, None);
-        assert_eq!(without_attack.false_trip_challenges, 1);
+        assert_eq!(without_attack.false_trips.len(), 1);
     }
 
     #[test]

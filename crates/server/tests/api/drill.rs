@@ -217,7 +217,7 @@ async fn a_thin_list_inside_busy_traffic_trips_the_baseline_and_loses_its_later_
     // logins outnumber it three to one; no legitimate login was challenged before it came.
     let tripped = on.signal.trip_after_secs.expect(&table);
     assert!(tripped <= 10.0, "{table}");
-    assert_eq!(on.signal.false_trip_challenges, 0, "{table}");
+    assert!(on.signal.false_trips.is_empty(), "{table}");
     assert!(on.attacker.challenged >= 30, "{table}");
     // Without the policy every hit gets in; with it, the ones after the trip do not.
     assert_eq!(off.attacker.compromised_accounts, hits.len(), "{table}");
@@ -241,7 +241,7 @@ async fn a_surge_of_ordinary_logins_challenges_nobody() {
     // the detectors judge do not move.
     assert!(on.legit.logins >= 400, "{table}");
     assert!(on.legit.typos >= 20, "{table}");
-    assert_eq!(on.signal.false_trip_challenges, 0, "{table}");
+    assert!(on.signal.false_trips.is_empty(), "{table}");
     assert_eq!(on.legit.challenged, 0, "{table}");
     assert_eq!(on.legit.succeeded, on.legit.logins, "{table}");
 }
@@ -253,7 +253,7 @@ async fn a_quiet_day_with_typos_challenges_nobody() {
     let on = policy_on(&report);
     let table = report.table();
     assert!(on.legit.logins >= 15 && on.legit.typos >= 2, "{table}");
-    assert_eq!(on.signal.false_trip_challenges, 0, "{table}");
+    assert!(on.signal.false_trips.is_empty(), "{table}");
     assert_eq!(on.legit.challenged, 0, "{table}");
     assert_eq!(on.legit.succeeded, on.legit.logins, "{table}");
 }
