@@ -244,29 +244,18 @@ calm = [(name, len(report["runs"][0]["signal"]["false_trips"])) for name, report
 if calm:
     print("\nDays without an attacker, false trips (legitimate logins challenged with no attack under way): "
           + ", ".join(f"{name} {n}" for name, n in calm) + ".")
-trips = [(name, trip) for name in scenarios
-         for run in json.load(open(os.path.join(out, "drill", f"{name}.json")))["runs"] if run["policy"]
-         for trip in run["signal"]["false_trips"]]
-if trips:
-    print("Each false trip, with the replica that asked it (a request id's first half):",
-          "; ".join(f"{name} user {t['user']} at {t['request']['at_secs']:.0f} s"
-                    + (f" from {t['request']['request_id'][:12]}" if t["request"]["request_id"] else "")
-                    for name, t in trips) + ".")
 refused = sum(run["legit"]["locked_out"] for name in scenarios
               for run in json.load(open(os.path.join(out, "drill", f"{name}.json")))["runs"] if run["policy"])
 print(f"\nLegitimate logins refused with the defences on, all scenarios together: {refused}.")
-hindered = [(name, login) for name in scenarios
-            for run in json.load(open(os.path.join(out, "drill", f"{name}.json")))["runs"] if run["policy"]
-            for login in run["legit"]["hindered"]]
-if hindered:
-    print("Every legitimate login with the defences on that did not get in or had a try refused, with its answers:\n")
-    for name, login in hindered:
-        answers = " → ".join(f"{r['at_secs']:.1f} s {r['status']} {r['outcome']}"
-                             + (f" (Retry-After {r['retry_after_secs']})" if r["retry_after_secs"] is not None else "")
-                             + (f" from replica {r['request_id'][:12]}" if r["request_id"] else "")
-                             for r in login["requests"])
-        print(f"- {name}, user {login['user']} ({'new' if login['new_device'] else 'known'} device"
-              f"{', typo first' if login['typo'] else ''}; {'got in' if login['succeeded'] else 'did not get in'}): {answers}")
+# The drill's own lines for each false trip and hindered login, with the defences on.
+notes = [(name, line.split(": ", 1)[1]) for name in scenarios
+         for line in open(os.path.join(out, "drill", f"{name}.txt"))
+         if line.startswith(("policy on: false trip:", "policy on: hindered login:"))]
+if notes:
+    print("Each false trip and each legitimate login that did not get in or had a try refused, with the")
+    print("defences on (a request id's first 12 digits name the replica that answered):\n")
+    for name, note in notes:
+        print(f"- {name}: {note.strip()}")
 print("\nTimelines (attacker and legitimate requests per second, in two panels) are written next to the JSON reports as")
 print("`target/bench/drill/NAME-policy-{on,off}.svg`.")
 PY
