@@ -139,6 +139,32 @@ impl Deployment {
             .with_context(|| format!("the passkey origin `{}`", self.passkey_origin))
     }
 
+    /// Copies the logs of the stack the drill brought up (its replicas', Redis's and nginx's
+    /// errors) into `to`, before taking the stack down removes them; `None` for a deployment
+    /// someone else runs, whose logs are theirs.
+    pub fn keep_logs(&self, to: &Path) -> anyhow::Result<Option<PathBuf>> {
+        let Some((dir, _)) = &self.stack else {
+            return Ok(None);
+        };
+        let state = dir.path().join("stack");
+        std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+        let entries =
+            std::fs::read_dir(&state).with_context(|| format!("reading {}", state.display()))?;
+        for entry in entries {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let wanted = name.ends_with(".log")
+                && (name.starts_with("replica")
+                    || name == "redis.log"
+                    || name == "nginx-error.log");
+            if wanted {
+                std::fs::copy(&path, to.join(name))
+                    .with_context(|| format!("copying {}", path.display()))?;
+            }
+        }
+        Ok(Some(to.to_owned()))
+    }
+
     /// Creates `accounts` with `portcullis users import` (hashing with [`CHEAP_ARGON2`] when
     /// `cheap`), then gives those with a TOTP secret their second factor with `portcullis users
     /// import-totp`, and the passkey-only ones their passkeys (`passkeys`, the lines of
@@ -240,6 +266,57 @@ mod tests {
             totp_secret: None,
             passkey_only: false,
         }
+    }
+
+    /// A stack's replica, Redis and nginx error logs are kept; its other files (the database,
+    /// the access log) are not, and a deployment the drill did not bring up has none to keep.
+    #[test]
+    fn keeping_logs_copies_the_stacks_logs_before_it_goes() {
+        let dir = tempfile::Builder::new().tempdir().unwrap();
+        let state = dir.path().join("stack");
+        std::fs::create_dir_all(state.join("pg")).unwrap();
+        for name in [
+            "replica1.log",
+            "replica2.log",
+            "redis.log",
+            "nginx-error.log",
+        ] {
+            std::fs::write(state.join(name), format!("{name} says why")).unwrap();
+        }
+        std::fs::write(state.join("nginx-access.log"), "every request").unwrap();
+        std::fs::write(state.join("pg/server.log"), "postgres").unwrap();
+        let down = dir.path().join("down.sh");
+        std::fs::write(&down, "exit 0\n").unwrap();
+        let deployment = Deployment {
+            url: "http://127.0.0.1:1".into(),
+            passkey_origin: "http://localhost:1".into(),
+            stack: Some((dir, down)),
+            env: Vec::new(),
+        };
+        let out = tempfile::tempdir().unwrap();
+        let to = out.path().join("quiet-policy-on-logs");
+        assert_eq!(deployment.keep_logs(&to).unwrap(), Some(to.clone()));
+        let mut kept: Vec<String> = std::fs::read_dir(&to)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        kept.sort();
+        assert_eq!(
+            kept,
+            [
+                "nginx-error.log",
+                "redis.log",
+                "replica1.log",
+                "replica2.log"
+            ]
+        );
+        let replica = std::fs::read_to_string(to.join("replica2.log")).unwrap();
+        assert_eq!(replica, "replica2.log says why");
+
+        let external = Deployment::external("http://127.0.0.1:1", &[]);
+        let elsewhere = out.path().join("elsewhere");
+        assert_eq!(external.keep_logs(&elsewhere).unwrap(), None);
+        assert!(!elsewhere.exists());
     }
 
     /// `benchmarks.sh` runs busy, surge and quiet side by side into one directory: each

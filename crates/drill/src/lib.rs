@@ -202,7 +202,18 @@ pub async fn run(options: &Options) -> anyhow::Result<DrillReport> {
         )
         .await?;
         progress.finish_and_clear();
-        runs.push(RunReport::new(policy, deployment.url(), &plan, &traffic));
+        let mut run = RunReport::new(policy, deployment.url(), &plan, &traffic);
+        if run.went_wrong() {
+            let logs = options.out_dir.join(format!(
+                "{}-policy-{}-logs",
+                scenario.name,
+                policy_label(policy)
+            ));
+            run.stack_logs = deployment
+                .keep_logs(&logs)?
+                .map(|d| d.display().to_string());
+        }
+        runs.push(run);
     }
     let comparison = match runs.as_slice() {
         [on, off] => Some(Comparison::new(on, off)),

@@ -51,6 +51,10 @@ pub struct RunReport {
     pub latency_ms: Vec<ClassLatency>,
     /// Requests per second of the run, by outcome.
     pub timeline: Vec<TimelineSecond>,
+    /// Where the stack's logs were kept: a run the drill brought the stack up for that
+    /// [went wrong](RunReport::went_wrong), so its replicas can say why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack_logs: Option<String>,
 }
 
 /// The under-attack signal as the clients saw it: a challenge answered to a person's request
@@ -522,7 +526,14 @@ impl RunReport {
             ),
             latency_ms: latencies(&traffic.samples),
             timeline: timeline(&traffic.samples),
+            stack_logs: None,
         }
+    }
+
+    /// Whether a person was hindered or falsely challenged: what the stack's logs should
+    /// explain.
+    pub fn went_wrong(&self) -> bool {
+        !self.legit.hindered.is_empty() || !self.signal.false_trips.is_empty()
     }
 
     /// Attacker requests that reached the password check.
@@ -810,6 +821,9 @@ impl DrillReport {
             for trip in &run.signal.false_trips {
                 let (user, request) = (trip.user, trip.request.line());
                 let _ = writeln!(out, "policy {policy}: false trip: user {user}: {request}");
+            }
+            if let Some(logs) = &run.stack_logs {
+                let _ = writeln!(out, "policy {policy}: the stack's logs: {logs}");
             }
         }
         if let Some(c) = &self.comparison {
@@ -1113,7 +1127,9 @@ mod tests {
             }],
             ..Traffic::default()
         };
-        let run = RunReport::new(true, "x", &plan(), &traffic);
+        let mut run = RunReport::new(true, "x", &plan(), &traffic);
+        assert!(run.went_wrong());
+        run.stack_logs = Some("out/s-policy-on-logs".into());
         let [login] = &run.legit.hindered[..] else {
             panic!("one hindered login: {:?}", run.legit.hindered);
         };
@@ -1132,6 +1148,10 @@ mod tests {
                 "policy on: hindered login: user 7 (new device, typo first) did not get in: \
                  1.0 s 0 Challenged -> 1.4 s 429 Refused, Retry-After 3"
             ),
+            "{table}"
+        );
+        assert!(
+            table.contains("policy on: the stack's logs: out/s-policy-on-logs"),
             "{table}"
         );
     }
@@ -1193,6 +1213,8 @@ mod tests {
         // Off: all four pairs get in, on three accounts (two pairs name "a"); on: one.
         let off = RunReport::new(false, "x", &plan(), &traffic(4, 3));
         let on = RunReport::new(true, "x", &plan(), &traffic(1, 300));
+        // An attacker's challenges and refusals hinder no person.
+        assert!(!off.went_wrong() && !on.went_wrong());
         assert_eq!(off.attacker.cpu_secs_per_compromised, Some(1.0));
         assert_eq!(on.attacker.cpu_secs_per_compromised, Some(300.0));
         let comparison = Comparison::new(&on, &off);

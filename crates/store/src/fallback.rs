@@ -6,15 +6,26 @@
 //! - `fail_open`: admit every attempt unchecked, loudly (logs and the degraded gauge);
 //! - `local` (the default): count in this process with the same policy, so each replica still
 //!   limits what it sees; all but the familiar networks' rule, since only Redis knows them.
+//!
+//! A success Redis did not hear of (in `local` or `fail_open` mode) still makes its network
+//! familiar: its account and network are kept, and told to Redis once it answers again, so a
+//! stall of a few milliseconds does not cost the account's owner a challenge next time.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use portcullis_core::attack::Assessment;
-use portcullis_core::{AttemptKey, Decision, LockoutEvent, Policy, UnixMillis, Verified};
+use portcullis_core::{
+    AttemptKey, Decision, LockoutEvent, Outcome, Policy, UnixMillis, Verified, familiar,
+};
 use serde::{Deserialize, Serialize};
 
-use crate::{AttemptStore, Clock, Health, MemoryStore, RedisStore, StoreError};
+use crate::{AttemptStore, Clock, Health, MemoryStore, RedisStore, StoreError, lock};
+
+/// How many successes' networks a replica keeps for Redis while it is unavailable; beyond
+/// this (a long outage) a success's network stays unfamiliar, and its owner answers one
+/// challenge from it next time.
+const UNHEARD_MAX: usize = 10_000;
 
 /// What the service does while the shared store cannot answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +44,9 @@ pub struct FallbackStore {
     primary: Arc<RedisStore>,
     local: MemoryStore,
     mode: OnError,
+    /// The keys (account, network) of successes recorded while Redis was unavailable, to be
+    /// remembered there once it answers (see [`FallbackStore::retell`]).
+    unheard: Arc<Mutex<Vec<[AttemptKey; 2]>>>,
 }
 
 impl FallbackStore {
@@ -52,7 +66,32 @@ impl FallbackStore {
             primary,
             local: MemoryStore::new(local, clock),
             mode,
+            unheard: Arc::default(),
         }
+    }
+
+    /// Keeps the network of a success Redis did not hear of, for [`FallbackStore::retell`].
+    fn keep_unheard(&self, keys: &[AttemptKey]) {
+        if let (Some(account), Some(network)) =
+            (familiar::account_of(keys), familiar::network_of(keys))
+        {
+            let mut unheard = lock(&self.unheard);
+            if unheard.len() < UNHEARD_MAX {
+                unheard.push([account.clone(), network.clone()]);
+            }
+        }
+    }
+
+    /// Tells Redis, now that it answered, the networks of the successes it did not hear of, in
+    /// the background (the request that found it back does not wait). Whatever it cannot take
+    /// is kept for the next time.
+    fn retell(&self) {
+        let networks = std::mem::take(&mut *lock(&self.unheard));
+        if networks.is_empty() {
+            return;
+        }
+        let (primary, unheard) = (self.primary.clone(), self.unheard.clone());
+        tokio::spawn(async move { remember_all(&primary, &unheard, networks).await });
     }
 
     /// The primary's answer; while it is unavailable, the mode's instead: what `local` answers
@@ -65,7 +104,10 @@ impl FallbackStore {
         unchecked: T,
     ) -> Result<T, StoreError> {
         let error = match primary {
-            Ok(answer) => return Ok(answer),
+            Ok(answer) => {
+                self.retell();
+                return Ok(answer);
+            }
             Err(error) => error,
         };
         match (&error, self.mode) {
@@ -108,8 +150,13 @@ impl AttemptStore for FallbackStore {
         pending: &[LockoutEvent],
     ) -> Result<Vec<LockoutEvent>, StoreError> {
         let primary = self.primary.record(keys, verified, username, pending).await;
+        let unheard = primary.is_err() && verified.outcome == Outcome::Success;
         let local = self.local.record(keys, verified, username, pending);
-        self.or_fallback(primary, local, Vec::new()).await
+        let bans = self.or_fallback(primary, local, Vec::new()).await?;
+        if unheard {
+            self.keep_unheard(keys);
+        }
+        Ok(bans)
     }
 
     async fn remember_network(&self, keys: &[AttemptKey]) -> Result<(), StoreError> {
@@ -129,6 +176,8 @@ impl AttemptStore for FallbackStore {
     }
 
     async fn hand_over(&self) -> Result<(), StoreError> {
+        let networks = std::mem::take(&mut *lock(&self.unheard));
+        remember_all(&self.primary, &self.unheard, networks).await;
         self.primary.hand_over().await
     }
 
@@ -148,4 +197,26 @@ impl AttemptStore for FallbackStore {
             (Err(_), _) => Health::Degraded,
         }
     }
+}
+
+/// Remembers `networks` (each an account's key and a network's) in Redis, in order; from the
+/// first it cannot, puts them back in `unheard`.
+async fn remember_all(
+    primary: &RedisStore,
+    unheard: &Mutex<Vec<[AttemptKey; 2]>>,
+    networks: Vec<[AttemptKey; 2]>,
+) {
+    let count = networks.len();
+    let mut networks = networks.into_iter();
+    while let Some(keys) = networks.next() {
+        if let Err(error) = primary.remember_network(&keys).await {
+            tracing::warn!(%error, "networks of successes Redis did not hear of: kept for later");
+            lock(unheard).extend(std::iter::once(keys).chain(networks));
+            return;
+        }
+    }
+    tracing::info!(
+        count,
+        "told Redis the networks of successes it did not hear of"
+    );
 }

@@ -19,6 +19,8 @@ pub mod fallback;
 pub mod memory;
 pub mod redis_store;
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
 use async_trait::async_trait;
 use portcullis_core::attack::Assessment;
 use portcullis_core::{AttemptKey, Decision, LockoutEvent, UnixMillis, Verified};
@@ -140,4 +142,10 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// The newest `count` events, newest first.
     async fn recent(&self, count: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+}
+
+/// Locks a mutex even if a previous holder panicked: every critical section in this crate
+/// leaves its data consistent, so poisoning carries no information.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

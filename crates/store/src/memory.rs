@@ -7,7 +7,7 @@
 //! other processes.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use portcullis_core::attack::Assessment;
@@ -16,7 +16,7 @@ use portcullis_core::{AttemptKey, Decision, LockoutEvent, Policy, UnixMillis, Ve
 
 use crate::admin::{AdminStore, KeyStatus, Restriction};
 use crate::events::{MEMORY_EVENTS, RecordedEvent, SecurityEvent};
-use crate::{AttemptStore, Clock, EventLog, StoreError};
+use crate::{AttemptStore, Clock, EventLog, StoreError, lock};
 
 /// Restrictions indexed before stale entries are pruned.
 const MAX_INDEXED: usize = 10_000;
@@ -94,12 +94,6 @@ impl UsedProofs {
         }
         true
     }
-}
-
-/// Locks a mutex even if a previous holder panicked: every critical section here leaves the
-/// data consistent, so poisoning carries no information.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl MemoryStore {

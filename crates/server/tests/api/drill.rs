@@ -254,6 +254,8 @@ async fn a_quiet_day_with_typos_challenges_nobody() {
     let table = report.table();
     assert!(on.legit.logins >= 15 && on.legit.typos >= 2, "{table}");
     assert!(on.signal.false_trips.is_empty(), "{table}");
+    // Nothing went wrong, so the stack's logs went with it.
+    assert_eq!(on.stack_logs, None, "{table}");
     assert_eq!(on.legit.challenged, 0, "{table}");
     assert_eq!(on.legit.succeeded, on.legit.logins, "{table}");
 }

@@ -15,7 +15,7 @@
 //! would never come back after a failover. The task itself is bounded by the client's own
 //! timeouts (redis 1.x: 1 s to connect to a node, 0.5 s for each reply of the handshake).
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use deadpool_redis::Runtime;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -23,7 +23,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use super::Topology;
-use crate::StoreError;
+use crate::{StoreError, lock};
 
 /// A single-server or cluster connection; both pipeline concurrent calls.
 #[derive(Clone)]
@@ -193,10 +193,6 @@ impl Connections {
     pub fn reset(&self) {
         *lock(&self.shared.current) = None;
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {

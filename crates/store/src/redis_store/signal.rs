@@ -20,7 +20,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -32,7 +32,7 @@ use portcullis_core::attack::{
 
 use super::calls::Calls;
 use super::keyspace::{Keyspace, SIGNAL_SHARDS};
-use crate::{Clock, StoreError};
+use crate::{Clock, StoreError, lock};
 
 /// How often a replica adds its counts and reads the service's back.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
@@ -193,10 +193,6 @@ pub struct SharedSignal {
     /// One flush at a time (the background task's and a test's), so none reads back before
     /// another's counts are added.
     flushing: tokio::sync::Mutex<()>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn json(value: &impl serde::Serialize) -> String {

@@ -5,6 +5,7 @@
 
 mod cluster;
 mod differential;
+mod fallback;
 mod helpers;
 mod redis_store;
 mod sentinel;
