@@ -207,6 +207,9 @@ async fn remember_all(
     networks: Vec<[AttemptKey; 2]>,
 ) {
     let count = networks.len();
+    if count == 0 {
+        return;
+    }
     let mut networks = networks.into_iter();
     while let Some(keys) = networks.next() {
         if let Err(error) = primary.remember_network(&keys).await {
