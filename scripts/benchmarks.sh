@@ -247,15 +247,21 @@ if calm:
 refused = sum(run["legit"]["locked_out"] for name in scenarios
               for run in json.load(open(os.path.join(out, "drill", f"{name}.json")))["runs"] if run["policy"])
 print(f"\nLegitimate logins refused with the defences on, all scenarios together: {refused}.")
-# The drill's own lines for each false trip and hindered login, with the defences on.
-notes = [(name, line.split(": ", 1)[1]) for name in scenarios
-         for line in open(os.path.join(out, "drill", f"{name}.txt"))
-         if line.startswith(("policy on: false trip:", "policy on: hindered login:"))]
-if notes:
+# The drill's own lines for each false trip and hindered login, with the defences on: the first
+# few of each scenario (its report has them all).
+SHOWN = 10
+notes = {name: [line.split(": ", 1)[1].strip() for line in open(os.path.join(out, "drill", f"{name}.txt"))
+                if line.startswith(("policy on: false trip:", "policy on: hindered login:"))]
+         for name in scenarios}
+if any(notes.values()):
     print("Each false trip and each legitimate login that did not get in or had a try refused, with the")
-    print("defences on (a request id's first 12 digits name the replica that answered):\n")
-    for name, note in notes:
-        print(f"- {name}: {note.strip()}")
+    print(f"defences on (a request id's first 12 digits name the replica that answered; the first {SHOWN} of")
+    print("a scenario, whose report `target/bench/drill/NAME.txt` lists them all):\n")
+    for name, lines in notes.items():
+        for note in lines[:SHOWN]:
+            print(f"- {name}: {note}")
+        if len(lines) > SHOWN:
+            print(f"- {name}: and {len(lines) - SHOWN} more")
 print("\nTimelines (attacker and legitimate requests per second, in two panels) are written next to the JSON reports as")
 print("`target/bench/drill/NAME-policy-{on,off}.svg`.")
 PY
