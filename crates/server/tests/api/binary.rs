@@ -279,10 +279,15 @@ async fn sigterm_stops_the_server_gracefully_and_a_second_signal_cuts_the_drain_
 async fn on_sigterm_a_replica_drains_then_refuses_new_connections_while_logins_in_flight_finish() {
     let dir = tempfile::tempdir().unwrap();
     let mut command = portcullis(&dir);
+    // Long enough that a loaded CI machine still sees the drain before the listener closes.
+    const DRAIN: Duration = Duration::from_secs(6);
     // A slow hash (about a second), so a login is surely in flight when the drain ends.
     command
         .env("PORTCULLIS__SERVER__PORT", "0")
-        .env("PORTCULLIS__SERVER__DRAIN_SECS", "3")
+        .env(
+            "PORTCULLIS__SERVER__DRAIN_SECS",
+            DRAIN.as_secs().to_string(),
+        )
         .env("PORTCULLIS__ARGON2__MEMORY_KIB", "131072")
         .env("PORTCULLIS__ARGON2__ITERATIONS", "8")
         // Checked, not challenged for a network new to the (unknown) account.
@@ -315,10 +320,8 @@ async fn on_sigterm_a_replica_drains_then_refuses_new_connections_while_logins_i
         "a login while draining"
     );
     // A login sent just before the drain ends is still in flight when the listener closes.
-    tokio::time::sleep(
-        Duration::from_secs(3).saturating_sub(signalled.elapsed() + Duration::from_millis(300)),
-    )
-    .await;
+    tokio::time::sleep(DRAIN.saturating_sub(signalled.elapsed() + Duration::from_millis(300)))
+        .await;
     let in_flight = tokio::spawn(login(address.clone()));
     wait_until(Duration::from_secs(10), "the listener to close", || async {
         reqwest::get(format!("http://{address}/healthz"))
